@@ -1,0 +1,59 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// Layers (arrows: may import)
+//   swiftvmm (CLI) -> KVM, QTest, DeviceCatalog -> Devices/* -> Virtio, VMMNet -> VMMCore
+//   NetBackends -> VMMNet, CVDEPlug, CSlirp, CKVM (tun ioctls)
+//   VMMTestKit -> VMMCore, VMMNet (what device tests import)
+let package = Package(
+    name: "swiftvmm",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "swiftvmm", targets: ["swiftvmm"]),
+        .library(name: "VMMCore", targets: ["VMMCore"]),
+        .library(name: "VMMNet", targets: ["VMMNet"]),
+        .library(name: "VMMTestKit", targets: ["VMMTestKit"]),
+        .library(name: "Virtio", targets: ["Virtio"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+    ],
+    targets: [
+        // C shims: ioctl and the Linux headers Swift cannot import directly.
+        .target(name: "CKVM", path: "Sources/CKVM"),
+        .target(name: "CVDEPlug", path: "Sources/CVDEPlug", linkerSettings: [.linkedLibrary("vdeplug")]),
+        .systemLibrary(name: "CSlirp", path: "Sources/CSlirp", pkgConfig: "slirp"),
+
+        .target(name: "VMMCore", dependencies: [
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "SystemPackage", package: "swift-system"),
+            "CKVM",
+        ]),
+        .target(name: "VMMNet", dependencies: ["VMMCore"]),
+        .target(name: "Virtio", dependencies: ["VMMCore"]),
+        .target(name: "E1000", dependencies: ["VMMCore", "VMMNet"], path: "Devices/E1000"),
+        .target(name: "VirtioNet", dependencies: ["VMMCore", "VMMNet", "Virtio"], path: "Devices/VirtioNet"),
+        .target(name: "NetBackends", dependencies: ["VMMCore", "VMMNet", "CKVM", "CVDEPlug", "CSlirp"]),
+        // The one place that lists device types and backends: adding a device is one line here.
+        .target(name: "DeviceCatalog", dependencies: ["VMMCore", "VMMNet", "E1000", "VirtioNet", "NetBackends"]),
+        .target(name: "VMMTestKit", dependencies: ["VMMCore", "VMMNet"]),
+        .target(name: "QTest", dependencies: ["VMMCore", "VMMNet", "VMMTestKit", "DeviceCatalog"]),
+        .target(name: "KVM", dependencies: ["VMMCore", "VMMNet", "CKVM", "DeviceCatalog"]),
+        .executableTarget(name: "swiftvmm", dependencies: [
+            "VMMCore", "KVM", "QTest", "DeviceCatalog",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        .testTarget(name: "CoreTests", dependencies: ["VMMCore", "VMMTestKit"]),
+        .testTarget(name: "NetTests", dependencies: ["VMMNet", "VMMTestKit"]),
+        .testTarget(name: "E1000Tests", dependencies: ["E1000", "VMMTestKit", "VMMNet"]),
+        .testTarget(name: "VirtioNetTests", dependencies: ["VirtioNet", "Virtio", "VMMTestKit", "VMMNet"]),
+        .testTarget(name: "BackendTests", dependencies: ["NetBackends", "VMMNet", "VMMTestKit"]),
+        .testTarget(name: "QTestTests", dependencies: ["QTest", "VMMTestKit", "DeviceCatalog"]),
+        .testTarget(name: "KVMTests", dependencies: ["KVM", "VMMCore", "DeviceCatalog"]),
+        .testTarget(name: "CLITests", dependencies: ["DeviceCatalog", "VMMCore"]),
+    ]
+)

@@ -1,0 +1,1 @@
+// NetBackends: being written.

@@ -1,0 +1,1 @@
+// QTest: being written.

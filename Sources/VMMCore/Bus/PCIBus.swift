@@ -1,0 +1,273 @@
+import Logging
+
+public enum PCIBusError: Error, Equatable, CustomStringConvertible {
+    case slotInUse(Int)
+    case badSlot(Int, function: Int)
+    case noFreeSlot
+    case windowFull(device: String, bar: Int)
+    public var description: String {
+        switch self {
+        case let .slotInUse(s): "PCI slot \(s) is already in use"
+        case let .badSlot(s, f): "PCI slot \(s).\(f) is out of range (slots 1-31, functions 0-7)"
+        case .noFreeSlot: "no free PCI slot (31 devices at most)"
+        case let .windowFull(d, b): "no room for \(d) BAR\(b) in the PCI address window"
+        }
+    }
+}
+
+/// PCI bus 0: a host bridge at 00:00.0, functions in slots 1–31, configuration
+/// mechanism #1 on ports 0xCF8/0xCFC (PCI 3.0 §3.2.2.3.2), BAR placement, and the
+/// mapping of enabled BARs into the machine's address spaces.
+public final class PCIBus: @unchecked Sendable {
+    public let memory: GuestMemory
+    public let pio: AddressSpace
+    public let mmio: AddressSpace
+    public let clock: DeviceClock
+    public let eventLoop: EventLoop
+    public let services: ServiceRegistry
+    public let logger: Logger
+    let guestLog: RateLimitedLogger
+    let lines: SharedIRQLines
+    let controller: InterruptController
+    /// Which interrupt line (GSI) a slot's pin (1 = INTA) is wired to.
+    public let intxRoute: @Sendable (_ slot: Int, _ pin: Int) -> Int
+    public var doorbellAccelerator: DoorbellAccelerator?
+    public private(set) var functions: [PCIFunction] = []
+    private let hostBridge: PCIConfigSpace
+    private let lock = DeviceLock()
+    private var configAddress: UInt32 = 0
+
+    /// Default wiring: INTA–INTD of slot s go to IOAPIC pins 16–23, rotating per slot
+    /// (the swizzle of PCI-to-PCI bridge spec §9.1), so up to 8 devices get their own line.
+    public static let defaultINTxRoute: @Sendable (Int, Int) -> Int = { slot, pin in 16 + (slot + pin - 1) % 8 }
+
+    public init(memory: GuestMemory, pio: AddressSpace, mmio: AddressSpace, interrupts: InterruptController,
+                clock: DeviceClock, eventLoop: EventLoop, services: ServiceRegistry = ServiceRegistry(),
+                logger: Logger = Logger(label: "swiftvmm.pci"),
+                intxRoute: @escaping @Sendable (Int, Int) -> Int = PCIBus.defaultINTxRoute) throws(AddressSpaceError) {
+        self.memory = memory; self.pio = pio; self.mmio = mmio; self.clock = clock; self.eventLoop = eventLoop
+        self.services = services; self.logger = logger; self.intxRoute = intxRoute
+        self.controller = interrupts
+        self.lines = SharedIRQLines(controller: interrupts)
+        self.guestLog = RateLimitedLogger(logger)
+        // Intel 440FX host bridge identity: what Linux expects at 00:00.0 on a PC.
+        hostBridge = PCIConfigSpace(identity: PCIIdentity(vendorID: 0x8086, deviceID: 0x1237, classCode: 0x06_00_00))
+        try pio.map(0xCF8 ..< 0xCFC, owner: "pci-config-address", handler: ConfigAddressPort(bus: self))
+        try pio.map(0xCFC ..< 0xD00, owner: "pci-config-data", handler: ConfigDataPort(bus: self))
+    }
+
+    // MARK: Adding devices
+
+    /// Creates a device of `type` from `options` at `slot` (automatic when nil).
+    @discardableResult
+    public func add(_ type: any PCIDevice.Type, options: inout DeviceOptions, slot: Int? = nil, function: Int = 0) throws -> PCIFunction {
+        let s = try lock.withLock { () throws(PCIBusError) -> Int in
+            if let slot {
+                guard (1 ... 31).contains(slot), (0 ... 7).contains(function) else { throw .badSlot(slot, function: function) }
+                guard !functions.contains(where: { $0.slot == slot && $0.function == function }) else { throw .slotInUse(slot) }
+                return slot
+            }
+            guard let free = (1 ... 31).first(where: { s in !functions.contains { $0.slot == s } }) else { throw .noFreeSlot }
+            return free
+        }
+        let config = PCIConfigSpace(identity: PCIIdentity(vendorID: 0xFFFF, deviceID: 0xFFFF, classCode: 0))
+        let interrupts = PCIInterrupts(config: config, log: guestLog)
+        interrupts.controller = controller
+        interrupts.lines = lines
+        let devLock = DeviceLock()
+        let doorbells = DoorbellRegistry()
+        let index = functions.filter { Swift.type(of: $0.device).typeName == type.typeName }.count
+        let context = PCIDeviceContext(memory: memory, config: config, interrupts: interrupts, clock: clock,
+                                       eventLoop: eventLoop, lock: devLock,
+                                       logger: Logger(label: "swiftvmm.\(type.typeName)"), guestLog: guestLog,
+                                       services: services, doorbells: doorbells, instanceIndex: index)
+        let device = try devLock.withLock { try type.init(options: &options, context: context) }
+        do {
+            try options.rejectUnknown()
+        } catch {
+            device.shutdown()
+            throw error
+        }
+        let fn = PCIFunction(slot: s, function: function, device: device, config: config, interrupts: interrupts,
+                             lock: devLock, doorbells: doorbells)
+        if config.interruptPin != 0 {
+            let line = intxRoute(s, Int(config.interruptPin))
+            interrupts.intxLine = line
+            config.interruptLine = UInt8(truncatingIfNeeded: line)
+        }
+        config.onDecodeChange = { [weak self, unowned fn] in self?.remap(fn) }
+        lock.withLock { functions.append(fn) }
+        return fn
+    }
+
+    /// Parses `NAME,key=value…` and adds it.
+    @discardableResult
+    public func add(spec: DeviceSpec, registry: PCIDeviceRegistry, slot: Int? = nil, function: Int = 0) throws -> PCIFunction {
+        var options = spec.options
+        return try add(registry.lookup(spec.name), options: &options, slot: slot, function: function)
+    }
+
+    public func function(slot: Int, function: Int = 0) -> PCIFunction? {
+        lock.withLock { functions.first { $0.slot == slot && $0.function == function } }
+    }
+
+    // MARK: Config mechanism #1
+
+    fileprivate func configAddressRead() -> UInt32 { lock.withLock { configAddress } }
+    fileprivate func configAddressWrite(_ v: UInt32) { lock.withLock { configAddress = v & 0x80FF_FFFC } }
+
+    /// Bus/device/function/register of the current CONFIG_ADDRESS, if enabled and on bus 0.
+    private func selected() -> (slot: Int, function: Int, register: Int)? {
+        let a = configAddressRead()
+        guard a & 0x8000_0000 != 0, (a >> 16) & 0xFF == 0 else { return nil }
+        return (Int((a >> 11) & 0x1F), Int((a >> 8) & 0x7), Int(a & 0xFC))
+    }
+
+    /// Config read by bus/slot/function (also used by ECAM-style callers and the test kit).
+    public func configRead(slot: Int, function fnum: Int, offset: Int, size: Int) -> UInt32 {
+        if slot == 0 && fnum == 0 { return lock.withLock { hostBridge.read(offset: offset, size: size) } }
+        guard let fn = function(slot: slot, function: fnum) else {
+            return size >= 4 ? 0xFFFF_FFFF : (1 << (UInt32(size) * 8)) - 1
+        }
+        return fn.configRead(offset: offset, size: size)
+    }
+
+    public func configWrite(slot: Int, function fnum: Int, offset: Int, size: Int, value: UInt32) {
+        if slot == 0 && fnum == 0 { return } // the host bridge's header is read-only here
+        function(slot: slot, function: fnum)?.configWrite(offset: offset, size: size, value: value)
+    }
+
+    fileprivate func configDataRead(byteOffset: Int, size: Int) -> UInt32 {
+        guard let sel = selected() else { return size >= 4 ? 0xFFFF_FFFF : (1 << (UInt32(size) * 8)) - 1 }
+        return configRead(slot: sel.slot, function: sel.function, offset: sel.register + byteOffset, size: size)
+    }
+
+    fileprivate func configDataWrite(byteOffset: Int, size: Int, value: UInt32) {
+        guard let sel = selected() else { return }
+        configWrite(slot: sel.slot, function: sel.function, offset: sel.register + byteOffset, size: size, value: value)
+    }
+
+    // MARK: BAR decoding
+
+    /// Re-derives where `fn`'s BARs decode after a command or BAR write (called with fn.lock held).
+    func remap(_ fn: PCIFunction) {
+        let cmd = fn.config.command
+        for bar in 0 ..< 6 {
+            guard let kind = fn.config.bars[bar] else { continue }
+            let enabled = kind.isIO ? cmd.contains(.ioSpace) : cmd.contains(.memorySpace)
+            var wanted: Range<UInt64>?
+            if enabled, let base = fn.config.barAddress(bar), base != 0 {
+                let (end, wraps) = base.addingReportingOverflow(kind.size)
+                let limit: UInt64 = kind.isIO ? 0x1_0000 : (kind.is64Bit ? UInt64.max : 0x1_0000_0000)
+                if !wraps && end <= limit { wanted = base ..< end }
+            }
+            guard wanted != fn.mappedBARs[bar] else { continue }
+            let space = kind.isIO ? pio : mmio
+            if let id = fn.mappingIDs[bar] { space.unmap(id) }
+            fn.mappingIDs[bar] = nil
+            fn.mappedBARs[bar] = nil
+            guard let range = wanted else { continue }
+            if !kind.isIO, memory.regions.contains(where: { $0.base.raw < range.upperBound && range.lowerBound < $0.base.raw &+ $0.size }) {
+                guestLog.warning("pci.bar-over-ram", "\(fn.name) BAR\(bar) at 0x\(String(range.lowerBound, radix: 16)) overlaps RAM; not decoded")
+                continue
+            }
+            do {
+                fn.mappingIDs[bar] = try space.map(range, owner: "\(fn.name) BAR\(bar)", handler: BARHandler(function: fn, bar: bar))
+                fn.mappedBARs[bar] = range
+            } catch {
+                guestLog.warning("pci.bar-overlap", "\(fn.name) BAR\(bar) not decoded: \(error)")
+            }
+        }
+        refreshDoorbells(fn)
+    }
+
+    private func refreshDoorbells(_ fn: PCIFunction) {
+        guard let accel = doorbellAccelerator else { return }
+        for t in fn.doorbellTokens { accel.detach(t) }
+        fn.doorbellTokens = []
+        for d in fn.doorbells.doorbells {
+            guard (0 ..< 6).contains(d.bar), let range = fn.mappedBARs[d.bar], let kind = fn.config.bars[d.bar],
+                  d.offset < UInt64(range.count) else { continue }
+            let address = range.lowerBound + d.offset
+            if let token = accel.attach(space: kind.isIO ? .io : .memory, address: address, size: d.size, value: d.value, handler: d.handler) {
+                fn.doorbellTokens.append(token)
+            }
+        }
+    }
+
+    // MARK: Firmware duties
+
+    /// Places every BAR in the PCI windows, largest first so alignment wastes nothing,
+    /// and enables decoding and bus mastering — what a BIOS does before booting Linux.
+    public func assignResources(mmio32: Range<UInt64> = PCMemoryMap.pciMMIO32, mmio64: Range<UInt64> = PCMemoryMap.pciMMIO64,
+                                io: Range<UInt64> = PCMemoryMap.pciIO) throws(PCIBusError) {
+        var requests: [(fn: PCIFunction, bar: Int, kind: PCIBARKind)] = []
+        for fn in lock.withLock({ functions }) {
+            for bar in 0 ..< 6 { if let k = fn.config.bars[bar] { requests.append((fn, bar, k)) } }
+        }
+        requests.sort { $0.kind.size > $1.kind.size }
+        var next = [io.lowerBound, mmio32.lowerBound, mmio64.lowerBound]
+        let limits = [io.upperBound, mmio32.upperBound, mmio64.upperBound]
+        for r in requests {
+            let w = r.kind.isIO ? 0 : (r.kind.is64Bit ? 2 : 1)
+            let size = r.kind.size
+            let aligned = (next[w] + size - 1) & ~(size - 1)
+            guard aligned >= next[w], aligned <= limits[w], size <= limits[w] - aligned else {
+                throw .windowFull(device: r.fn.name, bar: r.bar)
+            }
+            next[w] = aligned + size
+            r.fn.lock.withLock { r.fn.config.setBARAddress(r.bar, aligned) }
+        }
+        for fn in lock.withLock({ functions }) {
+            let hasIO = fn.config.bars.contains { $0?.isIO == true }
+            let hasMem = fn.config.bars.contains { $0 != nil && $0?.isIO == false }
+            var cmd = fn.config.command
+            if hasIO { cmd.insert(.ioSpace) }
+            if hasMem { cmd.insert(.memorySpace) }
+            cmd.insert(.busMaster)
+            fn.configWrite(offset: PCIConfigOffset.command, size: 2, value: UInt32(cmd.rawValue))
+        }
+    }
+
+    /// Machine reset: every device back to power-on state, BARs unprogrammed.
+    public func reset() {
+        for fn in lock.withLock({ functions }) {
+            fn.lock.withLock {
+                fn.config.write(offset: PCIConfigOffset.command, size: 2, value: 0)
+                for bar in 0 ..< 6 where fn.config.bars[bar] != nil { fn.config.setBARAddress(bar, 0) }
+                fn.interrupts.reset()
+                fn.device.reset()
+            }
+        }
+    }
+
+    /// Tears every device down (backends closed, fds released).
+    public func shutdown() {
+        for fn in lock.withLock({ functions }) { fn.lock.withLock { fn.device.shutdown() } }
+    }
+}
+
+private final class ConfigAddressPort: AccessHandler, @unchecked Sendable {
+    unowned let bus: PCIBus
+    init(bus: PCIBus) { self.bus = bus }
+    // Only 32-bit accesses reach CONFIG_ADDRESS (§3.2.2.3.2); others pass through as unclaimed I/O.
+    func read(offset: UInt64, size: Int) -> UInt64 {
+        size == 4 && offset == 0 ? UInt64(bus.configAddressRead()) : (size >= 8 ? .max : (1 << (UInt64(size) * 8)) - 1)
+    }
+    func write(offset: UInt64, size: Int, value: UInt64) {
+        if size == 4 && offset == 0 { bus.configAddressWrite(UInt32(truncatingIfNeeded: value)) }
+    }
+}
+
+private final class ConfigDataPort: AccessHandler, @unchecked Sendable {
+    unowned let bus: PCIBus
+    init(bus: PCIBus) { self.bus = bus }
+    func read(offset: UInt64, size: Int) -> UInt64 {
+        guard [1, 2, 4].contains(size) else { return .max }
+        return UInt64(bus.configDataRead(byteOffset: Int(offset), size: size))
+    }
+    func write(offset: UInt64, size: Int, value: UInt64) {
+        guard [1, 2, 4].contains(size) else { return }
+        bus.configDataWrite(byteOffset: Int(offset), size: size, value: UInt32(truncatingIfNeeded: value))
+    }
+}

@@ -1,0 +1,210 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One contiguous piece of guest RAM backed by anonymous host memory the VMM owns.
+public struct GuestMemoryRegion: Sendable {
+    public let base: GuestAddress
+    public let size: UInt64
+    /// Host address of the first byte. Stored as an integer so the region stays `Sendable`.
+    let hostBase: UInt
+
+    public var host: UnsafeMutableRawPointer { UnsafeMutableRawPointer(bitPattern: hostBase)! }
+    /// One past the last guest address, as a full-width value (a region may end exactly at 2^64).
+    var endExclusive: UInt64 { base.raw &+ size } // safe: checked when the region is created
+
+    @inlinable func contains(_ address: UInt64) -> Bool {
+        address >= base.raw && address - base.raw < size
+    }
+}
+
+/// Errors creating guest memory (user input: the memory size and layout).
+public enum GuestMemoryLayoutError: Error, CustomStringConvertible, Equatable {
+    case emptyRegion(base: UInt64)
+    case overlapping(base: UInt64)
+    case wraps(base: UInt64, size: UInt64)
+    case mmapFailed(size: UInt64, errno: Int32)
+
+    public var description: String {
+        switch self {
+        case let .emptyRegion(b): "memory region at 0x\(String(b, radix: 16)) has size 0"
+        case let .overlapping(b): "memory region at 0x\(String(b, radix: 16)) overlaps another"
+        case let .wraps(b, s): "memory region 0x\(String(b, radix: 16))+0x\(String(s, radix: 16)) wraps past 2^64"
+        case let .mmapFailed(s, e): "cannot map \(s >> 20) MiB of guest memory: \(String(cString: strerror(e)))"
+        }
+    }
+}
+
+/// The guest's RAM: the VMM process owns it (anonymous `mmap`) and is the only
+/// authority on which guest-physical ranges are RAM.
+///
+/// `hostRange(_:length:)` is bhyve's `paddr_guest2host` done safely: it hands out a host
+/// view only when the *whole* range is RAM inside one region and otherwise throws a
+/// typed error — never a null pointer, never a trap. Everything else (typed loads and
+/// stores, bulk copies that may cross adjacent regions, scatter-gather) is built on it.
+public final class GuestMemory: @unchecked Sendable {
+    public let regions: [GuestMemoryRegion]
+
+    /// Maps each `(base, size)` as anonymous, zero-filled memory.
+    public init(layout: [(base: UInt64, size: UInt64)]) throws(GuestMemoryLayoutError) {
+        var built: [GuestMemoryRegion] = []
+        for (base, size) in layout.sorted(by: { $0.base < $1.base }) {
+            guard size > 0 else { throw .emptyRegion(base: base) }
+            let (_, wraps) = base.addingReportingOverflow(size - 1)
+            guard !wraps else { throw .wraps(base: base, size: size) }
+            if let last = built.last, last.endExclusive > base || last.endExclusive == 0 { throw .overlapping(base: base) }
+            guard size <= UInt64(Int.max),
+                  let p = mmap(nil, Int(size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
+                  p != MAP_FAILED
+            else {
+                for r in built { munmap(r.host, Int(r.size)) }
+                throw .mmapFailed(size: size, errno: errno)
+            }
+            built.append(GuestMemoryRegion(base: GuestAddress(base), size: size, hostBase: UInt(bitPattern: p)))
+        }
+        regions = built
+    }
+
+    /// The usual PC layout: RAM from 0 up to the 32-bit PCI hole, the rest above 4 GiB.
+    public convenience init(pcRAMSize size: UInt64) throws(GuestMemoryLayoutError) {
+        try self.init(layout: PCMemoryMap.ramLayout(size: size))
+    }
+
+    deinit {
+        for r in regions { munmap(r.host, Int(r.size)) }
+    }
+
+    /// Total bytes of RAM.
+    public var totalSize: UInt64 { regions.reduce(0) { $0 + $1.size } }
+
+    // MARK: The mapper
+
+    /// A host view of `[address, address+length)`, only when the whole range is RAM in one
+    /// region. A zero-length range is always valid and touches nothing.
+    @inlinable
+    public func hostRange(_ address: GuestAddress, length: UInt64) throws(GuestMemoryError) -> UnsafeMutableRawBufferPointer {
+        if length == 0 { return UnsafeMutableRawBufferPointer(start: nil, count: 0) }
+        let (_, wraps) = address.raw.addingReportingOverflow(length - 1)
+        if wraps { throw .wraps(address: address.raw, length: length) }
+        for r in regions where r.contains(address.raw) {
+            let offset = address.raw - r.base.raw
+            guard length <= r.size - offset else { break }
+            return UnsafeMutableRawBufferPointer(start: r.host + Int(offset), count: Int(length))
+        }
+        throw .notRAM(address: address.raw, length: length)
+    }
+
+    /// Whether the whole range is RAM (possibly across adjacent regions).
+    public func isRAM(_ address: GuestAddress, length: UInt64) -> Bool {
+        (try? forEachChunk(address, length: length) { _, _ in }) != nil
+    }
+
+    /// Walks `[address, address+length)` as host chunks, crossing adjacent regions.
+    /// Validates the whole range before calling `body` once, so a failing copy has no side effect.
+    @inlinable
+    public func forEachChunk(_ address: GuestAddress, length: UInt64,
+                             _ body: (UnsafeMutableRawBufferPointer, _ offset: Int) throws(GuestMemoryError) -> Void) throws(GuestMemoryError) {
+        if length == 0 { return }
+        let (_, wraps) = address.raw.addingReportingOverflow(length - 1)
+        if wraps { throw .wraps(address: address.raw, length: length) }
+        // Fast path: one region.
+        if let whole = try? hostRange(address, length: length) {
+            try body(whole, 0)
+            return
+        }
+        var chunks: [(UnsafeMutableRawBufferPointer, Int)] = []
+        var cursor = address.raw
+        var remaining = length
+        var done = 0
+        while remaining > 0 {
+            guard let r = regions.first(where: { $0.contains(cursor) }) else {
+                throw .notRAM(address: address.raw, length: length)
+            }
+            let offset = cursor - r.base.raw
+            let n = min(remaining, r.size - offset)
+            chunks.append((UnsafeMutableRawBufferPointer(start: r.host + Int(offset), count: Int(n)), done))
+            done += Int(n)
+            remaining -= n
+            cursor = cursor &+ n // cannot wrap: checked above
+        }
+        for (chunk, off) in chunks { try body(chunk, off) }
+    }
+
+    // MARK: Bulk copies
+
+    /// Copies `bytes` into guest memory at `address` (may cross adjacent regions).
+    public func write(_ bytes: UnsafeRawBufferPointer, at address: GuestAddress) throws(GuestMemoryError) {
+        try forEachChunk(address, length: UInt64(bytes.count)) { chunk, off throws(GuestMemoryError) in
+            chunk.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[off ..< off + chunk.count]))
+        }
+    }
+
+    /// Copies guest memory at `address` into `buffer` (may cross adjacent regions).
+    public func read(into buffer: UnsafeMutableRawBufferPointer, from address: GuestAddress) throws(GuestMemoryError) {
+        try forEachChunk(address, length: UInt64(buffer.count)) { chunk, off throws(GuestMemoryError) in
+            UnsafeMutableRawBufferPointer(rebasing: buffer[off ..< off + chunk.count]).copyMemory(from: UnsafeRawBufferPointer(chunk))
+        }
+    }
+
+    public func writeBytes(_ bytes: [UInt8], at address: GuestAddress) throws(GuestMemoryError) {
+        let result = bytes.withUnsafeBytes { b in Result { () throws(GuestMemoryError) in try write(b, at: address) } }
+        try result.get()
+    }
+
+    public func readBytes(at address: GuestAddress, count: Int) throws(GuestMemoryError) -> [UInt8] {
+        guard count >= 0 else { throw .notRAM(address: address.raw, length: 0) }
+        try forEachChunk(address, length: UInt64(count)) { _, _ in } // validate before allocating
+        var out = [UInt8](repeating: 0, count: count)
+        let result = out.withUnsafeMutableBytes { b in Result { () throws(GuestMemoryError) in try read(into: b, from: address) } }
+        try result.get()
+        return out
+    }
+
+    public func fill(_ address: GuestAddress, length: UInt64, with byte: UInt8) throws(GuestMemoryError) {
+        try forEachChunk(address, length: length) { chunk, _ in
+            if let base = chunk.baseAddress { memset(base, Int32(byte), chunk.count) }
+        }
+    }
+
+    // MARK: Little-endian typed access
+
+    /// Loads a little-endian integer. Unaligned and region-crossing addresses work.
+    @inlinable
+    public func load<T: FixedWidthInteger>(_: T.Type = T.self, at address: GuestAddress) throws(GuestMemoryError) -> T {
+        if let r = try? hostRange(address, length: UInt64(MemoryLayout<T>.size)) {
+            return T(littleEndian: r.loadUnaligned(as: T.self))
+        }
+        var v: T = 0
+        try withUnsafeMutableBytes(of: &v) { (b) throws(GuestMemoryError) in try read(into: b, from: address) }
+        return T(littleEndian: v)
+    }
+
+    /// Stores a little-endian integer. Unaligned and region-crossing addresses work.
+    @inlinable
+    public func store<T: FixedWidthInteger>(_ value: T, at address: GuestAddress) throws(GuestMemoryError) {
+        if let r = try? hostRange(address, length: UInt64(MemoryLayout<T>.size)) {
+            r.storeBytes(of: value.littleEndian, as: T.self)
+            return
+        }
+        var v = value.littleEndian
+        try withUnsafeBytes(of: &v) { (b) throws(GuestMemoryError) in try write(b, at: address) }
+    }
+
+    // MARK: Scatter-gather
+
+    /// Resolves a list of guest buffers (a descriptor chain, an E1000 packet's data
+    /// descriptors) into host views, appending to `segments` (reused by the caller to avoid
+    /// allocating per frame). A buffer that crosses adjacent regions yields several views.
+    /// Throws, leaving `segments` as it was, if any buffer is not RAM.
+    public func resolve(_ buffers: some Sequence<GuestBuffer>, into segments: inout [UnsafeMutableRawBufferPointer]) throws(GuestMemoryError) {
+        let start = segments.count
+        for b in buffers {
+            do {
+                try forEachChunk(b.address, length: UInt64(b.length)) { chunk, _ in segments.append(chunk) }
+            } catch {
+                segments.removeSubrange(start...)
+                throw error
+            }
+        }
+    }
+}

@@ -1,0 +1,27 @@
+import Synchronization
+
+/// Frames and bytes each way, and drops by reason. Updated from any thread.
+public final class BackendCounters: Sendable {
+    public let txFrames = Atomic<UInt64>(0), txBytes = Atomic<UInt64>(0)
+    public let rxFrames = Atomic<UInt64>(0), rxBytes = Atomic<UInt64>(0)
+    private let drops = Mutex<[DropReason: UInt64]>([:])
+
+    public init() {}
+
+    public func sent(bytes: Int) {
+        txFrames.add(1, ordering: .relaxed)
+        txBytes.add(UInt64(max(bytes, 0)), ordering: .relaxed)
+    }
+
+    public func received(bytes: Int) {
+        rxFrames.add(1, ordering: .relaxed)
+        rxBytes.add(UInt64(max(bytes, 0)), ordering: .relaxed)
+    }
+
+    public func dropped(_ reason: DropReason) {
+        drops.withLock { $0[reason, default: 0] += 1 }
+    }
+
+    public func drops(_ reason: DropReason) -> UInt64 { drops.withLock { $0[reason] ?? 0 } }
+    public var allDrops: [DropReason: UInt64] { drops.withLock { $0 } }
+}

@@ -1,0 +1,106 @@
+import VMMCore
+
+/// Offloads that a virtio-net header can describe (virtio 1.2 §5.1.6.2), used both for
+/// what a backend accepts and for what a guest negotiated to receive.
+public struct NetOffloads: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    /// Partial checksums (VIRTIO_NET_HDR_F_NEEDS_CSUM).
+    public static let checksum = NetOffloads(rawValue: 1 << 0)
+    public static let tso4 = NetOffloads(rawValue: 1 << 1)
+    public static let tso6 = NetOffloads(rawValue: 1 << 2)
+    public static let tsoECN = NetOffloads(rawValue: 1 << 3)
+    public static let ufo = NetOffloads(rawValue: 1 << 4)
+}
+
+/// What a backend can take and give.
+public struct BackendCapabilities: Sendable, Equatable {
+    /// Frames may carry a virtio-net header both ways (TAP with IFF_VNET_HDR).
+    public var virtioNetHeader: Bool
+    /// Offloads the backend completes itself for frames sent with a header.
+    public var offloads: NetOffloads
+    /// The largest frame (Ethernet header onward, no header, no FCS) the backend accepts.
+    /// A device never hands a backend anything larger; TSO frames are segmented to fit.
+    public var maxFrameSize: Int
+
+    public init(virtioNetHeader: Bool = false, offloads: NetOffloads = [], maxFrameSize: Int = 65_535) {
+        self.virtioNetHeader = virtioNetHeader
+        self.offloads = offloads
+        self.maxFrameSize = maxFrameSize
+    }
+}
+
+/// Why a frame was not delivered, for counters (never a silent drop).
+public enum DropReason: String, Sendable, CaseIterable {
+    case linkDown = "link-down"
+    case oversized
+    case backendError = "backend-error"
+    case wouldBlock = "would-block"
+    case filtered
+    case fault = "fault-injected"
+    case malformed
+}
+
+public enum SendResult: Sendable, Equatable {
+    case sent
+    case dropped(DropReason)
+}
+
+/// The device side of a backend: where received frames and link changes go. The
+/// backend calls these on the I/O loop thread; the device takes its own lock.
+public protocol FrameReceiver: AnyObject, Sendable {
+    /// One received frame (and its virtio-net header when the backend has them).
+    /// Return false when the guest has no buffer for it: the backend keeps this frame,
+    /// stops reading, and offers it again after `NetworkBackend.resumeReceive()`.
+    /// Back-pressure, never a silent drop and never a busy loop.
+    func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool
+    /// The backend's link went up or down (a switch died, a peer disconnected…).
+    func linkStateChanged(up: Bool)
+}
+
+/// One network backend (tap, vde, user, stream) or a filter wrapping one (capture,
+/// faults). Devices never know which one they talk to; backends never know which device.
+public protocol NetworkBackend: AnyObject, Sendable {
+    /// e.g. `tap:tap0`, for logs and `swiftvmm` messages.
+    var description: String { get }
+    var capabilities: BackendCapabilities { get }
+    var isLinkUp: Bool { get }
+    var counters: BackendCounters { get }
+
+    /// Begins delivering frames to `receiver` through the I/O loop.
+    func start(receiver: FrameReceiver)
+    /// Sends one frame given as host views of guest buffers (no copy is forced). `header`
+    /// is only passed when `capabilities.virtioNetHeader`; nil means "no offload".
+    /// Called from a vCPU thread or the I/O loop; never blocks.
+    func send(_ segments: [UnsafeRawBufferPointer], header: VirtioNetHeader?) -> SendResult
+    /// The device can take frames again (the guest added receive buffers).
+    func resumeReceive()
+    /// What the guest agreed to receive (TUNSETOFFLOAD for tap); frames the backend
+    /// delivers must not use offloads outside this set.
+    func setReceiveOffloads(_ offloads: NetOffloads)
+    /// Releases everything (fds, the TAP it created, socket files). Idempotent.
+    func stop()
+}
+
+/// Creates backends from a device's options (`net=…`, `capture=…`, fault options…),
+/// taking the keys it understands. Registered in the machine's `ServiceRegistry`.
+public protocol NetworkBackendFactory: Sendable {
+    func makeBackend(options: inout DeviceOptions, eventLoop: EventLoop, clock: DeviceClock) throws -> NetworkBackend
+}
+
+public enum NetworkBackendError: Error, CustomStringConvertible {
+    case noFactory
+    public var description: String {
+        switch self {
+        case .noFactory: "this machine offers no network backends"
+        }
+    }
+}
+
+public extension PCIDeviceContext {
+    /// Opens the backend named in the device's options (what a NIC calls in its `init`).
+    func openNetworkBackend(_ options: inout DeviceOptions) throws -> NetworkBackend {
+        guard let factory = services.resolve(NetworkBackendFactory.self) else { throw NetworkBackendError.noFactory }
+        return try factory.makeBackend(options: &options, eventLoop: eventLoop, clock: clock)
+    }
+}

@@ -1,0 +1,46 @@
+/// `struct virtio_net_hdr_v1` (virtio 1.2 §5.1.6): offload metadata in front of a frame.
+/// The same 12-byte layout travels between virtio-net and TAP (IFF_VNET_HDR with
+/// TUNSETVNETHDRSZ 12), so it passes through without translation.
+public struct VirtioNetHeader: Equatable, Sendable {
+    public static let size = 12
+    public static let needsChecksum: UInt8 = 1       // VIRTIO_NET_HDR_F_NEEDS_CSUM
+    public static let dataValid: UInt8 = 2           // VIRTIO_NET_HDR_F_DATA_VALID
+
+    public enum GSOType: UInt8, Sendable {
+        case none = 0, tcpv4 = 1, udp = 3, tcpv6 = 4
+    }
+    public static let gsoECN: UInt8 = 0x80
+
+    public var flags: UInt8 = 0
+    public var gsoType: UInt8 = 0
+    public var headerLength: UInt16 = 0
+    public var gsoSize: UInt16 = 0
+    public var checksumStart: UInt16 = 0
+    public var checksumOffset: UInt16 = 0
+    public var numBuffers: UInt16 = 0
+
+    public init(flags: UInt8 = 0, gsoType: UInt8 = 0, headerLength: UInt16 = 0, gsoSize: UInt16 = 0,
+                checksumStart: UInt16 = 0, checksumOffset: UInt16 = 0, numBuffers: UInt16 = 0) {
+        self.flags = flags; self.gsoType = gsoType; self.headerLength = headerLength; self.gsoSize = gsoSize
+        self.checksumStart = checksumStart; self.checksumOffset = checksumOffset; self.numBuffers = numBuffers
+    }
+
+    /// Parses the first 12 bytes (little-endian, as virtio 1.x requires); nil if too short.
+    public init?(_ bytes: UnsafeRawBufferPointer) {
+        guard bytes.count >= VirtioNetHeader.size else { return nil }
+        func u16(_ o: Int) -> UInt16 { UInt16(bytes[o]) | UInt16(bytes[o + 1]) << 8 }
+        self.init(flags: bytes[0], gsoType: bytes[1], headerLength: u16(2), gsoSize: u16(4),
+                  checksumStart: u16(6), checksumOffset: u16(8), numBuffers: u16(10))
+    }
+
+    /// Writes the 12 bytes into `out` (which must hold at least 12).
+    public func write(to out: UnsafeMutableRawBufferPointer) {
+        guard out.count >= VirtioNetHeader.size else { return }
+        out[0] = flags; out[1] = gsoType
+        for (o, v) in [(2, headerLength), (4, gsoSize), (6, checksumStart), (8, checksumOffset), (10, numBuffers)] {
+            out[o] = UInt8(truncatingIfNeeded: v); out[o + 1] = UInt8(truncatingIfNeeded: v >> 8)
+        }
+    }
+
+    public var isGSO: Bool { gsoType & ~VirtioNetHeader.gsoECN != 0 }
+}

@@ -1,0 +1,1 @@
+// VMMTestKit: being written.

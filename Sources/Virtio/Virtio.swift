@@ -1,0 +1,1 @@
+// Virtio: being written.
