@@ -1,1 +1,0 @@
-// VMMTestKit: being written.
