@@ -53,6 +53,17 @@ public final class PCIConfigSpace: @unchecked Sendable {
     private var nextCapability = 0x40
 
     public init(identity: PCIIdentity) {
+        setIdentity(identity)
+        setMask(PCIConfigOffset.command, width: 2, PCICommand.writable.rawValue)
+        // Status: error bits 15..11 and 8 are RW1C (§6.2.3).
+        clearMask[0x07] = 0xF9
+        writeMask[PCIConfigOffset.cacheLineSize] = 0xFF
+        writeMask[PCIConfigOffset.latencyTimer] = 0xFF
+        writeMask[PCIConfigOffset.interruptLine] = 0xFF
+    }
+
+    /// Sets vendor/device/subsystem IDs, revision and class: what a device does first in its `init`.
+    public func setIdentity(_ identity: PCIIdentity) {
         put16(PCIConfigOffset.vendorID, identity.vendorID)
         put16(PCIConfigOffset.deviceID, identity.deviceID)
         bytes[PCIConfigOffset.revision] = identity.revision
@@ -61,13 +72,6 @@ public final class PCIConfigSpace: @unchecked Sendable {
         bytes[0x0B] = UInt8(truncatingIfNeeded: identity.classCode >> 16)
         put16(PCIConfigOffset.subsystemVendorID, identity.subsystemVendorID)
         put16(PCIConfigOffset.subsystemID, identity.subsystemID)
-        setMask(PCIConfigOffset.command, width: 2, PCICommand.writable.rawValue)
-        // Status: error bits 15..11 and 8 are RW1C (§6.2.3).
-        clearMask[0x07] = 0xF9
-        clearMask[0x06] = 0x00
-        writeMask[PCIConfigOffset.cacheLineSize] = 0xFF
-        writeMask[PCIConfigOffset.latencyTimer] = 0xFF
-        writeMask[PCIConfigOffset.interruptLine] = 0xFF
     }
 
     // MARK: Identity and header
