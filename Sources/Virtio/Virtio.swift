@@ -1,1 +1,0 @@
-// Virtio: being written.
