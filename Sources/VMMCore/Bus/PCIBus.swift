@@ -158,7 +158,10 @@ public final class PCIBus: @unchecked Sendable {
             var wanted: Range<UInt64>?
             if enabled, let base = fn.config.barAddress(bar), base != 0 {
                 let (end, wraps) = base.addingReportingOverflow(kind.size)
-                let limit: UInt64 = kind.isIO ? 0x1_0000 : (kind.is64Bit ? UInt64.max : 0x1_0000_0000)
+                // A 32-bit BAR must end below 0xFFFFFFFF: a BAR still holding the sizing
+                // pattern (all ones) would otherwise decode at the top of 4 GiB, where a PC
+                // has its firmware flash (QEMU's pci_bar_address refuses it the same way).
+                let limit: UInt64 = kind.isIO ? 0x1_0000 : (kind.is64Bit ? UInt64.max : 0xFFFF_FFFF)
                 if !wraps && end <= limit { wanted = base ..< end }
             }
             guard wanted != fn.mappedBARs[bar] else { continue }

@@ -134,7 +134,8 @@ public struct MACAddress: Hashable, Sendable, CustomStringConvertible {
         guard parts.count == 6 else { return nil }
         var out: [UInt8] = []
         for p in parts {
-            guard p.count == 2, let b = UInt8(p, radix: 16) else { return nil }
+            // UInt8(_:radix:) also takes a sign ("+5"): insist on two hex digits.
+            guard p.count == 2, p.allSatisfy(\.isHexDigit), let b = UInt8(p, radix: 16) else { return nil }
             out.append(b)
         }
         self.init(out)

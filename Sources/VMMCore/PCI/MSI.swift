@@ -27,6 +27,12 @@ struct MSIState {
     func masked(_ v: Int, in c: PCIConfigSpace) -> Bool { c.get32(offset + 16) >> UInt32(v) & 1 == 1 }
     func pending(_ v: Int, in c: PCIConfigSpace) -> Bool { c.get32(offset + 20) >> UInt32(v) & 1 == 1 }
 
+    /// Function reset: disabled, one message, address/data/mask/pending cleared.
+    func reset(in c: PCIConfigSpace) {
+        c.put16(offset + 2, control(in: c) & ~0x71)
+        for o in stride(from: offset + 4, to: offset + 24, by: 4) { c.put32(o, 0) }
+    }
+
     func setPending(_ v: Int, _ on: Bool, in c: PCIConfigSpace) {
         var p = c.get32(offset + 20)
         if on { p |= 1 << UInt32(v) } else { p &= ~(1 << UInt32(v)) }
@@ -64,6 +70,8 @@ public final class MSIXTable: @unchecked Sendable {
     }
 
     func control(in c: PCIConfigSpace) -> UInt16 { c.get16(capabilityOffset + 2) }
+    /// Function reset: MSI-X disabled and the function mask cleared (PCI 3.0 §6.8.2.3).
+    func resetControl(in c: PCIConfigSpace) { c.put16(capabilityOffset + 2, control(in: c) & ~0xC000) }
     func enabled(in c: PCIConfigSpace) -> Bool { control(in: c) & 0x8000 != 0 }
     func functionMasked(in c: PCIConfigSpace) -> Bool { control(in: c) & 0x4000 != 0 }
 

@@ -120,7 +120,7 @@ public final class PCIInterrupts: @unchecked Sendable {
     // MSI
 
     private func msiRaise(_ vector: Int) {
-        guard var m = msi else { return }
+        guard let m = msi else { return }
         let enabled = m.enabledVectors(in: config)
         guard vector >= 0, vector < enabled else {
             log.debug("msi.bad-vector", "vector \(vector) beyond the \(enabled) MSI vectors enabled")
@@ -131,7 +131,6 @@ public final class PCIInterrupts: @unchecked Sendable {
         } else {
             send(address: m.address(in: config), data: m.data(in: config, vector: vector))
         }
-        msi = m
     }
 
     private func msiConfigWritten() {
@@ -187,8 +186,10 @@ public final class PCIInterrupts: @unchecked Sendable {
 
     /// Back to power-on state (function reset): capabilities disabled, table masked.
     func reset() {
+        msi?.reset(in: config)
+        msix?.reset()
+        msix?.resetControl(in: config)
         intxRequested = false
         refreshINTx()
-        msix?.reset()
     }
 }
