@@ -1,0 +1,62 @@
+import VMMCore
+import VMMNet
+
+/// `capture=FILE.pcap`: records every frame that crosses the wrapped backend, both
+/// directions, into a pcap file. It sits next to the backend (inside any fault filter),
+/// so the file shows the wire: frames a fault filter dropped on the way out are absent,
+/// frames it drops on the way in are present. A frame the device refuses (back-pressure)
+/// is recorded once, when it is finally taken.
+public final class CaptureFilter: NetworkBackend, FrameReceiver, @unchecked Sendable {
+    public let inner: NetworkBackend
+    public let writer: PcapWriter
+    private weak var upstream: FrameReceiver?
+
+    public var description: String { "\(inner.description)+capture=\(writer.path)" }
+    public var capabilities: BackendCapabilities { inner.capabilities }
+    public var isLinkUp: Bool { inner.isLinkUp }
+    public var counters: BackendCounters { inner.counters }
+
+    public init(wrapping inner: NetworkBackend, path: String) throws(NetBackendError) {
+        self.inner = inner
+        do { writer = try PcapWriter(path: path) } catch {
+            throw .system(option: "capture", value: path, call: "open", errno: error.errno, hint: nil)
+        }
+    }
+
+    public func start(receiver: FrameReceiver) {
+        upstream = receiver
+        inner.start(receiver: self)
+    }
+
+    public func send(_ segments: [UnsafeRawBufferPointer], header: VirtioNetHeader?) -> SendResult {
+        let result = inner.send(segments, header: header)
+        if result == .sent { writer.write(segments) }
+        return result
+    }
+
+    public func resumeReceive() { inner.resumeReceive() }
+    public func setReceiveOffloads(_ offloads: NetOffloads) { inner.setReceiveOffloads(offloads) }
+
+    public func stop() {
+        inner.stop()
+        try? writer.close()
+    }
+
+    // MARK: FrameReceiver (from the backend)
+
+    public func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
+        guard let upstream, upstream.receive(frame, header: header) else { return false }
+        writer.write(frame)
+        return true
+    }
+
+    public func linkStateChanged(up: Bool) { upstream?.linkStateChanged(up: up) }
+}
+
+extension PcapError {
+    var errno: Int32 {
+        switch self {
+        case let .open(_, e), let .write(_, e): e
+        }
+    }
+}

@@ -1,0 +1,236 @@
+import Synchronization
+import VMMCore
+import VMMNet
+
+/// `fault-drop=`, `fault-dup=`, `fault-corrupt=`, `fault-delay=`, `fault-rate=`: makes a
+/// clean wire unreliable for experiments. Decisions come from a seeded SplitMix64, so the
+/// same seed and the same traffic give the same run. Wraps any backend (and a capture filter).
+public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendable {
+    /// What the filter did, for tests and statistics.
+    public final class Statistics: Sendable {
+        public let dropped = Atomic<UInt64>(0), duplicated = Atomic<UInt64>(0), corrupted = Atomic<UInt64>(0)
+        public let delayed = Atomic<UInt64>(0), rateLimited = Atomic<UInt64>(0)
+    }
+
+    public let inner: NetworkBackend
+    public let config: FaultConfig
+    /// Frames that crossed the filter on the device's side; drops carry `.fault`.
+    public let counters = BackendCounters()
+    public let statistics = Statistics()
+    public var description: String { "\(inner.description)+faults" }
+    public var capabilities: BackendCapabilities { inner.capabilities }
+    public var isLinkUp: Bool { inner.isLinkUp }
+
+    private let loop: EventLoop
+    private let clock: DeviceClock
+    private weak var upstream: FrameReceiver?
+
+    private struct Decision { var drop = false, duplicate = false, corruptAt: Int?, corruptMask: UInt8 = 0 }
+    private struct Held { var bytes: [UInt8]; var header: VirtioNetHeader?; var due: UInt64 }
+    private struct State {
+        var rng: SplitMix64
+        var tokens: Double
+        var lastRefill: UInt64
+        /// Received frames waiting for their delay to pass or for the device to take them, in order.
+        var held: [Held] = []
+        /// We refused the inner backend a frame: it waits for resumeReceive.
+        var innerPaused = false
+        var timers: Set<TimerToken> = []
+        var stopped = false
+    }
+    private let state: Mutex<State>
+    private let bucketBits: Double
+
+    public init(wrapping inner: NetworkBackend, config: FaultConfig, eventLoop: EventLoop, clock: DeviceClock) {
+        self.inner = inner
+        self.config = config
+        loop = eventLoop
+        self.clock = clock
+        // Burst: 20 ms at the configured rate, at least one 64 KiB GSO frame.
+        bucketBits = max(Double(config.rateBitsPerSecond) / 50, 65_536 * 8)
+        state = Mutex(State(rng: SplitMix64(seed: config.seed), tokens: bucketBits, lastRefill: clock.now))
+    }
+
+    public func start(receiver: FrameReceiver) {
+        upstream = receiver
+        inner.start(receiver: self)
+    }
+
+    public func send(_ segments: [UnsafeRawBufferPointer], header: VirtioNetHeader?) -> SendResult {
+        guard let length = totalLength(segments) else { return count(inner.send(segments, header: header), length: 0) }
+        guard config.direction != .rx else { return count(inner.send(segments, header: header), length: length) }
+        let d = decide(length: length)
+        if d.drop {
+            counters.dropped(.fault)
+            return .dropped(.fault)
+        }
+        guard d.corruptAt != nil || config.delay > 0 else {
+            let result = count(inner.send(segments, header: header), length: length)
+            if d.duplicate, result == .sent { _ = count(inner.send(segments, header: header), length: length) }
+            return result
+        }
+        // Guest buffers are never written: corrupt and delay work on a copy.
+        var copy = [UInt8](repeating: 0, count: length)
+        copy.withUnsafeMutableBytes { _ = gather(segments, into: $0) }
+        if let at = d.corruptAt, at < copy.count { copy[at] ^= d.corruptMask }
+        let frame = copy
+        let sendCopy: @Sendable () -> SendResult = { [inner] in
+            frame.withUnsafeBytes { inner.send([$0], header: header) }
+        }
+        if config.delay > 0 {
+            statistics.delayed.add(1, ordering: .relaxed)
+            after(config.delay) { [weak self] in
+                guard let self else { return }
+                _ = self.count(sendCopy(), length: length)
+                if d.duplicate { _ = self.count(sendCopy(), length: length) }
+            }
+            return .sent
+        }
+        let result = count(sendCopy(), length: length)
+        if d.duplicate, result == .sent { _ = count(sendCopy(), length: length) }
+        return result
+    }
+
+    public func resumeReceive() {
+        loop.execute { [weak self] in self?.deliverHeld() }
+    }
+
+    public func setReceiveOffloads(_ offloads: NetOffloads) { inner.setReceiveOffloads(offloads) }
+
+    public func stop() {
+        inner.stop()
+        let timers = state.withLock { s -> Set<TimerToken> in
+            s.stopped = true
+            s.held.removeAll()
+            defer { s.timers.removeAll() }
+            return s.timers
+        }
+        for t in timers { clock.cancel(t) }
+        upstream = nil
+    }
+
+    // MARK: FrameReceiver (from the wrapped backend, loop thread)
+
+    public func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
+        guard let upstream else { return false }
+        // Keep order: while frames are held, the backend keeps its frame too.
+        let blocked = state.withLock { s -> Bool in
+            if !s.held.isEmpty { s.innerPaused = true }
+            return !s.held.isEmpty
+        }
+        if blocked { return false }
+        guard config.direction != .tx else { return deliver(frame, header: header, to: upstream) }
+        let d = decide(length: frame.count)
+        if d.drop {
+            counters.dropped(.fault)
+            return true
+        }
+        if d.corruptAt == nil, config.delay == 0 {
+            guard deliver(frame, header: header, to: upstream) else { return false }
+            if d.duplicate { hold(Array(frame), header: header, due: 0) }
+            return true
+        }
+        var copy = Array(frame)
+        if let at = d.corruptAt, at < copy.count { copy[at] ^= d.corruptMask }
+        let due = config.delay > 0 ? clock.now &+ config.delay : 0
+        if config.delay > 0 { statistics.delayed.add(1, ordering: .relaxed) }
+        hold(copy, header: header, due: due)
+        if d.duplicate { hold(copy, header: header, due: due) }
+        if config.delay > 0 {
+            after(config.delay) { [weak self] in self?.deliverHeld() }
+        } else {
+            deliverHeld()
+        }
+        return true
+    }
+
+    public func linkStateChanged(up: Bool) { upstream?.linkStateChanged(up: up) }
+
+    // MARK: Internals
+
+    private func deliver(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?, to upstream: FrameReceiver) -> Bool {
+        guard upstream.receive(frame, header: header) else { return false }
+        counters.received(bytes: frame.count)
+        return true
+    }
+
+    private func hold(_ bytes: [UInt8], header: VirtioNetHeader?, due: UInt64) {
+        state.withLock { $0.held.append(Held(bytes: bytes, header: header, due: due)) }
+    }
+
+    /// Hands due held frames to the device in order; when none is left, lets the backend go on.
+    private func deliverHeld() {
+        while true {
+            let now = clock.now
+            guard let upstream,
+                  let next = state.withLock({ s -> Held? in s.held.first.flatMap { $0.due <= now ? $0 : nil } })
+            else { break }
+            guard next.bytes.withUnsafeBytes({ deliver($0, header: next.header, to: upstream) }) else { return }
+            state.withLock { _ = $0.held.removeFirst() }
+        }
+        let resumeInner = state.withLock { s -> Bool in
+            guard s.held.isEmpty else { return false }
+            defer { s.innerPaused = false }
+            return s.innerPaused
+        }
+        // Also forwarded when the device asked: the backend may hold a refused frame itself.
+        if resumeInner || state.withLock({ $0.held.isEmpty }) { inner.resumeReceive() }
+    }
+
+    private func decide(length: Int) -> Decision {
+        let now = clock.now
+        return state.withLock { s in
+            var d = Decision()
+            if config.rateBitsPerSecond > 0 {
+                let elapsed = Double(now &- s.lastRefill) / 1e9
+                s.lastRefill = now
+                s.tokens = min(bucketBits, s.tokens + elapsed * Double(config.rateBitsPerSecond))
+                let bits = Double(length) * 8
+                if s.tokens < bits {
+                    statistics.rateLimited.add(1, ordering: .relaxed)
+                    d.drop = true
+                    return d
+                }
+                s.tokens -= bits
+            }
+            if s.rng.chance(config.dropPercent) {
+                statistics.dropped.add(1, ordering: .relaxed)
+                d.drop = true
+                return d
+            }
+            if length > 0, s.rng.chance(config.corruptPercent) {
+                d.corruptAt = Int(s.rng.next() % UInt64(length))
+                d.corruptMask = UInt8(truncatingIfNeeded: s.rng.next()) | 1
+                statistics.corrupted.add(1, ordering: .relaxed)
+            }
+            if s.rng.chance(config.duplicatePercent) {
+                d.duplicate = true
+                statistics.duplicated.add(1, ordering: .relaxed)
+            }
+            return d
+        }
+    }
+
+    private func count(_ result: SendResult, length: Int) -> SendResult {
+        switch result {
+        case .sent: counters.sent(bytes: length)
+        case let .dropped(reason): counters.dropped(reason)
+        }
+        return result
+    }
+
+    /// Runs `work` on the loop `delay` ns from now (timers of a virtual clock fire on the
+    /// stepping thread; the loop serialises them with frames from the backend).
+    private func after(_ delay: UInt64, _ work: @escaping @Sendable () -> Void) {
+        let box = Mutex<TimerToken?>(nil)
+        let token = clock.schedule(at: clock.now &+ delay) { [weak self] in
+            guard let self else { return }
+            if let t = box.withLock({ $0 }) { self.state.withLock { _ = $0.timers.remove(t) } }
+            self.loop.execute(work)
+        }
+        box.withLock { $0 = token }
+        state.withLock { s in
+            if s.stopped { clock.cancel(token) } else { s.timers.insert(token) }
+        }
+    }
+}

@@ -1,1 +1,0 @@
-// NetBackends: being written.

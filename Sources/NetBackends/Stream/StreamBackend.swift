@@ -1,0 +1,391 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+import VMMCore
+import VMMNet
+
+/// `net=stream:…`: Ethernet frames over a Unix or TCP stream, each preceded by its length
+/// as 4 big-endian bytes — the wire format of QEMU's `-netdev stream` and of passt — so a
+/// swiftvmm guest can share a wire with a QEMU guest. A client reconnects with backoff
+/// when the peer goes; a server (`server=on`) takes one peer at a time.
+public final class StreamBackend: NetworkBackend, @unchecked Sendable {
+    public static let maxFrameSize = 65_535
+    /// Bytes of frames accepted while the socket was full; beyond this, sends are dropped.
+    static let backlogLimit = 1 << 20
+    static let connectTimeoutMilliseconds: Int32 = 5_000
+    static let minimumBackoff: UInt64 = 100_000_000
+    static let maximumBackoff: UInt64 = 5_000_000_000
+
+    public let capabilities = BackendCapabilities(virtioNetHeader: false, offloads: [], maxFrameSize: StreamBackend.maxFrameSize)
+    public let counters = BackendCounters()
+    public let config: StreamConfig
+    public var description: String { "stream:\(config.address)\(config.listen ? ",server=on" : "")" }
+    public var isLinkUp: Bool { port.isLinkUp }
+
+    private let loop: EventLoop
+    private let clock: DeviceClock
+    private let address: SocketAddress
+    private let port: ReceiverPort
+    private let decoder = LengthPrefixedDecoder(maxFrameSize: StreamBackend.maxFrameSize)
+
+    private struct State: @unchecked Sendable {
+        var peer: Int32?
+        var peerRegistration: IORegistration?
+        var backlog: [UInt8] = []
+        var readPaused = false
+        var listener: Int32?
+        var listenerRegistration: IORegistration?
+        /// A non-blocking connect in progress (client reconnect).
+        var connecting: (fd: Int32, registration: IORegistration)?
+        var reconnectTimer: TimerToken?
+        var backoff = StreamBackend.minimumBackoff
+        var started = false
+        var stopped = false
+        /// The Unix socket file this backend created (removed on stop).
+        var ownedSocketPath: String?
+    }
+    private let state = Mutex(State())
+
+    public init(config: StreamConfig, eventLoop: EventLoop, clock: DeviceClock) throws(NetBackendError) {
+        self.config = config
+        loop = eventLoop
+        self.clock = clock
+        let option = "net", value = "stream:\(config.address)"
+        switch config.address {
+        case let .unix(path):
+            guard let a = SocketAddress(unixPath: path) else {
+                throw .badValue(option: option, value: value, reason: "socket path longer than 107 bytes")
+            }
+            address = a
+        case let .tcp(host, p):
+            do { address = try SocketAddress(host: host, port: p, passive: config.listen) } catch {
+                throw .badValue(option: option, value: value, reason: "cannot resolve '\(host)': \(error.reason)")
+            }
+        }
+        port = ReceiverPort(counters: counters, linkUp: false)
+        if config.listen {
+            let (fd, owned) = try StreamBackend.listen(on: address, config: config, option: option, value: value)
+            state.withLock { $0.listener = fd; $0.ownedSocketPath = owned }
+        } else {
+            let fd = try StreamBackend.connectNow(to: address, option: option, value: value)
+            state.withLock { $0.peer = fd }
+            port.setLink(up: true)
+        }
+    }
+
+    deinit { stop() }
+
+    // MARK: NetworkBackend
+
+    public func start(receiver: FrameReceiver) {
+        port.attach(receiver)
+        state.withLock { s in
+            s.started = true
+            if let l = s.listener {
+                s.listenerRegistration = try? loop.register(fd: l, events: .readable) { [weak self] _ in self?.acceptPeer() }
+            }
+            if let p = s.peer {
+                s.peerRegistration = try? loop.register(fd: p, events: .readable) { [weak self] ev in self?.peerEvents(ev) }
+            }
+        }
+    }
+
+    public func send(_ segments: [UnsafeRawBufferPointer], header: VirtioNetHeader?) -> SendResult {
+        guard let length = totalLength(segments), length <= StreamBackend.maxFrameSize else { return drop(.oversized) }
+        guard length >= minimumFrameSize, segments.count < Int(maxIOVecs) else { return drop(.malformed) }
+        var prefix = UInt32(length).bigEndian
+        nonisolated(unsafe) let segments = segments
+        let result: SendResult = withUnsafeBytes(of: &prefix) { prefixBytes in
+            state.withLock { s -> SendResult in
+                guard let fd = s.peer else { return .dropped(.linkDown) }
+                let total = 4 + length
+                if !s.backlog.isEmpty {
+                    guard s.backlog.count + total <= StreamBackend.backlogLimit else { return .dropped(.wouldBlock) }
+                    s.backlog.append(contentsOf: prefixBytes)
+                    for seg in segments { s.backlog.append(contentsOf: seg) }
+                    return .sent
+                }
+                var iov = [iovec](repeating: iovec(), count: segments.count + 1)
+                iov[0] = iovec(iov_base: UnsafeMutableRawPointer(mutating: prefixBytes.baseAddress), iov_len: 4)
+                for (i, seg) in segments.enumerated() {
+                    iov[i + 1] = iovec(iov_base: UnsafeMutableRawPointer(mutating: seg.baseAddress), iov_len: seg.count)
+                }
+                let n = iov.withUnsafeMutableBufferPointer { v -> Int in
+                    var msg = msghdr()
+                    msg.msg_iov = v.baseAddress
+                    msg.msg_iovlen = v.count
+                    return sendmsg(fd, &msg, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
+                }
+                if n == total { return .sent }
+                if n >= 0 {
+                    // A partial write: the rest must follow before anything else or the
+                    // peer loses the framing.
+                    var skip = n
+                    for part in [prefixBytes] + segments {
+                        if skip >= part.count { skip -= part.count; continue }
+                        s.backlog.append(contentsOf: part[skip...])
+                        skip = 0
+                    }
+                    updateEvents(&s)
+                    return .sent
+                }
+                let e = errno
+                if ConnectionErrno.isTransient(e) { return .dropped(.wouldBlock) }
+                loop.execute { [weak self] in self?.peerGone() }
+                return .dropped(.linkDown)
+            }
+        }
+        switch result {
+        case .sent: counters.sent(bytes: length)
+        case let .dropped(reason): counters.dropped(reason)
+        }
+        return result
+    }
+
+    public func resumeReceive() {
+        loop.execute { [weak self] in
+            guard let self, self.port.retry() else { return }
+            guard self.deliverBuffered() else { return }
+            self.state.withLock { s in
+                s.readPaused = false
+                self.updateEvents(&s)
+            }
+        }
+    }
+
+    /// No header, no offloads: nothing to configure.
+    public func setReceiveOffloads(_: NetOffloads) {}
+
+    public func stop() {
+        state.withLock { s in
+            guard !s.stopped else { return }
+            s.stopped = true
+            closePeer(&s)
+            if let r = s.listenerRegistration { loop.unregister(r) }
+            if let l = s.listener { close(l) }
+            s.listener = nil
+            s.listenerRegistration = nil
+            if let c = s.connecting { loop.unregister(c.registration); close(c.fd) }
+            s.connecting = nil
+            if let t = s.reconnectTimer { clock.cancel(t) }
+            s.reconnectTimer = nil
+            if let path = s.ownedSocketPath { unlink(path) }
+            s.ownedSocketPath = nil
+        }
+        port.detach()
+    }
+
+    // MARK: Loop thread
+
+    private func drop(_ reason: DropReason) -> SendResult {
+        counters.dropped(reason)
+        return .dropped(reason)
+    }
+
+    private func updateEvents(_ s: inout State) {
+        guard let reg = s.peerRegistration else { return }
+        var events: IOEvents = s.readPaused ? [] : .readable
+        if !s.backlog.isEmpty { events.insert(.writable) }
+        loop.update(reg, events: events)
+    }
+
+    private func peerEvents(_ events: IOEvents) {
+        if events.contains(.writable) { flushBacklog() }
+        if !events.isDisjoint(with: [.readable, .hangup]) { readPeer() }
+    }
+
+    private func readPeer() {
+        for _ in 0 ..< 64 {
+            guard deliverBuffered() else { return pauseReading() }
+            guard let fd = state.withLock({ $0.peer }) else { return }
+            let space = decoder.readSpace()
+            let n = recv(fd, space.baseAddress, space.count, Int32(MSG_DONTWAIT))
+            if n == 0 { return peerGone() }
+            if n < 0 {
+                if ConnectionErrno.isTransient(errno) { return }
+                return peerGone()
+            }
+            decoder.didRead(n)
+        }
+        _ = deliverBuffered() ? () : pauseReading()
+    }
+
+    /// Offers every complete frame already read. False when the receiver refused one.
+    private func deliverBuffered() -> Bool {
+        while true {
+            switch decoder.next() {
+            case let .frame(frame):
+                if !port.offer(frame, header: nil) { return false }
+            case .oversized: counters.dropped(.oversized)
+            case .empty: counters.dropped(.malformed)
+            case .needMore: return true
+            }
+        }
+    }
+
+    private func pauseReading() {
+        state.withLock { s in
+            s.readPaused = true
+            updateEvents(&s)
+        }
+    }
+
+    private func flushBacklog() {
+        let gone = state.withLock { s -> Bool in
+            guard let fd = s.peer, !s.backlog.isEmpty else { return false }
+            let n = s.backlog.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT)) }
+            if n < 0 { return !ConnectionErrno.isTransient(errno) }
+            s.backlog.removeFirst(n)
+            updateEvents(&s)
+            return false
+        }
+        if gone { peerGone() }
+    }
+
+    private func closePeer(_ s: inout State) {
+        if let r = s.peerRegistration { loop.unregister(r) }
+        if let p = s.peer { close(p) }
+        s.peer = nil
+        s.peerRegistration = nil
+        s.backlog.removeAll()
+        s.readPaused = false
+    }
+
+    /// The peer closed or failed: link down; a client retries, a server waits for the next peer.
+    private func peerGone() {
+        state.withLock { s in
+            guard s.peer != nil else { return }
+            closePeer(&s)
+            if !config.listen { scheduleReconnect(&s) }
+        }
+        decoder.reset()
+        port.setLink(up: false)
+    }
+
+    private func acceptPeer() {
+        guard let listener = state.withLock({ $0.listener }) else { return }
+        let fd = accept(listener, nil, nil)
+        guard fd >= 0 else { return }
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        setNonBlocking(fd)
+        adopt(fd)
+    }
+
+    /// Makes `fd` the connected peer (only one at a time: a second is turned away).
+    private func adopt(_ fd: Int32) {
+        let accepted = state.withLock { s -> Bool in
+            guard !s.stopped, s.peer == nil else { return false }
+            s.peer = fd
+            s.backoff = StreamBackend.minimumBackoff
+            if s.started {
+                s.peerRegistration = try? loop.register(fd: fd, events: .readable) { [weak self] ev in self?.peerEvents(ev) }
+            }
+            return true
+        }
+        guard accepted else { close(fd); return }
+        decoder.reset()
+        port.setLink(up: true)
+    }
+
+    private func scheduleReconnect(_ s: inout State) {
+        guard !s.stopped, s.reconnectTimer == nil else { return }
+        let delay = s.backoff
+        s.backoff = min(s.backoff &* 2, StreamBackend.maximumBackoff)
+        s.reconnectTimer = clock.schedule(at: clock.now &+ delay) { [weak self] in
+            // A virtual clock fires timers on the stepping thread: hop to the loop.
+            guard let self else { return }
+            self.loop.execute { [weak self] in self?.tryReconnect() }
+        }
+    }
+
+    private func tryReconnect() {
+        let fd = state.withLock { s -> Int32? in
+            s.reconnectTimer = nil
+            guard !s.stopped, s.peer == nil, s.connecting == nil else { return nil }
+            let fd = address.makeSocket()
+            guard fd >= 0 else { scheduleReconnect(&s); return nil }
+            let rc = address.withSockaddr { connect(fd, $0, $1) }
+            if rc == 0 { return fd }
+            guard errno == EINPROGRESS, let reg = try? loop.register(fd: fd, events: .writable, { [weak self] _ in self?.connectFinished() }) else {
+                close(fd)
+                scheduleReconnect(&s)
+                return nil
+            }
+            s.connecting = (fd, reg)
+            return nil
+        }
+        if let fd { adopt(fd) }
+    }
+
+    private func connectFinished() {
+        let fd = state.withLock { s -> Int32? in
+            guard let c = s.connecting else { return nil }
+            s.connecting = nil
+            loop.unregister(c.registration)
+            var error: Int32 = 0
+            var len = socklen_t(MemoryLayout<Int32>.size)
+            if getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &error, &len) == 0, error == 0 { return c.fd }
+            close(c.fd)
+            scheduleReconnect(&s)
+            return nil
+        }
+        if let fd { adopt(fd) }
+    }
+
+    // MARK: Opening
+
+    /// Connects now, waiting up to 5 s: a peer that is not there is a configuration error.
+    private static func connectNow(to address: SocketAddress, option: String, value: String) throws(NetBackendError) -> Int32 {
+        let fd = address.makeSocket()
+        guard fd >= 0 else { throw .system(option: option, value: value, call: "socket", errno: errno, hint: nil) }
+        var rc = address.withSockaddr { connect(fd, $0, $1) }
+        if rc != 0, errno == EINPROGRESS {
+            var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+            rc = poll(&pfd, 1, connectTimeoutMilliseconds) == 1 ? 0 : -1
+            var error: Int32 = rc == 0 ? 0 : ETIMEDOUT
+            var len = socklen_t(MemoryLayout<Int32>.size)
+            if rc == 0 { getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) }
+            if error != 0 { errno = error; rc = -1 }
+        }
+        guard rc == 0 else {
+            let e = errno
+            close(fd)
+            throw .system(option: option, value: value, call: "connect", errno: e,
+                          hint: "is the peer listening? use server=on to listen instead")
+        }
+        return fd
+    }
+
+    /// Binds and listens. A Unix socket file left by a dead process is replaced; one a
+    /// live process answers on is an error.
+    private static func listen(on address: SocketAddress, config: StreamConfig, option: String, value: String)
+        throws(NetBackendError) -> (Int32, String?) {
+        var ownedPath: String?
+        if case let .unix(path) = config.address {
+            if let probe = try? connectNow(to: address, option: option, value: value) {
+                close(probe)
+                throw .system(option: option, value: value, call: "bind", errno: EADDRINUSE, hint: "another process listens on \(path)")
+            }
+            var st = stat()
+            if lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFSOCK { unlink(path) }
+            ownedPath = path
+        }
+        let fd = address.makeSocket()
+        guard fd >= 0 else { throw .system(option: option, value: value, call: "socket", errno: errno, hint: nil) }
+        var one: Int32 = 1
+        if address.family != AF_UNIX { setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size)) }
+        guard address.withSockaddr({ bind(fd, $0, $1) }) == 0 else {
+            let e = errno
+            close(fd)
+            throw .system(option: option, value: value, call: "bind", errno: e, hint: nil)
+        }
+        guard Glibc.listen(fd, 1) == 0 else {
+            let e = errno
+            close(fd)
+            if let p = ownedPath { unlink(p) }
+            throw .system(option: option, value: value, call: "listen", errno: e, hint: nil)
+        }
+        return (fd, ownedPath)
+    }
+}

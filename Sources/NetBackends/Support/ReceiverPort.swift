@@ -1,0 +1,67 @@
+import Synchronization
+import VMMNet
+
+/// The device side of one backend: the receiver, the link state it was last told, and
+/// the one frame it refused. Back-pressure (FrameReceiver's contract): when `offer`
+/// returns false the backend stops reading and the frame waits here until `retry`.
+final class ReceiverPort: @unchecked Sendable {
+    private struct Pending { var bytes: [UInt8]; var header: VirtioNetHeader? }
+    private struct State {
+        var receiver: FrameReceiver?
+        var pending: Pending?
+        var linkUp: Bool
+    }
+    private let state: Mutex<State>
+    let counters: BackendCounters
+
+    init(counters: BackendCounters, linkUp: Bool) {
+        self.counters = counters
+        state = Mutex(State(receiver: nil, pending: nil, linkUp: linkUp))
+    }
+
+    var isLinkUp: Bool { state.withLock { $0.linkUp } }
+    var isHolding: Bool { state.withLock { $0.pending != nil } }
+
+    func attach(_ receiver: FrameReceiver) { state.withLock { $0.receiver = receiver } }
+
+    /// Forgets the receiver and any held frame (stop()).
+    func detach() { state.withLock { $0.receiver = nil; $0.pending = nil } }
+
+    /// Hands `frame` to the device. False: it was refused and is now held here; the
+    /// caller stops reading until `retry()` succeeds.
+    func offer(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
+        // The receiver is called without our lock held: it takes the device's lock, and
+        // the device may call back into the backend (resumeReceive, send).
+        guard let receiver = state.withLock({ $0.receiver }) else { return false }
+        if receiver.receive(frame, header: header) {
+            counters.received(bytes: frame.count)
+            return true
+        }
+        let copy = Pending(bytes: Array(frame), header: header)
+        state.withLock { $0.pending = copy }
+        return false
+    }
+
+    /// Offers the held frame again. True when nothing is held any more.
+    func retry() -> Bool {
+        guard let (receiver, pending) = state.withLock({ s -> (FrameReceiver, Pending)? in
+            guard let r = s.receiver, let p = s.pending else { return nil }
+            return (r, p)
+        }) else { return !isHolding }
+        let accepted = pending.bytes.withUnsafeBytes { receiver.receive($0, header: pending.header) }
+        guard accepted else { return false }
+        counters.received(bytes: pending.bytes.count)
+        state.withLock { $0.pending = nil }
+        return true
+    }
+
+    /// Records the link state and tells the receiver when it changed.
+    func setLink(up: Bool) {
+        let receiver = state.withLock { s -> FrameReceiver? in
+            guard s.linkUp != up else { return nil }
+            s.linkUp = up
+            return s.receiver
+        }
+        receiver?.linkStateChanged(up: up)
+    }
+}

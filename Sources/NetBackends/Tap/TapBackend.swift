@@ -1,0 +1,168 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+import VMMCore
+import VMMNet
+
+/// `net=tap:NAME`: frames to and from a Linux TAP interface, each with a virtio-net
+/// header, so checksum/TSO offloads pass straight through to the host stack.
+public final class TapBackend: NetworkBackend, @unchecked Sendable {
+    public let capabilities = BackendCapabilities(virtioNetHeader: true,
+                                                  offloads: [.checksum, .tso4, .tso6, .tsoECN],
+                                                  maxFrameSize: 65_535)
+    public let counters = BackendCounters()
+    public let interfaceName: String
+    /// True when the TAP was created here (and disappears on `stop()`).
+    public let createdInterface: Bool
+    public var description: String { "tap:\(interfaceName)" }
+    public var isLinkUp: Bool { port.isLinkUp }
+
+    private let loop: EventLoop
+    private let port: ReceiverPort
+    /// The fd; nil once stopped or after the interface vanished. Send holds this lock
+    /// across writev so the loop cannot close the fd underneath it.
+    private let device: Mutex<Int32?>
+    private let registration = Mutex<IORegistration?>(nil)
+    /// One read buffer (header + largest frame a TSO-enabled TAP hands over), loop thread only.
+    private let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: VirtioNetHeader.size + 65_550, alignment: 16)
+    /// Frames taken per readiness event before letting other fds run.
+    private static let readBatch = 64
+
+    public init(interface name: String, eventLoop: EventLoop) throws(NetBackendError) {
+        let tap = try TapDevice.open(name: name)
+        interfaceName = tap.name
+        createdInterface = tap.created
+        loop = eventLoop
+        device = Mutex(tap.fd)
+        port = ReceiverPort(counters: counters, linkUp: true)
+    }
+
+    deinit {
+        stop()
+        readBuffer.deallocate()
+    }
+
+    public func start(receiver: FrameReceiver) {
+        port.attach(receiver)
+        guard let fd = device.withLock({ $0 }) else { return }
+        let reg = try? loop.register(fd: fd, events: .readable) { [weak self] events in self?.readable(events) }
+        registration.withLock { $0 = reg }
+        if reg == nil { interfaceGone() }
+    }
+
+    public func send(_ segments: [UnsafeRawBufferPointer], header: VirtioNetHeader?) -> SendResult {
+        guard let length = totalLength(segments), length <= capabilities.maxFrameSize else {
+            counters.dropped(.oversized)
+            return .dropped(.oversized)
+        }
+        guard length >= minimumFrameSize, segments.count < Int(maxIOVecs) else {
+            counters.dropped(.malformed)
+            return .dropped(.malformed)
+        }
+        // The kernel always expects the header (IFF_VNET_HDR); no header means no offload.
+        var headerBytes = (UInt64(0), UInt32(0))
+        withUnsafeMutableBytes(of: &headerBytes) { (header ?? VirtioNetHeader()).write(to: $0) }
+        let outcome: (Int, Int32) = withUnsafeBytes(of: &headerBytes) { hdr in
+            var iov = [iovec](repeating: iovec(), count: segments.count + 1)
+            iov[0] = iovec(iov_base: UnsafeMutableRawPointer(mutating: hdr.baseAddress), iov_len: VirtioNetHeader.size)
+            for (i, s) in segments.enumerated() {
+                iov[i + 1] = iovec(iov_base: UnsafeMutableRawPointer(mutating: s.baseAddress), iov_len: s.count)
+            }
+            return device.withLock { fd -> (Int, Int32) in
+                guard let fd else { return (-1, EBADFD) }
+                let n = writev(fd, iov, Int32(iov.count))
+                return (n, n < 0 ? errno : 0)
+            }
+        }
+        let (written, error) = outcome
+        if written >= 0 {
+            counters.sent(bytes: length)
+            return .sent
+        }
+        let reason: DropReason
+        switch error {
+        case EAGAIN, EWOULDBLOCK, ENOBUFS: reason = .wouldBlock
+        // The interface is administratively down: the kernel refuses frames.
+        case EIO: reason = .linkDown
+        case EINVAL: reason = .malformed   // the kernel rejected the virtio-net header
+        default:
+            if ConnectionErrno.isGone(error) {
+                loop.execute { [weak self] in self?.interfaceGone() }
+                reason = .linkDown
+            } else {
+                reason = .backendError
+            }
+        }
+        counters.dropped(reason)
+        return .dropped(reason)
+    }
+
+    public func resumeReceive() {
+        loop.execute { [weak self] in
+            guard let self, self.port.retry() else { return }
+            if let reg = self.registration.withLock({ $0 }) { self.loop.update(reg, events: .readable) }
+        }
+    }
+
+    public func setReceiveOffloads(_ offloads: NetOffloads) {
+        device.withLock { fd in
+            guard let fd else { return }
+            _ = TapDevice(fd: fd, name: interfaceName, created: createdInterface).setOffloads(offloads)
+        }
+    }
+
+    public func stop() {
+        if let reg = registration.withLock({ r -> IORegistration? in defer { r = nil }; return r }) { loop.unregister(reg) }
+        device.withLock { fd in
+            if let fd { close(fd) }   // a TAP created here is non-persistent: closing deletes it
+            fd = nil
+        }
+        port.detach()
+    }
+
+    // MARK: Loop thread
+
+    private func readable(_: IOEvents) {
+        guard let fd = device.withLock({ $0 }) else { return }
+        for _ in 0 ..< TapBackend.readBatch {
+            if port.isHolding { pauseReading(); return }
+            let n = read(fd, readBuffer.baseAddress, readBuffer.count)
+            if n < 0 {
+                let e = errno
+                if ConnectionErrno.isTransient(e) { break }
+                if e == EIO { break }   // interface down: nothing to read, not gone
+                interfaceGone()
+                return
+            }
+            guard n >= VirtioNetHeader.size + minimumFrameSize else {
+                if n == 0 { break }
+                counters.dropped(.malformed)
+                continue
+            }
+            let all = UnsafeRawBufferPointer(rebasing: readBuffer[0 ..< n])
+            let header = VirtioNetHeader(all)
+            let frame = UnsafeRawBufferPointer(rebasing: all[VirtioNetHeader.size...])
+            // A frame without GSO must fit the largest frame we promise; GSO frames are 64 KiB at most.
+            if header?.isGSO != true, frame.count > capabilities.maxFrameSize {
+                counters.dropped(.oversized)
+                continue
+            }
+            if !port.offer(frame, header: header) { pauseReading(); return }
+        }
+    }
+
+    private func pauseReading() {
+        if let reg = registration.withLock({ $0 }) { loop.update(reg, events: []) }
+    }
+
+    /// The interface was deleted (EBADFD): the link is down for good.
+    private func interfaceGone() {
+        if let reg = registration.withLock({ r -> IORegistration? in defer { r = nil }; return r }) { loop.unregister(reg) }
+        device.withLock { fd in
+            if let fd { close(fd) }
+            fd = nil
+        }
+        port.setLink(up: false)
+    }
+}

@@ -1,0 +1,68 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CKVM
+import VMMNet
+
+/// An open `/dev/net/tun` file descriptor bound to a TAP interface with a 12-byte
+/// virtio-net header in front of every frame (IFF_VNET_HDR + TUNSETVNETHDRSZ), so
+/// virtio-net's offload metadata passes through untranslated (virtio 1.2 §5.1.6).
+struct TapDevice {
+    let fd: Int32
+    /// The interface name the kernel bound (equals the requested one).
+    let name: String
+    /// True when this process created the interface: it is non-persistent and the
+    /// kernel deletes it when `fd` closes. False: an existing (persistent) TAP.
+    let created: Bool
+
+    static let maxNameLength = Int(IFNAMSIZ) - 1
+
+    static func open(name: String) throws(NetBackendError) -> TapDevice {
+        let option = "net"
+        let value = "tap:\(name)"
+        let existed = if_nametoindex(name) != 0
+        let fd = Glibc.open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else {
+            throw .system(option: option, value: value, call: "open /dev/net/tun", errno: errno,
+                          hint: "needs the tun module and read/write access to /dev/net/tun")
+        }
+        var chosen = [CChar](repeating: 0, count: Int(IFNAMSIZ))
+        let flags = Int16(IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)
+        guard ckvm_tun_set_iff(fd, name, flags, &chosen) == 0 else {
+            let e = errno
+            close(fd)
+            let hint: String? = switch e {
+            case EPERM, EACCES:
+                existed ? "the TAP belongs to another user; create it with: ip tuntap add \(name) mode tap user $USER vnet_hdr"
+                        : "creating a TAP needs CAP_NET_ADMIN; or attach to a persistent one: ip tuntap add \(name) mode tap user $USER vnet_hdr"
+            case EINVAL: "'\(name)' exists and is not a TAP interface"
+            case EBUSY: "another process is attached to it"
+            default: nil
+            }
+            throw .system(option: option, value: value, call: "TUNSETIFF", errno: e, hint: hint)
+        }
+        guard ckvm_tun_set_vnet_hdr_size(fd, Int32(VirtioNetHeader.size)) == 0 else {
+            let e = errno
+            close(fd)
+            throw .system(option: option, value: value, call: "TUNSETVNETHDRSZ", errno: e, hint: nil)
+        }
+        let bound = chosen.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        return TapDevice(fd: fd, name: bound, created: !existed)
+    }
+
+    /// TUNSETOFFLOAD: which offloads frames the kernel hands us may use. TSO implies
+    /// partial checksums, so without `.checksum` nothing is enabled (the kernel refuses it).
+    func setOffloads(_ offloads: NetOffloads) -> Bool {
+        ckvm_tun_set_offload(fd, TapDevice.tunFlags(offloads)) == 0
+    }
+
+    static func tunFlags(_ offloads: NetOffloads) -> UInt32 {
+        guard offloads.contains(.checksum) else { return 0 }
+        var flags = UInt32(TUN_F_CSUM)
+        if offloads.contains(.tso4) { flags |= UInt32(TUN_F_TSO4) }
+        if offloads.contains(.tso6) { flags |= UInt32(TUN_F_TSO6) }
+        if offloads.contains(.tsoECN), offloads.contains(.tso4) || offloads.contains(.tso6) { flags |= UInt32(TUN_F_TSO_ECN) }
+        if offloads.contains(.ufo) { flags |= UInt32(TUN_F_UFO) }
+        return flags
+    }
+}

@@ -1,0 +1,92 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CKVM
+import CSlirp
+
+/// libslirp's sockets, watched by a private epoll instance. libslirp describes what to
+/// watch on every `slirp_pollfds_fill` (its sockets come and go); this mirrors that list
+/// into the private epoll set, and the one fd of that set sits on the VM's I/O loop — so
+/// slirp's sockets never mix with the loop's own registrations, and a socket number
+/// libslirp closed and reused cannot confuse another component's registration.
+/// Guarded by the backend's slirp lock.
+final class SlirpPollSet {
+    let epollFD: Int32
+    /// fd → epoll events currently registered.
+    private var watched: [Int32: UInt32] = [:]
+    /// The last fill's list: slirp's poll index → (fd, SLIRP_POLL_* events).
+    private var filled: [(fd: Int32, events: Int32)] = []
+    /// What happened since the last poll, by fd (epoll events).
+    private var ready: [Int32: UInt32] = [:]
+    private var eventBuffer = [epoll_event](repeating: epoll_event(), count: 128)
+
+    init?() {
+        epollFD = epoll_create1(Int32(EPOLL_CLOEXEC))
+        if epollFD < 0 { return nil }
+    }
+
+    deinit { close(epollFD) }
+
+    // MARK: fill
+
+    func beginFill() { filled.removeAll(keepingCapacity: true) }
+
+    /// add_poll: returns slirp's index for this fd.
+    func add(fd: Int32, slirpEvents: Int32) -> Int32 {
+        filled.append((fd, slirpEvents))
+        return Int32(filled.count - 1)
+    }
+
+    /// Makes the epoll set match the fill.
+    func endFill() {
+        var wanted: [Int32: UInt32] = [:]
+        for (fd, ev) in filled { wanted[fd, default: 0] |= SlirpPollSet.epollEvents(ev) }
+        for fd in watched.keys where wanted[fd] == nil { forget(fd: fd) }
+        for (fd, ev) in wanted where watched[fd] != ev {
+            var e = epoll_event(events: ev, data: epoll_data_t(fd: fd))
+            if watched[fd] == nil {
+                if epoll_ctl(epollFD, EPOLL_CTL_ADD, fd, &e) != 0, errno == EEXIST { epoll_ctl(epollFD, EPOLL_CTL_MOD, fd, &e) }
+            } else if epoll_ctl(epollFD, EPOLL_CTL_MOD, fd, &e) != 0, errno == ENOENT {
+                // The kernel dropped it when slirp closed the socket; this is a new one with the same number.
+                epoll_ctl(epollFD, EPOLL_CTL_ADD, fd, &e)
+            }
+            watched[fd] = ev
+        }
+    }
+
+    /// unregister_poll_fd: slirp is about to close `fd`.
+    func forget(fd: Int32) {
+        guard watched.removeValue(forKey: fd) != nil else { return }
+        epoll_ctl(epollFD, EPOLL_CTL_DEL, fd, nil)
+        ready.removeValue(forKey: fd)
+    }
+
+    // MARK: poll
+
+    /// Collects what is ready now (never waits).
+    func collect() {
+        ready.removeAll(keepingCapacity: true)
+        let n = eventBuffer.withUnsafeMutableBufferPointer { epoll_wait(epollFD, $0.baseAddress, Int32($0.count), 0) }
+        for i in 0 ..< max(0, Int(n)) { ready[eventBuffer[i].data.fd, default: 0] |= eventBuffer[i].events }
+    }
+
+    /// get_revents: SLIRP_POLL_* for slirp's index from the last fill.
+    func revents(index: Int32) -> Int32 {
+        guard index >= 0, Int(index) < filled.count, let ev = ready[filled[Int(index)].fd] else { return 0 }
+        var r: Int32 = 0
+        if ev & EPOLLIN.rawValue != 0 { r |= Int32(SLIRP_POLL_IN) }
+        if ev & EPOLLOUT.rawValue != 0 { r |= Int32(SLIRP_POLL_OUT) }
+        if ev & EPOLLPRI.rawValue != 0 { r |= Int32(SLIRP_POLL_PRI) }
+        if ev & EPOLLERR.rawValue != 0 { r |= Int32(SLIRP_POLL_ERR) }
+        if ev & EPOLLHUP.rawValue != 0 { r |= Int32(SLIRP_POLL_HUP) }
+        return r & (filled[Int(index)].events | Int32(SLIRP_POLL_ERR) | Int32(SLIRP_POLL_HUP))
+    }
+
+    private static func epollEvents(_ slirp: Int32) -> UInt32 {
+        var e: UInt32 = 0
+        if slirp & Int32(SLIRP_POLL_IN) != 0 { e |= EPOLLIN.rawValue }
+        if slirp & Int32(SLIRP_POLL_OUT) != 0 { e |= EPOLLOUT.rawValue }
+        if slirp & Int32(SLIRP_POLL_PRI) != 0 { e |= EPOLLPRI.rawValue }
+        return e
+    }
+}

@@ -1,0 +1,222 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CVDEPlug
+import Synchronization
+import VMMCore
+import VMMNet
+
+/// `net=vde:URL`: a port on a VDE switch through libvdeplug, which understands
+/// `vde:///path` (and a plain switch directory), `vxvde://GROUP` (L2 over UDP multicast),
+/// `slirp://` and its other plugins. When the switch goes away the link goes down and the
+/// backend retries every second; when it is back the link comes up again.
+public final class VDEBackend: NetworkBackend, @unchecked Sendable {
+    /// VDE_ETHBUFSIZE: the largest frame libvdeplug carries (9216-byte MTU + Ethernet + 802.1Q).
+    public static let maxFrameSize = 9216 + 14 + 4
+    static let reconnectInterval: UInt64 = 1_000_000_000
+
+    public let url: String
+    public let capabilities = BackendCapabilities(virtioNetHeader: false, offloads: [], maxFrameSize: VDEBackend.maxFrameSize)
+    public let counters = BackendCounters()
+    public var description: String { "vde:\(url)" }
+    public var isLinkUp: Bool { port.isLinkUp }
+
+    private let loop: EventLoop
+    private let clock: DeviceClock
+    private let port: ReceiverPort
+
+    private struct Connection: @unchecked Sendable {
+        let handle: OpaquePointer
+        let dataFD: Int32
+        let controlFD: Int32
+        var dataRegistration: IORegistration?
+        var controlRegistration: IORegistration?
+    }
+    private struct State: @unchecked Sendable {
+        var connection: Connection?
+        var reconnectTimer: TimerToken?
+        var started = false
+        var stopped = false
+    }
+    private let state = Mutex(State())
+    /// Send gathers the scatter list here (vde_send takes one buffer); guarded by `state`.
+    private nonisolated(unsafe) let sendBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: VDEBackend.maxFrameSize, alignment: 16)
+    /// Loop thread only.
+    private nonisolated(unsafe) let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: VDEBackend.maxFrameSize + 64, alignment: 16)
+
+    public init(url: String, eventLoop: EventLoop, clock: DeviceClock) throws(NetBackendError) {
+        self.url = url
+        loop = eventLoop
+        self.clock = clock
+        guard let connection = VDEBackend.open(url) else {
+            let e = errno
+            sendBuffer.deallocate()
+            readBuffer.deallocate()
+            throw .system(option: "net", value: "vde:\(url)", call: "vde_open", errno: e == 0 ? ENOENT : e,
+                          hint: "is a vde_switch running there? e.g. vde_switch -d -s \(url.hasPrefix("/") ? url : "/tmp/sw")")
+        }
+        state.withLock { $0.connection = connection }
+        port = ReceiverPort(counters: counters, linkUp: true)
+    }
+
+    deinit {
+        stop()
+        sendBuffer.deallocate()
+        readBuffer.deallocate()
+    }
+
+    private static func open(_ url: String) -> Connection? {
+        guard let handle = cvde_open(url, "swiftvmm") else { return nil }
+        let data = vde_datafd(handle)
+        let control = vde_ctlfd(handle)
+        setNonBlocking(data)
+        return Connection(handle: handle, dataFD: data, controlFD: control)
+    }
+
+    public func start(receiver: FrameReceiver) {
+        port.attach(receiver)
+        state.withLock { s in
+            s.started = true
+            if var c = s.connection {
+                register(&c)
+                s.connection = c
+            }
+        }
+    }
+
+    public func send(_ segments: [UnsafeRawBufferPointer], header: VirtioNetHeader?) -> SendResult {
+        guard let length = totalLength(segments), length <= VDEBackend.maxFrameSize else { return drop(.oversized) }
+        guard length >= minimumFrameSize else { return drop(.malformed) }
+        nonisolated(unsafe) let segments = segments
+        let result = state.withLock { s -> SendResult in
+            guard let c = s.connection else { return .dropped(.linkDown) }
+            let n = gather(segments, into: sendBuffer)
+            let sent = vde_send(c.handle, sendBuffer.baseAddress, n, Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL))
+            if sent >= 0 { return .sent }
+            let e = errno
+            if ConnectionErrno.isTransient(e) { return .dropped(.wouldBlock) }
+            if ConnectionErrno.isGone(e) {
+                loop.execute { [weak self] in self?.switchGone() }
+                return .dropped(.linkDown)
+            }
+            return .dropped(.backendError)
+        }
+        switch result {
+        case .sent: counters.sent(bytes: length)
+        case let .dropped(reason): counters.dropped(reason)
+        }
+        return result
+    }
+
+    public func resumeReceive() {
+        loop.execute { [weak self] in
+            guard let self, self.port.retry() else { return }
+            self.state.withLock { s in
+                if let r = s.connection?.dataRegistration { self.loop.update(r, events: .readable) }
+            }
+        }
+    }
+
+    public func setReceiveOffloads(_: NetOffloads) {}
+
+    public func stop() {
+        state.withLock { s in
+            guard !s.stopped else { return }
+            s.stopped = true
+            if let t = s.reconnectTimer { clock.cancel(t) }
+            s.reconnectTimer = nil
+            closeConnection(&s)
+        }
+        port.detach()
+    }
+
+    // MARK: Loop thread
+
+    private func drop(_ reason: DropReason) -> SendResult {
+        counters.dropped(reason)
+        return .dropped(reason)
+    }
+
+    private func register(_ c: inout Connection) {
+        c.dataRegistration = try? loop.register(fd: c.dataFD, events: .readable) { [weak self] _ in self?.readData() }
+        // The control socket says nothing after the handshake; readable means EOF: the switch is gone.
+        if c.controlFD >= 0, c.controlFD != c.dataFD {
+            c.controlRegistration = try? loop.register(fd: c.controlFD, events: .readable) { [weak self] _ in self?.controlEvent() }
+        }
+    }
+
+    private func closeConnection(_ s: inout State) {
+        guard let c = s.connection else { return }
+        if let r = c.dataRegistration { loop.unregister(r) }
+        if let r = c.controlRegistration { loop.unregister(r) }
+        vde_close(c.handle)
+        s.connection = nil
+    }
+
+    private func readData() {
+        guard let (handle, fd) = state.withLock({ s in s.connection.map { ($0.handle, $0.dataFD) } }) else { return }
+        for _ in 0 ..< 64 {
+            if port.isHolding { return pauseReading() }
+            let n = vde_recv(handle, readBuffer.baseAddress, readBuffer.count, Int32(MSG_DONTWAIT))
+            if n < 0 {
+                if ConnectionErrno.isTransient(errno) { return }
+                return switchGone()
+            }
+            if n == 0 {
+                // A datagram socket reads 0 only for an empty datagram; the stream kind means EOF.
+                var st = stat()
+                if fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFSOCK { continue }
+                return switchGone()
+            }
+            if n > VDEBackend.maxFrameSize { counters.dropped(.oversized); continue }
+            if n < minimumFrameSize { counters.dropped(.malformed); continue }
+            if !port.offer(UnsafeRawBufferPointer(rebasing: readBuffer[0 ..< n]), header: nil) { return pauseReading() }
+        }
+    }
+
+    private func controlEvent() {
+        guard let fd = state.withLock({ $0.connection?.controlFD }) else { return }
+        var byte: UInt8 = 0
+        let n = recv(fd, &byte, 1, Int32(MSG_DONTWAIT) | Int32(MSG_PEEK))
+        if n == 0 || (n < 0 && !ConnectionErrno.isTransient(errno)) { switchGone() }
+    }
+
+    private func pauseReading() {
+        state.withLock { s in
+            if let r = s.connection?.dataRegistration { loop.update(r, events: []) }
+        }
+    }
+
+    private func switchGone() {
+        let wasConnected = state.withLock { s -> Bool in
+            guard s.connection != nil else { return false }
+            closeConnection(&s)
+            scheduleReconnect(&s)
+            return true
+        }
+        if wasConnected { port.setLink(up: false) }
+    }
+
+    private func scheduleReconnect(_ s: inout State) {
+        guard !s.stopped, s.reconnectTimer == nil else { return }
+        s.reconnectTimer = clock.schedule(at: clock.now &+ VDEBackend.reconnectInterval) { [weak self] in
+            guard let self else { return }
+            self.loop.execute { [weak self] in self?.tryReconnect() }
+        }
+    }
+
+    private func tryReconnect() {
+        let connected = state.withLock { s -> Bool in
+            s.reconnectTimer = nil
+            guard !s.stopped, s.connection == nil else { return false }
+            guard var c = VDEBackend.open(url) else {
+                scheduleReconnect(&s)
+                return false
+            }
+            if s.started { register(&c) }
+            s.connection = c
+            return true
+        }
+        if connected { port.setLink(up: true) }
+    }
+}

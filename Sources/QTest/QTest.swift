@@ -1,1 +1,0 @@
-// QTest: being written.

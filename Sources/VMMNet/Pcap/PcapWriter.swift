@@ -1,0 +1,161 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+
+public enum PcapError: Error, Equatable, CustomStringConvertible {
+    case open(path: String, errno: Int32)
+    case write(path: String, errno: Int32)
+
+    public var description: String {
+        switch self {
+        case let .open(p, e): "cannot create pcap file '\(p)': \(String(cString: strerror(e)))"
+        case let .write(p, e): "cannot write pcap file '\(p)': \(String(cString: strerror(e)))"
+        }
+    }
+}
+
+/// Writes Ethernet frames to a classic pcap file (magic 0xa1b2c3d4: microsecond
+/// timestamps, LINKTYPE_ETHERNET), the format tcpdump, tshark and Wireshark read.
+///
+/// Records are appended to one preallocated buffer and written out when it fills, on
+/// `flush()`, and at most `flushInterval` after the last write-out, so writing a frame
+/// allocates nothing. Thread-safe.
+public final class PcapWriter: Sendable {
+    public static let linkTypeEthernet: UInt32 = 1
+    public let path: String
+    public let snapLength: Int
+
+    /// Guarded by `state`'s lock (only touched inside `withLock`).
+    private nonisolated(unsafe) let buffer: UnsafeMutableRawBufferPointer
+    private struct State {
+        var fd: Int32
+        var used = 0
+        var lastFlush: UInt64
+        var writeError: Int32 = 0
+    }
+    private let state: Mutex<State>
+    private let flushInterval: UInt64
+
+    /// Creates (truncates) `path` and writes the file header.
+    public init(path: String, snapLength: Int = 262_144, bufferSize: Int = 1 << 20,
+                flushIntervalNanoseconds: UInt64 = 100_000_000) throws(PcapError) {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw .open(path: path, errno: errno) }
+        self.path = path
+        self.snapLength = max(snapLength, 64)
+        flushInterval = flushIntervalNanoseconds
+        buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(bufferSize, 4096), alignment: 8)
+        state = Mutex(State(fd: fd, lastFlush: PcapWriter.monotonic()))
+        // struct pcap_file_header: magic, version 2.4, thiszone, sigfigs, snaplen, linktype.
+        let header: [UInt32] = [0xA1B2_C3D4, 0x0004_0002, 0, 0, UInt32(self.snapLength), PcapWriter.linkTypeEthernet]
+        state.withLock { s in
+            header.withUnsafeBytes { h in buffer.copyMemory(from: h) }
+            s.used = 24
+        }
+        try flush()
+    }
+
+    deinit {
+        try? close()
+        buffer.deallocate()
+    }
+
+    /// Appends one frame given as a scatter list, stamped with the current wall-clock time.
+    public func write(_ segments: [UnsafeRawBufferPointer]) {
+        var length = 0
+        for s in segments {
+            let (sum, overflow) = length.addingReportingOverflow(s.count)
+            guard !overflow else { return }
+            length = sum
+        }
+        let captured = min(length, snapLength)
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        let now = PcapWriter.monotonic()
+        // The views stay valid for this call; the lock only orders writers.
+        nonisolated(unsafe) let segments = segments
+        state.withLock { s in
+            guard s.fd >= 0, let base = buffer.baseAddress else { return }
+            let recordSize = 16 + captured
+            if s.used + recordSize > buffer.count { drain(&s) }
+            // pcap_pkthdr: seconds, microseconds, captured length, original length (host order,
+            // as the magic number announces).
+            let record: (UInt32, UInt32, UInt32, UInt32) = (UInt32(truncatingIfNeeded: ts.tv_sec),
+                                                            UInt32(truncatingIfNeeded: ts.tv_nsec / 1000),
+                                                            UInt32(captured), UInt32(truncatingIfNeeded: length))
+            if recordSize > buffer.count {
+                // Larger than the whole buffer: write it straight out.
+                withUnsafeBytes(of: record) { r in writeAll(&s, r) }
+                var left = captured
+                for seg in segments where left > 0 {
+                    let n = min(left, seg.count)
+                    writeAll(&s, UnsafeRawBufferPointer(rebasing: seg[0 ..< n]))
+                    left -= n
+                }
+            } else {
+                withUnsafeBytes(of: record) { r in (base + s.used).copyMemory(from: r.baseAddress!, byteCount: 16) }
+                s.used += 16
+                var left = captured
+                for seg in segments where left > 0 {
+                    let n = min(left, seg.count)
+                    if n > 0, let src = seg.baseAddress { (base + s.used).copyMemory(from: src, byteCount: n) }
+                    s.used += n
+                    left -= n
+                }
+            }
+            if now &- s.lastFlush >= flushInterval { drain(&s); s.lastFlush = now }
+        }
+    }
+
+    public func write(_ frame: UnsafeRawBufferPointer) { write([frame]) }
+
+    /// Writes out everything buffered.
+    public func flush() throws(PcapError) {
+        let error = state.withLock { s -> Int32 in
+            drain(&s)
+            s.lastFlush = PcapWriter.monotonic()
+            return s.writeError
+        }
+        if error != 0 { throw .write(path: path, errno: error) }
+    }
+
+    /// Flushes and closes the file. Idempotent.
+    public func close() throws(PcapError) {
+        let error = state.withLock { s -> Int32 in
+            guard s.fd >= 0 else { return 0 }
+            drain(&s)
+            Glibc.close(s.fd)
+            s.fd = -1
+            return s.writeError
+        }
+        if error != 0 { throw .write(path: path, errno: error) }
+    }
+
+    private func drain(_ s: inout State) {
+        guard s.used > 0 else { return }
+        writeAll(&s, UnsafeRawBufferPointer(rebasing: buffer[0 ..< s.used]))
+        s.used = 0
+    }
+
+    private func writeAll(_ s: inout State, _ bytes: UnsafeRawBufferPointer) {
+        guard s.fd >= 0, var p = bytes.baseAddress else { return }
+        var left = bytes.count
+        while left > 0 {
+            let n = Glibc.write(s.fd, p, left)
+            if n < 0 {
+                if errno == EINTR { continue }
+                s.writeError = errno
+                return
+            }
+            p += n
+            left -= n
+        }
+    }
+
+    private static func monotonic() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+    }
+}
