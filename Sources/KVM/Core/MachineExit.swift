@@ -1,0 +1,92 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Why a VM stopped, and the process exit status it maps to.
+public enum MachineExit: Sendable, Equatable, CustomStringConvertible {
+    /// The guest reset the machine (i8042 reset line, KVM reset event).
+    case reset
+    /// The guest powered off (KVM shutdown system event).
+    case powerOff
+    /// A vCPU executed HLT with interrupts off and nothing can wake it.
+    case halted(cpu: Int)
+    /// Triple fault (KVM_EXIT_SHUTDOWN).
+    case tripleFault(cpu: Int, registers: String)
+    /// KVM could not run the guest (internal error, failed entry, unexpected exit).
+    case vcpuFailure(cpu: Int, detail: String, registers: String)
+    /// The VMM was asked to stop (SIGINT, SIGTERM).
+    case signal(Int32)
+
+    /// 0 for a guest-initiated reset or poweroff; 128+n for signal n; 1 otherwise.
+    public var exitStatus: Int32 {
+        switch self {
+        case .reset, .powerOff, .halted: 0
+        case let .signal(n): 128 + n
+        case .tripleFault, .vcpuFailure: 1
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .reset: "guest reset the machine"
+        case .powerOff: "guest powered off"
+        case let .halted(c): "vCPU \(c) halted"
+        case let .tripleFault(c, regs): "vCPU \(c): triple fault (KVM_EXIT_SHUTDOWN)\n\(regs)"
+        case let .vcpuFailure(c, d, regs): "vCPU \(c): \(d)\n\(regs)"
+        case let .signal(n): "stopped by signal \(n)"
+        }
+    }
+}
+
+/// The first stop reason wins; whoever runs the machine waits for it.
+final class StopLatch: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    private var cond = pthread_cond_t()
+    private var reason: MachineExit?
+    private var observers: [@Sendable () -> Void] = []
+
+    init() {
+        pthread_mutex_init(&mutex, nil)
+        pthread_cond_init(&cond, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(&cond)
+        pthread_mutex_destroy(&mutex)
+    }
+
+    var isStopped: Bool {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return reason != nil
+    }
+
+    /// Called once, on the thread that stops the machine first.
+    func onStop(_ observer: @escaping @Sendable () -> Void) {
+        pthread_mutex_lock(&mutex)
+        observers.append(observer)
+        pthread_mutex_unlock(&mutex)
+    }
+
+    func stop(_ why: MachineExit) {
+        pthread_mutex_lock(&mutex)
+        guard reason == nil else {
+            pthread_mutex_unlock(&mutex)
+            return
+        }
+        reason = why
+        let toCall = observers
+        pthread_cond_broadcast(&cond)
+        pthread_mutex_unlock(&mutex)
+        for o in toCall { o() }
+    }
+
+    func wait() -> MachineExit {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        while true {
+            if let reason { return reason }
+            pthread_cond_wait(&cond, &mutex)
+        }
+    }
+}

@@ -1,1 +1,0 @@
-// KVM: being written.

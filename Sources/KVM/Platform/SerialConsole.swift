@@ -1,0 +1,126 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+import Synchronization
+import VMMCore
+
+/// Where COM1 goes: the process's stdin/stdout, a file, or nowhere.
+public enum SerialAttachment: Sendable, Equatable {
+    case stdio
+    case file(String)
+    case none
+}
+
+/// The host end of COM1: writes the guest's bytes to a file descriptor, feeds stdin into
+/// the UART's receive FIFO through the event loop (stopping reads while the FIFO is full),
+/// and notes when the first byte of output appeared (boot time to first serial output).
+final class SerialConsole: @unchecked Sendable {
+    private let outputFD: Int32
+    private let ownsOutput: Bool
+    private let start: UInt64
+    private let logger: Logger
+    private let firstOutput = Atomic<Bool>(false)
+    private var inputRegistration: IORegistration?
+
+    init(attachment: SerialAttachment, start: UInt64, logger: Logger) throws(MachineError) {
+        self.start = start
+        self.logger = logger
+        switch attachment {
+        case .stdio:
+            outputFD = STDOUT_FILENO
+            ownsOutput = false
+        case .none:
+            outputFD = -1
+            ownsOutput = false
+        case let .file(path):
+            let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { throw .serialFile(path: path, errno: errno) }
+            outputFD = fd
+            ownsOutput = true
+        }
+    }
+
+    deinit {
+        if ownsOutput { close(outputFD) }
+    }
+
+    func emit(_ byte: UInt8) {
+        if !firstOutput.exchange(true, ordering: .relaxed) {
+            let ns = MonotonicTime.nanoseconds() &- start
+            logger.info("first serial output after \(Double(ns / 1000) / 1000) ms")
+        }
+        guard outputFD >= 0 else { return }
+        var b = byte
+        while write(outputFD, &b, 1) < 0 && errno == EINTR {}
+    }
+
+    /// Feeds stdin into `uart`; stdin that cannot be polled (a regular file) or ends is left alone.
+    func attachInput(to uart: Serial16550, loop: EventLoop) {
+        let fd = STDIN_FILENO
+        let flags = fcntl(fd, F_GETFL)
+        guard flags >= 0 else { return }
+        _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
+        let registration: IORegistration
+        do {
+            registration = try loop.register(fd: fd, events: .readable) { [weak self] events in
+                self?.pumpInput(into: uart, loop: loop)
+            }
+        } catch {
+            logger.debug("serial input not attached: \(error)")
+            return
+        }
+        inputRegistration = registration
+        uart.onRoomForInput = { [weak self] in
+            loop.execute { [weak self] in
+                guard let self, let r = self.inputRegistration else { return }
+                loop.update(r, events: .readable)
+            }
+        }
+    }
+
+    private func pumpInput(into uart: Serial16550, loop: EventLoop) {
+        guard let registration = inputRegistration else { return }
+        let room = uart.inputRoom
+        guard room > 0 else {
+            loop.update(registration, events: [])
+            return
+        }
+        // Read only what the FIFO can take, so no input is lost; the rest waits in the kernel.
+        var buffer = [UInt8](repeating: 0, count: room)
+        let n = buffer.withUnsafeMutableBytes { read(STDIN_FILENO, $0.baseAddress, $0.count) }
+        if n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR) {
+            loop.unregister(registration)
+            inputRegistration = nil
+            return
+        }
+        guard n > 0 else { return }
+        _ = uart.receive(buffer[0 ..< n])
+        if !uart.hasRoomForInput { loop.update(registration, events: []) }
+    }
+}
+
+/// Raw mode for an interactive console (no echo, no line editing, no signals from keys),
+/// restored on exit.
+public final class TerminalRawMode {
+    private var saved = termios()
+    private let fd: Int32
+    private var active = false
+
+    public init(fd: Int32 = STDIN_FILENO) {
+        self.fd = fd
+        guard isatty(fd) == 1, tcgetattr(fd, &saved) == 0 else { return }
+        var raw = saved
+        cfmakeraw(&raw)
+        raw.c_oflag |= tcflag_t(OPOST | ONLCR) // keep host log lines readable
+        active = tcsetattr(fd, TCSANOW, &raw) == 0
+    }
+
+    public func restore() {
+        guard active else { return }
+        tcsetattr(fd, TCSANOW, &saved)
+        active = false
+    }
+
+    deinit { restore() }
+}
