@@ -2,14 +2,10 @@
 /// feature bits, its configuration space, and what to do when the driver makes it live,
 /// resets it or notifies a queue. Every call comes with the device's lock held.
 public protocol VirtioDeviceModel: AnyObject {
-    /// Device-type feature bits offered (the transport adds VERSION_1 and the ring features).
-    var deviceFeatures: UInt64 { get }
     /// Whether the device can operate with `features` (the driver's choice, already a
     /// subset of what was offered and including VERSION_1); false refuses FEATURES_OK (§3.1.1).
     func acceptsFeatures(_ features: UInt64) -> Bool
-    /// Size of the device-specific configuration structure in bytes.
-    var deviceConfigLength: Int { get }
-    /// Reads `size` bytes at `offset` of the device configuration (offset + size ≤ length).
+    /// Reads `size` bytes at `offset` of the device configuration (offset + size ≤ the length given to the transport).
     func readDeviceConfig(offset: Int, size: Int) -> UInt64
     /// Writes to the device configuration (most fields are read-only; ignore those).
     func writeDeviceConfig(offset: Int, size: Int, value: UInt64)

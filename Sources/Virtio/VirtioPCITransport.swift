@@ -37,7 +37,10 @@ public final class VirtioPCITransport: @unchecked Sendable {
     public private(set) var negotiatedFeatures: UInt64 = 0
     public let offeredFeatures: UInt64
 
-    private unowned let model: VirtioDeviceModel
+    /// The device type's behaviour; set by the device at the end of its `init` (the
+    /// transport is created first, so the device can keep it in a `let`).
+    public weak var model: VirtioDeviceModel?
+    private let deviceConfigLength: Int
     private let context: PCIDeviceContext
     private var deviceFeatureSelect: UInt32 = 0
     private var driverFeatureSelect: UInt32 = 0
@@ -49,15 +52,17 @@ public final class VirtioPCITransport: @unchecked Sendable {
     private let msixVectors: Int
     private var configWindow: VirtioPCIConfigWindow?
 
-    /// Creates the transport in the device's config space. `queueCount` queues, each at
-    /// most `maxQueueSize` entries (a power of two ≤ 32768, §2.7).
-    public init(context: PCIDeviceContext, identity: VirtioPCIIdentity, model: VirtioDeviceModel,
+    /// Creates the transport in the device's config space: `deviceFeatures` are the
+    /// device-type bits offered (VERSION_1 and the ring features are added here),
+    /// `deviceConfigLength` the size of its configuration structure, `queueCount` queues of
+    /// at most `maxQueueSize` entries each (a power of two ≤ 32768, §2.7).
+    public init(context: PCIDeviceContext, identity: VirtioPCIIdentity, deviceFeatures: UInt64, deviceConfigLength: Int,
                 queueCount: Int, maxQueueSize: UInt16, options: VirtioTransportOptions = VirtioTransportOptions()) {
         self.context = context
-        self.model = model
+        self.deviceConfigLength = max(0, min(deviceConfigLength, Int(VirtioPCILayout.deviceConfigMaxLength)))
         let count = min(max(queueCount, 1), VirtioPCILayout.maxQueues)
         queues = (0 ..< count).map { SplitVirtqueue(index: $0, maxSize: maxQueueSize, memory: context.memory) }
-        var features = model.deviceFeatures | VirtioFeature.version1
+        var features = deviceFeatures | VirtioFeature.version1
         if options.eventIndex { features |= VirtioFeature.eventIndex }
         if options.indirectDescriptors { features |= VirtioFeature.indirectDescriptors }
         offeredFeatures = features
@@ -75,9 +80,9 @@ public final class VirtioPCITransport: @unchecked Sendable {
                                    length: UInt64(count) * UInt64(multiplier),
                                    extra: (0 ..< 4).map { UInt8(truncatingIfNeeded: multiplier >> (8 * UInt32($0))) })
         config.addVirtioCapability(.isr, bar: bar, offset: VirtioPCILayout.isrOffset, length: VirtioPCILayout.isrLength)
-        let deviceLength = UInt64(max(0, min(model.deviceConfigLength, Int(VirtioPCILayout.deviceConfigMaxLength))))
-        if deviceLength > 0 {
-            config.addVirtioCapability(.device, bar: bar, offset: VirtioPCILayout.deviceConfigOffset, length: deviceLength)
+        if self.deviceConfigLength > 0 {
+            config.addVirtioCapability(.device, bar: bar, offset: VirtioPCILayout.deviceConfigOffset,
+                                       length: UInt64(self.deviceConfigLength))
         }
         if let window = config.addVirtioCapability(.pciConfigAccess, bar: 0, offset: 0, length: 0, extra: [0, 0, 0, 0],
                                                    writeMask: VirtioPCIConfigWindow.writeMask) {
@@ -165,14 +170,14 @@ public final class VirtioPCITransport: @unchecked Sendable {
         isr = 0
         context.interrupts.setINTx(false)
         for q in queues { q.reset() }
-        model.deviceReset()
+        model?.deviceReset()
     }
 
     // MARK: Notifications
 
     private func queueNotified(_ index: Int) {
         guard isLive, index >= 0, index < queues.count, queues[index].isEnabled else { return }
-        model.queueNotified(index)
+        model?.queueNotified(index)
     }
 
     // MARK: BAR access (forwarded by the device)
@@ -189,8 +194,8 @@ public final class VirtioPCITransport: @unchecked Sendable {
             context.interrupts.setINTx(false)
             return UInt64(v)
         }
-        if let o = offset.within(VirtioPCILayout.deviceConfigOffset, UInt64(model.deviceConfigLength), size) {
-            return model.readDeviceConfig(offset: Int(o), size: size)
+        if let o = offset.within(VirtioPCILayout.deviceConfigOffset, UInt64(deviceConfigLength), size) {
+            return model?.readDeviceConfig(offset: Int(o), size: size) ?? 0
         }
         return 0
     }
@@ -201,8 +206,8 @@ public final class VirtioPCITransport: @unchecked Sendable {
             commonWrite(o, size: size, value: value)
         } else if let o = offset.within(VirtioPCILayout.notifyOffset, UInt64(queues.count) * UInt64(VirtioPCILayout.notifyOffMultiplier), size) {
             queueNotified(Int(o / UInt64(VirtioPCILayout.notifyOffMultiplier)))
-        } else if let o = offset.within(VirtioPCILayout.deviceConfigOffset, UInt64(model.deviceConfigLength), size) {
-            model.writeDeviceConfig(offset: Int(o), size: size, value: value)
+        } else if let o = offset.within(VirtioPCILayout.deviceConfigOffset, UInt64(deviceConfigLength), size) {
+            model?.writeDeviceConfig(offset: Int(o), size: size, value: value)
         } else {
             context.guestLog.debug("virtio.bar-write", "ignored write of \(size) bytes at BAR\(bar)+0x\(String(offset, radix: 16))")
         }
@@ -364,7 +369,7 @@ public final class VirtioPCITransport: @unchecked Sendable {
             negotiatedFeatures = driverFeatures
         }
         if added.contains(.driverOK) && status.contains(.driverOK) && !status.contains(.needsReset) {
-            model.activate()
+            model?.activate()
         }
     }
 
@@ -378,7 +383,7 @@ public final class VirtioPCITransport: @unchecked Sendable {
             context.guestLog.warning("virtio.features", "driver did not accept VIRTIO_F_VERSION_1 (this device is modern-only)")
             return false
         }
-        return model.acceptsFeatures(driverFeatures)
+        return model?.acceptsFeatures(driverFeatures) ?? false
     }
 }
 

@@ -1,0 +1,180 @@
+import VMMCore
+import VMMNet
+import Virtio
+
+/// Control queue commands (virtio 1.2 §5.1.6.5): `{u8 class; u8 command; data…}` readable,
+/// then one writable `u8 ack`.
+enum VirtioNetControl {
+    static let ok: UInt8 = 0, error: UInt8 = 1
+    enum Class: UInt8 { case rx = 0, mac = 1, mq = 4, guestOffloads = 5 }
+    /// VIRTIO_NET_CTRL_RX_* (§5.1.6.5.1).
+    enum RXCommand: UInt8 { case promiscuous = 0, allMulticast, allUnicast, noMulticast, noUnicast, noBroadcast }
+    static let macTableSet: UInt8 = 0, macAddressSet: UInt8 = 1
+    static let mqPairsSet: UInt8 = 0
+    static let guestOffloadsSet: UInt8 = 0
+    /// Entries per MAC table kept exactly; beyond that the device accepts all of that kind
+    /// (as QEMU does with MAC_TABLE_ENTRIES).
+    static let macTableEntries = 64
+}
+
+extension VirtioNetDevice {
+    /// The largest command accepted: two full MAC tables and their counts, with room.
+    static let maxControlCommand = 2 + 2 * (4 + 6 * 1024)
+
+    func processControl(_ queue: SplitVirtqueue) {
+        guard transport.isLive, queue.isEnabled else { return }
+        do {
+            var budget = Int(queue.size)
+            while budget > 0, try queue.pop(into: &chain) {
+                budget -= 1
+                let written = handleControlChain()
+                try queue.addUsed(head: chain.head, length: written)
+            }
+            transport.completeUsed(queue)
+        } catch {
+            transport.fail(queue, error)
+        }
+    }
+
+    /// Runs one command; returns the bytes written into the chain (1 for the ack, 0 when
+    /// the chain has nowhere to put it).
+    private func handleControlChain() -> UInt32 {
+        let ack: UInt8
+        if chain.readableLength < 2 || chain.readableLength > UInt64(VirtioNetDevice.maxControlCommand) {
+            ack = VirtioNetControl.error
+        } else if readControlBytes() {
+            ack = execute(controlBytes[0], controlBytes[1], data: controlBytes[2...])
+        } else {
+            ack = VirtioNetControl.error
+        }
+        // The ack is the last writable byte (§5.1.6.5: the device writes it at the end).
+        guard let last = chain.writable.last(where: { $0.length > 0 }),
+              let at = last.address.checkedAdd(UInt64(last.length) - 1),
+              (try? context.memory.store(ack, at: at)) != nil
+        else {
+            context.guestLog.warning("virtio-net.ctrl-ack", "control chain \(chain.head) has no writable ack byte in RAM")
+            return 0
+        }
+        return 1
+    }
+
+    private func readControlBytes() -> Bool {
+        controlBytes.removeAll(keepingCapacity: true)
+        for b in chain.readable {
+            guard let bytes = try? context.memory.readBytes(at: b.address, count: Int(b.length)) else {
+                context.guestLog.warning("virtio-net.ctrl-buffer", "control chain \(chain.head) points outside RAM")
+                return false
+            }
+            controlBytes.append(contentsOf: bytes)
+        }
+        return controlBytes.count >= 2
+    }
+
+    private func execute(_ cls: UInt8, _ command: UInt8, data: ArraySlice<UInt8>) -> UInt8 {
+        typealias F = VirtioNetFeature
+        let ok = VirtioNetControl.ok, err = VirtioNetControl.error
+        switch VirtioNetControl.Class(rawValue: cls) {
+        case .rx:
+            guard let cmd = VirtioNetControl.RXCommand(rawValue: command), data.count == 1,
+                  let first = data.first, first <= 1 else { return err }
+            let needed = cmd.rawValue <= 1 ? F.ctrlRX : F.ctrlRXExtra
+            guard transport.negotiated(needed) else { return err }
+            let on = first == 1
+            switch cmd {
+            case .promiscuous: filter.promiscuous = on
+            case .allMulticast: allMulticastMode = on
+            case .allUnicast: allUnicastMode = on
+            case .noMulticast: filter.blockMulticast = on
+            case .noUnicast: filter.blockUnicast = on
+            case .noBroadcast: filter.acceptBroadcast = !on
+            }
+            refreshFilterModes()
+            return ok
+        case .mac:
+            if command == VirtioNetControl.macTableSet, transport.negotiated(F.ctrlRX) {
+                return setMACTables(data) ? ok : err
+            }
+            if command == VirtioNetControl.macAddressSet, transport.negotiated(F.ctrlMACAddress), data.count == 6 {
+                let address = MACAddress(Array(data))
+                guard !address.isMulticast else { return err }
+                mac = address
+                refreshFilterAddresses()
+                return ok
+            }
+            return err
+        case .mq:
+            guard command == VirtioNetControl.mqPairsSet, transport.negotiated(F.mq), data.count == 2,
+                  let pairs = le(data, 0, 2), (1 ... UInt64(configuration.queuePairs)).contains(pairs) else { return err }
+            activeQueuePairs = Int(pairs)
+            return ok
+        case .guestOffloads:
+            guard command == VirtioNetControl.guestOffloadsSet, transport.negotiated(F.ctrlGuestOffloads), data.count == 8,
+                  let bits = le(data, 0, 8) else { return err }
+            // Only offloads negotiated at FEATURES_OK may be turned on (§5.1.6.5.6.1).
+            let allowed = transport.negotiatedFeatures & F.guestOffloadBits
+            guard bits & ~allowed == 0 else { return err }
+            receiveOffloads = F.receiveOffloads(bits)
+            backend.setReceiveOffloads(receiveOffloads)
+            return ok
+        case nil:
+            return err
+        }
+    }
+
+    /// `struct virtio_net_ctrl_mac` twice: unicast then multicast, each `le32 entries;
+    /// u8 macs[entries][6]` (§5.1.6.5.2), exactly filling the data.
+    private func setMACTables(_ data: ArraySlice<UInt8>) -> Bool {
+        var cursor = data.startIndex
+        var tables: [[MACAddress]] = []
+        for _ in 0 ..< 2 {
+            guard data.endIndex - cursor >= 4, let n = le(data, cursor - data.startIndex, 4),
+                  n <= UInt64(data.endIndex - cursor - 4) / 6 else { return false }
+            cursor += 4
+            var table: [MACAddress] = []
+            for _ in 0 ..< Int(n) {
+                table.append(MACAddress(Array(data[cursor ..< cursor + 6])))
+                cursor += 6
+            }
+            tables.append(table)
+        }
+        guard cursor == data.endIndex, tables.count == 2 else { return false }
+        unicastOverflow = tables[0].count > VirtioNetControl.macTableEntries
+        multicastOverflow = tables[1].count > VirtioNetControl.macTableEntries
+        unicastTable = unicastOverflow ? [] : tables[0]
+        multicastTable = multicastOverflow ? [] : tables[1]
+        refreshFilterAddresses()
+        refreshFilterModes()
+        return true
+    }
+
+    private func le(_ data: ArraySlice<UInt8>, _ offset: Int, _ size: Int) -> UInt64? {
+        let start = data.startIndex + offset
+        guard offset >= 0, data.endIndex - start >= size else { return nil }
+        var v: UInt64 = 0
+        for i in 0 ..< size { v |= UInt64(data[start + i]) << (8 * UInt64(i)) }
+        return v
+    }
+
+    // MARK: Filter state
+
+    /// Power-on filter: promiscuous, as QEMU does, since a driver without VIRTIO_NET_F_CTRL_RX
+    /// cannot ask for anything else; Linux turns it off at open through the control queue.
+    func resetFilter() {
+        filter = MACFilter()
+        filter.promiscuous = true
+        unicastTable = []; multicastTable = []
+        unicastOverflow = false; multicastOverflow = false
+        allUnicastMode = false; allMulticastMode = false
+        refreshFilterAddresses()
+        refreshFilterModes()
+    }
+
+    private func refreshFilterAddresses() {
+        filter.setAddresses([mac] + unicastTable + multicastTable)
+    }
+
+    private func refreshFilterModes() {
+        filter.allUnicast = allUnicastMode || unicastOverflow
+        filter.allMulticast = allMulticastMode || multicastOverflow
+    }
+}

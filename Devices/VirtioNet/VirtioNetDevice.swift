@@ -1,0 +1,179 @@
+import Logging
+import VMMCore
+import VMMNet
+import Virtio
+
+/// A virtio-net device (virtio 1.2 §5.1) on the modern virtio-pci transport: RX/TX queue
+/// pairs (MQ), a control queue (RX modes, MAC table, guest offloads, queue pairs), link
+/// status, MTU, mergeable receive buffers and checksum/segmentation offloads negotiated
+/// end to end with the backend. TX runs on the notifying thread (vCPU or, with an
+/// ioeventfd, the I/O loop) and never blocks: backends' `send` does not. RX runs on the
+/// I/O loop and pushes back on the backend when the guest has no buffers.
+public final class VirtioNetDevice: PCIDevice, VirtioDeviceModel, FrameReceiver, @unchecked Sendable {
+    public static let typeName = "virtio-net"
+    public static let summary = "virtio-net (virtio 1.x PCI, modern): MSI-X, MQ, offloads, control queue"
+    public static var optionHelp: [OptionHelp] { VirtioNetConfiguration.help }
+
+    let context: PCIDeviceContext
+    let backend: NetworkBackend
+    let configuration: VirtioNetConfiguration
+    public let transport: VirtioPCITransport
+    /// Frames and bytes the device moved, and the frames it could not deliver, by reason.
+    public let counters = BackendCounters()
+    /// Times a frame waited because the guest had no receive buffer (back-pressure, not a drop).
+    public internal(set) var receiveStalls: UInt64 = 0
+
+    // Device state (under context.lock).
+    var mac: MACAddress
+    var linkUp: Bool
+    var filter = MACFilter()
+    var unicastTable: [MACAddress] = []
+    var multicastTable: [MACAddress] = []
+    var unicastOverflow = false, multicastOverflow = false
+    var allUnicastMode = false, allMulticastMode = false
+    var activeQueuePairs = 1
+    var receiveOffloads: NetOffloads = []
+    var waitingForReceiveBuffers = false
+
+    // Scratch state reused for every frame so the data path does not allocate.
+    var chain = DescriptorChain()
+    var hostSegments: [UnsafeMutableRawBufferPointer] = []
+    var frameSegments: [UnsafeRawBufferPointer] = []
+    var singleSegment: [UnsafeRawBufferPointer] = [UnsafeRawBufferPointer(start: nil, count: 0)]
+    var receiveChains: [(head: UInt16, capacity: UInt64)] = []
+    let scratch = FrameScratchBuffer()
+    var controlBytes: [UInt8] = []
+
+    public required init(options: inout DeviceOptions, context: PCIDeviceContext) throws {
+        let configuration = try VirtioNetConfiguration(options: &options, instanceIndex: context.instanceIndex)
+        let backend = try context.openNetworkBackend(&options)
+        let caps = backend.capabilities
+        // The MTU must fit what the backend takes, with an Ethernet header and a VLAN tag.
+        let largestMTU = max(0, caps.maxFrameSize - 18)
+        guard Int(configuration.mtu) <= largestMTU else {
+            backend.stop()
+            throw OptionError.badValue(key: "mtu", value: String(configuration.mtu),
+                                       reason: "backend \(backend.description) takes frames of at most \(caps.maxFrameSize) bytes (MTU \(largestMTU))")
+        }
+        let offers = BackendOffers(deliversSegments: caps.virtioNetHeader && caps.offloads.isSuperset(of: [.tso4, .tso6]),
+                                   deliversUFO: caps.virtioNetHeader && caps.offloads.contains(.ufo),
+                                   completesUFO: caps.virtioNetHeader && caps.offloads.contains(.ufo))
+        let queueCount = 2 * configuration.queuePairs + (configuration.controlQueue ? 1 : 0)
+        self.context = context
+        self.backend = backend
+        self.configuration = configuration
+        self.mac = configuration.mac
+        self.linkUp = backend.isLinkUp
+        self.transport = VirtioPCITransport(
+            context: context, identity: VirtioPCIIdentity(deviceType: 1, classCode: 0x02_00_00),
+            deviceFeatures: configuration.offeredFeatures(backend: offers),
+            deviceConfigLength: VirtioNetDeviceConfig.length, queueCount: queueCount,
+            maxQueueSize: configuration.queueSize,
+            options: VirtioTransportOptions(eventIndex: configuration.eventIndex,
+                                            indirectDescriptors: configuration.indirectDescriptors))
+        hostSegments.reserveCapacity(64)
+        frameSegments.reserveCapacity(64)
+        receiveChains.reserveCapacity(Int(configuration.queueSize))
+        controlBytes.reserveCapacity(VirtioNetDevice.maxControlCommand)
+        transport.model = self
+        resetFilter()
+        backend.start(receiver: self)
+    }
+
+    // MARK: PCIDevice
+
+    public func barRead(_ bar: Int, offset: UInt64, size: Int) -> UInt64 { transport.barRead(bar, offset: offset, size: size) }
+    public func barWrite(_ bar: Int, offset: UInt64, size: Int, value: UInt64) {
+        transport.barWrite(bar, offset: offset, size: size, value: value)
+    }
+    public func configRead(offset: Int, size: Int) -> UInt32? { transport.configRead(offset: offset, size: size) }
+    public func configWrite(offset: Int, size: Int, value: UInt32) -> Bool {
+        transport.configWrite(offset: offset, size: size, value: value)
+    }
+    public func reset() { transport.reset() }
+    public func shutdown() { backend.stop() }
+
+    // MARK: Queues
+
+    /// With MQ negotiated the control queue follows all pairs; otherwise it is queue 2 (§5.1.2).
+    var controlQueueIndex: Int? {
+        guard transport.negotiated(VirtioNetFeature.ctrlVQ) else { return nil }
+        return transport.negotiated(VirtioNetFeature.mq) ? 2 * configuration.queuePairs : 2
+    }
+
+    var receiveQueue: SplitVirtqueue? { transport.queues.first }
+
+    func transmitQueue(pair: Int) -> SplitVirtqueue? {
+        let i = 2 * pair + 1
+        return i < transport.queues.count ? transport.queues[i] : nil
+    }
+
+    // MARK: VirtioDeviceModel
+
+    public func acceptsFeatures(_ features: UInt64) -> Bool {
+        guard VirtioNetFeature.dependenciesSatisfied(features) else {
+            context.guestLog.warning("virtio-net.features", "refused features 0x\(String(features, radix: 16)): dependencies of virtio 1.2 §5.1.3.1 not met")
+            return false
+        }
+        return true
+    }
+
+    public func readDeviceConfig(offset: Int, size: Int) -> UInt64 {
+        let status: UInt16 = configuration.status && linkUp ? VirtioNetDeviceConfig.linkUp : 0
+        return VirtioNetDeviceConfig(mac: mac, status: status, maxQueuePairs: UInt16(configuration.queuePairs),
+                                     mtu: configuration.mtu).read(offset: offset, size: size)
+    }
+
+    /// Modern drivers never write the config space (the MAC changes through the control
+    /// queue, §5.1.4.2); writes are ignored.
+    public func writeDeviceConfig(offset: Int, size: Int, value: UInt64) {
+        context.guestLog.debug("virtio-net.config-write", "ignored config write at \(offset)")
+    }
+
+    public func activate() {
+        receiveOffloads = VirtioNetFeature.receiveOffloads(transport.negotiatedFeatures)
+        backend.setReceiveOffloads(receiveOffloads)
+        // Chains made available before DRIVER_OK are handled now.
+        for pair in 0 ..< configuration.queuePairs { if let q = transmitQueue(pair: pair) { transmit(q) } }
+        if let c = controlQueueIndex, c < transport.queues.count { processControl(transport.queues[c]) }
+        resumeReceive()
+    }
+
+    public func deviceReset() {
+        mac = configuration.mac
+        activeQueuePairs = 1
+        receiveOffloads = []
+        backend.setReceiveOffloads([])
+        resetFilter()
+        // A backend holding a frame for us must offer it again (it will be dropped now).
+        resumeReceive()
+    }
+
+    public func queueNotified(_ index: Int) {
+        if index == controlQueueIndex {
+            processControl(transport.queues[index])
+        } else if index % 2 == 1 {
+            transmit(transport.queues[index])
+        } else if index == 0 {
+            resumeReceive()
+        }
+    }
+
+    // MARK: FrameReceiver
+
+    public func linkStateChanged(up: Bool) {
+        context.lock.withLock {
+            guard up != linkUp else { return }
+            linkUp = up
+            if configuration.status { transport.configurationChanged() }
+        }
+    }
+
+    /// The guest added receive buffers (or the device was reset): a backend holding a
+    /// frame gets to offer it again.
+    func resumeReceive() {
+        guard waitingForReceiveBuffers else { return }
+        waitingForReceiveBuffers = false
+        backend.resumeReceive()
+    }
+}

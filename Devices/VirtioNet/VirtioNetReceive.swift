@@ -1,0 +1,196 @@
+import VMMCore
+import VMMNet
+import Virtio
+
+extension VirtioNetDevice {
+    /// One frame from the backend (on the I/O loop). Returns false only when the guest has
+    /// no room for it: the backend keeps it and offers it again after `resumeReceive()`.
+    public func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
+        context.lock.withLock { receiveLocked(frame, header: header) }
+    }
+
+    private func receiveLocked(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
+        guard transport.isLive, let queue = receiveQueue, queue.isEnabled else {
+            counters.dropped(.linkDown)
+            return true
+        }
+        guard filter.evaluate(frame).accepted else {
+            counters.dropped(.filtered)
+            return true
+        }
+        guard let (payload, outHeader) = prepare(frame, header: header) else { return true }
+        do {
+            let delivered = transport.negotiated(VirtioNetFeature.mergeableRXBuffers)
+                ? try deliverMergeable(payload, header: outHeader, queue: queue)
+                : try deliverSingle(payload, header: outHeader, queue: queue)
+            guard delivered else {
+                receiveStalls &+= 1
+                waitForBuffers(queue)
+                return false
+            }
+        } catch {
+            transport.fail(queue, error)
+        }
+        return true
+    }
+
+    /// The header the guest gets and the bytes to copy. A header from the backend passes
+    /// through when it uses only offloads the guest accepted; a partial checksum the guest
+    /// did not accept is completed here; anything else is refused and counted.
+    private func prepare(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> (UnsafeRawBufferPointer, VirtioNetHeader)? {
+        guard var h = header else { return (frame, VirtioNetHeader(numBuffers: 1)) }
+        h.numBuffers = 1
+        if h.isGSO {
+            let type = h.gsoType & ~VirtioNetHeader.gsoECN
+            let needed: NetOffloads = switch type {
+            case VirtioNetHeader.GSOType.tcpv4.rawValue: .tso4
+            case VirtioNetHeader.GSOType.tcpv6.rawValue: .tso6
+            case VirtioNetHeader.GSOType.udp.rawValue: .ufo
+            default: .init(rawValue: 1 << 31)
+            }
+            let ecn: NetOffloads = h.gsoType & VirtioNetHeader.gsoECN != 0 ? .tsoECN : []
+            guard receiveOffloads.isSuperset(of: needed.union(ecn)) else {
+                context.guestLog.warning("virtio-net.rx-gso", "backend delivered GSO type \(h.gsoType) the guest did not accept; dropped")
+                counters.dropped(.malformed)
+                return nil
+            }
+        }
+        if !receiveOffloads.contains(.checksum) {
+            h.flags &= ~VirtioNetHeader.dataValid
+            if h.flags & VirtioNetHeader.needsChecksum != 0 {
+                guard frame.count <= scratch.bytes.count else {
+                    counters.dropped(.oversized)
+                    return nil
+                }
+                let copy = UnsafeMutableRawBufferPointer(rebasing: scratch.bytes[0 ..< frame.count])
+                copy.copyMemory(from: frame)
+                do {
+                    try ChecksumOffload.complete(copy, start: Int(h.checksumStart), offset: Int(h.checksumOffset))
+                } catch {
+                    counters.dropped(.malformed)
+                    return nil
+                }
+                h.flags &= ~VirtioNetHeader.needsChecksum
+                return (UnsafeRawBufferPointer(copy), h)
+            }
+        }
+        return (frame, h)
+    }
+
+    /// Without MRG_RXBUF each frame takes one chain, which must hold header and frame
+    /// (§5.1.6.3.1). A frame too large for the chain is dropped and the chain kept.
+    private func deliverSingle(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, queue: SplitVirtqueue) throws(VirtqueueError) -> Bool {
+        guard try queue.pop(into: &chain) else { return false }
+        let needed = UInt64(VirtioNetHeader.size) + UInt64(frame.count)
+        guard chain.writableLength >= needed else {
+            queue.unpop(1)
+            context.guestLog.debug("virtio-net.rx-too-big", "\(frame.count)-byte frame does not fit a \(chain.writableLength)-byte buffer")
+            counters.dropped(.oversized)
+            return true
+        }
+        hostSegments.removeAll(keepingCapacity: true)
+        do {
+            try context.memory.resolve(chain.writable, into: &hostSegments)
+        } catch {
+            return try dropWithBadBuffer(queue, heads: [chain.head], error)
+        }
+        writeFrame(frame, header: header)
+        try queue.addUsed(head: chain.head, length: UInt32(needed))
+        finishDelivery(queue, bytes: frame.count)
+        return true
+    }
+
+    /// With MRG_RXBUF a frame spreads over as many chains as it needs; `num_buffers` in
+    /// the first says how many (§5.1.6.4). Either all fit or nothing is taken.
+    private func deliverMergeable(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, queue: SplitVirtqueue) throws(VirtqueueError) -> Bool {
+        let needed = UInt64(VirtioNetHeader.size) + UInt64(frame.count)
+        receiveChains.removeAll(keepingCapacity: true)
+        hostSegments.removeAll(keepingCapacity: true)
+        var capacity: UInt64 = 0
+        var badBuffer: GuestMemoryError?
+        while capacity < needed {
+            guard try queue.pop(into: &chain) else {
+                queue.unpop(UInt16(receiveChains.count))
+                return false
+            }
+            do {
+                try context.memory.resolve(chain.writable, into: &hostSegments)
+            } catch {
+                badBuffer = error
+            }
+            receiveChains.append((chain.head, chain.writableLength))
+            capacity &+= chain.writableLength
+            // The header must sit in the first buffer, where the driver looks for it.
+            if receiveChains.count == 1 && chain.writableLength < UInt64(VirtioNetHeader.size) {
+                badBuffer = badBuffer ?? .notRAM(address: chain.writable.first?.address.raw ?? 0, length: chain.writableLength)
+            }
+            if badBuffer != nil { break }
+        }
+        if let badBuffer {
+            return try dropWithBadBuffer(queue, heads: receiveChains.map(\.head), badBuffer)
+        }
+        var header = header
+        header.numBuffers = UInt16(truncatingIfNeeded: receiveChains.count)
+        writeFrame(frame, header: header)
+        var remaining = needed
+        for c in receiveChains {
+            let n = min(remaining, c.capacity)
+            try queue.addUsed(head: c.head, length: UInt32(truncatingIfNeeded: n))
+            remaining -= n
+        }
+        finishDelivery(queue, bytes: frame.count)
+        return true
+    }
+
+    /// A receive chain pointing outside RAM: its buffers are returned empty (the driver
+    /// drops a zero-length buffer and reposts it) and the frame is counted as lost.
+    private func dropWithBadBuffer(_ queue: SplitVirtqueue, heads: [UInt16], _ error: GuestMemoryError) throws(VirtqueueError) -> Bool {
+        context.guestLog.warning("virtio-net.rx-buffer", "RX chain \(heads.first ?? 0): \(error); frame dropped")
+        for h in heads { try queue.addUsed(head: h, length: 0) }
+        transport.completeUsed(queue)
+        counters.dropped(.malformed)
+        return true
+    }
+
+    /// Copies header then frame across `hostSegments` (already checked to be large enough).
+    private func writeFrame(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader) {
+        var raw: (UInt64, UInt32) = (0, 0)
+        withUnsafeMutableBytes(of: &raw) { header.write(to: UnsafeMutableRawBufferPointer(rebasing: $0[0 ..< VirtioNetHeader.size])) }
+        var segment = 0, offset = 0
+        func copy(_ source: UnsafeRawBufferPointer) {
+            var done = 0
+            while done < source.count, segment < hostSegments.count {
+                let dst = hostSegments[segment]
+                let n = min(dst.count - offset, source.count - done)
+                if n > 0, let d = dst.baseAddress, let s = source.baseAddress {
+                    (d + offset).copyMemory(from: s + done, byteCount: n)
+                }
+                done += n
+                offset += n
+                if offset >= dst.count { segment += 1; offset = 0 }
+            }
+        }
+        withUnsafeBytes(of: &raw) { copy(UnsafeRawBufferPointer(rebasing: $0[0 ..< VirtioNetHeader.size])) }
+        copy(frame)
+    }
+
+    private func finishDelivery(_ queue: SplitVirtqueue, bytes: Int) {
+        counters.received(bytes: bytes)
+        transport.completeUsed(queue)
+        // While frames flow the device does not need RX kicks (§2.7.10); it asks again
+        // when it runs out (`waitForBuffers`).
+        queue.disableNotifications()
+    }
+
+    /// No buffer: ask the driver to notify when it adds some. If some arrived while
+    /// re-enabling, the backend is told to retry on the next turn of the loop.
+    private func waitForBuffers(_ queue: SplitVirtqueue) {
+        waitingForReceiveBuffers = true
+        if queue.enableNotifications() {
+            context.eventLoop.execute { [weak self] in
+                guard let self else { return }
+                self.context.lock.withLock { self.resumeReceive() }
+            }
+        }
+    }
+}

@@ -1,0 +1,117 @@
+import VMMCore
+import VMMNet
+import Virtio
+
+extension VirtioNetDevice {
+    /// How many chains one notification handles before the rest is left for a later turn
+    /// of the I/O loop, so a guest that keeps the queue full cannot hold a thread forever.
+    static let transmitBudget = 4096
+
+    /// Sends what the driver queued on `queue` (§5.1.6.2), suppressing notifications
+    /// while busy and re-checking after re-enabling them (§2.7.10) so none is lost.
+    func transmit(_ queue: SplitVirtqueue) {
+        guard transport.isLive, queue.isEnabled else { return }
+        var budget = VirtioNetDevice.transmitBudget
+        do {
+            repeat {
+                queue.disableNotifications()
+                while budget > 0, try queue.pop(into: &chain) {
+                    budget -= 1
+                    sendChain()
+                    try queue.addUsed(head: chain.head, length: 0)
+                    if queue.pendingUsed == queue.size { transport.completeUsed(queue) }
+                }
+                transport.completeUsed(queue)
+                if budget == 0 {
+                    context.eventLoop.execute { [weak self] in
+                        guard let self else { return }
+                        self.context.lock.withLock { self.transmit(queue) }
+                    }
+                    return
+                }
+            } while queue.enableNotifications()
+        } catch {
+            transport.fail(queue, error)
+        }
+    }
+
+    /// One TX chain: a virtio_net_hdr and the frame, laid out over the readable
+    /// descriptors in any way (VERSION_1 implies ANY_LAYOUT, §5.1.6.2).
+    private func sendChain() {
+        hostSegments.removeAll(keepingCapacity: true)
+        do {
+            try context.memory.resolve(chain.readable, into: &hostSegments)
+        } catch {
+            context.guestLog.warning("virtio-net.tx-buffer", "TX chain \(chain.head): \(error); dropped")
+            counters.dropped(.malformed)
+            return
+        }
+        frameSegments.removeAll(keepingCapacity: true)
+        for s in hostSegments where s.count > 0 { frameSegments.append(UnsafeRawBufferPointer(s)) }
+        guard let header = takeHeader() else {
+            context.guestLog.warning("virtio-net.tx-short", "TX chain \(chain.head) shorter than the virtio-net header; dropped")
+            counters.dropped(.malformed)
+            return
+        }
+        let caps = backend.capabilities
+        let frameLength = chain.readableLength - UInt64(VirtioNetHeader.size)
+        if SoftwareOffload.isNeeded(for: header, backend: caps) || frameLength > UInt64(caps.maxFrameSize) {
+            sendCompleted(header: header, caps: caps)
+        } else {
+            // The backend takes the header (or no offload was asked): pass the guest's
+            // buffers and header through without copying.
+            record(backend.send(frameSegments, header: caps.virtioNetHeader ? header : nil), bytes: Int(frameLength))
+        }
+    }
+
+    /// Checksums and segments in software (shared with E1000 in VMMNet), then sends each
+    /// resulting frame, none larger than the backend takes.
+    private func sendCompleted(header: VirtioNetHeader, caps: BackendCapabilities) {
+        do {
+            try SoftwareOffload.complete(frameSegments, header: header, maxFrameSize: caps.maxFrameSize,
+                                         buffer: scratch.bytes) { frame in
+                singleSegment[0] = frame
+                record(backend.send(singleSegment, header: nil), bytes: frame.count)
+            }
+        } catch {
+            context.guestLog.warning("virtio-net.tx-offload", "TX chain \(chain.head): \(error); dropped")
+            counters.dropped(error.isOversize ? .oversized : .malformed)
+        }
+        singleSegment[0] = UnsafeRawBufferPointer(start: nil, count: 0)
+    }
+
+    private func record(_ result: SendResult, bytes: Int) {
+        switch result {
+        case .sent: counters.sent(bytes: bytes)
+        case let .dropped(reason): counters.dropped(reason)
+        }
+    }
+
+    /// Reads the 12-byte header from the front of `frameSegments` and removes it from
+    /// them, leaving the frame; nil when the chain is shorter than a header.
+    private func takeHeader() -> VirtioNetHeader? {
+        var raw: (UInt64, UInt32) = (0, 0)
+        let complete = withUnsafeMutableBytes(of: &raw) { out -> Bool in
+            var filled = 0
+            while filled < VirtioNetHeader.size, let first = frameSegments.first {
+                let n = min(first.count, VirtioNetHeader.size - filled)
+                if let src = first.baseAddress, let dst = out.baseAddress {
+                    (dst + filled).copyMemory(from: src, byteCount: n)
+                }
+                filled += n
+                if n == first.count {
+                    frameSegments.removeFirst()
+                } else {
+                    frameSegments[0] = UnsafeRawBufferPointer(rebasing: first[n...])
+                }
+            }
+            return filled == VirtioNetHeader.size
+        }
+        guard complete else { return nil }
+        return withUnsafeBytes(of: &raw) { VirtioNetHeader(UnsafeRawBufferPointer(rebasing: $0[0 ..< VirtioNetHeader.size])) }
+    }
+}
+
+extension FrameError {
+    var isOversize: Bool { if case .tooLarge = self { true } else { false } }
+}
