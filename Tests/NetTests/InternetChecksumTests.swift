@@ -1,0 +1,112 @@
+import Testing
+@testable import VMMNet
+
+@Suite struct InternetChecksumTests {
+    @Test func rfc1071Example() {
+        // RFC 1071 §3: the words 0001 f203 f4f5 f6f7 sum to ddf2.
+        var c = InternetChecksum()
+        c.add([0x00, 0x01, 0xF2, 0x03, 0xF4, 0xF5, 0xF6, 0xF7])
+        #expect(c.folded == 0xDDF2)
+        #expect(c.checksum == 0x220D)
+    }
+
+    @Test func ipv4HeaderVector() {
+        // A commonly cited IPv4 header whose checksum is 0xB861.
+        let header: [UInt8] = [0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00,
+                               0xC0, 0xA8, 0x00, 0x01, 0xC0, 0xA8, 0x00, 0xC7]
+        #expect(InternetChecksum.checksum(header) == 0xB861)
+        var filled = header
+        filled.put16(0xB861, at: 10)
+        #expect(filled.withUnsafeBytes { InternetChecksum.isValid($0) })
+    }
+
+    @Test func emptyAndSingleByte() {
+        #expect(InternetChecksum.checksum([]) == 0xFFFF)
+        #expect(InternetChecksum.checksum([0xAB]) == ~UInt16(0xAB00))
+    }
+
+    @Test func matchesNaiveForAllLengthsAndAlignments() {
+        var r = TestRandom(seed: 42)
+        let data = r.bytes(700)
+        for start in 0 ..< 9 {
+            for length in 0 ..< 300 {
+                let slice = Array(data[start ..< start + length])
+                #expect(InternetChecksum.checksum(slice) == Naive.checksum(slice), "start \(start) length \(length)")
+            }
+        }
+        let big = r.bytes(65_535)
+        #expect(InternetChecksum.checksum(big) == Naive.checksum(big))
+    }
+
+    @Test func allOnesDoesNotOverflow() {
+        let ones = [UInt8](repeating: 0xFF, count: 1 << 20)
+        #expect(InternetChecksum.checksum(ones) == Naive.checksum(ones))
+    }
+
+    @Test func scatteredBuffersWithOddSplits() {
+        var r = TestRandom(seed: 9)
+        for _ in 0 ..< 200 {
+            let data = r.bytes(1 + r.below(400))
+            var cuts = (0 ..< r.below(6)).map { _ in r.below(data.count + 1) }.sorted()
+            cuts = [0] + cuts + [data.count]
+            var c = InternetChecksum()
+            for i in 0 ..< cuts.count - 1 {
+                c.add(Array(data[cuts[i] ..< cuts[i + 1]]))
+            }
+            #expect(c.checksum == Naive.checksum(data), "cuts \(cuts)")
+        }
+    }
+
+    @Test func mergingAccumulators() {
+        var r = TestRandom(seed: 3)
+        let data = r.bytes(101)
+        for split in [0, 1, 2, 33, 50, 100, 101] {
+            var head = InternetChecksum(); head.add(Array(data[..<split]))
+            var tail = InternetChecksum(); tail.add(Array(data[split...]))
+            if split % 2 == 0 {
+                head.add(tail)
+                #expect(head.checksum == Naive.checksum(data))
+            }
+        }
+    }
+
+    @Test func incrementalUpdateMatchesRecompute() {
+        var r = TestRandom(seed: 11)
+        for _ in 0 ..< 500 {
+            var data = r.bytes(40)
+            let before = Naive.checksum(data)
+            let field = r.below(20) * 2
+            let old = data.be16(field)
+            let new = UInt16(truncatingIfNeeded: r.next())
+            data.put16(new, at: field)
+            let updated = InternetChecksum.updated(before, replacing: old, with: new)
+            // Ones'-complement has two zeros; both verify. Compare by validity and value mod 0xFFFF.
+            #expect(UInt32(~updated) % 0xFFFF == UInt32(Naive.sum(data)) % 0xFFFF)
+        }
+    }
+
+    @Test func incrementalUpdate32() {
+        var header: [UInt8] = [0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00,
+                               0xC0, 0xA8, 0x00, 0x01, 0xC0, 0xA8, 0x00, 0xC7]
+        let before = Naive.checksum(header)
+        let old = header.be32(12)
+        header.put32(0x0A00_020F, at: 12)
+        let after = InternetChecksum.updated(before, replacing: old, with: UInt32(0x0A00_020F))
+        header.put16(after, at: 10)
+        #expect(Naive.sum(header) == 0xFFFF)
+    }
+
+    @Test func pseudoHeaders() {
+        let frame4 = TestFrames.tcp(payload: TestFrames.payload(100))
+        let ip4 = Array(frame4[14 ..< 34])
+        let p4 = ip4.withUnsafeBytes { InternetChecksum.pseudoHeaderIPv4(ipHeader: $0, protocol: 6, length: 120) }
+        #expect(p4?.folded == TestFrames.pseudoSum(frame4, ip: 14, proto: 6, length: 120))
+        let frame6 = TestFrames.tcp(ipv6: true, payload: TestFrames.payload(100))
+        let ip6 = Array(frame6[14 ..< 54])
+        let p6 = ip6.withUnsafeBytes { InternetChecksum.pseudoHeaderIPv6(ipHeader: $0, nextHeader: 6, length: 120) }
+        #expect(p6?.folded == TestFrames.pseudoSum(frame6, ip: 14, proto: 6, length: 120))
+        // Too short a header: nil, no trap.
+        #expect([UInt8](repeating: 0, count: 19).withUnsafeBytes { InternetChecksum.pseudoHeaderIPv4(ipHeader: $0, protocol: 6, length: 0) } == nil)
+        #expect([UInt8](repeating: 0, count: 39).withUnsafeBytes { InternetChecksum.pseudoHeaderIPv6(ipHeader: $0, nextHeader: 6, length: 0) } == nil)
+    }
+}
