@@ -1,0 +1,251 @@
+import Logging
+import VMMCore
+import VMMNet
+
+/// Intel 82540EM Gigabit Ethernet (PCI 8086:100E), the NIC QEMU calls `e1000`, as
+/// described by the Intel 8254x Software Developer's Manual (SDM). Unmodified guest
+/// drivers (Linux `e1000`, FreeBSD `em`) use it.
+///
+/// BAR0 is the 128 KiB register space, BAR1 the 8-byte IOADDR/IODATA window (§13.2.1).
+/// The files beside this one follow the manual's chapters: registers, EEPROM, PHY,
+/// interrupts and moderation, receive, transmit, statistics, filters.
+///
+/// Threading: register accesses arrive with `context.lock` held (the bus takes it);
+/// frames and link changes from the backend and timer callbacks take it themselves.
+public final class E1000Device: PCIDevice, FrameReceiver, @unchecked Sendable {
+    public static let typeName = "e1000"
+    public static let summary = "Intel 82540EM gigabit Ethernet (Linux e1000, FreeBSD em)"
+    public static let optionHelp = [
+        OptionHelp("mac", "52:54:00:12:34:56", "the NIC's address (default 52:54:00:12:34:56 + index)"),
+        OptionHelp("net", "BACKEND", "network backend (tap:NAME, vde:PATH, user, stream:…); see `swiftvmm backends`"),
+    ]
+
+    static let vendorID: UInt16 = 0x8086
+    static let deviceID: UInt16 = 0x100E
+    static let registerSpaceSize: UInt64 = 128 << 10
+    static let ioWindowSize: UInt64 = 8
+
+    let context: PCIDeviceContext
+    let backend: NetworkBackend
+    public let mac: MACAddress
+
+    /// Registers without behaviour of their own, stored as written (dword-indexed).
+    var registers = [UInt32](repeating: 0, count: Int(E1000Device.registerSpaceSize / 4))
+    var eeprom: E1000EEPROM
+    var phy = M88E1011PHY()
+    var statistics = E1000Statistics()
+    var filter: E1000ReceiveFilter
+    var guestErrors = E1000GuestErrorCounts()
+    /// IOADDR (§13.2.1): which register IODATA reaches.
+    var ioAddress: UInt32 = 0
+
+    // Interrupts (Interrupts.swift).
+    var interruptAsserted = false
+    var nextInterruptAllowed: UInt64 = 0
+    lazy var throttleTimer = makeTimer { $0.updateInterrupt() }
+    lazy var receiveDelayTimer = makeTimer { $0.receiveTimerExpired() }
+    lazy var receiveAbsoluteTimer = makeTimer { $0.receiveTimerExpired() }
+    lazy var transmitDelayTimer = makeTimer { $0.transmitTimerExpired() }
+    lazy var transmitAbsoluteTimer = makeTimer { $0.transmitTimerExpired() }
+
+    /// The link as STATUS last reported it; a change raises LSC.
+    var reportedLinkUp = false
+    /// We refused a frame for want of descriptors: tell the backend when RDT moves.
+    var receiveStalled = false
+
+    // Data paths (Receive.swift, Transmit.swift): buffers allocated once.
+    var receiveBuffer: FrameScratchBuffer
+    var transmit = TransmitState()
+    let transmitBuffer: FrameScratchBuffer
+    let segmentBuffer: FrameScratchBuffer
+    var sendSegments: [UnsafeRawBufferPointer] = []
+
+    public init(options: inout DeviceOptions, context: PCIDeviceContext) throws {
+        self.context = context
+        mac = try options.takeMAC() ?? MACAddress.defaultNIC(index: context.instanceIndex)
+        backend = try context.openNetworkBackend(&options)
+        eeprom = E1000EEPROM(mac: mac)
+        filter = E1000ReceiveFilter(mac: mac)
+        receiveBuffer = FrameScratchBuffer(capacity: Receive.maxFrameLength + Receive.fcsLength)
+        transmitBuffer = FrameScratchBuffer(capacity: Transmit.maxPacketLength + HeaderSize.vlanTag)
+        segmentBuffer = FrameScratchBuffer(capacity: SoftwareOffload.recommendedBufferSize)
+        sendSegments.reserveCapacity(1)
+
+        context.config.setIdentity(PCIIdentity(
+            vendorID: Self.vendorID, deviceID: Self.deviceID,
+            subsystemVendorID: E1000EEPROM.subsystemVendorID, subsystemID: E1000EEPROM.subsystemID,
+            revision: 0, classCode: 0x02_00_00))
+        context.config.declareBAR(0, .memory32(size: Self.registerSpaceSize))
+        context.config.declareBAR(1, .io(size: Self.ioWindowSize))
+        context.interrupts.useINTx()
+        context.interrupts.addMSI(vectors: 1)
+
+        resetRegisters()
+        reportedLinkUp = linkIsUp
+        backend.setReceiveOffloads([])
+        backend.start(receiver: self)
+    }
+
+    private func makeTimer(_ action: @escaping (E1000Device) -> Void) -> DeviceTimer {
+        DeviceTimer(clock: context.clock, lock: context.lock) { [weak self] in
+            if let self { action(self) }
+        }
+    }
+
+    // MARK: PCIDevice
+
+    public func barRead(_ bar: Int, offset: UInt64, size: Int) -> UInt64 {
+        switch bar {
+        case 0: return readLanes(offset: offset, size: size, limit: Self.registerSpaceSize) { readRegister($0) }
+        case 1: return readLanes(offset: offset, size: size, limit: Self.ioWindowSize) { ioRead($0) }
+        default: return 0
+        }
+    }
+
+    public func barWrite(_ bar: Int, offset: UInt64, size: Int, value: UInt64) {
+        switch bar {
+        case 0: writeLanes(offset: offset, size: size, value: value, limit: Self.registerSpaceSize) { writeRegister($0, $1, lanes: $2) }
+        case 1: writeLanes(offset: offset, size: size, value: value, limit: Self.ioWindowSize) { ioWrite($0, $1, lanes: $2) }
+        default: break
+        }
+    }
+
+    /// Machine reset: the whole chip including the PHY returns to power-on state.
+    public func reset() {
+        phy.reset()
+        deviceReset()
+    }
+
+    public func shutdown() {
+        cancelTimers()
+        backend.stop()
+    }
+
+    // MARK: I/O window (§13.2.1)
+
+    /// IOADDR at 0 (register offset, bits 16:0 meaningful), IODATA at 4 (that register).
+    private func ioRead(_ offset: Int) -> UInt32 {
+        offset == 0 ? ioAddress : readRegister(Int(ioAddress & 0x1_FFFC))
+    }
+
+    private func ioWrite(_ offset: Int, _ value: UInt32, lanes: UInt32) {
+        if offset == 0 {
+            ioAddress = (ioAddress & ~lanes) | (value & lanes)
+        } else {
+            writeRegister(Int(ioAddress & 0x1_FFFC), value, lanes: lanes)
+        }
+    }
+
+    // MARK: Access sizes
+
+    /// Registers are 32 bits (§13.3). A narrower access reads the whole register (with
+    /// its side effects, as the hardware does) and returns the addressed bytes; an 8-byte
+    /// access is two dword accesses.
+    private func readLanes(offset: UInt64, size: Int, limit: UInt64, _ read: (Int) -> UInt32) -> UInt64 {
+        guard [1, 2, 4, 8].contains(size), offset < limit, UInt64(size) <= limit - offset else { return 0 }
+        var result: UInt64 = 0
+        var done = 0
+        while done < size {
+            let at = offset + UInt64(done)
+            let dword = Int(at & ~3), shift = Int(at & 3)
+            let n = min(4 - shift, size - done)
+            let v = UInt64(read(dword)) >> UInt64(shift * 8)
+            let mask: UInt64 = n == 8 ? .max : (1 << UInt64(n * 8)) - 1
+            result |= (v & mask) << UInt64(done * 8)
+            done += n
+        }
+        return result
+    }
+
+    /// A narrower write touches only its byte lanes: `lanes` tells the register which
+    /// bits were written (a register that stores merges; a command register acts only on them).
+    private func writeLanes(offset: UInt64, size: Int, value: UInt64, limit: UInt64, _ write: (Int, UInt32, UInt32) -> Void) {
+        guard [1, 2, 4, 8].contains(size), offset < limit, UInt64(size) <= limit - offset else { return }
+        var done = 0
+        while done < size {
+            let at = offset + UInt64(done)
+            let dword = Int(at & ~3), shift = Int(at & 3)
+            let n = min(4 - shift, size - done)
+            let bits = UInt32(truncatingIfNeeded: (UInt64(1) << UInt64(n * 8)) - 1) << UInt32(shift * 8)
+            let v = UInt32(truncatingIfNeeded: (value >> UInt64(done * 8)) << UInt64(shift * 8)) & bits
+            write(dword, v, bits)
+            done += n
+        }
+    }
+
+    // MARK: Reset and link
+
+    /// CTRL.RST (§13.4.1): everything but PCI configuration and the PHY goes back to its
+    /// power-on value, the EEPROM's address is reloaded into RAL0/RAH0, and the link is
+    /// re-evaluated. (QEMU's model only clears the RST bit.)
+    func deviceReset() {
+        cancelTimers()
+        resetRegisters()
+        if interruptAsserted {
+            interruptAsserted = false
+            context.interrupts.setINTx(false)
+        }
+        nextInterruptAllowed = 0
+        reportedLinkUp = linkIsUp
+        if receiveStalled {
+            // The receiver is off now: let the backend hand over (and us drop) what it holds.
+            receiveStalled = false
+            backend.resumeReceive()
+        }
+    }
+
+    private func resetRegisters() {
+        for i in registers.indices { registers[i] = 0 }
+        setReg(Reg.ctrl, Ctrl.powerOn)
+        setReg(Reg.tctl, Tctl.powerOn)
+        setReg(Reg.rxcsum, RxCsum.ipOffload | RxCsum.tcpUDPOffload)
+        setReg(Reg.vet, UInt32(EtherType.vlan))
+        setReg(Reg.pba, 0x0010_0030)          // 48 KiB receive, 16 KiB transmit packet buffer
+        setReg(Reg.ledctl, 0x0706_8302)       // §13.4.34 power-on LED modes
+        setReg(Reg.txcw, 0x0000_01A0)         // §13.4.14: full duplex and pause advertised
+        setReg(Reg.mdic, MDIC.ready)
+        eeprom = E1000EEPROM(mac: mac)
+        filter = E1000ReceiveFilter(mac: mac)
+        statistics.clear()
+        transmit.reset()
+    }
+
+    private func cancelTimers() {
+        throttleTimer.cancel()
+        receiveDelayTimer.cancel()
+        receiveAbsoluteTimer.cancel()
+        transmitDelayTimer.cancel()
+        transmitAbsoluteTimer.cancel()
+    }
+
+    /// The link STATUS reports: the backend's link, through a PHY that is powered up.
+    var linkIsUp: Bool { backend.isLinkUp && !phy.isPoweredDown }
+
+    /// Raises LSC when what STATUS reports changed (§13.4.17).
+    func linkMayHaveChanged() {
+        let up = linkIsUp
+        guard up != reportedLinkUp else { return }
+        reportedLinkUp = up
+        raise(Cause.lsc)
+    }
+
+    // MARK: FrameReceiver (backend → device, on the I/O loop)
+
+    public func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
+        context.lock.withLock { receiveFrame(frame) }
+    }
+
+    public func linkStateChanged(up: Bool) {
+        context.lock.withLock { linkMayHaveChanged() }
+    }
+
+    // MARK: Register storage helpers
+
+    @inline(__always) func reg(_ offset: Int) -> UInt32 { registers[offset >> 2] }
+    @inline(__always) func setReg(_ offset: Int, _ value: UInt32) { registers[offset >> 2] = value }
+
+    func guestError(_ kind: E1000GuestError, _ message: @autoclosure () -> String) {
+        guestErrors.record(kind)
+        context.guestLog.warning("e1000.\(kind)", message())
+    }
+}

@@ -1,0 +1,26 @@
+/// Guest mistakes the device noticed and survived, counted per kind (and logged
+/// rate-limited): what a test or an operator looks at when a guest misbehaves.
+enum E1000GuestError: Int, CaseIterable, Sendable {
+    case receiveRingInvalid
+    case transmitRingInvalid
+    case descriptorUnreadable
+    case receiveBufferNotRAM
+    case transmitBufferNotRAM
+    case ringLengthNotMultipleOf128
+    case ringReprogrammedWhileEnabled
+    case headWrittenWhileEnabled
+    case receiveFrameLargerThanRing
+    case transmitPacketTooLarge
+    case transmitPacketEmpty
+    case offloadContextInvalid
+    case backendFrameLimit
+    case mdicBadPHYAddress
+    case unknownRegister
+}
+
+struct E1000GuestErrorCounts {
+    private var counts = [UInt64](repeating: 0, count: E1000GuestError.allCases.count)
+    mutating func record(_ e: E1000GuestError) { counts[e.rawValue] &+= 1 }
+    subscript(_ e: E1000GuestError) -> UInt64 { counts[e.rawValue] }
+    mutating func clear() { for i in counts.indices { counts[i] = 0 } }
+}

@@ -1,0 +1,212 @@
+import VMMCore
+import VMMNet
+
+/// Constants of the receive path (Intel 8254x SDM §3.2).
+enum Receive {
+    /// RCTL.LPE allows frames up to 16384 bytes (§13.4.22), FCS included.
+    static let maxFrameLength = 16_384
+    /// Without LPE: 1518 bytes, or 1522 with an 802.1Q tag (FCS included).
+    static let standardFrameLength = 1518
+    static let fcsLength = 4
+    /// Frames shorter than 60 bytes (64 with FCS) are padded as they would be on the wire.
+    static let minimumFrameLength = 60
+
+    // Legacy receive descriptor (§3.2.3): status and error bits.
+    static let statusDone: UInt8 = 1 << 0
+    static let statusEndOfPacket: UInt8 = 1 << 1
+    static let statusIgnoreChecksum: UInt8 = 1 << 2
+    static let statusVLAN: UInt8 = 1 << 3
+    static let statusTCPChecksum: UInt8 = 1 << 5
+    static let statusIPChecksum: UInt8 = 1 << 6
+    static let errorTCPChecksum: UInt8 = 1 << 5
+    static let errorIPChecksum: UInt8 = 1 << 6
+    static let errorData: UInt8 = 1 << 7        // RXE
+
+    /// RCTL.BSIZE with BSEX (§13.4.22); nil for the reserved encoding (BSEX=1, BSIZE=00).
+    static func bufferSize(rctl: UInt32) -> Int? {
+        let code = (rctl >> Rctl.bufferSizeShift) & 3
+        if rctl & Rctl.bufferSizeExtension != 0 {
+            return code == 0 ? nil : 32_768 >> Int(code)      // 16384, 8192, 4096
+        }
+        return 2048 >> Int(code)                               // 2048, 1024, 512, 256
+    }
+}
+
+/// What happens to a frame from the backend (§3.2): address and VLAN filtering, VLAN
+/// stripping, checksum checks, DMA into the guest's buffers (several descriptors per
+/// frame when needed, EOP on the last), write-back, counters and interrupts.
+///
+/// No descriptors free: the frame stays with the backend (return false) and RNBC
+/// counts it; the backend offers it again once the driver advances RDT. This plays the
+/// part of the 82540's 48 KiB receive FIFO, so a busy guest does not lose frames the
+/// way a dropping model would. A frame that could never fit the ring, or a ring the
+/// guest broke, costs that frame (MPC, RXO).
+extension E1000Device {
+    func receiveFrame(_ frame: UnsafeRawBufferPointer) -> Bool {
+        let rctl = reg(Reg.rctl)
+        // A stopped receiver or a down link never sees the frame (§3.2.1).
+        guard rctl & Rctl.enable != 0, linkIsUp else { return true }
+        guard frame.count >= HeaderSize.ethernet else {
+            statistics.count(E1000Statistics.ruc)
+            return true
+        }
+        let tci = VLAN.tag(of: frame)
+        let limit = rctl & Rctl.longPacket != 0 ? Receive.maxFrameLength
+            : Receive.standardFrameLength + (tci == nil ? 0 : HeaderSize.vlanTag)
+        let wireLength = max(frame.count, Receive.minimumFrameLength) + Receive.fcsLength
+        guard wireLength <= limit else {
+            statistics.count(E1000Statistics.roc)
+            return true
+        }
+        statistics.count(E1000Statistics.tpr)
+        statistics.countOctets(E1000Statistics.torl, wireLength)
+        guard let addressClass = filter.accept(frame, rctl: rctl) else { return true }
+        if let tci, rctl & Rctl.vlanFilter != 0, !filter.vlanAccepted(tci: tci) { return true }
+
+        let ring: DescriptorRing
+        do {
+            ring = try DescriptorRing(baseLow: reg(Reg.rdbal), baseHigh: reg(Reg.rdbah), length: reg(Reg.rdlen),
+                                      head: reg(Reg.rdh), tail: reg(Reg.rdt), memory: context.memory)
+        } catch {
+            guestError(.receiveRingInvalid, "receive ring unusable (\(error)); frame dropped")
+            return missed()
+        }
+        guard let bufferSize = Receive.bufferSize(rctl: rctl) else {
+            guestError(.receiveRingInvalid, "RCTL buffer size uses the reserved encoding; frame dropped")
+            return missed()
+        }
+
+        // The bytes the guest gets: tag stripped with CTRL.VME, padded, FCS unless SECRC.
+        let strip = tci != nil && reg(Reg.ctrl) & Ctrl.vlanModeEnable != 0
+        let out = receiveBuffer.bytes
+        var length = 0
+        if strip, let parts = VLAN.strip(frame) {
+            copy(parts.addresses, to: out, at: &length)
+            copy(parts.rest, to: out, at: &length)
+        } else {
+            copy(frame, to: out, at: &length)
+        }
+        if length < Receive.minimumFrameLength {
+            for i in length ..< Receive.minimumFrameLength { out[i] = 0 }
+            length = Receive.minimumFrameLength
+        }
+        let packet = UnsafeRawBufferPointer(rebasing: out[0 ..< length])
+        let status = checksumStatus(packet)
+        if rctl & Rctl.stripCRC == 0 {
+            let fcs = EthernetFCS.compute(packet)
+            for i in 0 ..< Receive.fcsLength { out[length + i] = UInt8(truncatingIfNeeded: fcs >> UInt32(8 * i)) }
+            length += Receive.fcsLength
+        }
+
+        let needed = (length + bufferSize - 1) / bufferSize
+        guard needed < Int(ring.count) else {
+            guestError(.receiveFrameLargerThanRing, "a \(length)-byte frame needs \(needed) buffers of \(bufferSize); the ring has \(ring.count)")
+            return missed()
+        }
+        guard needed <= Int(ring.available) else {
+            statistics.count(E1000Statistics.rnbc)
+            receiveStalled = true
+            return false
+        }
+
+        var index = ring.head
+        var offset = 0
+        var fragments = 0
+        while offset < length {
+            let chunk = min(bufferSize, length - offset)
+            let last = offset + chunk == length
+            guard let descriptor = ring.address(index), let bufferAddress = try? context.memory.load(UInt64.self, at: descriptor) else {
+                guestError(.descriptorUnreadable, "receive descriptor \(index) unreadable")
+                break
+            }
+            var written = UInt16(chunk)
+            var errors: UInt8 = 0
+            do {
+                try context.memory.write(UnsafeRawBufferPointer(rebasing: out[offset ..< offset + chunk]), at: GuestAddress(bufferAddress))
+            } catch {
+                guestError(.receiveBufferNotRAM, "receive buffer 0x\(String(bufferAddress, radix: 16)): \(error); frame truncated with RXE")
+                written = 0
+                errors = Receive.errorData
+            }
+            let stop = last || errors != 0
+            var statusBits = Receive.statusDone
+            var special: UInt16 = 0
+            var checksum: UInt16 = 0
+            if stop {
+                statusBits |= Receive.statusEndOfPacket | status.bits
+                errors |= status.errors
+                checksum = status.packetChecksum
+                if strip, let tci {
+                    statusBits |= Receive.statusVLAN
+                    special = tci
+                }
+            }
+            // Bytes 8…15: length, checksum, status, errors, special — one store, status last in memory order.
+            let writeBack = UInt64(written) | UInt64(checksum) << 16 | UInt64(statusBits) << 32
+                | UInt64(errors) << 40 | UInt64(special) << 48
+            try? context.memory.store(writeBack, at: descriptor.checkedAdd(8) ?? descriptor)
+            index = ring.next(index)
+            offset += chunk
+            fragments += 1
+            if stop { break }
+        }
+        setReg(Reg.rdh, index)
+
+        statistics.count(E1000Statistics.gprc)
+        statistics.countOctets(E1000Statistics.gorcl, wireLength)
+        statistics.countSize(E1000Statistics.prc64, length: wireLength)
+        switch addressClass {
+        case .broadcast: statistics.count(E1000Statistics.bprc)
+        case .multicast: statistics.count(E1000Statistics.mprc)
+        case .unicast: break
+        }
+
+        // RDMTS (§13.4.22): free descriptors at or below 1/2, 1/4 or 1/8 of the ring.
+        let free = ring.available - UInt32(fragments)
+        let shift = ((reg(Reg.rctl) >> Rctl.minThresholdShift) & 3) + 1
+        if free <= ring.count >> shift { raise(Cause.rxdmt0) }
+        receiveInterruptDue()
+        return true
+    }
+
+    /// A frame lost inside the device: counted as missed, RXO raised (§13.4.17).
+    private func missed() -> Bool {
+        statistics.count(E1000Statistics.mpc)
+        raise(Cause.rxo)
+        return true
+    }
+
+    private func copy(_ source: UnsafeRawBufferPointer, to out: UnsafeMutableRawBufferPointer, at length: inout Int) {
+        guard let src = source.baseAddress, let dst = out.baseAddress, source.count <= out.count - length else { return }
+        (dst + length).copyMemory(from: src, byteCount: source.count)
+        length += source.count
+    }
+
+    /// RXCSUM (§13.4.24, §3.2.9): IPv4 header and TCP/UDP checks as enabled, and the
+    /// packet checksum from PCSS to the end of the frame for the descriptor.
+    private func checksumStatus(_ packet: UnsafeRawBufferPointer) -> (bits: UInt8, errors: UInt8, packetChecksum: UInt16) {
+        let rxcsum = reg(Reg.rxcsum)
+        let verdicts = ChecksumOffload.verify(packet)
+        var bits: UInt8 = 0, errors: UInt8 = 0
+        if rxcsum & RxCsum.ipOffload != 0, verdicts.ipv4Header != .notChecked {
+            bits |= Receive.statusIPChecksum
+            if verdicts.ipv4Header == .bad { errors |= Receive.errorIPChecksum }
+        }
+        if rxcsum & RxCsum.tcpUDPOffload != 0, verdicts.transport != .notChecked {
+            bits |= Receive.statusTCPChecksum
+            if verdicts.transport == .bad { errors |= Receive.errorTCPChecksum }
+        }
+        if bits == 0 { bits = Receive.statusIgnoreChecksum }
+        var sum = InternetChecksum()
+        let start = Int(rxcsum & RxCsum.startMask)
+        if start < packet.count { sum.add(UnsafeRawBufferPointer(rebasing: packet[start...])) }
+        return (bits, errors, sum.folded)
+    }
+
+    /// RDT moved: a frame the backend holds for us may fit now.
+    func receiveDescriptorsAdded() {
+        guard receiveStalled else { return }
+        receiveStalled = false
+        backend.resumeReceive()
+    }
+}

@@ -1,0 +1,216 @@
+import VMMCore
+import VMMNet
+
+/// The transmit path (Intel 8254x SDM §3.3–3.5): on a TDT write (or TCTL.EN), walk the
+/// ring from TDH to TDT, assemble packets from legacy or context + data descriptors,
+/// apply checksum insertion, TCP segmentation and VLAN insertion, hand the frames to
+/// the backend (which never blocks), then write DD back for descriptors with RS.
+///
+/// DD is written only after the packet went out, so a driver polling DD on another vCPU
+/// never frees a buffer the device still reads. The packet is copied once into a
+/// device-owned buffer, because offloads rewrite headers and guest memory must not change.
+extension E1000Device {
+    func transmitPackets() {
+        guard reg(Reg.tctl) & Tctl.enable != 0 else { return }
+        let ring: DescriptorRing
+        do {
+            ring = try DescriptorRing(baseLow: reg(Reg.tdbal), baseHigh: reg(Reg.tdbah), length: reg(Reg.tdlen),
+                                      head: reg(Reg.tdh), tail: reg(Reg.tdt), memory: context.memory)
+        } catch {
+            guestError(.transmitRingInvalid, "transmit ring unusable (\(error)); nothing sent")
+            return
+        }
+        var head = ring.head
+        var wroteBack = false
+        var allDelayed = true
+        // At most one pass over the ring per doorbell: a ring cannot make us loop.
+        while head != ring.tail {
+            guard let address = ring.address(head), let second = address.checkedAdd(8),
+                  let low = try? context.memory.load(UInt64.self, at: address),
+                  let high = try? context.memory.load(UInt64.self, at: second)
+            else {
+                guestError(.descriptorUnreadable, "transmit descriptor \(head) unreadable")
+                break
+            }
+            let done = processDescriptor(at: address, low: low, high: high)
+            if let delayed = done {
+                wroteBack = true
+                allDelayed = allDelayed && delayed
+            }
+            head = ring.next(head)
+        }
+        setReg(Reg.tdh, head)
+        if wroteBack { transmitInterruptDue(delayed: allDelayed) }
+        if head == ring.tail { raise(Cause.txqe) }
+    }
+
+    /// Handles one descriptor. Returns nil when no DD was written, else whether every
+    /// descriptor written back asked for a delayed interrupt (IDE).
+    private func processDescriptor(at address: GuestAddress, low: UInt64, high: UInt64) -> Bool? {
+        let kind = Transmit.kind(high: high)
+        let command = Transmit.command(high: high)
+        switch kind {
+        case .context:
+            transmit.context = TransmitContext(low: low, high: high)
+        case .invalid:
+            guestError(.offloadContextInvalid, "transmit descriptor type \((high >> 20) & 0xF) is reserved; skipped")
+        case .legacy, .data:
+            if !transmit.inProgress {
+                transmit.inProgress = true
+                transmit.segmentation = kind == .data && command & Transmit.segmentation != 0
+                transmit.options = kind == .data ? Transmit.dataOptions(high: high) : 0
+            }
+            append(buffer: low, length: Transmit.length(high: high, kind: kind))
+        }
+        if command & Transmit.reportStatus != 0 {
+            transmit.pendingWriteBacks.append(address)
+            transmit.pendingDelayed = transmit.pendingDelayed && command & Transmit.interruptDelay != 0
+        }
+        if kind == .legacy || kind == .data, command & Transmit.endOfPacket != 0 {
+            finishPacket(kind: kind, high: high)
+        } else if transmit.inProgress, !transmit.overflowed {
+            return nil     // DD waits for the rest of the packet
+        }
+        return writeBackPending()
+    }
+
+    private func writeBackPending() -> Bool? {
+        guard !transmit.pendingWriteBacks.isEmpty else { return nil }
+        for address in transmit.pendingWriteBacks {
+            // Byte 12 is STA in all three layouts; DD is its bit 0.
+            if let status = address.checkedAdd(12) { try? context.memory.store(Transmit.statusDone, at: status) }
+        }
+        let delayed = transmit.pendingDelayed
+        transmit.pendingWriteBacks.removeAll(keepingCapacity: true)
+        transmit.pendingDelayed = true
+        return delayed
+    }
+
+    private func append(buffer: UInt64, length: Int) {
+        guard length > 0, !transmit.overflowed else { return }
+        guard length <= Transmit.maxPacketLength - transmit.length else {
+            transmit.overflowed = true
+            return
+        }
+        let destination = UnsafeMutableRawBufferPointer(rebasing: transmitBuffer.bytes[transmit.length ..< transmit.length + length])
+        do {
+            try context.memory.read(into: destination, from: GuestAddress(buffer))
+        } catch {
+            if !transmit.unreadable {
+                guestError(.transmitBufferNotRAM, "transmit buffer 0x\(String(buffer, radix: 16))+\(length): \(error); packet dropped")
+            }
+            transmit.unreadable = true
+        }
+        transmit.length += length
+    }
+
+    private func finishPacket(kind: Transmit.Kind, high: UInt64) {
+        defer { transmit.endPacket() }
+        guard !transmit.overflowed else {
+            guestError(.transmitPacketTooLarge, "transmit packet larger than \(Transmit.maxPacketLength) bytes dropped")
+            if transmit.segmentation { statistics.count(E1000Statistics.tsctfc) }
+            return
+        }
+        guard !transmit.unreadable else { return }
+        guard transmit.length > 0 else {
+            guestError(.transmitPacketEmpty, "transmit packet of 0 bytes dropped")
+            return
+        }
+        let command = Transmit.command(high: high)
+        // VLE and the tag come from the EOP descriptor and need CTRL.VME (§3.3.3, §3.3.7).
+        let tag: UInt16? = command & Transmit.vlanEnable != 0 && reg(Reg.ctrl) & Ctrl.vlanModeEnable != 0
+            ? Transmit.special(high: high) : nil
+        let packet = UnsafeMutableRawBufferPointer(rebasing: transmitBuffer.bytes[0 ..< transmit.length])
+        if kind == .data, transmit.segmentation {
+            segmentAndSend(packet, tag: tag)
+            return
+        }
+        do {
+            try insertChecksums(packet, kind: kind, high: high)
+        } catch {
+            // The hardware would send a wrong checksum; so do we, and count the mistake.
+            guestError(.offloadContextInvalid, "checksum insertion impossible: \(error)")
+        }
+        var length = transmit.length
+        if length < Transmit.minimumFrameLength, reg(Reg.tctl) & (1 << 3) != 0 {
+            // TCTL.PSP: short packets are padded on the wire (§13.4.33).
+            for i in length ..< Transmit.minimumFrameLength { transmitBuffer.bytes[i] = 0 }
+            length = Transmit.minimumFrameLength
+        }
+        if let tag {
+            guard let tagged = VLAN.insert(tci: tag, inPlace: transmitBuffer.bytes, length: length) else {
+                guestError(.transmitPacketEmpty, "VLAN insertion into a \(length)-byte packet impossible")
+                return
+            }
+            length = tagged
+        }
+        send(UnsafeRawBufferPointer(rebasing: transmitBuffer.bytes[0 ..< length]))
+    }
+
+    /// Legacy IC with CSS/CSO (§3.3.3.1), or the context's IXSM/TXSM fields (§3.3.6).
+    private func insertChecksums(_ packet: UnsafeMutableRawBufferPointer, kind: Transmit.Kind, high: UInt64) throws(FrameError) {
+        if kind == .legacy {
+            guard Transmit.command(high: high) & Transmit.insertChecksum != 0 else { return }
+            try ChecksumOffload.insert(packet, start: Transmit.legacyChecksumStart(high: high), end: packet.count,
+                                       field: Transmit.legacyChecksumOffset(high: high))
+            return
+        }
+        let c = transmit.context
+        if transmit.options & Transmit.insertIPChecksum != 0 {
+            try ChecksumOffload.insert(packet, start: c.ipStart, end: TransmitContext.end(c.ipEnd, length: packet.count), field: c.ipField)
+        }
+        if transmit.options & Transmit.insertTransportChecksum != 0 {
+            try ChecksumOffload.insert(packet, start: c.transportStart, end: TransmitContext.end(c.transportEnd, length: packet.count),
+                                       field: c.transportField)
+        }
+    }
+
+    /// TSE (§3.5): the context's IPCSS/TUCSS/HDRLEN/MSS describe the headers; each
+    /// segment gets fixed-up lengths, IP ID, sequence number, flags and checksums.
+    private func segmentAndSend(_ packet: UnsafeMutableRawBufferPointer, tag: UInt16?) {
+        let c = transmit.context
+        guard c.loaded else {
+            guestError(.offloadContextInvalid, "TSE data descriptor without a context descriptor")
+            statistics.count(E1000Statistics.tsctfc)
+            return
+        }
+        let layout = SegmentationLayout(network: c.isIPv4 ? .ipv4 : .ipv6, transport: c.isTCP ? .tcp : .udp,
+                                        networkOffset: c.ipStart, transportOffset: c.transportStart,
+                                        headerLength: c.headerLength, segmentSize: c.segmentSize)
+        let room = min(segmentBuffer.bytes.count, max(backend.capabilities.maxFrameSize, HeaderSize.ethernet))
+        do {
+            try TSOSegmenter.segment(ScatteredFrame(UnsafeRawBufferPointer(packet)), layout: layout, vlanTag: tag,
+                                     into: UnsafeMutableRawBufferPointer(rebasing: segmentBuffer.bytes[0 ..< room])) { segment in
+                send(segment)
+            }
+            statistics.count(E1000Statistics.tsctc)
+        } catch {
+            guestError(.offloadContextInvalid, "TCP segmentation context does not fit the packet: \(error)")
+            statistics.count(E1000Statistics.tsctfc)
+        }
+    }
+
+    /// One frame to the backend, counted as the statistics registers define (§13.7).
+    private func send(_ frame: UnsafeRawBufferPointer) {
+        guard frame.count <= backend.capabilities.maxFrameSize else {
+            guestError(.backendFrameLimit, "\(frame.count)-byte frame exceeds the backend's \(backend.capabilities.maxFrameSize)")
+            return
+        }
+        sendSegments.removeAll(keepingCapacity: true)
+        sendSegments.append(frame)
+        let result = backend.send(sendSegments, header: nil)
+        sendSegments.removeAll(keepingCapacity: true)
+        guard result == .sent else { return }
+        let wireLength = max(frame.count, Transmit.minimumFrameLength) + Receive.fcsLength
+        statistics.count(E1000Statistics.gptc)
+        statistics.count(E1000Statistics.tpt)
+        statistics.countOctets(E1000Statistics.gotcl, wireLength)
+        statistics.countOctets(E1000Statistics.totl, wireLength)
+        statistics.countSize(E1000Statistics.ptc64, length: wireLength)
+        switch FrameAddressClass(destinationOf: frame) {
+        case .broadcast: statistics.count(E1000Statistics.bptc)
+        case .multicast: statistics.count(E1000Statistics.mptc)
+        default: break
+        }
+    }
+}

@@ -1,0 +1,110 @@
+import VMMCore
+
+/// Transmit descriptor layouts (Intel 8254x SDM §3.3): the legacy descriptor, and the
+/// extended TCP/IP context and data descriptors. Each is 16 bytes, read as two
+/// little-endian quadwords (`low` at +0, `high` at +8).
+enum Transmit {
+    /// The largest packet assembled from data descriptors: a 64 KiB TSO payload and
+    /// headers fit with room to spare; larger ones are dropped and counted.
+    static let maxPacketLength = 256 << 10
+    static let minimumFrameLength = 60
+
+    // CMD / DCMD / TUCMD bits (§3.3.3, §3.3.6, §3.3.7).
+    static let endOfPacket: UInt8 = 0x01
+    static let insertChecksum: UInt8 = 0x04     // legacy IC
+    static let segmentation: UInt8 = 0x04       // extended TSE
+    static let reportStatus: UInt8 = 0x08
+    static let extended: UInt8 = 0x20           // DEXT
+    static let vlanEnable: UInt8 = 0x40         // VLE
+    static let interruptDelay: UInt8 = 0x80     // IDE
+    static let statusDone: UInt8 = 0x01         // DD, in byte 12 of every layout
+
+    // TUCMD (context) and POPTS (data).
+    static let contextTCP: UInt8 = 0x01
+    static let contextIPv4: UInt8 = 0x02
+    static let insertIPChecksum: UInt8 = 0x01   // IXSM
+    static let insertTransportChecksum: UInt8 = 0x02 // TXSM
+
+    enum Kind { case legacy, context, data, invalid }
+
+    static func kind(high: UInt64) -> Kind {
+        let command = UInt8(truncatingIfNeeded: high >> 24)
+        guard command & extended != 0 else { return .legacy }
+        switch (high >> 20) & 0xF {
+        case 0: return .context
+        case 1: return .data
+        default: return .invalid
+        }
+    }
+
+    static func command(high: UInt64) -> UInt8 { UInt8(truncatingIfNeeded: high >> 24) }
+    static func special(high: UInt64) -> UInt16 { UInt16(truncatingIfNeeded: high >> 48) }
+    /// Legacy: 16-bit length; data: 20-bit DTALEN.
+    static func length(high: UInt64, kind: Kind) -> Int { Int(high & (kind == .legacy ? 0xFFFF : 0xF_FFFF)) }
+    static func dataOptions(high: UInt64) -> UInt8 { UInt8(truncatingIfNeeded: high >> 40) }
+    static func legacyChecksumOffset(high: UInt64) -> Int { Int((high >> 16) & 0xFF) }
+    static func legacyChecksumStart(high: UInt64) -> Int { Int((high >> 40) & 0xFF) }
+}
+
+/// The TCP/IP context descriptor's fields (§3.3.6), kept until the next context descriptor.
+struct TransmitContext {
+    var ipStart = 0, ipField = 0, ipEnd = 0           // IPCSS, IPCSO, IPCSE (0 = to the end)
+    var transportStart = 0, transportField = 0, transportEnd = 0   // TUCSS, TUCSO, TUCSE
+    var payloadLength = 0                               // PAYLEN (informational: the data decides)
+    var isTCP = false, isIPv4 = false
+    var headerLength = 0                                // HDRLEN
+    var segmentSize = 0                                 // MSS
+    var loaded = false
+
+    init() {}
+
+    init(low: UInt64, high: UInt64) {
+        ipStart = Int(low & 0xFF)
+        ipField = Int((low >> 8) & 0xFF)
+        ipEnd = Int((low >> 16) & 0xFFFF)
+        transportStart = Int((low >> 32) & 0xFF)
+        transportField = Int((low >> 40) & 0xFF)
+        transportEnd = Int((low >> 48) & 0xFFFF)
+        payloadLength = Int(high & 0xF_FFFF)
+        let command = Transmit.command(high: high)
+        isTCP = command & Transmit.contextTCP != 0
+        isIPv4 = command & Transmit.contextIPv4 != 0
+        headerLength = Int((high >> 40) & 0xFF)
+        segmentSize = Int((high >> 48) & 0xFFFF)
+        loaded = true
+    }
+
+    /// An end field of 0 means "to the end of the packet"; otherwise it is inclusive.
+    static func end(_ field: Int, length: Int) -> Int { field == 0 ? length : field + 1 }
+}
+
+/// The packet being assembled from descriptors, across TDT writes if need be.
+struct TransmitState {
+    var context = TransmitContext()
+    var length = 0
+    var inProgress = false
+    /// The packet outgrew `Transmit.maxPacketLength`: dropped at EOP.
+    var overflowed = false
+    /// A buffer was not RAM: dropped at EOP.
+    var unreadable = false
+    /// From the packet's first data descriptor: TSE and POPTS (§3.3.7).
+    var segmentation = false
+    var options: UInt8 = 0
+    /// Descriptors with RS waiting for their packet to go out before DD is written.
+    var pendingWriteBacks: [GuestAddress] = []
+    var pendingDelayed = true
+
+    init() { pendingWriteBacks.reserveCapacity(64) }
+
+    mutating func reset() {
+        context = TransmitContext()
+        endPacket()
+        pendingWriteBacks.removeAll(keepingCapacity: true)
+        pendingDelayed = true
+    }
+
+    mutating func endPacket() {
+        length = 0; inProgress = false; overflowed = false; unreadable = false
+        segmentation = false; options = 0
+    }
+}
