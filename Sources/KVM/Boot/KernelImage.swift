@@ -43,3 +43,8 @@ public struct KernelImage: Sendable {
         }
     }
 }
+
+extension KernelImage {
+    /// Reads a file the user named (an initrd) with the same checks as the kernel.
+    public static func readFile(_ path: String) throws(BootError) -> [UInt8] { try readWholeFile(path) }
+}

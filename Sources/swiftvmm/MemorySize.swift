@@ -1,0 +1,23 @@
+/// Parses `--memory` values: a number with an optional K/M/G/T suffix (binary units);
+/// a bare number means MiB, as in bhyve's `-m`.
+enum MemorySize {
+    static func parse(_ text: String) throws(UserInputError) -> UInt64 {
+        let bad = UserInputError("--memory '\(text)': expected a size such as 512M or 2G")
+        var digits = Substring(text)
+        var shift: UInt64 = 20
+        if let last = digits.last, last.isLetter {
+            switch last.uppercased() {
+            case "K": shift = 10
+            case "M": shift = 20
+            case "G": shift = 30
+            case "T": shift = 40
+            default: throw bad
+            }
+            digits = digits.dropLast()
+        }
+        guard !digits.isEmpty, digits.allSatisfy(\.isASCII), let n = UInt64(digits), n > 0 else { throw bad }
+        let (bytes, overflow) = n.multipliedReportingOverflow(by: UInt64(1) << shift)
+        guard !overflow else { throw UserInputError("--memory '\(text)' is too large") }
+        return bytes
+    }
+}

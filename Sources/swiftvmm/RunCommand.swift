@@ -1,0 +1,114 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import DeviceCatalog
+import KVM
+import Logging
+import VMMCore
+
+/// `swiftvmm run`: the process is the VM. Exit status 0 when the guest resets or powers
+/// off, 128+N after signal N, 1 on a guest crash (register dump on stderr), 2 on bad input.
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Boot a kernel on KVM with a list of devices.",
+        discussion: """
+        Examples:
+          swiftvmm run --kernel vmlinux --initrd initrd.cpio.gz --cmdline "console=ttyS0 acpi=off reboot=k" \\
+                       --device virtio-net,net=user,hostfwd=tcp:127.0.0.1:2222-:22
+          swiftvmm run --kernel vmlinux -s 2:0,virtio-net,net=tap:tap0 -s 3,e1000,net=vde:/tmp/sw.ctl
+        """)
+
+    @Option(help: "Kernel: an ELF with a PVH entry note (Linux vmlinux) or a bzImage.")
+    var kernel: String?
+
+    @Option(help: "Initial ramdisk.")
+    var initrd: String?
+
+    @Option(help: "Kernel command line.")
+    var cmdline: String = "console=ttyS0 acpi=off reboot=k"
+
+    @Option(help: "Guest RAM, e.g. 512M or 2G.")
+    var memory: String = "512M"
+
+    @Option(help: "Number of vCPUs.")
+    var cpus: Int = 1
+
+    @Option(name: .customLong("device"), help: "A PCI device: NAME[,key=value...] (see `swiftvmm devices`). Repeatable.")
+    var devices: [String] = []
+
+    @Option(name: .customShort("s"), help: "bhyve/hyperkit slot syntax: SLOT[:FUNCTION],NAME[,key=value...]. Repeatable.")
+    var slots: [String] = []
+
+    @Option(help: "COM1: stdio, file:PATH or none.")
+    var serial: String = "stdio"
+
+    @Option(help: "Log level on stderr: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "warning"
+
+    func run() throws {
+        let start = MonotonicTime.nanoseconds()
+        Machine.blockStopSignals()
+        let configuration: MachineConfiguration
+        do {
+            configuration = try makeConfiguration(start: start)
+        } catch {
+            throw reportUserError(error.description)
+        }
+        let logger = Logger(label: "swiftvmm")
+        let machine: Machine
+        do {
+            machine = try Machine(configuration: configuration, registry: DeviceCatalog.registry,
+                                  services: DeviceCatalog.makeServices(), logger: logger)
+        } catch {
+            throw reportUserError(error.description)
+        }
+        let terminal = configuration.serial == .stdio ? TerminalRawMode() : nil
+        let exit = machine.run()
+        terminal?.restore()
+        if exit.exitStatus == 0 {
+            logger.info("\(exit)")
+        } else if case .signal = exit {
+            logger.notice("\(exit)")
+        } else {
+            logger.critical("\(exit)")
+        }
+        throw ExitCode(exit.exitStatus)
+    }
+
+    private func makeConfiguration(start: UInt64) throws(UserInputError) -> MachineConfiguration {
+        guard let level = Logger.Level(rawValue: logLevel) else {
+            throw UserInputError("--log-level '\(logLevel)': expected trace, debug, info, notice, warning, error or critical")
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        guard let kernel else { throw UserInputError("--kernel is required (a PVH ELF such as vmlinux, or a bzImage)") }
+        let image: KernelImage
+        do { image = try KernelImage(path: kernel) } catch { throw UserInputError("--kernel: \(error)") }
+        var initrdBytes: [UInt8]?
+        if let initrd {
+            do { initrdBytes = try KernelImage.readFile(initrd) } catch { throw UserInputError("--initrd: \(error)") }
+        }
+        let size = try MemorySize.parse(memory)
+        guard (PlatformLayout.minimumMemory ... PlatformLayout.maximumMemory).contains(size) else {
+            throw UserInputError("--memory '\(memory)' is out of range (\(PlatformLayout.minimumMemory >> 20)M to \(PlatformLayout.maximumMemory >> 30)G)")
+        }
+        guard (1 ... Machine.maximumCPUs).contains(cpus) else {
+            throw UserInputError("--cpus \(cpus) is out of range (1 to \(Machine.maximumCPUs))")
+        }
+        let attachment: SerialAttachment
+        switch serial {
+        case "stdio": attachment = .stdio
+        case "none": attachment = .none
+        case let s where s.hasPrefix("file:") && s.count > 5: attachment = .file(String(s.dropFirst(5)))
+        default: throw UserInputError("--serial '\(serial)': expected stdio, file:PATH or none")
+        }
+        let requests = try DeviceArguments.requests(devices: devices, slots: slots, registry: DeviceCatalog.registry)
+        return MachineConfiguration(kernel: image, initrd: initrdBytes, cmdline: cmdline, memorySize: size, cpus: cpus,
+                                    devices: requests, serial: attachment, startTime: start)
+    }
+}

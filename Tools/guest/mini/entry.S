@@ -1,0 +1,30 @@
+/* PVH entry of the mini guest. The VMM enters here in 32-bit protected mode, paging off,
+ * flat segments, EBX = physical address of hvm_start_info (Xen PVH ABI). */
+    .section .note.Xen, "a", @note
+    .balign 4
+    .long 4                 /* namesz: "Xen\0" */
+    .long 4                 /* descsz */
+    .long 18                /* XEN_ELFNOTE_PHYS32_ENTRY */
+    .asciz "Xen"
+    .balign 4
+    .long _start
+    .balign 4
+
+    .section .text.entry, "ax"
+    .code32
+    .globl _start
+_start:
+    cli
+    mov $stack_top, %esp
+    push %ebx               /* hvm_start_info */
+    call mini_main
+1:  hlt
+    jmp 1b
+
+    .section .bss
+    .balign 16
+stack:
+    .skip 16384
+stack_top:
+
+    .section .note.GNU-stack, "", @progbits
