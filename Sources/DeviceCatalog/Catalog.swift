@@ -1,3 +1,6 @@
+import E1000
+import NetBackends
+import VirtioNet
 import VMMCore
 import VMMNet
 
@@ -5,11 +8,14 @@ import VMMNet
 /// Adding a device: a folder under Devices/, a target in Package.swift, one line here.
 public enum DeviceCatalog {
     public static let registry = PCIDeviceRegistry([
+        E1000Device.self,
+        VirtioNetDevice.self,
     ])
 
     /// The machine services devices may use: the network backend factory.
     public static func makeServices() -> ServiceRegistry {
         let services = ServiceRegistry()
+        services.register(NetworkBackendFactory.self, NetBackendFactory())
         return services
     }
 }
