@@ -1,0 +1,38 @@
+import ArgumentParser
+import DeviceCatalog
+import QTest
+import VMMCore
+
+/// `swiftvmm qtest`: a machine without vCPUs driven by QEMU's qtest line protocol, so the
+/// same script runs against swiftvmm's devices and QEMU's (see Docs/testing.md).
+struct QTestCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "qtest",
+        abstract: "Serve QEMU's qtest protocol on stdio or a unix socket (virtual time).",
+        discussion: """
+        Devices come from --device entries (e.g. --device e1000,slot=4,net=user). Nothing programs \
+        the devices: scripts enumerate and place BARs through ports 0xCF8/0xCFC, as under QEMU with \
+        a firmware that only halts. Device timers advance only with clock_step/clock_set.
+        """)
+
+    @Option(name: .customLong("device"), help: "A device: NAME[,slot=N][,key=value...]. Repeatable.")
+    var devices: [String] = []
+
+    @Option(name: .customLong("memory"), help: "Guest RAM size, e.g. 128M or 1G.")
+    var memory: String = "128M"
+
+    @Option(name: .customLong("socket"), help: "Listen on this unix socket path for one client instead of using stdio.")
+    var socket: String?
+
+    func run() throws {
+        let size = try QTestMachine.parseMemorySize(memory)
+        let machine = try QTestMachine(memorySize: size, devices: devices, registry: DeviceCatalog.registry,
+                                       services: DeviceCatalog.makeServices())
+        defer { machine.shutdown() }
+        if let socket {
+            try QTestTransport.serve(machine: machine, socketPath: socket)
+        } else {
+            QTestTransport.serve(machine: machine, input: 0, output: 1)
+        }
+    }
+}
