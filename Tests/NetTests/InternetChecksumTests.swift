@@ -110,3 +110,28 @@ import Testing
         #expect([UInt8](repeating: 0, count: 39).withUnsafeBytes { InternetChecksum.pseudoHeaderIPv6(ipHeader: $0, nextHeader: 6, length: 0) } == nil)
     }
 }
+
+@Suite struct ChecksumVectorTests {
+    @Test func rfc1624Example() {
+        // RFC 1624 §4: HC 0xDD2F, m 0x5555 → m' 0x3285 gives HC' 0x0000 (eqn. 3).
+        #expect(InternetChecksum.updated(0xDD2F, replacing: UInt16(0x5555), with: UInt16(0x3285)) == 0x0000)
+    }
+
+    @Test func scatteredFrameChecksum() throws {
+        let data = TestFrames.payload(1001)
+        try withScattered(data, cuts: [1, 2, 3, 500, 501, 999]) { pieces in
+            let frame = try #require(ScatteredFrame(pieces + [UnsafeRawBufferPointer(start: nil, count: 0)]))
+            for (start, count) in [(0, 1001), (1, 1000), (3, 7), (499, 3), (1000, 1), (1001, 0)] {
+                #expect(frame.checksum(from: start, count: count)?.checksum == Naive.checksum(Array(data[start ..< start + count])))
+            }
+            #expect(frame.checksum(from: 1000, count: 2) == nil)
+            #expect(frame.checksum(from: -1, count: 2) == nil)
+            #expect(frame.checksum(from: 5, count: Int.max) == nil)
+        }
+    }
+
+    @Test func dropReasons() {
+        #expect(FrameError.tooLarge(length: 2, limit: 1).dropReason == .oversized)
+        #expect(FrameError.segmentSize(0).dropReason == .malformed)
+    }
+}

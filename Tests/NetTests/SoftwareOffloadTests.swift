@@ -85,7 +85,7 @@ import Testing
         let cases: [([UInt8], VirtioNetHeader, Int)] = [
             (frame4, VirtioNetHeader(gsoType: tcp6, gsoSize: 1000), 1514),             // type says IPv6
             (udp, VirtioNetHeader(gsoType: tcp4, gsoSize: 1000), 1514),                // not TCP
-            (frame4, VirtioNetHeader(gsoType: VirtioNetHeader.GSOType.udp.rawValue, gsoSize: 1000), 1514), // UFO: unsupported
+            (frame4, VirtioNetHeader(gsoType: VirtioNetHeader.GSOType.udp.rawValue, gsoSize: 1000), 1514), // UFO of a TCP frame
             (frame4, VirtioNetHeader(gsoType: 77, gsoSize: 1000), 1514),
             (frame4, VirtioNetHeader(gsoType: tcp4, gsoSize: 0), 1514),                // mss 0
             (frame4, VirtioNetHeader(gsoType: tcp4, gsoSize: 1000), 54),               // no room for payload

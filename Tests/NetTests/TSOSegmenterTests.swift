@@ -214,3 +214,39 @@ func collectSegments(_ run: (_ emit: (UnsafeRawBufferPointer) -> Void) throws ->
         }
     }
 }
+
+@Suite struct TSOExtensionHeaderTests {
+    @Test func ipv6WithHopByHopThroughVirtioPath() throws {
+        let payload = TestFrames.payload(5000)
+        let tcp = TestFrames.tcpHeader(seq: 77, flags: TestFrames.ack | TestFrames.psh) + payload
+        let hbh: [UInt8] = [6, 0, 1, 4, 0, 0, 0, 0]
+        var frame = TestFrames.ethernet(0x86DD) + TestFrames.ipv6Header(payloadLength: hbh.count + tcp.count, next: 0) + hbh + tcp
+        let l4 = 14 + 48
+        frame.put16(~TestFrames.pseudoSum(frame, ip: 14, proto: 6, length: tcp.count), at: l4 + 16)
+        let scratch = FrameScratchBuffer()
+        let out = try withScattered(frame, cuts: [58]) { pieces in
+            try collectSegments { emit in
+                try SoftwareOffload.complete(pieces, header: VirtioNetHeader(gsoType: VirtioNetHeader.GSOType.tcpv6.rawValue, gsoSize: 1440),
+                                             maxFrameSize: 1514, buffer: scratch.bytes, emit: emit)
+            }
+        }
+        let mss = 1514 - (l4 + 20) // gso_size 1440 cut to what a 1514-byte frame holds
+        #expect(out.count == (5000 + mss - 1) / mss)
+        for (i, s) in out.enumerated() {
+            #expect(Int(s.be16(18)) == s.count - 54) // payload length covers the extension header
+            #expect(Array(s[54 ..< 62]) == hbh)
+            #expect(s.be32(l4 + 4) == 77 &+ UInt32(i * mss))
+            #expect(Naive.transportValid(s, ip: 14, l4: l4, proto: 6))
+            #expect(ChecksumOffload.verify(s).transport == .good)
+        }
+    }
+
+    @Test func routingHeaderIsNotVerified() throws {
+        let tcp = TestFrames.tcpHeader(seq: 1, flags: 0x10)
+        let routing: [UInt8] = [6, 2, 0, 0, 0, 0, 0, 0] + [UInt8](repeating: 0xAB, count: 16)
+        let frame = TestFrames.ethernet(0x86DD) + TestFrames.ipv6Header(payloadLength: routing.count + tcp.count, next: 43) + routing + tcp
+        let p = try #require(FrameParser.parse(frame))
+        #expect(p.hasIPv6RoutingHeader && p.isTCP)
+        #expect(ChecksumOffload.verify(frame).transport == .notChecked)
+    }
+}

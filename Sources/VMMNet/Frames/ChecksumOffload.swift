@@ -51,8 +51,9 @@ public enum ChecksumOffload {
     /// What checking a received frame found, per layer.
     public struct Verdicts: Sendable, Equatable {
         public enum Verdict: Sendable, Equatable {
-            /// Not checked: no such header, a fragment, a protocol without a checksum, or
-            /// a UDP/IPv4 datagram sent without one (checksum 0, RFC 768).
+            /// Not checked: no such header, a fragment, a protocol without a checksum, an
+            /// IPv6 routing header (whose final destination is not parsed), or a UDP/IPv4
+            /// datagram sent without a checksum (0, RFC 768).
             case notChecked
             case good
             case bad
@@ -91,7 +92,7 @@ public enum ChecksumOffload {
         if network == .ipv4 {
             verdicts.ipv4Header = InternetChecksum.isValid(ipHeader) ? .good : .bad
         }
-        guard !parsed.isFragment, parsed.isTCP || parsed.isUDP,
+        guard !parsed.isFragment, !parsed.hasIPv6RoutingHeader, parsed.isTCP || parsed.isUDP,
               let l4 = parsed.transportOffset, parsed.networkEnd >= l4,
               let segment = frame.slice(l4, length: parsed.networkEnd - l4)
         else { return verdicts }

@@ -16,6 +16,12 @@ public enum FrameError: Error, Equatable, Sendable, CustomStringConvertible {
     /// A virtio-net `gso_type` that is unknown or does not match the frame.
     case unsupportedGSO(UInt8)
 
+    /// The counter a dropped frame belongs under.
+    public var dropReason: DropReason {
+        if case .tooLarge = self { return .oversized }
+        return .malformed
+    }
+
     public var description: String {
         switch self {
         case let .truncated(needed, length): "frame of \(length) bytes is shorter than its headers (\(needed) needed)"

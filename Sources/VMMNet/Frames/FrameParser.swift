@@ -22,6 +22,9 @@ public struct ParsedFrame: Sendable, Equatable {
     public var transportProtocol: UInt8 = 0
     /// The packet is an IP fragment (IPv4 MF or offset ≠ 0; IPv6 fragment header).
     public var isFragment = false
+    /// An IPv6 routing header was skipped: the transport checksum's pseudo-header then
+    /// uses the final destination (RFC 8200 §8.1), not the address in the IPv6 header.
+    public var hasIPv6RoutingHeader = false
     /// Where the transport header starts; nil for non-first fragments and when the
     /// transport cannot be reached (ESP, no next header, unknown extension).
     public var transportOffset: Int?
@@ -136,6 +139,7 @@ public enum FrameParser {
             let extensionLength: Int
             switch next {
             case IPProtocol.hopByHop, IPProtocol.routing, IPProtocol.destinationOptions:
+                if next == IPProtocol.routing { parsed.hasIPv6RoutingHeader = true }
                 // Hdr Ext Len in 8-octet units, not counting the first 8 (RFC 8200 §4.3).
                 guard let len = frame.byte(at: cursor + 1) else { return false }
                 extensionLength = (Int(len) + 1) * 8

@@ -1,6 +1,6 @@
 /// Completes in software what a virtio-net header asks for (virtio 1.2 §5.1.6.2), for a
-/// backend that cannot: partial checksums (NEEDS_CSUM) and TCP segmentation (GSO
-/// TCPV4/TCPV6). virtio-net calls `isNeeded` per frame and, when it says yes, `complete`.
+/// backend that cannot: partial checksums (NEEDS_CSUM), TCP segmentation (GSO
+/// TCPV4/TCPV6), UDP fragmentation over IPv4 (GSO UDP) and UDP segmentation (GSO UDP_L4). virtio-net calls `isNeeded` per frame and, when it says yes, `complete`.
 public enum SoftwareOffload {
     /// The buffer size `complete` needs for frames of up to 64 KiB plus a VLAN tag.
     public static let recommendedBufferSize = 65_536 + HeaderSize.vlanTag
@@ -19,7 +19,7 @@ public enum SoftwareOffload {
             case VirtioNetHeader.GSOType.tcpv4.rawValue: needed = .tso4
             case VirtioNetHeader.GSOType.tcpv6.rawValue: needed = .tso6
             case VirtioNetHeader.GSOType.udp.rawValue: needed = .ufo
-            default: return true // unknown: `complete` rejects it
+            default: return true // UDP_L4 (no backend offload names it) or unknown: `complete` decides
             }
             let ecn: NetOffloads = header.gsoType & VirtioNetHeader.gsoECN != 0 ? .tsoECN : []
             return !offloads.isSuperset(of: needed.union(ecn).union(.checksum))
@@ -30,7 +30,7 @@ public enum SoftwareOffload {
 
     /// Produces the frame(s) `header` describes with every offload done, each through
     /// `emit` (a view into `buffer`, valid only during the call): one frame with its
-    /// checksum completed, or one frame per TCP segment. No frame exceeds `maxFrameSize`
+    /// checksum completed, or one frame per segment or fragment. No frame exceeds `maxFrameSize`
     /// (segments are cut smaller when needed). `hdr_len` is not trusted (virtio 1.2
     /// §5.1.6.2.2: it is only exact with VIRTIO_NET_F_GUEST_HDRLEN); the headers are parsed.
     /// Returns how many frames were emitted.
@@ -54,26 +54,40 @@ public enum SoftwareOffload {
         return 1
     }
 
+    /// VIRTIO_NET_HDR_GSO_UDP_L4 (virtio 1.2 §5.1.6.2, "USO"): UDP segmentation, each
+    /// segment a datagram with its own header (not in `VirtioNetHeader.GSOType`).
+    public static let gsoUDPL4: UInt8 = 5
+
     static func segment(_ frame: ScatteredFrame, header: VirtioNetHeader, maxFrameSize: Int,
                         buffer: UnsafeMutableRawBufferPointer,
                         emit: (UnsafeRawBufferPointer) -> Void) throws(FrameError) -> Int {
         let gsoType = header.gsoType & ~VirtioNetHeader.gsoECN
-        let expected: ParsedFrame.Network
+        let network: ParsedFrame.Network?, transport: SegmentationLayout.Transport
         switch gsoType {
-        case VirtioNetHeader.GSOType.tcpv4.rawValue: expected = .ipv4
-        case VirtioNetHeader.GSOType.tcpv6.rawValue: expected = .ipv6
+        case VirtioNetHeader.GSOType.tcpv4.rawValue: network = .ipv4; transport = .tcp
+        case VirtioNetHeader.GSOType.tcpv6.rawValue: network = .ipv6; transport = .tcp
+        case VirtioNetHeader.GSOType.udp.rawValue: network = .ipv4; transport = .udp
+        case gsoUDPL4: network = nil; transport = .udp
         default: throw .unsupportedGSO(header.gsoType)
         }
-        let probeLength = min(frame.length, maxHeaderBytes, buffer.count)
-        let probe = UnsafeMutableRawBufferPointer(rebasing: buffer[0 ..< probeLength])
+        let room = min(buffer.count, maxFrameSize)
+        guard room > 0 else { throw .tooLarge(length: frame.length, limit: room) }
+        let output = UnsafeMutableRawBufferPointer(rebasing: buffer[0 ..< room])
+        // Find the headers in a private copy of the first bytes.
+        let probe = UnsafeMutableRawBufferPointer(rebasing: output[0 ..< min(frame.length, maxHeaderBytes, room)])
         frame.copyBytes(from: 0, into: probe)
         guard let parsed = FrameParser.parse(UnsafeRawBufferPointer(probe), lengths: .headersOnly),
-              parsed.network == expected, parsed.isTCP,
+              network == nil || parsed.network == network,
+              transport == .tcp ? parsed.isTCP : parsed.isUDP,
               let layout = SegmentationLayout(parsed, segmentSize: Int(header.gsoSize))
         else { throw .unsupportedGSO(header.gsoType) }
-        guard maxFrameSize > layout.headerLength else { throw .tooLarge(length: layout.headerLength + 1, limit: maxFrameSize) }
-        let room = min(buffer.count, maxFrameSize)
-        return try TSOSegmenter.segment(frame, layout: layout, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0 ..< room]), emit: emit)
+        guard room > layout.headerLength else { throw .tooLarge(length: layout.headerLength + 1, limit: room) }
+        if gsoType == VirtioNetHeader.GSOType.udp.rawValue {
+            return try UDPFragmenter.fragment(frame, networkOffset: layout.networkOffset, fragmentSize: Int(header.gsoSize),
+                                              completeChecksum: header.flags & VirtioNetHeader.needsChecksum != 0,
+                                              into: output, emit: emit)
+        }
+        return try TSOSegmenter.segment(frame, layout: layout, into: output, emit: emit)
     }
 }
 
