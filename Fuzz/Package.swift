@@ -1,0 +1,35 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// libFuzzer targets for swiftvmm (issue 8). Not part of the main package so that a plain
+// `swift build` / `swift test` never needs the sanitizer runtimes. Build and run with
+// Tools/fuzz (or Tools/fuzz-smoke in CI):
+//   swift build --package-path Fuzz -c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library
+// Each executable target is one fuzz target: a file defining `LLVMFuzzerTestOneInput`
+// (libFuzzer supplies `main`), with its seed corpus in Corpus/<target>/.
+let package = Package(
+    name: "swiftvmm-fuzz",
+    platforms: [.macOS(.v15)],
+    dependencies: [
+        .package(name: "swiftvmm", path: ".."),
+    ],
+    targets: [
+        // Decodes a fuzzer's byte string into typed choices (sizes, offsets, addresses).
+        .target(name: "FuzzSupport", dependencies: [
+            .product(name: "VMMCore", package: "swiftvmm"),
+            .product(name: "VMMNet", package: "swiftvmm"),
+            .product(name: "VMMTestKit", package: "swiftvmm"),
+        ]),
+        .executableTarget(name: "FuzzGuestMemory", dependencies: [
+            "FuzzSupport", .product(name: "VMMCore", package: "swiftvmm"),
+        ]),
+        .executableTarget(name: "FuzzDeviceSpec", dependencies: [
+            "FuzzSupport", .product(name: "VMMCore", package: "swiftvmm"),
+        ]),
+        .executableTarget(name: "FuzzPCIBus", dependencies: [
+            "FuzzSupport",
+            .product(name: "VMMCore", package: "swiftvmm"),
+            .product(name: "VMMTestKit", package: "swiftvmm"),
+        ]),
+    ]
+)
