@@ -211,15 +211,21 @@ public final class PCIBus: @unchecked Sendable {
         requests.sort { $0.kind.size > $1.kind.size }
         var next = [io.lowerBound, mmio32.lowerBound, mmio64.lowerBound]
         let limits = [io.upperBound, mmio32.upperBound, mmio64.upperBound]
+        // Like SeaBIOS, 64-bit BARs go below 4 GiB while there is room (32-bit guests and
+        // early boot code can reach them there) and above 4 GiB otherwise.
         for r in requests {
-            let w = r.kind.isIO ? 0 : (r.kind.is64Bit ? 2 : 1)
             let size = r.kind.size
-            let aligned = (next[w] + size - 1) & ~(size - 1)
-            guard aligned >= next[w], aligned <= limits[w], size <= limits[w] - aligned else {
-                throw .windowFull(device: r.fn.name, bar: r.bar)
+            let windows = r.kind.isIO ? [0] : (r.kind.is64Bit ? [1, 2] : [1])
+            var placed: UInt64?
+            for w in windows {
+                let aligned = (next[w] + size - 1) & ~(size - 1)
+                guard aligned >= next[w], aligned <= limits[w], size <= limits[w] - aligned else { continue }
+                next[w] = aligned + size
+                placed = aligned
+                break
             }
-            next[w] = aligned + size
-            r.fn.lock.withLock { r.fn.config.setBARAddress(r.bar, aligned) }
+            guard let address = placed else { throw .windowFull(device: r.fn.name, bar: r.bar) }
+            r.fn.lock.withLock { r.fn.config.setBARAddress(r.bar, address) }
         }
         for fn in lock.withLock({ functions }) {
             let hasIO = fn.config.bars.contains { $0?.isIO == true }
