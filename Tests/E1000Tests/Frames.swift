@@ -49,6 +49,15 @@ enum Frames {
         return ethernet(dst: dst, type: 0x0800, ip + tcp)
     }
 
+    /// A complete, correctly checksummed IPv6/TCP frame.
+    static func ipv6TCP(_ data: [UInt8], seq: UInt32 = 1000, flags: UInt8 = 0x18) -> [UInt8] {
+        let ip: [UInt8] = [0x60, 0, 0, 0] + be16(20 + data.count) + [6, 64] + ip6src + ip6dst
+        var tcp = tcpHeader(seq: seq, flags: flags) + data
+        let pseudo = ip6src + ip6dst + [0, 0] + be16(tcp.count) + [0, 0, 0, 6]
+        let t = naiveChecksum(pseudo + tcp); tcp[16] = UInt8(t >> 8); tcp[17] = UInt8(t & 0xFF)
+        return ethernet(type: 0x86DD, ip + tcp)
+    }
+
     static func ipv4UDP(_ data: [UInt8]) -> [UInt8] {
         var ip: [UInt8] = [0x45, 0] + be16(20 + 8 + data.count) + be16(1) + [0x40, 0, 64, 17] + [0, 0] + ip4src + ip4dst
         let c = naiveChecksum(ip); ip[10] = UInt8(c >> 8); ip[11] = UInt8(c & 0xFF)
