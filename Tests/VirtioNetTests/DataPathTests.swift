@@ -1,0 +1,132 @@
+import Testing
+import VMMCore
+import VMMNet
+import VMMTestKit
+@testable import Virtio
+@testable import VirtioNet
+
+@Suite("virtio-net TX and RX")
+struct DataPathTests {
+    @Test func transmitSingleMultiAndIndirectChains() throws {
+        let d = try VirtioNetDriver()
+        d.bringUp()
+        let tx = try #require(d.queues[1])
+        let f1 = TestFrames.ethernet(payload: TestFrames.payload(60))
+        d.send(f1, split: false)                          // header + frame in one descriptor
+        let f2 = TestFrames.ethernet(payload: TestFrames.payload(300, seed: 3))
+        d.send(f2)                                        // header, frame
+        // Header split over two descriptors and the frame over three (ANY_LAYOUT).
+        let f3 = TestFrames.ethernet(payload: TestFrames.payload(1000, seed: 5))
+        let h = headerBytes(VirtioNetHeader())
+        tx.addChain([(d.buffer(Array(h[0 ..< 5])), 5, false), (d.buffer(Array(h[5...]) + f3[0 ..< 10]), 17, false),
+                     (d.buffer(Array(f3[10 ..< 500])), 490, false), (d.buffer(Array(f3[500...])), UInt32(f3.count - 500), false)])
+        d.kick(1)
+        let f4 = TestFrames.ethernet(payload: TestFrames.payload(200, seed: 9))
+        tx.addIndirect([(d.buffer(h), 12, false), (d.buffer(Array(f4[0 ..< 50])), 50, false), (d.buffer(Array(f4[50...])), UInt32(f4.count - 50), false)],
+                       allocator: d.machine.allocator)
+        d.kick(1)
+        let sent = d.endpoint.takeSent()
+        #expect(sent.count == 4)
+        #expect(sent.map(\.bytes) == [f1, f2, f3, f4], "frames differ")
+        #expect(sent.allSatisfy { $0.header == nil })
+        let used = tx.takeUsed()
+        #expect(used.count == 4)
+        #expect(used.allSatisfy { $0.length == 0 })
+        #expect(d.device?.counters.txFrames.load(ordering: .relaxed) == 4)
+        #expect(d.msiVectors.contains(2)) // TX queue 1 → vector 2
+    }
+
+    @Test func transmitWithLinkDownIsCountedNotStuck() throws {
+        let d = try VirtioNetDriver()
+        d.bringUp()
+        d.endpoint.setLink(up: false)
+        d.send(TestFrames.ethernet(payload: TestFrames.payload(60)))
+        #expect(d.endpoint.sent.isEmpty)
+        #expect(d.queues[1]?.takeUsed().count == 1)
+        #expect(d.device?.counters.drops(.linkDown) == 1)
+    }
+
+    @Test func receiveWithoutMergeableBuffers() throws {
+        let d = try VirtioNetDriver()
+        d.bringUp { $0 & ~NetF.mrgRxbuf }
+        let bufs = d.postReceiveBuffers(2)
+        let frame = TestFrames.ethernet(payload: TestFrames.payload(100))
+        #expect(d.endpoint.inject(frame))
+        let used = try #require(d.queues[0]).takeUsed()
+        #expect(used.count == 1)
+        #expect(used.first?.length == UInt32(12 + frame.count))
+        let h = parseHeader(d.bytes(at: bufs[0], 12))
+        #expect(h == VirtioNetHeader(numBuffers: 1)) // §5.1.6.4: 1 without MRG_RXBUF
+        #expect(d.bytes(at: try #require(bufs[0].checkedAdd(12)), frame.count) == frame)
+        #expect(d.msiVectors == [1])
+        // A frame bigger than a buffer is dropped; the buffer stays for the next frame.
+        #expect(d.endpoint.inject(TestFrames.ethernet(payload: TestFrames.payload(3000))))
+        #expect(d.device?.counters.drops(.oversized) == 1)
+        #expect(d.endpoint.inject(frame))
+        #expect(d.queues[0]?.takeUsed().first?.id == 1)
+    }
+
+    @Test func receiveMergeableSpreadsOverBuffers() throws {
+        let d = try VirtioNetDriver()
+        d.bringUp()
+        let bufs = d.postReceiveBuffers(4, size: 1000)
+        let frame = TestFrames.ethernet(payload: TestFrames.payload(2500, seed: 1))
+        #expect(d.endpoint.inject(frame))
+        let used = try #require(d.queues[0]).takeUsed()
+        let total = 12 + frame.count
+        #expect(used.map(\.id) == [0, 1, 2])
+        #expect(used.map(\.length) == [1000, 1000, UInt32(total - 2000)])
+        #expect(parseHeader(d.bytes(at: bufs[0], 12))?.numBuffers == 3)
+        let joined = d.bytes(at: bufs[0], 1000) + d.bytes(at: bufs[1], 1000) + d.bytes(at: bufs[2], total - 2000)
+        #expect(Array(joined[12...]) == frame)
+        // A small frame takes one buffer, num_buffers 1.
+        #expect(d.endpoint.inject(TestFrames.ethernet(payload: TestFrames.payload(40))))
+        #expect(parseHeader(d.bytes(at: bufs[3], 12))?.numBuffers == 1)
+    }
+
+    @Test func receiveBackPressureAndResume() throws {
+        let d = try VirtioNetDriver()
+        d.bringUp()
+        let frame = TestFrames.ethernet(payload: TestFrames.payload(1400))
+        #expect(!d.endpoint.inject(frame)) // no buffers: the backend keeps the frame
+        #expect(d.device?.receiveStalls == 1)
+        let resumes = d.endpoint.resumeCount
+        // Not enough room for a mergeable frame: nothing is taken.
+        d.postReceiveBuffers(1, size: 500)
+        #expect(d.endpoint.resumeCount == resumes + 1)
+        #expect(!d.endpoint.inject(frame))
+        #expect(d.queues[0]?.usedIndex == 0)
+        d.postReceiveBuffers(2, size: 500)
+        #expect(d.endpoint.resumeCount == resumes + 2)
+        #expect(d.endpoint.inject(frame))
+        #expect(d.queues[0]?.takeUsed().count == 3)
+        #expect(d.device?.counters.rxFrames.load(ordering: .relaxed) == 1)
+    }
+
+    @Test func framesBeforeDriverOKAreDroppedAndCounted() throws {
+        let d = try VirtioNetDriver()
+        #expect(d.endpoint.inject(TestFrames.ethernet(payload: [1, 2, 3])))
+        #expect(d.device?.counters.drops(.linkDown) == 1)
+    }
+
+    @Test func transmitChainsQueuedBeforeDriverOKGoOutAtDriverOK() throws {
+        let d = try VirtioNetDriver()
+        d.negotiate()
+        d.setupQueue(0); d.setupQueue(1); d.setupQueue(2)
+        let frame = TestFrames.ethernet(payload: TestFrames.payload(64))
+        d.send(frame)
+        #expect(d.endpoint.sent.isEmpty)
+        d.driverOK()
+        #expect(d.endpoint.sent.map(\.bytes) == [frame])
+    }
+
+    @Test func multiQueueTransmitOnEveryPair() throws {
+        let d = try VirtioNetDriver(options: "queues=2")
+        d.bringUp(queueCount: 5)
+        let frames = (0 ..< 2).map { TestFrames.ethernet(payload: TestFrames.payload(80, seed: $0)) }
+        d.send(frames[0], queue: 1)
+        d.send(frames[1], queue: 3)
+        #expect(d.endpoint.sent.map(\.bytes) == frames)
+        #expect(d.msiVectors.contains(2) && d.msiVectors.contains(4))
+    }
+}
