@@ -3,7 +3,8 @@ import VMMCore
 /// The user's choices for one virtio-net device (`--device virtio-net,mac=…,mtu=…`).
 struct VirtioNetConfiguration: Equatable {
     var mac: MACAddress
-    var mtu: UInt16 = 1500
+    /// nil: 1500, or less when the backend takes smaller frames.
+    var mtu: UInt16?
     var queueSize: UInt16 = 256
     var queuePairs = 1
     var checksum = true
@@ -36,7 +37,7 @@ struct VirtioNetConfiguration: Equatable {
     /// Takes the device's own options (the backend factory takes `net=` and its keys).
     init(options: inout DeviceOptions, instanceIndex: Int) throws(OptionError) {
         mac = try options.takeMAC("mac") ?? MACAddress.defaultNIC(index: instanceIndex)
-        if let v = try options.takeInteger("mtu", in: UInt16(68) ... UInt16(65517)) { mtu = v }
+        mtu = try options.takeInteger("mtu", in: UInt16(68) ... UInt16(65517))
         if let v = try options.takeInteger("queue-size", in: UInt16(16) ... UInt16(1024)) {
             guard v.nonzeroBitCount == 1 else {
                 throw .badValue(key: "queue-size", value: String(v), reason: "must be a power of two (virtio 1.2 §2.7)")

@@ -25,6 +25,7 @@ public final class VirtioNetDevice: PCIDevice, VirtioDeviceModel, FrameReceiver,
 
     // Device state (under context.lock).
     var mac: MACAddress
+    let mtu: UInt16
     var linkUp: Bool
     var filter = MACFilter()
     var unicastTable: [MACAddress] = []
@@ -48,13 +49,15 @@ public final class VirtioNetDevice: PCIDevice, VirtioDeviceModel, FrameReceiver,
         let configuration = try VirtioNetConfiguration(options: &options, instanceIndex: context.instanceIndex)
         let backend = try context.openNetworkBackend(&options)
         let caps = backend.capabilities
-        // The MTU must fit what the backend takes, with an Ethernet header and a VLAN tag.
-        let largestMTU = max(0, caps.maxFrameSize - 18)
-        guard Int(configuration.mtu) <= largestMTU else {
+        // The MTU must fit what the backend takes with an Ethernet header (VIRTIO_NET_F_MTU
+        // promises the guest that much, §5.1.4.2).
+        let largestMTU = min(max(0, caps.maxFrameSize - 14), Int(UInt16.max))
+        if let mtu = configuration.mtu, Int(mtu) > largestMTU {
             backend.stop()
-            throw OptionError.badValue(key: "mtu", value: String(configuration.mtu),
+            throw OptionError.badValue(key: "mtu", value: String(mtu),
                                        reason: "backend \(backend.description) takes frames of at most \(caps.maxFrameSize) bytes (MTU \(largestMTU))")
         }
+        self.mtu = configuration.mtu ?? UInt16(min(1500, largestMTU))
         let offers = BackendOffers(deliversSegments: caps.virtioNetHeader && caps.offloads.isSuperset(of: [.tso4, .tso6]),
                                    deliversUFO: caps.virtioNetHeader && caps.offloads.contains(.ufo),
                                    completesUFO: caps.virtioNetHeader && caps.offloads.contains(.ufo))
@@ -121,7 +124,7 @@ public final class VirtioNetDevice: PCIDevice, VirtioDeviceModel, FrameReceiver,
     public func readDeviceConfig(offset: Int, size: Int) -> UInt64 {
         let status: UInt16 = configuration.status && linkUp ? VirtioNetDeviceConfig.linkUp : 0
         return VirtioNetDeviceConfig(mac: mac, status: status, maxQueuePairs: UInt16(configuration.queuePairs),
-                                     mtu: configuration.mtu).read(offset: offset, size: size)
+                                     mtu: mtu).read(offset: offset, size: size)
     }
 
     /// Modern drivers never write the config space (the MAC changes through the control

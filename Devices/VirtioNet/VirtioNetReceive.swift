@@ -71,6 +71,8 @@ extension VirtioNetDevice {
                     return nil
                 }
                 h.flags &= ~VirtioNetHeader.needsChecksum
+                h.checksumStart = 0
+                h.checksumOffset = 0
                 return (UnsafeRawBufferPointer(copy), h)
             }
         }

@@ -1,0 +1,163 @@
+import Testing
+import VMMCore
+import VMMNet
+import VMMTestKit
+@testable import Virtio
+@testable import VirtioNet
+
+/// Checksum and segmentation offloads both ways, with and without a backend that takes
+/// virtio-net headers. Expected frames are built independently (TestFrames).
+@Suite("virtio-net offloads")
+struct OffloadTests {
+    static let plain = BackendCapabilities()
+    static let vnet = BackendCapabilities(virtioNetHeader: true, offloads: [.checksum, .tso4, .tso6, .tsoECN])
+
+    /// A TCP/IPv4 frame as Linux hands it with CHECKSUM_PARTIAL: pseudo-header sum in the field.
+    static func partialTCP4(_ payload: [UInt8], seq: UInt32 = 1000, flags: UInt8 = 0x18) -> ([UInt8], [UInt8]) {
+        let full = TestFrames.tcp4(payload: payload, seq: seq, flags: flags)
+        let partial = TestFrames.withPartialChecksum(full, l4: 34, field: 16,
+                                                     pseudo: TestFrames.pseudoIPv4(proto: 6, length: 20 + payload.count))
+        return (partial, full)
+    }
+
+    static let csumHeader = VirtioNetHeader(flags: VirtioNetHeader.needsChecksum, checksumStart: 34, checksumOffset: 16)
+
+    @Test func transmitChecksumCompletedInSoftware() throws {
+        let d = try VirtioNetDriver(capabilities: Self.plain)
+        d.bringUp()
+        let (partial, full) = Self.partialTCP4(TestFrames.payload(333))
+        #expect(partial != full)
+        d.send(partial, header: Self.csumHeader)
+        let sent = d.endpoint.takeSent()
+        #expect(sent.count == 1)
+        #expect(sent.first?.bytes == full, "checksum completed byte for byte")
+        #expect(sent.first?.header == nil)
+        #expect(sent.first.map { TestFrames.transportChecksumValid($0.bytes) } == true)
+        // UDP too (RFC 768: a computed 0 goes out as 0xFFFF; here just validity).
+        let udp = TestFrames.udp4(payload: TestFrames.payload(77))
+        let udpPartial = TestFrames.withPartialChecksum(udp, l4: 34, field: 6, pseudo: TestFrames.pseudoIPv4(proto: 17, length: 85))
+        d.send(udpPartial, header: VirtioNetHeader(flags: 1, checksumStart: 34, checksumOffset: 6))
+        #expect(d.endpoint.takeSent().first?.bytes == udp)
+    }
+
+    @Test func transmitHeaderPassesThroughToVnetBackend() throws {
+        let d = try VirtioNetDriver(capabilities: Self.vnet)
+        d.bringUp()
+        let (partial, _) = Self.partialTCP4(TestFrames.payload(333))
+        d.send(partial, header: Self.csumHeader)
+        let payload = TestFrames.payload(20000, seed: 2)
+        let (big, _) = Self.partialTCP4(payload)
+        let gso = VirtioNetHeader(flags: 1, gsoType: 1, headerLength: 54, gsoSize: 1448, checksumStart: 34, checksumOffset: 16)
+        d.send(big, header: gso)
+        let sent = d.endpoint.takeSent()
+        #expect(sent.count == 2)
+        #expect(sent.first?.bytes == partial, "untouched")
+        #expect(sent.first?.header == Self.csumHeader)
+        #expect(sent.last?.bytes == big, "one frame, not segmented")
+        #expect(sent.last?.header == gso)
+    }
+
+    /// What tcp_gso_segment makes of a TSO frame: the expected segments, built here.
+    static func expectedSegments(payload: [UInt8], mss: Int, v6: Bool, flags: UInt8 = 0x19) -> [[UInt8]] {
+        stride(from: 0, to: payload.count, by: mss).enumerated().map { i, start in
+            let chunk = Array(payload[start ..< min(start + mss, payload.count)])
+            let last = start + mss >= payload.count
+            let f = last ? flags : flags & ~0x09 // FIN and PSH only on the last
+            return v6 ? TestFrames.tcp6(payload: chunk, seq: 1000 &+ UInt32(start), flags: f)
+                      : TestFrames.tcp4(payload: chunk, seq: 1000 &+ UInt32(start), flags: f, id: 7 &+ UInt16(i))
+        }
+    }
+
+    @Test(arguments: [false, true])
+    func transmitTSOSegmentedInSoftware(v6: Bool) throws {
+        let d = try VirtioNetDriver(capabilities: Self.plain)
+        d.bringUp()
+        let payload = TestFrames.payload(5000, seed: 4)
+        let full = v6 ? TestFrames.tcp6(payload: payload, flags: 0x19) : TestFrames.tcp4(payload: payload, flags: 0x19)
+        let l4 = v6 ? 54 : 34
+        let pseudo = v6 ? TestFrames.pseudoIPv6(proto: 6, length: 20 + payload.count) : TestFrames.pseudoIPv4(proto: 6, length: 20 + payload.count)
+        let partial = TestFrames.withPartialChecksum(full, l4: l4, field: 16, pseudo: pseudo)
+        let header = VirtioNetHeader(flags: 1, gsoType: v6 ? 4 : 1, headerLength: UInt16(l4 + 20), gsoSize: 1400,
+                                     checksumStart: UInt16(l4), checksumOffset: 16)
+        d.send(partial, header: header)
+        let sent = d.endpoint.takeSent()
+        let expected = Self.expectedSegments(payload: payload, mss: 1400, v6: v6)
+        #expect(sent.count == expected.count)
+        #expect(sent.map(\.bytes) == expected, "segments byte for byte")
+        #expect(sent.allSatisfy { TestFrames.transportChecksumValid($0.bytes) && $0.header == nil })
+        #expect(d.queues[1]?.takeUsed().count == 1)
+    }
+
+    @Test func neverLargerThanTheBackendTakes() throws {
+        // A vnet backend that does TSO but takes at most 1514-byte frames: segment here.
+        let d = try VirtioNetDriver(capabilities: BackendCapabilities(virtioNetHeader: true, offloads: [.checksum, .tso4, .tso6], maxFrameSize: 1514))
+        d.bringUp()
+        let payload = TestFrames.payload(4000)
+        let (partial, _) = Self.partialTCP4(payload, flags: 0x18)
+        d.send(partial, header: VirtioNetHeader(flags: 1, gsoType: 1, headerLength: 54, gsoSize: 3000, checksumStart: 34, checksumOffset: 16))
+        let sent = d.endpoint.takeSent()
+        #expect(sent.count == 3)
+        #expect(sent.allSatisfy { $0.bytes.count <= 1514 && TestFrames.transportChecksumValid($0.bytes) })
+        #expect(sent.flatMap { Array($0.bytes[54...]) } == payload)
+        // A plain oversized frame is dropped and counted, and the chain still returned.
+        d.send(TestFrames.ethernet(payload: TestFrames.payload(3000)))
+        #expect(d.endpoint.takeSent().isEmpty)
+        #expect(d.device?.counters.drops(.oversized) == 1)
+        #expect(d.queues[1]?.takeUsed().count == 2)
+    }
+
+    @Test func badOffloadHeadersAreDroppedNotTrusted() throws {
+        let d = try VirtioNetDriver(capabilities: Self.plain)
+        d.bringUp()
+        let (partial, _) = Self.partialTCP4(TestFrames.payload(100))
+        for h in [VirtioNetHeader(flags: 1, checksumStart: 2000, checksumOffset: 16),        // start past the end
+                  VirtioNetHeader(flags: 1, checksumStart: 34, checksumOffset: 0xFFFF),      // field past the end
+                  VirtioNetHeader(flags: 1, gsoType: 1, gsoSize: 0, checksumStart: 34, checksumOffset: 16), // mss 0
+                  VirtioNetHeader(flags: 1, gsoType: 4, gsoSize: 500, checksumStart: 34, checksumOffset: 16), // v6 GSO on v4
+                  VirtioNetHeader(flags: 1, gsoType: 0x33, gsoSize: 500)] {                  // unknown type
+            d.send(partial, header: h)
+        }
+        d.send(Array(partial[0 ..< 20]), header: VirtioNetHeader(flags: 1, gsoType: 1, gsoSize: 10)) // truncated headers
+        #expect(d.endpoint.sent.isEmpty)
+        #expect(d.device?.counters.drops(.malformed) == 6)
+        #expect(d.queues[1]?.takeUsed().count == 6)
+        #expect(d.status & 64 == 0)
+    }
+
+    @Test func guestReceiveOffloadsFollowNegotiation() throws {
+        let d = try VirtioNetDriver(capabilities: Self.vnet)
+        d.bringUp()
+        #expect(d.endpoint.receiveOffloads == [.checksum, .tso4, .tso6, .tsoECN])
+        let e = try VirtioNetDriver(capabilities: Self.vnet)
+        e.bringUp { $0 & ~(NetF.guestTSO4 | NetF.guestTSO6 | NetF.guestECN) }
+        #expect(e.endpoint.receiveOffloads == [.checksum])
+        e.setStatus(0)
+        #expect(e.endpoint.receiveOffloads == [])
+    }
+
+    @Test func receiveHeaderPassesThroughWhenAccepted() throws {
+        let d = try VirtioNetDriver(capabilities: Self.vnet)
+        d.bringUp()
+        let bufs = d.postReceiveBuffers(20, size: 4096)
+        let (partial, _) = Self.partialTCP4(TestFrames.payload(9000))
+        let h = VirtioNetHeader(flags: 1, gsoType: 1, headerLength: 54, gsoSize: 1448, checksumStart: 34, checksumOffset: 16)
+        #expect(d.endpoint.inject(partial, header: h))
+        var expected = h
+        expected.numBuffers = 3
+        #expect(parseHeader(d.bytes(at: bufs[0], 12)) == expected)
+    }
+
+    @Test func receiveChecksumCompletedWhenGuestDidNotAcceptPartial() throws {
+        let d = try VirtioNetDriver(capabilities: Self.vnet)
+        d.bringUp { $0 & ~(NetF.guestCsum | NetF.guestTSO4 | NetF.guestTSO6 | NetF.guestECN | NetF.guestUFO) }
+        let bufs = d.postReceiveBuffers(2, size: 2048)
+        let (partial, full) = Self.partialTCP4(TestFrames.payload(500))
+        #expect(d.endpoint.inject(partial, header: Self.csumHeader))
+        #expect(parseHeader(d.bytes(at: bufs[0], 12)) == VirtioNetHeader(numBuffers: 1))
+        #expect(d.bytes(at: try #require(bufs[0].checkedAdd(12)), full.count) == full)
+        // A GSO frame the guest did not accept is refused and counted.
+        #expect(d.endpoint.inject(partial, header: VirtioNetHeader(flags: 1, gsoType: 1, gsoSize: 100, checksumStart: 34, checksumOffset: 16)))
+        #expect(d.device?.counters.drops(.malformed) == 1)
+        #expect(d.queues[0]?.takeUsed().count == 1)
+    }
+}
