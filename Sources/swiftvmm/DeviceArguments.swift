@@ -10,41 +10,63 @@ enum DeviceArguments {
     static func requests(devices: [String], slots: [String], registry: PCIDeviceRegistry) throws(UserInputError) -> [DeviceRequest] {
         var requests: [DeviceRequest] = []
         for text in devices {
-            requests.append(DeviceRequest(spec: try parse(spec: text, option: "--device", registry: registry), text: text))
+            // `slot=N[:F]` places a --device like -s does (the qtest mode's spelling).
+            var spec = try parse(spec: text, option: "--device")
+            let slotText: String?
+            do { slotText = try spec.options.take("slot") } catch { throw UserInputError("--device '\(text)': \(error)") }
+            var location: (Int, Int)?
+            if let slotText {
+                guard let l = parseLocation(slotText) else {
+                    throw UserInputError("--device '\(text)': slot must be 1-31 and function 0-7 (slot=N[:F])")
+                }
+                location = l
+            }
+            requests.append(DeviceRequest(spec: spec, text: "--device '\(text)'", slot: location?.0, function: location?.1 ?? 0))
         }
         for text in slots {
             guard let comma = text.firstIndex(of: ",") else {
                 throw UserInputError("-s '\(text)': expected SLOT[:FUNCTION],NAME[,options]")
             }
-            let location = text[..<comma]
             let rest = String(text[text.index(after: comma)...])
-            let parts = location.split(separator: ":", omittingEmptySubsequences: false)
-            guard (1 ... 2).contains(parts.count), let slot = Int(parts[0]), (0 ... 31).contains(slot),
-                  let function = parts.count == 2 ? Int(parts[1]) : 0, (0 ... 7).contains(function)
-            else {
+            guard let (slot, function) = parseLocation(text[..<comma]) else {
                 throw UserInputError("-s '\(text)': slot must be 0-31 and function 0-7 (SLOT[:FUNCTION])")
             }
             let name = rest.split(separator: ",", maxSplits: 1).first.map(String.init) ?? ""
             if builtIn.contains(name) { continue }
             guard slot != 0 else { throw UserInputError("-s '\(text)': slot 0 is the host bridge") }
-            let spec = try parse(spec: rest, option: "-s", registry: registry)
-            requests.append(DeviceRequest(spec: spec, text: text, slot: slot, function: function))
+            let spec = try parse(spec: rest, option: "-s")
+            requests.append(DeviceRequest(spec: spec, text: "-s '\(text)'", slot: slot, function: function))
         }
         var used: Set<[Int]> = []
         for r in requests {
             guard let slot = r.slot else { continue }
             guard used.insert([slot, r.function]).inserted else {
-                throw UserInputError("-s '\(r.text)': PCI slot \(slot):\(r.function) is used twice")
+                throw UserInputError("\(r.text): PCI slot \(slot):\(r.function) is used twice")
             }
+        }
+        for r in requests {
+            do { _ = try registry.lookup(r.spec.name) } catch { throw UserInputError("\(r.text): \(error)") }
         }
         return requests
     }
 
-    private static func parse(spec text: String, option: String, registry: PCIDeviceRegistry) throws(UserInputError) -> DeviceSpec {
+    /// `SLOT[:FUNCTION]` with slot 0-31 and function 0-7.
+    private static func parseLocation(_ text: Substring) -> (Int, Int)? {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        guard (1 ... 2).contains(parts.count), let slot = Int(parts[0]), (0 ... 31).contains(slot),
+              let function = parts.count == 2 ? Int(parts[1]) : 0, (0 ... 7).contains(function)
+        else { return nil }
+        return (slot, function)
+    }
+
+    private static func parseLocation(_ text: String) -> (Int, Int)? {
+        guard let l = parseLocation(Substring(text)), l.0 != 0 else { return nil }
+        return l
+    }
+
+    private static func parse(spec text: String, option: String) throws(UserInputError) -> DeviceSpec {
         do {
-            let spec = try DeviceSpec.parse(text)
-            _ = try registry.lookup(spec.name)
-            return spec
+            return try DeviceSpec.parse(text)
         } catch {
             throw UserInputError("\(option) '\(text)': \(error)")
         }

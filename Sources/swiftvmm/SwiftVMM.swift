@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import ArgumentParser
 
 @main
@@ -6,4 +9,22 @@ struct SwiftVMM: ParsableCommand {
         commandName: "swiftvmm",
         abstract: "A userspace VMM for Linux/KVM with E1000 and virtio-net devices.",
         subcommands: [RunCommand.self, DevicesCommand.self, QTestCommand.self])
+
+    /// Like ArgumentParser's `main`, except that a command-line error is one line on stderr
+    /// (`swiftvmm: error: …`, status 2) rather than an error followed by the usage text.
+    static func main() {
+        var command: ParsableCommand
+        do {
+            command = try parseAsRoot()
+        } catch {
+            if exitCode(for: error) == .success { exit(withError: error) } // --help, --version
+            let message = message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
+            exit(withError: reportUserError(message))
+        }
+        do {
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
 }

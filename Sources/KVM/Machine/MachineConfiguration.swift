@@ -3,7 +3,7 @@ import VMMCore
 /// One PCI device the user asked for, at a slot or wherever is free.
 public struct DeviceRequest: Sendable {
     public var spec: DeviceSpec
-    /// The text the user typed, for error messages.
+    /// How the user asked for it (e.g. `--device 'e1000,mac=…'`), to name it in error messages.
     public var text: String
     public var slot: Int?
     public var function: Int

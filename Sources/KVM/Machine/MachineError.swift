@@ -21,7 +21,7 @@ public enum MachineError: Error, CustomStringConvertible {
         case let .cpuCount(n): "--cpus \(n) is out of range (1 to \(Machine.maximumCPUs))"
         case let .serialFile(p, e): "--serial file:\(p): \(String(cString: strerror(e)))"
         case let .initrd(e): "--initrd: \(e)"
-        case let .device(spec, u): "--device \(spec): \(u)"
+        case let .device(spec, u): "\(spec): \(u)"
         case let .kvm(e): "KVM: \(e)"
         case let .boot(e): "\(e)"
         case let .platform(s): s

@@ -1,0 +1,140 @@
+import DeviceCatalog
+import Foundation
+import Testing
+
+/// Bad input to `swiftvmm run`: exit status 2 and exactly one stderr line naming the problem.
+@Suite(.enabled(if: CLIHost.hasExecutable, "needs the swiftvmm executable built next to the tests (swift build)"))
+struct BadInputTests {
+    private func expectOneLineError(_ arguments: [String], mentions: String...) throws {
+        let r = try SwiftVMMProcess.run(arguments)
+        #expect(r.status == 2, "\(arguments): status \(r.status), stderr: \(r.stderr)")
+        #expect(r.errorLines.count == 1, "\(arguments): stderr was: \(r.stderr)")
+        for m in mentions { #expect(r.stderr.contains(m), "\(arguments): '\(m)' not in: \(r.stderr)") }
+        #expect(r.stderr.hasPrefix("swiftvmm: error: "))
+    }
+
+    @Test func missingKernel() throws {
+        try expectOneLineError(["run"], mentions: "--kernel is required")
+    }
+
+    @Test func kernelFileDoesNotExist() throws {
+        try expectOneLineError(["run", "--kernel", "/nonexistent/vmlinux"], mentions: "--kernel", "/nonexistent/vmlinux", "No such file")
+    }
+
+    @Test func kernelIsADirectory() throws {
+        try expectOneLineError(["run", "--kernel", "/tmp"], mentions: "--kernel", "/tmp")
+    }
+
+    @Test func kernelIsNotAKernel() throws {
+        let path = try CLIHost.temporaryFile(Array("#!/bin/sh\necho not a kernel\n".utf8))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try expectOneLineError(["run", "--kernel", path], mentions: path, "is not a kernel")
+    }
+
+    @Test func truncatedELFKernel() throws {
+        let path = try CLIHost.temporaryFile([0x7F, 0x45, 0x4C, 0x46, 1, 1, 1])
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try expectOneLineError(["run", "--kernel", path], mentions: path, "bad ELF kernel")
+    }
+
+    @Test(arguments: ["12Q", "abc", "", "-5M", "0"])
+    func badMemorySize(_ size: String) throws {
+        let kernel = try CLIHost.temporaryFile(MiniELF.halt)
+        defer { try? FileManager.default.removeItem(atPath: kernel) }
+        try expectOneLineError(["run", "--kernel", kernel, "--memory=\(size)"], mentions: size.isEmpty ? "--memory" : "--memory '\(size)'")
+    }
+
+    @Test(arguments: ["1M", "4096G", "99999999999999999999"])
+    func memorySizeOutOfRange(_ size: String) throws {
+        let kernel = try CLIHost.temporaryFile(MiniELF.halt)
+        defer { try? FileManager.default.removeItem(atPath: kernel) }
+        try expectOneLineError(["run", "--kernel", kernel, "--memory=\(size)"], mentions: "--memory '\(size)'")
+    }
+
+    @Test func missingInitrd() throws {
+        let kernel = try CLIHost.temporaryFile(MiniELF.halt)
+        defer { try? FileManager.default.removeItem(atPath: kernel) }
+        try expectOneLineError(["run", "--kernel", kernel, "--initrd", "/nonexistent/initrd"], mentions: "--initrd", "/nonexistent/initrd")
+    }
+
+    @Test func unknownDeviceType() throws {
+        let kernel = try CLIHost.temporaryFile(MiniELF.halt)
+        defer { try? FileManager.default.removeItem(atPath: kernel) }
+        try expectOneLineError(["run", "--kernel", kernel, "--device", "frobnicator,speed=9"],
+                               mentions: "--device 'frobnicator,speed=9'", "unknown device type 'frobnicator'")
+        try expectOneLineError(["run", "--kernel", kernel, "-s", "3,frobnicator"], mentions: "-s '3,frobnicator'", "unknown device type")
+    }
+
+    @Test func duplicateSlot() throws {
+        let kernel = try CLIHost.temporaryFile(MiniELF.halt)
+        defer { try? FileManager.default.removeItem(atPath: kernel) }
+        try expectOneLineError(["run", "--kernel", kernel, "-s", "3,e1000", "-s", "3:0,virtio-net"],
+                               mentions: "-s '3:0,virtio-net'", "slot 3:0 is used twice")
+    }
+
+    @Test func duplicateSlotAcrossDeviceAndSlotSyntax() throws {
+        let kernel = try CLIHost.temporaryFile(MiniELF.halt)
+        defer { try? FileManager.default.removeItem(atPath: kernel) }
+        try expectOneLineError(["run", "--kernel", kernel, "-s", "4,e1000", "--device", "e1000,slot=4"],
+                               mentions: "slot 4:0 is used twice")
+        try expectOneLineError(["run", "--kernel", kernel, "--device", "e1000,slot=0"], mentions: "--device 'e1000,slot=0'", "slot=N")
+    }
+
+    @Test(arguments: ["40,e1000", "x,e1000", "3:9,e1000", "3", "0,e1000"])
+    func badSlotSyntax(_ slot: String) throws {
+        let kernel = try CLIHost.temporaryFile(MiniELF.halt)
+        defer { try? FileManager.default.removeItem(atPath: kernel) }
+        try expectOneLineError(["run", "--kernel", kernel, "-s", slot], mentions: "-s '\(slot)'")
+    }
+
+    @Test func badSerialAndLogLevel() throws {
+        let kernel = try CLIHost.temporaryFile(MiniELF.halt)
+        defer { try? FileManager.default.removeItem(atPath: kernel) }
+        try expectOneLineError(["run", "--kernel", kernel, "--serial", "tty"], mentions: "--serial 'tty'")
+        try expectOneLineError(["run", "--kernel", kernel, "--log-level", "loud"], mentions: "--log-level 'loud'")
+        try expectOneLineError(["run", "--kernel", kernel, "--cpus", "0"], mentions: "--cpus 0")
+    }
+
+    @Test(.enabled(if: CLIHost.hasKVM, "needs /dev/kvm (read/write)"),
+          .enabled(if: DeviceCatalog.registry.types.contains { $0.typeName == "e1000" }, "needs e1000 in DeviceCatalog"))
+    func unknownDeviceOption() throws {
+        let kernel = try CLIHost.temporaryFile(MiniELF.halt)
+        defer { try? FileManager.default.removeItem(atPath: kernel) }
+        try expectOneLineError(["run", "--kernel", kernel, "--device", "e1000,bogus=1"], mentions: "--device 'e1000,bogus=1'", "bogus")
+    }
+
+    @Test func unknownFlagIsOneLine() throws {
+        try expectOneLineError(["run", "--frobnicate"], mentions: "--frobnicate")
+        try expectOneLineError(["run", "--cpus", "many"], mentions: "many")
+    }
+
+    @Test func devicesListsTheRegistry() throws {
+        let r = try SwiftVMMProcess.run(["devices"])
+        #expect(r.status == 0)
+        for type in DeviceCatalog.registry.types { #expect(r.stdout.contains(type.typeName)) }
+    }
+}
+
+/// Tiny PVH kernels for the CLI tests (ELF32, one PT_LOAD at 1 MiB, the Xen entry note).
+enum MiniELF {
+    static let halt = make(code: [0xF4])
+    /// `jmp .`: runs until the VMM is told to stop.
+    static let spin = make(code: [0xEB, 0xFE])
+
+    static func make(code: [UInt8]) -> [UInt8] {
+        var f = [UInt8](repeating: 0, count: 0x100 + code.count)
+        func put32(_ v: UInt32, _ at: Int) { for i in 0 ..< 4 { f[at + i] = UInt8(truncatingIfNeeded: v >> (8 * i)) } }
+        func put16(_ v: UInt16, _ at: Int) { f[at] = UInt8(v & 0xFF); f[at + 1] = UInt8(v >> 8) }
+        f[0 ..< 7] = [0x7F, 0x45, 0x4C, 0x46, 1, 1, 1]
+        put16(2, 16); put16(3, 18); put32(1, 20); put32(0x10_0100, 24); put32(52, 28)
+        put16(52, 40); put16(32, 42); put16(2, 44)
+        put32(1, 52); put32(0, 56); put32(0x10_0000, 60); put32(0x10_0000, 64)
+        put32(UInt32(f.count), 68); put32(UInt32(f.count), 72); put32(7, 76); put32(0x1000, 80)
+        put32(4, 84); put32(116, 88); put32(20, 100); put32(20, 104)
+        put32(4, 116); put32(4, 120); put32(18, 124)
+        f[128 ..< 132] = [0x58, 0x65, 0x6E, 0]
+        put32(0x10_0100, 132)
+        f.replaceSubrange(0x100 ..< 0x100 + code.count, with: code)
+        return f
+    }
+}

@@ -1,0 +1,53 @@
+import Foundation
+import Testing
+
+/// `swiftvmm run` end to end on /dev/kvm: exit status follows the guest, signals stop it cleanly.
+@Suite(.enabled(if: CLIHost.hasExecutable, "needs the swiftvmm executable built next to the tests (swift build)"),
+       .enabled(if: CLIHost.hasKVM, "needs /dev/kvm (read/write)"))
+struct RunTests {
+    @Test(.enabled(if: CLIHost.miniGuest != nil, "needs gcc that can compile -m32 (apt-get install gcc)"))
+    func miniGuestResetExitsZero() throws {
+        let kernel = try #require(CLIHost.miniGuest)
+        let r = try SwiftVMMProcess.run(["run", "--kernel", kernel, "--memory", "32M", "--cmdline", "via-cli",
+                                         "--log-level", "info"])
+        #expect(r.status == 0, "stderr: \(r.stderr)")
+        #expect(r.stdout.contains("cmdline: via-cli"))
+        #expect(r.stdout.contains("mini: done, resetting"))
+        #expect(r.stderr.contains("first serial output after"))
+        #expect(r.stderr.contains("guest reset the machine"))
+    }
+
+    @Test(.enabled(if: CLIHost.miniGuest != nil, "needs gcc that can compile -m32 (apt-get install gcc)"))
+    func serialToFileAndBhyveHostBridgeSlotsAccepted() throws {
+        let kernel = try #require(CLIHost.miniGuest)
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("swiftvmm-serial-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: log) }
+        let r = try SwiftVMMProcess.run(["run", "--kernel", kernel, "--memory", "32M", "--serial", "file:\(log)",
+                                         "-s", "0:0,hostbridge", "-s", "31,lpc"])
+        #expect(r.status == 0, "stderr: \(r.stderr)")
+        #expect(r.stdout.isEmpty)
+        let console = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        #expect(console.contains("mini: done"))
+    }
+
+    @Test(arguments: [SIGTERM, SIGINT])
+    func signalStopsTheVMCleanly(_ signal: Int32) throws {
+        let kernel = try CLIHost.temporaryFile(MiniELF.spin)
+        defer { try? FileManager.default.removeItem(atPath: kernel) }
+        let r = try SwiftVMMProcess.run(["run", "--kernel", kernel, "--memory", "16M", "--log-level", "notice"], timeout: 30) { p in
+            usleep(1_500_000)
+            kill(p.processIdentifier, signal)
+        }
+        #expect(r.status == 128 + signal, "stderr: \(r.stderr)")
+        #expect(r.stderr.contains("stopped by signal \(signal)"))
+    }
+
+    @Test func tripleFaultExitsNonZeroWithRegisterDump() throws {
+        let kernel = try CLIHost.temporaryFile(MiniELF.make(code: [0x0F, 0x0B])) // ud2, no IDT
+        defer { try? FileManager.default.removeItem(atPath: kernel) }
+        let r = try SwiftVMMProcess.run(["run", "--kernel", kernel, "--memory", "16M"])
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("triple fault"))
+        #expect(r.stderr.contains("rip=0000000000100100"))
+    }
+}

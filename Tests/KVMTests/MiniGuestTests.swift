@@ -1,0 +1,103 @@
+import DeviceCatalog
+import Foundation
+import KVM
+import Testing
+import VMMCore
+
+/// Tier 1 (issue 6): the mini guest boots on real /dev/kvm through the PVH path and reports
+/// over COM1 what the VMM gave it, then resets through the i8042 so the machine exits cleanly.
+@Suite(.enabled(if: Host.hasKVM, "needs /dev/kvm (read/write)"),
+       .enabled(if: Host.hasGCC32, "needs gcc that can compile -m32 (apt-get install gcc)"))
+struct MiniGuestTests {
+    private func kernel() throws -> String { try Guests.mini.get() }
+
+    @Test func bootsReportsAndResets() throws {
+        let vm = try BootedMachine(kernel: kernel(), cmdline: "console=ttyS0 mini-test", memory: 64 << 20)
+        let (exit, out) = vm.boot(timeout: 30)
+        #expect(exit == .reset)
+        #expect(out.contains("swiftvmm mini guest"))
+        #expect(out.contains("cmdline: console=ttyS0 mini-test"))
+        #expect(out.contains("memmap: 000000000000-0000000a0000 ram"))
+        #expect(out.contains("memmap: 0000000f0000-000000100000 reserved"))
+        #expect(out.contains("memmap: 000000100000-000004000000 ram"))
+        #expect(out.contains("pci 00:00.0 8086:1237 class 060000"))
+        #expect(out.contains("mini: done, resetting"))
+    }
+
+    @Test func initrdArrivesAsModule() throws {
+        let initrd = [UInt8](repeating: 0xA5, count: 12345)
+        let vm = try BootedMachine(kernel: kernel(), cmdline: "x", initrd: initrd, memory: 32 << 20)
+        let (exit, out) = vm.boot(timeout: 30)
+        #expect(exit == .reset)
+        // Placed page-aligned at the top of RAM: 32 MiB - 12345 bytes, rounded down to 4 KiB.
+        #expect(out.contains("initrd: 12345 bytes at 0x01ffc000"))
+        let placed = try vm.machine.memory.readBytes(at: GuestAddress(0x01FF_C000), count: initrd.count)
+        #expect(placed == initrd)
+    }
+
+    @Test func memoryAbove4GiBIsReported() throws {
+        let vm = try BootedMachine(kernel: kernel(), cmdline: "x", memory: 3 << 30 + 64 << 20)
+        let (exit, out) = vm.boot(timeout: 30)
+        #expect(exit == .reset)
+        #expect(out.contains("memmap: 000000100000-0000c0000000 ram"))
+        #expect(out.contains("memmap: 000100000000-000104000000 ram"))
+    }
+
+    @Test func exitBenchmarkModeRecordsBootMarkers() throws {
+        let vm = try BootedMachine(kernel: kernel(), cmdline: "exits=50", memory: 32 << 20)
+        let (exit, out) = vm.boot(timeout: 30)
+        #expect(exit == .reset)
+        #expect(out.contains("exits: 50 pio + 50 mmio at 0xd0000000"))
+        let marks = vm.machine.bootMarker.recorded
+        #expect(marks.map(\.value) == [1, 2, 3])
+        #expect(marks.map(\.nanoseconds) == marks.map(\.nanoseconds).sorted())
+    }
+
+    @Test func twoVCPUsBoot() throws {
+        let vm = try BootedMachine(kernel: kernel(), cmdline: "x", memory: 32 << 20, cpus: 2)
+        let (exit, out) = vm.boot(timeout: 30)
+        #expect(exit == .reset)
+        #expect(out.contains("mini: done"))
+    }
+
+    @Test(.enabled(if: DeviceCatalog.registry.types.contains { $0.typeName == "e1000" }, "needs e1000 in DeviceCatalog"))
+    func pciDevicesAreEnumeratedWithAssignedResources() throws {
+        let vm = try BootedMachine(kernel: kernel(), cmdline: "x", memory: 32 << 20, devices: ["e1000"])
+        let (exit, out) = vm.boot(timeout: 30)
+        #expect(exit == .reset)
+        let line = out.split(separator: "\n").first { $0.contains("8086:100e") }.map(String.init) ?? ""
+        #expect(line.contains("class 020000"))
+        #expect(line.contains(" int A line "))
+        #expect(line.contains(" bar0=mem:c"))
+        #expect(out.contains("pci: 2 functions"))
+    }
+}
+
+/// Guest failures end the VM with a non-zero status and a register dump, never a hang or a trap.
+@Suite(.enabled(if: Host.hasKVM, "needs /dev/kvm (read/write)"))
+struct GuestFailureTests {
+    @Test func tripleFaultStopsWithRegisterDump() throws {
+        // ud2 with no IDT: #UD → #DF → triple fault → KVM_EXIT_SHUTDOWN.
+        let path = try TestELF.write(TestELF.pvh(code: [0x0F, 0x0B]))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let vm = try BootedMachine(kernel: path, cmdline: "", memory: 16 << 20)
+        let (exit, _) = vm.boot(timeout: 30)
+        guard case let .tripleFault(cpu, registers) = exit else {
+            Issue.record("expected a triple fault, got \(String(describing: exit))")
+            return
+        }
+        #expect(cpu == 0)
+        #expect(registers.contains("rip="))
+        #expect(exit?.exitStatus == 1)
+    }
+
+    @Test func portIOResetFromTinyGuest() throws {
+        // mov $0xfe, %al; out %al, $0x64 — the i8042 reset line.
+        let path = try TestELF.write(TestELF.pvh(code: [0xB0, 0xFE, 0xE6, 0x64, 0xF4]))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let vm = try BootedMachine(kernel: path, cmdline: "", memory: 16 << 20)
+        let (exit, _) = vm.boot(timeout: 30)
+        #expect(exit == .reset)
+        #expect(exit?.exitStatus == 0)
+    }
+}
