@@ -1,0 +1,144 @@
+import Testing
+import VMMCore
+import VMMNet
+import VMMTestKit
+@testable import Virtio
+@testable import VirtioNet
+
+extension VirtioNetDriver {
+    /// Sends one control command (§5.1.6.5) as Linux's virtnet_send_command does: header,
+    /// data, and a 1-byte writable ack; returns the ack (0 OK, 1 ERR).
+    func control(_ cls: UInt8, _ cmd: UInt8, _ data: [UInt8], queue: Int = 2) -> UInt8? {
+        let ack = machine.allocator.alloc(size: 1)
+        try? machine.memory.store(UInt8(0xAA), at: ack)
+        var chain: [(address: GuestAddress, length: UInt32, writable: Bool)] = [(buffer([cls, cmd]), 2, false)]
+        if !data.isEmpty { chain.append((buffer(data), UInt32(data.count), false)) }
+        chain.append((ack, 1, true))
+        queues[queue]?.addChain(chain)
+        kick(queue)
+        guard queues[queue]?.takeUsed().first?.length == 1 else { return nil }
+        return try? machine.memory.load(UInt8.self, at: ack)
+    }
+
+    func macTable(_ uni: [[UInt8]], _ multi: [[UInt8]]) -> [UInt8] {
+        func le32(_ n: Int) -> [UInt8] { [UInt8(n & 0xFF), UInt8((n >> 8) & 0xFF), UInt8((n >> 16) & 0xFF), UInt8(n >> 24)] }
+        return le32(uni.count) + uni.flatMap { $0 } + le32(multi.count) + multi.flatMap { $0 }
+    }
+}
+
+@Suite("virtio-net control queue")
+struct ControlQueueTests {
+    static let other: [UInt8] = [0x52, 0x54, 0x00, 0x99, 0x99, 0x99]
+    static let multicast: [UInt8] = [0x01, 0x00, 0x5E, 0x00, 0x00, 0xFB]
+    static let broadcast: [UInt8] = [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]
+
+    /// Injects a frame to `dst`; true when it reached the guest.
+    func delivered(_ d: VirtioNetDriver, to dst: [UInt8]) -> Bool {
+        let before = d.queues[0]?.usedIndex ?? 0
+        d.endpoint.inject(TestFrames.ethernet(dst: dst, payload: [1, 2, 3]))
+        return d.queues[0]?.usedIndex != before
+    }
+
+    func ready() throws -> VirtioNetDriver {
+        let d = try VirtioNetDriver()
+        d.bringUp(queueCount: 3)
+        d.postReceiveBuffers(64)
+        return d
+    }
+
+    @Test func promiscuousByDefaultThenFiltered() throws {
+        let d = try ready()
+        #expect(delivered(d, to: Self.other)) // power-on: promiscuous, as QEMU
+        #expect(d.control(0, 0, [0]) == 0)    // PROMISC off
+        #expect(!delivered(d, to: Self.other))
+        #expect(delivered(d, to: TestFrames.guestMAC))
+        #expect(delivered(d, to: Self.broadcast))
+        #expect(!delivered(d, to: Self.multicast))
+        #expect(d.device?.counters.drops(.filtered) == 2)
+        #expect(d.control(0, 1, [1]) == 0)    // ALLMULTI on
+        #expect(delivered(d, to: Self.multicast))
+        #expect(d.control(0, 5, [1]) == 0)    // NOBCAST (CTRL_RX_EXTRA)
+        #expect(!delivered(d, to: Self.broadcast))
+        #expect(d.control(0, 2, [1]) == 0)    // ALLUNI
+        #expect(delivered(d, to: Self.other))
+        #expect(d.control(0, 4, [1]) == 0)    // NOUNI beats everything unicast but promisc
+        #expect(!delivered(d, to: TestFrames.guestMAC))
+        #expect(d.control(0, 0, [1]) == 0)
+        #expect(delivered(d, to: TestFrames.guestMAC))
+    }
+
+    @Test func macTableFilter() throws {
+        let d = try ready()
+        #expect(d.control(0, 0, [0]) == 0)
+        let extraMulticast: [UInt8] = [0x33, 0x33, 0x00, 0x00, 0x00, 0x01]
+        #expect(d.control(1, 0, d.macTable([Self.other], [extraMulticast])) == 0)
+        #expect(delivered(d, to: Self.other))
+        #expect(delivered(d, to: extraMulticast))
+        #expect(!delivered(d, to: Self.multicast))
+        #expect(delivered(d, to: TestFrames.guestMAC))
+        // An empty table removes them again.
+        #expect(d.control(1, 0, d.macTable([], [])) == 0)
+        #expect(!delivered(d, to: Self.other))
+        // More entries than the table holds: all of that kind are accepted.
+        let many = (0 ..< 65).map { [0x02, 0, 0, 0, 1, UInt8($0)] as [UInt8] }
+        #expect(d.control(1, 0, d.macTable(many, [])) == 0)
+        #expect(delivered(d, to: Self.other))
+        // Malformed tables: wrong counts, trailing bytes, truncated.
+        #expect(d.control(1, 0, [5, 0, 0, 0] + Self.other) == 1)
+        #expect(d.control(1, 0, d.macTable([], []) + [0]) == 1)
+        #expect(d.control(1, 0, [0xFF, 0xFF, 0xFF, 0xFF]) == 1)
+        #expect(d.control(1, 0, []) == 1)
+    }
+
+    @Test func macAddressSetChangesConfigAndFilter() throws {
+        let d = try ready()
+        #expect(d.control(0, 0, [0]) == 0)
+        #expect(d.control(1, 1, Self.other) == 0)
+        #expect((0 ..< 6).map { UInt8(d.config(UInt64($0), 1)) } == Self.other)
+        #expect(delivered(d, to: Self.other))
+        #expect(!delivered(d, to: TestFrames.guestMAC))
+        #expect(d.control(1, 1, Self.multicast) == 1) // a NIC address must be unicast
+        #expect(d.control(1, 1, [1, 2, 3]) == 1)
+        d.setStatus(0) // reset restores the configured address
+        #expect(d.config(5, 1) == 0x56)
+    }
+
+    @Test func guestOffloadsAndQueuePairs() throws {
+        let d = try VirtioNetDriver(options: "queues=2", capabilities: BackendCapabilities(virtioNetHeader: true, offloads: [.checksum, .tso4, .tso6, .tsoECN]))
+        d.bringUp(queueCount: 5)
+        func le64(_ v: UInt64) -> [UInt8] { (0 ..< 8).map { UInt8(truncatingIfNeeded: v >> (8 * UInt64($0))) } }
+        #expect(d.control(5, 0, le64(NetF.guestCsum), queue: 4) == 0)
+        #expect(d.endpoint.receiveOffloads == [.checksum])
+        #expect(d.control(5, 0, le64(0), queue: 4) == 0)
+        #expect(d.endpoint.receiveOffloads == [])
+        #expect(d.control(5, 0, le64(NetF.guestUFO), queue: 4) == 1) // not negotiated
+        #expect(d.control(5, 0, [1, 2], queue: 4) == 1)
+        #expect(d.control(4, 0, [2, 0], queue: 4) == 0)
+        #expect(d.device?.activeQueuePairs == 2)
+        #expect(d.control(4, 0, [3, 0], queue: 4) == 1)
+        #expect(d.control(4, 0, [0, 0], queue: 4) == 1)
+    }
+
+    @Test func unknownAndMalformedCommandsAnswerError() throws {
+        let d = try ready()
+        #expect(d.control(9, 0, [0]) == 1)    // unknown class
+        #expect(d.control(0, 9, [0]) == 1)    // unknown RX command
+        #expect(d.control(0, 0, [0, 0]) == 1) // wrong length
+        #expect(d.control(0, 0, [2]) == 1)    // not a boolean
+        #expect(d.control(0, 0, []) == 1)
+        #expect(d.control(4, 0, [1, 0]) == 1) // MQ not negotiated
+        // A chain without a writable ack byte is returned with length 0.
+        d.queues[2]?.addChain([(d.buffer([0, 0, 0]), 3, false)])
+        d.kick(2)
+        #expect(d.queues[2]?.takeUsed().first?.length == 0)
+        #expect(d.status & 64 == 0)
+    }
+
+    @Test func controlFeaturesRequireNegotiation() throws {
+        let d = try VirtioNetDriver()
+        d.bringUp(queueCount: 3) { $0 & ~(NetF.ctrlRXExtra | NetF.ctrlMACAddr) }
+        #expect(d.control(0, 0, [0]) == 0)
+        #expect(d.control(0, 5, [1]) == 1) // NOBCAST needs CTRL_RX_EXTRA
+        #expect(d.control(1, 1, ControlQueueTests.other) == 1)
+    }
+}

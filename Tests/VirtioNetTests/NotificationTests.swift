@@ -1,0 +1,126 @@
+import Testing
+import VMMCore
+import VMMNet
+import VMMTestKit
+@testable import Virtio
+@testable import VirtioNet
+
+@Suite("virtio-net notifications and interrupts")
+struct NotificationTests {
+    @Test func eventIndexSuppressesInterrupts() throws {
+        let d = try VirtioNetDriver()
+        d.bringUp()
+        let rx = try #require(d.queues[0])
+        d.postReceiveBuffers(8)
+        let frame = TestFrames.ethernet(payload: TestFrames.payload(64))
+        d.endpoint.inject(frame) // the first completion always notifies
+        #expect(d.msiVectors == [1])
+        rx.setUsedEvent(3) // "interrupt me once used->idx passes 3" (§2.7.10)
+        d.endpoint.inject(frame)
+        d.endpoint.inject(frame)
+        #expect(d.msiVectors == [1])
+        d.endpoint.inject(frame)
+        #expect(d.msiVectors == [1, 1])
+        #expect(rx.usedIndex == 4)
+    }
+
+    @Test func eventIndexDeviceSideAvailEvent() throws {
+        let d = try VirtioNetDriver()
+        d.bringUp()
+        for i in 0 ..< 3 { d.send(TestFrames.ethernet(payload: TestFrames.payload(60, seed: i))) }
+        // After draining, the device asks to be kicked for the next chain only.
+        #expect(d.queues[1]?.availEvent == 3)
+        #expect(d.endpoint.sent.count == 3)
+    }
+
+    @Test func noInterruptFlagWithoutEventIndex() throws {
+        let d = try VirtioNetDriver(options: "event_idx=off")
+        d.bringUp()
+        let rx = try #require(d.queues[0])
+        d.postReceiveBuffers(4)
+        rx.setAvailFlags(1) // VIRTQ_AVAIL_F_NO_INTERRUPT
+        d.endpoint.inject(TestFrames.ethernet(payload: [1]))
+        #expect(d.msiVectors.isEmpty)
+        // While buffers remain the device needs no RX kicks; out of buffers it asks again.
+        #expect(rx.usedFlags == 1)
+        rx.setAvailFlags(0)
+        for _ in 0 ..< 3 { d.endpoint.inject(TestFrames.ethernet(payload: [2])) }
+        #expect(d.msiVectors == [1, 1, 1])
+        #expect(!d.endpoint.inject(TestFrames.ethernet(payload: [3])))
+        #expect(rx.usedFlags == 0)
+        // TX: notifications stay enabled after a drain.
+        d.send(TestFrames.ethernet(payload: [4]))
+        #expect(d.queues[1]?.usedFlags == 0)
+    }
+
+    @Test func msixVectorMaskingKeepsPendingAndDeliversOnUnmask() throws {
+        let d = try VirtioNetDriver()
+        d.bringUp()
+        d.postReceiveBuffers(2)
+        let table = UInt64(0x4000), pba = UInt64(0x6000)
+        d.nic.write32(bar: 0, offset: table + 16 * 1 + 12, 1) // mask vector 1 (RX)
+        d.endpoint.inject(TestFrames.ethernet(payload: [1]))
+        #expect(d.msiVectors.isEmpty)
+        #expect(d.nic.read32(bar: 0, offset: pba) & 0b10 != 0) // pending bit
+        d.nic.write32(bar: 0, offset: table + 16 * 1 + 12, 0)
+        #expect(d.msiVectors == [1])
+        #expect(d.nic.read32(bar: 0, offset: pba) & 0b10 == 0)
+        // Function mask holds every vector.
+        let cap = try #require(d.nic.capability(0x11))
+        let control = d.nic.configRead(cap + 2, size: 2)
+        d.nic.configWrite(cap + 2, size: 2, value: control | 0x4000)
+        d.queues[0]?.setUsedEvent(1) // with EVENT_IDX the driver re-arms, as virtqueue_enable_cb does
+        d.endpoint.inject(TestFrames.ethernet(payload: [2]))
+        #expect(d.msiVectors == [1])
+        d.nic.configWrite(cap + 2, size: 2, value: control & ~0x4000)
+        #expect(d.msiVectors == [1, 1])
+    }
+
+    @Test func queueWithoutVectorRaisesNothing() throws {
+        let d = try VirtioNetDriver()
+        d.negotiate()
+        for v in 0 ... 3 { d.nic.programMSIX(vector: v, data: UInt32(0x40 + v)) }
+        d.setupQueue(0, vector: 0xFFFF)
+        d.setupQueue(1, vector: 2)
+        d.driverOK()
+        d.postReceiveBuffers(1)
+        d.endpoint.inject(TestFrames.ethernet(payload: [1]))
+        #expect(d.msiVectors.isEmpty)
+        #expect(d.queues[0]?.takeUsed().count == 1)
+    }
+
+    @Test func intxAndISRWhenMSIXIsOff() throws {
+        let d = try VirtioNetDriver()
+        d.bringUp(msix: false)
+        let line = try #require(d.nic.function.interrupts.intxLine)
+        d.postReceiveBuffers(1)
+        d.endpoint.inject(TestFrames.ethernet(payload: [1]))
+        #expect(d.machine.interrupts.level(line: line))
+        #expect(d.readISR() == 1)
+        #expect(!d.machine.interrupts.level(line: line)) // reading ISR lowers INTx (§4.1.4.5)
+        #expect(d.readISR() == 0)
+        d.endpoint.setLink(up: false)
+        #expect(d.machine.interrupts.level(line: line))
+        #expect(d.readISR() == 2)
+        #expect(d.machine.interrupts.messages.isEmpty)
+    }
+
+    @Test func linkChangeUpdatesStatusAndSendsConfigInterrupt() throws {
+        let d = try VirtioNetDriver()
+        d.bringUp()
+        let generation = d.read(0x15, 1)
+        d.endpoint.setLink(up: false)
+        #expect(d.config(6, 2) & 1 == 0)
+        #expect(d.msiVectors == [0])
+        #expect(d.read(0x15, 1) != generation)
+        d.endpoint.setLink(up: true)
+        #expect(d.config(6, 2) & 1 == 1)
+        #expect(d.msiVectors == [0, 0])
+        // Before DRIVER_OK there is no interrupt, only the new status.
+        let e = try VirtioNetDriver()
+        e.negotiate()
+        e.endpoint.setLink(up: false)
+        #expect(e.config(6, 2) == 0)
+        #expect(e.machine.interrupts.events.isEmpty)
+    }
+}
