@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "VMMTestKit", targets: ["VMMTestKit"]),
         .library(name: "Virtio", targets: ["Virtio"]),
         .library(name: "SwiftVMMDevices", targets: ["E1000", "VirtioNet", "NetBackends", "DeviceCatalog"]),
+        .library(name: "KVM", targets: ["KVM"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

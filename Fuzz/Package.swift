@@ -26,6 +26,23 @@ let package = Package(
         .executableTarget(name: "FuzzDeviceSpec", dependencies: [
             "FuzzSupport", .product(name: "VMMCore", package: "swiftvmm"),
         ]),
+        .executableTarget(name: "FuzzVirtqueue", dependencies: [
+            "FuzzSupport", .product(name: "VMMCore", package: "swiftvmm"), .product(name: "Virtio", package: "swiftvmm"),
+        ]),
+        .executableTarget(name: "FuzzFrames", dependencies: [
+            "FuzzSupport", .product(name: "VMMCore", package: "swiftvmm"), .product(name: "VMMNet", package: "swiftvmm"),
+        ]),
+        .executableTarget(name: "FuzzKernelLoader", dependencies: [
+            "FuzzSupport", .product(name: "VMMCore", package: "swiftvmm"), .product(name: "KVM", package: "swiftvmm"),
+        ]),
+        .executableTarget(name: "FuzzE1000", dependencies: [
+            "FuzzSupport", .product(name: "VMMCore", package: "swiftvmm"), .product(name: "VMMTestKit", package: "swiftvmm"),
+            .product(name: "SwiftVMMDevices", package: "swiftvmm"),
+        ]),
+        .executableTarget(name: "FuzzVirtioNet", dependencies: [
+            "FuzzSupport", .product(name: "VMMCore", package: "swiftvmm"), .product(name: "VMMTestKit", package: "swiftvmm"),
+            .product(name: "SwiftVMMDevices", package: "swiftvmm"),
+        ]),
         .executableTarget(name: "FuzzPCIBus", dependencies: [
             "FuzzSupport",
             .product(name: "VMMCore", package: "swiftvmm"),
