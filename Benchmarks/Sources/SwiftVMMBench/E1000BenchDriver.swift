@@ -1,0 +1,167 @@
+import E1000
+import VMMCore
+import VMMNet
+import VMMTestKit
+
+/// The parts of Linux's e1000 driver a datapath benchmark needs (Intel 8254x SDM §3.2,
+/// §3.3): a receive and a transmit descriptor ring, written as the driver writes them,
+/// one TDT write per batch of packets, RDT moved once per refill. IMS stays 0 (NAPI
+/// polling under load), so no interrupt path is timed.
+final class E1000BenchDriver {
+    enum Reg {
+        static let ctrl: UInt64 = 0x0, ims: UInt64 = 0xD0, imc: UInt64 = 0xD8, rctl: UInt64 = 0x100, tctl: UInt64 = 0x400
+        static let rdbal: UInt64 = 0x2800, rdbah: UInt64 = 0x2804, rdlen: UInt64 = 0x2808, rdh: UInt64 = 0x2810, rdt: UInt64 = 0x2818
+        static let tdbal: UInt64 = 0x3800, tdbah: UInt64 = 0x3804, tdlen: UInt64 = 0x3808, tdh: UInt64 = 0x3810, tdt: UInt64 = 0x3818
+    }
+    static let rctlEnable: UInt32 = 1 << 1, rctlLongPackets: UInt32 = 1 << 5, rctlBroadcast: UInt32 = 1 << 15
+    static let rctlSize16K: UInt32 = 1 << 16 | 1 << 25    // BSIZE=01 with BSEX: 16384-byte buffers
+    static let rctlStripCRC: UInt32 = 1 << 26
+    static let tctlEnable: UInt32 = 1 << 1, tctlPadShort: UInt32 = 1 << 3
+
+    let machine: TestMachine
+    let nic: TestDevice
+
+    init(machine: TestMachine, options: String) throws {
+        self.machine = machine
+        nic = try machine.add(E1000Device.self, options: options)
+        w(Reg.imc, 0xFFFF_FFFF)
+        w(Reg.ctrl, 1 << 6)                 // SLU
+    }
+
+    @inline(__always) func w(_ offset: UInt64, _ v: UInt32) { nic.write32(bar: 0, offset: offset, v) }
+    func r(_ offset: UInt64) -> UInt32 { nic.read32(bar: 0, offset: offset) }
+}
+
+/// TX ring of `count` descriptors; each packet has its own buffer prepared once. A packet
+/// is one legacy descriptor, or (TSO) a context descriptor and ≤4 KiB data descriptors
+/// as e1000_tx_map splits an skb (E1000_MAX_DATA_PER_TXD).
+final class E1000Transmitter {
+    static let count = 256
+    let driver: E1000BenchDriver
+    let ring: GuestView
+    let descriptorsPerPacket: Int
+    let batch: Int
+    private var templates: [(low: UInt64, high: UInt64)] = []
+    private var slot = 0
+    private let slots: Int
+    private(set) var incomplete = 0
+
+    init(driver: E1000BenchDriver, frame: [UInt8], tso: Bool, batch: Int = 64) throws {
+        self.driver = driver
+        ring = try GuestView(machine: driver.machine, size: UInt64(16 * E1000Transmitter.count), align: 128)
+        var pieces: [(Int, Int)] = []
+        if tso {
+            var at = 0
+            while at < frame.count { let n = min(4096, frame.count - at); pieces.append((at, n)); at += n }
+        } else {
+            pieces = [(0, frame.count)]
+        }
+        descriptorsPerPacket = pieces.count + (tso ? 1 : 0)
+        slots = E1000Transmitter.count / descriptorsPerPacket
+        self.batch = max(1, min(batch, slots - 1))
+        let header = Frames.ethernetHeader + Frames.ipv4Header + Frames.tcpHeader
+        for _ in 0 ..< slots {
+            let buffer = try GuestView(machine: driver.machine, size: UInt64(frame.count), align: 64)
+            buffer.copy(frame, at: 0)
+            if tso {
+                // Context (§3.3.6): IPCSS/IPCSO/IPCSE, TUCSS/TUCSO, PAYLEN, TUCMD = TCP|IP|TSE, HDRLEN, MSS.
+                let low = UInt64(14) | UInt64(24) << 8 | UInt64(33) << 16 | UInt64(34) << 32 | UInt64(50) << 40
+                let high = UInt64(frame.count - header) | UInt64(0x20 | 0x07) << 24 | UInt64(header) << 40 | UInt64(Frames.tcpMSS) << 48
+                templates.append((low, high))
+            }
+            for (k, piece) in pieces.enumerated() {
+                let last = k == pieces.count - 1
+                if tso {
+                    // Data (§3.3.7): DTYP=1, DCMD = DEXT|IFCS|TSE (+EOP|RS on the last), POPTS = IXSM|TXSM on the first.
+                    let dcmd: UInt64 = 0x20 | 0x02 | 0x04 | (last ? 0x09 : 0)
+                    let popts: UInt64 = k == 0 ? 0x03 : 0
+                    templates.append((buffer.guestAddress(piece.0), UInt64(piece.1) | 1 << 20 | dcmd << 24 | popts << 40))
+                } else {
+                    // Legacy (§3.3.3): CMD = EOP|IFCS|RS.
+                    templates.append((buffer.guestAddress(piece.0), UInt64(piece.1) | UInt64(0x0B) << 24))
+                }
+            }
+        }
+        driver.w(E1000BenchDriver.Reg.tdbal, UInt32(truncatingIfNeeded: ring.address.raw))
+        driver.w(E1000BenchDriver.Reg.tdbah, UInt32(truncatingIfNeeded: ring.address.raw >> 32))
+        driver.w(E1000BenchDriver.Reg.tdlen, UInt32(16 * E1000Transmitter.count))
+        driver.w(E1000BenchDriver.Reg.tdh, 0)
+        driver.w(E1000BenchDriver.Reg.tdt, 0)
+        driver.w(E1000BenchDriver.Reg.tctl, E1000BenchDriver.tctlEnable | E1000BenchDriver.tctlPadShort)
+    }
+
+    private var tail = 0
+
+    /// Sends `n` packets: per batch, writes each packet's descriptors fresh (status 0),
+    /// moves TDT once, and checks the last descriptor came back done.
+    func send(_ n: Int) {
+        var left = n
+        while left > 0 {
+            let b = min(batch, left)
+            var lastDescriptor = 0
+            for _ in 0 ..< b {
+                let base = slot * descriptorsPerPacket
+                for k in 0 ..< descriptorsPerPacket {
+                    let t = templates[base + k]
+                    ring.store(t.low, at: 16 * tail)
+                    ring.store(t.high, at: 16 * tail + 8)
+                    lastDescriptor = tail
+                    tail += 1
+                    if tail == E1000Transmitter.count { tail = 0 }
+                }
+                slot += 1
+                if slot == slots { slot = 0 }
+            }
+            driver.w(E1000BenchDriver.Reg.tdt, UInt32(tail))
+            if ring.load(UInt8.self, at: 16 * lastDescriptor + 12) & 1 == 0 { incomplete += 1 }
+            left -= b
+        }
+    }
+}
+
+/// RX ring of `count` descriptors with `bufferSize` buffers. Frames come from the backend
+/// side; each refill the driver clears DD of finished descriptors and moves RDT once.
+final class E1000Receiver {
+    static let count = 256
+    let driver: E1000BenchDriver
+    let ring: GuestView
+    private var next = 0
+    /// Descriptors the device filled so far.
+    private(set) var delivered = 0
+
+    init(driver: E1000BenchDriver, jumbo: Bool) throws {
+        self.driver = driver
+        let bufferSize = jumbo ? 16384 : 2048
+        ring = try GuestView(machine: driver.machine, size: UInt64(16 * E1000Receiver.count), align: 128)
+        for i in 0 ..< E1000Receiver.count {
+            let buffer = try GuestView(machine: driver.machine, size: UInt64(bufferSize), align: 64)
+            ring.store(buffer.address.raw, at: 16 * i)
+            ring.store(UInt64(0), at: 16 * i + 8)
+        }
+        typealias R = E1000BenchDriver.Reg
+        driver.w(R.rdbal, UInt32(truncatingIfNeeded: ring.address.raw))
+        driver.w(R.rdbah, UInt32(truncatingIfNeeded: ring.address.raw >> 32))
+        driver.w(R.rdlen, UInt32(16 * E1000Receiver.count))
+        driver.w(R.rdh, 0)
+        driver.w(R.rdt, UInt32(E1000Receiver.count - 1))
+        var rctl = E1000BenchDriver.rctlEnable | E1000BenchDriver.rctlBroadcast | E1000BenchDriver.rctlStripCRC
+        if jumbo { rctl |= E1000BenchDriver.rctlLongPackets | E1000BenchDriver.rctlSize16K }
+        driver.w(R.rctl, rctl)
+    }
+
+    /// e1000_clean_rx_irq + e1000_alloc_rx_buffers: take every descriptor with DD, clear
+    /// it, and hand the ring back up to the one before the next to be filled.
+    @inline(__always) func refill() {
+        var moved = false
+        while ring.load(UInt8.self, at: 16 * next + 12) & 1 != 0 {
+            ring.store(UInt64(0), at: 16 * next + 8)
+            next += 1
+            if next == E1000Receiver.count { next = 0 }
+            moved = true
+            delivered &+= 1
+        }
+        if moved {
+            driver.w(E1000BenchDriver.Reg.rdt, UInt32((next + E1000Receiver.count - 1) % E1000Receiver.count))
+        }
+    }
+}

@@ -1,0 +1,107 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import DeviceCatalog
+import NetBackends
+import VMMCore
+import VMMNet
+import VMMTestKit
+
+/// Suite 1b–d: a device on a real backend (tap, vde, user), driven for a fixed time.
+/// TX: the driver pushes frames as fast as the device takes them (the backend's write
+/// happens inside the kick, on this thread). RX: something outside (the namespace's
+/// kernel, a second switch port) produces frames; the backend's I/O loop thread hands
+/// them to the device and this thread re-posts buffers, sleeping briefly between polls.
+/// Prints frames/s, the figure Tools/bench/run divides by the raw C program's.
+struct RealBackendDatapath {
+    enum Device: String { case virtioNet = "virtio-net", e1000 }
+    enum Direction: String { case tx, rx }
+
+    let device: Device
+    let direction: Direction
+    let size: FrameSize
+    let net: String
+    let seconds: Double
+    let addressing: FrameAddressing
+    let key: String
+
+    func run() throws {
+        let machine = try TestMachine(memorySize: 256 << 20, networkFactory: NetBackendFactory())
+        machine.loop.startThread(name: "bench-io")
+        defer { machine.loop.stop() }
+        let options = "mac=\(addressing.deviceMAC.map { hex($0) }.joined(separator: ":")),net=\(net)"
+        let frames: Int
+        let elapsed: Double
+        switch (device, direction) {
+        case (.virtioNet, .tx):
+            let driver = try VirtioBenchDriver(machine: machine, options: options + ",mtu=9000",
+                                               features: InMemoryDatapath.virtioFeatures(size, mergeable: true))
+            let tx = try VirtioTransmitter(driver: driver, frame: frame(), header: size == .tso ? Frames.tsoHeader : VirtioNetHeader(),
+                                           linear: size == .tso ? 54 : size.length, batch: 32)
+            (frames, elapsed) = timed { n in tx.send(n); return n }
+        case (.e1000, .tx):
+            let driver = try E1000BenchDriver(machine: machine, options: options)
+            let tx = try E1000Transmitter(driver: driver, frame: frame(), tso: size == .tso, batch: 32)
+            (frames, elapsed) = timed { n in tx.send(n); return n }
+        case (.virtioNet, .rx):
+            let driver = try VirtioBenchDriver(machine: machine, options: options + ",mtu=9000",
+                                               features: InMemoryDatapath.virtioFeatures(size, mergeable: true))
+            let rx = try VirtioReceiver(driver: driver, bufferSize: size.length > 1514 ? 4096 : 1536)
+            let perFrame = (VirtioNetHeader.size + size.length + rx.bufferSize - 1) / rx.bufferSize
+            (frames, elapsed) = polled { rx.refill(); return rx.delivered / perFrame }
+        case (.e1000, .rx):
+            let driver = try E1000BenchDriver(machine: machine, options: options)
+            let rx = try E1000Receiver(driver: driver, jumbo: size.length > 1522)
+            (frames, elapsed) = polled { rx.refill(); return rx.delivered }
+        }
+        let fps = Double(frames) / elapsed
+        Report.value("\(key).fps", fps)
+        Report.value("\(key).gbps", fps * Double(size.length) * 8 / 1e9)
+        print("\(device.rawValue) \(direction.rawValue) \(size.label) over \(net): \(Report.format(fps)) frames/s, \(Report.format(fps * Double(size.length) * 8 / 1e9)) Gbit/s")
+    }
+
+    private func frame() -> [UInt8] {
+        let a = addressing
+        return size == .tso
+            ? Frames.tcp(length: size.length, from: a.deviceMAC, a.deviceIP, to: a.peerMAC, a.peerIP, port: a.port)
+            : Frames.udp(length: size.length, from: a.deviceMAC, a.deviceIP, to: a.peerMAC, a.peerIP, port: a.port)
+    }
+
+    /// Runs `body(batch)` until `seconds` passed; returns frames and seconds.
+    private func timed(_ body: (Int) -> Int) -> (Int, Double) {
+        let start = monotonicNanoseconds()
+        let end = start + UInt64(seconds * 1e9)
+        var frames = 0
+        var now = start
+        while now < end {
+            frames += body(256)
+            now = monotonicNanoseconds()
+        }
+        return (frames, Double(now - start) / 1e9)
+    }
+
+    /// Polls `delivered` (a running count) every ~20 µs; counts from the first frame on,
+    /// so a producer that starts late is not charged to the device.
+    private func polled(_ delivered: () -> Int) -> (Int, Double) {
+        let deadline = monotonicNanoseconds() + UInt64((seconds + 5) * 1e9)
+        var first: (count: Int, time: UInt64)?
+        var pause = timespec(tv_sec: 0, tv_nsec: 20_000)
+        while true {
+            let count = delivered()
+            let now = monotonicNanoseconds()
+            if let f = first {
+                if now - f.time >= UInt64(seconds * 1e9) { return (count - f.count, Double(now - f.time) / 1e9) }
+            } else if count > 0 {
+                first = (count, now)
+            } else if now > deadline {
+                return (0, 1)
+            }
+            nanosleep(&pause, nil)
+        }
+    }
+
+    private func hex(_ b: UInt8) -> String {
+        let s = String(b, radix: 16)
+        return s.count == 1 ? "0" + s : s
+    }
+}

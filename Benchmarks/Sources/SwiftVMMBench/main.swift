@@ -1,0 +1,92 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import VMMNet
+
+/// swiftvmm-bench: the device-side benchmarks of issue 7 (see Docs/performance.md).
+///   swiftvmm-bench memory                 in-memory datapath, both NICs, all sizes
+///   swiftvmm-bench micro                  hot-path micro-benchmarks
+///   swiftvmm-bench frames DIR [addr…]     writes the TX frames (vnet header + frame) for the raw C programs
+///   swiftvmm-bench backend --device virtio-net|e1000 --direction tx|rx --size 64|1500|9000|tso64k
+///                          --net tap:NAME|vde:URL|user --seconds S --key KEY [addr…]
+/// addr: --device-mac M --peer-mac M --device-ip A --peer-ip A --port P
+/// Output: a readable line per result and `BENCH key value` lines for Tools/bench/run.
+func parseOptions(_ args: ArraySlice<String>) throws -> [String: String] {
+    var out: [String: String] = [:]
+    var i = args.startIndex
+    while i < args.endIndex {
+        let k = args[i]
+        guard k.hasPrefix("--"), i + 1 < args.endIndex else { throw BenchError.usage("expected --key value, got '\(k)'") }
+        out[String(k.dropFirst(2))] = args[i + 1]
+        i += 2
+    }
+    return out
+}
+
+func addressing(_ o: [String: String]) throws -> FrameAddressing {
+    var a = FrameAddressing()
+    if let v = o["device-mac"] { guard let m = Frames.parseMAC(v) else { throw BenchError.usage("--device-mac '\(v)'") }; a.deviceMAC = m }
+    if let v = o["peer-mac"] { guard let m = Frames.parseMAC(v) else { throw BenchError.usage("--peer-mac '\(v)'") }; a.peerMAC = m }
+    if let v = o["device-ip"] { guard let ip = Frames.parseIPv4(v) else { throw BenchError.usage("--device-ip '\(v)'") }; a.deviceIP = ip }
+    if let v = o["peer-ip"] { guard let ip = Frames.parseIPv4(v) else { throw BenchError.usage("--peer-ip '\(v)'") }; a.peerIP = ip }
+    if let v = o["port"] { guard let p = UInt16(v) else { throw BenchError.usage("--port '\(v)'") }; a.port = p }
+    return a
+}
+
+/// Writes `tx-<size>.bin` for each size: the 12-byte virtio-net header the device would
+/// pass to a TAP, then the frame, exactly as the Swift TX benchmark sends it.
+func writeFrames(directory: String, addressing a: FrameAddressing) throws {
+    for size in FrameSize.allCases {
+        let frame = size == .tso
+            ? Frames.tcp(length: size.length, from: a.deviceMAC, a.deviceIP, to: a.peerMAC, a.peerIP, port: a.port)
+            : Frames.udp(length: size.length, from: a.deviceMAC, a.deviceIP, to: a.peerMAC, a.peerIP, port: a.port)
+        var header = [UInt8](repeating: 0, count: VirtioNetHeader.size)
+        header.withUnsafeMutableBytes { (size == .tso ? Frames.tsoHeader : VirtioNetHeader()).write(to: $0) }
+        let bytes = header + frame
+        let path = "\(directory)/tx-\(size.key).bin"
+        guard let f = fopen(path, "wb") else { throw BenchError.setup("cannot write \(path)") }
+        defer { fclose(f) }
+        guard bytes.withUnsafeBytes({ fwrite($0.baseAddress, 1, $0.count, f) }) == bytes.count else {
+            throw BenchError.setup("short write to \(path)")
+        }
+    }
+}
+
+func main() -> Int32 {
+    let args = CommandLine.arguments.dropFirst()
+    guard let command = args.first else {
+        print("usage: swiftvmm-bench memory | micro | frames DIR [addr…] | backend --device … --direction … --size … --net … --seconds … --key …")
+        return 2
+    }
+    do {
+        let harness = Harness()
+        switch command {
+        case "memory":
+            try InMemoryDatapath(harness: harness).run()
+        case "micro":
+            try Micro(harness: harness, datapath: InMemoryDatapath(harness: harness)).run()
+        case "frames":
+            guard args.count >= 2 else { throw BenchError.usage("frames DIR [addr…]") }
+            let dir = args[args.startIndex + 1]
+            try writeFrames(directory: dir, addressing: addressing(parseOptions(args.dropFirst(2))))
+        case "backend":
+            let o = try parseOptions(args.dropFirst())
+            guard let d = o["device"].flatMap(RealBackendDatapath.Device.init(rawValue:)),
+                  let dir = o["direction"].flatMap(RealBackendDatapath.Direction.init(rawValue:)),
+                  let size = o["size"].flatMap(FrameSize.parse), let net = o["net"], let key = o["key"]
+            else { throw BenchError.usage("backend needs --device virtio-net|e1000 --direction tx|rx --size 64|1500|9000|tso64k --net SPEC --key KEY") }
+            let seconds = o["seconds"].flatMap(Double.init) ?? 2
+            try RealBackendDatapath(device: d, direction: dir, size: size, net: net, seconds: seconds,
+                                    addressing: addressing(o), key: key).run()
+        default:
+            throw BenchError.usage("unknown command '\(command)'")
+        }
+    } catch {
+        let message = "swiftvmm-bench: \(error)\n"
+        _ = message.withCString { write(2, $0, strlen($0)) }
+        return 1
+    }
+    return 0
+}
+
+exit(main())
