@@ -1,0 +1,175 @@
+import Testing
+import VMMCore
+import VMMNet
+import VMMTestKit
+@testable import E1000
+
+@Suite struct ReceiveTests {
+    @Test(arguments: [60, 61, 64, 100, 127, 128, 255, 512, 1023, 1024, 1500, 1514])
+    func framesOfEverySize(length: Int) throws {
+        let nic = try NIC()
+        nic.setUpReceive()
+        let frame = Frames.ethernet(type: 0x88B5, Frames.payload(length - 14, seed: length))
+        #expect(nic.endpoint.inject(frame))
+        let (bytes, d) = try #require(nic.receiveNext())
+        #expect(bytes == frame)
+        #expect(d.length == length && d.eop)
+        #expect(nic.r(R.gprc) == 1)
+        #expect(nic.r(R.gorcl) == UInt32(length + 4))
+    }
+
+    @Test func shortFramesArePaddedAndCRCIsKeptWithoutSECRC() throws {
+        let nic = try NIC()
+        nic.setUpReceive(rctl: Bit.rctlEN | Bit.rctlBAM)
+        let frame = Frames.ethernet(type: 0x0806, Frames.payload(28))          // 42 bytes
+        nic.endpoint.inject(frame)
+        let (bytes, d) = try #require(nic.receiveNext())
+        let padded = frame + [UInt8](repeating: 0, count: 18)
+        let crc = Frames.naiveCRC(padded)
+        #expect(d.length == 64)
+        #expect(bytes == padded + [UInt8(crc & 0xFF), UInt8(crc >> 8 & 0xFF), UInt8(crc >> 16 & 0xFF), UInt8(crc >> 24)])
+        #expect(nic.r(R.prc64) == 1)
+    }
+
+    @Test func jumboFrameSpansDescriptors() throws {
+        let nic = try NIC()
+        nic.setUpReceive(count: 16, bufferSize: 2048, rctl: Bit.rctlEN | Bit.rctlLPE | Bit.rctlSECRC)
+        let frame = Frames.ethernet(type: 0x88B5, Frames.payload(9000 - 14))
+        #expect(nic.endpoint.inject(frame))
+        for i in 0 ..< 4 {
+            let d = nic.rxDescriptor(i)
+            #expect(d.done && !d.eop && d.length == 2048)
+        }
+        #expect(nic.rxDescriptor(4).eop && nic.rxDescriptor(4).length == 9000 - 4 * 2048)
+        let (bytes, _) = try #require(nic.receiveNext())
+        #expect(bytes == frame)
+        #expect(nic.r(R.rdh) == 5)
+    }
+
+    @Test func bufferSizeExtensionGives16KiBBuffers() throws {
+        let nic = try NIC()
+        // BSEX with BSIZE=01: 16384-byte buffers.
+        nic.setUpReceive(count: 8, bufferSize: 16_384, rctl: Bit.rctlEN | Bit.rctlLPE | Bit.rctlSECRC | Bit.rctlBSEX | 1 << 16)
+        let frame = Frames.ethernet(type: 0x88B5, Frames.payload(16_000))
+        nic.endpoint.inject(frame)
+        #expect(nic.rxDescriptor(0).eop && nic.rxDescriptor(0).length == frame.count)
+    }
+
+    @Test func longFramesNeedLPE() throws {
+        let nic = try NIC()
+        nic.setUpReceive()
+        #expect(nic.endpoint.inject(Frames.ethernet(type: 0x88B5, Frames.payload(1600))))
+        #expect(!nic.rxDescriptor(0).done)
+        #expect(nic.r(R.roc) == 1)
+        // 1514 + 4-byte tag is still a standard frame.
+        nic.endpoint.inject(Frames.ethernet(type: 0x8100, [0, 5, 0x88, 0xB5] + Frames.payload(1500)))
+        #expect(nic.rxDescriptor(0).done)
+    }
+
+    @Test func addressFiltering() throws {
+        let nic = try NIC()
+        nic.setUpReceive(count: 32, rctl: Bit.rctlEN | Bit.rctlSECRC)
+        let other: [UInt8] = [0x02, 9, 9, 9, 9, 9]
+        let multicast: [UInt8] = [0x01, 0x00, 0x5E, 0x00, 0x00, 0xFB]
+        func delivered(_ dst: [UInt8]) -> Bool {
+            let before = nic.r(R.rdh)
+            nic.endpoint.inject(Frames.ethernet(dst: dst, type: 0x88B5, Frames.payload(50)))
+            return nic.r(R.rdh) != before
+        }
+        #expect(delivered(Frames.nicMAC))
+        #expect(!delivered(other))
+        #expect(!delivered(Frames.broadcast))                          // BAM clear
+        #expect(!delivered(multicast))
+        // A second exact address in RAL1/RAH1 with AV.
+        nic.w(R.ral0 + 8, 0x0909_0902); nic.w(R.rah0 + 8, 0x8000_0909)
+        #expect(delivered(other))
+        nic.w(R.rah0 + 8, 0x0000_0909)                                  // AV clear
+        #expect(!delivered(other))
+        // MTA hash, MO=00: bits 47:36 of the address.
+        let hash = Int(multicast[4] >> 4) | Int(multicast[5]) << 4
+        nic.w(R.mta + UInt64(hash >> 5) * 4, 1 << UInt32(hash & 31))
+        #expect(delivered(multicast))
+        nic.w(R.rctl, nic.r(R.rctl) | 3 << 12)                          // MO=11 moves the hash
+        #expect(!delivered(multicast))
+        nic.w(R.rctl, Bit.rctlEN | Bit.rctlSECRC | Bit.rctlBAM)
+        #expect(delivered(Frames.broadcast))
+        nic.w(R.rctl, Bit.rctlEN | Bit.rctlSECRC | Bit.rctlMPE)
+        #expect(delivered([0x01, 2, 3, 4, 5, 6]) && !delivered(other))
+        nic.w(R.rctl, Bit.rctlEN | Bit.rctlSECRC | Bit.rctlUPE)
+        #expect(delivered(other))
+        #expect(nic.r(R.bprc) == 1 && nic.r(R.mprc) == 2)
+    }
+
+    @Test func vlanStrippingAndFiltering() throws {
+        let nic = try NIC()
+        nic.setUpReceive(rctl: Bit.rctlEN | Bit.rctlSECRC | Bit.rctlVFE)
+        nic.w(R.ctrl, nic.r(R.ctrl) | Bit.ctrlVME)
+        let inner = Frames.ipv4TCP(Frames.payload(100))
+        let tagged = Array(inner[0 ..< 12]) + [0x81, 0x00, 0xA0, 0x2A] + Array(inner[12...])   // PCP 5, VID 42
+        nic.endpoint.inject(tagged)
+        #expect(!nic.rxDescriptor(0).done)                              // VID 42 not in VFTA
+        nic.w(R.vfta + 4, 1 << 10)                                      // VID 42 = word 1, bit 10
+        nic.endpoint.inject(tagged)
+        let (bytes, d) = try #require(nic.receiveNext())
+        #expect(bytes == inner)
+        #expect(d.status & 0x08 != 0 && d.special == 0xA02A)
+        // Without VME the tag stays in the frame.
+        nic.w(R.ctrl, nic.r(R.ctrl) & ~Bit.ctrlVME)
+        nic.endpoint.inject(tagged)
+        let (raw, d2) = try #require(nic.receiveNext())
+        #expect(raw == tagged && d2.status & 0x08 == 0)
+    }
+
+    @Test func receiveChecksumStatus() throws {
+        let nic = try NIC()
+        nic.setUpReceive()
+        nic.endpoint.inject(Frames.ipv4TCP(Frames.payload(200)))
+        let good = try #require(nic.receiveNext()).last
+        #expect(good.status & 0x60 == 0x60 && good.errors == 0 && good.status & 0x04 == 0)
+        var bad = Frames.ipv4TCP(Frames.payload(200))
+        bad[60] ^= 0xFF
+        nic.endpoint.inject(bad)
+        let b = try #require(nic.receiveNext()).last
+        #expect(b.errors & 0x20 != 0 && b.errors & 0x40 == 0)
+        nic.endpoint.inject(Frames.ethernet(type: 0x88B5, Frames.payload(50)))
+        #expect(try #require(nic.receiveNext()).last.status & 0x04 != 0)     // IXSM: nothing checked
+        nic.w(R.rxcsum, 0)
+        nic.endpoint.inject(bad)
+        #expect(try #require(nic.receiveNext()).last.errors == 0)
+    }
+
+    @Test func noFreeDescriptorsHoldsTheFrameUntilRDTMoves() throws {
+        let nic = try NIC()
+        nic.setUpReceive(count: 8, post: 2)                             // two buffers given
+        let f = Frames.ipv4TCP(Frames.payload(10))
+        #expect(nic.endpoint.inject(f) && nic.endpoint.inject(f))
+        #expect(!nic.endpoint.inject(f))                                // back-pressure, not a drop
+        #expect(nic.r(R.rnbc) == 1 && nic.r(R.mpc) == 0)
+        let resumes = nic.endpoint.resumeCount
+        nic.w(R.rdt, 5)
+        #expect(nic.endpoint.resumeCount == resumes + 1)
+        #expect(nic.endpoint.inject(f))
+    }
+
+    @Test func minimumThresholdRaisesRXDMT0() throws {
+        let nic = try NIC()
+        nic.setUpReceive(count: 8)                                      // 7 free, RDMTS = 1/2 → at 4 free
+        nic.w(R.ims, Bit.rxdmt0)
+        let f = Frames.ipv4TCP(Frames.payload(10))
+        for _ in 0 ..< 2 { nic.endpoint.inject(f) }
+        #expect(!nic.irq)
+        nic.endpoint.inject(f)
+        #expect(nic.irq && nic.r(R.icr) & Bit.rxdmt0 != 0)
+    }
+
+    @Test func stoppedReceiverAndDownLinkDropSilently() throws {
+        let nic = try NIC()
+        nic.setUpReceive(rctl: 0)
+        #expect(nic.endpoint.inject(Frames.ipv4TCP([1])))
+        #expect(!nic.rxDescriptor(0).done && nic.r(R.gprc) == 0)
+        nic.w(R.rctl, Bit.rctlEN | Bit.rctlSECRC)
+        nic.endpoint.setLink(up: false)
+        #expect(nic.endpoint.inject(Frames.ipv4TCP([1])))
+        #expect(!nic.rxDescriptor(0).done)
+    }
+}
