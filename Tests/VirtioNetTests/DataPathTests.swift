@@ -129,4 +129,18 @@ struct DataPathTests {
         #expect(d.endpoint.sent.map(\.bytes) == frames)
         #expect(d.msiVectors.contains(2) && d.msiVectors.contains(4))
     }
+
+    @Test func notifyRegistersAreDoorbells() throws {
+        let d = try VirtioNetDriver()
+        // One doorbell per queue, at the address the notify capability gives (for ioeventfd).
+        let bells = d.nic.function.doorbells.doorbells
+        #expect(bells.count == 3)
+        #expect(bells.map(\.offset) == (0 ..< 3).map { d.notifyCap.offset + UInt64($0) * UInt64(d.notifyCap.extra) })
+        #expect(bells.allSatisfy { $0.bar == d.notifyCap.bar && $0.size == 2 && $0.value == nil })
+        d.bringUp()
+        let frame = TestFrames.ethernet(payload: TestFrames.payload(70))
+        d.queues[1]?.addChain([(d.buffer(headerBytes(VirtioNetHeader()) + frame), UInt32(12 + frame.count), false)])
+        bells[1].handler() // what the I/O loop runs when the ioeventfd fires
+        #expect(d.endpoint.sent.map(\.bytes) == [frame])
+    }
 }

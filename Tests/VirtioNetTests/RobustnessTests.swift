@@ -1,0 +1,225 @@
+import Testing
+import VMMCore
+import VMMNet
+import VMMTestKit
+@testable import Virtio
+@testable import VirtioNet
+
+/// Hostile or broken drivers: the device ends in DEVICE_NEEDS_RESET with a config
+/// interrupt, or drops the one bad chain — it never traps, spins or reads outside RAM.
+@Suite("virtio-net bad input")
+struct RobustnessTests {
+    static let needsReset: UInt8 = 64
+
+    func ready(_ options: String = "queue-size=16") throws -> (VirtioNetDriver, DriverQueue) {
+        let d = try VirtioNetDriver(options: options)
+        d.bringUp(queueCount: 3)
+        return (d, try #require(d.queues[1]))
+    }
+
+    /// The device gave up on the ring: NEEDS_RESET, a config interrupt, nothing sent, and a
+    /// reset brings it back to work.
+    func expectNeedsResetAndRecovery(_ d: VirtioNetDriver) {
+        #expect(d.status & Self.needsReset != 0)
+        #expect(d.msiVectors.contains(0))
+        #expect(d.endpoint.sent.isEmpty)
+        d.kick(1) // further kicks are ignored
+        #expect(d.endpoint.sent.isEmpty)
+        d.bringUp(queueCount: 3)
+        #expect(d.status & Self.needsReset == 0)
+        let frame = TestFrames.ethernet(payload: TestFrames.payload(60))
+        d.send(frame)
+        #expect(d.endpoint.sent.last?.bytes == frame)
+    }
+
+    @Test func descriptorLoop() throws {
+        let (d, tx) = try ready()
+        let b = d.buffer(headerBytes(VirtioNetHeader()) + TestFrames.ethernet(payload: [1]))
+        tx.writeDescriptor(0, address: b.raw, length: 27, flags: 1, next: 0) // next → itself
+        tx.publish(0)
+        d.kick(1)
+        expectNeedsResetAndRecovery(d)
+    }
+
+    @Test func chainLongerThanQueue() throws {
+        let (d, tx) = try ready()
+        let b = d.buffer([UInt8](repeating: 0, count: 64))
+        for i in 0 ..< UInt16(16) { tx.writeDescriptor(i, address: b.raw, length: 4, flags: 1, next: (i + 1) % 16) }
+        tx.publish(3)
+        d.kick(1)
+        expectNeedsResetAndRecovery(d)
+    }
+
+    @Test func headAndNextOutOfRange() throws {
+        let (d, tx) = try ready()
+        tx.publish(500)
+        d.kick(1)
+        expectNeedsResetAndRecovery(d)
+        let (e, tx2) = try ready()
+        tx2.writeDescriptor(0, address: e.buffer([0]).raw, length: 1, flags: 1, next: 16)
+        tx2.publish(0)
+        e.kick(1)
+        expectNeedsResetAndRecovery(e)
+    }
+
+    @Test func availIndexRunsAway() throws {
+        let (d, tx) = try ready()
+        tx.setAvailIndex(17) // > queue size past last_avail_idx (§2.7.13.3)
+        d.kick(1)
+        expectNeedsResetAndRecovery(d)
+        // The RX path notices too, when a frame arrives.
+        let (e, _) = try ready()
+        e.queues[0]?.setAvailIndex(0x8000)
+        #expect(e.endpoint.inject(TestFrames.ethernet(payload: [1])))
+        #expect(e.status & Self.needsReset != 0)
+    }
+
+    @Test(arguments: [UInt32(0), UInt32(17), UInt32(16 * 2048)])
+    func indirectTableOfBadLength(length: UInt32) throws {
+        let (d, tx) = try ready()
+        let table = d.machine.allocator.alloc(size: 16 * 4)
+        tx.writeDescriptor(0, address: table.raw, length: length, flags: 4, next: 0)
+        tx.publish(0)
+        d.kick(1)
+        expectNeedsResetAndRecovery(d)
+    }
+
+    @Test func indirectTableOutsideRAM() throws {
+        for address: UInt64 in [0xE000_0000, 0x4000_0000_0000, 0xFFFF_FFFF_FFFF_FFF0] {
+            let (d, tx) = try ready()
+            tx.writeDescriptor(0, address: address, length: 32, flags: 4, next: 0)
+            tx.publish(0)
+            d.kick(1)
+            expectNeedsResetAndRecovery(d)
+        }
+    }
+
+    @Test func nestedIndirectAndIndirectWithNext() throws {
+        let (d, tx) = try ready()
+        let inner = d.machine.allocator.alloc(size: 16)
+        let outer = d.machine.allocator.alloc(size: 16)
+        tx.writeDescriptor(0, address: inner.raw, length: 16, flags: 4, next: 0, table: outer) // indirect inside indirect
+        tx.writeDescriptor(0, address: outer.raw, length: 16, flags: 4, next: 0)
+        tx.publish(0)
+        d.kick(1)
+        expectNeedsResetAndRecovery(d)
+        let (e, tx2) = try ready()
+        tx2.writeDescriptor(0, address: outer.raw, length: 16, flags: 4 | 1, next: 1)
+        tx2.publish(0)
+        e.kick(1)
+        expectNeedsResetAndRecovery(e)
+    }
+
+    @Test func indirectWithoutTheFeature() throws {
+        let d = try VirtioNetDriver()
+        d.bringUp(queueCount: 3) { $0 & ~NetF.indirect }
+        let tx = try #require(d.queues[1])
+        tx.addIndirect([(d.buffer(headerBytes(VirtioNetHeader()) + [1]), 13, false)], allocator: d.machine.allocator)
+        d.kick(1)
+        expectNeedsResetAndRecovery(d)
+    }
+
+    @Test func readableAfterWritable() throws {
+        let (d, tx) = try ready()
+        tx.addChain([(d.buffer([0]), 1, true), (d.buffer([0]), 1, false)])
+        d.kick(1)
+        expectNeedsResetAndRecovery(d)
+    }
+
+    @Test func transmitBufferOutsideRAMDropsOnlyThatChain() throws {
+        let (d, tx) = try ready()
+        let frame = TestFrames.ethernet(payload: TestFrames.payload(60))
+        for address: UInt64 in [0xE000_0000, 32 << 20, 0xFFFF_FFFF_FFFF_FFF0] {
+            tx.addChain([(d.buffer(headerBytes(VirtioNetHeader())), 12, false), (GuestAddress(address), 100, false)])
+        }
+        d.send(frame)
+        #expect(d.endpoint.sent.map(\.bytes) == [frame])
+        #expect(d.device?.counters.drops(.malformed) == 3)
+        #expect(tx.takeUsed().count == 4)
+        #expect(d.status & Self.needsReset == 0)
+    }
+
+    @Test func receiveBufferOutsideRAMReturnsItEmpty() throws {
+        for mergeable in [true, false] {
+            let (d, _) = try ready()
+            if !mergeable { d.bringUp(queueCount: 3) { $0 & ~NetF.mrgRxbuf } }
+            let rx = try #require(d.queues[0])
+            rx.addChain([(GuestAddress(0xE000_0000), 2048, true)])
+            let good = d.postReceiveBuffers(1)
+            #expect(d.endpoint.inject(TestFrames.ethernet(payload: [1])))
+            #expect(rx.takeUsed().map(\.length) == [0])
+            #expect(d.device?.counters.drops(.malformed) == 1)
+            let frame = TestFrames.ethernet(payload: [2])
+            #expect(d.endpoint.inject(frame))
+            #expect(d.bytes(at: try #require(good[0].checkedAdd(12)), frame.count) == frame)
+            #expect(d.status & Self.needsReset == 0)
+        }
+    }
+
+    @Test func ringsOutsideRAMOrMisaligned() throws {
+        for (part, address) in [(UInt64(0x20), UInt64(0xE000_0000)), (0x28, 0x4000_0000_0000), (0x30, 0x10_0002), (0x20, 0x10_0008)] {
+            let d = try VirtioNetDriver()
+            d.negotiate()
+            d.nic.programMSIX(vector: 0, data: 0x40)
+            d.write(0x10, 2, 0)
+            d.write(0x16, 2, 0)
+            let q = DriverQueue(index: 0, size: 256, machine: d.machine)
+            for (off, a) in [(UInt64(0x20), q.desc.raw), (0x28, q.avail.raw), (0x30, q.used.raw)] {
+                d.write(off, 8, off == part ? address : a)
+            }
+            d.write(0x1C, 2, 1)
+            #expect(d.read(0x1C, 2) == 0, "part 0x\(String(part, radix: 16))")
+            #expect(d.status & Self.needsReset != 0)
+            d.driverOK()
+            #expect(d.status & 4 == 0 || d.status & Self.needsReset != 0)
+        }
+    }
+
+    @Test func receiveNeverOverrunsTheRing() throws {
+        // The driver claims 16 chains but wrote garbage heads: NEEDS_RESET, no spin.
+        let (d, _) = try ready()
+        let rx = try #require(d.queues[0])
+        for _ in 0 ..< 16 { rx.publish(0xFFFF) }
+        #expect(d.endpoint.inject(TestFrames.ethernet(payload: TestFrames.payload(5000))))
+        #expect(d.status & Self.needsReset != 0)
+        #expect(d.endpoint.inject(TestFrames.ethernet(payload: [1]))) // dropped: device broken
+    }
+
+    @Test func resetMidTraffic() throws {
+        let (d, tx) = try ready("")
+        d.postReceiveBuffers(2)
+        #expect(d.endpoint.inject(TestFrames.ethernet(payload: [1])))
+        #expect(d.endpoint.inject(TestFrames.ethernet(payload: [2])))
+        #expect(!d.endpoint.inject(TestFrames.ethernet(payload: [3]))) // backend holds this one
+        let resumes = d.endpoint.resumeCount
+        tx.addChain([(d.buffer(headerBytes(VirtioNetHeader()) + TestFrames.ethernet(payload: [4])), 27, false)]) // not kicked yet
+        d.setStatus(0)
+        #expect(d.endpoint.resumeCount == resumes + 1) // the held frame is offered again…
+        #expect(d.endpoint.inject(TestFrames.ethernet(payload: [3]))) // …and dropped while reset
+        d.kick(1)
+        #expect(d.endpoint.sent.isEmpty)
+        #expect(d.read(0x1C, 2) == 0)
+        // A fresh bring-up works from clean rings.
+        d.bringUp(queueCount: 3)
+        d.postReceiveBuffers(1)
+        let frame = TestFrames.ethernet(payload: [5])
+        #expect(d.endpoint.inject(frame))
+        d.send(frame)
+        #expect(d.endpoint.sent.map(\.bytes) == [frame])
+        #expect(d.queues[0]?.takeUsed().count == 1)
+    }
+
+    @Test func machineResetReturnsToPowerOn() throws {
+        let (d, _) = try ready()
+        d.machine.bus.reset()
+        #expect(d.device?.transport.status == [])
+        #expect(d.device?.transport.queues.allSatisfy { !$0.isEnabled } == true)
+    }
+
+    @Test func hugeControlCommandIsRefused() throws {
+        let (d, _) = try ready("")
+        let big = [UInt8](repeating: 0, count: 70000)
+        #expect(d.control(1, 0, big) == 1)
+        #expect(d.status & Self.needsReset == 0)
+    }
+}
