@@ -1,6 +1,7 @@
 /// Completes in software what a virtio-net header asks for (virtio 1.2 §5.1.6.2), for a
 /// backend that cannot: partial checksums (NEEDS_CSUM), TCP segmentation (GSO
-/// TCPV4/TCPV6), UDP fragmentation over IPv4 (GSO UDP) and UDP segmentation (GSO UDP_L4). virtio-net calls `isNeeded` per frame and, when it says yes, `complete`.
+/// TCPV4/TCPV6), UDP fragmentation over IPv4 (GSO UDP) and UDP segmentation (GSO
+/// UDP_L4). virtio-net calls `isNeeded` per frame and, when it says yes, `complete`.
 public enum SoftwareOffload {
     /// The buffer size `complete` needs for frames of up to 64 KiB plus a VLAN tag.
     public static let recommendedBufferSize = 65_536 + HeaderSize.vlanTag
@@ -30,9 +31,10 @@ public enum SoftwareOffload {
 
     /// Produces the frame(s) `header` describes with every offload done, each through
     /// `emit` (a view into `buffer`, valid only during the call): one frame with its
-    /// checksum completed, or one frame per segment or fragment. No frame exceeds `maxFrameSize`
-    /// (segments are cut smaller when needed). `hdr_len` is not trusted (virtio 1.2
-    /// §5.1.6.2.2: it is only exact with VIRTIO_NET_F_GUEST_HDRLEN); the headers are parsed.
+    /// checksum completed, or one frame per segment or fragment. No frame exceeds
+    /// `maxFrameSize` (segments are cut smaller when needed). `hdr_len` is not trusted
+    /// (virtio 1.2 §5.1.6.2: it is only exact with VIRTIO_NET_F_GUEST_HDRLEN); the
+    /// headers are parsed instead.
     /// Returns how many frames were emitted.
     @discardableResult
     public static func complete(_ segments: [UnsafeRawBufferPointer], header: VirtioNetHeader, maxFrameSize: Int,
@@ -89,17 +91,4 @@ public enum SoftwareOffload {
         }
         return try TSOSegmenter.segment(frame, layout: layout, into: output, emit: emit)
     }
-}
-
-/// A reusable buffer for `SoftwareOffload.complete` / `TSOSegmenter.segment`, allocated
-/// once per device. Not thread-safe: the owner uses it under its device lock.
-public final class FrameScratchBuffer: @unchecked Sendable {
-    public let bytes: UnsafeMutableRawBufferPointer
-
-    public init(capacity: Int = SoftwareOffload.recommendedBufferSize) {
-        bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: max(capacity, HeaderSize.ethernet), alignment: 16)
-        bytes.initializeMemory(as: UInt8.self, repeating: 0)
-    }
-
-    deinit { bytes.deallocate() }
 }
