@@ -3,6 +3,8 @@ import VMMNet
 import Virtio
 
 extension VirtioNetDevice {
+    static let maximumReceiveFrame = 1 << 20
+
     /// One frame from the backend (on the I/O loop). Returns false only when the guest has
     /// no room for it: the backend keeps it and offers it again after `resumeReceive()`.
     public func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
@@ -12,6 +14,12 @@ extension VirtioNetDevice {
     private func receiveLocked(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
         guard transport.isLive, let queue = receiveQueue, queue.isEnabled else {
             counters.dropped(.linkDown)
+            return true
+        }
+        // Nothing a backend can deliver is larger (64 KiB GSO frames); this also keeps
+        // every length below within 32 bits.
+        guard frame.count <= VirtioNetDevice.maximumReceiveFrame else {
+            counters.dropped(.oversized)
             return true
         }
         guard filter.evaluate(frame).accepted else {
@@ -97,7 +105,7 @@ extension VirtioNetDevice {
             return try dropWithBadBuffer(queue, heads: [chain.head], error)
         }
         writeFrame(frame, header: header)
-        try queue.addUsed(head: chain.head, length: UInt32(needed))
+        try queue.addUsed(head: chain.head, length: UInt32(truncatingIfNeeded: needed))
         finishDelivery(queue, bytes: frame.count)
         return true
     }
@@ -112,7 +120,7 @@ extension VirtioNetDevice {
         var badBuffer: GuestMemoryError?
         while capacity < needed {
             guard try queue.pop(into: &chain) else {
-                queue.unpop(UInt16(receiveChains.count))
+                queue.unpop(UInt16(truncatingIfNeeded: receiveChains.count))
                 return false
             }
             do {

@@ -6,6 +6,8 @@ extension VirtioNetDevice {
     /// How many chains one notification handles before the rest is left for a later turn
     /// of the I/O loop, so a guest that keeps the queue full cannot hold a thread forever.
     static let transmitBudget = 4096
+    /// Destination, source and EtherType: anything shorter is not an Ethernet frame.
+    static let minimumFrame = 14
 
     /// Sends what the driver queued on `queue` (§5.1.6.2), suppressing notifications
     /// while busy and re-checking after re-enabling them (§2.7.10) so none is lost.
@@ -55,6 +57,11 @@ extension VirtioNetDevice {
         }
         let caps = backend.capabilities
         let frameLength = chain.readableLength - UInt64(VirtioNetHeader.size)
+        guard frameLength >= UInt64(VirtioNetDevice.minimumFrame) else {
+            context.guestLog.debug("virtio-net.tx-runt", "TX chain \(chain.head): \(frameLength)-byte frame has no Ethernet header; dropped")
+            counters.dropped(.malformed)
+            return
+        }
         if SoftwareOffload.isNeeded(for: header, backend: caps) || frameLength > UInt64(caps.maxFrameSize) {
             sendCompleted(header: header, caps: caps)
         } else {

@@ -222,4 +222,14 @@ struct RobustnessTests {
         #expect(d.control(1, 0, big) == 1)
         #expect(d.status & Self.needsReset == 0)
     }
+
+    @Test func runtFramesAreNotSent() throws {
+        let (d, tx) = try ready("")
+        d.send([1, 2, 3])
+        tx.addChain([(d.buffer([0, 0, 0]), 3, false)]) // shorter than the header
+        d.kick(1)
+        #expect(d.endpoint.sent.isEmpty)
+        #expect(d.device?.counters.drops(.malformed) == 2)
+        #expect(tx.takeUsed().count == 2)
+    }
 }
