@@ -63,10 +63,8 @@ import Testing
         for split in [0, 1, 2, 33, 50, 100, 101] {
             var head = InternetChecksum(); head.add(Array(data[..<split]))
             var tail = InternetChecksum(); tail.add(Array(data[split...]))
-            if split % 2 == 0 {
-                head.add(tail)
-                #expect(head.checksum == Naive.checksum(data))
-            }
+            head.add(tail)
+            #expect(head.checksum == Naive.checksum(data), "split \(split)")
         }
     }
 

@@ -43,8 +43,8 @@ public struct InternetChecksum: Sendable, Equatable {
         sum &+= UInt64(word32 >> 16) &+ UInt64(word32 & 0xFFFF)
     }
 
-    /// Merges a sum of bytes that follow these (e.g. a payload summed separately).
-    /// `other` must start at an even position in the frame.
+    /// Merges the sum of bytes that directly follow these (e.g. a payload summed
+    /// separately); an odd length so far is handled as in `add(_:)`.
     @inlinable
     public mutating func add(_ other: InternetChecksum) {
         var s = other.folded
