@@ -73,6 +73,45 @@ struct MiniGuestTests {
     }
 }
 
+/// The mini guest drives the NICs through the whole KVM path: BARs and config cycles via
+/// exits, DMA into guest RAM, e1000 INTx through the in-kernel IOAPIC, virtio-net MSI-X,
+/// virtio doorbells via ioeventfd, and frames through a real backend (libslirp answers ARP).
+@Suite(.enabled(if: Host.hasKVM, "needs /dev/kvm (read/write)"),
+       .enabled(if: Host.hasGCC32, "needs gcc that can compile -m32 (apt-get install gcc)"),
+       .enabled(if: Set(DeviceCatalog.registry.types.map { $0.typeName }).isSuperset(of: ["e1000", "virtio-net"]),
+                "needs e1000 and virtio-net in DeviceCatalog"))
+struct MiniGuestNetworkTests {
+    @Test func e1000SendsAndReceivesThroughSlirpWithINTx() throws {
+        let vm = try BootedMachine(kernel: try Guests.mini.get(), cmdline: "nettest=1", memory: 32 << 20,
+                                   devices: ["e1000,net=user,mac=52:54:00:aa:bb:01"])
+        let (exit, out) = vm.boot(timeout: 60)
+        #expect(exit == .reset)
+        #expect(out.contains("e1000: mac 52:54:00:aa:bb:01 link up"))
+        #expect(out.contains("e1000: sent ARP request"))
+        #expect(out.contains("e1000: received ARP reply from 10.0.2.2 at 52:55:0a:00:02:02"))
+        #expect(!out.contains("e1000: 0 interrupts"))
+        #expect(out.contains("nettest: 1 devices, ok"))
+    }
+
+    @Test func virtioNetSendsAndReceivesThroughSlirpWithMSIX() throws {
+        let vm = try BootedMachine(kernel: try Guests.mini.get(), cmdline: "nettest=1", memory: 32 << 20,
+                                   devices: ["virtio-net,net=user,mac=52:54:00:aa:bb:02"])
+        let (exit, out) = vm.boot(timeout: 60)
+        #expect(exit == .reset)
+        #expect(out.contains("virtio-net: mac 52:54:00:aa:bb:02"))
+        #expect(out.contains("virtio-net: received ARP reply from 10.0.2.2 at 52:55:0a:00:02:02"))
+        #expect(out.contains("nettest: 1 devices, ok"))
+    }
+
+    @Test func bothNICsInOneMachine() throws {
+        let vm = try BootedMachine(kernel: try Guests.mini.get(), cmdline: "nettest=1", memory: 32 << 20,
+                                   devices: ["virtio-net,net=user", "e1000,net=user"])
+        let (exit, out) = vm.boot(timeout: 60)
+        #expect(exit == .reset)
+        #expect(out.contains("nettest: 2 devices, ok"))
+    }
+}
+
 /// Guest failures end the VM with a non-zero status and a register dump, never a hang or a trap.
 @Suite(.enabled(if: Host.hasKVM, "needs /dev/kvm (read/write)"))
 struct GuestFailureTests {

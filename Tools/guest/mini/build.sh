@@ -8,5 +8,5 @@ mkdir -p "$out"
 gcc -m32 -march=i686 -ffreestanding -fno-pic -fno-pie -fno-stack-protector -fno-asynchronous-unwind-tables \
     -nostdlib -static -no-pie -O2 -Wall -Wextra -Werror \
     -Wl,-T,"$here/link.ld" -Wl,--build-id=none -Wl,--no-warn-rwx-segments \
-    -o "$out/mini.elf" "$here/entry.S" "$here/main.c"
+    -o "$out/mini.elf" "$here"/entry.S "$here"/*.c
 echo "$out/mini.elf"

@@ -21,6 +21,26 @@ _start:
 1:  hlt
     jmp 1b
 
+/* Interrupt stubs: save registers, call irq_handler(vector), then return without iret:
+ * after popa the stack holds EIP, CS, EFLAGS; push a copy of EFLAGS, popfl restores it
+ * (IF included), and `ret $8` returns to EIP dropping CS and EFLAGS. */
+    .macro ISR vector
+    .globl isr_\vector
+isr_\vector:
+    pusha
+    push $0x\vector
+    call irq_handler
+    add $4, %esp
+    popa
+    pushl 8(%esp)
+    popfl
+    ret $8
+    .endm
+    ISR 30
+    ISR 31
+    ISR 32
+    ISR 33
+
     .section .bss
     .balign 16
 stack:

@@ -1,0 +1,68 @@
+/* Shared by the mini guest's files: fixed-width types, port and MMIO access, console,
+ * PCI config access, interrupts, and the NIC tests. Freestanding: no libc. */
+#ifndef MINI_H
+#define MINI_H
+
+typedef unsigned char u8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+#define COM1 0x3f8
+#define BOOT_MARKER 0x440
+
+static inline void outb(u16 port, u8 v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port)); }
+static inline u8 inb(u16 port) { u8 v; __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port)); return v; }
+static inline void outl(u16 port, u32 v) { __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port)); }
+static inline u32 inl(u16 port) { u32 v; __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port)); return v; }
+
+static inline u32 mmio_read32(u32 a) { return *(volatile u32 *)a; }
+static inline void mmio_write32(u32 a, u32 v) { *(volatile u32 *)a = v; }
+static inline u16 mmio_read16(u32 a) { return *(volatile u16 *)a; }
+static inline void mmio_write16(u32 a, u16 v) { *(volatile u16 *)a = v; }
+static inline u8 mmio_read8(u32 a) { return *(volatile u8 *)a; }
+static inline void mmio_write8(u32 a, u8 v) { *(volatile u8 *)a = v; }
+static inline void barrier(void) { __asm__ volatile("" ::: "memory"); }
+
+/* console.c */
+void putc(char c);
+void puts(const char *s);
+void puthex(u64 v, int digits);
+void putdec(u32 v);
+void putmac(const u8 *mac);
+void *memset(void *d, int c, u32 n);
+void *memcpy(void *d, const void *s, u32 n);
+
+/* pci.c */
+u32 pci_read(u32 slot, u32 offset);
+void pci_write(u32 slot, u32 offset, u32 value);
+int pci_find(u16 vendor, u16 device, u32 *slot);
+u64 pci_bar(u32 slot, u32 bar);
+
+/* irq.c: vector 0x30 + i counts in irq_count[i]; i = 3 is the PIT timeout clock. */
+#define IRQ_VECTOR_BASE 0x30
+#define IRQ_VECTORS 4
+#define IRQ_E1000 0
+#define IRQ_VIRTIO_RX 1
+#define IRQ_VIRTIO_TX 2
+#define IRQ_TIMER 3
+extern volatile u32 irq_count[IRQ_VECTORS];
+extern void (*irq_hook[IRQ_VECTORS])(void);
+void irq_init(void);
+void ioapic_route(u32 pin, u8 vector, int level);
+void timer_start(void);
+int wait_until(int (*cond)(void *), void *arg, u32 ticks);
+
+/* NIC tests: each returns 0 on success and prints what it saw. */
+int e1000_test(u32 slot);
+int virtio_net_test(u32 slot);
+
+/* Each NIC gets a DMA area at a fixed physical address (RAM is at least 16 MiB). */
+#define DMA_E1000 0x400000u
+#define DMA_VIRTIO 0x500000u
+
+/* An ARP request for 10.0.2.2 from 10.0.2.15: libslirp (net=user) answers it. */
+u32 arp_request(u8 *frame, const u8 *mac);
+int is_arp_reply(const u8 *frame, u32 len);
+
+#endif
