@@ -157,8 +157,8 @@ public final class VirtioNetDevice: PCIDevice, VirtioDeviceModel, FrameReceiver,
             processControl(transport.queues[index])
         } else if index % 2 == 1 {
             transmit(transport.queues[index])
-        } else if index == 0 {
-            resumeReceive()
+        } else {
+            resumeReceive() // a receive queue got buffers
         }
     }
 

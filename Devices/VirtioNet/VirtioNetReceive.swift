@@ -12,7 +12,7 @@ extension VirtioNetDevice {
     }
 
     private func receiveLocked(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
-        guard transport.isLive, let queue = receiveQueue, queue.isEnabled else {
+        guard transport.isLive, let queue = receiveQueue(for: frame), queue.isEnabled else {
             counters.dropped(.linkDown)
             return true
         }

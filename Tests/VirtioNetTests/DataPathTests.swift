@@ -143,4 +143,29 @@ struct DataPathTests {
         bells[1].handler() // what the I/O loop runs when the ioeventfd fires
         #expect(d.endpoint.sent.map(\.bytes) == [frame])
     }
+
+    @Test func multiQueueReceiveSteersFlowsAcrossActivePairs() throws {
+        let d = try VirtioNetDriver(options: "queues=4")
+        d.bringUp(queueCount: 9)
+        for q in [0, 2, 4, 6] { d.postReceiveBuffers(40, queue: q) }
+        func flow(_ port: UInt16) -> [UInt8] {
+            var f = TestFrames.tcp4(payload: [1, 2, 3])
+            f[34] = UInt8(port >> 8); f[35] = UInt8(port & 0xFF)
+            return f
+        }
+        func queueOf(_ frame: [UInt8]) -> Int? {
+            let before = [0, 2, 4, 6].map { d.queues[$0]?.usedIndex ?? 0 }
+            d.endpoint.inject(frame)
+            return [0, 2, 4, 6].indices.first { d.queues[[0, 2, 4, 6][$0]]?.usedIndex != before[$0] }.map { [0, 2, 4, 6][$0] }
+        }
+        // One pair active until the driver asks for more: everything on receiveq1.
+        #expect(Set((0 ..< 8).map { queueOf(flow(UInt16(1000 + $0))) }) == [0])
+        #expect(d.control(4, 0, [4, 0], queue: 8) == 0)
+        let queues = (0 ..< 32).map { queueOf(flow(UInt16(2000 + $0))) }
+        #expect(Set(queues.compactMap { $0 }).count > 1)
+        #expect(queues.allSatisfy { $0 != nil })
+        // A flow always lands on the same queue; non-IP frames on queue 0.
+        #expect(queueOf(flow(2005)) == queues[5])
+        #expect(queueOf(TestFrames.ethernet(payload: [9])) == 0)
+    }
 }
