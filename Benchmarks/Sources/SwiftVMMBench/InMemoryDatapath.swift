@@ -11,6 +11,8 @@ import VMMTestKit
 struct InMemoryDatapath {
     let harness: Harness
     let addressing = FrameAddressing()
+    /// Runs only results whose key contains this (for profiling one path).
+    var only: String? = nil
     /// Capabilities of the sink the devices send to: like TAP (header, offloads), or bare.
     static let tapLike = BackendCapabilities(virtioNetHeader: true, offloads: [.checksum, .tso4, .tso6, .tsoECN], maxFrameSize: 65_535)
     static let bare = BackendCapabilities(virtioNetHeader: false, offloads: [], maxFrameSize: 65_535)
@@ -18,27 +20,27 @@ struct InMemoryDatapath {
     func run() throws {
         print("== in-memory datapath (device cost, no backend I/O) ==")
         for size in FrameSize.allCases {
-            let m = memcpyCost(size)
-            Report.emit(m, key: "mem.memcpy.\(size.key)")
-            print(line(m))
+            try report("mem.memcpy.\(size.key)") { memcpyCost(size) }
         }
         for size in FrameSize.allCases {
-            try report(virtioTransmit(size, caps: InMemoryDatapath.tapLike), key: "mem.virtio.tx.\(size.key)")
+            try report("mem.virtio.tx.\(size.key)") { try virtioTransmit(size, caps: InMemoryDatapath.tapLike) }
         }
-        try report(virtioTransmit(.tso, caps: InMemoryDatapath.bare), key: "mem.virtio.tx.tso64k-sw")
+        try report("mem.virtio.tx.tso64k-sw") { try virtioTransmit(.tso, caps: InMemoryDatapath.bare) }
         for size in FrameSize.allCases {
-            try report(virtioReceive(size, mergeable: false), key: "mem.virtio.rx.\(size.key)")
-            try report(virtioReceive(size, mergeable: true), key: "mem.virtio.rx-mrg.\(size.key)")
+            try report("mem.virtio.rx.\(size.key)") { try virtioReceive(size, mergeable: false) }
+            try report("mem.virtio.rx-mrg.\(size.key)") { try virtioReceive(size, mergeable: true) }
         }
         for size in FrameSize.allCases {
-            try report(e1000Transmit(size), key: "mem.e1000.tx.\(size.key)")
+            try report("mem.e1000.tx.\(size.key)") { try e1000Transmit(size) }
         }
         for size in [FrameSize.small, .mtu, .jumbo] {
-            try report(e1000Receive(size), key: "mem.e1000.rx.\(size.key)")
+            try report("mem.e1000.rx.\(size.key)") { try e1000Receive(size) }
         }
     }
 
-    private func report(_ m: Measurement, key: String) {
+    private func report(_ key: String, _ measure: () throws -> Measurement) throws {
+        if let only, !key.contains(only) { return }
+        let m = try measure()
         Report.emit(m, key: key)
         print(line(m))
     }

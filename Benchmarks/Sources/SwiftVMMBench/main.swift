@@ -33,21 +33,26 @@ func addressing(_ o: [String: String]) throws -> FrameAddressing {
     return a
 }
 
-/// Writes `tx-<size>.bin` for each size: the 12-byte virtio-net header the device would
-/// pass to a TAP, then the frame, exactly as the Swift TX benchmark sends it.
+/// Writes `tx-<size>.bin` (device → peer, as the Swift TX benchmark sends it) and
+/// `rx-<size>.bin` (peer → device) for each size: the 12-byte virtio-net header the
+/// device would exchange with a TAP, then the frame.
 func writeFrames(directory: String, addressing a: FrameAddressing) throws {
     for size in FrameSize.allCases {
-        let frame = size == .tso
-            ? Frames.tcp(length: size.length, from: a.deviceMAC, a.deviceIP, to: a.peerMAC, a.peerIP, port: a.port)
-            : Frames.udp(length: size.length, from: a.deviceMAC, a.deviceIP, to: a.peerMAC, a.peerIP, port: a.port)
-        var header = [UInt8](repeating: 0, count: VirtioNetHeader.size)
-        header.withUnsafeMutableBytes { (size == .tso ? Frames.tsoHeader : VirtioNetHeader()).write(to: $0) }
-        let bytes = header + frame
-        let path = "\(directory)/tx-\(size.key).bin"
-        guard let f = fopen(path, "wb") else { throw BenchError.setup("cannot write \(path)") }
-        defer { fclose(f) }
-        guard bytes.withUnsafeBytes({ fwrite($0.baseAddress, 1, $0.count, f) }) == bytes.count else {
-            throw BenchError.setup("short write to \(path)")
+        for towardDevice in [false, true] {
+            let (srcMAC, srcIP, dstMAC, dstIP) = towardDevice
+                ? (a.peerMAC, a.peerIP, a.deviceMAC, a.deviceIP) : (a.deviceMAC, a.deviceIP, a.peerMAC, a.peerIP)
+            let frame = size == .tso
+                ? Frames.tcp(length: size.length, from: srcMAC, srcIP, to: dstMAC, dstIP, port: a.port)
+                : Frames.udp(length: size.length, from: srcMAC, srcIP, to: dstMAC, dstIP, port: a.port)
+            var header = [UInt8](repeating: 0, count: VirtioNetHeader.size)
+            header.withUnsafeMutableBytes { (size == .tso ? Frames.tsoHeader : VirtioNetHeader()).write(to: $0) }
+            let bytes = header + frame
+            let path = "\(directory)/\(towardDevice ? "rx" : "tx")-\(size.key).bin"
+            guard let f = fopen(path, "wb") else { throw BenchError.setup("cannot write \(path)") }
+            defer { fclose(f) }
+            guard bytes.withUnsafeBytes({ fwrite($0.baseAddress, 1, $0.count, f) }) == bytes.count else {
+                throw BenchError.setup("short write to \(path)")
+            }
         }
     }
 }
@@ -62,7 +67,9 @@ func main() -> Int32 {
         let harness = Harness()
         switch command {
         case "memory":
-            try InMemoryDatapath(harness: harness).run()
+            var suite = InMemoryDatapath(harness: harness)
+            suite.only = try parseOptions(args.dropFirst())["only"]
+            try suite.run()
         case "micro":
             try Micro(harness: harness, datapath: InMemoryDatapath(harness: harness)).run()
         case "frames":
