@@ -144,7 +144,7 @@ extension E1000Device {
             // Bytes 8…15: length, checksum, status, errors, special — one store, status last in memory order.
             let writeBack = UInt64(written) | UInt64(checksum) << 16 | UInt64(statusBits) << 32
                 | UInt64(errors) << 40 | UInt64(special) << 48
-            try? context.memory.store(writeBack, at: descriptor.checkedAdd(8) ?? descriptor)
+            if let fields = descriptor.checkedAdd(8) { try? context.memory.store(writeBack, at: fields) }
             index = ring.next(index)
             offset += chunk
             fragments += 1

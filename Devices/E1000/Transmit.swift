@@ -32,7 +32,7 @@ extension E1000Device {
                 guestError(.descriptorUnreadable, "transmit descriptor \(head) unreadable")
                 break
             }
-            let done = processDescriptor(at: address, low: low, high: high)
+            let done = processDescriptor(at: address, low: low, high: high, ringCount: ring.count)
             if let delayed = done {
                 wroteBack = true
                 allDelayed = allDelayed && delayed
@@ -46,7 +46,7 @@ extension E1000Device {
 
     /// Handles one descriptor. Returns nil when no DD was written, else whether every
     /// descriptor written back asked for a delayed interrupt (IDE).
-    private func processDescriptor(at address: GuestAddress, low: UInt64, high: UInt64) -> Bool? {
+    private func processDescriptor(at address: GuestAddress, low: UInt64, high: UInt64, ringCount: UInt32) -> Bool? {
         let kind = Transmit.kind(high: high)
         let command = Transmit.command(high: high)
         switch kind {
@@ -61,6 +61,10 @@ extension E1000Device {
                 transmit.options = kind == .data ? Transmit.dataOptions(high: high) : 0
             }
             append(buffer: low, length: Transmit.length(high: high, kind: kind))
+            // A packet that uses the whole ring without EOP can never complete (zero-length
+            // descriptors would otherwise let pending write-backs grow without bound).
+            transmit.descriptorCount += 1
+            if transmit.descriptorCount >= ringCount { transmit.overflowed = true }
         }
         if command & Transmit.reportStatus != 0 {
             transmit.pendingWriteBacks.append(address)

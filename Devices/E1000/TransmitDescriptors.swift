@@ -90,6 +90,8 @@ struct TransmitState {
     /// From the packet's first data descriptor: TSE and POPTS (§3.3.7).
     var segmentation = false
     var options: UInt8 = 0
+    /// Descriptors consumed by this packet: one that laps the ring is dropped.
+    var descriptorCount: UInt32 = 0
     /// Descriptors with RS waiting for their packet to go out before DD is written.
     var pendingWriteBacks: [GuestAddress] = []
     var pendingDelayed = true
@@ -104,7 +106,7 @@ struct TransmitState {
     }
 
     mutating func endPacket() {
-        length = 0; inProgress = false; overflowed = false; unreadable = false
+        length = 0; inProgress = false; overflowed = false; unreadable = false; descriptorCount = 0
         segmentation = false; options = 0
     }
 }

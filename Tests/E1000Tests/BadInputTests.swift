@@ -83,6 +83,23 @@ import VMMTestKit
         #expect(nic.r(R.tdh) == nic.txTail)
     }
 
+    @Test func packetThatLapsTheRingWithoutEOP() throws {
+        let nic = try NIC()
+        nic.setUpTransmit(count: 8)
+        for _ in 0 ..< 5 {
+            for _ in 0 ..< 7 { nic.putTx(low: 0x10_0000, high: UInt64(Self.rs) << 24) }   // 0 bytes, no EOP
+            nic.kickTx()
+        }
+        #expect(nic.errors(.transmitPacketEmpty) == 0)
+        #expect(nic.model.transmit.pendingWriteBacks.count < 8)
+        nic.legacy(Frames.ipv4TCP([1]), cmd: Self.eop | Self.rs)
+        nic.kickTx()
+        #expect(nic.errors(.transmitPacketTooLarge) == 1)
+        nic.legacy(Frames.ipv4TCP([1]), cmd: Self.eop | Self.rs)
+        nic.kickTx()
+        #expect(nic.endpoint.sent.count == 1)
+    }
+
     @Test func transmitBufferOutsideRAM() throws {
         let nic = try NIC()
         nic.setUpTransmit()
