@@ -31,6 +31,17 @@ import VMMTestKit
         #expect(nic.r(R.prc64) == 1)
     }
 
+    @Test(arguments: [60, 61, 67, 1514, 9017])
+    func fcsMatchesABitwiseCRC(length: Int) throws {
+        let nic = try NIC()
+        nic.setUpReceive(count: 16, rctl: Bit.rctlEN | Bit.rctlLPE)
+        let frame = Frames.ethernet(type: 0x88B5, Frames.payload(length - 14, seed: 5))
+        nic.endpoint.inject(frame)
+        let (bytes, _) = try #require(nic.receiveNext())
+        let crc = Frames.naiveCRC(frame)
+        #expect(bytes == frame + [UInt8(crc & 0xFF), UInt8(crc >> 8 & 0xFF), UInt8(crc >> 16 & 0xFF), UInt8(crc >> 24)])
+    }
+
     @Test func jumboFrameSpansDescriptors() throws {
         let nic = try NIC()
         nic.setUpReceive(count: 16, bufferSize: 2048, rctl: Bit.rctlEN | Bit.rctlLPE | Bit.rctlSECRC)
