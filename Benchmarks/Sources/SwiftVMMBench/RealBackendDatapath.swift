@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import DeviceCatalog
+import Synchronization
 import NetBackends
 import VMMCore
 import VMMNet
@@ -32,17 +33,20 @@ struct RealBackendDatapath {
         let options = "mac=\(addressing.deviceMAC.map { hex($0) }.joined(separator: ":")),net=\(net)"
         let frames: Int
         let elapsed: Double
+        // The user backend hands each frame to libslirp on the I/O loop, later: wait for
+        // the loop to catch up after every batch, so frames/s counts what slirp consumed.
+        let settle: () -> Void = net.hasPrefix("user") ? { drain(machine.loop) } : {}
         switch (device, direction) {
         case (.virtioNet, .tx):
             let driver = try VirtioBenchDriver(machine: machine, options: options + ",mtu=9000",
                                                features: InMemoryDatapath.virtioFeatures(size, mergeable: true))
             let tx = try VirtioTransmitter(driver: driver, frame: frame(), header: size == .tso ? Frames.tsoHeader : VirtioNetHeader(),
                                            linear: size == .tso ? 54 : size.length, batch: 32)
-            (frames, elapsed) = timed { n in tx.send(n); return n }
+            (frames, elapsed) = timed { n in tx.send(n); settle(); return n }
         case (.e1000, .tx):
             let driver = try E1000BenchDriver(machine: machine, options: options)
             let tx = try E1000Transmitter(driver: driver, frame: frame(), tso: size == .tso, batch: 32)
-            (frames, elapsed) = timed { n in tx.send(n); return n }
+            (frames, elapsed) = timed { n in tx.send(n); settle(); return n }
         case (.virtioNet, .rx):
             let driver = try VirtioBenchDriver(machine: machine, options: options + ",mtu=9000",
                                                features: InMemoryDatapath.virtioFeatures(size, mergeable: true))
@@ -100,8 +104,22 @@ struct RealBackendDatapath {
         }
     }
 
+    /// Returns once everything queued on `loop` before this call has run.
+    private func drain(_ loop: EventLoop) {
+        let done = Flag()
+        loop.execute { done.set() }
+        var pause = timespec(tv_sec: 0, tv_nsec: 10_000)
+        while !done.isSet { nanosleep(&pause, nil) }
+    }
+
     private func hex(_ b: UInt8) -> String {
         let s = String(b, radix: 16)
         return s.count == 1 ? "0" + s : s
     }
+}
+
+final class Flag: Sendable {
+    private let value = Mutex(false)
+    func set() { value.withLock { $0 = true } }
+    var isSet: Bool { value.withLock { $0 } }
 }
