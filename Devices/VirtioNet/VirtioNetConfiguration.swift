@@ -14,6 +14,7 @@ struct VirtioNetConfiguration: Equatable {
     var mergeableRXBuffers = true
     var eventIndex = true
     var indirectDescriptors = true
+    var packedRing = false
     var controlQueue = true
     var status = true
 
@@ -29,6 +30,7 @@ struct VirtioNetConfiguration: Equatable {
         OptionHelp("mrg_rxbuf", "on|off", "mergeable receive buffers (VIRTIO_NET_F_MRG_RXBUF)"),
         OptionHelp("event_idx", "on|off", "notification suppression (VIRTIO_F_EVENT_IDX)"),
         OptionHelp("indirect_desc", "on|off", "indirect descriptor tables (VIRTIO_F_INDIRECT_DESC)"),
+        OptionHelp("packed", "on|off", "offer packed virtqueues (VIRTIO_F_RING_PACKED; default off)"),
         OptionHelp("ctrl_vq", "on|off", "control queue: RX modes, MAC filter, offloads, MQ"),
         OptionHelp("status", "on|off", "link status in config space (VIRTIO_NET_F_STATUS)"),
         OptionHelp("net", "memory|tap:…|…", "the network backend (see `swiftvmm backends`)"),
@@ -55,6 +57,7 @@ struct VirtioNetConfiguration: Equatable {
         try flag("mrg_rxbuf", &mergeableRXBuffers)
         try flag("event_idx", &eventIndex)
         try flag("indirect_desc", &indirectDescriptors)
+        try flag("packed", &packedRing)
         try flag("ctrl_vq", &controlQueue)
         try flag("status", &status)
         if queuePairs > 1 && !controlQueue {

@@ -21,7 +21,7 @@ extension VirtioNetDevice {
     /// The largest command accepted: two full MAC tables and their counts, with room.
     static let maxControlCommand = 2 + 2 * (4 + 6 * 1024)
 
-    func processControl(_ queue: SplitVirtqueue) {
+    func processControl(_ queue: any Virtqueue) {
         guard transport.isLive, queue.isEnabled else { return }
         do {
             var budget = Int(queue.size)

@@ -73,7 +73,8 @@ public final class VirtioNetDevice: PCIDevice, VirtioDeviceModel, FrameReceiver,
             deviceConfigLength: VirtioNetDeviceConfig.length, queueCount: queueCount,
             maxQueueSize: configuration.queueSize,
             options: VirtioTransportOptions(eventIndex: configuration.eventIndex,
-                                            indirectDescriptors: configuration.indirectDescriptors))
+                                            indirectDescriptors: configuration.indirectDescriptors,
+                                            packedRing: configuration.packedRing))
         hostSegments.reserveCapacity(64)
         frameSegments.reserveCapacity(64)
         receiveChains.reserveCapacity(Int(configuration.queueSize))
@@ -104,12 +105,9 @@ public final class VirtioNetDevice: PCIDevice, VirtioDeviceModel, FrameReceiver,
         return transport.negotiated(VirtioNetFeature.mq) ? 2 * configuration.queuePairs : 2
     }
 
-    var receiveQueue: SplitVirtqueue? { transport.queues.first }
+    var receiveQueue: (any Virtqueue)? { transport.queue(0) }
 
-    func transmitQueue(pair: Int) -> SplitVirtqueue? {
-        let i = 2 * pair + 1
-        return i < transport.queues.count ? transport.queues[i] : nil
-    }
+    func transmitQueue(pair: Int) -> (any Virtqueue)? { transport.queue(2 * pair + 1) }
 
     // MARK: VirtioDeviceModel
 
@@ -138,7 +136,7 @@ public final class VirtioNetDevice: PCIDevice, VirtioDeviceModel, FrameReceiver,
         backend.setReceiveOffloads(receiveOffloads)
         // Chains made available before DRIVER_OK are handled now.
         for pair in 0 ..< configuration.queuePairs { if let q = transmitQueue(pair: pair) { transmit(q) } }
-        if let c = controlQueueIndex, c < transport.queues.count { processControl(transport.queues[c]) }
+        if let c = controlQueueIndex, let q = transport.queue(c) { processControl(q) }
         resumeReceive()
     }
 
@@ -153,10 +151,11 @@ public final class VirtioNetDevice: PCIDevice, VirtioDeviceModel, FrameReceiver,
     }
 
     public func queueNotified(_ index: Int) {
+        guard let queue = transport.queue(index) else { return }
         if index == controlQueueIndex {
-            processControl(transport.queues[index])
+            processControl(queue)
         } else if index % 2 == 1 {
-            transmit(transport.queues[index])
+            transmit(queue)
         } else {
             resumeReceive() // a receive queue got buffers
         }

@@ -89,7 +89,7 @@ extension VirtioNetDevice {
 
     /// Without MRG_RXBUF each frame takes one chain, which must hold header and frame
     /// (§5.1.6.3.1). A frame too large for the chain is dropped and the chain kept.
-    private func deliverSingle(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, queue: SplitVirtqueue) throws(VirtqueueError) -> Bool {
+    private func deliverSingle(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, queue: any Virtqueue) throws(VirtqueueError) -> Bool {
         guard try queue.pop(into: &chain) else { return false }
         let needed = UInt64(VirtioNetHeader.size) + UInt64(frame.count)
         guard chain.writableLength >= needed else {
@@ -112,7 +112,7 @@ extension VirtioNetDevice {
 
     /// With MRG_RXBUF a frame spreads over as many chains as it needs; `num_buffers` in
     /// the first says how many (§5.1.6.4). Either all fit or nothing is taken.
-    private func deliverMergeable(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, queue: SplitVirtqueue) throws(VirtqueueError) -> Bool {
+    private func deliverMergeable(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, queue: any Virtqueue) throws(VirtqueueError) -> Bool {
         let needed = UInt64(VirtioNetHeader.size) + UInt64(frame.count)
         receiveChains.removeAll(keepingCapacity: true)
         hostSegments.removeAll(keepingCapacity: true)
@@ -154,7 +154,7 @@ extension VirtioNetDevice {
 
     /// A receive chain pointing outside RAM: its buffers are returned empty (the driver
     /// drops a zero-length buffer and reposts it) and the frame is counted as lost.
-    private func dropWithBadBuffer(_ queue: SplitVirtqueue, heads: [UInt16], _ error: GuestMemoryError) throws(VirtqueueError) -> Bool {
+    private func dropWithBadBuffer(_ queue: any Virtqueue, heads: [UInt16], _ error: GuestMemoryError) throws(VirtqueueError) -> Bool {
         context.guestLog.warning("virtio-net.rx-buffer", "RX chain \(heads.first ?? 0): \(error); frame dropped")
         for h in heads { try queue.addUsed(head: h, length: 0) }
         transport.completeUsed(queue)
@@ -184,7 +184,7 @@ extension VirtioNetDevice {
         copy(frame)
     }
 
-    private func finishDelivery(_ queue: SplitVirtqueue, bytes: Int) {
+    private func finishDelivery(_ queue: any Virtqueue, bytes: Int) {
         counters.received(bytes: bytes)
         transport.completeUsed(queue)
         // While frames flow the device does not need RX kicks (§2.7.10); it asks again
@@ -194,7 +194,7 @@ extension VirtioNetDevice {
 
     /// No buffer: ask the driver to notify when it adds some. If some arrived while
     /// re-enabling, the backend is told to retry on the next turn of the loop.
-    private func waitForBuffers(_ queue: SplitVirtqueue) {
+    private func waitForBuffers(_ queue: any Virtqueue) {
         waitingForReceiveBuffers = true
         if queue.enableNotifications() {
             context.eventLoop.execute { [weak self] in

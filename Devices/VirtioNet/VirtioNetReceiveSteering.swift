@@ -6,7 +6,7 @@ extension VirtioNetDevice {
     /// the flow — IP addresses and TCP/UDP ports — picks the pair, so a flow stays in order
     /// on one queue and different flows interrupt different vCPUs (§5.1.6.5.5 leaves the
     /// choice to the device when RSS is not negotiated). Anything else goes to queue 0.
-    func receiveQueue(for frame: UnsafeRawBufferPointer) -> SplitVirtqueue? {
+    func receiveQueue(for frame: UnsafeRawBufferPointer) -> (any Virtqueue)? {
         guard activeQueuePairs > 1, let parsed = FrameParser.parse(frame, lengths: .headersOnly),
               let network = parsed.network else { return receiveQueue }
         // FNV-1a over the addresses (IPv4 12..<20, IPv6 8..<40 of the IP header) and ports.
@@ -21,6 +21,6 @@ extension VirtioNetDevice {
         }
         if parsed.isTCP || parsed.isUDP, let l4 = parsed.transportOffset { mix(l4, 4) }
         let index = 2 * Int(hash % UInt32(activeQueuePairs))
-        return index < transport.queues.count ? transport.queues[index] : receiveQueue
+        return transport.queue(index) ?? receiveQueue
     }
 }

@@ -11,7 +11,7 @@ extension VirtioNetDevice {
 
     /// Sends what the driver queued on `queue` (§5.1.6.2), suppressing notifications
     /// while busy and re-checking after re-enabling them (§2.7.10) so none is lost.
-    func transmit(_ queue: SplitVirtqueue) {
+    func transmit(_ queue: any Virtqueue) {
         guard transport.isLive, queue.isEnabled else { return }
         var budget = VirtioNetDevice.transmitBudget
         do {
@@ -25,9 +25,10 @@ extension VirtioNetDevice {
                 }
                 transport.completeUsed(queue)
                 if budget == 0 {
+                    let index = queue.index
                     context.eventLoop.execute { [weak self] in
                         guard let self else { return }
-                        self.context.lock.withLock { self.transmit(queue) }
+                        self.context.lock.withLock { if let q = self.transport.queue(index) { self.transmit(q) } }
                     }
                     return
                 }

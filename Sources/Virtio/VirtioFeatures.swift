@@ -8,8 +8,10 @@ public enum VirtioFeature {
     /// Virtio 1.x semantics (little-endian, modern transport). Mandatory here: the
     /// device is modern-only (§6: a device MUST offer it, §4.1.2.1).
     public static let version1: UInt64 = 1 << 32
+    /// Packed virtqueues (§2.8) instead of split ones.
+    public static let ringPacked: UInt64 = 1 << 34
     /// Bits the transport itself owns; a device model offers only its own bits plus these.
-    public static let transportBits: UInt64 = indirectDescriptors | eventIndex | version1
+    public static let transportBits: UInt64 = indirectDescriptors | eventIndex | version1 | ringPacked
 
     /// `true` when `features` contains every bit of `bit`.
     @inlinable public static func has(_ features: UInt64, _ bit: UInt64) -> Bool { features & bit == bit }

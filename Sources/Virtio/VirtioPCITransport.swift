@@ -11,13 +11,17 @@ public struct VirtioPCIIdentity: Sendable {
     }
 }
 
-/// Options of the transport a user may turn off (`event_idx=off`, `indirect_desc=off`).
+/// Ring features a user may switch (`event_idx=off`, `indirect_desc=off`, `packed=on`).
 public struct VirtioTransportOptions: Sendable {
     public var eventIndex = true
     public var indirectDescriptors = true
-    public init(eventIndex: Bool = true, indirectDescriptors: Bool = true) {
+    /// Offer VIRTIO_F_RING_PACKED (off by default, as in QEMU: split rings are what every
+    /// driver supports and what is tested most).
+    public var packedRing = false
+    public init(eventIndex: Bool = true, indirectDescriptors: Bool = true, packedRing: Bool = false) {
         self.eventIndex = eventIndex
         self.indirectDescriptors = indirectDescriptors
+        self.packedRing = packedRing
     }
 }
 
@@ -31,7 +35,10 @@ public struct VirtioTransportOptions: Sendable {
 /// The owning `PCIDevice` forwards `barRead`/`barWrite`/`configRead`/`configWrite`/
 /// `reset` here. All calls happen under the device's lock.
 public final class VirtioPCITransport: @unchecked Sendable {
+    /// Each queue's registers as the driver programmed them, and its split ring.
     public let queues: [SplitVirtqueue]
+    /// The packed ring of each queue, used instead when VIRTIO_F_RING_PACKED is negotiated.
+    public let packedQueues: [PackedVirtqueue]
     public private(set) var status = VirtioDeviceStatus()
     /// Features the driver accepted; valid once FEATURES_OK is set.
     public private(set) var negotiatedFeatures: UInt64 = 0
@@ -62,9 +69,11 @@ public final class VirtioPCITransport: @unchecked Sendable {
         self.deviceConfigLength = max(0, min(deviceConfigLength, Int(VirtioPCILayout.deviceConfigMaxLength)))
         let count = min(max(queueCount, 1), VirtioPCILayout.maxQueues)
         queues = (0 ..< count).map { SplitVirtqueue(index: $0, maxSize: maxQueueSize, memory: context.memory) }
+        packedQueues = (0 ..< count).map { PackedVirtqueue(index: $0, memory: context.memory) }
         var features = deviceFeatures | VirtioFeature.version1
         if options.eventIndex { features |= VirtioFeature.eventIndex }
         if options.indirectDescriptors { features |= VirtioFeature.indirectDescriptors }
+        if options.packedRing { features |= VirtioFeature.ringPacked }
         offeredFeatures = features
         msixVectors = count + 1
 
@@ -111,9 +120,15 @@ public final class VirtioPCITransport: @unchecked Sendable {
 
     public func negotiated(_ bit: UInt64) -> Bool { VirtioFeature.has(negotiatedFeatures, bit) }
 
+    /// Queue `index` in the layout the driver negotiated (split or packed).
+    public func queue(_ index: Int) -> (any Virtqueue)? {
+        guard index >= 0, index < queues.count else { return nil }
+        return negotiated(VirtioFeature.ringPacked) ? packedQueues[index] : queues[index]
+    }
+
     /// Publishes what was added to `queue`'s used ring and interrupts the driver if it
     /// asked for it (§2.7.10). The one call devices make after returning buffers.
-    public func completeUsed(_ queue: SplitVirtqueue) {
+    public func completeUsed(_ queue: any Virtqueue) {
         let published = queue.pendingUsed > 0
         queue.publishUsed()
         guard published, queue.needsNotification() else { return }
@@ -121,9 +136,10 @@ public final class VirtioPCITransport: @unchecked Sendable {
     }
 
     /// A used-buffer notification for `queue`: its MSI-X vector, or ISR bit 0 and INTx.
-    public func signalQueue(_ queue: SplitVirtqueue) {
+    public func signalQueue(_ queue: any Virtqueue) {
         if context.interrupts.mode == .msix {
-            if queue.msixVector != virtioNoVector { context.interrupts.raise(vector: Int(queue.msixVector)) }
+            let vector = queue.index < queues.count ? queues[queue.index].msixVector : virtioNoVector
+            if vector != virtioNoVector { context.interrupts.raise(vector: Int(vector)) }
         } else {
             isr |= VirtioISR.queue
             context.interrupts.setINTx(true)
@@ -149,10 +165,11 @@ public final class VirtioPCITransport: @unchecked Sendable {
 
     /// Puts the device into DEVICE_NEEDS_RESET after the driver broke the rules (§2.1.1):
     /// queues stop, the driver gets a config interrupt and must reset the device.
-    public func fail(_ queue: SplitVirtqueue?, _ error: VirtqueueError) {
+    public func fail(_ queue: (any Virtqueue)?, _ error: VirtqueueError) {
         let name = queue.map { "queue \($0.index)" } ?? "device"
         context.guestLog.warning("virtio.needs-reset", "\(name): \(error); DEVICE_NEEDS_RESET set")
         for q in queues { q.disable() }
+        for q in packedQueues { q.disable() }
         guard !status.contains(.needsReset) else { return }
         status.insert(.needsReset)
         if status.contains(.driverOK) { signalConfigChange() }
@@ -170,13 +187,14 @@ public final class VirtioPCITransport: @unchecked Sendable {
         isr = 0
         context.interrupts.setINTx(false)
         for q in queues { q.reset() }
+        for q in packedQueues { q.reset() }
         model?.deviceReset()
     }
 
     // MARK: Notifications
 
     private func queueNotified(_ index: Int) {
-        guard isLive, index >= 0, index < queues.count, queues[index].isEnabled else { return }
+        guard isLive, queue(index)?.isEnabled == true else { return }
         model?.queueNotified(index)
     }
 
@@ -250,7 +268,7 @@ public final class VirtioPCITransport: @unchecked Sendable {
         case (C.queueSelect, 2): return UInt64(queueSelect)
         case (C.queueSize, 2): return UInt64(q?.size ?? 0)
         case (C.queueMSIXVector, 2): return UInt64(q?.msixVector ?? virtioNoVector)
-        case (C.queueEnable, 2): return q?.isEnabled == true ? 1 : 0
+        case (C.queueEnable, 2): return queue(Int(queueSelect))?.isEnabled == true ? 1 : 0
         case (C.queueNotifyOff, 2), (C.queueNotifyConfigData, 2): return UInt64(q == nil ? 0 : queueSelect)
         case (C.queueDescriptor, _), (C.queueDescriptor + 4, 4):
             return addressPart(q?.descriptorTable, o - C.queueDescriptor, size)
@@ -285,9 +303,7 @@ public final class VirtioPCITransport: @unchecked Sendable {
             q.size = v16
         case (C.queueEnable, 2):
             guard v16 == 1, let q = configurableQueue() else { return }
-            q.usesEventIndex = negotiated(VirtioFeature.eventIndex)
-            q.allowsIndirect = negotiated(VirtioFeature.indirectDescriptors)
-            do { try q.enable() } catch { fail(q, error) }
+            enable(q)
         case (C.queueDescriptor, _), (C.queueDescriptor + 4, 4):
             guard let q = configurableQueue() else { return }
             q.descriptorTable = GuestAddress(merge(q.descriptorTable.raw, o - C.queueDescriptor, size, value))
@@ -302,10 +318,29 @@ public final class VirtioPCITransport: @unchecked Sendable {
         }
     }
 
+    /// Maps the selected queue's rings in the negotiated layout.
+    private func enable(_ q: SplitVirtqueue) {
+        let eventIndex = negotiated(VirtioFeature.eventIndex)
+        let indirect = negotiated(VirtioFeature.indirectDescriptors)
+        if negotiated(VirtioFeature.ringPacked) {
+            let p = packedQueues[q.index]
+            p.usesEventIndex = eventIndex
+            p.allowsIndirect = indirect
+            do {
+                try p.enable(size: q.size, maxSize: q.maxSize, ring: q.descriptorTable, driver: q.driverArea, device: q.deviceArea)
+            } catch { fail(p, error) }
+        } else {
+            q.usesEventIndex = eventIndex
+            q.allowsIndirect = indirect
+            do { try q.enable() } catch { fail(q, error) }
+        }
+    }
+
     /// The selected queue while its setup may still change: it exists, is not enabled yet
     /// and the device is not live (§4.1.4.3.2: no changes after queue_enable).
     private func configurableQueue() -> SplitVirtqueue? {
-        guard let q = selectedQueue, !q.isEnabled, !status.contains(.driverOK), !status.contains(.needsReset) else {
+        guard let q = selectedQueue, !q.isEnabled, !packedQueues[q.index].isEnabled,
+              !status.contains(.driverOK), !status.contains(.needsReset) else {
             context.guestLog.debug("virtio.queue-locked", "queue \(queueSelect) cannot be configured now")
             return nil
         }

@@ -1,0 +1,29 @@
+/// What a device does with a virtqueue, whatever its layout (split §2.7 or packed §2.8):
+/// take chains, give them back, and manage notifications both ways. The transport owns
+/// the queues; a device gets the active one with `VirtioPCITransport.queue(_:)`.
+public protocol Virtqueue: AnyObject {
+    var index: Int { get }
+    /// Entries in the ring as the driver configured it.
+    var size: UInt16 { get }
+    var isEnabled: Bool { get }
+    /// Used entries added but not yet visible to the driver.
+    var pendingUsed: UInt16 { get }
+    /// Takes the next available chain into `chain`; false when there is none. Throws when
+    /// the ring is broken (the transport then sets DEVICE_NEEDS_RESET).
+    func pop(into chain: inout DescriptorChain) throws(VirtqueueError) -> Bool
+    /// Gives back the last `count` chains taken and not yet returned.
+    func unpop(_ count: UInt16)
+    /// Returns the chain `head` (its buffer ID for packed rings) with `length` bytes
+    /// written, in the order chains were taken; visible at `publishUsed()`.
+    func addUsed(head: UInt16, length: UInt32) throws(VirtqueueError)
+    /// Makes the added used entries visible to the driver.
+    func publishUsed()
+    /// Whether the driver wants an interrupt for what was published since the last one.
+    func needsNotification() -> Bool
+    /// Asks for driver notifications again; true when chains arrived meanwhile.
+    func enableNotifications() -> Bool
+    /// Tells the driver that notifications are not needed for now.
+    func disableNotifications()
+}
+
+extension SplitVirtqueue: Virtqueue {}
