@@ -125,6 +125,7 @@ extension E1000Device {
         let tag: UInt16? = command & Transmit.vlanEnable != 0 && reg(Reg.ctrl) & Ctrl.vlanModeEnable != 0
             ? Transmit.special(high: high) : nil
         let packet = UnsafeMutableRawBufferPointer(rebasing: transmitBuffer.bytes[0 ..< transmit.length])
+        if sendWithBackendOffload(packet, kind: kind, high: high, tag: tag) { return }
         if kind == .data, transmit.segmentation {
             segmentAndSend(packet, tag: tag)
             return
@@ -194,27 +195,32 @@ extension E1000Device {
         }
     }
 
-    /// One frame to the backend, counted as the statistics registers define (§13.7).
-    private func send(_ frame: UnsafeRawBufferPointer) {
+    /// One frame to the backend, counted as the statistics registers define (§13.7). With
+    /// a GSO header it stands for `segments` frames on the wire, each carrying the headers.
+    @discardableResult
+    func send(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader? = nil, segments: Int = 1, segmentHeaderLength: Int = 0) -> Bool {
         guard frame.count <= backend.capabilities.maxFrameSize else {
             guestError(.backendFrameLimit, "\(frame.count)-byte frame exceeds the backend's \(backend.capabilities.maxFrameSize)")
-            return
+            return false
         }
         sendSegments.removeAll(keepingCapacity: true)
         sendSegments.append(frame)
-        let result = backend.send(sendSegments, header: nil)
+        let result = backend.send(sendSegments, header: header)
         sendSegments.removeAll(keepingCapacity: true)
-        guard result == .sent else { return }
+        guard result == .sent else { return false }
+        let count = UInt32(clamping: segments)
+        let repeatedHeaders = (segments - 1) * segmentHeaderLength
         let wireLength = max(frame.count, Transmit.minimumFrameLength) + Receive.fcsLength
-        statistics.count(E1000Statistics.gptc)
-        statistics.count(E1000Statistics.tpt)
-        statistics.countOctets(E1000Statistics.gotcl, wireLength)
-        statistics.countOctets(E1000Statistics.totl, wireLength)
-        statistics.countSize(E1000Statistics.ptc64, length: wireLength)
+        statistics.count(E1000Statistics.gptc, by: count)
+        statistics.count(E1000Statistics.tpt, by: count)
+        statistics.countOctets(E1000Statistics.gotcl, wireLength + repeatedHeaders + (segments - 1) * Receive.fcsLength)
+        statistics.countOctets(E1000Statistics.totl, wireLength + repeatedHeaders + (segments - 1) * Receive.fcsLength)
+        if segments == 1 { statistics.countSize(E1000Statistics.ptc64, length: wireLength) }
         switch FrameAddressClass(destinationOf: frame) {
-        case .broadcast: statistics.count(E1000Statistics.bptc)
-        case .multicast: statistics.count(E1000Statistics.mptc)
+        case .broadcast: statistics.count(E1000Statistics.bptc, by: count)
+        case .multicast: statistics.count(E1000Statistics.mptc, by: count)
         default: break
         }
+        return true
     }
 }

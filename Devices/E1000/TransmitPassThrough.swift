@@ -1,0 +1,109 @@
+import VMMCore
+import VMMNet
+
+/// When the backend completes offloads itself (TAP with a virtio-net header), a TSO
+/// packet or a checksum request goes to it whole with a `VirtioNetHeader` instead of
+/// being segmented or summed here: one 64 KiB write instead of 45 segments.
+///
+/// The header describes the packet the way Linux's own CHECKSUM_PARTIAL / GSO packets
+/// look (virtio 1.2 §5.1.6.2): IP lengths of the whole packet, the IPv4 header checksum
+/// valid, and the TCP checksum field holding the pseudo-header sum over the full length.
+/// Linux's e1000 driver leaves those for the hardware (length 0, a length-less pseudo
+/// sum), so they are fixed up here. Anything that does not parse exactly as the context
+/// descriptor claims takes the software path, which checks everything.
+extension E1000Device {
+    /// Sends the assembled packet with a header and returns true, or returns false
+    /// (having changed nothing that matters) when the software path must do it.
+    func sendWithBackendOffload(_ packet: UnsafeMutableRawBufferPointer, kind: Transmit.Kind, high: UInt64, tag: UInt16?) -> Bool {
+        let caps = backend.capabilities
+        guard caps.virtioNetHeader, caps.offloads.contains(.checksum) else { return false }
+        let c = transmit.context
+        var header: VirtioNetHeader
+        var segments = 1
+        if kind == .data, transmit.segmentation {
+            guard c.loaded, c.isTCP, c.segmentSize > 0, caps.offloads.contains(c.isIPv4 ? .tso4 : .tso6),
+                  let h = segmentationHeader(packet, context: c) else { return false }
+            header = h
+            let payload = packet.count - c.headerLength
+            segments = max(1, (payload + c.segmentSize - 1) / c.segmentSize)
+        } else if let h = checksumHeader(packet, kind: kind, high: high) {
+            header = h
+        } else {
+            return false
+        }
+        var length = packet.count
+        if let tag {
+            guard let tagged = VLAN.insert(tci: tag, inPlace: transmitBuffer.bytes, length: length) else { return false }
+            length = tagged
+            header.checksumStart &+= UInt16(HeaderSize.vlanTag)
+            if header.isGSO { header.headerLength &+= UInt16(HeaderSize.vlanTag) }
+        }
+        guard length <= caps.maxFrameSize else { return false }
+        let frame = UnsafeRawBufferPointer(rebasing: transmitBuffer.bytes[0 ..< length])
+        if send(frame, header: header, segments: segments, segmentHeaderLength: Int(header.headerLength)), header.isGSO {
+            statistics.count(E1000Statistics.tsctc)
+        }
+        return true
+    }
+
+    /// TSE: the context must match the parsed headers exactly; then lengths, the IPv4
+    /// header checksum and the TCP pseudo-header seed are set for the whole packet.
+    private func segmentationHeader(_ packet: UnsafeMutableRawBufferPointer, context c: TransmitContext) -> VirtioNetHeader? {
+        let probe = min(packet.count, SoftwareOffload.maxHeaderBytes)
+        guard let parsed = FrameParser.parse(UnsafeRawBufferPointer(rebasing: packet[0 ..< probe]), lengths: .headersOnly),
+              parsed.network == (c.isIPv4 ? .ipv4 : .ipv6), parsed.isTCP, parsed.vlanTCI == nil,
+              parsed.networkOffset == c.ipStart, parsed.transportOffset == c.transportStart,
+              parsed.headerLength == c.headerLength, c.headerLength < packet.count
+        else { return nil }
+        let ipLength = packet.count - c.ipStart
+        let l4Length = packet.count - c.transportStart
+        guard ipLength <= Int(UInt16.max), c.transportStart - c.ipStart <= ipLength else { return nil }
+        let ip = UnsafeMutableRawBufferPointer(rebasing: packet[c.ipStart ..< c.transportStart])
+        let seed: InternetChecksum?
+        if c.isIPv4 {
+            Self.storeBE16(UInt16(ipLength), in: ip, at: 2)
+            guard (try? ChecksumOffload.insertIPv4HeaderChecksum(packet, ipOffset: c.ipStart)) != nil else { return nil }
+            seed = InternetChecksum.pseudoHeaderIPv4(ipHeader: UnsafeRawBufferPointer(ip), protocol: IPProtocol.tcp, length: UInt16(l4Length))
+        } else {
+            let payloadLength = ipLength - HeaderSize.ipv6
+            guard payloadLength >= 0 else { return nil }
+            Self.storeBE16(UInt16(payloadLength), in: ip, at: 4)
+            seed = InternetChecksum.pseudoHeaderIPv6(ipHeader: UnsafeRawBufferPointer(ip), nextHeader: IPProtocol.tcp, length: UInt32(l4Length))
+        }
+        guard let seed else { return nil }
+        Self.storeBE16(seed.folded, in: packet, at: c.transportStart + 16)
+        return VirtioNetHeader(flags: VirtioNetHeader.needsChecksum,
+                               gsoType: (c.isIPv4 ? VirtioNetHeader.GSOType.tcpv4 : .tcpv6).rawValue,
+                               headerLength: UInt16(c.headerLength), gsoSize: UInt16(c.segmentSize),
+                               checksumStart: UInt16(c.transportStart), checksumOffset: 16)
+    }
+
+    /// A checksum "from start to the end, stored at field" is NEEDS_CSUM exactly (both sum
+    /// the field's seed as found). IXSM is done here first; TUCSE ≠ 0 goes the software way.
+    private func checksumHeader(_ packet: UnsafeMutableRawBufferPointer, kind: Transmit.Kind, high: UInt64) -> VirtioNetHeader? {
+        let start: Int, field: Int
+        if kind == .legacy {
+            guard Transmit.command(high: high) & Transmit.insertChecksum != 0 else { return nil }
+            start = Transmit.legacyChecksumStart(high: high)
+            field = Transmit.legacyChecksumOffset(high: high)
+        } else {
+            let c = transmit.context
+            guard transmit.options & Transmit.insertTransportChecksum != 0, c.transportEnd == 0 else { return nil }
+            start = c.transportStart
+            field = c.transportField
+        }
+        guard start >= HeaderSize.ethernet, field >= start, field <= packet.count - 2 else { return nil }
+        if kind == .data, transmit.options & Transmit.insertIPChecksum != 0 {
+            let c = transmit.context
+            guard (try? ChecksumOffload.insert(packet, start: c.ipStart, end: TransmitContext.end(c.ipEnd, length: packet.count), field: c.ipField)) != nil
+            else { return nil }
+        }
+        return VirtioNetHeader(flags: VirtioNetHeader.needsChecksum, checksumStart: UInt16(start), checksumOffset: UInt16(field - start))
+    }
+
+    private static func storeBE16(_ value: UInt16, in buffer: UnsafeMutableRawBufferPointer, at offset: Int) {
+        guard offset >= 0, offset <= buffer.count - 2 else { return }
+        buffer[offset] = UInt8(truncatingIfNeeded: value >> 8)
+        buffer[offset + 1] = UInt8(truncatingIfNeeded: value)
+    }
+}
