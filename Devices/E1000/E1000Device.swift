@@ -221,6 +221,11 @@ public final class E1000Device: PCIDevice, FrameReceiver, @unchecked Sendable {
     /// The link STATUS reports: the backend's link, through a PHY that is powered up.
     var linkIsUp: Bool { backend.isLinkUp && !phy.isPoweredDown }
 
+    /// VET (SDM §13.4, VLAN Ether Type) names the TPID of an 802.1Q tag for recognition, stripping and
+    /// insertion. Only 0x8100 is modelled: Linux's e1000_init_hw writes 0 on the 82540
+    /// and e1000_reset then 0x8100; with any other value frames are treated as untagged.
+    var vlanTagsRecognized: Bool { reg(Reg.vet) & 0xFFFF == UInt32(EtherType.vlan) }
+
     /// Raises LSC when what STATUS reports changed (§13.4.17).
     func linkMayHaveChanged() {
         let up = linkIsUp

@@ -50,7 +50,7 @@ extension E1000Device {
             statistics.count(E1000Statistics.ruc)
             return true
         }
-        let tci = VLAN.tag(of: frame)
+        let tci = vlanTagsRecognized ? VLAN.tag(of: frame) : nil
         let limit = rctl & Rctl.longPacket != 0 ? Receive.maxFrameLength
             : Receive.standardFrameLength + (tci == nil ? 0 : HeaderSize.vlanTag)
         let wireLength = max(frame.count, Receive.minimumFrameLength) + Receive.fcsLength

@@ -122,7 +122,7 @@ extension E1000Device {
         }
         let command = Transmit.command(high: high)
         // VLE and the tag come from the EOP descriptor and need CTRL.VME (§3.3.3, §3.3.7).
-        let tag: UInt16? = command & Transmit.vlanEnable != 0 && reg(Reg.ctrl) & Ctrl.vlanModeEnable != 0
+        let tag: UInt16? = command & Transmit.vlanEnable != 0 && reg(Reg.ctrl) & Ctrl.vlanModeEnable != 0 && vlanTagsRecognized
             ? Transmit.special(high: high) : nil
         let packet = UnsafeMutableRawBufferPointer(rebasing: transmitBuffer.bytes[0 ..< transmit.length])
         if sendWithBackendOffload(packet, kind: kind, high: high, tag: tag) { return }

@@ -131,6 +131,24 @@ import VMMTestKit
         #expect(raw == tagged && d2.status & 0x08 == 0)
     }
 
+    @Test func vetOtherThan8100TurnsTagHandlingOff() throws {
+        let nic = try NIC()
+        nic.setUpReceive()
+        nic.setUpTransmit()
+        nic.w(R.ctrl, nic.r(R.ctrl) | Bit.ctrlVME)
+        nic.w(0x38, 0)                                                  // VET, as e1000_init_hw leaves it on an 82540
+        let inner = Frames.ipv4TCP(Frames.payload(20))
+        let tagged = Array(inner[0 ..< 12]) + [0x81, 0x00, 0x00, 0x2A] + Array(inner[12...])
+        nic.endpoint.inject(tagged)
+        #expect(try #require(nic.receiveNext()).bytes == tagged)
+        nic.legacy(inner, cmd: 0x01 | 0x40 | 0x08, special: 5)
+        nic.kickTx()
+        #expect(nic.endpoint.takeSent().first?.bytes == inner)
+        nic.w(0x38, 0x8100)                                             // e1000_reset: ETHERNET_IEEE_VLAN_TYPE
+        nic.endpoint.inject(tagged)
+        #expect(try #require(nic.receiveNext()).bytes == inner)
+    }
+
     @Test func receiveChecksumStatus() throws {
         let nic = try NIC()
         nic.setUpReceive()
