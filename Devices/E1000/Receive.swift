@@ -54,12 +54,19 @@ extension E1000Device {
         let limit = rctl & Rctl.longPacket != 0 ? Receive.maxFrameLength
             : Receive.standardFrameLength + (tci == nil ? 0 : HeaderSize.vlanTag)
         let wireLength = max(frame.count, Receive.minimumFrameLength) + Receive.fcsLength
+        // TPR/TOR count every frame seen, filtered or not — but a frame handed back to the
+        // backend is seen again later, so it counts then.
+        var heldByBackend = false
+        defer {
+            if !heldByBackend {
+                statistics.count(E1000Statistics.tpr)
+                statistics.countOctets(E1000Statistics.torl, wireLength)
+            }
+        }
         guard wireLength <= limit else {
             statistics.count(E1000Statistics.roc)
             return true
         }
-        statistics.count(E1000Statistics.tpr)
-        statistics.countOctets(E1000Statistics.torl, wireLength)
         guard let addressClass = filter.accept(frame, rctl: rctl) else { return true }
         if let tci, rctl & Rctl.vlanFilter != 0, !filter.vlanAccepted(tci: tci) { return true }
 
@@ -106,6 +113,7 @@ extension E1000Device {
         guard needed <= Int(ring.available) else {
             statistics.count(E1000Statistics.rnbc)
             receiveStalled = true
+            heldByBackend = true
             return false
         }
 

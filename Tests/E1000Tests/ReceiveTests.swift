@@ -174,6 +174,7 @@ import VMMTestKit
         #expect(nic.endpoint.inject(f) && nic.endpoint.inject(f))
         #expect(!nic.endpoint.inject(f))                                // back-pressure, not a drop
         #expect(nic.r(R.rnbc) == 1 && nic.r(R.mpc) == 0)
+        #expect(nic.r(R.tpr) == 2)                                      // the held frame is not counted yet
         let resumes = nic.endpoint.resumeCount
         nic.w(R.rdt, 5)
         #expect(nic.endpoint.resumeCount == resumes + 1)
