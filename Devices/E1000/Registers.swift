@@ -20,7 +20,7 @@ enum Reg {
     static let vfta = 0x5600, vftaEnd = 0x5800          // 128 entries
     static let wuc = 0x5800, wufc = 0x5808, wus = 0x5810, manc = 0x5820
     static let ipav = 0x5838, ip4at = 0x5840, ip4atEnd = 0x5858, ip6at = 0x5880, ip6atEnd = 0x5890
-    static let wupl = 0x5900, wupm = 0x5A00, wupmEnd = 0x5A80
+    static let wupm = 0x5A00, wupmEnd = 0x5A80
     static let fflt = 0x5F00, ffltEnd = 0x5F20
     static let ffmt = 0x9000, ffmtEnd = 0x9400, ffvt = 0x9800, ffvtEnd = 0x9C00
     /// Statistics block (§13.7): 0x4000 ..< 0x4100.
@@ -51,7 +51,6 @@ enum Cause {
     static let txdw: UInt32 = 1 << 0      // transmit descriptor written back
     static let txqe: UInt32 = 1 << 1      // transmit queue empty
     static let lsc: UInt32 = 1 << 2       // link status change
-    static let rxseq: UInt32 = 1 << 3
     static let rxdmt0: UInt32 = 1 << 4    // receive descriptor minimum threshold
     static let rxo: UInt32 = 1 << 6       // receiver overrun
     static let rxt0: UInt32 = 1 << 7      // receiver timer
@@ -78,8 +77,9 @@ enum Rctl {
 /// TCTL bits (§13.4.33).
 enum Tctl {
     static let enable: UInt32 = 1 << 1
-    /// Pad short packets (PSP) is the only bit set at power-on (§13.4.33).
-    static let powerOn: UInt32 = 1 << 3
+    static let padShortPackets: UInt32 = 1 << 3     // PSP
+    /// PSP is the only bit set at power-on (§13.4.33).
+    static let powerOn: UInt32 = padShortPackets
 }
 
 /// RXCSUM bits (§13.4.24).

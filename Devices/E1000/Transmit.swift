@@ -137,7 +137,7 @@ extension E1000Device {
             guestError(.offloadContextInvalid, "checksum insertion impossible: \(error)")
         }
         var length = transmit.length
-        if length < Transmit.minimumFrameLength, reg(Reg.tctl) & (1 << 3) != 0 {
+        if length < Transmit.minimumFrameLength, reg(Reg.tctl) & Tctl.padShortPackets != 0 {
             // TCTL.PSP: short packets are padded on the wire (§13.4.33).
             for i in length ..< Transmit.minimumFrameLength { transmitBuffer.bytes[i] = 0 }
             length = Transmit.minimumFrameLength
