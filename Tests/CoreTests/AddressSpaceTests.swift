@@ -77,4 +77,27 @@ final class ProbeHandler: AccessHandler, @unchecked Sendable {
         }
         #expect(handlers.allSatisfy { $0.count == 1 })
     }
+
+    @Test func oddSizedAccessesAreSplitIntoArchitecturalPieces() throws {
+        let space = AddressSpace(kind: .memory)
+        let a = ProbeHandler()
+        try space.map(0x1000 ..< 0x1010, owner: "a", handler: a)
+        // 3 bytes at 0x1001: a byte at 0x1001, then a word at 0x1002.
+        space.write(0x1001, size: 3, value: 0xAABBCC)
+        #expect(a.log.withLock { $0.map { "\($0.offset)/\($0.size)=\($0.value ?? 0)" } } == ["1/1=204", "2/2=43707"])
+        // 7 bytes at 0x1000: 4 + 2 + 1, reassembled little-endian.
+        let v = space.read(0x1000, size: 7)
+        #expect(v == (0x1000 + 0 * 16 + 4) | (0x1000 + 4 * 16 + 2) << 32 | (0x1000 + 6 * 16 + 1) << 48)
+        #expect(a.log.withLock { $0.dropFirst(2).map(\.size) } == [4, 2, 1])
+        // Sizes outside 1...8 and accesses that wrap never reach a handler, and never trap.
+        let before = a.count
+        for size in [0, -1, 9, 16, Int.min] {
+            _ = space.read(0x1000, size: size)
+            space.write(0x1000, size: size, value: 0)
+        }
+        #expect(space.read(UInt64.max, size: 2) == 0xFFFF)
+        space.write(UInt64.max - 2, size: 8, value: 0)
+        #expect(a.count == before)
+        #expect(space.lookup(0x1000, size: 0) == nil)
+    }
 }

@@ -167,8 +167,23 @@ import VMMTestKit
                 #expect(!r.overlaps(s))
             }
         }
-        // The 64-bit BARs land in the 64-bit window.
-        #expect(devices.allSatisfy { PCMemoryMap.pciMMIO64.contains($0.barAddress(2)) })
+        // Like SeaBIOS, 64-bit BARs stay below 4 GiB while the 32-bit window has room.
+        #expect(devices.allSatisfy { PCMemoryMap.pciMMIO32.contains($0.barAddress(2)) })
+    }
+
+    @Test func sixtyFourBitBARsGoAbove4GiBWhenTheLowWindowIsFull() throws {
+        let machine = try TestMachine()
+        let devices = try (0 ..< 2).map { _ in try SampleRig.add(to: machine, enable: false).0 }
+        // A 32-bit window with room for the 32-bit BARs only.
+        let low = PCMemoryMap.pciMMIO32.lowerBound
+        try machine.bus.assignResources(mmio32: low ..< low + 0x2_2000)
+        for d in devices {
+            #expect(PCMemoryMap.pciMMIO64.contains(d.barAddress(2)))
+            #expect(d.function.mappedBARs[2] != nil)
+        }
+        #expect(throws: PCIBusError.windowFull(device: "sample@1.0", bar: 4)) {
+            try machine.bus.assignResources(mmio32: low ..< low + 0x1000)
+        }
     }
 
     @Test func machineResetUnprogramsBARsAndCallsDevices() throws {
@@ -183,5 +198,22 @@ import VMMTestKit
         #expect(rig.device.function.interrupts.mode == .intx)
         let cap = try #require(rig.device.capability(0x11))
         #expect(rig.device.configRead(cap + 2, size: 2) & 0xC000 == 0)
+    }
+}
+
+@Suite struct BARDeclarationTests {
+    @Test func declarationsThatCannotWorkAreRefused() {
+        let config = PCIConfigSpace(identity: PCIIdentity(vendorID: 1, deviceID: 2, classCode: 0))
+        #expect(config.declareBAR(0, .memory64(size: 0x1000)))
+        #expect(!config.declareBAR(1, .io(size: 8)))              // BAR1 is BAR0's upper half
+        #expect(!config.declareBAR(0, .io(size: 8)))              // taken
+        #expect(!config.declareBAR(5, .memory64(size: 0x1000)))   // no BAR6 for the upper half
+        #expect(!config.declareBAR(6, .io(size: 8)))
+        #expect(!config.declareBAR(2, .memory32(size: 0x3000)))   // not a power of two
+        #expect(config.declareBAR(3, .io(size: 8)))
+        #expect(!config.declareBAR(2, .memory64(size: 0x1000)))   // its upper half (BAR3) is taken
+        #expect(config.declareBAR(4, .memory32(size: 1)))          // rounded up to 16 bytes
+        #expect(config.bars[4] == .memory32(size: 16))
+        #expect(config.bars[3] == .io(size: 8))
     }
 }

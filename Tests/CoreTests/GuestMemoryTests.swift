@@ -124,6 +124,21 @@ import VMMCore
         }
     }
 
+    @Test func refusedLayoutMapsNothing() {
+        // A huge first region followed by a bad one: validation happens before any mmap, so
+        // repeating this would exhaust the address space if the first mapping leaked.
+        for _ in 0 ..< 64 {
+            #expect(throws: GuestMemoryLayoutError.overlapping(base: 0x1000)) {
+                try GuestMemory(layout: [(0, 1 << 40), (0x1000, 0x1000)])
+            }
+        }
+        #expect(throws: GuestMemoryLayoutError.overlapping(base: 0x1000)) {
+            try GuestMemory(layout: [(UInt64.max - 0xFFF, 0x1000), (0x1000, 1), (0, 0x2000)])
+        }
+        // Adjacent regions, one ending exactly at 2^64, are fine.
+        #expect((try? GuestMemory(layout: [(UInt64.max - 0xFFF, 0x1000), (5, 1), (0, 5)]))?.regions.count == 3)
+    }
+
     @Test func pcLayoutSplitsAroundThePCIHole() throws {
         #expect(PCMemoryMap.ramLayout(size: 1 << 30).map(\.size) == [1 << 30])
         let big = PCMemoryMap.ramLayout(size: 4 << 30)

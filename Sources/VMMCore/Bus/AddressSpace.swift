@@ -62,7 +62,8 @@ public final class AddressSpace: @unchecked Sendable {
 
     /// The mapping holding every byte of an access of `size` bytes at `address`.
     public func lookup(_ address: UInt64, size: Int) -> (handler: AccessHandler, offset: UInt64)? {
-        state.withLock { s -> (AccessHandler, UInt64)? in
+        guard size > 0 else { return nil }
+        return state.withLock { s -> (AccessHandler, UInt64)? in
             var lo = 0, hi = s.mappings.count
             while lo < hi {
                 let mid = (lo + hi) / 2
@@ -77,15 +78,51 @@ public final class AddressSpace: @unchecked Sendable {
         }
     }
 
+    /// A read of `size` bytes. Handlers only ever see sizes 1, 2, 4 and 8: a KVM MMIO exit
+    /// can carry 3, 5, 6 or 7 bytes (an unaligned access split at a page boundary), and such
+    /// an access is split into naturally aligned pieces, as a bus would. Sizes outside 1...8
+    /// and accesses that would wrap past 2^64 are unclaimed.
     public func read(_ address: UInt64, size: Int) -> UInt64 {
+        guard (1 ... 8).contains(size), !address.addingReportingOverflow(UInt64(size - 1)).overflow else {
+            noteUnclaimed(address, size: size, write: false)
+            return Self.allOnes(size)
+        }
+        if size.nonzeroBitCount != 1 {
+            var value: UInt64 = 0
+            forEachPiece(address, size: size) { piece, shift, width in value |= read(piece, size: width) << shift }
+            return value
+        }
         if let (h, off) = lookup(address, size: size) { return h.read(offset: off, size: size) }
         noteUnclaimed(address, size: size, write: false)
-        return size >= 8 ? UInt64.max : (UInt64(1) << (UInt64(max(size, 0)) * 8)) - 1
+        return Self.allOnes(size)
     }
 
+    /// A write of `size` bytes; split and refused like `read`.
     public func write(_ address: UInt64, size: Int, value: UInt64) {
+        guard (1 ... 8).contains(size), !address.addingReportingOverflow(UInt64(size - 1)).overflow else {
+            noteUnclaimed(address, size: size, write: true)
+            return
+        }
+        if size.nonzeroBitCount != 1 {
+            forEachPiece(address, size: size) { piece, shift, width in write(piece, size: width, value: (value >> shift) & Self.allOnes(width)) }
+            return
+        }
         if let (h, off) = lookup(address, size: size) { return h.write(offset: off, size: size, value: value) }
         noteUnclaimed(address, size: size, write: true)
+    }
+
+    static func allOnes(_ size: Int) -> UInt64 { (1 ... 7).contains(size) ? (UInt64(1) << (UInt64(size) * 8)) - 1 : .max }
+
+    /// Naturally aligned power-of-two pieces covering `[address, address+size)` (size 1...8, not wrapping).
+    private func forEachPiece(_ address: UInt64, size: Int, _ body: (_ address: UInt64, _ shift: UInt64, _ width: Int) -> Void) {
+        var done = 0
+        while done < size {
+            let at = address &+ UInt64(done) // cannot wrap: checked by the caller
+            var width = 4
+            while width > 1 && (at % UInt64(width) != 0 || width > size - done) { width /= 2 }
+            body(at, UInt64(done) * 8, width)
+            done += width
+        }
     }
 
     private func noteUnclaimed(_ address: UInt64, size: Int, write: Bool) {

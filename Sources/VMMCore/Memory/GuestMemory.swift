@@ -47,12 +47,18 @@ public final class GuestMemory: @unchecked Sendable {
 
     /// Maps each `(base, size)` as anonymous, zero-filled memory.
     public init(layout: [(base: UInt64, size: UInt64)]) throws(GuestMemoryLayoutError) {
-        var built: [GuestMemoryRegion] = []
-        for (base, size) in layout.sorted(by: { $0.base < $1.base }) {
+        // Validate the whole layout before mapping anything, so a refused layout leaks nothing.
+        let sorted = layout.sorted(by: { $0.base < $1.base })
+        var end: UInt64? = nil // one past the previous region; 0 when it ended exactly at 2^64
+        for (base, size) in sorted {
             guard size > 0 else { throw .emptyRegion(base: base) }
             let (_, wraps) = base.addingReportingOverflow(size - 1)
             guard !wraps else { throw .wraps(base: base, size: size) }
-            if let last = built.last, last.endExclusive > base || last.endExclusive == 0 { throw .overlapping(base: base) }
+            if let e = end, e > base || e == 0 { throw .overlapping(base: base) }
+            end = base &+ size
+        }
+        var built: [GuestMemoryRegion] = []
+        for (base, size) in sorted {
             guard size <= UInt64(Int.max),
                   let p = mmap(nil, Int(size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
                   p != MAP_FAILED

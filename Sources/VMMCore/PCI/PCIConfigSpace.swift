@@ -105,7 +105,9 @@ public final class PCIConfigSpace: @unchecked Sendable {
         let minimum: UInt64 = kind.isIO ? 4 : 16
         let size = max(kind.size, minimum)
         guard (0 ..< 6).contains(index), size.nonzeroBitCount == 1,
-              !kind.is64Bit || index < 5, bars[index] == nil else { return false }
+              !kind.is64Bit || (index < 5 && bars[index + 1] == nil), bars[index] == nil,
+              index == 0 || bars[index - 1]?.is64Bit != true // the upper half of a 64-bit BAR
+        else { return false }
         let k: PCIBARKind = switch kind {
         case let .memory32(_, p): .memory32(size: size, prefetchable: p)
         case let .memory64(_, p): .memory64(size: size, prefetchable: p)
