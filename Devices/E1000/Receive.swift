@@ -84,27 +84,11 @@ extension E1000Device {
         }
 
         // The bytes the guest gets: tag stripped with CTRL.VME, padded, FCS unless SECRC.
+        // Their number decides whether the ring has room before any work is done.
         let strip = tci != nil && reg(Reg.ctrl) & Ctrl.vlanModeEnable != 0
-        let out = receiveBuffer.bytes
-        var length = 0
-        if strip, let parts = VLAN.strip(frame) {
-            copy(parts.addresses, to: out, at: &length)
-            copy(parts.rest, to: out, at: &length)
-        } else {
-            copy(frame, to: out, at: &length)
-        }
-        if length < Receive.minimumFrameLength {
-            for i in length ..< Receive.minimumFrameLength { out[i] = 0 }
-            length = Receive.minimumFrameLength
-        }
-        let packet = UnsafeRawBufferPointer(rebasing: out[0 ..< length])
-        let status = checksumStatus(packet)
-        if rctl & Rctl.stripCRC == 0 {
-            let fcs = EthernetFCS.compute(packet)
-            for i in 0 ..< Receive.fcsLength { out[length + i] = UInt8(truncatingIfNeeded: fcs >> UInt32(8 * i)) }
-            length += Receive.fcsLength
-        }
-
+        let keepFCS = rctl & Rctl.stripCRC == 0
+        let unpadded = frame.count - (strip ? HeaderSize.vlanTag : 0)
+        let length = max(unpadded, Receive.minimumFrameLength) + (keepFCS ? Receive.fcsLength : 0)
         let needed = (length + bufferSize - 1) / bufferSize
         guard needed < Int(ring.count) else {
             guestError(.receiveFrameLargerThanRing, "a \(length)-byte frame needs \(needed) buffers of \(bufferSize); the ring has \(ring.count)")
@@ -115,6 +99,23 @@ extension E1000Device {
             receiveStalled = true
             heldByBackend = true
             return false
+        }
+
+        let out = receiveBuffer.bytes
+        var filled = 0
+        if strip, let parts = VLAN.strip(frame) {
+            copy(parts.addresses, to: out, at: &filled)
+            copy(parts.rest, to: out, at: &filled)
+        } else {
+            copy(frame, to: out, at: &filled)
+        }
+        for i in filled ..< max(filled, Receive.minimumFrameLength) { out[i] = 0 }
+        let packetLength = max(filled, Receive.minimumFrameLength)
+        let packet = UnsafeRawBufferPointer(rebasing: out[0 ..< packetLength])
+        let status = checksumStatus(packet)
+        if keepFCS {
+            let fcs = EthernetFCS.compute(packet)
+            for i in 0 ..< Receive.fcsLength { out[packetLength + i] = UInt8(truncatingIfNeeded: fcs >> UInt32(8 * i)) }
         }
 
         var index = ring.head
