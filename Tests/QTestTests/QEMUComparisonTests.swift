@@ -89,5 +89,24 @@ struct QEMUComparisonTests {
         differences.removeAll { $0.hasPrefix("readl 0xe0002804: swiftvmm 'OK 0x00000000ffffffff' | qemu 'OK 0x0000000000000000'") }
         #expect(differences.isEmpty, "\(differences.joined(separator: "\n"))")
     }
+
+    /// A modern virtio-net (QEMU: `disable-legacy=on`) in slot 4: identity, status and header
+    /// match. BAR and capability layout are each device's own choice and differ.
+    static let virtioNetScript = [
+        "outl 0xcf8 0x80002000", "inl 0xcfc",                        // 1af4:1041
+        "outl 0xcf8 0x80002004", "inl 0xcfc",                        // command/status: capability list
+        "outl 0xcf8 0x80002008", "inl 0xcfc",                        // class 02/00/00, revision 1
+        "outl 0xcf8 0x8000200c", "inb 0xcfe",                        // header type 0
+        "outl 0xcf8 0x8000202c", "inl 0xcfc",                        // subsystem 1af4:1100
+        "outl 0xcf8 0x8000203c", "inb 0xcfd",                        // INTA
+    ]
+
+    @Test(.enabled(if: (try? DeviceCatalog.registry.lookup("virtio-net")) != nil, "needs virtio-net in DeviceCatalog.registry"))
+    func virtioNetIdentityMatchesQEMU() throws {
+        let qemu = try QEMUReference(devices: ["virtio-net-pci,disable-legacy=on,addr=04.0"])
+        let ours = try Session(devices: ["virtio-net,slot=4"], registry: DeviceCatalog.registry)
+        let differences = Self.compare(Self.virtioNetScript, swiftvmm: ours, qemu: qemu)
+        #expect(differences.isEmpty, "\(differences.joined(separator: "\n"))")
+    }
     #endif
 }
