@@ -34,14 +34,21 @@ public struct Firmware: Sendable {
     public let ports: ConfigPorts
     public init(ports: ConfigPorts) { self.ports = ports }
 
-    /// Scans bus 0 like Linux's pci_scan_slot: vendor ID 0xFFFF means nothing there.
+    /// Scans bus 0 like Linux's pci_scan_slot: vendor ID 0xFFFF means nothing there;
+    /// functions 1-7 are probed only when function 0's header type has bit 7 set.
     public func enumerate() -> [FoundFunction] {
         var found: [FoundFunction] = []
         for slot in 0 ..< 32 {
-            let id = ports.read(slot: slot, offset: 0)
-            guard id & 0xFFFF != 0xFFFF else { continue }
-            let cls = ports.read(slot: slot, offset: 8) >> 8
-            found.append(FoundFunction(slot: slot, function: 0, vendorID: UInt16(id & 0xFFFF), deviceID: UInt16(id >> 16), classCode: cls))
+            for function in 0 ..< 8 {
+                let id = ports.read(slot: slot, function: function, offset: 0)
+                guard id & 0xFFFF != 0xFFFF else {
+                    if function == 0 { break } else { continue }
+                }
+                let cls = ports.read(slot: slot, function: function, offset: 8) >> 8
+                found.append(FoundFunction(slot: slot, function: function, vendorID: UInt16(id & 0xFFFF),
+                                           deviceID: UInt16(id >> 16), classCode: cls))
+                if function == 0 && ports.read(slot: slot, offset: 0x0E, size: 1) & 0x80 == 0 { break }
+            }
         }
         return found
     }

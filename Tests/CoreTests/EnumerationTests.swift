@@ -76,6 +76,22 @@ import VMMTestKit
         #expect(machine.bus.function(slot: 5)?.name == "sample@5.0")
     }
 
+    @Test func multiFunctionSlotIsAdvertisedAndEnumerated() throws {
+        let machine = try TestMachine()
+        var options = DeviceOptions(device: "sample")
+        try machine.bus.add(SampleDevice.self, options: &options, slot: 6, function: 0)
+        #expect(machine.ports.read(slot: 6, offset: 0x0E, size: 1) == 0) // alone: single-function
+        try machine.bus.add(SampleDevice.self, options: &options, slot: 6, function: 3)
+        #expect(machine.ports.read(slot: 6, offset: 0x0E, size: 1) == 0x80)
+        #expect(machine.ports.read(slot: 6, function: 3, offset: 0) & 0xFFFF == UInt32(SampleDevice.vendorID))
+        let found = machine.firmware.enumerate().map { "\($0.slot).\($0.function)" }
+        #expect(found == ["0.0", "6.0", "6.3"])
+        #expect(throws: PCIBusError.slotInUse(6)) { try machine.bus.add(SampleDevice.self, options: &options, slot: 6, function: 3) }
+        #expect(throws: PCIBusError.badSlot(6, function: 8)) {
+            try machine.bus.add(SampleDevice.self, options: &options, slot: 6, function: 8)
+        }
+    }
+
     @Test func deviceListSpecThroughTheRegistry() throws {
         let machine = try TestMachine()
         let registry = PCIDeviceRegistry([SampleDevice.self])

@@ -96,7 +96,15 @@ public final class PCIBus: @unchecked Sendable {
             config.interruptLine = UInt8(truncatingIfNeeded: line)
         }
         config.onDecodeChange = { [weak self, unowned fn] in self?.remap(fn) }
-        lock.withLock { functions.append(fn) }
+        let slotFunctions = lock.withLock { () -> [PCIFunction] in
+            functions.append(fn)
+            return functions.filter { $0.slot == s }
+        }
+        // A slot with more than one function says so in function 0's header type (bit 7),
+        // or software never probes functions 1-7 (PCI 3.0 §6.2.1).
+        if slotFunctions.count > 1 {
+            for f in slotFunctions { f.lock.withLock { f.config.setMultiFunction() } }
+        }
         return fn
     }
 

@@ -90,6 +90,9 @@ public final class PCIConfigSpace: @unchecked Sendable {
         set { bytes[PCIConfigOffset.interruptPin] = min(newValue, 4) }
     }
 
+    /// Marks the function as part of a multi-function device (header type bit 7).
+    func setMultiFunction() { bytes[PCIConfigOffset.headerType] |= 0x80 }
+
     /// Sets the status register's "interrupt status" bit (§6.2.3 bit 3) that mirrors INTx.
     func setInterruptStatus(_ on: Bool) {
         if on { bytes[0x06] |= 0x08 } else { bytes[0x06] &= ~0x08 }
