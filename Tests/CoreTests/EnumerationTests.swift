@@ -74,6 +74,9 @@ import VMMTestKit
         #expect(throws: PCIBusError.badSlot(0, function: 0)) { try machine.add(SampleDevice.self, slot: 0) }
         #expect(throws: PCIBusError.badSlot(32, function: 0)) { try machine.add(SampleDevice.self, slot: 32) }
         #expect(machine.bus.function(slot: 5)?.name == "sample@5.0")
+        // Each device of a type learns its index (NICs derive their default MAC from it).
+        let indices = [a, b, c].compactMap { ($0.function.device as? SampleDevice)?.context.instanceIndex }
+        #expect(indices == [0, 1, 2])
     }
 
     @Test func multiFunctionSlotIsAdvertisedAndEnumerated() throws {

@@ -76,7 +76,7 @@ public final class PCIBus: @unchecked Sendable {
         interrupts.lines = lines
         let devLock = DeviceLock()
         let doorbells = DoorbellRegistry()
-        let index = functions.filter { Swift.type(of: $0.device).typeName == type.typeName }.count
+        let index = lock.withLock { functions.filter { Swift.type(of: $0.device).typeName == type.typeName }.count }
         let context = PCIDeviceContext(memory: memory, config: config, interrupts: interrupts, clock: clock,
                                        eventLoop: eventLoop, lock: devLock,
                                        logger: Logger(label: "swiftvmm.\(type.typeName)"), guestLog: guestLog,
