@@ -3,13 +3,11 @@ import Glibc
 #endif
 
 /// One contiguous piece of guest RAM backed by anonymous host memory the VMM owns.
-public struct GuestMemoryRegion: Sendable {
+public struct GuestMemoryRegion: @unchecked Sendable {
     public let base: GuestAddress
     public let size: UInt64
-    /// Host address of the first byte. Stored as an integer so the region stays `Sendable`.
-    let hostBase: UInt
-
-    public var host: UnsafeMutableRawPointer { UnsafeMutableRawPointer(bitPattern: hostBase)! }
+    /// Host address of the first byte (owned by `GuestMemory`, valid for its lifetime).
+    public let host: UnsafeMutableRawPointer
     /// One past the last guest address, as a full-width value (a region may end exactly at 2^64).
     var endExclusive: UInt64 { base.raw &+ size } // safe: checked when the region is created
 
@@ -47,15 +45,15 @@ public final class GuestMemory: @unchecked Sendable {
 
     /// Maps each `(base, size)` as anonymous, zero-filled memory.
     public init(layout: [(base: UInt64, size: UInt64)]) throws(GuestMemoryLayoutError) {
-        // Validate the whole layout before mapping anything, so a refused layout leaks nothing.
+        // Validate the whole layout before mapping anything, so a refused layout leaves nothing mapped.
         let sorted = layout.sorted(by: { $0.base < $1.base })
-        var end: UInt64? = nil // one past the previous region; 0 when it ended exactly at 2^64
+        var previousEnd: UInt64?
         for (base, size) in sorted {
             guard size > 0 else { throw .emptyRegion(base: base) }
-            let (_, wraps) = base.addingReportingOverflow(size - 1)
+            let (last, wraps) = base.addingReportingOverflow(size - 1)
             guard !wraps else { throw .wraps(base: base, size: size) }
-            if let e = end, e > base || e == 0 { throw .overlapping(base: base) }
-            end = base &+ size
+            if let end = previousEnd, base <= end { throw .overlapping(base: base) }
+            previousEnd = last
         }
         var built: [GuestMemoryRegion] = []
         for (base, size) in sorted {
@@ -63,10 +61,11 @@ public final class GuestMemory: @unchecked Sendable {
                   let p = mmap(nil, Int(size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
                   p != MAP_FAILED
             else {
+                let e = errno
                 for r in built { munmap(r.host, Int(r.size)) }
-                throw .mmapFailed(size: size, errno: errno)
+                throw .mmapFailed(size: size, errno: e)
             }
-            built.append(GuestMemoryRegion(base: GuestAddress(base), size: size, hostBase: UInt(bitPattern: p)))
+            built.append(GuestMemoryRegion(base: GuestAddress(base), size: size, host: p))
         }
         regions = built
     }
