@@ -68,6 +68,9 @@ public final class QTestServer: @unchecked Sendable {
         send(respond(to: words))
     }
 
+    /// Answers a request the transport could not pass on (e.g. one too long to buffer).
+    public func reject(_ response: String) { send(response) }
+
     private func respond(to words: [Substring]) -> String {
         guard let command = words.first else { return "FAIL Unknown command ''" }
         let args = Array(words.dropFirst())

@@ -18,6 +18,7 @@ public enum QTestTransport {
     public static func serve(machine: QTestMachine, input: Int32, output: Int32) {
         let server = QTestServer(machine: machine) { line in writeAll(output, line) }
         var pending: [UInt8] = []
+        var discarding = false // inside a line that was too long: drop it up to its newline
         var buffer = [UInt8](repeating: 0, count: 4096)
         while true {
             let n = buffer.withUnsafeMutableBytes { read(input, $0.baseAddress, $0.count) }
@@ -27,10 +28,22 @@ public enum QTestTransport {
             while let nl = pending.firstIndex(of: UInt8(ascii: "\n")) {
                 let line = String(decoding: pending[..<nl], as: UTF8.self)
                 pending.removeSubrange(...nl)
-                server.handle(line: Substring(line))
+                if discarding {
+                    discarding = false
+                    server.reject("FAIL request longer than \(maxLineLength) bytes")
+                } else {
+                    server.handle(line: Substring(line))
+                }
+            }
+            if pending.count > maxLineLength {
+                pending.removeAll()
+                discarding = true
             }
         }
     }
+
+    /// The longest sensible request: a `write` of `QTestServer.maxTransfer` bytes in hex.
+    static let maxLineLength = Int(QTestServer.maxTransfer) * 2 + 64
 
     /// Listens on a unix socket at `path`, serves the first client, then returns.
     public static func serve(machine: QTestMachine, socketPath path: String) throws(QTestTransportError) {
