@@ -4,7 +4,8 @@
  * of the process (wait4's ru_maxrss) when it ends.
  *   measure [-t TIMEOUT_S] [-u MARKER] [-k] -- COMMAND [ARGS...]
  * -k: stop the command (SIGTERM, then SIGKILL) once MARKER is seen (for guests that never end).
- * Prints `first-output-ms`, `marker-ms`, `maxrss-kb`, `status`; the command's stdout goes to stderr. */
+ * Prints `first-output-ms`, `marker-ms`, `maxrss-kb`, `marker-{rss,pss,anon}-kb` (smaps_rollup when
+ * the marker appeared), `status`; the command's stdout goes to stderr. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -14,6 +15,22 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "common.h"
+
+/* Rss/Pss/Anonymous of a running process (kB), from /proc/PID/smaps_rollup: peak RSS
+ * counts shared library text too, so the split tells what the VMM itself holds. */
+static void snapshot_memory(pid_t pid, long *rss, long *pss, long *anon) {
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/smaps_rollup", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    while (fgets(line, sizeof line, f)) {
+        long v;
+        if (sscanf(line, "Rss: %ld", &v) == 1) *rss = v;
+        else if (sscanf(line, "Pss: %ld", &v) == 1) *pss = v;
+        else if (sscanf(line, "Anonymous: %ld", &v) == 1) *anon = v;
+    }
+    fclose(f);
+}
 
 int main(int argc, char **argv) {
     double timeout = 60;
@@ -44,6 +61,7 @@ int main(int argc, char **argv) {
     char window[4096 + 256];
     size_t kept = 0, marker_length = marker ? strlen(marker) : 0;
     int stopping = 0;
+    long rss_at_marker = -1, pss_at_marker = -1, anon_at_marker = -1;
     struct pollfd p = { .fd = out[0], .events = POLLIN };
     for (;;) {
         uint64_t t = now_ns();
@@ -70,6 +88,7 @@ int main(int argc, char **argv) {
             window[kept] = 0;
             if (memmem(window, kept, marker, marker_length)) {
                 seen = t;
+                snapshot_memory(child, &rss_at_marker, &pss_at_marker, &anon_at_marker);
                 if (kill_at_marker) { kill(child, SIGTERM); stopping = 1; deadline = t + 2000000000u; }
             }
         }
@@ -86,6 +105,7 @@ int main(int argc, char **argv) {
     printf("first-output-ms %.1f\n", first ? (double)(first - start) / 1e6 : -1.0);
     printf("marker-ms %.1f\n", seen ? (double)(seen - start) / 1e6 : -1.0);
     printf("maxrss-kb %ld\n", usage.ru_maxrss);
+    printf("marker-rss-kb %ld\nmarker-pss-kb %ld\nmarker-anon-kb %ld\n", rss_at_marker, pss_at_marker, anon_at_marker);
     printf("status %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
     return 0;
 }

@@ -5,6 +5,7 @@ markdown tables of Docs/performance.md: every swiftvmm figure next to its same-r
 
 Usage: report.py BENCH_FILE [--update Docs/performance.md]
 """
+import statistics
 import sys
 
 START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
@@ -12,18 +13,20 @@ SIZES = [("64", "64 B"), ("1500", "1514 B (1500 MTU)"), ("9000", "9014 B (9000 M
 
 
 def load(path):
-    values, skips, info = {}, [], {}
+    """A key measured several times (Tools/bench/run --repeats) keeps its median."""
+    samples, skips, info = {}, [], {}
     for line in open(path):
         parts = line.rstrip("\n").split(" ", 2)
         if parts[0] == "BENCH" and len(parts) == 3:
             try:
-                values[parts[1]] = float(parts[2])
+                samples.setdefault(parts[1], []).append(float(parts[2]))
             except ValueError:
                 pass
         elif parts[0] == "SKIP" and len(parts) >= 2:
             skips.append((parts[1], parts[2] if len(parts) > 2 else ""))
         elif parts[0] == "INFO" and len(parts) >= 2:
             info[parts[1]] = parts[2] if len(parts) > 2 else ""
+    values = {k: statistics.median(v) for k, v in samples.items()}
     return values, skips, info
 
 
@@ -43,6 +46,7 @@ def build(values, skips, info):
     v = values.get
     out = []
     out.append(f"Run {info.get('date', '?')} at commit {info.get('commit', '?')}, {info.get('seconds', '?')} s per backend run, "
+               f"median of {info.get('repeats', '1')} alternating runs per backend figure, "
                f"whole run {info.get('elapsed', '?')}.\n")
     out.append("| Machine | |\n|---|---|")
     for k, label in [("cpu", "CPU"), ("cores", "cores"), ("memory", "memory"), ("kernel", "kernel"), ("kvm", "KVM modules"),
@@ -123,7 +127,7 @@ def build(values, skips, info):
     # Boot and memory.
     if any(k.startswith("boot.") for k in values):
         out.append("### Boot to first serial output, and peak RSS (512 MiB guest, virtio-net + e1000 on user networking)\n")
-        out.append("| guest | swiftvmm ms | QEMU ms | × QEMU | swiftvmm peak RSS MiB | QEMU peak RSS MiB | × QEMU |\n|---|---|---|---|---|---|---|")
+        out.append("| guest | swiftvmm ms | QEMU ms | × QEMU | swiftvmm peak RSS MiB | QEMU peak RSS MiB | × QEMU | swiftvmm PSS / anon MiB | QEMU PSS / anon MiB |\n|---|---|---|---|---|---|---|---|---|")
         for guest, label in [("mini", "mini guest (PVH ELF), to its first line"), ("vmlinux", "Debian vmlinux (PVH), to `Linux version`")]:
             s, q = v(f"boot.swiftvmm.{guest}.marker-ms"), v(f"boot.qemu.{guest}.marker-ms")
             s = s if s is None or s >= 0 else None
@@ -131,7 +135,10 @@ def build(values, skips, info):
             sr, qr = v(f"boot.swiftvmm.{guest}.maxrss-kb"), v(f"boot.qemu.{guest}.maxrss-kb")
             sr = sr / 1024 if sr else None
             qr = qr / 1024 if qr else None
-            out.append(f"| {label} | {fmt(s)} | {fmt(q)} | {fmt(ratio(s, q), 2)} | {fmt(sr, 1)} | {fmt(qr, 1)} | {fmt(ratio(sr, qr), 2)} |")
+            def split(vmm):
+                pss, anon = v(f"boot.{vmm}.{guest}.marker-pss-kb"), v(f"boot.{vmm}.{guest}.marker-anon-kb")
+                return f"{fmt(pss / 1024, 1)} / {fmt(anon / 1024, 1)}" if pss and anon and pss > 0 and anon > 0 else "–"
+            out.append(f"| {label} | {fmt(s)} | {fmt(q)} | {fmt(ratio(s, q), 2)} | {fmt(sr, 1)} | {fmt(qr, 1)} | {fmt(ratio(sr, qr), 2)} | {split('swiftvmm')} | {split('qemu')} |")
         out.append("")
 
     # Targets.
