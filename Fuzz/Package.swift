@@ -24,7 +24,8 @@ let package = Package(
             "FuzzSupport", .product(name: "VMMCore", package: "swiftvmm"),
         ]),
         .executableTarget(name: "FuzzDeviceSpec", dependencies: [
-            "FuzzSupport", .product(name: "VMMCore", package: "swiftvmm"),
+            "FuzzSupport", .product(name: "VMMCore", package: "swiftvmm"), .product(name: "VMMTestKit", package: "swiftvmm"),
+            .product(name: "SwiftVMMDevices", package: "swiftvmm"),
         ]),
         .executableTarget(name: "FuzzVirtqueue", dependencies: [
             "FuzzSupport", .product(name: "VMMCore", package: "swiftvmm"), .product(name: "Virtio", package: "swiftvmm"),

@@ -1,5 +1,8 @@
+import E1000
 import FuzzSupport
+import VirtioNet
 import VMMCore
+import VMMTestKit
 
 /// Fuzz target 2: the device-list entry parser and the option takers devices use
 /// (`--device e1000,net=tap:tap0,mac=…`, qtest device lists). User input: every failure
@@ -40,6 +43,16 @@ public func fuzzDeviceSpec(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 
         fuzzCheck(!options.has(key) || pick == 7, "taking '\(key)' left it behind")
     }
     do { try options.rejectUnknown() } catch { _ = error.description }
+
+    // The NICs' own option takers, through the bus as `--device` does it (net=memory only:
+    // the test machine's backend factory, so no TAP or socket is ever opened).
+    if spec.name == "e1000" || spec.name == "virtio-net", !spec.options.pairs.contains(where: { $0.key == "net" && $0.value != "memory" }) {
+        let type: any PCIDevice.Type = spec.name == "e1000" ? E1000Device.self : VirtioNetDevice.self
+        if let machine = try? TestMachine(memorySize: 1 << 20) {
+            var nicOptions = spec.options
+            do { _ = try machine.bus.add(type, options: &nicOptions) } catch { _ = "\(error)" }
+        }
+    }
 
     // MAC addresses: whatever parses prints back to text that parses to the same address.
     for pair in spec.options.pairs {

@@ -58,7 +58,8 @@ public func fuzzE1000(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
             reg(0x2818, input.bool() ? input.integer(UInt32.self) % descriptors : input.integer(UInt32.self))
         case 3, 4: // any register, any size, any offset in the 128 KiB window
             let offset = UInt64(input.integer(UInt32.self)) % 0x2_0000
-            let width = input.accessSize()
+            // 3/5/6/7 too: a KVM MMIO exit can carry them (finding F1), so devices must cope.
+            let width = input.byte() % 8 == 0 ? [3, 5, 6, 7][input.choose(4)] : input.accessSize()
             if input.bool() { nic.write(bar: 0, offset: offset, size: width, value: input.integer(UInt64.self)) }
             else { _ = nic.read(bar: 0, offset: offset, size: width) }
         case 5: // a register the driver uses, any value (RST, ring bases/lengths, EERD, MDIC, ITR…)

@@ -44,7 +44,8 @@ public func fuzzVirtioNet(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
             driver.notify(queue: input.choose(Driver.queueCount + 2))
         case 4, 5: // any BAR0 access of any size
             let offset = UInt64(input.integer(UInt16.self)) % 0x8000
-            let width = input.accessSize()
+            // 3/5/6/7 too: a KVM MMIO exit can carry them (finding F1), so devices must cope.
+            let width = input.byte() % 8 == 0 ? [3, 5, 6, 7][input.choose(4)] : input.accessSize()
             if input.bool() { script.device.write(bar: 0, offset: offset, size: width, value: input.integer(UInt64.self)) }
             else { _ = script.device.read(bar: 0, offset: offset, size: width) }
         case 6: // common configuration registers with any value (status, queue fields, features)
