@@ -62,3 +62,20 @@ int is_arp_reply(const u8 *f, u32 len) {
     return len >= 42 && f[12] == 0x08 && f[13] == 0x06 && f[20] == 0 && f[21] == 2
         && f[28] == 10 && f[29] == 0 && f[30] == 2 && f[31] == 2;
 }
+
+int is_arp_request(const u8 *f, u32 len) {
+    return len >= 42 && f[12] == 0x08 && f[13] == 0x06 && f[20] == 0 && f[21] == 1
+        && f[38] == 10 && f[39] == 0 && f[40] == 2 && f[41] == 2;
+}
+
+u32 arp_reply(u8 *f, const u8 *mac, const u8 *request) {
+    memset(f, 0, 60);
+    memcpy(f, request + 6, 6);          /* to the asker */
+    memcpy(f + 6, mac, 6);
+    memcpy(f + 12, request + 12, 8);    /* ARP, Ethernet/IPv4, sizes */
+    f[21] = 2;                          /* reply */
+    memcpy(f + 22, mac, 6);             /* sender: us, 10.0.2.2 */
+    memcpy(f + 28, request + 38, 4);
+    memcpy(f + 32, request + 22, 10);   /* target: the asker's MAC and IP */
+    return 60;
+}

@@ -8,6 +8,7 @@
  *   mmio=0xADDR  the MMIO address those writes go to (default: unclaimed 0xd0000000)
  *   nettest=1    drive every e1000 (INTx through the IOAPIC) and virtio-net (MSI-X) found:
  *                send an ARP request for 10.0.2.2 and wait for the reply (net=user answers)
+ *   arpserve=1   be 10.0.2.2 on the first NIC: answer one ARP request (a second VM's nettest)
  * Port I/O costs an exit each (~15 us under software-assisted KVM), so it stays sparse. */
 #include "mini.h"
 
@@ -77,16 +78,50 @@ static void exit_benchmark(u32 n, u32 mmio) {
     puts("exits: "); putdec(n); puts(" pio + "); putdec(n); puts(" mmio at 0x"); puthex(mmio, 8); puts("\n");
 }
 
-static void net_test(void) {
+/* nettest: ask 10.0.2.2 for its MAC on every NIC. arpserve: be 10.0.2.2 on the first NIC
+ * and answer one ARP request (waiting up to 30 s for it). */
+static int run_nic(struct nic *nic, int serve) {
+    static u8 frame[2048], reply[64];
+    u32 len;
+    if (serve) {
+        puts(nic->name); puts(": serving ARP for 10.0.2.2\n");
+        for (u32 tries = 0; tries < 100; tries++) {
+            if (!nic->receive(frame, &len, 300)) continue;
+            if (!is_arp_request(frame, len)) continue;
+            int sent = nic->send(reply, arp_reply(reply, nic->mac, frame));
+            puts(nic->name); puts(sent ? ": answered ARP request from " : ": reply not sent to "); putmac(frame + 6); puts("\n");
+            return sent && nic->report_interrupts() ? 0 : -1;
+        }
+        puts(nic->name); puts(": no ARP request arrived\n");
+        return -1;
+    }
+    int ok = nic->send(frame, arp_request(frame, nic->mac));
+    puts(nic->name); puts(ok ? ": sent ARP request\n" : ": transmit timed out\n");
+    int got = 0;
+    for (u32 frames = 0; ok && !got && frames < 16 && nic->receive(frame, &len, 300); frames++) {
+        if (!is_arp_reply(frame, len)) continue;
+        puts(nic->name); puts(": received ARP reply from 10.0.2.2 at "); putmac(frame + 22); puts("\n");
+        got = 1;
+    }
+    return ok && got && nic->report_interrupts() ? 0 : -1;
+}
+
+static void net_test(int serve) {
     irq_init();
     timer_start();
     int failures = 0, tested = 0;
-    for (u32 slot = 1; slot < 32; slot++) {
+    for (u32 slot = 1; slot < 32 && !(serve && tested); slot++) {
         u32 id = pci_read(slot, 0);
-        if (id == 0x100e8086u) { tested++; failures += e1000_test(slot) != 0; }
-        if (id == 0x10411af4u) { tested++; failures += virtio_net_test(slot) != 0; }
+        struct nic nic;
+        int opened;
+        if (id == 0x100e8086u) opened = e1000_open(slot, &nic);
+        else if (id == 0x10411af4u) opened = virtio_net_open(slot, &nic);
+        else continue;
+        tested++;
+        failures += opened != 0 || run_nic(&nic, serve) != 0;
+        if (opened == 0) nic.stop();
     }
-    puts("nettest: "); putdec(tested); puts(failures ? " devices, FAILED\n" : " devices, ok\n");
+    puts(serve ? "arpserve: " : "nettest: "); putdec(tested); puts(failures || !tested ? " devices, FAILED\n" : " devices, ok\n");
 }
 
 void mini_main(const struct start_info *si) {
@@ -112,7 +147,8 @@ void mini_main(const struct start_info *si) {
         cmdline_value(cmdline, "mmio", &mmio);
         exit_benchmark(n, mmio);
     }
-    if (cmdline_value(cmdline, "nettest", &n) && n) net_test();
+    if (cmdline_value(cmdline, "nettest", &n) && n) net_test(0);
+    if (cmdline_value(cmdline, "arpserve", &n) && n) net_test(1);
 reset:
     puts("mini: done, resetting\n");
     outb(0x64, 0xfe); /* i8042: pulse the CPU reset line */

@@ -53,16 +53,31 @@ void ioapic_route(u32 pin, u8 vector, int level);
 void timer_start(void);
 int wait_until(int (*cond)(void *), void *arg, u32 ticks);
 
-/* NIC tests: each returns 0 on success and prints what it saw. */
-int e1000_test(u32 slot);
-int virtio_net_test(u32 slot);
+/* A NIC as the network tests use it. Drivers print what they set up. */
+struct nic {
+    const char *name;
+    u8 mac[6];
+    /* Queues one frame; returns 1 once the device reported it sent (within ~3 s). */
+    int (*send)(const u8 *frame, u32 len);
+    /* Waits up to `ticks` (10 ms each) for a frame; copies it (at most 2048 bytes). */
+    int (*receive)(u8 *frame, u32 *len, u32 ticks);
+    /* Prints the interrupts seen; returns 1 when every expected kind arrived. */
+    int (*report_interrupts)(void);
+    /* Quiesces the device (no more DMA). */
+    void (*stop)(void);
+};
+int e1000_open(u32 slot, struct nic *nic);
+int virtio_net_open(u32 slot, struct nic *nic);
 
 /* Each NIC gets a DMA area at a fixed physical address (RAM is at least 16 MiB). */
 #define DMA_E1000 0x400000u
 #define DMA_VIRTIO 0x500000u
 
-/* An ARP request for 10.0.2.2 from 10.0.2.15: libslirp (net=user) answers it. */
+/* ARP between 10.0.2.15 (asking) and 10.0.2.2 (answering): libslirp (net=user), a TAP
+ * holding 10.0.2.2, or a second mini guest in `arpserve` mode answers. */
 u32 arp_request(u8 *frame, const u8 *mac);
 int is_arp_reply(const u8 *frame, u32 len);
+int is_arp_request(const u8 *frame, u32 len);
+u32 arp_reply(u8 *frame, const u8 *mac, const u8 *request);
 
 #endif
