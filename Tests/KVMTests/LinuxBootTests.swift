@@ -23,21 +23,34 @@ struct LinuxEarlyBootTests {
     }
 }
 
-/// Tier 3 (issue 6): a full Linux guest with its drivers. It needs hardware virtualization;
-/// the software-assisted kvm_pvm of the build machines stops a stock kernel on instructions
-/// its emulator lacks (cmpxchg16b, xrstor), see shared/README.md.
+/// Tier 3 (issue 6): a full Linux guest with its drivers, from `Tools/build-guest`. It needs
+/// hardware virtualization; the software-assisted kvm_pvm of the build machines stops a stock
+/// kernel on instructions its emulator lacks (cmpxchg16b, xrstor), see shared/README.md.
 @Suite(.enabled(if: Host.hasKVM, "needs /dev/kvm (read/write)"),
-       .enabled(if: Host.hasHardwareVirtualization, "needs hardware virtualization (vmx/svm); this host's KVM is software-assisted kvm_pvm"))
+       .enabled(if: Host.hasHardwareVirtualization, "needs hardware virtualization (vmx/svm); this host's KVM is software-assisted kvm_pvm"),
+       .enabled(if: FileManager.default.fileExists(atPath: Host.repositoryRoot.appendingPathComponent("guest-out/initramfs.cpio.gz").path),
+                "needs the guest from Tools/build-guest (guest-out/initramfs.cpio.gz)"))
 struct FullLinuxGuestTests {
-    @Test(.timeLimit(.minutes(2)))
-    func bootsToInitAndRebootsWithStatusZero() throws {
-        let guest = Host.repositoryRoot.appendingPathComponent("guest-out")
-        let vmlinux = try Guests.debianVmlinux.get()
-        let initrd = try Data(contentsOf: guest.appendingPathComponent("initramfs.cpio.gz"))
-        let vm = try BootedMachine(kernel: vmlinux, cmdline: "console=ttyS0 acpi=off reboot=k swiftvmm.run=true",
-                                   initrd: Array(initrd), memory: 512 << 20)
-        let (exit, out) = vm.boot(timeout: 90)
+    private func boot(cpus: Int = 1, devices: [String] = [], extra: String = "") throws -> (MachineExit?, String) {
+        let initrd = try Data(contentsOf: Host.repositoryRoot.appendingPathComponent("guest-out/initramfs.cpio.gz"))
+        let vm = try BootedMachine(kernel: try Guests.debianVmlinux.get(),
+                                   cmdline: "console=ttyS0 acpi=off reboot=k swiftvmm.run=true \(extra)",
+                                   initrd: Array(initrd), memory: 512 << 20, cpus: cpus, devices: devices)
+        return vm.boot(timeout: 90)
+    }
+
+    @Test(.timeLimit(.minutes(2)), arguments: [1, 2])
+    func bootsToInitAndRebootsWithStatusZero(cpus: Int) throws {
+        let (exit, out) = try boot(cpus: cpus)
         #expect(out.contains("swiftvmm-init: ready"))
+        #expect(out.contains("swiftvmm-init: command exited with 0"))
+        #expect(exit == .reset)
+    }
+
+    @Test(.timeLimit(.minutes(2)), arguments: [("e1000", "e1000"), ("virtio-net", "virtio_net")])
+    func driverBindsWithTheConfiguredMAC(device: String, driver: String) throws {
+        let (exit, out) = try boot(devices: ["\(device),net=user,mac=52:54:00:12:34:99"], extra: "swiftvmm.net=dhcp")
+        #expect(out.contains("52:54:00:12:34:99 driver \(driver)"))
         #expect(exit == .reset)
     }
 }

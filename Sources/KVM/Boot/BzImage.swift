@@ -111,8 +111,6 @@ public struct BzImage: Sendable {
             // The 64-bit entry is 0x200 past the start of the protected-mode kernel.
             return BootCPUState(mode: .long64(pageTableRoot: root), entry: loadAddress + 0x200, rsi: zp,
                                 gdtBase: gdt.base, gdtLimit: gdt.limit)
-        } catch let e as BootError {
-            throw e
         } catch {
             throw .doesNotFit(what: "boot parameters", size: 0x1000)
         }

@@ -43,7 +43,6 @@ final class StopLatch: @unchecked Sendable {
     private var mutex = pthread_mutex_t()
     private var cond = pthread_cond_t()
     private var reason: MachineExit?
-    private var observers: [@Sendable () -> Void] = []
 
     init() {
         pthread_mutex_init(&mutex, nil)
@@ -61,13 +60,6 @@ final class StopLatch: @unchecked Sendable {
         return reason != nil
     }
 
-    /// Called once, on the thread that stops the machine first.
-    func onStop(_ observer: @escaping @Sendable () -> Void) {
-        pthread_mutex_lock(&mutex)
-        observers.append(observer)
-        pthread_mutex_unlock(&mutex)
-    }
-
     func stop(_ why: MachineExit) {
         pthread_mutex_lock(&mutex)
         guard reason == nil else {
@@ -75,10 +67,8 @@ final class StopLatch: @unchecked Sendable {
             return
         }
         reason = why
-        let toCall = observers
         pthread_cond_broadcast(&cond)
         pthread_mutex_unlock(&mutex)
-        for o in toCall { o() }
     }
 
     func wait() -> MachineExit {

@@ -164,6 +164,7 @@ public final class Machine: @unchecked Sendable {
         for v in vcpus { v.kick() }
         for v in vcpus { v.join() }
         loop.stop()
+        console.detachInput()
         bus.shutdown()
         if signalFD >= 0 { close(signalFD) }
         return reason

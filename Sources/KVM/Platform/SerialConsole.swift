@@ -22,6 +22,8 @@ final class SerialConsole: @unchecked Sendable {
     private let logger: Logger
     private let firstOutput = Atomic<Bool>(false)
     private var inputRegistration: IORegistration?
+    /// stdin's file status flags before O_NONBLOCK was added (restored: the terminal is shared).
+    private var savedInputFlags: Int32?
 
     init(attachment: SerialAttachment, start: UInt64, logger: Logger) throws(MachineError) {
         self.start = start
@@ -60,6 +62,7 @@ final class SerialConsole: @unchecked Sendable {
         let fd = STDIN_FILENO
         let flags = fcntl(fd, F_GETFL)
         guard flags >= 0 else { return }
+        savedInputFlags = flags
         _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
         let registration: IORegistration
         do {
@@ -77,6 +80,13 @@ final class SerialConsole: @unchecked Sendable {
                 loop.update(r, events: .readable)
             }
         }
+    }
+
+    /// Gives stdin back as it was (call after the event loop has stopped).
+    func detachInput() {
+        if let flags = savedInputFlags { _ = fcntl(STDIN_FILENO, F_SETFL, flags) }
+        savedInputFlags = nil
+        inputRegistration = nil
     }
 
     private func pumpInput(into uart: Serial16550, loop: EventLoop) {
