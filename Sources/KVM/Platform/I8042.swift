@@ -4,7 +4,7 @@ import VMMCore
 /// or any pulse-output-port command with bit 0 clear), and enough of the command set
 /// (read/write controller configuration, self test) that Linux's probe finishes quickly.
 /// No keyboard is attached.
-public final class I8042: AccessHandler, @unchecked Sendable {
+public final class I8042: @unchecked Sendable {
     public static let dataPort: UInt64 = 0x60
     public static let commandPort: UInt64 = 0x64
 
@@ -16,11 +16,8 @@ public final class I8042: AccessHandler, @unchecked Sendable {
 
     public init(onReset: @escaping @Sendable () -> Void) { self.onReset = onReset }
 
-    /// Mapped as two one-byte ranges; `offset` is 0 for both, so each instance knows its port.
+    /// The handler for one of its two ports (each mapped as a one-byte range, so the offset is always 0).
     public func handler(for port: UInt64) -> AccessHandler { PortView(controller: self, port: port) }
-
-    public func read(offset: UInt64, size: Int) -> UInt64 { readPort(Self.dataPort) }
-    public func write(offset: UInt64, size: Int, value: UInt64) { writePort(Self.dataPort, UInt8(truncatingIfNeeded: value)) }
 
     func readPort(_ port: UInt64) -> UInt64 {
         lock.withLock {
