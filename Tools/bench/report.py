@@ -48,6 +48,8 @@ def build(values, skips, info):
     out.append(f"Run {info.get('date', '?')} at commit {info.get('commit', '?')}, {info.get('seconds', '?')} s per backend run, "
                f"median of {info.get('repeats', '1')} alternating runs per backend figure, "
                f"whole run {info.get('elapsed', '?')}.\n")
+    if info.get("note"):
+        out.append(f"Note: {info['note']}\n")
     out.append("| Machine | |\n|---|---|")
     for k, label in [("cpu", "CPU"), ("cores", "cores"), ("memory", "memory"), ("kernel", "kernel"), ("kvm", "KVM modules"),
                      ("virt", "hardware virtualization"), ("swift", "Swift"), ("qemu", "QEMU"), ("libslirp", "libslirp")]:
@@ -118,7 +120,7 @@ def build(values, skips, info):
 
     # Exit path.
     if v("exit.raw.pio.eps") is not None or v("exit.swiftvmm.pio.eps") is not None:
-        out.append("### Exit path (mini guest, 20,000 writes each; limit: raw-kvm.c, the smallest KVM_RUN loop)\n")
+        out.append("### Exit path (mini guest, 50,000 writes each, median of 5 runs; limit: raw-kvm.c, the smallest KVM_RUN loop)\n")
         out.append("| exit | swiftvmm exits/s | raw KVM loop exits/s | × raw |\n|---|---|---|---|")
         for kind, label in [("pio", "port I/O (UART scratch register)"), ("mmio", "MMIO (swiftvmm: e1000 LEDCTL through the bus; raw: no device)")]:
             s, r = v(f"exit.swiftvmm.{kind}.eps"), v(f"exit.raw.{kind}.eps")
