@@ -41,7 +41,7 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customShort("s"), help: "bhyve/hyperkit slot syntax: SLOT[:FUNCTION],NAME[,key=value...]. Repeatable.")
     var slots: [String] = []
 
-    @Option(help: "COM1: stdio, file:PATH or none.")
+    @Option(help: "COM1: stdio (on a terminal: raw mode, Ctrl-A x quits), file:PATH or none.")
     var serial: String = "stdio"
 
     @Option(help: "Log level on stderr: trace, debug, info, notice, warning, error, critical.")

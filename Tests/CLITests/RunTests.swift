@@ -50,4 +50,30 @@ struct RunTests {
         #expect(r.stderr.contains("triple fault"))
         #expect(r.stderr.contains("rip=0000000000100100"))
     }
+
+    /// On a terminal the console is raw (Ctrl-C goes to the guest); Ctrl-A x stops the VM.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/script"), "needs script(1) for a pty (util-linux)"))
+    func consoleEscapeQuitsOnATerminal() throws {
+        let kernel = try CLIHost.temporaryFile(MiniELF.spin)
+        defer { try? FileManager.default.removeItem(atPath: kernel) }
+        let executable = try #require(SwiftVMMProcess.executable)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/script")
+        p.arguments = ["-qfec", "\(executable) run --kernel \(kernel) --memory 16M --log-level info", "/dev/null"]
+        let input = Pipe(), output = Pipe()
+        p.standardInput = input
+        p.standardOutput = output
+        p.standardError = output
+        try p.run()
+        usleep(1_500_000)
+        input.fileHandleForWriting.write(Data([0x01, UInt8(ascii: "x")]))
+        let deadline = Date().addingTimeInterval(20)
+        while p.isRunning && Date() < deadline { usleep(20_000) }
+        if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        try? input.fileHandleForWriting.close()
+        p.waitUntilExit()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(p.terminationStatus == 0, "\(text)")
+        #expect(text.contains("stopped from the console (Ctrl-A x)"))
+    }
 }

@@ -16,11 +16,13 @@ public enum MachineExit: Sendable, Equatable, CustomStringConvertible {
     case vcpuFailure(cpu: Int, detail: String, registers: String)
     /// The VMM was asked to stop (SIGINT, SIGTERM).
     case signal(Int32)
+    /// The user typed the console escape (Ctrl-A x) on an interactive console.
+    case consoleQuit
 
-    /// 0 for a guest-initiated reset or poweroff; 128+n for signal n; 1 otherwise.
+    /// 0 for a guest-initiated reset or poweroff or a console quit; 128+n for signal n; 1 otherwise.
     public var exitStatus: Int32 {
         switch self {
-        case .reset, .powerOff, .halted: 0
+        case .reset, .powerOff, .halted, .consoleQuit: 0
         case let .signal(n): 128 + n
         case .tripleFault, .vcpuFailure: 1
         }
@@ -34,6 +36,7 @@ public enum MachineExit: Sendable, Equatable, CustomStringConvertible {
         case let .tripleFault(c, regs): "vCPU \(c): triple fault (KVM_EXIT_SHUTDOWN)\n\(regs)"
         case let .vcpuFailure(c, d, regs): "vCPU \(c): \(d)\n\(regs)"
         case let .signal(n): "stopped by signal \(n)"
+        case .consoleQuit: "stopped from the console (Ctrl-A x)"
         }
     }
 }

@@ -157,7 +157,10 @@ public final class Machine: @unchecked Sendable {
     public func run() -> MachineExit {
         VCPUSignal.install()
         watchStopSignals()
-        if attachment == .stdio { console.attachInput(to: serial, loop: loop) }
+        if attachment == .stdio {
+            let latch = self.latch
+            console.attachInput(to: serial, loop: loop, onQuit: { latch.stop(.consoleQuit) })
+        }
         loop.startThread(name: "io-loop")
         for v in vcpus { v.start() }
         let reason = latch.wait()

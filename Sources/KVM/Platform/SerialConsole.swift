@@ -24,6 +24,13 @@ final class SerialConsole: @unchecked Sendable {
     private var inputRegistration: IORegistration?
     /// stdin's file status flags before O_NONBLOCK was added (restored: the terminal is shared).
     private var savedInputFlags: Int32?
+    /// On a terminal in raw mode Ctrl-C reaches the guest, so the VMM needs its own way out:
+    /// Ctrl-A x quits, Ctrl-A Ctrl-A sends one Ctrl-A, Ctrl-A and anything else is dropped
+    /// (QEMU's `-serial mon:stdio` convention).
+    private var escapes = false
+    private var quit: (@Sendable () -> Void)?
+    private var sawEscape = false
+    static let escapeByte: UInt8 = 0x01
 
     init(attachment: SerialAttachment, start: UInt64, logger: Logger) throws(MachineError) {
         self.start = start
@@ -58,8 +65,11 @@ final class SerialConsole: @unchecked Sendable {
     }
 
     /// Feeds stdin into `uart`; stdin that cannot be polled (a regular file) or ends is left alone.
-    func attachInput(to uart: Serial16550, loop: EventLoop) {
+    /// When stdin is a terminal, `onQuit` runs on Ctrl-A x.
+    func attachInput(to uart: Serial16550, loop: EventLoop, onQuit: @escaping @Sendable () -> Void) {
         let fd = STDIN_FILENO
+        escapes = isatty(fd) == 1
+        quit = onQuit
         let flags = fcntl(fd, F_GETFL)
         guard flags >= 0 else { return }
         savedInputFlags = flags
@@ -105,7 +115,26 @@ final class SerialConsole: @unchecked Sendable {
             return
         }
         guard n > 0 else { return }
-        _ = uart.receive(buffer[0 ..< n])
+        guard escapes else {
+            _ = uart.receive(buffer[0 ..< n])
+            return
+        }
+        var forward: [UInt8] = []
+        for byte in buffer[0 ..< n] {
+            if sawEscape {
+                sawEscape = false
+                if byte == UInt8(ascii: "x") {
+                    quit?()
+                    return
+                }
+                if byte == Self.escapeByte { forward.append(byte) }
+            } else if byte == Self.escapeByte {
+                sawEscape = true
+            } else {
+                forward.append(byte)
+            }
+        }
+        _ = uart.receive(forward) // at most n bytes: fits the room read above
         if !uart.hasRoomForInput { loop.update(registration, events: []) }
     }
 }
