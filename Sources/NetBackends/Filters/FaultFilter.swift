@@ -127,7 +127,10 @@ public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendab
         }
         if d.corruptAt == nil, config.delay == 0 {
             guard deliver(frame, header: header, to: upstream) else { return false }
-            if d.duplicate { hold(Array(frame), header: header, due: 0) }
+            if d.duplicate {
+                hold(Array(frame), header: header, due: 0)
+                deliverHeld()
+            }
             return true
         }
         var copy = Array(frame)

@@ -22,6 +22,8 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
     public let config: StreamConfig
     public var description: String { "stream:\(config.address)\(config.listen ? ",server=on" : "")" }
     public var isLinkUp: Bool { port.isLinkUp }
+    /// In TCP server mode, the port actually bound (useful with port 0).
+    public private(set) var boundPort: UInt16?
 
     private let loop: EventLoop
     private let clock: DeviceClock
@@ -67,6 +69,7 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
         if config.listen {
             let (fd, owned) = try StreamBackend.listen(on: address, config: config, option: option, value: value)
             state.withLock { $0.listener = fd; $0.ownedSocketPath = owned }
+            boundPort = StreamBackend.localPort(of: fd)
         } else {
             let fd = try StreamBackend.connectNow(to: address, option: option, value: value)
             state.withLock { $0.peer = fd }
@@ -334,6 +337,18 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
     }
 
     // MARK: Opening
+
+    private static func localPort(of fd: Int32) -> UInt16? {
+        var storage = sockaddr_storage()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        guard rc == 0 else { return nil }
+        switch Int32(storage.ss_family) {
+        case AF_INET: return withUnsafeBytes(of: storage) { UInt16(bigEndian: $0.load(as: sockaddr_in.self).sin_port) }
+        case AF_INET6: return withUnsafeBytes(of: storage) { UInt16(bigEndian: $0.load(as: sockaddr_in6.self).sin6_port) }
+        default: return nil
+        }
+    }
 
     /// Connects now, waiting up to 5 s: a peer that is not there is a configuration error.
     private static func connectNow(to address: SocketAddress, option: String, value: String) throws(NetBackendError) -> Int32 {

@@ -1,0 +1,108 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import NetBackends
+import Synchronization
+import Testing
+import VMMCore
+import VMMNet
+import VMMTestKit
+
+@Suite struct FaultTests {
+    func makeFilter(_ options: String, clock: DeviceClock? = nil) throws -> (FaultFilter, InMemoryEndpoint, RecordingReceiver, RunningLoop) {
+        var o = try DeviceSpec.parse("e1000," + options).options
+        let config = try #require(try NetBackendConfig.take(from: &o).faults)
+        let running = try RunningLoop()
+        let wire = InMemoryEndpoint()
+        let filter = FaultFilter(wrapping: wire, config: config, eventLoop: running.loop, clock: clock ?? running.loop)
+        let receiver = RecordingReceiver()
+        filter.start(receiver: receiver)
+        return (filter, wire, receiver, running)
+    }
+
+    @Test func dropRateWithinToleranceAndReproducible() throws {
+        var patterns: [[Bool]] = []
+        for _ in 0 ..< 2 {
+            let (filter, wire, _, running) = try makeFilter("fault-drop=10,fault-seed=1234,fault-dir=tx")
+            var pattern: [Bool] = []
+            for i in 0 ..< 10_000 { pattern.append(filter.send(testFrame(i)) == .sent) }
+            let delivered = wire.sent.count
+            let lost = 10_000 - delivered
+            #expect((850 ... 1150).contains(lost), "lost \(lost) of 10000 at 10%")
+            #expect(filter.counters.drops(.fault) == UInt64(lost))
+            #expect(filter.statistics.dropped.load(ordering: .relaxed) == UInt64(lost))
+            patterns.append(pattern)
+            _ = running
+        }
+        #expect(patterns[0] == patterns[1], "same seed, same decisions")
+        let (other, _, _, _) = try makeFilter("fault-drop=10,fault-seed=99")
+        let otherPattern = (0 ..< 10_000).map { other.send(testFrame($0)) == .sent }
+        #expect(otherPattern != patterns[0])
+    }
+
+    @Test func receiveDirectionDropsDuplicatesAndCorrupts() throws {
+        let (filter, wire, receiver, running) = try makeFilter("fault-drop=20,fault-dup=10,fault-corrupt=10,fault-seed=7")
+        let frames = 2000
+        for i in 0 ..< frames {
+            let f = testFrame(i, length: 100)
+            running.loop.execute { wire.inject(f) }
+        }
+        let dropped = { Int(filter.statistics.dropped.load(ordering: .relaxed)) }
+        let duplicated = { Int(filter.statistics.duplicated.load(ordering: .relaxed)) }
+        #expect(eventually { receiver.frames.count == frames - dropped() + duplicated() })
+        #expect((300 ... 500).contains(dropped()), "dropped \(dropped())")
+        #expect((100 ... 240).contains(duplicated()), "duplicated \(duplicated())")
+        let clean = Set((0 ..< 256).map { testFrame($0, length: 100) })
+        let observed = receiver.frames.filter { !clean.contains($0.bytes) }.count
+        let corrupted = Int(filter.statistics.corrupted.load(ordering: .relaxed))
+        #expect((100 ... 240).contains(corrupted), "corrupted \(corrupted)")
+        // Every corrupted frame arrives with a byte flipped (twice when also duplicated).
+        #expect(observed >= corrupted && observed <= 2 * corrupted)
+    }
+
+    @Test func delayHoldsFramesOnTheClock() throws {
+        let clock = VirtualClock()
+        let (filter, wire, receiver, running) = try makeFilter("fault-delay=5", clock: clock)
+        #expect(filter.send(testFrame(1)) == .sent)
+        running.loop.execute { wire.inject(testFrame(2)) }
+        usleep(50_000)
+        #expect(wire.sent.isEmpty && receiver.frames.isEmpty)
+        clock.advance(by: 4_000_000)
+        usleep(50_000)
+        #expect(wire.sent.isEmpty && receiver.frames.isEmpty)
+        clock.advance(by: 1_000_000)
+        #expect(eventually { wire.sent.count == 1 && receiver.frames.count == 1 })
+        #expect(wire.sent.first?.bytes == testFrame(1) && receiver.frames.first?.bytes == testFrame(2))
+    }
+
+    @Test func rateLimitPolicesBursts() throws {
+        let clock = VirtualClock()
+        // 1 Mbit/s: the bucket holds 64 KiB; 100 frames of 1514 bytes at once overflow it.
+        let (filter, wire, _, _) = try makeFilter("fault-rate=1", clock: clock)
+        for i in 0 ..< 100 { filter.send(testFrame(i, length: 1514)) }
+        let first = wire.sent.count
+        #expect((40 ... 45).contains(first), "passed \(first)")
+        #expect(filter.statistics.rateLimited.load(ordering: .relaxed) == UInt64(100 - first))
+        clock.advance(by: 1_000_000_000)   // one second refills 125000 bytes' worth, capped at the bucket
+        for i in 0 ..< 100 { filter.send(testFrame(i, length: 1514)) }
+        #expect(wire.sent.count - first >= 40)
+    }
+
+    @Test func backPressureThroughTheFilter() throws {
+        let (filter, wire, receiver, running) = try makeFilter("fault-delay=1")
+        receiver.setAccepting(false)
+        running.loop.execute { wire.inject(testFrame(1)) }
+        #expect(eventually { receiver.refusals >= 1 })
+        // While a frame waits for the device, the backend is told to keep its own.
+        let kept = Mutex<Bool?>(nil)
+        running.loop.execute { kept.withLock { $0 = !wire.inject(testFrame(2)) } }
+        #expect(eventually { kept.withLock { $0 } == true })
+        receiver.setAccepting(true)
+        filter.resumeReceive()
+        #expect(eventually { receiver.frames.count == 1 && wire.resumeCount >= 1 })
+        // The backend offers its kept frame again after resumeReceive.
+        running.loop.execute { wire.inject(testFrame(2)) }
+        #expect(eventually { receiver.frames.count == 2 })
+        #expect(receiver.frames.map(\.bytes) == [testFrame(1), testFrame(2)])
+    }
+}

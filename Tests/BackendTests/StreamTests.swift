@@ -1,0 +1,255 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import NetBackends
+import Testing
+import VMMCore
+import VMMNet
+
+/// The peer side of a stream wire, driven by the test: 4-byte big-endian lengths.
+final class StreamPeer {
+    let fd: Int32
+    init(fd: Int32) { self.fd = fd }
+    deinit { close(fd) }
+
+    func send(_ frame: [UInt8]) {
+        let bytes = Frames.be32(UInt32(frame.count)) + frame
+        _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    }
+
+    func sendRaw(_ bytes: [UInt8]) { _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } }
+
+    /// Reads one frame (waits up to 5 s).
+    func receive() -> [UInt8]? {
+        guard let header = readExactly(4) else { return nil }
+        let length = Int(header[0]) << 24 | Int(header[1]) << 16 | Int(header[2]) << 8 | Int(header[3])
+        return readExactly(length)
+    }
+
+    private func readExactly(_ n: Int) -> [UInt8]? {
+        var out: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: max(n, 1))
+        while out.count < n {
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&p, 1, 5000) == 1 else { return nil }
+            let r = read(fd, &buf, n - out.count)
+            if r <= 0 { return nil }
+            out += buf[0 ..< r]
+        }
+        return out
+    }
+
+    static func listen(unix path: String) -> Int32 {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        Glibc.listen(fd, 4)
+        return fd
+    }
+
+    static func accept(_ listener: Int32) -> StreamPeer? {
+        var p = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
+        guard poll(&p, 1, 5000) == 1 else { return nil }
+        let fd = Glibc.accept(listener, nil, nil)
+        return fd >= 0 ? StreamPeer(fd: fd) : nil
+    }
+
+    static func connect(unix path: String) -> StreamPeer? {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
+        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        guard rc == 0 else { close(fd); return nil }
+        return StreamPeer(fd: fd)
+    }
+}
+
+func testFrame(_ n: Int, length: Int = 60) -> [UInt8] {
+    Frames.ethernet(dst: Frames.broadcast, src: [0x52, 0x54, 0, 0, 0, 1], type: 0x88B5,
+                    payload: [UInt8](repeating: UInt8(truncatingIfNeeded: n), count: max(length - 14, 0)))
+}
+
+@Suite(.serialized) struct StreamTests {
+    @Test func clientExchangesFramesBothWays() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.path + "/wire"
+        let listener = StreamPeer.listen(unix: path)
+        defer { close(listener) }
+        let running = try RunningLoop()
+        let backend = try StreamBackend(config: StreamConfig(address: .unix(path: path)), eventLoop: running.loop, clock: running.loop)
+        defer { backend.stop() }
+        let peer = try #require(StreamPeer.accept(listener))
+        let receiver = RecordingReceiver()
+        backend.start(receiver: receiver)
+        #expect(backend.isLinkUp)
+
+        // Guest → wire, from a scatter list: one length-prefixed record.
+        let frame = testFrame(1, length: 100)
+        let result = frame.withUnsafeBytes { b in
+            backend.send([UnsafeRawBufferPointer(rebasing: b[0 ..< 10]), UnsafeRawBufferPointer(rebasing: b[10...])], header: nil)
+        }
+        #expect(result == .sent)
+        #expect(peer.receive() == frame)
+
+        // Wire → guest, including two records in one write and one split across writes.
+        peer.send(testFrame(2))
+        let three = testFrame(3), four = testFrame(4, length: 1514)
+        let bytes = Frames.be32(UInt32(three.count)) + three + Frames.be32(UInt32(four.count)) + four
+        peer.sendRaw(Array(bytes[0 ..< 70]))
+        usleep(20_000)
+        peer.sendRaw(Array(bytes[70...]))
+        #expect(eventually { receiver.frames.count == 3 })
+        #expect(receiver.frames.map(\.bytes) == [testFrame(2), three, four])
+        #expect(backend.counters.rxFrames.load(ordering: .relaxed) == 3)
+        #expect(backend.counters.txFrames.load(ordering: .relaxed) == 1)
+    }
+
+    @Test func oversizedAndEmptyRecordsAreSkippedAndCounted() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.path + "/wire"
+        let listener = StreamPeer.listen(unix: path)
+        defer { close(listener) }
+        let running = try RunningLoop()
+        let backend = try StreamBackend(config: StreamConfig(address: .unix(path: path)), eventLoop: running.loop, clock: running.loop)
+        defer { backend.stop() }
+        let peer = try #require(StreamPeer.accept(listener))
+        let receiver = RecordingReceiver()
+        backend.start(receiver: receiver)
+        peer.sendRaw(Frames.be32(70_000) + [UInt8](repeating: 0xAB, count: 70_000))
+        peer.sendRaw(Frames.be32(0))
+        peer.send(testFrame(9))
+        #expect(eventually { receiver.frames.count == 1 })
+        #expect(receiver.frames.first?.bytes == testFrame(9))
+        #expect(backend.counters.drops(.oversized) == 1)
+        #expect(backend.counters.drops(.malformed) == 1)
+        // And the guest side: a frame over 64 KiB is refused and counted, never asserted.
+        #expect(backend.send([UInt8](repeating: 0, count: 70_000)) == .dropped(.oversized))
+    }
+
+    @Test func backPressureKeepsTheFrameUntilResumed() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.path + "/wire"
+        let listener = StreamPeer.listen(unix: path)
+        defer { close(listener) }
+        let running = try RunningLoop()
+        let backend = try StreamBackend(config: StreamConfig(address: .unix(path: path)), eventLoop: running.loop, clock: running.loop)
+        defer { backend.stop() }
+        let peer = try #require(StreamPeer.accept(listener))
+        let receiver = RecordingReceiver()
+        receiver.setAccepting(false)
+        backend.start(receiver: receiver)
+        for i in 0 ..< 5 { peer.send(testFrame(i)) }
+        #expect(eventually { receiver.refusals >= 1 })
+        usleep(50_000)
+        // Stopped reading: one refusal, no busy retry.
+        #expect(receiver.refusals == 1)
+        receiver.setAccepting(true)
+        backend.resumeReceive()
+        #expect(eventually { receiver.frames.count == 5 })
+        #expect(receiver.frames.map(\.bytes) == (0 ..< 5).map { testFrame($0) })
+    }
+
+    @Test func clientReconnectsAfterThePeerGoes() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.path + "/wire"
+        let listener = StreamPeer.listen(unix: path)
+        defer { close(listener) }
+        let running = try RunningLoop()
+        let backend = try StreamBackend(config: StreamConfig(address: .unix(path: path)), eventLoop: running.loop, clock: running.loop)
+        defer { backend.stop() }
+        var peer = StreamPeer.accept(listener)
+        let receiver = RecordingReceiver()
+        backend.start(receiver: receiver)
+        peer = nil   // closes
+        #expect(eventually { receiver.links == [false] })
+        #expect(!backend.isLinkUp)
+        #expect(backend.send(testFrame(1)) == .dropped(.linkDown))
+        let again = try #require(StreamPeer.accept(listener))
+        #expect(eventually { receiver.links == [false, true] })
+        again.send(testFrame(7))
+        #expect(eventually { receiver.frames.count == 1 })
+        #expect(backend.send(testFrame(8)) == .sent)
+        #expect(again.receive() == testFrame(8))
+        _ = peer
+    }
+
+    @Test func serverModeTakesOnePeerAtATime() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.path + "/listen"
+        let running = try RunningLoop()
+        let backend = try StreamBackend(config: StreamConfig(address: .unix(path: path), listen: true), eventLoop: running.loop, clock: running.loop)
+        let receiver = RecordingReceiver()
+        backend.start(receiver: receiver)
+        #expect(!backend.isLinkUp)
+        var client = StreamPeer.connect(unix: path)
+        #expect(client != nil)
+        #expect(eventually { backend.isLinkUp })
+        client?.send(testFrame(1))
+        #expect(eventually { receiver.frames.count == 1 })
+        #expect(backend.send(testFrame(2)) == .sent)
+        #expect(client?.receive() == testFrame(2))
+        client = nil
+        #expect(eventually { !backend.isLinkUp })
+        let second = try #require(StreamPeer.connect(unix: path))
+        #expect(eventually { backend.isLinkUp })
+        second.send(testFrame(3))
+        #expect(eventually { receiver.frames.count == 2 })
+        backend.stop()
+        backend.stop()
+        #expect(access(path, F_OK) != 0, "stop() removes the socket file")
+    }
+
+    @Test func tcpClientAndServer() throws {
+        let running = try RunningLoop()
+        // A swiftvmm-to-swiftvmm wire: one backend listens, the other connects.
+        let server = try StreamBackend(config: StreamConfig(address: .tcp(host: "127.0.0.1", port: 0), listen: true),
+                                       eventLoop: running.loop, clock: running.loop)
+        defer { server.stop() }
+        let port = try #require(server.boundPort)
+        let client = try StreamBackend(config: StreamConfig(address: .tcp(host: "127.0.0.1", port: port)), eventLoop: running.loop, clock: running.loop)
+        defer { client.stop() }
+        let a = RecordingReceiver(), b = RecordingReceiver()
+        server.start(receiver: a)
+        client.start(receiver: b)
+        #expect(eventually { server.isLinkUp })
+        #expect(client.send(testFrame(1)) == .sent)
+        #expect(server.send(testFrame(2)) == .sent)
+        #expect(eventually { a.frames.count == 1 && b.frames.count == 1 })
+        #expect(a.frames.first?.bytes == testFrame(1) && b.frames.first?.bytes == testFrame(2))
+    }
+
+    @Test(.enabled(if: Host.hasQEMU, "needs qemu-system-x86_64 (apt-get install qemu-system-x86)"))
+    func interoperatesWithQEMUNetdevStream() throws {
+        // QEMU relays between two -netdev stream peers through a hub: frames our first
+        // backend sends come out of QEMU into the second one, framed by QEMU itself.
+        // (Not -S: a stopped VM's net layer sends nothing.)
+        let dir = TemporaryDirectory()
+        let running = try RunningLoop()
+        let a = try StreamBackend(config: StreamConfig(address: .unix(path: dir.path + "/a"), listen: true), eventLoop: running.loop, clock: running.loop)
+        let b = try StreamBackend(config: StreamConfig(address: .unix(path: dir.path + "/b"), listen: true), eventLoop: running.loop, clock: running.loop)
+        defer { a.stop(); b.stop() }
+        let ra = RecordingReceiver(), rb = RecordingReceiver()
+        a.start(receiver: ra)
+        b.start(receiver: rb)
+        let qemu = try #require(Shell.spawn("qemu-system-x86_64", [
+            "-machine", "none", "-nodefaults", "-display", "none",
+            "-netdev", "stream,id=n1,server=off,addr.type=unix,addr.path=\(dir.path)/a",
+            "-netdev", "stream,id=n2,server=off,addr.type=unix,addr.path=\(dir.path)/b",
+            "-netdev", "hubport,id=h1,hubid=0,netdev=n1",
+            "-netdev", "hubport,id=h2,hubid=0,netdev=n2",
+        ]))
+        defer { Shell.kill(qemu) }
+        #expect(eventually(10) { a.isLinkUp && b.isLinkUp })
+        let big = testFrame(5, length: 1514)
+        #expect(a.send(testFrame(1)) == .sent)
+        #expect(a.send(big) == .sent)
+        #expect(eventually(5) { rb.frames.count == 2 })
+        #expect(rb.frames.map(\.bytes) == [testFrame(1), big], "QEMU relayed other bytes")
+        #expect(b.send(testFrame(2)) == .sent)
+        #expect(eventually(5) { ra.frames.count == 1 })
+        #expect(ra.frames.first?.bytes == testFrame(2))
+    }
+}
