@@ -29,7 +29,6 @@ final class E1000BenchDriver {
     }
 
     @inline(__always) func w(_ offset: UInt64, _ v: UInt32) { nic.write32(bar: 0, offset: offset, v) }
-    func r(_ offset: UInt64) -> UInt32 { nic.read32(bar: 0, offset: offset) }
 }
 
 /// TX ring of `count` descriptors; each packet has its own buffer prepared once. A packet

@@ -11,9 +11,8 @@ final class SinkEndpoint: NetworkBackend, @unchecked Sendable {
     let capabilities: BackendCapabilities
     let counters = BackendCounters()
     var isLinkUp: Bool { true }
-    /// Frames and bytes handed to `send` (vCPU thread only in these benchmarks).
+    /// Frames handed to `send` (vCPU thread only in these benchmarks).
     private(set) var framesSent = 0
-    private(set) var bytesSent = 0
     private var receiver: FrameReceiver?
 
     init(capabilities: BackendCapabilities) { self.capabilities = capabilities }
@@ -22,7 +21,6 @@ final class SinkEndpoint: NetworkBackend, @unchecked Sendable {
 
     func send(_ segments: [UnsafeRawBufferPointer], header: VirtioNetHeader?) -> SendResult {
         framesSent &+= 1
-        for s in segments { bytesSent &+= s.count }
         return .sent
     }
 

@@ -118,8 +118,6 @@ final class VirtioBenchDriver {
     @inline(__always) func kick(_ q: Queue) {
         nic.write(bar: notify.bar, offset: notify.offset + UInt64(q.index) * notify.multiplier, size: 2, value: UInt64(q.index))
     }
-
-    var device: VirtioNetDevice? { nic.function.device as? VirtioNetDevice }
 }
 
 /// TX: `slots` chains prepared once (header + frame, split into ≤4 KiB pages after the
