@@ -76,7 +76,9 @@ public final class PCIBus: @unchecked Sendable {
         interrupts.lines = lines
         let devLock = DeviceLock()
         let doorbells = DoorbellRegistry()
-        let index = lock.withLock { functions.filter { Swift.type(of: $0.device).typeName == type.typeName }.count }
+        // Counted over every device, not per type, so an e1000 and a virtio-net without
+        // `mac=` get different default MACs (as QEMU numbers its NICs).
+        let index = lock.withLock { functions.count }
         let context = PCIDeviceContext(memory: memory, config: config, interrupts: interrupts, clock: clock,
                                        eventLoop: eventLoop, lock: devLock,
                                        logger: Logger(label: "swiftvmm.\(type.typeName)"), guestLog: guestLog,

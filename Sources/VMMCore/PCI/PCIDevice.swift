@@ -76,7 +76,7 @@ public struct PCIDeviceContext: @unchecked Sendable {
     public let services: ServiceRegistry
     /// Doorbells: register fast paths for notify registers (ioeventfd under KVM).
     public let doorbells: DoorbellRegistry
-    /// 0 for the first device of this type in the machine, 1 for the next… (default MACs).
+    /// 0 for the first device added to the machine, 1 for the next… (default MACs).
     public let instanceIndex: Int
 }
 
