@@ -5,6 +5,12 @@ import PackageDescription
 //   swiftvmm (CLI) -> KVM, QTest, DeviceCatalog -> Devices/* -> Virtio, VMMNet -> VMMCore
 //   NetBackends -> VMMNet, CVDEPlug, CSlirp, CKVM (tun ioctls)
 //   VMMTestKit -> VMMCore, VMMNet (what device tests import)
+// The frame paths (rings, descriptor chains, per-device scratch buffers kept in class
+// properties) pay for Swift's dynamic exclusivity checks on every access: about 40% of
+// virtio-net's per-frame time (Docs/performance.md). Release builds of those modules
+// rely on the static checks only; debug builds and tests keep the dynamic ones.
+let hotPath: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+
 let package = Package(
     name: "swiftvmm",
     platforms: [.macOS(.v15)],
@@ -33,10 +39,10 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system"),
             "CKVM",
         ]),
-        .target(name: "VMMNet", dependencies: ["VMMCore"]),
-        .target(name: "Virtio", dependencies: ["VMMCore"]),
-        .target(name: "E1000", dependencies: ["VMMCore", "VMMNet"], path: "Devices/E1000"),
-        .target(name: "VirtioNet", dependencies: ["VMMCore", "VMMNet", "Virtio"], path: "Devices/VirtioNet"),
+        .target(name: "VMMNet", dependencies: ["VMMCore"], swiftSettings: hotPath),
+        .target(name: "Virtio", dependencies: ["VMMCore"], swiftSettings: hotPath),
+        .target(name: "E1000", dependencies: ["VMMCore", "VMMNet"], path: "Devices/E1000", swiftSettings: hotPath),
+        .target(name: "VirtioNet", dependencies: ["VMMCore", "VMMNet", "Virtio"], path: "Devices/VirtioNet", swiftSettings: hotPath),
         .target(name: "NetBackends", dependencies: ["VMMCore", "VMMNet", "CKVM", "CVDEPlug", "CSlirp"]),
         // The one place that lists device types and backends: adding a device is one line here.
         .target(name: "DeviceCatalog", dependencies: ["VMMCore", "VMMNet", "E1000", "VirtioNet", "NetBackends"]),
@@ -44,7 +50,7 @@ let package = Package(
         .target(name: "QTest", dependencies: ["VMMCore", "VMMNet", "VMMTestKit", "DeviceCatalog"]),
         .target(name: "KVM", dependencies: ["VMMCore", "VMMNet", "CKVM", "DeviceCatalog"]),
         .executableTarget(name: "swiftvmm", dependencies: [
-            "VMMCore", "KVM", "QTest", "DeviceCatalog",
+            "VMMCore", "KVM", "QTest", "DeviceCatalog", "NetBackends",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

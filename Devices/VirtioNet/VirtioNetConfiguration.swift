@@ -33,7 +33,7 @@ struct VirtioNetConfiguration: Equatable {
         OptionHelp("packed", "on|off", "offer packed virtqueues (VIRTIO_F_RING_PACKED; default off)"),
         OptionHelp("ctrl_vq", "on|off", "control queue: RX modes, MAC filter, offloads, MQ"),
         OptionHelp("status", "on|off", "link status in config space (VIRTIO_NET_F_STATUS)"),
-        OptionHelp("net", "memory|tap:…|…", "the network backend (see `swiftvmm backends`)"),
+        OptionHelp("net", "BACKEND", "network backend (user, tap:NAME, vde:URL, stream:…); see `swiftvmm backends`"),
     ]
 
     /// Takes the device's own options (the backend factory takes `net=` and its keys).

@@ -18,5 +18,6 @@ struct DevicesCommand: ParsableCommand {
                 print("    \(left)\(String(repeating: " ", count: max(1, width - left.count + 2)))\(o.help)")
             }
         }
+        print("Every NIC also takes net=BACKEND, capture= and fault-* options: see `swiftvmm backends`.")
     }
 }

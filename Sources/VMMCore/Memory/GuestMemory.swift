@@ -201,6 +201,7 @@ public final class GuestMemory: @unchecked Sendable {
     /// descriptors) into host views, appending to `segments` (reused by the caller to avoid
     /// allocating per frame). A buffer that crosses adjacent regions yields several views.
     /// Throws, leaving `segments` as it was, if any buffer is not RAM.
+    @inlinable
     public func resolve(_ buffers: some Sequence<GuestBuffer>, into segments: inout [UnsafeMutableRawBufferPointer]) throws(GuestMemoryError) {
         let start = segments.count
         for b in buffers {
