@@ -1,0 +1,144 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import NetBackends
+import Testing
+import VMMCore
+import VMMNet
+
+/// A network namespace for one test, deleted (with the TAP moved into it) at the end.
+final class NetworkNamespace {
+    let name: String
+    init(_ name: String) {
+        self.name = name
+        Shell.run("ip", ["netns", "del", name])
+        Shell.run("ip", ["netns", "add", name])
+    }
+    deinit { Shell.run("ip", ["netns", "del", name]) }
+
+    @discardableResult
+    func ip(_ args: [String]) -> Shell.Result { Shell.run("ip", ["-n", name] + args) }
+    func exec(_ args: [String]) -> Shell.Result { Shell.run("ip", ["netns", "exec", name] + args) }
+}
+
+@Suite(.serialized, .enabled(if: Host.canUseTapAndNetns, "needs root, /dev/net/tun and iproute2 (ip netns)"))
+struct TapTests {
+    static let guestMAC: [UInt8] = [0x52, 0x54, 0x00, 0xAA, 0x00, 0x02]
+    static let guestIP = Frames.ip("10.77.0.2"), hostIP = Frames.ip("10.77.0.1")
+
+    /// A TAP created by the backend, moved into a fresh namespace and addressed there.
+    func setUp(_ tag: String) throws -> (NetworkNamespace, TapBackend, RecordingReceiver, RunningLoop) {
+        let ns = NetworkNamespace("svmm-\(tag)-\(getpid())")
+        let running = try RunningLoop()
+        let name = "svt\(tag)\(getpid() % 100_000)"
+        let backend = try TapBackend(interface: name, eventLoop: running.loop)
+        #expect(backend.createdInterface)
+        #expect(Shell.run("ip", ["link", "set", name, "netns", ns.name]).status == 0)
+        ns.ip(["addr", "add", "10.77.0.1/24", "dev", name])
+        ns.ip(["link", "set", name, "up"])
+        // The fake guest answers the kernel's ARP for its address.
+        let receiver = RecordingReceiver { [weak backend] frame in
+            if Frames.isARPRequest(frame, for: TapTests.guestIP), frame.count >= 28 {
+                backend?.send(Frames.arpReply(srcMAC: TapTests.guestMAC, srcIP: TapTests.guestIP,
+                                              dstMAC: Array(frame[22 ..< 28]), dstIP: Array(frame[28 ..< 32])))
+            }
+        }
+        backend.start(receiver: receiver)
+        return (ns, backend, receiver, running)
+    }
+
+    @Test func arpAndPingAnsweredByTheNamespaceKernel() throws {
+        let (ns, backend, receiver, running) = try setUp("a")
+        defer { backend.stop() }
+        #expect(backend.send(Frames.arpRequest(srcMAC: TapTests.guestMAC, srcIP: TapTests.guestIP, targetIP: TapTests.hostIP)) == .sent)
+        #expect(eventually(3) { receiver.first { Frames.isARPReply($0, from: TapTests.hostIP) } != nil })
+        let hostMAC = try #require(receiver.first { Frames.isARPReply($0, from: TapTests.hostIP) }).prefix(12).suffix(6)
+        let echo = Frames.ethernet(dst: Array(hostMAC), src: TapTests.guestMAC, type: 0x0800,
+                                   payload: Frames.ipv4(src: TapTests.guestIP, dst: TapTests.hostIP, proto: 1,
+                                                        payload: Frames.icmpEcho(id: 0x4242, seq: 1, data: Array(repeating: 7, count: 56))))
+        #expect(backend.send(echo) == .sent)
+        #expect(eventually(3) { receiver.first { Frames.isICMPEchoReply($0, id: 0x4242) } != nil })
+        // Every frame came with a virtio-net header (IFF_VNET_HDR).
+        #expect(receiver.frames.allSatisfy { $0.header != nil })
+        #expect(backend.counters.txFrames.load(ordering: .relaxed) >= 2)
+        #expect(backend.counters.rxFrames.load(ordering: .relaxed) >= 2)
+        _ = (ns, running)
+    }
+
+    @Test func receiveOffloadsReachTheKernelAndTSOFramesAreAccepted() throws {
+        let (ns, backend, receiver, running) = try setUp("o")
+        defer { backend.stop() }
+        let name = backend.interfaceName
+        func offload(_ feature: String) -> Bool {
+            ns.exec(["ethtool", "-k", name]).output.split(separator: "\n").contains { $0.hasPrefix("\(feature): on") }
+        }
+        if Host.hasEthtool {
+            #expect(!offload("tcp-segmentation-offload"))
+            backend.setReceiveOffloads([.checksum, .tso4, .tso6])
+            #expect(offload("tcp-segmentation-offload"))
+            #expect(offload("tx-checksumming"))
+            backend.setReceiveOffloads([])
+            #expect(!offload("tcp-segmentation-offload"))
+        }
+        // A 3000-byte TCP segment with a TSO header (gso 1000, partial checksum) to a closed
+        // port: the kernel takes the whole GSO frame and resets it, acknowledging all 3000 bytes.
+        #expect(backend.send(Frames.arpRequest(srcMAC: TapTests.guestMAC, srcIP: TapTests.guestIP, targetIP: TapTests.hostIP)) == .sent)
+        #expect(eventually(3) { receiver.first { Frames.isARPReply($0, from: TapTests.hostIP) } != nil })
+        let hostMAC = Array(try #require(receiver.first { Frames.isARPReply($0, from: TapTests.hostIP) })[6 ..< 12])
+        let payload = (0 ..< 3000).map { UInt8(truncatingIfNeeded: $0) }
+        let tcp = Frames.tcp(src: TapTests.guestIP, dst: TapTests.hostIP, sport: 40000, dport: 9, seq: 1000, ack: 0,
+                             flags: [.psh], payload: payload, partial: true)
+        let frame = Frames.ethernet(dst: hostMAC, src: TapTests.guestMAC, type: 0x0800,
+                                    payload: Frames.ipv4(src: TapTests.guestIP, dst: TapTests.hostIP, proto: 6, payload: tcp))
+        let header = VirtioNetHeader(flags: VirtioNetHeader.needsChecksum, gsoType: VirtioNetHeader.GSOType.tcpv4.rawValue,
+                                     headerLength: 54, gsoSize: 1000, checksumStart: 34, checksumOffset: 16)
+        #expect(backend.send(frame, header: header) == .sent)
+        #expect(eventually(3) {
+            receiver.frames.contains { f in
+                guard let t = Frames.tcpHeader(f.bytes) else { return false }
+                return t.dport == 40000 && t.flags.contains(.rst) && t.ack == 1000 + 3000
+            }
+        })
+        _ = running
+    }
+
+    @Test func deletedInterfaceTakesTheLinkDown() throws {
+        let (ns, backend, receiver, running) = try setUp("d")
+        defer { backend.stop() }
+        #expect(ns.ip(["link", "del", backend.interfaceName]).status == 0)
+        #expect(eventually(3) { receiver.links == [false] })
+        #expect(!backend.isLinkUp)
+        #expect(backend.send(testFrame(1)) == .dropped(.linkDown))
+        backend.stop()
+        backend.stop()
+        _ = running
+    }
+
+    @Test func createdInterfaceIsRemovedOnStop() throws {
+        let running = try RunningLoop()
+        let name = "svtr\(getpid() % 100_000)"
+        let backend = try TapBackend(interface: name, eventLoop: running.loop)
+        #expect(if_nametoindex(name) != 0)
+        backend.stop()
+        #expect(eventually(2) { if_nametoindex(name) == 0 })
+    }
+
+    @Test func attachesToAPersistentTapAndLeavesIt() throws {
+        let running = try RunningLoop()
+        let name = "svtp\(getpid() % 100_000)"
+        #expect(Shell.run("ip", ["tuntap", "add", name, "mode", "tap", "vnet_hdr"]).status == 0)
+        defer { Shell.run("ip", ["tuntap", "del", name, "mode", "tap"]) }
+        let backend = try TapBackend(interface: name, eventLoop: running.loop)
+        #expect(!backend.createdInterface)
+        backend.stop()
+        #expect(if_nametoindex(name) != 0)
+    }
+
+    @Test func notATapIsAClearError() throws {
+        let running = try RunningLoop()
+        #expect(throws: NetBackendError.self) { try TapBackend(interface: "lo", eventLoop: running.loop) }
+        do { _ = try TapBackend(interface: "lo", eventLoop: running.loop) } catch {
+            #expect("\(error)".hasPrefix("option 'net=tap:lo': TUNSETIFF failed"))
+        }
+    }
+}

@@ -1,0 +1,126 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import NetBackends
+import Testing
+import VMMCore
+import VMMNet
+
+/// A loopback TCP listener on the host.
+final class HostListener {
+    let fd: Int32
+    let port: UInt16
+    init() {
+        let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in(sin_family: sa_family_t(AF_INET), sin_port: 0, sin_addr: in_addr(s_addr: UInt32(0x7F00_0001).bigEndian), sin_zero: (0, 0, 0, 0, 0, 0, 0, 0))
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        listen(s, 4)
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &len) } }
+        fd = s
+        port = UInt16(bigEndian: addr.sin_port)
+    }
+    deinit { close(fd) }
+
+    func accept(within ms: Int32) -> Bool {
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        guard poll(&p, 1, ms) == 1 else { return false }
+        let c = Glibc.accept(fd, nil, nil)
+        if c >= 0 { close(c) }
+        return c >= 0
+    }
+}
+
+/// A port nobody listens on (bound, read back, released).
+func freeLoopbackPort() -> UInt16 { HostListener().port }
+
+@Suite(.serialized) struct UserTests {
+    static let mac: [UInt8] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56]
+    static let guestIP = Frames.ip("10.0.2.15"), gatewayIP = Frames.ip("10.0.2.2")
+    static let gatewayMAC: [UInt8] = [0x52, 0x55, 0x0A, 0x00, 0x02, 0x02]
+
+    func start(_ options: String = "") throws -> (UserBackend, RecordingReceiver, RunningLoop) {
+        var o = try DeviceSpec.parse("e1000,net=user" + options).options
+        guard case let .user(config) = try NetBackendConfig.take(from: &o).kind else { throw NetBackendError.unknownBackend("?") }
+        let running = try RunningLoop()
+        let backend = try UserBackend(config: config, eventLoop: running.loop, clock: running.loop)
+        let receiver = RecordingReceiver { [weak backend] frame in
+            if Frames.isARPRequest(frame, for: UserTests.guestIP), frame.count >= 42 {
+                backend?.send(Frames.arpReply(srcMAC: UserTests.mac, srcIP: UserTests.guestIP,
+                                              dstMAC: Array(frame[22 ..< 28]), dstIP: Array(frame[28 ..< 32])))
+            }
+        }
+        backend.start(receiver: receiver)
+        return (backend, receiver, running)
+    }
+
+    @Test func dhcpOfferArpAndTcpThroughTheNat() throws {
+        let (backend, receiver, running) = try start()
+        defer { backend.stop() }
+        #expect(backend.send(Frames.dhcpDiscover(mac: Self.mac, xid: 0x1234_5678)) == .sent)
+        #expect(eventually(3) { receiver.first { Frames.udpPorts($0)?.sport == 67 } != nil })
+        let offer = try #require(receiver.first { Frames.udpPorts($0)?.sport == 67 }.flatMap { Frames.udpPorts($0) })
+        #expect(offer.dport == 68)
+        #expect(Array(offer.payload[16 ..< 20]) == Self.guestIP, "yiaddr is dhcp-start")
+        #expect(offer.payload.count > 243 && offer.payload[240 ..< 243] == [53, 1, 2], "DHCPOFFER")
+
+        #expect(backend.send(Frames.arpRequest(srcMAC: Self.mac, srcIP: Self.guestIP, targetIP: Self.gatewayIP)) == .sent)
+        #expect(eventually(3) { receiver.first { Frames.isARPReply($0, from: Self.gatewayIP) } != nil })
+
+        // 10.0.2.2 is the host's loopback: a guest SYN becomes a host connection.
+        let listener = HostListener()
+        let syn = Frames.ethernet(dst: Self.gatewayMAC, src: Self.mac, type: 0x0800, payload: Frames.ipv4(
+            src: Self.guestIP, dst: Self.gatewayIP, proto: 6,
+            payload: Frames.tcp(src: Self.guestIP, dst: Self.gatewayIP, sport: 40001, dport: listener.port, seq: 100, ack: 0,
+                                flags: [.syn], options: [2, 4, 0x05, 0xB4])))
+        #expect(backend.send(syn) == .sent)
+        #expect(listener.accept(within: 3000), "the host listener saw the NATed connection")
+        #expect(eventually(3) {
+            receiver.frames.contains { f in
+                guard let t = Frames.tcpHeader(f.bytes) else { return false }
+                return t.dport == 40001 && t.flags.contains([.syn, .ack]) && t.ack == 101
+            }
+        })
+        _ = running
+    }
+
+    @Test func hostForwardReachesTheGuest() throws {
+        let port = freeLoopbackPort()
+        let (backend, receiver, running) = try start(",hostfwd=tcp:127.0.0.1:\(port)-:22")
+        defer { backend.stop() }
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in(sin_family: sa_family_t(AF_INET), sin_port: port.bigEndian, sin_addr: in_addr(s_addr: UInt32(0x7F00_0001).bigEndian), sin_zero: (0, 0, 0, 0, 0, 0, 0, 0))
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        // libslirp asks for the guest's MAC (answered by the fake guest), then sends the SYN.
+        #expect(eventually(5) {
+            receiver.frames.contains { f in
+                guard let t = Frames.tcpHeader(f.bytes) else { return false }
+                return t.dport == 22 && t.flags == [.syn] && Array(f.bytes[30 ..< 34]) == Self.guestIP
+            }
+        })
+        _ = running
+    }
+
+    @Test func takenHostPortIsAnErrorNamingTheRule() throws {
+        let busy = HostListener()
+        let rule = "tcp:127.0.0.1:\(busy.port)-:22"
+        do {
+            let (backend, _, _) = try start(",hostfwd=\(rule)")
+            backend.stop()
+            Issue.record("hostfwd on a taken port was accepted")
+        } catch {
+            #expect("\(error)" == "option 'hostfwd=\(rule)': cannot listen on the host side (port in use or address not local)")
+        }
+    }
+
+    @Test func oversizedGuestFrameIsDroppedAndCounted() throws {
+        let (backend, _, running) = try start(",mtu=1500")
+        defer { backend.stop() }
+        #expect(backend.send([UInt8](repeating: 0, count: 1515)) == .dropped(.oversized))
+        #expect(backend.counters.drops(.oversized) == 1)
+        backend.stop()
+        backend.stop()
+        _ = running
+    }
+}

@@ -1,0 +1,95 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import NetBackends
+import Testing
+import VMMCore
+import VMMNet
+
+/// A real vde_switch on a socket directory in a temp dir.
+final class VDESwitch {
+    let directory: String
+    var socket: String { directory + "/sw" }
+    private(set) var pid: pid_t = 0
+
+    init(directory: String) { self.directory = directory }
+    deinit { stop() }
+
+    func start() -> Bool {
+        // -d: it daemonizes, so no pipe (the daemon would hold it open); wait for the parent.
+        guard let starter = Shell.spawn("vde_switch", ["-d", "-s", socket, "-M", directory + "/mgmt", "-p", directory + "/pid"]),
+              Shell.wait(starter) == 0 else { return false }
+        guard eventually(3, { readPID() != nil && access(socket + "/ctl", F_OK) == 0 }), let p = readPID() else { return false }
+        pid = p
+        return true
+    }
+
+    func stop() {
+        guard pid > 0 else { return }
+        kill(pid, SIGTERM)
+        _ = eventually(3) { kill(pid, 0) != 0 }
+        kill(pid, SIGKILL)
+        pid = 0
+        unlink(directory + "/pid")
+    }
+
+    private func readPID() -> pid_t? {
+        let fd = open(directory + "/pid", O_RDONLY)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var buf = [UInt8](repeating: 0, count: 32)
+        let n = read(fd, &buf, buf.count)
+        guard n > 0 else { return nil }
+        return pid_t(String(decoding: buf[0 ..< n], as: UTF8.self).split(separator: "\n").first ?? "")
+    }
+}
+
+@Suite(.serialized, .enabled(if: Host.hasVDESwitch, "needs vde_switch (apt-get install vde2)"))
+struct VDETests {
+    static let macA: [UInt8] = [0x52, 0x54, 0, 0, 0xA, 1], macB: [UInt8] = [0x52, 0x54, 0, 0, 0xB, 2]
+
+    func frame(from src: [UInt8], to dst: [UInt8], _ n: UInt8) -> [UInt8] {
+        Frames.ethernet(dst: dst, src: src, type: 0x88B5, payload: [UInt8](repeating: n, count: 46))
+    }
+
+    @Test func twoPortsExchangeFramesAndSurviveASwitchRestart() throws {
+        let dir = TemporaryDirectory()
+        let sw = VDESwitch(directory: dir.path)
+        #expect(sw.start(), "vde_switch did not start")
+        let running = try RunningLoop()
+        // Both URL forms: a plain switch directory and libvdeplug's vde:// URL.
+        let a = try VDEBackend(url: sw.socket, eventLoop: running.loop, clock: running.loop)
+        let b = try VDEBackend(url: "vde://" + sw.socket, eventLoop: running.loop, clock: running.loop)
+        defer { a.stop(); b.stop() }
+        let ra = RecordingReceiver(), rb = RecordingReceiver()
+        a.start(receiver: ra)
+        b.start(receiver: rb)
+
+        #expect(a.send(frame(from: Self.macA, to: Frames.broadcast, 1)) == .sent)
+        #expect(eventually { rb.frames.count == 1 })
+        #expect(b.send(frame(from: Self.macB, to: Self.macA, 2)) == .sent)
+        #expect(eventually { ra.frames.count == 1 })
+        #expect(ra.frames.first?.bytes == frame(from: Self.macB, to: Self.macA, 2))
+        #expect(a.send([UInt8](repeating: 0, count: VDEBackend.maxFrameSize + 1)) == .dropped(.oversized))
+
+        sw.stop()
+        #expect(eventually(3) { ra.links == [false] && rb.links == [false] })
+        #expect(a.send(frame(from: Self.macA, to: Frames.broadcast, 3)) == .dropped(.linkDown))
+
+        #expect(sw.start(), "vde_switch did not restart")
+        #expect(eventually(5) { ra.links == [false, true] && rb.links == [false, true] })
+        #expect(a.send(frame(from: Self.macA, to: Frames.broadcast, 4)) == .sent)
+        #expect(eventually { rb.frames.count == 2 })
+        #expect(rb.frames.last?.bytes == frame(from: Self.macA, to: Frames.broadcast, 4))
+    }
+
+    @Test func missingSwitchIsAClearError() throws {
+        let running = try RunningLoop()
+        do {
+            _ = try VDEBackend(url: "/nonexistent/switch", eventLoop: running.loop, clock: running.loop)
+            Issue.record("connected to nothing")
+        } catch {
+            #expect("\(error)".hasPrefix("option 'net=vde:/nonexistent/switch': vde_open failed"))
+        }
+    }
+}
