@@ -95,3 +95,13 @@ import Testing
         #expect(ChecksumOffload.verify(arp) == ChecksumOffload.Verdicts())
     }
 }
+
+/// Fuzz finding F2: an IPv4 header offset near Int.max made the error path overflow.
+@Test func ipv4HeaderChecksumAtAbsurdOffsetThrows() {
+    var frame = [UInt8](repeating: 0x45, count: 64)
+    frame.withUnsafeMutableBytes { buffer in
+        for offset in [Int.max, Int.max - 10, -1, Int.min, 64] {
+            #expect(throws: FrameError.self) { try ChecksumOffload.insertIPv4HeaderChecksum(buffer, ipOffset: offset) }
+        }
+    }
+}

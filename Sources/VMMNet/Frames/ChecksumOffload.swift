@@ -37,7 +37,11 @@ public enum ChecksumOffload {
 
     /// The IPv4 header at `offset`, its IHL checked against the buffer.
     static func ipv4Header(_ frame: UnsafeMutableRawBufferPointer, at offset: Int) throws(FrameError) -> UnsafeMutableRawBufferPointer {
-        guard offset >= 0, offset < frame.count else { throw .truncated(needed: offset + HeaderSize.ipv4Minimum, length: frame.count) }
+        guard offset >= 0, offset < frame.count else {
+            // `offset` comes from a guest's context descriptor: saturate, never overflow (fuzz finding F2).
+            let (needed, overflow) = max(offset, 0).addingReportingOverflow(HeaderSize.ipv4Minimum)
+            throw .truncated(needed: overflow ? .max : needed, length: frame.count)
+        }
         let versionIHL = frame[offset]
         guard versionIHL >> 4 == 4 else { throw .badHeader("IP version \(versionIHL >> 4) where IPv4 was expected") }
         let length = Int(versionIHL & 0x0F) * 4
