@@ -50,9 +50,8 @@ public struct NetBackendConfig: Equatable, Sendable {
         } else {
             throw NetBackendError.unknownBackend(net)
         }
-        // Options of another backend are a mistake worth naming. (`mtu` is left alone
-        // outside net=user: a NIC may have its own.)
-        for key in UserNetworkConfig.optionNames + ["server"] where key != "mtu" && options.has(key) {
+        // Options of another backend are a mistake worth naming.
+        for key in UserNetworkConfig.optionNames + ["server"] where options.has(key) {
             throw NetBackendError.notApplicable(option: key, backend: kind.name)
         }
         var config = NetBackendConfig(kind: kind)

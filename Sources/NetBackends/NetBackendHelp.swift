@@ -17,7 +17,7 @@ public enum NetBackendHelp {
         OptionHelp("user-dns", "10.0.2.3", "the DNS forwarder's address"),
         OptionHelp("dhcp-start", "10.0.2.15", "first address DHCP hands out"),
         OptionHelp("ipv6", "on|off", "IPv6 (default on)"),
-        OptionHelp("mtu", "576-65520", "the stack's MTU (on e1000; virtio-net's own mtu= sets the guest's)"),
+        OptionHelp("user-mtu", "576-65520", "the stack's MTU (default 1500; a NIC's own mtu= is what the guest is offered)"),
     ]
 
     public static let filters: [OptionHelp] = [

@@ -34,7 +34,7 @@ import VMMCore
     }
 
     @Test func userOptions() throws {
-        let (config, rest) = try parse("net=user,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=udp::5353-10.0.3.20:53,user-net=10.0.3.0/24,user-dns=10.0.3.53,ipv6=off,mtu=9000")
+        let (config, rest) = try parse("net=user,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=udp::5353-10.0.3.20:53,user-net=10.0.3.0/24,user-dns=10.0.3.53,ipv6=off,user-mtu=9000")
         guard case let .user(u) = config.kind else { Issue.record("not user"); return }
         #expect(u.network.description == "10.0.3.0" && u.prefixLength == 24)
         #expect(u.host.description == "10.0.3.2" && u.dns.description == "10.0.3.53" && u.dhcpStart.description == "10.0.3.15")
@@ -75,7 +75,7 @@ import VMMCore
         #expect(error("net=user,hostfwd=tcp::1-:0")?.contains("guest port") == true)
         #expect(error("net=user,user-net=10.0.2.0/31")?.contains("'user-net'") == true)
         #expect(error("net=user,user-host=192.168.1.1")?.contains("'user-host'") == true)
-        #expect(error("net=user,mtu=70000")?.contains("'mtu'") == true)
+        #expect(error("net=user,user-mtu=70000")?.contains("'user-mtu'") == true)
         #expect(error("net=tap:t0,hostfwd=tcp::1-:2") == "option 'hostfwd' does not apply to net=tap")
         #expect(error("net=user,server=on") == "option 'server' does not apply to net=user")
         #expect(error("net=user,fault-drop=120")?.contains("'fault-drop'") == true)

@@ -115,7 +115,7 @@ func freeLoopbackPort() -> UInt16 { HostListener().port }
     }
 
     @Test func oversizedGuestFrameIsDroppedAndCounted() throws {
-        let (backend, _, running) = try start(",mtu=1500")
+        let (backend, _, running) = try start(",user-mtu=1500")
         defer { backend.stop() }
         #expect(backend.send([UInt8](repeating: 0, count: 1515)) == .dropped(.oversized))
         #expect(backend.counters.drops(.oversized) == 1)

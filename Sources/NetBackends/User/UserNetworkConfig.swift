@@ -12,7 +12,7 @@ public struct UserNetworkConfig: Equatable, Sendable {
     public var forwards: [HostForward] = []
 
     public static let maxMTU = 65_520
-    public static let optionNames = ["hostfwd", "user-net", "user-host", "user-dns", "dhcp-start", "ipv6", "mtu"]
+    public static let optionNames = ["hostfwd", "user-net", "user-host", "user-dns", "dhcp-start", "ipv6", "user-mtu"]
 
     public init() {}
 
@@ -45,7 +45,7 @@ public struct UserNetworkConfig: Equatable, Sendable {
             c[keyPath: keyPath] = a
         }
         if let v = try options.takeBool("ipv6") { c.ipv6 = v }
-        if let v = try options.takeInteger("mtu", in: 576 ... UserNetworkConfig.maxMTU) { c.mtu = v }
+        if let v = try options.takeInteger("user-mtu", in: 576 ... UserNetworkConfig.maxMTU) { c.mtu = v }
         c.forwards = try options.takeAll("hostfwd").map { r throws(NetBackendError) in try HostForward(parsing: r) }
         return c
     }
