@@ -45,9 +45,9 @@ public final class PackedVirtqueue: @unchecked Sendable {
     /// necessarily a power of two), ring 16-byte aligned, event structures 4-byte aligned.
     func enable(size: UInt16, maxSize: UInt16, ring ringAddress: GuestAddress, driver: GuestAddress, device: GuestAddress) throws(VirtqueueError) {
         guard size != 0, size <= maxSize else { throw .badQueueSize(size) }
-        ring = try map("descriptor ring", ringAddress, length: 16 * UInt64(size), align: 16)
-        driverEvent = try map("driver event suppression", driver, length: 4, align: 4)
-        deviceEvent = try map("device event suppression", device, length: 4, align: 4)
+        ring = try memory.mapRing("descriptor ring", ringAddress, length: 16 * UInt64(size), align: 16)
+        driverEvent = try memory.mapRing("driver event suppression", driver, length: 4, align: 4)
+        deviceEvent = try memory.mapRing("device event suppression", device, length: 4, align: 4)
         self.size = size
         nextAvail = 0; availWrap = true
         nextUsed = 0; usedWrap = true
@@ -58,15 +58,6 @@ public final class PackedVirtqueue: @unchecked Sendable {
         inFlight.reserveCapacity(Int(size))
         pending.reserveCapacity(Int(size))
         isEnabled = true
-    }
-
-    private func map(_ part: String, _ address: GuestAddress, length: UInt64, align: UInt64) throws(VirtqueueError) -> UnsafeMutableRawBufferPointer {
-        guard address.raw & (align - 1) == 0 else { throw .misaligned(part: part, address: address.raw) }
-        do {
-            return try memory.hostRange(address, length: length)
-        } catch {
-            throw .ringNotInRAM(part: part, address: address.raw, length: length)
-        }
     }
 
     func reset() {

@@ -56,23 +56,14 @@ public final class SplitVirtqueue: @unchecked Sendable {
     func enable() throws(VirtqueueError) {
         guard size != 0, size <= maxSize, size.nonzeroBitCount == 1 else { throw .badQueueSize(size) }
         let n = UInt64(size)
-        descriptors = try map("descriptor table", descriptorTable, length: 16 * n, align: 16)
-        avail = try map("driver area", driverArea, length: 6 + 2 * n, align: 2)
-        used = try map("device area", deviceArea, length: 6 + 8 * n, align: 4)
+        descriptors = try memory.mapRing("descriptor table", descriptorTable, length: 16 * n, align: 16)
+        avail = try memory.mapRing("driver area", driverArea, length: 6 + 2 * n, align: 2)
+        used = try memory.mapRing("device area", deviceArea, length: 6 + 8 * n, align: 4)
         lastAvailIndex = 0
         usedIndex = 0
         pendingUsed = 0
         signalledUsed = nil
         isEnabled = true
-    }
-
-    private func map(_ part: String, _ address: GuestAddress, length: UInt64, align: UInt64) throws(VirtqueueError) -> UnsafeMutableRawBufferPointer {
-        guard address.raw & (align - 1) == 0 else { throw .misaligned(part: part, address: address.raw) }
-        do {
-            return try memory.hostRange(address, length: length)
-        } catch {
-            throw .ringNotInRAM(part: part, address: address.raw, length: length)
-        }
     }
 
     /// Device reset: back to the state before the driver configured anything.

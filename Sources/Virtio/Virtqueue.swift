@@ -1,3 +1,5 @@
+import VMMCore
+
 /// What a device does with a virtqueue, whatever its layout (split §2.7 or packed §2.8):
 /// take chains, give them back, and manage notifications both ways. The transport owns
 /// the queues; a device gets the active one with `VirtioPCITransport.queue(_:)`.
@@ -27,3 +29,17 @@ public protocol Virtqueue: AnyObject {
 }
 
 extension SplitVirtqueue: Virtqueue {}
+
+extension GuestMemory {
+    /// A ring area the driver placed at `address`: aligned as the spec requires (§2.7 table
+    /// "Virtqueue Part Alignment", §2.8.10) and wholly inside one RAM region, or an error
+    /// naming the part, which puts the device in NEEDS_RESET.
+    func mapRing(_ part: String, _ address: GuestAddress, length: UInt64, align: UInt64) throws(VirtqueueError) -> UnsafeMutableRawBufferPointer {
+        guard address.raw & (align - 1) == 0 else { throw .misaligned(part: part, address: address.raw) }
+        do {
+            return try hostRange(address, length: length)
+        } catch {
+            throw .ringNotInRAM(part: part, address: address.raw, length: length)
+        }
+    }
+}

@@ -215,10 +215,7 @@ public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendab
     }
 
     private func count(_ result: SendResult, length: Int) -> SendResult {
-        switch result {
-        case .sent: counters.sent(bytes: length)
-        case let .dropped(reason): counters.dropped(reason)
-        }
+        counters.record(result, bytes: length)
         return result
     }
 

@@ -139,10 +139,7 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
                 return .dropped(.linkDown)
             }
         }
-        switch result {
-        case .sent: counters.sent(bytes: length)
-        case let .dropped(reason): counters.dropped(reason)
-        }
+        counters.record(result, bytes: length)
         return result
     }
 

@@ -101,10 +101,7 @@ public final class VDEBackend: NetworkBackend, @unchecked Sendable {
             }
             return .dropped(.backendError)
         }
-        switch result {
-        case .sent: counters.sent(bytes: length)
-        case let .dropped(reason): counters.dropped(reason)
-        }
+        counters.record(result, bytes: length)
         return result
     }
 

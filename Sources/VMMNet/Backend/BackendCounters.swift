@@ -18,6 +18,14 @@ public final class BackendCounters: Sendable {
         rxBytes.add(UInt64(max(bytes, 0)), ordering: .relaxed)
     }
 
+    /// Counts the outcome of one `send`.
+    public func record(_ result: SendResult, bytes: Int) {
+        switch result {
+        case .sent: sent(bytes: bytes)
+        case let .dropped(reason): dropped(reason)
+        }
+    }
+
     public func dropped(_ reason: DropReason) {
         drops.withLock { $0[reason, default: 0] += 1 }
     }
