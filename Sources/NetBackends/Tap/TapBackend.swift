@@ -64,15 +64,17 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
         var headerBytes = (UInt64(0), UInt32(0))
         withUnsafeMutableBytes(of: &headerBytes) { (header ?? VirtioNetHeader()).write(to: $0) }
         let outcome: (Int, Int32) = withUnsafeBytes(of: &headerBytes) { hdr in
-            var iov = [iovec](repeating: iovec(), count: segments.count + 1)
-            iov[0] = iovec(iov_base: UnsafeMutableRawPointer(mutating: hdr.baseAddress), iov_len: VirtioNetHeader.size)
-            for (i, s) in segments.enumerated() {
-                iov[i + 1] = iovec(iov_base: UnsafeMutableRawPointer(mutating: s.baseAddress), iov_len: s.count)
-            }
-            return device.withLock { fd -> (Int, Int32) in
-                guard let fd else { return (-1, EBADFD) }
-                let n = writev(fd, iov, Int32(iov.count))
-                return (n, n < 0 ? errno : 0)
+            // The iovec array lives on the stack: no allocation per frame.
+            withUnsafeTemporaryAllocation(of: iovec.self, capacity: segments.count + 1) { iov in
+                iov[0] = iovec(iov_base: UnsafeMutableRawPointer(mutating: hdr.baseAddress), iov_len: VirtioNetHeader.size)
+                for (i, s) in segments.enumerated() {
+                    iov[i + 1] = iovec(iov_base: UnsafeMutableRawPointer(mutating: s.baseAddress), iov_len: s.count)
+                }
+                return device.withLock { fd -> (Int, Int32) in
+                    guard let fd else { return (-1, EBADFD) }
+                    let n = writev(fd, iov.baseAddress, Int32(iov.count))
+                    return (n, n < 0 ? errno : 0)
+                }
             }
         }
         let (written, error) = outcome
