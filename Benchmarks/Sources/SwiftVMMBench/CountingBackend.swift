@@ -30,12 +30,21 @@ final class CountingBackend: NetworkBackend, @unchecked Sendable {
 
 /// The real backend factory (`net=tap:…`, `vde:…`, `user`), each backend wrapped in a counter.
 final class CountingFactory: NetworkBackendFactory, @unchecked Sendable {
-    private let made = Mutex<CountingBackend?>(nil)
-    var backend: CountingBackend? { made.withLock { $0 } }
+    private let made = Mutex<[CountingBackend]>([])
+    /// The last backend made, and all of them in order (a soak has one per NIC).
+    var backend: CountingBackend? { made.withLock { $0.last } }
+    var backends: [CountingBackend] { made.withLock { $0 } }
+    /// The test machine's clock is virtual and only moves when a test advances it, so a
+    /// backend's timers (VDE and stream reconnects, libslirp's) would never fire; a soak
+    /// that breaks backends needs them on the I/O loop's real clock instead.
+    let realTimeBackends: Bool
+
+    init(realTimeBackends: Bool = false) { self.realTimeBackends = realTimeBackends }
 
     func makeBackend(options: inout DeviceOptions, eventLoop: EventLoop, clock: DeviceClock) throws -> NetworkBackend {
-        let b = CountingBackend(try NetBackendFactory().makeBackend(options: &options, eventLoop: eventLoop, clock: clock))
-        made.withLock { $0 = b }
+        let backendClock = realTimeBackends ? (eventLoop as? DeviceClock ?? clock) : clock
+        let b = CountingBackend(try NetBackendFactory().makeBackend(options: &options, eventLoop: eventLoop, clock: backendClock))
+        made.withLock { $0.append(b) }
         return b
     }
 }

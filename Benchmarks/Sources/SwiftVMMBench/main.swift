@@ -9,6 +9,8 @@ import VMMNet
 ///   swiftvmm-bench frames DIR [addr…]     writes the TX frames (vnet header + frame) for the raw C programs
 ///   swiftvmm-bench backend --device virtio-net|e1000 --direction tx|rx --size 64|1500|9000|tso64k
 ///                          --net tap:NAME|vde:URL|user --seconds S --key KEY [addr…]
+///   swiftvmm-bench soak --seconds S [--batch N] [--pause-us U] --virtio-net NET[@ADDR] --e1000 NET[@ADDR]
+///                          both NICs at once (Soak.swift); ADDR = devmac,devip,peermac,peerip
 /// addr: --device-mac M --peer-mac M --device-ip A --peer-ip A --port P
 /// Output: a readable line per result and `BENCH key value` lines for Tools/bench/run.
 func parseOptions(_ args: ArraySlice<String>) throws -> [String: String] {
@@ -85,6 +87,23 @@ func main() -> Int32 {
             let seconds = o["seconds"].flatMap(Double.init) ?? 2
             try RealBackendDatapath(device: d, direction: dir, size: size, net: net, seconds: seconds,
                                     addressing: addressing(o), key: key).run()
+        case "soak":
+            let o = try parseOptions(args.dropFirst())
+            var specs: [(device: RealBackendDatapath.Device, net: String, addressing: FrameAddressing)] = []
+            for device in [RealBackendDatapath.Device.virtioNet, .e1000] {
+                guard let v = o[device.rawValue] else { continue }
+                let parts = v.split(separator: "@", maxSplits: 1).map(String.init)
+                var a = FrameAddressing()
+                if parts.count == 2 {
+                    let f = parts[1].split(separator: ",").map(String.init)
+                    guard f.count == 4 else { throw BenchError.usage("--\(device.rawValue) NET@devmac,devip,peermac,peerip") }
+                    a = try addressing(["device-mac": f[0], "device-ip": f[1], "peer-mac": f[2], "peer-ip": f[3]])
+                }
+                specs.append((device, parts[0], a))
+            }
+            guard !specs.isEmpty else { throw BenchError.usage("soak needs --virtio-net NET and/or --e1000 NET") }
+            try Soak(seconds: o["seconds"].flatMap(Double.init) ?? 10, batch: o["batch"].flatMap(Int.init) ?? 16,
+                     pauseMicroseconds: o["pause-us"].flatMap(Int.init) ?? 500, specs: specs).run()
         default:
             throw BenchError.usage("unknown command '\(command)'")
         }
