@@ -71,7 +71,7 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
                     iov[i + 1] = iovec(iov_base: UnsafeMutableRawPointer(mutating: s.baseAddress), iov_len: s.count)
                 }
                 return device.withLock { fd -> (Int, Int32) in
-                    guard let fd else { return (-1, EBADFD) }
+                    guard let fd else { return (closedMarker, 0) }
                     let n = writev(fd, iov.baseAddress, Int32(iov.count))
                     return (n, n < 0 ? errno : 0)
                 }
@@ -81,6 +81,12 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
         if written >= 0 {
             counters.sent(bytes: length)
             return .sent
+        }
+        // The interface already went away and its fd is closed: count, and don't queue
+        // another teardown on the loop for every frame the guest keeps sending.
+        if written == closedMarker {
+            counters.dropped(.linkDown)
+            return .dropped(.linkDown)
         }
         let reason: DropReason
         switch error {
@@ -159,6 +165,9 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
     }
 
     /// The interface was deleted (EBADFD): the link is down for good.
+    /// What the write closure returns when the fd was already closed by `interfaceGone`.
+    private let closedMarker = -2
+
     private func interfaceGone() {
         if let reg = registration.withLock({ r -> IORegistration? in defer { r = nil }; return r }) { loop.unregister(reg) }
         device.withLock { fd in
