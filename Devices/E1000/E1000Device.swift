@@ -43,10 +43,10 @@ public final class E1000Device: PCIDevice, FrameReceiver, @unchecked Sendable {
     var interruptAsserted = false
     var nextInterruptAllowed: UInt64 = 0
     lazy var throttleTimer = makeTimer { $0.updateInterrupt() }
-    lazy var receiveDelayTimer = makeTimer { $0.receiveTimerExpired() }
-    lazy var receiveAbsoluteTimer = makeTimer { $0.receiveTimerExpired() }
-    lazy var transmitDelayTimer = makeTimer { $0.transmitTimerExpired() }
-    lazy var transmitAbsoluteTimer = makeTimer { $0.transmitTimerExpired() }
+    lazy var receiveDelay = InterruptDelay(packetTimer: makeTimer { $0.receiveTimerExpired() },
+                                           absoluteTimer: makeTimer { $0.receiveTimerExpired() })
+    lazy var transmitDelay = InterruptDelay(packetTimer: makeTimer { $0.transmitTimerExpired() },
+                                            absoluteTimer: makeTimer { $0.transmitTimerExpired() })
 
     /// The link as STATUS last reported it; a change raises LSC.
     var reportedLinkUp = false
@@ -212,10 +212,8 @@ public final class E1000Device: PCIDevice, FrameReceiver, @unchecked Sendable {
 
     private func cancelTimers() {
         throttleTimer.cancel()
-        receiveDelayTimer.cancel()
-        receiveAbsoluteTimer.cancel()
-        transmitDelayTimer.cancel()
-        transmitAbsoluteTimer.cancel()
+        receiveDelay.cancel()
+        transmitDelay.cancel()
     }
 
     /// The link STATUS reports: the backend's link, through a PHY that is powered up.

@@ -7,7 +7,6 @@ import VMMCore
 /// enabled a message is sent each time it becomes asserted. ITR sets a minimum gap
 /// between assertions (in 256 ns units): a cause arriving sooner waits for the gap.
 extension E1000Device {
-    static let delayUnit: UInt64 = 1024        // RDTR/RADV/TIDV/TADV tick (1.024 µs)
     static let throttleUnit: UInt64 = 256      // ITR tick (256 ns)
     /// RDTR bit 31, Flush Partial Descriptor block: fire the pending receive interrupt now.
     static let flushPartialDescriptors: UInt32 = 1 << 31
@@ -63,27 +62,17 @@ extension E1000Device {
     // MARK: Receive delay (§3.2.7.1): RDTR restarts per frame, RADV bounds the wait.
 
     func receiveInterruptDue() {
-        let packetDelay = UInt64(reg(Reg.rdtr) & 0xFFFF)
-        guard packetDelay != 0 else {
-            raise(Cause.rxt0)
-            return
-        }
-        receiveDelayTimer.arm(after: packetDelay * Self.delayUnit)
-        let absolute = UInt64(reg(Reg.radv) & 0xFFFF)
-        if absolute != 0, !receiveAbsoluteTimer.isArmed {
-            receiveAbsoluteTimer.arm(after: absolute * Self.delayUnit)
-        }
+        if receiveDelay.frameCompleted(packetDelay: reg(Reg.rdtr), absoluteDelay: reg(Reg.radv)) { raise(Cause.rxt0) }
     }
 
     func receiveTimerExpired() {
-        receiveDelayTimer.cancel()
-        receiveAbsoluteTimer.cancel()
+        receiveDelay.cancel()
         raise(Cause.rxt0)
     }
 
     func writeReceiveDelay(_ value: UInt32) {
         setReg(Reg.rdtr, value & 0xFFFF)
-        if value & Self.flushPartialDescriptors != 0, receiveDelayTimer.isArmed || receiveAbsoluteTimer.isArmed {
+        if value & Self.flushPartialDescriptors != 0, receiveDelay.isArmed {
             receiveTimerExpired()
         }
     }
@@ -91,21 +80,13 @@ extension E1000Device {
     // MARK: Transmit delay (§3.4.x): only descriptors with IDE wait for TIDV/TADV.
 
     func transmitInterruptDue(delayed: Bool) {
-        let packetDelay = UInt64(reg(Reg.tidv) & 0xFFFF)
-        guard delayed, packetDelay != 0 else {
+        if !delayed || transmitDelay.frameCompleted(packetDelay: reg(Reg.tidv), absoluteDelay: reg(Reg.tadv)) {
             raise(Cause.txdw)
-            return
-        }
-        transmitDelayTimer.arm(after: packetDelay * Self.delayUnit)
-        let absolute = UInt64(reg(Reg.tadv) & 0xFFFF)
-        if absolute != 0, !transmitAbsoluteTimer.isArmed {
-            transmitAbsoluteTimer.arm(after: absolute * Self.delayUnit)
         }
     }
 
     func transmitTimerExpired() {
-        transmitDelayTimer.cancel()
-        transmitAbsoluteTimer.cancel()
+        transmitDelay.cancel()
         raise(Cause.txdw)
     }
 }
