@@ -73,17 +73,11 @@ public final class PackedVirtqueue: @unchecked Sendable {
 
     func disable() { isEnabled = false }
 
-    private func load16(_ b: UnsafeMutableRawBufferPointer, _ o: Int) -> UInt16 {
-        UInt16(littleEndian: b.loadUnaligned(fromByteOffset: o, as: UInt16.self))
-    }
-    private func store16(_ b: UnsafeMutableRawBufferPointer, _ o: Int, _ v: UInt16) {
-        b.storeBytes(of: v.littleEndian, toByteOffset: o, as: UInt16.self)
-    }
 
     /// A descriptor is available when its AVAIL bit equals the wrap counter and its USED
     /// bit does not (§2.8.1).
     private func isAvailable(at position: UInt16, wrap: Bool) -> Bool {
-        let flags = load16(ring, 16 * Int(position) + 14)
+        let flags = ringLoad16(ring, 16 * Int(position) + 14)
         return (flags & PackedVirtqueue.avail != 0) == wrap && (flags & PackedVirtqueue.used != 0) != wrap
     }
 
@@ -115,8 +109,8 @@ extension PackedVirtqueue: Virtqueue {
             let base = 16 * Int(position)
             let address = UInt64(littleEndian: ring.loadUnaligned(fromByteOffset: base, as: UInt64.self))
             let length = UInt32(littleEndian: ring.loadUnaligned(fromByteOffset: base + 8, as: UInt32.self))
-            let id = load16(ring, base + 12)
-            let flags = load16(ring, base + 14)
+            let id = ringLoad16(ring, base + 12)
+            let flags = ringLoad16(ring, base + 14)
             slots += 1
             advance(&position, &wrap, by: 1)
             chain.head = id // the buffer ID travels in every descriptor; the last one counts
@@ -154,7 +148,7 @@ extension PackedVirtqueue: Virtqueue {
             let base = 16 * i
             let a = UInt64(littleEndian: table.loadUnaligned(fromByteOffset: base, as: UInt64.self))
             let l = UInt32(littleEndian: table.loadUnaligned(fromByteOffset: base + 8, as: UInt32.self))
-            let flags = load16(table, base + 14)
+            let flags = ringLoad16(table, base + 14)
             guard flags & PackedVirtqueue.indirect == 0 else { throw .nestedIndirect }
             let writable = flags & PackedVirtqueue.write != 0
             if writable { seenWritable = true } else if seenWritable { throw .readableAfterWritable }
@@ -186,13 +180,13 @@ extension PackedVirtqueue: Virtqueue {
         for p in pending {
             let base = 16 * Int(p.slot)
             ring.storeBytes(of: p.length.littleEndian, toByteOffset: base + 8, as: UInt32.self)
-            store16(ring, base + 12, p.id)
+            ringStore16(ring, base + 12, p.id)
         }
         atomicMemoryFence(ordering: .releasing)
         func flags(_ wrap: Bool) -> UInt16 { wrap ? PackedVirtqueue.avail | PackedVirtqueue.used : 0 }
-        for p in pending.dropFirst() { store16(ring, 16 * Int(p.slot) + 14, flags(p.wrap)) }
+        for p in pending.dropFirst() { ringStore16(ring, 16 * Int(p.slot) + 14, flags(p.wrap)) }
         atomicMemoryFence(ordering: .releasing)
-        store16(ring, 16 * Int(first.slot) + 14, flags(first.wrap))
+        ringStore16(ring, 16 * Int(first.slot) + 14, flags(first.wrap))
         pending.removeAll(keepingCapacity: true)
         nextUsed = pendingNextUsed
         usedWrap = pendingUsedWrap
@@ -204,8 +198,8 @@ extension PackedVirtqueue: Virtqueue {
         let old = signalledUsed
         let new = nextUsed
         signalledUsed = new
-        let offWrap = load16(driverEvent, 0)
-        switch load16(driverEvent, 2) & 3 {
+        let offWrap = ringLoad16(driverEvent, 0)
+        switch ringLoad16(driverEvent, 2) & 3 {
         case PackedVirtqueue.eventDisable: return false
         case PackedVirtqueue.eventDescriptor where usesEventIndex:
             guard let old else { return true }
@@ -220,10 +214,10 @@ extension PackedVirtqueue: Virtqueue {
     public func enableNotifications() -> Bool {
         guard isEnabled else { return false }
         if usesEventIndex {
-            store16(deviceEvent, 0, nextAvail | (availWrap ? 0x8000 : 0))
-            store16(deviceEvent, 2, PackedVirtqueue.eventDescriptor)
+            ringStore16(deviceEvent, 0, nextAvail | (availWrap ? 0x8000 : 0))
+            ringStore16(deviceEvent, 2, PackedVirtqueue.eventDescriptor)
         } else {
-            store16(deviceEvent, 2, PackedVirtqueue.eventEnable)
+            ringStore16(deviceEvent, 2, PackedVirtqueue.eventEnable)
         }
         atomicMemoryFence(ordering: .sequentiallyConsistent)
         return isAvailable(at: nextAvail, wrap: availWrap)
@@ -231,6 +225,6 @@ extension PackedVirtqueue: Virtqueue {
 
     public func disableNotifications() {
         guard isEnabled else { return }
-        store16(deviceEvent, 2, PackedVirtqueue.eventDisable)
+        ringStore16(deviceEvent, 2, PackedVirtqueue.eventDisable)
     }
 }

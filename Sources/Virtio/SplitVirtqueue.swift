@@ -84,20 +84,14 @@ public final class SplitVirtqueue: @unchecked Sendable {
 
     // MARK: Ring fields (little-endian, §2.7)
 
-    private func load16(_ b: UnsafeMutableRawBufferPointer, _ offset: Int) -> UInt16 {
-        UInt16(littleEndian: b.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
-    }
-    private func store16(_ b: UnsafeMutableRawBufferPointer, _ offset: Int, _ v: UInt16) {
-        b.storeBytes(of: v.littleEndian, toByteOffset: offset, as: UInt16.self)
-    }
     private var mask: UInt16 { size &- 1 }
 
     /// `avail->idx`: where the driver will put its next chain.
-    private var availIndex: UInt16 { load16(avail, 2) }
+    private var availIndex: UInt16 { ringLoad16(avail, 2) }
     /// `avail->flags` (VIRTQ_AVAIL_F_NO_INTERRUPT = 1).
-    private var availFlags: UInt16 { load16(avail, 0) }
+    private var availFlags: UInt16 { ringLoad16(avail, 0) }
     /// `used_event`, after the avail ring (§2.7.10).
-    private var usedEvent: UInt16 { load16(avail, 4 + 2 * Int(size)) }
+    private var usedEvent: UInt16 { ringLoad16(avail, 4 + 2 * Int(size)) }
 
     // MARK: Taking chains
 
@@ -117,7 +111,7 @@ public final class SplitVirtqueue: @unchecked Sendable {
         // The ring entry and the descriptors were written before avail->idx (§2.7.13):
         // read them only after the index (acquire).
         atomicMemoryFence(ordering: .acquiring)
-        let head = load16(avail, 4 + 2 * Int(lastAvailIndex & mask))
+        let head = ringLoad16(avail, 4 + 2 * Int(lastAvailIndex & mask))
         try walk(head: head, into: &chain)
         lastAvailIndex &+= 1
         return true
@@ -193,7 +187,7 @@ public final class SplitVirtqueue: @unchecked Sendable {
         atomicMemoryFence(ordering: .releasing)
         usedIndex &+= pendingUsed
         pendingUsed = 0
-        store16(used, 2, usedIndex)
+        ringStore16(used, 2, usedIndex)
     }
 
     /// Whether the driver wants a used-buffer notification for what was published since
@@ -221,9 +215,9 @@ public final class SplitVirtqueue: @unchecked Sendable {
     public func enableNotifications() -> Bool {
         guard isEnabled else { return false }
         if usesEventIndex {
-            store16(used, 4 + 8 * Int(size), lastAvailIndex)
+            ringStore16(used, 4 + 8 * Int(size), lastAvailIndex)
         } else {
-            store16(used, 0, 0)
+            ringStore16(used, 0, 0)
         }
         atomicMemoryFence(ordering: .sequentiallyConsistent)
         return availIndex != lastAvailIndex
@@ -233,6 +227,6 @@ public final class SplitVirtqueue: @unchecked Sendable {
     /// the queue (VIRTQ_USED_F_NO_NOTIFY; with EVENT_IDX a stale `avail_event` does it).
     public func disableNotifications() {
         guard isEnabled, !usesEventIndex else { return }
-        store16(used, 0, 1)
+        ringStore16(used, 0, 1)
     }
 }

@@ -43,3 +43,12 @@ extension GuestMemory {
         }
     }
 }
+
+/// Ring fields are little-endian in virtio 1.x (§2.4), whatever the host's byte order.
+func ringLoad16(_ ring: UnsafeMutableRawBufferPointer, _ offset: Int) -> UInt16 {
+    UInt16(littleEndian: ring.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
+}
+
+func ringStore16(_ ring: UnsafeMutableRawBufferPointer, _ offset: Int, _ value: UInt16) {
+    ring.storeBytes(of: value.littleEndian, toByteOffset: offset, as: UInt16.self)
+}
