@@ -22,6 +22,7 @@ let package = Package(
         .library(name: "Virtio", targets: ["Virtio"]),
         .library(name: "SwiftVMMDevices", targets: ["E1000", "VirtioNet", "NetBackends", "DeviceCatalog"]),
         .library(name: "KVM", targets: ["KVM"]),
+        .library(name: "VFIOUser", targets: ["VFIOUser"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -49,8 +50,10 @@ let package = Package(
         .target(name: "VMMTestKit", dependencies: ["VMMCore", "VMMNet"]),
         .target(name: "QTest", dependencies: ["VMMCore", "VMMNet", "VMMTestKit", "DeviceCatalog"]),
         .target(name: "KVM", dependencies: ["VMMCore", "VMMNet", "CKVM", "DeviceCatalog"]),
+        // The vfio-user platform: serves one device per socket to another VMM.
+        .target(name: "VFIOUser", dependencies: ["VMMCore", "CKVM", .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "swiftvmm", dependencies: [
-            "VMMCore", "KVM", "QTest", "DeviceCatalog", "NetBackends",
+            "VMMCore", "KVM", "QTest", "VFIOUser", "DeviceCatalog", "NetBackends",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

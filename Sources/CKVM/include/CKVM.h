@@ -4,6 +4,7 @@
 // this shim exports fixed-signature wrappers and the request numbers as constants.
 #include <linux/kvm.h>
 #include "ckvm_kvm.h"
+#include "ckvm_socket.h"
 #include <linux/if_tun.h>
 #include <linux/virtio_net.h>
 #include <net/if.h>

@@ -22,6 +22,12 @@ public final class PCIFunction: @unchecked Sendable {
         self.name = "\(type(of: device).typeName)@\(slot).\(function)"
     }
 
+    /// Hands this function's MSI/MSI-X vectors to `sink` instead of the core's own
+    /// message delivery (see `MessageVectorSink`); nil restores the default.
+    public func routeMessageVectors(to sink: MessageVectorSink?) {
+        lock.withLock { interrupts.vectorSink = sink }
+    }
+
     /// Config read as the guest sees it: device hook first, then the core's image.
     public func configRead(offset: Int, size: Int) -> UInt32 {
         lock.withLock { device.configRead(offset: offset, size: size) ?? config.read(offset: offset, size: size) }

@@ -2,12 +2,17 @@
 import Glibc
 #endif
 
-/// One contiguous piece of guest RAM backed by anonymous host memory the VMM owns.
+/// One contiguous piece of guest RAM: anonymous host memory the VMM owns, or a mapping
+/// someone else handed over (a vfio-user client's memory file, mapped by the platform).
 public struct GuestMemoryRegion: @unchecked Sendable {
     public let base: GuestAddress
     public let size: UInt64
-    /// Host address of the first byte (owned by `GuestMemory`, valid for its lifetime).
+    /// Host address of the first byte, valid while the region is in its `GuestMemory`.
     public let host: UnsafeMutableRawPointer
+
+    public init(base: GuestAddress, size: UInt64, host: UnsafeMutableRawPointer) {
+        self.base = base; self.size = size; self.host = host
+    }
     /// One past the last guest address, as a full-width value (a region may end exactly at 2^64).
     var endExclusive: UInt64 { base.raw &+ size } // safe: checked when the region is created
 
@@ -22,6 +27,7 @@ public enum GuestMemoryLayoutError: Error, CustomStringConvertible, Equatable {
     case overlapping(base: UInt64)
     case wraps(base: UInt64, size: UInt64)
     case mmapFailed(size: UInt64, errno: Int32)
+    case tooManyRegions(limit: Int)
 
     public var description: String {
         switch self {
@@ -29,6 +35,7 @@ public enum GuestMemoryLayoutError: Error, CustomStringConvertible, Equatable {
         case let .overlapping(b): "memory region at 0x\(String(b, radix: 16)) overlaps another"
         case let .wraps(b, s): "memory region 0x\(String(b, radix: 16))+0x\(String(s, radix: 16)) wraps past 2^64"
         case let .mmapFailed(s, e): "cannot map \(s >> 20) MiB of guest memory: \(String(cString: strerror(e)))"
+        case let .tooManyRegions(l): "more than \(l) guest memory regions"
         }
     }
 }
@@ -40,8 +47,19 @@ public enum GuestMemoryLayoutError: Error, CustomStringConvertible, Equatable {
 /// view only when the *whole* range is RAM inside one region and otherwise throws a
 /// typed error — never a null pointer, never a trap. Everything else (typed loads and
 /// stores, bulk copies that may cross adjacent regions, scatter-gather) is built on it.
+///
+/// Memory made by `init(layout:)` is fixed for the VM's life. Memory made by
+/// `init(borrowedRegionLimit:)` starts empty and changes as a peer maps and unmaps its
+/// regions (vfio-user's `DMA_MAP`/`DMA_UNMAP`); the platform changes it only while
+/// holding the lock of every device that uses it, and devices touch guest memory only
+/// under their lock, so a device is never mid-copy in a region being unmapped: after
+/// the unmap its next access fails as `notRAM`, never touching an unmapped page.
 public final class GuestMemory: @unchecked Sendable {
-    public let regions: [GuestMemoryRegion]
+    public private(set) var regions: [GuestMemoryRegion]
+    /// Whether this object mapped the regions (and unmaps them in `deinit`).
+    private let ownsRegions: Bool
+    /// Most borrowed regions at once (each access scans them).
+    public let regionLimit: Int
 
     /// Maps each `(base, size)` as anonymous, zero-filled memory.
     public init(layout: [(base: UInt64, size: UInt64)]) throws(GuestMemoryLayoutError) {
@@ -68,6 +86,49 @@ public final class GuestMemory: @unchecked Sendable {
             built.append(GuestMemoryRegion(base: GuestAddress(base), size: size, host: p))
         }
         regions = built
+        ownsRegions = true
+        regionLimit = built.count
+    }
+
+    /// Empty memory whose regions someone else maps (`insert`) and unmaps (`remove`).
+    public init(borrowedRegionLimit: Int) {
+        regions = []
+        ownsRegions = false
+        regionLimit = max(0, borrowedRegionLimit)
+    }
+
+    /// Adds a borrowed region. Refused when it is empty, wraps, overlaps a region already
+    /// present, or the limit is reached. Call only with every user's device lock held.
+    public func insert(_ region: GuestMemoryRegion) throws(GuestMemoryLayoutError) {
+        guard !ownsRegions else { throw .overlapping(base: region.base.raw) }
+        guard region.size > 0 else { throw .emptyRegion(base: region.base.raw) }
+        let (_, wraps) = region.base.raw.addingReportingOverflow(region.size - 1)
+        guard !wraps else { throw .wraps(base: region.base.raw, size: region.size) }
+        guard regions.count < regionLimit else { throw .tooManyRegions(limit: regionLimit) }
+        let last = region.base.raw + (region.size - 1)
+        if regions.contains(where: { $0.base.raw <= last && region.base.raw <= $0.base.raw + ($0.size - 1) }) {
+            throw .overlapping(base: region.base.raw)
+        }
+        var next = regions
+        next.append(region)
+        next.sort { $0.base.raw < $1.base.raw }
+        regions = next
+    }
+
+    /// Removes the borrowed regions that lie wholly inside `[base, base+size)` (all of
+    /// them when `size` is nil) and returns them for the caller to unmap. Call only with
+    /// every user's device lock held.
+    public func remove(base: UInt64, size: UInt64?) -> [GuestMemoryRegion] {
+        guard !ownsRegions else { return [] }
+        let inside: (GuestMemoryRegion) -> Bool = { r in
+            guard let size else { return true }
+            guard r.base.raw >= base else { return false }
+            let start = r.base.raw - base
+            return start <= size && r.size <= size - start
+        }
+        let removed = regions.filter(inside)
+        regions.removeAll(where: inside)
+        return removed
     }
 
     /// The usual PC layout: RAM from 0 up to the 32-bit PCI hole, the rest above 4 GiB.
@@ -76,7 +137,7 @@ public final class GuestMemory: @unchecked Sendable {
     }
 
     deinit {
-        for r in regions { munmap(r.host, Int(r.size)) }
+        if ownsRegions { for r in regions { munmap(r.host, Int(r.size)) } }
     }
 
     /// Total bytes of RAM.

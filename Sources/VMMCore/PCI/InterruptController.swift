@@ -7,6 +7,15 @@ public protocol InterruptController: AnyObject, Sendable {
     func signalMSI(address: UInt64, data: UInt32)
 }
 
+/// Where a function's message interrupts go when the platform delivers them by vector
+/// number rather than as memory writes: vfio-user signals an eventfd per vector, and its
+/// client emulates the MSI-X table, the MSI capability's message and all masking itself
+/// (QEMU's hw/vfio/pci.c), so the core's own table stays masked and must not gate them.
+public protocol MessageVectorSink: AnyObject, Sendable {
+    /// Vector `vector` of the function's MSI (`.msi`) or MSI-X (`.msix`) capability fired.
+    func signal(_ kind: PCIInterrupts.Mode, vector: Int)
+}
+
 /// ORs the INTx outputs of every function that shares a line, so the controller only
 /// sees a line go low when the last function lowers it (level semantics, PCI 3.0 §2.2.6).
 final class SharedIRQLines: @unchecked Sendable {

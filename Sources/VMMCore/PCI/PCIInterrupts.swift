@@ -71,6 +71,10 @@ public final class PCIInterrupts: @unchecked Sendable {
         return true
     }
 
+    /// Vectors of the MSI capability (0 without one) and of the MSI-X table (0 without one).
+    public var msiVectorCount: Int { msi?.vectors ?? 0 }
+    public var msixVectorCount: Int { msix?.vectors ?? 0 }
+
     // MARK: What devices call
 
     public var mode: Mode {
@@ -107,6 +111,8 @@ public final class PCIInterrupts: @unchecked Sendable {
     }
 
     var controller: InterruptController?
+    /// Set by platforms that deliver messages per vector (vfio-user); nil under KVM and in tests.
+    var vectorSink: MessageVectorSink?
 
     private func send(address: UInt64, data: UInt32) {
         // A message is a memory write by the function: without bus mastering it cannot happen.
@@ -124,6 +130,10 @@ public final class PCIInterrupts: @unchecked Sendable {
         let enabled = m.enabledVectors(in: config)
         guard vector >= 0, vector < enabled else {
             log.debug("msi.bad-vector", "vector \(vector) beyond the \(enabled) MSI vectors enabled")
+            return
+        }
+        if let sink = vectorSink {
+            if config.busMasterEnabled { sink.signal(.msi, vector: vector) }
             return
         }
         if m.masked(vector, in: config) {
@@ -149,6 +159,10 @@ public final class PCIInterrupts: @unchecked Sendable {
         guard let x = msix else { return }
         guard vector >= 0, vector < x.vectors else {
             log.debug("msix.bad-vector", "vector \(vector) beyond the table's \(x.vectors) entries")
+            return
+        }
+        if let sink = vectorSink {
+            if config.busMasterEnabled { sink.signal(.msix, vector: vector) }
             return
         }
         if x.functionMasked(in: config) || x.entryMasked(vector) {

@@ -1,0 +1,102 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CKVM
+
+/// One message as it came off the socket: header, payload, and the descriptors that
+/// arrived with it (owned by the receiver: close what you do not keep).
+public struct VFIOUserMessage {
+    public var header: VFIOUserHeader
+    public var payload: [UInt8]
+    public var fds: [Int32]
+}
+
+/// A client connection: reads whole messages with their descriptors and writes replies.
+/// Reading blocks on `poll` over the socket and a stop eventfd, so the server can be
+/// stopped while a client is idle.
+final class VFIOUserConnection {
+    let fd: Int32
+    private let stopFD: Int32
+    /// Largest whole message accepted (header included); a bigger one ends the connection.
+    let maxMessageSize: Int
+    let maxFDs: Int
+
+    init(fd: Int32, stopFD: Int32, maxMessageSize: Int, maxFDs: Int) {
+        self.fd = fd; self.stopFD = stopFD; self.maxMessageSize = maxMessageSize; self.maxFDs = maxFDs
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    enum ReceiveResult {
+        case message(VFIOUserMessage)
+        /// The client hung up, the server is stopping, or the stream broke (with why).
+        case closed(String?)
+    }
+
+    func receive() -> ReceiveResult {
+        var fds: [Int32] = []
+        var header = [UInt8](repeating: 0, count: VFIOUserHeader.size)
+        if let problem = readExactly(&header, collecting: &fds) {
+            fds.forEach { _ = close($0) }
+            return .closed(problem)
+        }
+        let h: VFIOUserHeader
+        do { h = try VFIOUserHeader.decode(header) } catch { fds.forEach { _ = close($0) }; return .closed("\(error)") }
+        guard h.messageSize >= UInt32(VFIOUserHeader.size), h.messageSize <= UInt32(maxMessageSize) else {
+            fds.forEach { _ = close($0) }
+            return .closed("message size \(h.messageSize) outside 16...\(maxMessageSize)")
+        }
+        var payload = [UInt8](repeating: 0, count: Int(h.messageSize) - VFIOUserHeader.size)
+        if !payload.isEmpty, let problem = readExactly(&payload, collecting: &fds) {
+            fds.forEach { _ = close($0) }
+            return .closed(problem)
+        }
+        return .message(VFIOUserMessage(header: h, payload: payload, fds: fds))
+    }
+
+    /// Fills `buffer`; nil on success, else why the connection ended ("" for a plain hang-up).
+    private func readExactly(_ buffer: inout [UInt8], collecting fds: inout [Int32]) -> String? {
+        var done = 0
+        while done < buffer.count {
+            var polls = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0)]
+            let p = poll(&polls, 2, -1)
+            if p < 0 { if errno == EINTR { continue }; return "poll: \(String(cString: strerror(errno)))" }
+            if polls[1].revents != 0 { return "server stopping" }
+            if polls[0].revents == 0 { continue }
+            var got = [Int32](repeating: -1, count: Int(CKVM_MAX_PASSED_FDS))
+            var nfds: Int32 = 0, truncated: Int32 = 0
+            let room = max(0, maxFDs - fds.count)
+            let n = buffer.withUnsafeMutableBytes { raw -> Int in
+                guard let base = raw.baseAddress else { return 0 }
+                return ckvm_recv_with_fds(fd, base + done, raw.count - done, &got, Int32(room), &nfds, &truncated)
+            }
+            fds.append(contentsOf: got.prefix(Int(nfds)))
+            if n < 0 {
+                if errno == EINTR || errno == EAGAIN { continue }
+                return "recvmsg: \(String(cString: strerror(errno)))"
+            }
+            if n == 0 { return done == 0 && fds.isEmpty ? "" : "client closed the socket mid-message" }
+            if truncated != 0 { return "more than \(maxFDs) file descriptors with one message" }
+            done += n
+        }
+        return nil
+    }
+
+    /// Sends a reply; false if the client is gone.
+    @discardableResult
+    func send(_ header: VFIOUserHeader, payload: [UInt8]) -> Bool {
+        var bytes = header.encoded()
+        bytes.append(contentsOf: payload)
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { raw -> Int in
+                guard let base = raw.baseAddress else { return -1 }
+                return ckvm_send_with_fds(fd, base + done, raw.count - done, nil, 0)
+            }
+            // EAGAIN here is the send timeout: a client that stopped reading is dropped.
+            if n < 0 { if errno == EINTR { continue }; return false }
+            done += n
+        }
+        return true
+    }
+}

@@ -1,0 +1,105 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CKVM
+import VMMCore
+
+/// The client's memory as the device sees it: DMA_MAP regions that come with a file
+/// descriptor are mapped shared into this process and inserted into the device's
+/// `GuestMemory`; regions without one (or read-only ones) are remembered only so their unmap is accepted
+/// (device DMA there fails as "not RAM": this server never round-trips DMA_READ/WRITE,
+/// because QEMU answers those from the main loop a vCPU waiting on us may hold).
+///
+/// Every change happens with the device lock held (see `GuestMemory`), so a device
+/// never has an unmapped page in hand.
+final class DMAMappings {
+    let memory: GuestMemory
+    private let lock: DeviceLock
+    /// Regions announced without a descriptor: (address, size).
+    private var unbacked: [(UInt64, UInt64)] = []
+    let limit: Int
+
+    init(memory: GuestMemory, lock: DeviceLock, limit: Int) {
+        self.memory = memory; self.lock = lock; self.limit = limit
+    }
+
+    func map(_ m: VFIOUserRequest.DMAMap, fd: Int32?) throws(VFIOUserError) {
+        defer { if let fd { close(fd) } } // the mapping keeps the memory; the descriptor is not needed
+        guard m.size > 0, m.size <= UInt64(Int.max) else { throw .malformed("DMA_MAP of size \(m.size)") }
+        guard m.address & 0xFFF == 0, m.size & 0xFFF == 0, m.fileOffset & 0xFFF == 0 else {
+            throw .malformed("DMA_MAP not page aligned (address 0x\(String(m.address, radix: 16)), size 0x\(String(m.size, radix: 16)))")
+        }
+        let (_, wraps) = m.address.addingReportingOverflow(m.size - 1)
+        guard !wraps else { throw .malformed("DMA_MAP range wraps past 2^64") }
+        guard memory.regions.count + unbacked.count < limit else { throw .limit("more than \(limit) DMA regions") }
+        // A read-only region cannot be mapped PROT_READ: a device write there (a receive
+        // buffer in ROM) would fault the process. The device gets no access to it instead.
+        let writable = m.flags & VFIOUserRequest.DMAMap.writable != 0
+        guard let fd, writable else {
+            let overlaps = unbacked.contains { $0.0 < m.address &+ m.size && m.address < $0.0 &+ $0.1 }
+            guard !overlaps, memory.isRAM(GuestAddress(m.address), length: 1) == false else {
+                throw .malformed("DMA_MAP at 0x\(String(m.address, radix: 16)) overlaps a mapped region")
+            }
+            unbacked.append((m.address, m.size))
+            return
+        }
+        try checkBacking(fd, offset: m.fileOffset, size: m.size)
+        guard m.fileOffset <= UInt64(Int.max),
+              let p = mmap(nil, Int(m.size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, off_t(m.fileOffset)), p != MAP_FAILED else {
+            throw .system("DMA_MAP mmap of \(m.size) bytes", errno: errno)
+        }
+        // Guest memory is not part of a core dump of this process.
+        madvise(p, Int(m.size), MADV_DONTDUMP)
+        do {
+            try lock.withLock { () throws(GuestMemoryLayoutError) in
+                try memory.insert(GuestMemoryRegion(base: GuestAddress(m.address), size: m.size, host: p))
+            }
+        } catch {
+            munmap(p, Int(m.size))
+            throw .malformed("DMA_MAP: \(error)")
+        }
+    }
+
+    /// The descriptor must be a memory file that holds the whole range and cannot shrink.
+    private func checkBacking(_ fd: Int32, offset: UInt64, size: UInt64) throws(VFIOUserError) {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw .system("DMA_MAP fstat", errno: errno) }
+        guard st.st_mode & S_IFMT == S_IFREG else { throw .malformed("DMA_MAP descriptor is not a memory file") }
+        let (end, wraps) = offset.addingReportingOverflow(size)
+        guard !wraps, st.st_size >= 0, end <= UInt64(st.st_size) else {
+            throw .malformed("DMA_MAP range 0x\(String(offset, radix: 16))+0x\(String(size, radix: 16)) beyond the file's \(st.st_size) bytes")
+        }
+        // A file the client could shrink later would turn device DMA into SIGBUS: only
+        // memfds sealed against shrinking (QEMU's memory-backend-memfd default) are taken.
+        let seals = fcntl(fd, CKVM_F_GET_SEALS)
+        guard seals >= 0, seals & CKVM_F_SEAL_SHRINK != 0 else {
+            throw .unsupported("DMA_MAP memory that can shrink: use memory-backend-memfd (seal=on, the default)")
+        }
+    }
+
+    /// Unmaps every region wholly inside the range (all with `unmapsAll`).
+    func unmap(_ u: VFIOUserRequest.DMAUnmap) throws(VFIOUserError) {
+        if u.unmapsAll {
+            unmapAll()
+            return
+        }
+        let (_, wraps) = u.address.addingReportingOverflow(u.size == 0 ? 0 : u.size - 1)
+        guard u.size > 0, !wraps else { throw .malformed("DMA_UNMAP of size \(u.size) at 0x\(String(u.address, radix: 16))") }
+        let before = unbacked.count
+        unbacked.removeAll { $0.0 >= u.address && $0.0 - u.address <= u.size && $0.1 <= u.size - ($0.0 - u.address) }
+        let removed = lock.withLock { memory.remove(base: u.address, size: u.size) }
+        for r in removed { munmap(r.host, Int(r.size)) }
+        guard !removed.isEmpty || unbacked.count != before else {
+            throw .outOfRange("DMA_UNMAP 0x\(String(u.address, radix: 16))+0x\(String(u.size, radix: 16)) matches no mapping")
+        }
+    }
+
+    /// The client went away or asked to drop everything.
+    func unmapAll() {
+        unbacked.removeAll()
+        let removed = lock.withLock { memory.remove(base: 0, size: nil) }
+        for r in removed { munmap(r.host, Int(r.size)) }
+    }
+
+    deinit { unmapAll() }
+}

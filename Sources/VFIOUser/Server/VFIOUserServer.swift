@@ -1,0 +1,62 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CKVM
+import Logging
+import VMMCore
+
+/// Serves one device on one unix socket: one client at a time, the next one after it
+/// leaves, until `stop()`. Runs on its own thread (the client's accesses are this
+/// device's "vCPU exits"); backends and timers stay on the shared I/O loop.
+public final class VFIOUserServer: @unchecked Sendable {
+    public let device: ServedDevice
+    public let listener: UnixSocketListener
+    private let log: RateLimitedLogger
+    private let logger: Logger
+    private let stopFD: Int32
+    private var thread: pthread_t?
+    /// Clients served so far.
+    public private(set) var clients = 0
+
+    public init(device: ServedDevice, listener: UnixSocketListener, logger: Logger) throws(VFIOUserError) {
+        self.device = device; self.listener = listener; self.logger = logger
+        log = RateLimitedLogger(logger)
+        stopFD = eventfd(0, Int32(EFD_CLOEXEC))
+        guard stopFD >= 0 else { throw .system("eventfd", errno: errno) }
+    }
+
+    deinit { close(stopFD) }
+
+    public func start() {
+        let box = Unmanaged.passRetained(self)
+        var tid = pthread_t()
+        pthread_create(&tid, nil, { arg in
+            guard let arg else { return nil }
+            Unmanaged<VFIOUserServer>.fromOpaque(arg).takeRetainedValue().serve()
+            return nil
+        }, box.toOpaque())
+        thread = tid
+    }
+
+    private func serve() {
+        while let fd = listener.accept(stopFD: stopFD) {
+            clients += 1
+            logger.info("vfio-user: client \(clients) attached to \(device.name) on \(listener.path)")
+            let connection = VFIOUserConnection(fd: fd, stopFD: stopFD, maxMessageSize: Session.maxMessageSize,
+                                                maxFDs: Session.maxFDsPerMessage)
+            let why = Session(device: device, connection: connection, log: log).run()
+            close(fd)
+            device.clientGone()
+            if let why { logger.notice("vfio-user: client left \(device.name): \(why)") }
+            else { logger.info("vfio-user: client left \(device.name)") }
+        }
+    }
+
+    /// Ends the current session and the accept loop, joins the thread, removes the socket.
+    public func stop() {
+        var one: UInt64 = 1
+        _ = write(stopFD, &one, 8)
+        if let t = thread { pthread_join(t, nil); thread = nil }
+        listener.closeAndRemove()
+    }
+}

@@ -1,0 +1,97 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CKVM
+
+public enum UnixSocketListenerError: Error, Equatable, CustomStringConvertible {
+    case pathTooLong(String)
+    case notASocket(String)
+    case inUse(String)
+    case system(path: String, call: String, errno: Int32)
+
+    public var description: String {
+        switch self {
+        case let .pathTooLong(p): "socket path '\(p)' is too long (at most 107 bytes)"
+        case let .notASocket(p): "'\(p)' exists and is not a socket; refusing to replace it"
+        case let .inUse(p): "socket '\(p)' is in use by another process"
+        case let .system(p, c, e): "socket '\(p)': \(c) failed: \(String(cString: strerror(e)))"
+        }
+    }
+}
+
+/// A listening unix stream socket for a control or device protocol (vfio-user, QMP).
+/// The file is created mode 0600 (access control is the file's permissions), an
+/// existing path that is not a socket is refused rather than replaced, a socket another
+/// process still listens on is refused, a stale one is replaced, and `closeAndRemove()`
+/// removes the file again.
+public final class UnixSocketListener: @unchecked Sendable {
+    public let path: String
+    public let fd: Int32
+    private var closed = false
+
+    public init(path: String, backlog: Int32 = 1) throws(UnixSocketListenerError) {
+        var addr = sockaddr_un()
+        guard ckvm_sockaddr_un(&addr, path) == 0 else { throw .pathTooLong(path) }
+        var st = stat()
+        if lstat(path, &st) == 0 {
+            guard st.st_mode & S_IFMT == S_IFSOCK else { throw .notASocket(path) }
+            if Self.someoneListens(&addr) { throw .inUse(path) }
+            unlink(path)
+        }
+        let s = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard s >= 0 else { throw .system(path: path, call: "socket", errno: errno) }
+        // umask rather than chmod after bind: no moment in which others could connect.
+        let oldMask = umask(0o177)
+        let bound = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        let bindErrno = errno
+        umask(oldMask)
+        guard bound == 0 else { Glibc.close(s); throw .system(path: path, call: "bind", errno: bindErrno) }
+        guard listen(s, backlog) == 0 else {
+            let e = errno
+            Glibc.close(s); unlink(path)
+            throw .system(path: path, call: "listen", errno: e)
+        }
+        self.path = path
+        fd = s
+    }
+
+    private static func someoneListens(_ addr: inout sockaddr_un) -> Bool {
+        let probe = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard probe >= 0 else { return false }
+        defer { Glibc.close(probe) }
+        let r = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(probe, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        return r == 0
+    }
+
+    /// Waits for a client, or returns nil when `stopFD` becomes readable first.
+    public func accept(stopFD: Int32) -> Int32? {
+        while true {
+            var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0)]
+            let n = poll(&fds, 2, -1)
+            if n < 0 { if errno == EINTR { continue }; return nil }
+            if fds[1].revents != 0 { return nil }
+            guard fds[0].revents & Int16(POLLIN) != 0 else { continue }
+            let c = Glibc.accept(fd, nil, nil)
+            if c >= 0 {
+                _ = fcntl(c, F_SETFD, FD_CLOEXEC)
+                return c
+            }
+            if errno == EINTR || errno == ECONNABORTED || errno == EAGAIN { continue }
+            return nil
+        }
+    }
+
+    /// Stops listening and removes the socket file.
+    public func closeAndRemove() {
+        guard !closed else { return }
+        closed = true
+        Glibc.close(fd)
+        unlink(path)
+    }
+
+    deinit { closeAndRemove() }
+}
