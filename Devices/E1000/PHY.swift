@@ -1,6 +1,9 @@
 /// The Marvell 88E1011 copper PHY inside the 82540EM, reached through MDIC (Intel 8254x
 /// SDM §13.4.7; PHY registers §13.5). Linux's e1000 driver identifies it by ID
-/// 0x01410C50 (M88E1011_I_PHY_ID) at PHY address 1.
+/// 0x01410C20 (`M88E1011_I_PHY_ID` in drivers/net/ethernet/intel/e1000/e1000_hw.h) at PHY
+/// address 1: for an 82540 `e1000_detect_gig_phy()` accepts that ID only, and any other
+/// makes `e1000_setup_link()` fail ("Hardware Error"). 0x01410C50 is `M88E1000_E_PHY_ID`,
+/// the 82543's external PHY.
 ///
 /// Auto-negotiation completes as soon as it is restarted while the backend's link is up:
 /// there is no cable to train, and completing at once is what lets a guest see link
@@ -39,7 +42,7 @@ struct M88E1011PHY {
         registers = [UInt16](repeating: 0, count: 32)
         registers[Register.control] = Control.powerOn
         registers[Register.id1] = 0x0141
-        registers[Register.id2] = 0x0C50
+        registers[Register.id2] = 0x0C20
         registers[Register.autonegAdvertisement] = 0x01E1
         registers[Register.gigabitControl] = 0x0E00
         registers[Register.extendedStatus] = 0x3000      // 1000BASE-T full/half capable

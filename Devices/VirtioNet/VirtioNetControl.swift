@@ -24,13 +24,20 @@ extension VirtioNetDevice {
     func processControl(_ queue: any Virtqueue) {
         guard transport.isLive, queue.isEnabled else { return }
         do {
+            // One queue's worth of commands per kick. Then publish avail_event (or clear
+            // NO_NOTIFY) and look again: with EVENT_IDX, Linux's virtqueue_kick_prepare
+            // kicks only past the event index we publish, so a queue that never updates
+            // it sees its second command never kicked, and 6.1's virtnet_send_command
+            // spins for the ack with RTNL held (the guest hangs at `ip link set up`).
             var budget = Int(queue.size)
-            while budget > 0, try queue.pop(into: &chain) {
-                budget -= 1
-                let written = handleControlChain()
-                try queue.addUsed(head: chain.head, length: written)
-            }
-            transport.completeUsed(queue)
+            repeat {
+                while budget > 0, try queue.pop(into: &chain) {
+                    budget -= 1
+                    let written = handleControlChain()
+                    try queue.addUsed(head: chain.head, length: written)
+                }
+                transport.completeUsed(queue)
+            } while budget > 0 && queue.enableNotifications()
         } catch {
             transport.fail(queue, error)
         }

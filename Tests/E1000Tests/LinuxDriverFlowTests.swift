@@ -25,7 +25,7 @@ import VMMTestKit
         // e1000_detect_gig_phy, e1000_phy_hw_reset, autoneg.
         func phy(_ reg: UInt32) -> UInt16 { nic.w(R.mdic, 2 << 26 | 1 << 21 | reg << 16); return UInt16(truncatingIfNeeded: nic.r(R.mdic)) }
         func phyWrite(_ reg: UInt32, _ v: UInt16) { nic.w(R.mdic, 1 << 26 | 1 << 21 | reg << 16 | UInt32(v)) }
-        #expect(UInt32(phy(2)) << 16 | UInt32(phy(3) & 0xFFF0) == 0x0141_0C50)
+        #expect(UInt32(phy(2)) << 16 | UInt32(phy(3) & 0xFFF0) == 0x0141_0C20)
         let ctrl = nic.r(R.ctrl) | Bit.ctrlSLU
         nic.w(R.ctrl, ctrl | 1 << 31); nic.w(R.ctrl, ctrl)
         phyWrite(16, 0x0068); phyWrite(20, 0x0D60)

@@ -12,7 +12,7 @@ import VMMTestKit
         let nic = try NIC()
         let id1 = mdioRead(nic, 2), id2 = mdioRead(nic, 3)
         #expect(id1 & (1 << 28) != 0)                                   // ready
-        #expect((id1 & 0xFFFF) << 16 | (id2 & 0xFFF0) == 0x0141_0C50)    // M88E1011_I_PHY_ID
+        #expect((id1 & 0xFFFF) << 16 | (id2 & 0xFFF0) == 0x0141_0C20)    // M88E1011_I_PHY_ID
     }
 
     @Test func autonegotiationCompletesWithLink() throws {

@@ -26,22 +26,19 @@ final class DMAMappings {
     func map(_ m: VFIOUserRequest.DMAMap, fd: Int32?) throws(VFIOUserError) {
         defer { if let fd { close(fd) } } // the mapping keeps the memory; the descriptor is not needed
         guard m.size > 0, m.size <= UInt64(Int.max) else { throw .malformed("DMA_MAP of size \(m.size)") }
-        guard m.address & 0xFFF == 0, m.size & 0xFFF == 0, m.fileOffset & 0xFFF == 0 else {
-            throw .malformed("DMA_MAP not page aligned (address 0x\(String(m.address, radix: 16)), size 0x\(String(m.size, radix: 16)))")
-        }
         let (_, wraps) = m.address.addingReportingOverflow(m.size - 1)
         guard !wraps else { throw .malformed("DMA_MAP range wraps past 2^64") }
         guard memory.regions.count + unbacked.count < limit else { throw .limit("more than \(limit) DMA regions") }
         // A read-only region cannot be mapped PROT_READ: a device write there (a receive
-        // buffer in ROM) would fault the process. The device gets no access to it instead.
+        // buffer in ROM) would fault the process. The device gets no access to it instead,
+        // as to regions without a descriptor (QEMU's ROMs and non-memfd RAM).
         let writable = m.flags & VFIOUserRequest.DMAMap.writable != 0
         guard let fd, writable else {
-            let overlaps = unbacked.contains { $0.0 < m.address &+ m.size && m.address < $0.0 &+ $0.1 }
-            guard !overlaps, memory.isRAM(GuestAddress(m.address), length: 1) == false else {
-                throw .malformed("DMA_MAP at 0x\(String(m.address, radix: 16)) overlaps a mapped region")
-            }
             unbacked.append((m.address, m.size))
             return
+        }
+        guard m.address & 0xFFF == 0, m.size & 0xFFF == 0, m.fileOffset & 0xFFF == 0 else {
+            throw .malformed("DMA_MAP not page aligned (address 0x\(String(m.address, radix: 16)), size 0x\(String(m.size, radix: 16)))")
         }
         try checkBacking(fd, offset: m.fileOffset, size: m.size)
         guard m.fileOffset <= UInt64(Int.max),

@@ -29,7 +29,9 @@ final class EventFDInterrupts: InterruptController, MessageVectorSink, @unchecke
 
     /// Called once the device exists (the controller is needed to create it).
     func declare(intx: Bool, msi: Int, msix: Int) {
-        vectorCounts = [intx ? 1 : 0, msi, msix, 0, 0]
+        // One ERR vector: QEMU registers an eventfd for it when offered (and warns
+        // "Could not enable error recovery" otherwise); this server never signals it.
+        vectorCounts = [intx ? 1 : 0, msi, msix, 1, 0]
         state.withLock { s in
             for i in 0 ..< vectorCounts.count { s.fds[i] = Array(repeating: -1, count: vectorCounts[i]) }
         }
