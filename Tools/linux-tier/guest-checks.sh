@@ -1,0 +1,94 @@
+#!/bin/sh
+# Runs inside the Linux guest of the driver tier (Tools/linux-tier/run.py), as
+# `swiftvmm.run=swiftvmm-checks,MODEL`. Two NICs of one model: MAC ...:01:01 on user-mode
+# networking (slirp), MAC ...:01:02 on a TAP in the host test's network namespace
+# (10.9.0.1, iperf3 server). Prints one line per check: "CHECK NAME PASS|FAIL detail",
+# and "METRIC NAME VALUE" for figures. The host reads them from the serial console.
+model=$1
+USER_MAC=52:54:00:00:01:01
+TAP_MAC=52:54:00:00:01:02
+check() { # NAME STATUS DETAIL
+    if [ "$2" = 0 ]; then echo "CHECK $1 PASS $3"; else echo "CHECK $1 FAIL $3"; fi
+}
+iface_of() { for d in /sys/class/net/*; do [ "$(cat "$d/address")" = "$1" ] && basename "$d"; done; }
+wait_carrier() { # IFACE: up to 5 s
+    i=0; while [ $i -lt 50 ]; do [ "$(cat /sys/class/net/$1/carrier 2>/dev/null)" = 1 ] && return 0; sleep 0.1; i=$((i+1)); done; return 1
+}
+iperf_rate() { # iperf3 -c output → "N.NN Gbits/sec" of the receiver line
+    grep -E "receiver" | tail -1 | awk '{for (i=1;i<=NF;i++) if ($i ~ /bits\/sec/) print $(i-1), $i}'
+}
+configure_tap() {
+    ip addr flush dev "$1"; ip addr add 10.9.0.2/24 dev "$1"; ip link set "$1" up; wait_carrier "$1"
+}
+
+U=$(iface_of $USER_MAC); T=$(iface_of $TAP_MAC)
+check nics-present $([ -n "$U" ] && [ -n "$T" ]; echo $?) "user=$U tap=$T"
+[ -n "$U" ] && [ -n "$T" ] || { echo "CHECKS-DONE"; exit 1; }
+
+expected_driver=$model
+[ "$model" = virtio-net ] && expected_driver=virtio_net
+for i in $U $T; do
+    drv=$(basename "$(readlink /sys/class/net/$i/device/driver)")
+    [ "$model" = virtio-net ] && drv=$(basename "$(readlink /sys/class/net/$i/device/driver)")
+    check "driver-$i" $([ "$drv" = "$expected_driver" ]; echo $?) "$drv"
+    if [ "$model" = virtio-net ]; then
+        bus=$(basename "$(readlink /sys/class/net/$i/device/../driver)")
+        check "virtio-pci-$i" $([ "$bus" = virtio-pci ]; echo $?) "$bus"
+    fi
+done
+check mac-user $([ "$(cat /sys/class/net/$U/address)" = $USER_MAC ]; echo $?) "$(cat /sys/class/net/$U/address)"
+bad=$(dmesg | grep -iE "hardware error|eeprom|phy (reset|setup) failed|checksum is not valid|probe.*failed" | head -3)
+check dmesg-clean $([ -z "$bad" ]; echo $?) "$bad"
+
+# User-mode networking: DHCP, the gateway, TCP to the host's loopback, a hostfwd port.
+ip link set $U up
+check carrier-user $(wait_carrier $U; echo $?) ""
+udhcpc -i $U -q -n -t 5 >/dev/null 2>&1
+addr=$(ip -4 -o addr show dev $U | awk '{print $4}')
+check dhcp-user $([ "$addr" = 10.0.2.15/24 ]; echo $?) "$addr"
+check ping-gateway $(ping -c 2 -W 2 10.0.2.2 >/dev/null 2>&1; echo $?) ""
+out=$(iperf3 -c 10.0.2.2 -t 2 2>&1); st=$?
+check tcp-host-loopback $st "$(echo "$out" | iperf_rate)"
+echo "METRIC user-tx $(echo "$out" | iperf_rate)"
+rm -f /tmp/hostfwd; (nc -l -p 8080 > /tmp/hostfwd) & ncpid=$!
+sleep 0.3; echo "HOSTFWD-READY"
+i=0; while [ $i -lt 100 ] && [ ! -s /tmp/hostfwd ]; do sleep 0.1; i=$((i+1)); done
+check hostfwd $(grep -q hello-hostfwd /tmp/hostfwd; echo $?) "$(cat /tmp/hostfwd)"
+kill $ncpid 2>/dev/null
+
+# TAP in the host's namespace: ping and iperf3 both ways.
+configure_tap $T
+check carrier-tap $(wait_carrier $T; echo $?) ""
+check ping-tap $(ping -c 3 -W 2 10.9.0.1 >/dev/null 2>&1; echo $?) ""
+out=$(iperf3 -c 10.9.0.1 -t 2 2>&1); st=$?
+check iperf-tap-tx $st "$(echo "$out" | iperf_rate)"; echo "METRIC tap-tx $(echo "$out" | iperf_rate)"
+out=$(iperf3 -c 10.9.0.1 -t 2 -R 2>&1); st=$?
+check iperf-tap-rx $st "$(echo "$out" | iperf_rate)"; echo "METRIC tap-rx $(echo "$out" | iperf_rate)"
+if [ "$model" = virtio-net ]; then
+    echo "METRIC offloads $(ethtool -k $T | grep -E '^(tx-checksumming|scatter-gather|tcp-segmentation-offload|generic-receive-offload|rx-checksumming):' | tr -d ' ' | tr '\n' ' ')"
+    ip link set $T mtu 9000; st=$?
+    check mtu-9000 $(ping -c 2 -W 2 -s 8000 -M do 10.9.0.1 >/dev/null 2>&1; [ $st = 0 ] && echo $? || echo 1) "$(cat /sys/class/net/$T/mtu)"
+    ip link set $T mtu 1500
+fi
+
+# Link down/up, then traffic again.
+ip link set $T down; ip link set $T up
+check down-up $(wait_carrier $T && ping -c 2 -W 2 10.9.0.1 >/dev/null 2>&1; echo $?) ""
+
+if [ "$model" = e1000 ]; then
+    res=$(ethtool -t $T offline 2>&1)
+    check ethtool-selftest $(echo "$res" | grep -q "result is: PASS"; echo $?) "$(echo "$res" | tr '\n' ' ' | tr -s ' ')"
+    configure_tap $T
+fi
+
+# Unload and reload the driver, then traffic again.
+if [ "$model" = e1000 ]; then mods=e1000; else mods=virtio_net; fi
+rmmod $mods; st=$?
+insmod /lib/modules/$mods.ko; st2=$?
+sleep 0.5
+T=$(iface_of $TAP_MAC)
+[ -n "$T" ] && configure_tap $T
+check reload-driver $([ $st = 0 ] && [ $st2 = 0 ] && [ -n "$T" ] && ping -c 2 -W 2 10.9.0.1 >/dev/null 2>&1; echo $?) "rmmod=$st insmod=$st2 iface=$T"
+bad=$(dmesg | grep -iE "hardware error|eeprom|phy (reset|setup) failed|hung|timed out|call trace" | head -3)
+check dmesg-clean-after $([ -z "$bad" ]; echo $?) "$bad"
+echo "CHECKS-DONE"

@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""The Linux-driver tier: Linux's own e1000 and virtio_net drivers against swiftvmm's
+devices, served over vfio-user to QEMU (software emulation), and the same guest script
+against QEMU's own e1000 and virtio-net-pci in the same run for comparison.
+
+Each run boots Debian's kernel with the Tools/build-guest initramfs and two NICs of one
+model: one on user-mode networking, one on a TAP in a network namespace this script
+creates (10.9.0.1 with an iperf3 server). Everything (swiftvmm serve, QEMU, iperf3) runs
+inside that namespace, so its loopback is "the host's loopback" the guest reaches through
+user-mode networking, and nothing is left on the machine afterwards.
+
+  Tools/linux-tier/run.py [--models e1000,virtio-net] [--no-reference] [--json FILE]
+
+Needs root (namespaces, TAP), iperf3, guest-out/ (Tools/build-guest), a swiftvmm binary
+(--swiftvmm, default .build/debug/swiftvmm) and a QEMU with the vfio-user client:
+$SWIFTVMM_QEMU, else ../shared/qemu/bin/qemu-system-x86_64. Exit status: 0 when every
+swiftvmm check passed, 1 when one failed, 77 when something needed is missing (the
+message says what).
+"""
+import argparse, json, os, re, select, signal, subprocess, sys, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+USER_MAC, TAP_MAC = "52:54:00:00:01:01", "52:54:00:00:01:02"
+QEMU_MODEL = {"e1000": "e1000", "virtio-net": "virtio-net-pci"}
+HOSTFWD_PORT = 18080
+GUEST_TIMEOUT = 240  # seconds for one guest run under TCG (it needs ~40)
+
+
+def find_qemu():
+    q = os.environ.get("SWIFTVMM_QEMU") or os.path.join(ROOT, "..", "shared", "qemu", "bin", "qemu-system-x86_64")
+    return os.path.abspath(q) if os.access(q, os.X_OK) else None
+
+
+def missing(args):
+    if os.geteuid() != 0:
+        return "root (network namespaces and TAP devices)"
+    if not find_qemu():
+        return "a QEMU with the vfio-user client: set SWIFTVMM_QEMU or provide ../shared/qemu/bin/qemu-system-x86_64"
+    if not os.access(args.swiftvmm, os.X_OK):
+        return f"the swiftvmm binary at {args.swiftvmm} (swift build)"
+    for tool in ("iperf3", "ip"):
+        if subprocess.call(["sh", "-c", f"command -v {tool}"], stdout=subprocess.DEVNULL) != 0:
+            return f"{tool} (Tools/install-deps)"
+    for f in ("guest-out/vmlinux", "guest-out/initramfs.cpio.gz"):
+        if not os.path.exists(os.path.join(ROOT, f)):
+            return f"{f} (Tools/build-guest)"
+    return None
+
+
+def sh(*cmd, check=True):
+    return subprocess.run(cmd, check=check, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+class Namespace:
+    """A network namespace with lo up, a TAP lt0 at 10.9.0.1/24 (MTU 9000) and iperf3 -s."""
+
+    def __init__(self, name):
+        self.name = name
+        sh("ip", "netns", "add", name)
+        self.exec_prefix = ["ip", "netns", "exec", name]
+        sh("ip", "-n", name, "link", "set", "lo", "up")
+        sh("ip", "-n", name, "tuntap", "add", "dev", "lt0", "mode", "tap")
+        sh("ip", "-n", name, "link", "set", "lt0", "mtu", "9000")
+        sh("ip", "-n", name, "addr", "add", "10.9.0.1/24", "dev", "lt0")
+        sh("ip", "-n", name, "link", "set", "lt0", "up")
+        self.iperf = subprocess.Popen(self.exec_prefix + ["iperf3", "-s"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def popen(self, cmd, **kw):
+        return subprocess.Popen(self.exec_prefix + cmd, **kw)
+
+    def connect_and_send(self, port, payload):
+        code = ("import socket,sys\n"
+                f"s=socket.create_connection(('127.0.0.1',{port}),5)\n"
+                f"s.sendall({payload!r})\ns.close()\n")
+        return subprocess.call(self.exec_prefix + [sys.executable, "-c", code]) == 0
+
+    def close(self):
+        self.iperf.terminate()
+        self.iperf.wait()
+        sh("ip", "netns", "del", self.name, check=False)
+
+
+def qemu_command(qemu, model, nics):
+    return [qemu, "-L", os.path.join(os.path.dirname(os.path.dirname(qemu)), "share", "qemu"),
+            "-machine", "pc,accel=tcg,memory-backend=mem", "-m", "512",
+            "-object", "memory-backend-memfd,id=mem,size=512M,share=on",
+            "-nodefaults", "-nographic", "-serial", "stdio", "-no-reboot",
+            "-kernel", os.path.join(ROOT, "guest-out/vmlinux"),
+            "-initrd", os.path.join(ROOT, "guest-out/initramfs.cpio.gz"),
+            "-append", f"console=ttyS0 reboot=k panic=-1 quiet swiftvmm.run=swiftvmm-checks,{model}"] + nics
+
+
+def run_guest(ns, cmd, log):
+    """Boots the guest, answers its hostfwd prompt, returns (checks, metrics, seconds)."""
+    start = time.monotonic()
+    p = ns.popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    checks, metrics, buf = {}, {}, b""
+    done = False
+    while not done and time.monotonic() - start < GUEST_TIMEOUT:
+        r, _, _ = select.select([p.stdout], [], [], 1.0)
+        if not r:
+            if p.poll() is not None:
+                break
+            continue
+        chunk = os.read(p.stdout.fileno(), 65536)
+        if not chunk:
+            break
+        log.write(chunk)
+        buf += chunk
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            text = line.decode(errors="replace").strip("\r")
+            m = re.match(r"CHECK (\S+) (PASS|FAIL) ?(.*)", text)
+            if m:
+                checks[m.group(1)] = {"pass": m.group(2) == "PASS", "detail": m.group(3)}
+            m = re.match(r"METRIC (\S+) (.*)", text)
+            if m:
+                metrics[m.group(1)] = m.group(2)
+            if text.startswith("HOSTFWD-READY"):
+                ns.connect_and_send(HOSTFWD_PORT, b"hello-hostfwd\n")
+            if text.startswith("CHECKS-DONE"):
+                done = True
+    try:
+        p.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+    if not done:
+        checks["guest-finished"] = {"pass": False, "detail": f"no CHECKS-DONE within {GUEST_TIMEOUT} s"}
+    return checks, metrics, round(time.monotonic() - start, 1)
+
+
+def run_swiftvmm(args, ns, model, log, sockdir):
+    s_user, s_tap = os.path.join(sockdir, f"{model}-user.sock"), os.path.join(sockdir, f"{model}-tap.sock")
+    serve = ns.popen([args.swiftvmm, "serve",
+                      "--socket", s_user, "--device", f"{model},net=user,mac={USER_MAC},hostfwd=tcp:127.0.0.1:{HOSTFWD_PORT}-:8080",
+                      "--socket", s_tap, "--device", f"{model},net=tap:lt0,mac={TAP_MAC}"],
+                     stdout=subprocess.DEVNULL, stderr=log)
+    for _ in range(100):
+        if os.path.exists(s_user) and os.path.exists(s_tap):
+            break
+        time.sleep(0.05)
+    nics = ["-device", json.dumps({"driver": "vfio-user-pci", "socket": {"type": "unix", "path": s_user}}),
+            "-device", json.dumps({"driver": "vfio-user-pci", "socket": {"type": "unix", "path": s_tap}})]
+    checks, metrics, secs = run_guest(ns, qemu_command(find_qemu(), model, nics), log)
+    serve.send_signal(signal.SIGTERM)
+    try:
+        status = serve.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        serve.kill()
+        status = serve.wait()
+    checks["serve-clean-exit"] = {"pass": status == 0 and not os.path.exists(s_user) and not os.path.exists(s_tap),
+                                  "detail": f"status {status}"}
+    return checks, metrics, secs
+
+
+def run_reference(args, ns, model, log):
+    m = QEMU_MODEL[model]
+    nics = ["-netdev", f"user,id=u,hostfwd=tcp:127.0.0.1:{HOSTFWD_PORT}-:8080",
+            "-device", f"{m},netdev=u,mac={USER_MAC},romfile=",
+            "-netdev", "tap,id=t,ifname=lt0,script=no,downscript=no" + (",vhost=off" if model == "virtio-net" else ""),
+            "-device", f"{m},netdev=t,mac={TAP_MAC},romfile="]
+    return run_guest(ns, qemu_command(find_qemu(), model, nics), log)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--swiftvmm", default=os.path.join(ROOT, ".build/debug/swiftvmm"))
+    ap.add_argument("--models", default="e1000,virtio-net")
+    ap.add_argument("--no-reference", action="store_true", help="skip QEMU's own devices")
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--log", default="/tmp/swiftvmm-linux-tier.log", help="guest consoles and server logs")
+    args = ap.parse_args()
+    why = missing(args)
+    if why:
+        print(f"linux-tier: skipped: needs {why}", file=sys.stderr)
+        return 77
+    results = []
+    ok = True
+    sockdir = f"/tmp/swiftvmm-lt-{os.getpid()}"
+    os.makedirs(sockdir, exist_ok=True)
+    with open(args.log, "wb") as log:
+        for model in args.models.split(","):
+            impls = ["swiftvmm"] + ([] if args.no_reference else ["qemu"])
+            for impl in impls:
+                log.write(f"\n===== {impl} {model} =====\n".encode())
+                log.flush()
+                ns = Namespace(f"svlt{os.getpid()}{len(results)}")
+                try:
+                    if impl == "swiftvmm":
+                        checks, metrics, secs = run_swiftvmm(args, ns, model, log, sockdir)
+                    else:
+                        checks, metrics, secs = run_reference(args, ns, model, log)
+                finally:
+                    ns.close()
+                failed = [k for k, v in checks.items() if not v["pass"]]
+                if impl == "swiftvmm" and (failed or not checks):
+                    ok = False
+                results.append({"impl": impl, "model": model, "seconds": secs, "checks": checks, "metrics": metrics})
+                print(f"{impl:8} {model:10} {len(checks) - len(failed)}/{len(checks)} checks passed in {secs} s"
+                      + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+                for k in failed:
+                    print(f"    {k}: {checks[k]['detail']}")
+                for k, v in metrics.items():
+                    print(f"    {k}: {v}")
+    os.rmdir(sockdir)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
