@@ -66,5 +66,6 @@ let package = Package(
         .testTarget(name: "QTestTests", dependencies: ["QTest", "VMMTestKit", "DeviceCatalog"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "VMMCore", "DeviceCatalog"]),
         .testTarget(name: "CLITests", dependencies: ["DeviceCatalog", "VMMCore"]),
+        .testTarget(name: "VFIOUserTests", dependencies: ["VFIOUser", "VMMCore", "CKVM", .product(name: "Logging", package: "swift-log")]),
     ]
 )

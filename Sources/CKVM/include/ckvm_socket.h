@@ -8,6 +8,7 @@
 #include <errno.h>
 
 #include <fcntl.h>
+#include <sys/syscall.h>
 
 #define CKVM_MAX_PASSED_FDS 64
 
@@ -20,6 +21,9 @@
 #endif
 static const int CKVM_F_GET_SEALS = F_GET_SEALS;
 static const int CKVM_F_SEAL_SHRINK = F_SEAL_SHRINK;
+
+/// memfd_create(2) (glibc declares it only under _GNU_SOURCE).
+static inline int ckvm_memfd_create(const char *name, unsigned int flags) { return (int)syscall(SYS_memfd_create, name, flags); }
 
 /// recvmsg of up to `len` bytes, collecting SCM_RIGHTS descriptors (close-on-exec) into
 /// `fds` (at most `max_fds`; any beyond that, or beyond CKVM_MAX_PASSED_FDS, are closed

@@ -1,0 +1,234 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Logging
+import Testing
+@testable import VFIOUser
+import VMMCore
+
+/// A served probe device on a socket in a temporary directory, with a connected client.
+final class Served {
+    let loop: EPollEventLoop
+    let device: ServedDevice
+    let server: VFIOUserServer
+    let path: String
+    let probe: ProbeDevice
+
+    init() throws {
+        path = FileManager.default.temporaryDirectory.appendingPathComponent("vfu-\(UUID().uuidString.prefix(8)).sock").path
+        loop = try EPollEventLoop()
+        device = try ServedDevice(spec: try DeviceSpec.parse("probe"), registry: PCIDeviceRegistry([ProbeDevice.self]),
+                                  services: ServiceRegistry(), loop: loop, logger: Logger(label: "test"))
+        probe = device.function.device as! ProbeDevice
+        server = try VFIOUserServer(device: device, listener: try UnixSocketListener(path: path), logger: Logger(label: "test"))
+        server.start()
+    }
+
+    func client(negotiate: Bool = true) throws -> TestClient {
+        let c = try TestClient(path: path)
+        if negotiate { #expect(try c.version().isError == false) }
+        return c
+    }
+
+    deinit {
+        server.stop()
+        device.shutdown()
+    }
+}
+
+@Suite struct ServerTests {
+    @Test func versionNegotiationAnswersTheClientsMinorAndCapabilities() throws {
+        let s = try Served()
+        let c = try s.client(negotiate: false)
+        let r = try c.version()
+        #expect(!r.isError)
+        #expect(r.header.flags.rawValue & 0xF == 1) // a reply
+        #expect(r.payload[0] == 0 && r.payload[1] == 0 && r.payload[2] == 0 && r.payload[3] == 0) // 0.0 for QEMU's 0.0
+        let json = String(decoding: r.payload.dropFirst(4).prefix { $0 != 0 }, as: UTF8.self)
+        #expect(json.contains("\"max_msg_fds\":16"))
+        #expect(r.payload.last == 0)
+    }
+
+    @Test func commandsBeforeVersionAreRefused() throws {
+        let s = try Served()
+        let c = try s.client(negotiate: false)
+        let r = try c.call(.deviceGetInfo, le32(16))
+        #expect(r.isError && r.header.error == UInt32(EINVAL))
+    }
+
+    @Test func deviceRegionsAndIRQsAreDescribed() throws {
+        let s = try Served()
+        let c = try s.client()
+        let info = try c.call(.deviceGetInfo, le32(16) + le32(0) + le32(0) + le32(0))
+        #expect(info.u32(4) == 3 && info.u32(8) == 9 && info.u32(12) == 5) // RESET|PCI, 9 regions, 5 IRQ indices
+        func region(_ i: UInt32) throws -> (flags: UInt32, size: UInt64) {
+            let r = try c.call(.deviceGetRegionInfo, le32(32) + le32(0) + le32(i) + le32(0) + le64(0) + le64(0))
+            #expect(!r.isError)
+            return (r.u32(4), r.u64(16))
+        }
+        #expect(try region(0) == (3, 0x1000))
+        #expect(try region(1).size == 0)
+        #expect(try region(2) == (3, 0x4000))
+        #expect(try region(3).size == 0) // upper half of the 64-bit BAR
+        #expect(try region(6).size == 0) // no ROM
+        #expect(try region(7) == (3, 256))
+        let bad = try c.call(.deviceGetRegionInfo, le32(32) + le32(0) + le32(9) + le32(0) + le64(0) + le64(0))
+        #expect(bad.isError)
+        func irqCount(_ i: UInt32) throws -> UInt32 { try c.call(.deviceGetIRQInfo, le32(16) + le32(0) + le32(i) + le32(0)).u32(12) }
+        #expect(try irqCount(0) == 1 && irqCount(1) == 0 && irqCount(2) == 4)
+    }
+
+    @Test func configSpaceReadsAndWritesReachTheCore() throws {
+        let s = try Served()
+        let c = try s.client()
+        let ids = try c.regionRead(7, 0, 4)
+        #expect(ids.u32(16) == 0x5678_1234)
+        let whole = try c.regionRead(7, 0, 256) // QEMU reads config space whole at realize
+        #expect(whole.payload.count == 16 + 256)
+        _ = try c.regionWrite(7, 4, le16(0x6))          // memory space + bus master
+        #expect(try c.regionRead(7, 4, 2).u32(16) & 0xFFFF == 0x6)
+        #expect(try c.regionRead(7, 250, 8).isError)     // past the end
+        #expect(try c.regionRead(8, 0, 4).isError)       // VGA: not implemented
+    }
+
+    @Test func intxMasksItselfAndFiresAgainOnUnmaskWhileHigh() throws {
+        let s = try Served()
+        let c = try s.client()
+        let efd = makeEventFD()
+        defer { close(efd) }
+        #expect(try c.setIRQs(flags: 0x4 | 0x20, index: 0, start: 0, count: 1, fds: [efd]).isError == false)
+        _ = try c.regionWrite(0, 0, le32(1))             // line high
+        #expect(drain(efd) == 1)
+        _ = try c.regionWrite(0, 0, le32(1))             // still high, masked: nothing
+        #expect(drain(efd) == 0)
+        _ = try c.setIRQs(flags: 0x1 | 0x10, index: 0, start: 0, count: 1) // unmask while high: fires again
+        #expect(drain(efd) == 1)
+        _ = try c.regionWrite(0, 0, le32(0))             // low
+        _ = try c.setIRQs(flags: 0x1 | 0x10, index: 0, start: 0, count: 1)
+        #expect(drain(efd) == 0)
+    }
+
+    @Test func msixVectorsFireOnTheirEventfdsWithoutTheCoresTable() throws {
+        let s = try Served()
+        let c = try s.client()
+        let fds = (0 ..< 2).map { _ in makeEventFD() }
+        defer { fds.forEach { close($0) } }
+        _ = try c.regionWrite(7, 4, le16(0x6))           // bus master on
+        let cap = Int(try c.regionRead(7, 0x34, 1).payload[16])
+        _ = try c.regionWrite(7, UInt64(cap + 2), le16(0x8000)) // MSI-X enable, as QEMU forwards it
+        // QEMU first enables the index with no descriptor, then sets vectors one by one.
+        #expect(try c.setIRQs(flags: 0x4 | 0x20, index: 2, start: 0, count: 1).isError == false)
+        #expect(try c.setIRQs(flags: 0x4 | 0x20, index: 2, start: 1, count: 2, fds: fds).isError == false)
+        _ = try c.regionWrite(0, 4, le32(2), posted: true)
+        _ = try c.regionWrite(0, 4, le32(1))
+        #expect(drain(fds[0]) == 1 && drain(fds[1]) == 1)
+        _ = try c.regionWrite(0, 4, le32(0))              // vector 0 has no eventfd: nothing, no error
+        #expect(try c.setIRQs(flags: 0x4 | 0x20, index: 2, start: 3, count: 2, fds: fds).isError) // beyond 4 vectors
+    }
+
+    @Test func dmaGoesThroughMappedMemfdsAndFailsCleanlyAfterUnmap() throws {
+        let s = try Served()
+        let c = try s.client()
+        let mem = sealedMemfd(size: 0x10000)
+        defer { close(mem) }
+        #expect(try c.dmaMap(address: 0x100000, size: 0x10000, fd: mem).isError == false)
+        _ = try c.regionWrite(0, 8, le64(0x100040))
+        _ = try c.regionWrite(0, 0x10, le32(0xCAFE_F00D))
+        #expect(try c.regionRead(0, 0x18, 4).u32(16) == 1)
+        let view = mmap(nil, 0x10000, PROT_READ, MAP_SHARED, mem, 0)!
+        #expect(view.load(fromByteOffset: 0x40, as: UInt32.self) == 0xCAFE_F00D)
+        munmap(view, 0x10000)
+        // Unmap everything (QEMU's flag), then the same DMA fails inside the device.
+        let u = try c.call(.dmaUnmap, le32(24) + le32(2) + le64(0) + le64(0))
+        #expect(!u.isError)
+        _ = try c.regionWrite(0, 0x10, le32(1))
+        #expect(try c.regionRead(0, 0x18, 4).u32(16) == 2)
+        #expect(s.device.memory.regions.isEmpty)
+    }
+
+    @Test func memoryThatCouldShrinkOrLiesAboutItsSizeIsRefused() throws {
+        let s = try Served()
+        let c = try s.client()
+        let unsealed = sealedMemfd(size: 0x10000, seal: false)
+        let small = sealedMemfd(size: 0x1000)
+        defer { close(unsealed); close(small) }
+        #expect(try c.dmaMap(address: 0, size: 0x10000, fd: unsealed).header.error == UInt32(ENOTSUP))
+        #expect(try c.dmaMap(address: 0, size: 0x10000, fd: small).isError)        // beyond the file
+        #expect(try c.dmaMap(address: 0x123, size: 0x1000, fd: small).isError)     // not page aligned
+        #expect(try c.dmaMap(address: UInt64.max - 0xFFF, size: 0x2000, fd: small).isError) // wraps
+        #expect(try c.dmaMap(address: 0xA0000, size: 0x20000, fd: nil).isError == false) // no descriptor: remembered
+        #expect(s.device.memory.regions.isEmpty)
+    }
+
+    @Test func malformedMessagesGetErrorsAndTheSessionGoesOn() throws {
+        let s = try Served()
+        let c = try s.client()
+        #expect(try c.call(.deviceGetInfo, []).isError)                              // no argsz
+        #expect(try c.call(.deviceSetIRQs, le32(20) + le32(0x3 | 0x20) + le32(0) + le32(0) + le32(1)).isError) // two data types
+        #expect(try c.call(.deviceSetIRQs, le32(20) + le32(0x2 | 0x20) + le32(2) + le32(0) + le32(4)).isError) // bools missing
+        #expect(try c.call(.regionWrite, le64(0) + le32(0) + le32(100) + [1, 2]).isError) // shorter than declared
+        #expect(try c.call(.regionRead, le64(0) + le32(0) + le32(1 << 20)).isError)        // beyond max transfer
+        let unknown = VFIOUserHeader(messageID: 77, command: 99, messageSize: 16, flags: [])
+        c.sendRaw(unknown.encoded())
+        let r = try c.receive()
+        #expect(r.isError && r.header.messageID == 77 && r.header.error == UInt32(ENOTSUP))
+        let fd = makeEventFD()
+        defer { close(fd) }
+        #expect(try c.call(.deviceGetInfo, le32(16), fds: [fd]).isError == false) // stray descriptor closed, not kept
+        #expect(try c.regionRead(7, 0, 2).u32(16) & 0xFFFF == 0x1234)          // still serving
+    }
+
+    @Test func aMessageLargerThanAnnouncedEndsOnlyThatClient() throws {
+        let s = try Served()
+        let c = try s.client()
+        let huge = VFIOUserHeader(messageID: 1, command: 10, messageSize: 1 << 30, flags: [])
+        c.sendRaw(huge.encoded())
+        #expect(throws: (any Error).self) { try c.receive() } // connection closed
+        let next = try s.client()                             // the next client is served
+        #expect(try next.regionRead(7, 0, 2).u32(16) & 0xFFFF == 0x1234)
+    }
+
+    @Test func disconnectUnmapsMemoryClosesEventfdsAndKeepsDeviceState() throws {
+        let s = try Served()
+        do {
+            let c = try s.client()
+            let mem = sealedMemfd(size: 0x10000)
+            defer { close(mem) }
+            _ = try c.dmaMap(address: 0, size: 0x10000, fd: mem)
+            _ = try c.regionWrite(0, 0x20, le32(0x55))
+            #expect(s.device.memory.regions.count == 1)
+        }
+        let c2 = try s.client()
+        #expect(try c2.regionRead(0, 0x20, 4).u32(16) == 0x55)
+        #expect(s.device.memory.regions.isEmpty)
+        #expect(s.server.clients == 2)
+    }
+
+    @Test func resetReturnsTheDeviceToPowerOn() throws {
+        let s = try Served()
+        let c = try s.client()
+        _ = try c.regionWrite(7, 4, le16(0x6))
+        #expect(try c.call(.deviceReset, []).isError == false)
+        #expect(try c.regionRead(7, 4, 2).u32(16) & 0xFFFF == 0)
+    }
+}
+
+@Suite struct ListenerTests {
+    @Test func socketIsPrivateAndRemovedAndAForeignFileIsNotReplaced() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vfu-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/s.sock"
+        let l = try UnixSocketListener(path: path)
+        var st = stat()
+        #expect(lstat(path, &st) == 0 && st.st_mode & 0o777 == 0o600)
+        #expect(throws: UnixSocketListenerError.inUse(path)) { try UnixSocketListener(path: path) }
+        l.closeAndRemove()
+        #expect(access(path, F_OK) != 0)
+        let file = dir + "/f"
+        FileManager.default.createFile(atPath: file, contents: Data([1]))
+        #expect(throws: UnixSocketListenerError.notASocket(file)) { try UnixSocketListener(path: file) }
+        #expect(FileManager.default.contents(atPath: file) == Data([1]))
+    }
+}
