@@ -219,6 +219,17 @@ public final class E1000Device: PCIDevice, FrameReceiver, @unchecked Sendable {
     /// The link STATUS reports: the backend's link, through a PHY that is powered up.
     var linkIsUp: Bool { backend.isLinkUp && !phy.isPoweredDown }
 
+    /// PHY loopback (PHY control bit 14, §13.5.1) or MAC loopback (RCTL.LBM = 01,
+    /// §13.4.22): transmitted frames come back on the receive ring and not to the wire, and
+    /// frames from the wire are not received. Linux's ethtool loopback self-test
+    /// (e1000_integrated_phy_loopback, e1000_run_loopback_test) counts on it.
+    var loopbackActive: Bool { phy.isLoopback || (reg(Reg.rctl) >> 6) & 0x3 == 0x1 }
+
+    /// A frame this device sent in loopback, received as if from the wire.
+    func receiveLoopedBack(_ frame: UnsafeRawBufferPointer) {
+        _ = receiveFrame(frame, looped: true)
+    }
+
     /// VET (SDM §13.4, VLAN Ether Type) names the TPID of an 802.1Q tag for recognition, stripping and
     /// insertion. Only 0x8100 is modelled: Linux's e1000_init_hw writes 0 on the 82540
     /// and e1000_reset then 0x8100; with any other value frames are treated as untagged.
@@ -235,7 +246,8 @@ public final class E1000Device: PCIDevice, FrameReceiver, @unchecked Sendable {
     // MARK: FrameReceiver (backend → device, on the I/O loop)
 
     public func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
-        context.lock.withLock { receiveFrame(frame) }
+        // In loopback the PHY is cut off from the line: the wire's frames are lost.
+        context.lock.withLock { loopbackActive ? true : receiveFrame(frame) }
     }
 
     public func linkStateChanged(up: Bool) {

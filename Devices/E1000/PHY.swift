@@ -21,6 +21,8 @@ struct M88E1011PHY {
     enum Control {
         static let reset: UInt16 = 1 << 15
         static let powerDown: UInt16 = 1 << 11
+        /// MII loopback (§13.5.1): transmitted frames come back as received ones.
+        static let loopback: UInt16 = 1 << 14
         static let autonegEnable: UInt16 = 1 << 12
         static let restartAutoneg: UInt16 = 1 << 9
         /// Auto-negotiation on, full duplex, 1000 Mb/s select bit (§13.5.1).
@@ -51,6 +53,7 @@ struct M88E1011PHY {
     }
 
     var isPoweredDown: Bool { registers[Register.control] & Control.powerDown != 0 }
+    var isLoopback: Bool { registers[Register.control] & Control.loopback != 0 }
 
     /// Reads register `index` given the backend's link state.
     func read(_ index: Int, backendLinkUp: Bool) -> UInt16 {

@@ -42,10 +42,13 @@ enum Receive {
 /// way a dropping model would. A frame that could never fit the ring, or a ring the
 /// guest broke, costs that frame (MPC, RXO).
 extension E1000Device {
-    func receiveFrame(_ frame: UnsafeRawBufferPointer) -> Bool {
+    /// - Parameter looped: the frame is the device's own, sent in PHY or MAC loopback: it
+    ///   needs no link, and with no free descriptor it is dropped (RNBC, MPC) rather than
+    ///   held, since nothing would offer it again.
+    func receiveFrame(_ frame: UnsafeRawBufferPointer, looped: Bool = false) -> Bool {
         let rctl = reg(Reg.rctl)
         // A stopped receiver or a down link never sees the frame (§3.2.1).
-        guard rctl & Rctl.enable != 0, linkIsUp else { return true }
+        guard rctl & Rctl.enable != 0, looped || linkIsUp else { return true }
         guard frame.count >= HeaderSize.ethernet else {
             statistics.count(E1000Statistics.ruc)
             return true
@@ -96,6 +99,7 @@ extension E1000Device {
         }
         guard needed <= Int(ring.available) else {
             statistics.count(E1000Statistics.rnbc)
+            if looped { return missed() }
             receiveStalled = true
             heldByBackend = true
             return false

@@ -63,6 +63,8 @@ extension E1000Device {
         case Reg.tctl: setReg(Reg.tctl, merged); transmitPackets()
         case Reg.rdtr: writeReceiveDelay(merged)
         case Reg.itr, Reg.radv, Reg.tidv, Reg.tadv: setReg(offset, merged & 0xFFFF)
+        // 16-bit registers (§13.4.5, §13.4.6, §13.4.7): e1000_reg_test expects the upper half to read 0.
+        case Reg.fcah, Reg.fct, Reg.vet: setReg(offset, merged & 0xFFFF)
         case Reg.wus: setReg(Reg.wus, reg(Reg.wus) & ~written)      // write 1 to clear
         case Reg.statsStart ..< Reg.statsEnd: break              // read-only counters
         case Reg.mta ..< Reg.mtaEnd: filter.writeMulticast((offset - Reg.mta) >> 2, merged)

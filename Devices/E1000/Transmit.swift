@@ -199,6 +199,10 @@ extension E1000Device {
     /// a GSO header it stands for `segments` frames on the wire, each carrying the headers.
     @discardableResult
     func send(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader? = nil, segments: Int = 1, segmentHeaderLength: Int = 0) -> Bool {
+        if loopbackActive {
+            receiveLoopedBack(frame)
+            return true
+        }
         guard frame.count <= backend.capabilities.maxFrameSize else {
             guestError(.backendFrameLimit, "\(frame.count)-byte frame exceeds the backend's \(backend.capabilities.maxFrameSize)")
             return false

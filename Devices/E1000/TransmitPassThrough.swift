@@ -16,7 +16,8 @@ extension E1000Device {
     /// (having changed nothing that matters) when the software path must do it.
     func sendWithBackendOffload(_ packet: UnsafeMutableRawBufferPointer, kind: Transmit.Kind, high: UInt64, tag: UInt16?) -> Bool {
         let caps = backend.capabilities
-        guard caps.virtioNetHeader, caps.offloads.contains(.checksum) else { return false }
+        // Looped-back frames never reach the backend: they need finished checksums.
+        guard !loopbackActive, caps.virtioNetHeader, caps.offloads.contains(.checksum) else { return false }
         let c = transmit.context
         var header: VirtioNetHeader
         var segments = 1

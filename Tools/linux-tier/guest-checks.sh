@@ -77,7 +77,7 @@ check down-up $(wait_carrier $T && ping -c 2 -W 2 10.9.0.1 >/dev/null 2>&1; echo
 
 if [ "$model" = e1000 ]; then
     res=$(ethtool -t $T offline 2>&1)
-    check ethtool-selftest $(echo "$res" | grep -q "result is: PASS"; echo $?) "$(echo "$res" | tr '\n' ' ' | tr -s ' ')"
+    check ethtool-selftest $(echo "$res" | grep -q "result is PASS"; echo $?) "$(echo "$res" | tr '\n' ' ' | tr -s ' ')"
     configure_tap $T
 fi
 

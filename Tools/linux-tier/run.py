@@ -75,7 +75,7 @@ class Namespace:
         return subprocess.call(self.exec_prefix + [sys.executable, "-c", code]) == 0
 
     def close(self):
-        self.iperf.terminate()
+        self.iperf.kill()
         self.iperf.wait()
         sh("ip", "netns", "del", self.name, check=False)
 
@@ -171,6 +171,8 @@ def main():
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--log", default="/tmp/swiftvmm-linux-tier.log", help="guest consoles and server logs")
     args = ap.parse_args()
+    # A parent (swift test) may have blocked SIGTERM/SIGINT; children inherit the mask.
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
     why = missing(args)
     if why:
         print(f"linux-tier: skipped: needs {why}", file=sys.stderr)

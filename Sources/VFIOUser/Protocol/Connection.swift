@@ -9,6 +9,10 @@ public struct VFIOUserMessage {
     public var header: VFIOUserHeader
     public var payload: [UInt8]
     public var fds: [Int32]
+
+    public init(header: VFIOUserHeader, payload: [UInt8], fds: [Int32] = []) {
+        self.header = header; self.payload = payload; self.fds = fds
+    }
 }
 
 /// A client connection: reads whole messages with their descriptors and writes replies.

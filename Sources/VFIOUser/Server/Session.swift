@@ -6,8 +6,11 @@ import VMMCore
 
 /// One client's conversation with a served device: version negotiation first, then
 /// commands answered in order. A bad command gets an error reply with an errno and the
-/// session goes on; a broken stream (bad framing) ends it.
-final class Session {
+/// session goes on; a broken stream (bad framing) ends it in the connection.
+///
+/// `respond(to:)` is the whole protocol, apart from the socket: the server's loop and the
+/// fuzz target both feed it messages.
+public final class Session {
     // vfio-user 0.1 ("Version").
     static let major: UInt16 = 0, minor: UInt16 = 1
     static let maxFDsPerMessage = 16
@@ -18,45 +21,52 @@ final class Session {
     static let maxMessageSize = VFIOUserHeader.size + 16 + 64 * 1024
 
     private let device: ServedDevice
-    private let connection: VFIOUserConnection
     private let log: RateLimitedLogger
     private var negotiated = false
     /// Messages answered, by outcome (for tests and logs).
-    private(set) var handled = 0, failed = 0
+    public private(set) var handled = 0, failed = 0
 
-    init(device: ServedDevice, connection: VFIOUserConnection, log: RateLimitedLogger) {
-        self.device = device; self.connection = connection; self.log = log
+    public init(device: ServedDevice, log: RateLimitedLogger) {
+        self.device = device; self.log = log
     }
 
-    /// Serves until the client leaves or the server stops; returns why, if not a plain hang-up.
-    func run() -> String? {
+    /// Serves `connection` until the client leaves or the server stops; returns why, if
+    /// not a plain hang-up.
+    func run(on connection: VFIOUserConnection) -> String? {
         while true {
             switch connection.receive() {
             case let .closed(why): return why?.isEmpty == true ? nil : why
             case let .message(m):
-                guard m.header.isCommand else {
-                    m.fds.forEach { _ = close($0) }
-                    log.warning("vfio-user.unexpected-reply", "\(device.name): client sent a reply (id \(m.header.messageID)); ignored")
-                    continue
-                }
-                let outcome = handle(m)
-                if m.header.flags.contains(.noReply) { continue }
-                var reply = VFIOUserHeader(messageID: m.header.messageID, command: m.header.command, messageSize: 0, flags: .reply)
-                var payload: [UInt8] = []
-                switch outcome {
-                case let .success(p):
-                    payload = p
-                    handled &+= 1
-                case let .failure(e):
-                    reply.flags.insert(.error)
-                    reply.error = UInt32(e.errno)
-                    failed &+= 1
-                    log.warning("vfio-user.bad-message", "\(device.name): command \(m.header.command) refused: \(e)")
-                }
-                reply.messageSize = UInt32(VFIOUserHeader.size + payload.count)
-                guard connection.send(reply, payload: payload) else { return "client stopped reading replies" }
+                guard let (header, payload) = respond(to: m) else { continue }
+                guard connection.send(header, payload: payload) else { return "client stopped reading replies" }
             }
         }
+    }
+
+    /// Handles one message and returns the reply to send, if any (none for replies the
+    /// client sent and for posted commands). Takes over the message's descriptors.
+    public func respond(to m: VFIOUserMessage) -> (VFIOUserHeader, [UInt8])? {
+        guard m.header.isCommand else {
+            m.fds.forEach { _ = close($0) }
+            log.warning("vfio-user.unexpected-reply", "\(device.name): client sent a reply (id \(m.header.messageID)); ignored")
+            return nil
+        }
+        let outcome = handle(m)
+        var reply = VFIOUserHeader(messageID: m.header.messageID, command: m.header.command, messageSize: 0, flags: .reply)
+        var payload: [UInt8] = []
+        switch outcome {
+        case let .success(p):
+            payload = p
+            handled &+= 1
+        case let .failure(e):
+            reply.flags.insert(.error)
+            reply.error = UInt32(e.errno)
+            failed &+= 1
+            log.warning("vfio-user.bad-message", "\(device.name): command \(m.header.command) refused: \(e)")
+        }
+        if m.header.flags.contains(.noReply) { return nil }
+        reply.messageSize = UInt32(VFIOUserHeader.size + payload.count)
+        return (reply, payload)
     }
 
     private func handle(_ m: VFIOUserMessage) -> Result<[UInt8], VFIOUserError> {

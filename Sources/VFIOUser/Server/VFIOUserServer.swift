@@ -44,7 +44,7 @@ public final class VFIOUserServer: @unchecked Sendable {
             logger.info("vfio-user: client \(clients) attached to \(device.name) on \(listener.path)")
             let connection = VFIOUserConnection(fd: fd, stopFD: stopFD, maxMessageSize: Session.maxMessageSize,
                                                 maxFDs: Session.maxFDsPerMessage)
-            let why = Session(device: device, connection: connection, log: log).run()
+            let why = Session(device: device, log: log).run(on: connection)
             close(fd)
             device.clientGone()
             if let why { logger.notice("vfio-user: client left \(device.name): \(why)") }
