@@ -12,6 +12,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     dependencies: [
         .package(name: "swiftvmm", path: ".."),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         // Decodes a fuzzer's byte string into typed choices (sizes, offsets, addresses).
@@ -43,6 +44,11 @@ let package = Package(
         .executableTarget(name: "FuzzVirtioNet", dependencies: [
             "FuzzSupport", .product(name: "VMMCore", package: "swiftvmm"), .product(name: "VMMTestKit", package: "swiftvmm"),
             .product(name: "SwiftVMMDevices", package: "swiftvmm"),
+        ]),
+        .target(name: "CFuzzShim"),
+        .executableTarget(name: "FuzzVFIOUser", dependencies: [
+            "FuzzSupport", "CFuzzShim", .product(name: "VMMCore", package: "swiftvmm"), .product(name: "VFIOUser", package: "swiftvmm"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "FuzzPCIBus", dependencies: [
             "FuzzSupport",

@@ -20,7 +20,7 @@ struct VirtioNetConfiguration: Equatable {
 
     static let help: [OptionHelp] = [
         OptionHelp("mac", "52:54:00:12:34:56", "the NIC's address (default 52:54:00:12:34:56 + instance)"),
-        OptionHelp("mtu", "68-65517", "MTU offered to the guest (VIRTIO_NET_F_MTU; default 1500, at most what the backend takes)"),
+        OptionHelp("mtu", "68-65517", "MTU the guest starts at and may not exceed (VIRTIO_NET_F_MTU; at most what the backend takes). Without it the guest picks its MTU; larger frames than the backend takes are dropped and counted"),
         OptionHelp("queue-size", "16-1024", "entries per virtqueue, a power of two (default 256)"),
         OptionHelp("queues", "1-8", "RX/TX queue pairs (VIRTIO_NET_F_MQ when > 1; default 1)"),
         OptionHelp("csum", "on|off", "transmit checksum offload (VIRTIO_NET_F_CSUM, needed for TSO)"),
@@ -69,7 +69,11 @@ struct VirtioNetConfiguration: Equatable {
     /// when the backend delivers virtio-net headers; UFO only when it completes UFO itself.
     func offeredFeatures(backend: BackendOffers) -> UInt64 {
         typealias F = VirtioNetFeature
-        var f = F.mac | F.mtu
+        // VIRTIO_NET_F_MTU only when the user set mtu=: Linux's virtnet_probe makes the
+        // offered value both the starting and the largest MTU, so offering the default
+        // would forbid `ip link set mtu 9000` (QEMU offers it only with host_mtu= too).
+        var f = F.mac
+        if mtu != nil { f |= F.mtu }
         if status { f |= F.status }
         if checksum {
             f |= F.csum

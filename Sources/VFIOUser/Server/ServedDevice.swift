@@ -37,6 +37,9 @@ public final class ServedDevice: @unchecked Sendable {
         dma = DMAMappings(memory: memory, lock: fn.lock, limit: Self.dmaRegionLimit)
     }
 
+    /// Client regions mapped into this process now (for tests and the fuzz target).
+    public var memoryRegionCount: Int { function.lock.withLock { memory.regions.count } }
+
     // MARK: Regions (vfio.h VFIO_PCI_*_REGION_INDEX)
 
     static let configRegion: UInt32 = 7
