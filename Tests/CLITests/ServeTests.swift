@@ -56,9 +56,9 @@ struct ServeTests {
 /// What the Linux-driver tier needs from the machine; nil when it has everything.
 enum LinuxTier {
     static let qemu: String? = {
-        let candidates = [ProcessInfo.processInfo.environment["SWIFTVMM_QEMU"],
-                          CLIHost.repositoryRoot.appendingPathComponent("../shared/qemu/bin/qemu-system-x86_64").standardized.path]
-        return candidates.compactMap { $0 }.first { FileManager.default.isExecutableFile(atPath: $0) }
+        let shared = CLIHost.repositoryRoot.appendingPathComponent("../shared/qemu/bin/qemu-system-x86_64").standardized.path
+        let candidates: [String] = [ProcessInfo.processInfo.environment["SWIFTVMM_QEMU"], shared].compactMap { $0 }
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
     }()
 
     static let missing: String? = {
