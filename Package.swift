@@ -2,7 +2,7 @@
 import PackageDescription
 
 // Layers (arrows: may import)
-//   swiftvmm (CLI) -> KVM, QTest, DeviceCatalog -> Devices/* -> Virtio, VMMNet -> VMMCore
+//   swiftvmm (CLI) -> KVM, QTest, VFIOUser, DeviceCatalog -> Devices/* -> Virtio, VMMNet -> VMMCore
 //   NetBackends -> VMMNet, CVDEPlug, CSlirp, CKVM (tun ioctls)
 //   VMMTestKit -> VMMCore, VMMNet (what device tests import)
 // The frame paths (rings, descriptor chains, per-device scratch buffers kept in class
