@@ -247,7 +247,7 @@ public final class E1000Device: PCIDevice, FrameReceiver, @unchecked Sendable {
 
     public func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
         // In loopback the PHY is cut off from the line: the wire's frames are lost.
-        context.lock.withLock { loopbackActive ? true : receiveFrame(frame) }
+        context.lock.withLock { context.cost.measure { loopbackActive ? true : receiveFrame(frame) } }
     }
 
     public func linkStateChanged(up: Bool) {

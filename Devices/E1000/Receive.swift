@@ -105,6 +105,8 @@ extension E1000Device {
             return false
         }
 
+        context.cost.frames()
+        context.cost.bytes(length)
         let out = receiveBuffer.bytes
         var filled = 0
         if strip, let parts = VLAN.strip(frame) {

@@ -23,8 +23,16 @@ extension E1000Device {
         var head = ring.head
         var wroteBack = false
         var allDelayed = true
-        // At most one pass over the ring per doorbell: a ring cannot make us loop.
+        let cost = context.cost
+        // At most one pass over the ring, and within it the per-action budget: what is
+        // left continues from the I/O loop, so one TDT write never buys unbounded work
+        // (QEMU's and Firecracker's TX loops yield the same way).
         while head != ring.tail {
+            if cost.shouldDefer {
+                deferTransmit()
+                break
+            }
+            cost.descriptors()
             guard let address = ring.address(head), let second = address.checkedAdd(8),
                   let low = try? context.memory.load(UInt64.self, at: address),
                   let high = try? context.memory.load(UInt64.self, at: second)
@@ -44,6 +52,19 @@ extension E1000Device {
         if head == ring.tail { raise(Cause.txqe) }
     }
 
+    /// Continues the ring pass from the I/O loop as a new action (once queued, once run).
+    private func deferTransmit() {
+        guard !transmit.continuationQueued else { return }
+        transmit.continuationQueued = true
+        context.eventLoop.execute { [weak self] in
+            guard let self else { return }
+            self.context.lock.withLock {
+                self.transmit.continuationQueued = false
+                self.context.cost.measure { self.transmitPackets() }
+            }
+        }
+    }
+
     /// Handles one descriptor. Returns nil when no DD was written, else whether every
     /// descriptor written back asked for a delayed interrupt (IDE).
     private func processDescriptor(at address: GuestAddress, low: UInt64, high: UInt64, ringCount: UInt32) -> Bool? {
@@ -61,9 +82,12 @@ extension E1000Device {
                 transmit.options = kind == .data ? Transmit.dataOptions(high: high) : 0
             }
             append(buffer: low, length: Transmit.length(high: high, kind: kind))
-            // A packet that uses the whole ring without EOP can never complete (zero-length
-            // descriptors would otherwise let pending write-backs grow without bound).
-            transmit.descriptorCount += 1
+        }
+        // A packet that spans the whole ring without EOP can never complete. Every
+        // descriptor consumed while it is open counts, context and reserved ones too, or
+        // those (with RS) would let pending write-backs grow without bound.
+        if transmit.inProgress {
+            transmit.descriptorCount = min(transmit.descriptorCount + 1, ringCount)
             if transmit.descriptorCount >= ringCount { transmit.overflowed = true }
         }
         if command & Transmit.reportStatus != 0 {
@@ -96,6 +120,7 @@ extension E1000Device {
             transmit.overflowed = true
             return
         }
+        context.cost.bytes(length)
         let destination = UnsafeMutableRawBufferPointer(rebasing: transmitBuffer.bytes[transmit.length ..< transmit.length + length])
         do {
             try context.memory.read(into: destination, from: GuestAddress(buffer))
@@ -199,6 +224,7 @@ extension E1000Device {
     /// a GSO header it stands for `segments` frames on the wire, each carrying the headers.
     @discardableResult
     func send(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader? = nil, segments: Int = 1, segmentHeaderLength: Int = 0) -> Bool {
+        context.cost.frames()
         if loopbackActive {
             receiveLoopedBack(frame)
             return true

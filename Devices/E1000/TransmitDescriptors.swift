@@ -90,18 +90,24 @@ struct TransmitState {
     /// From the packet's first data descriptor: TSE and POPTS (§3.3.7).
     var segmentation = false
     var options: UInt8 = 0
-    /// Descriptors consumed by this packet: one that laps the ring is dropped.
+    /// Descriptors of any kind consumed while this packet is open: one that laps the ring
+    /// is dropped. Saturates at the ring size, the most it needs to tell.
     var descriptorCount: UInt32 = 0
-    /// Descriptors with RS waiting for their packet to go out before DD is written.
+    /// Descriptors with RS waiting for their packet to go out before DD is written: at
+    /// most one ring's worth, since every descriptor of an open packet counts above.
     var pendingWriteBacks: [GuestAddress] = []
     var pendingDelayed = true
+    /// A continuation of this ring pass is queued on the I/O loop (per-action budget).
+    var continuationQueued = false
 
     init() { pendingWriteBacks.reserveCapacity(64) }
 
+    /// Device reset: back to power-on, with the write-back list's storage released.
     mutating func reset() {
         context = TransmitContext()
         endPacket()
-        pendingWriteBacks.removeAll(keepingCapacity: true)
+        pendingWriteBacks = []
+        pendingWriteBacks.reserveCapacity(64)
         pendingDelayed = true
     }
 

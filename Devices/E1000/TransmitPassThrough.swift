@@ -22,7 +22,7 @@ extension E1000Device {
         var header: VirtioNetHeader
         var segments = 1
         if kind == .data, transmit.segmentation {
-            guard c.loaded, c.isTCP, c.segmentSize > 0, caps.offloads.contains(c.isIPv4 ? .tso4 : .tso6),
+            guard c.loaded, c.isTCP, c.segmentSize >= SegmentationLimits.minimumSegmentSize, caps.offloads.contains(c.isIPv4 ? .tso4 : .tso6),
                   let h = segmentationHeader(packet, context: c) else { return false }
             header = h
             let payload = packet.count - c.headerLength

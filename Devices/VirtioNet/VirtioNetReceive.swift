@@ -8,7 +8,7 @@ extension VirtioNetDevice {
     /// One frame from the backend (on the I/O loop). Returns false only when the guest has
     /// no room for it: the backend keeps it and offers it again after `resumeReceive()`.
     public func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
-        context.lock.withLock { receiveLocked(frame, header: header) }
+        context.lock.withLock { context.cost.measure { receiveLocked(frame, header: header) } }
     }
 
     private func receiveLocked(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
@@ -185,6 +185,8 @@ extension VirtioNetDevice {
     }
 
     private func finishDelivery(_ queue: any Virtqueue, bytes: Int) {
+        context.cost.frames()
+        context.cost.bytes(bytes)
         counters.received(bytes: bytes)
         transport.completeUsed(queue)
         // While frames flow the device does not need RX kicks (§2.7.10); it asks again
@@ -192,11 +194,13 @@ extension VirtioNetDevice {
         queue.disableNotifications()
     }
 
-    /// No buffer: ask the driver to notify when it adds some. If some arrived while
-    /// re-enabling, the backend is told to retry on the next turn of the loop.
+    /// Not enough buffers: ask the driver to notify when it adds more than those there
+    /// now (which were too few: a mergeable frame gives back the chains it could not
+    /// fill). If some arrived while re-enabling, the backend retries on the next turn of
+    /// the loop; otherwise on the driver's next kick. Never a busy loop.
     private func waitForBuffers(_ queue: any Virtqueue) {
         waitingForReceiveBuffers = true
-        if queue.enableNotifications() {
+        if queue.enableNotificationsForMore() {
             context.eventLoop.execute { [weak self] in
                 guard let self else { return }
                 self.context.lock.withLock { self.resumeReceive() }

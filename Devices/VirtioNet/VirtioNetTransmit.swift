@@ -3,32 +3,34 @@ import VMMNet
 import Virtio
 
 extension VirtioNetDevice {
-    /// How many chains one notification handles before the rest is left for a later turn
-    /// of the I/O loop, so a guest that keeps the queue full cannot hold a thread forever.
-    static let transmitBudget = 4096
     /// Destination, source and EtherType: anything shorter is not an Ethernet frame.
     static let minimumFrame = 14
 
     /// Sends what the driver queued on `queue` (§5.1.6.2), suppressing notifications
     /// while busy and re-checking after re-enabling them (§2.7.10) so none is lost.
+    /// A notification handles chains until the action's budget says stop
+    /// (`ActionCostMeter.shouldDefer`); the rest continues from the I/O loop as a new
+    /// action, so a guest that keeps the queue full cannot hold a thread.
     func transmit(_ queue: any Virtqueue) {
         guard transport.isLive, queue.isEnabled else { return }
-        var budget = VirtioNetDevice.transmitBudget
+        let cost = context.cost
         do {
             repeat {
                 queue.disableNotifications()
-                while budget > 0, try queue.pop(into: &chain) {
-                    budget -= 1
+                while !cost.shouldDefer, try queue.pop(into: &chain) {
+                    cost.descriptors()
                     sendChain()
                     try queue.addUsed(head: chain.head, length: 0)
                     if queue.pendingUsed == queue.size { transport.completeUsed(queue) }
                 }
                 transport.completeUsed(queue)
-                if budget == 0 {
+                if cost.shouldDefer {
                     let index = queue.index
                     context.eventLoop.execute { [weak self] in
                         guard let self else { return }
-                        self.context.lock.withLock { if let q = self.transport.queue(index) { self.transmit(q) } }
+                        self.context.lock.withLock {
+                            cost.measure { if let q = self.transport.queue(index) { self.transmit(q) } }
+                        }
                     }
                     return
                 }
@@ -63,6 +65,12 @@ extension VirtioNetDevice {
             counters.dropped(.malformed)
             return
         }
+        if header.isGSO, let problem = segmentationProblem(header, frameLength: frameLength) {
+            context.guestLog.warning("virtio-net.tx-gso", "TX chain \(chain.head): \(problem); dropped")
+            counters.dropped(.malformed)
+            return
+        }
+        context.cost.bytes(Int(truncatingIfNeeded: frameLength))
         if SoftwareOffload.isNeeded(for: header, backend: caps) || frameLength > UInt64(caps.maxFrameSize) {
             sendCompleted(header: header, caps: caps)
         } else {
@@ -88,7 +96,29 @@ extension VirtioNetDevice {
         singleSegment[0] = UnsafeRawBufferPointer(start: nil, count: 0)
     }
 
+    /// Why a GSO request is malformed (virtio 1.2 §5.1.6.2.1: the driver must not set a
+    /// GSO type whose feature was not negotiated), or nil.
+    private func segmentationProblem(_ header: VirtioNetHeader, frameLength: UInt64) -> String? {
+        typealias F = VirtioNetFeature
+        let needed: UInt64? = switch header.gsoType & ~VirtioNetHeader.gsoECN {
+        case VirtioNetHeader.GSOType.tcpv4.rawValue: F.hostTSO4
+        case VirtioNetHeader.GSOType.tcpv6.rawValue: F.hostTSO6
+        case VirtioNetHeader.GSOType.udp.rawValue: F.hostUFO
+        default: nil
+        }
+        guard let needed, transport.negotiated(needed) else { return "GSO type \(header.gsoType) was not negotiated" }
+        if header.gsoType & VirtioNetHeader.gsoECN != 0, !transport.negotiated(F.hostECN) { return "GSO ECN was not negotiated" }
+        if Int(header.gsoSize) < SegmentationLimits.minimumSegmentSize {
+            return "segment size \(header.gsoSize) below \(SegmentationLimits.minimumSegmentSize)"
+        }
+        if frameLength > UInt64(SegmentationLimits.maximumGSOFrame) {
+            return "\(frameLength)-byte GSO frame above \(SegmentationLimits.maximumGSOFrame)"
+        }
+        return nil
+    }
+
     private func record(_ result: SendResult, bytes: Int) {
+        context.cost.frames()
         switch result {
         case .sent: counters.sent(bytes: bytes)
         case let .dropped(reason): counters.dropped(reason)

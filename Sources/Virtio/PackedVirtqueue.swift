@@ -223,6 +223,25 @@ extension PackedVirtqueue: Virtqueue {
         return isAvailable(at: nextAvail, wrap: availWrap)
     }
 
+    public func enableNotificationsForMore() -> Bool {
+        guard isEnabled else { return false }
+        // The first slot past what the driver has made available (at most one lap).
+        var slot = nextAvail, wrap = availWrap, steps: UInt16 = 0
+        while steps < size, isAvailable(at: slot, wrap: wrap) {
+            slot &+= 1
+            if slot == size { slot = 0; wrap.toggle() }
+            steps &+= 1
+        }
+        if usesEventIndex {
+            ringStore16(deviceEvent, 0, slot | (wrap ? 0x8000 : 0))
+            ringStore16(deviceEvent, 2, PackedVirtqueue.eventDescriptor)
+        } else {
+            ringStore16(deviceEvent, 2, PackedVirtqueue.eventEnable)
+        }
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        return steps < size && isAvailable(at: slot, wrap: wrap)
+    }
+
     public func disableNotifications() {
         guard isEnabled else { return }
         ringStore16(deviceEvent, 2, PackedVirtqueue.eventDisable)

@@ -223,6 +223,19 @@ public final class SplitVirtqueue: @unchecked Sendable {
         return availIndex != lastAvailIndex
     }
 
+    public func enableNotificationsForMore() -> Bool {
+        guard isEnabled else { return false }
+        let seen = availIndex
+        if usesEventIndex {
+            // vring_need_event fires once the driver's index passes `seen`.
+            ringStore16(used, 4 + 8 * Int(size), seen)
+        } else {
+            ringStore16(used, 0, 0)
+        }
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        return availIndex != seen
+    }
+
     /// Tells the driver that notifications are not needed while the device is busy with
     /// the queue (VIRTQ_USED_F_NO_NOTIFY; with EVENT_IDX a stale `avail_event` does it).
     public func disableNotifications() {

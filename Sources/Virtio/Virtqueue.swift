@@ -24,6 +24,11 @@ public protocol Virtqueue: AnyObject {
     func needsNotification() -> Bool
     /// Asks for driver notifications again; true when chains arrived meanwhile.
     func enableNotifications() -> Bool
+    /// Asks to be notified only when the driver adds chains beyond those available now
+    /// (which were too few for the device's need); true when some arrived meanwhile. A
+    /// device that gave chains back with `unpop` waits with this, or it would see its own
+    /// chains as new ones and spin (QEMU's virtqueue_avail_bytes serves the same end).
+    func enableNotificationsForMore() -> Bool
     /// Tells the driver that notifications are not needed for now.
     func disableNotifications()
 }

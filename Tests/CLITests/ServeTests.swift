@@ -21,12 +21,12 @@ struct ServeTests {
     }
 
     @Test func oneSocketPerDevice() throws {
-        try expectOneLineError(["serve", "--device", "e1000,net=none"], mentions: "--socket", "one socket per device")
+        try expectOneLineError(["serve", "--device", "e1000,net=user"], mentions: "--socket", "one socket per device")
     }
 
     @Test func badDeviceOptionLeavesNoSocketBehind() throws {
         let path = temporaryPath("b.sock")
-        try expectOneLineError(["serve", "--socket", path, "--device", "e1000,net=none,colour=blue"], mentions: "--device", "colour")
+        try expectOneLineError(["serve", "--socket", path, "--device", "e1000,net=user,colour=blue"], mentions: "--device", "colour")
         #expect(!FileManager.default.fileExists(atPath: path))
     }
 
@@ -34,14 +34,14 @@ struct ServeTests {
         let path = temporaryPath("file")
         FileManager.default.createFile(atPath: path, contents: Data("keep".utf8))
         defer { try? FileManager.default.removeItem(atPath: path) }
-        try expectOneLineError(["serve", "--socket", path, "--device", "e1000,net=none"], mentions: path, "not a socket")
+        try expectOneLineError(["serve", "--socket", path, "--device", "e1000,net=user"], mentions: path, "not a socket")
         #expect(FileManager.default.contents(atPath: path) == Data("keep".utf8))
     }
 
     @Test func stopSignalExitsCleanlyAndRemovesTheSockets() throws {
         let a = temporaryPath("a.sock"), b = temporaryPath("b.sock")
-        let r = try SwiftVMMProcess.run(["serve", "--socket", a, "--device", "e1000,net=none",
-                                         "--socket", b, "--device", "virtio-net,net=none"], timeout: 20) { p in
+        let r = try SwiftVMMProcess.run(["serve", "--socket", a, "--device", "e1000,net=user",
+                                         "--socket", b, "--device", "virtio-net,net=user"], timeout: 20) { p in
             for _ in 0 ..< 200 where !(FileManager.default.fileExists(atPath: a) && FileManager.default.fileExists(atPath: b)) {
                 usleep(25_000)
             }

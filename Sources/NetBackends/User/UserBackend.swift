@@ -24,6 +24,11 @@ public final class UserBackend: NetworkBackend, @unchecked Sendable {
     /// Frames the device did not take yet; more than this and new ones are dropped (a NAT's
     /// TCP retransmits, as libslirp expects of a busy guest).
     static let receiveQueueLimit = 256
+    /// Frames sent by the guest and not yet given to libslirp on the loop. Beyond this
+    /// the backend drops (counted as would-block): a guest that sends faster than the
+    /// loop runs must not grow a queue without bound (issue 12).
+    static let transmitQueueLimit = 1024
+    private let transmitQueued = Atomic<Int>(0)
 
     private let loop: EventLoop
     private let clock: DeviceClock
@@ -117,10 +122,18 @@ public final class UserBackend: NetworkBackend, @unchecked Sendable {
         guard let length = totalLength(segments), length <= capabilities.maxFrameSize else { return drop(.oversized) }
         guard length >= minimumFrameSize else { return drop(.malformed) }
         // libslirp runs on the loop; the frame is copied once to get there.
+        guard transmitQueued.add(1, ordering: .relaxed).newValue <= UserBackend.transmitQueueLimit else {
+            transmitQueued.subtract(1, ordering: .relaxed)
+            return drop(.wouldBlock)
+        }
         var frame = [UInt8](repeating: 0, count: length)
         frame.withUnsafeMutableBytes { _ = gather(segments, into: $0) }
         let input = frame
-        loop.execute { [weak self] in self?.input(input) }
+        loop.execute { [weak self] in
+            guard let self else { return }
+            self.transmitQueued.subtract(1, ordering: .relaxed)
+            self.input(input)
+        }
         counters.sent(bytes: length)
         return .sent
     }

@@ -82,7 +82,8 @@ public final class PCIBus: @unchecked Sendable {
         let context = PCIDeviceContext(memory: memory, config: config, interrupts: interrupts, clock: clock,
                                        eventLoop: eventLoop, lock: devLock,
                                        logger: Logger(label: "swiftvmm.\(type.typeName)"), guestLog: guestLog,
-                                       services: services, doorbells: doorbells, instanceIndex: index)
+                                       services: services, doorbells: doorbells, instanceIndex: index,
+                                       cost: ActionCostMeter())
         let device = try devLock.withLock { try type.init(options: &options, context: context) }
         do {
             try options.rejectUnknown()
@@ -91,7 +92,7 @@ public final class PCIBus: @unchecked Sendable {
             throw error
         }
         let fn = PCIFunction(slot: s, function: function, device: device, config: config, interrupts: interrupts,
-                             lock: devLock, doorbells: doorbells)
+                             lock: devLock, doorbells: doorbells, cost: context.cost)
         if config.interruptPin != 0 {
             let line = intxRoute(s, Int(config.interruptPin))
             interrupts.intxLine = line
@@ -202,7 +203,9 @@ public final class PCIBus: @unchecked Sendable {
             guard (0 ..< 6).contains(d.bar), let range = fn.mappedBARs[d.bar], let kind = fn.config.bars[d.bar],
                   d.offset < UInt64(range.count) else { continue }
             let address = range.lowerBound + d.offset
-            if let token = accel.attach(space: kind.isIO ? .io : .memory, address: address, size: d.size, value: d.value, handler: d.handler) {
+            let handler = d.handler, lock = fn.lock, cost = fn.cost
+            let measured: @Sendable () -> Void = { lock.withLock { cost.measure { handler() } } }
+            if let token = accel.attach(space: kind.isIO ? .io : .memory, address: address, size: d.size, value: d.value, handler: measured) {
                 fn.doorbellTokens.append(token)
             }
         }

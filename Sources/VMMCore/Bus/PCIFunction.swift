@@ -10,15 +10,18 @@ public final class PCIFunction: @unchecked Sendable {
     public let lock: DeviceLock
     public let doorbells: DoorbellRegistry
     public let name: String
+    /// The device's per-action cost meter (see `ActionCostMeter`).
+    public let cost: ActionCostMeter
     /// Where each BAR is currently mapped (nil: not decoding).
     public internal(set) var mappedBARs: [Range<UInt64>?] = Array(repeating: nil, count: 6)
     var mappingIDs: [UInt64?] = Array(repeating: nil, count: 6)
     var doorbellTokens: [AnyObject] = []
 
     init(slot: Int, function: Int, device: PCIDevice, config: PCIConfigSpace, interrupts: PCIInterrupts,
-         lock: DeviceLock, doorbells: DoorbellRegistry) {
+         lock: DeviceLock, doorbells: DoorbellRegistry, cost: ActionCostMeter) {
         self.slot = slot; self.function = function; self.device = device
         self.config = config; self.interrupts = interrupts; self.lock = lock; self.doorbells = doorbells
+        self.cost = cost
         self.name = "\(type(of: device).typeName)@\(slot).\(function)"
     }
 
@@ -35,6 +38,8 @@ public final class PCIFunction: @unchecked Sendable {
 
     public func configWrite(offset: Int, size: Int, value: UInt32) {
         lock.withLock {
+            cost.begin()
+            defer { cost.end() }
             if !device.configWrite(offset: offset, size: size, value: value) {
                 config.write(offset: offset, size: size, value: value)
             }
@@ -45,12 +50,16 @@ public final class PCIFunction: @unchecked Sendable {
     /// A BAR access as the guest makes it; MSI-X table and PBA are answered by the core.
     public func barRead(_ bar: Int, offset: UInt64, size: Int) -> UInt64 {
         lock.withLock {
-            interrupts.msixRead(bar: bar, offset: offset, size: size) ?? device.barRead(bar, offset: offset, size: size)
+            cost.begin()
+            defer { cost.end() }
+            return interrupts.msixRead(bar: bar, offset: offset, size: size) ?? device.barRead(bar, offset: offset, size: size)
         }
     }
 
     public func barWrite(_ bar: Int, offset: UInt64, size: Int, value: UInt64) {
         lock.withLock {
+            cost.begin()
+            defer { cost.end() }
             if !interrupts.msixWrite(bar: bar, offset: offset, size: size, value: value) {
                 device.barWrite(bar, offset: offset, size: size, value: value)
             }

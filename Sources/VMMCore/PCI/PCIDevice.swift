@@ -78,6 +78,10 @@ public struct PCIDeviceContext: @unchecked Sendable {
     public let doorbells: DoorbellRegistry
     /// 0 for the first device added to the machine, 1 for the next… (default MACs).
     public let instanceIndex: Int
+    /// The cost of the guest action in progress (count descriptors, frames, bytes; defer
+    /// work when `shouldDefer`). The bus brackets register accesses and doorbells; the
+    /// device brackets its own entry points (frames from a backend, loop continuations).
+    public let cost: ActionCostMeter
 }
 
 /// Typed lookup of machine services, so a layer can offer something to devices without

@@ -105,6 +105,20 @@ public final class EPollEventLoop: EventLoop, DeviceClock, @unchecked Sendable {
         _ = write(wakeFD, &one, 8)
     }
 
+    /// Runs the work `execute` queued so far (not what that work queues in turn) on the
+    /// calling thread; returns how many items ran. The loop does this each turn; tests
+    /// without a loop thread call it to play one turn.
+    @discardableResult
+    public func runQueuedWork() -> Int {
+        let work = state.withLock { s -> [@Sendable () -> Void] in
+            let w = s.work
+            s.work.removeAll()
+            return w
+        }
+        for w in work { w() }
+        return work.count
+    }
+
     /// Runs the loop on the calling thread until `stop()`.
     public func run() {
         running.store(true, ordering: .releasing)
@@ -128,12 +142,7 @@ public final class EPollEventLoop: EventLoop, DeviceClock, @unchecked Sendable {
                 }
                 if let h = state.withLock({ $0.handlers[ev.data.u64] }) { h(IOEvents(rawValue: ev.events)) }
             }
-            let work = state.withLock { s -> [@Sendable () -> Void] in
-                let w = s.work
-                s.work.removeAll()
-                return w
-            }
-            for w in work { w() }
+            runQueuedWork()
             let t = now
             let due = state.withLock { s -> [Timer] in
                 let due = s.timers.filter { $0.deadline <= t }.sorted { ($0.deadline, $0.id) < ($1.deadline, $1.id) }

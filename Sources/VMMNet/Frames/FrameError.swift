@@ -9,7 +9,7 @@ public enum FrameError: Error, Equatable, Sendable, CustomStringConvertible {
     case checksumRange(start: Int, field: Int, end: Int, length: Int)
     /// A segmentation header length that the frame or the layout cannot hold.
     case headerLength(Int, frameLength: Int)
-    /// A segment size of zero, or one that leaves no room for payload.
+    /// A segment size below `SegmentationLimits.minimumSegmentSize`, or one that leaves no room for payload.
     case segmentSize(Int)
     /// The frame (or a segment) exceeds what the backend, the buffer or IP can carry.
     case tooLarge(length: Int, limit: Int)

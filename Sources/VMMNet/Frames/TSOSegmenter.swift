@@ -76,7 +76,7 @@ public enum TSOSegmenter {
                   layout.headerLength - layout.transportOffset >= minimumL4
             else { throw .badHeader("segmentation offsets IP \(layout.networkOffset) L4 \(layout.transportOffset) header \(layout.headerLength)") }
             guard layout.headerLength <= frameLength else { throw .headerLength(layout.headerLength, frameLength: frameLength) }
-            guard layout.segmentSize > 0 else { throw .segmentSize(layout.segmentSize) }
+            guard layout.segmentSize >= SegmentationLimits.minimumSegmentSize else { throw .segmentSize(layout.segmentSize) }
             guard capacity > shift, layout.headerLength < capacity - shift else {
                 throw .tooLarge(length: layout.headerLength + shift + 1, limit: capacity)
             }

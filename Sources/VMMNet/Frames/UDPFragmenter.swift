@@ -41,7 +41,7 @@ public enum UDPFragmenter {
             throw .tooLarge(length: datagramLength + ipLength, limit: Int(UInt16.max))
         }
         let unit = min(fragmentSize, output.count - l4) & ~7
-        guard unit >= HeaderSize.udp else { throw .segmentSize(fragmentSize) }
+        guard unit >= HeaderSize.udp, fragmentSize >= SegmentationLimits.minimumSegmentSize else { throw .segmentSize(fragmentSize) }
 
         var udpChecksum: UInt16?
         if completeChecksum {

@@ -1,0 +1,93 @@
+import Testing
+import VMMCore
+import VMMNet
+import VMMTestKit
+@testable import Virtio
+@testable import VirtioNet
+
+/// Issue 12's virtio-net cases: every kick and every backend frame costs a bounded amount
+/// of work, measured by the device's `ActionCostMeter`, and waiting for guest buffers
+/// never spins.
+@Suite struct BoundedCostTests {
+    func tcpGSO(size: UInt16, type: VirtioNetHeader.GSOType = .tcpv4, payload: Int = 3000) -> (VirtioNetHeader, [UInt8]) {
+        let frame = TestFrames.tcp4(payload: TestFrames.payload(payload))
+        var h = VirtioNetHeader()
+        h.flags = VirtioNetHeader.needsChecksum
+        h.gsoType = type.rawValue
+        h.gsoSize = size
+        h.headerLength = 54
+        h.checksumStart = 34
+        h.checksumOffset = 16
+        return (h, frame)
+    }
+
+    /// Case 3: a GSO chain asking for 1-byte segments is malformed: dropped, counted, no
+    /// frame sent (it used to become one frame per payload byte under the device lock).
+    @Test func gsoBelowTheSmallestSegmentIsDropped() throws {
+        let d = try VirtioNetDriver()
+        d.bringUp(queueCount: 3)
+        let (h, frame) = tcpGSO(size: 1)
+        d.send(frame, header: h)
+        #expect(d.endpoint.sent.isEmpty)
+        #expect(try #require(d.device).counters.drops(.malformed) == 1)
+        let (ok, frame2) = tcpGSO(size: 1000)
+        d.send(frame2, header: ok)
+        #expect(d.endpoint.sent.count == 3)
+    }
+
+    /// GSO the driver did not negotiate is a guest error (virtio 1.2 §5.1.6.2.1).
+    @Test func gsoWithoutTheNegotiatedFeatureIsDropped() throws {
+        let d = try VirtioNetDriver()
+        d.bringUp(queueCount: 3) { $0 & ~(NetF.hostTSO4 | NetF.hostTSO6) }
+        let (h, frame) = tcpGSO(size: 1000)
+        d.send(frame, header: h)
+        #expect(d.endpoint.sent.isEmpty)
+    }
+
+    /// A GSO frame above 64 KiB plus headers is malformed, however the chain spells it.
+    @Test func gsoAboveSixtyFourKiBIsDropped() throws {
+        let d = try VirtioNetDriver()
+        d.bringUp(queueCount: 3)
+        let (h, frame) = tcpGSO(size: 1400, payload: 60_000)
+        d.send(frame + TestFrames.payload(6_000), header: h) // 66 KiB in the chain
+        #expect(d.endpoint.sent.isEmpty)
+        d.send(frame, header: h)                              // 60 KiB: fine
+        #expect(!d.endpoint.sent.isEmpty)
+        _ = d.endpoint.takeSent()
+        d.send(frame + TestFrames.payload(6_000), header: h)
+        #expect(d.endpoint.sent.isEmpty)
+    }
+
+    /// A kick over a full queue of maximal GSO chains stops at the budget and continues
+    /// from the I/O loop; no action exceeds `ActionCostMeter.defaultBudget`.
+    @Test func aKickDefersWhatIsBeyondTheBudget() throws {
+        let d = try VirtioNetDriver(options: "queue-size=256")
+        d.bringUp(queueCount: 3)
+        let (h, frame) = tcpGSO(size: 8, payload: 60_000)
+        let header = d.buffer(headerBytes(h)), data = d.buffer(frame)
+        for _ in 0 ..< 8 { d.queues[1]?.addChain([(header, 12, false), (data, UInt32(frame.count), false)]) }
+        let meter = d.nic.function.cost
+        meter.resetWorst()
+        d.kick(1)
+        let firstPass = d.endpoint.takeSent().count
+        #expect(firstPass > 0 && firstPass < 8 * 7500) // deferred
+        var turns = 0
+        while d.machine.loop.runQueuedWork() > 0 && turns < 100 { turns += 1 }
+        #expect(firstPass + d.endpoint.takeSent().count == 8 * 7500)
+        #expect(meter.worst.fits(ActionCostMeter.defaultBudget), "worst action: \(meter.worst)")
+    }
+
+    /// Case 4: with MRG_RXBUF and buffers too small for a pending frame, the device waits
+    /// for the driver to add more instead of taking back its own chains and retrying forever.
+    @Test func mergeableReceiveWaitsWithoutSpinning() throws {
+        let d = try VirtioNetDriver()
+        d.bringUp(queueCount: 3)
+        d.postReceiveBuffers(2, size: 256)
+        let frame = TestFrames.ethernet(payload: TestFrames.payload(1400))
+        #expect(d.endpoint.inject(frame) == false) // held by the backend
+        #expect(d.machine.loop.runQueuedWork() == 0)   // no retry queued: nothing new was posted
+        #expect(d.endpoint.resumeCount == 0)
+        d.postReceiveBuffers(6, size: 256)             // enough now, and the kick says so
+        #expect(d.endpoint.resumeCount == 1)
+    }
+}
