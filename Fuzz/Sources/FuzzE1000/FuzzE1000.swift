@@ -78,5 +78,6 @@ public func fuzzE1000(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
             if !script.guestMove(choice % 12 - 8 + UInt8(input.byte() % 2) * 4, &input) { _ = nic.read32(bar: 0, offset: 0x8) }
         }
     }
+    script.checkActionBudget()
     return 0
 }

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import VMMCore
 import VMMNet
 import VMMTestKit
@@ -19,6 +22,18 @@ public struct NICScript {
     }
 
     /// One guest-side move that is not a register access; false if `choice` named none.
+    /// Runs the work devices deferred to the I/O loop (bounded turns: each continuation
+    /// is itself an action), then fails the input if any single action — register access,
+    /// doorbell, backend frame or continuation — cost more than the budget (issue 12).
+    public func checkActionBudget() {
+        var turns = 0
+        while machine.loop.runQueuedWork() > 0 && turns < 10_000 { turns += 1 }
+        let meter = device.function.cost
+        if getenv("FUZZ_REPORT_COST") != nil { print("worst-action \(meter.worst.descriptors) \(meter.worst.frames) \(meter.worst.bytes)") }
+        fuzzCheck(meter.worst.fits(ActionCostMeter.defaultBudget),
+                  "one action cost \(meter.worst), budget \(ActionCostMeter.defaultBudget)")
+    }
+
     public func guestMove(_ choice: UInt8, _ input: inout FuzzInput) -> Bool {
         switch choice {
         case 0: // guest writes anywhere in the first 256 KiB (rings, descriptors, buffers)

@@ -57,6 +57,7 @@ public func fuzzVirtioNet(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
             if !script.guestMove(choice % 12 - 8 + UInt8(input.byte() % 2) * 4, &input) { _ = script.device.read8(bar: 0, offset: 0x1000) }
         }
     }
+    script.checkActionBudget()
     return 0
 }
 
