@@ -162,6 +162,14 @@ public final class QTestServer: @unchecked Sendable {
                 .joined(separator: " ")
         case "module_load":
             return "FAIL"
+        case "swiftvmm-action-cost":
+            // Not QEMU's: the worst single guest action any device has handled so far and the
+            // budget (ActionCostMeter), as descriptors, frames and bytes. The hostile-guest
+            // tool fails a scenario whose worst action exceeds it (issue 12).
+            var worst = ActionCost()
+            for fn in machine.machine.bus.functions { worst = worst.maximum(fn.lock.withLock { fn.cost.worst }) }
+            let b = ActionCostMeter.defaultBudget
+            return "OK \(worst.descriptors) \(worst.frames) \(worst.bytes) \(b.descriptors) \(b.frames) \(b.bytes)"
         default:
             return "FAIL Unknown command '\(command)'"
         }

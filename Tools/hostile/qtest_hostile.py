@@ -402,6 +402,14 @@ def main():
                 SCENARIOS[name](q)
             ok = q.alive()
             verdict = "survived" if ok else "NOT ANSWERING"
+            if ok:
+                # Issue 12: no single guest action (register access, kick, backend frame,
+                # deferred continuation) may cost more than the device's budget.
+                cost = [int(x) for x in q.cmd("swiftvmm-action-cost").split()[1:]]
+                worst, budget = cost[:3], cost[3:]
+                verdict += f"; worst action {worst[0]} descriptors, {worst[1]} frames, {worst[2]} bytes"
+                if any(w > b for w, b in zip(worst, budget)):
+                    ok, verdict = False, verdict + f" OVER BUDGET {budget}"
         except Dead as e:
             ok, verdict = False, f"DIED: {e}"
         print(f"{name:26} {q.sent:8} commands {time.monotonic() - start:7.1f} s  {verdict}", flush=True)
