@@ -47,8 +47,9 @@ extension E1000Device {
     ///   held, since nothing would offer it again.
     func receiveFrame(_ frame: UnsafeRawBufferPointer, looped: Bool = false) -> Bool {
         let rctl = reg(Reg.rctl)
-        // A stopped receiver or a down link never sees the frame (§3.2.1).
-        guard rctl & Rctl.enable != 0, looped || linkIsUp else { return true }
+        // A stopped receiver or a down link never sees the frame (§3.2.1), and without bus
+        // mastering it cannot be written to memory (QEMU's e1000x_rx_ready agrees).
+        guard rctl & Rctl.enable != 0, looped || linkIsUp, context.config.busMasterEnabled else { return true }
         guard frame.count >= HeaderSize.ethernet else {
             statistics.count(E1000Statistics.ruc)
             return true

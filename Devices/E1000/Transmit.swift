@@ -11,7 +11,9 @@ import VMMNet
 /// device-owned buffer, because offloads rewrite headers and guest memory must not change.
 extension E1000Device {
     func transmitPackets() {
-        guard reg(Reg.tctl) & Tctl.enable != 0 else { return }
+        // Descriptor fetches are the function's own memory reads: none without bus
+        // mastering (PCI 3.0 §6.2.2; QEMU's DMA fails the same way).
+        guard reg(Reg.tctl) & Tctl.enable != 0, context.config.busMasterEnabled else { return }
         let ring: DescriptorRing
         do {
             ring = try DescriptorRing(baseLow: reg(Reg.tdbal), baseHigh: reg(Reg.tdbah), length: reg(Reg.tdlen),

@@ -113,9 +113,11 @@ public final class VirtioPCITransport: @unchecked Sendable {
 
     // MARK: What devices use
 
-    /// DRIVER_OK is set and the device is neither broken nor failed: queues may be used.
+    /// DRIVER_OK is set, the device is neither broken nor failed, and bus mastering is on
+    /// (a function without it cannot reach memory, PCI 3.0 §6.2.2): queues may be used.
     public var isLive: Bool {
         status.contains(.driverOK) && !status.contains(.needsReset) && !status.contains(.failed)
+            && context.config.busMasterEnabled
     }
 
     public func negotiated(_ bit: UInt64) -> Bool { VirtioFeature.has(negotiatedFeatures, bit) }

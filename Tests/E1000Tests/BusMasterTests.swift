@@ -1,0 +1,25 @@
+import Testing
+import VMMCore
+import VMMTestKit
+@testable import E1000
+
+/// Without Bus Master Enable the function cannot reach memory (PCI 3.0 §6.2.2): no
+/// descriptor fetch, no frame written; turning it on lets the same ring go out.
+@Suite struct BusMasterTests {
+    @Test func noRingDMAWithoutBusMastering() throws {
+        let nic = try NIC()
+        nic.setUpTransmit()
+        nic.setUpReceive()
+        let command = nic.dev.configRead(PCIConfigOffset.command, size: 2)
+        nic.dev.configWrite(PCIConfigOffset.command, size: 2, value: command & ~UInt32(PCICommand.busMaster.rawValue))
+        nic.legacy(Frames.ethernet(dst: [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF], type: 0x88B5, Frames.payload(46)), cmd: 0x0B)
+        nic.kickTx()
+        #expect(nic.endpoint.sent.isEmpty)
+        #expect(nic.r(R.tdh) == 0)
+        _ = nic.endpoint.inject(Frames.ethernet(type: 0x88B5, Frames.payload(46)))
+        #expect(nic.receiveNext() == nil)
+        nic.dev.configWrite(PCIConfigOffset.command, size: 2, value: command)
+        nic.kickTx()
+        #expect(nic.endpoint.sent.count == 1)
+    }
+}
