@@ -50,10 +50,12 @@ let package = Package(
         .target(name: "VMMTestKit", dependencies: ["VMMCore", "VMMNet"]),
         .target(name: "QTest", dependencies: ["VMMCore", "VMMNet", "VMMTestKit", "DeviceCatalog"]),
         .target(name: "KVM", dependencies: ["VMMCore", "VMMNet", "CKVM", "DeviceCatalog"]),
+        // The control socket: QEMU's Machine Protocol (QMP) for `run` and `serve`.
+        .target(name: "QMP", dependencies: ["VMMCore", "VMMNet", "CKVM", .product(name: "Logging", package: "swift-log")]),
         // The vfio-user platform: serves one device per socket to another VMM.
         .target(name: "VFIOUser", dependencies: ["VMMCore", "CKVM", .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "swiftvmm", dependencies: [
-            "VMMCore", "KVM", "QTest", "VFIOUser", "DeviceCatalog", "NetBackends",
+            "VMMCore", "VMMNet", "KVM", "QTest", "QMP", "VFIOUser", "DeviceCatalog", "NetBackends",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

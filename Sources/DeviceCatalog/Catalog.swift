@@ -16,6 +16,7 @@ public enum DeviceCatalog {
     public static func makeServices() -> ServiceRegistry {
         let services = ServiceRegistry()
         services.register(NetworkBackendFactory.self, NetBackendFactory())
+        services.register(NetworkLinks.self, NetworkLinks())
         return services
     }
 }

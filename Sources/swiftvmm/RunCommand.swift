@@ -5,6 +5,7 @@ import ArgumentParser
 import DeviceCatalog
 import KVM
 import Logging
+import QMP
 import VMMCore
 
 /// `swiftvmm run`: the process is the VM. Exit status 0 when the guest resets or powers
@@ -44,6 +45,12 @@ struct RunCommand: ParsableCommand {
     @Option(help: "COM1: stdio (on a terminal: raw mode, Ctrl-A x quits), file:PATH or none.")
     var serial: String = "stdio"
 
+    @Option(help: "QMP control socket: unix:PATH[,server=on][,wait=off] (see Docs/qmp.md).")
+    var qmp: String?
+
+    @Option(help: "A name for the VM (QMP's query-name).")
+    var name: String?
+
     @Option(help: "Log level on stderr: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "warning"
 
@@ -58,15 +65,35 @@ struct RunCommand: ParsableCommand {
         }
         let logger = Logger(label: "swiftvmm")
         let machine: Machine
+        let services = DeviceCatalog.makeServices()
         do {
             machine = try Machine(configuration: configuration, registry: DeviceCatalog.registry,
-                                  services: DeviceCatalog.makeServices(), logger: logger)
+                                  services: services, logger: logger)
         } catch {
+            throw reportUserError(error.description)
+        }
+        let control: QMPServer?
+        do {
+            control = try ControlSocket.open(qmp, target: MachineControl(machine: machine, name: name), services: services)
+        } catch {
+            machine.bus.shutdown()
             throw reportUserError(error.description)
         }
         let terminal = configuration.serial == .stdio ? TerminalRawMode() : nil
         let exit = machine.run()
         terminal?.restore()
+        if let control {
+            let guest: Bool = switch exit { case .reset, .powerOff, .halted: true; default: false }
+            let reason: String = switch exit {
+            case .reset: "guest-reset"
+            case .powerOff: "guest-shutdown"
+            case .signal: "host-signal"
+            case let .controlRequest(what): what == "quit" ? "host-qmp-quit" : "host-qmp-system-reset"
+            default: "guest-panic"
+            }
+            control.emit("SHUTDOWN", data: .object([("guest", .bool(guest)), ("reason", .string(reason))]))
+            control.stop()
+        }
         if exit.exitStatus == 0 {
             logger.info("\(exit)")
         } else if case .signal = exit {

@@ -4,6 +4,7 @@ import Glibc
 import ArgumentParser
 import DeviceCatalog
 import Logging
+import QMP
 import VFIOUser
 import VMMCore
 
@@ -28,6 +29,9 @@ struct ServeCommand: ParsableCommand {
 
     @Option(name: .customLong("device"), help: "A PCI device: NAME[,key=value...] (see `swiftvmm devices`). Repeatable.")
     var devices: [String] = []
+
+    @Option(help: "QMP control socket: unix:PATH[,server=on][,wait=off] (see Docs/qmp.md).")
+    var qmp: String?
 
     @Option(help: "Log level on stderr: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "warning"
@@ -64,7 +68,9 @@ struct ServeCommand: ParsableCommand {
         // Devices first, then sockets: a bad option leaves no socket file behind.
         var served: [ServedDevice] = []
         var servers: [VFIOUserServer] = []
+        var control: QMPServer?
         func releaseAll() {
+            control?.stop()
             for s in servers { s.stop() }
             for d in served { d.shutdown() }
             loop.stop()
@@ -89,6 +95,12 @@ struct ServeCommand: ParsableCommand {
                 throw reportUserError("--socket '\(path)': \(error)")
             }
         }
+        do {
+            control = try ControlSocket.open(qmp, target: ServeControl(devices: served), services: services)
+        } catch {
+            releaseAll()
+            throw reportUserError(error.description)
+        }
         loop.startThread(name: "io-loop")
         for s in servers {
             s.start()
@@ -97,6 +109,7 @@ struct ServeCommand: ParsableCommand {
         var received: Int32 = 0
         sigwait(&stopSignals, &received)
         logger.notice("signal \(received): stopping")
+        control?.emit("SHUTDOWN", data: .object([("guest", .bool(false)), ("reason", .string("host-signal"))]))
         releaseAll()
     }
 }

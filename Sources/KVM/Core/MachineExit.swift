@@ -18,11 +18,14 @@ public enum MachineExit: Sendable, Equatable, CustomStringConvertible {
     case signal(Int32)
     /// The user typed the console escape (Ctrl-A x) on an interactive console.
     case consoleQuit
+    /// A control-socket client asked (QMP `quit`, or `system_reset`: a reset ends the VM
+    /// as a guest reset does).
+    case controlRequest(String)
 
     /// 0 for a guest-initiated reset or poweroff or a console quit; 128+n for signal n; 1 otherwise.
     public var exitStatus: Int32 {
         switch self {
-        case .reset, .powerOff, .halted, .consoleQuit: 0
+        case .reset, .powerOff, .halted, .consoleQuit, .controlRequest: 0
         case let .signal(n): 128 + n
         case .tripleFault, .vcpuFailure: 1
         }
@@ -37,6 +40,7 @@ public enum MachineExit: Sendable, Equatable, CustomStringConvertible {
         case let .vcpuFailure(c, d, regs): "vCPU \(c): \(d)\n\(regs)"
         case let .signal(n): "stopped by signal \(n)"
         case .consoleQuit: "stopped from the console (Ctrl-A x)"
+        case let .controlRequest(what): "stopped by a control-socket \(what)"
         }
     }
 }

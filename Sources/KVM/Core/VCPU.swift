@@ -39,7 +39,11 @@ final class VCPU: @unchecked Sendable {
     private let logger: Logger
     private var thread: pthread_t?
 
-    init(vm: KVMVirtualMachine, index: Int, pio: AddressSpace, mmio: AddressSpace, latch: StopLatch, logger: Logger) throws(KVMError) {
+    private let gate: PauseGate
+
+    init(vm: KVMVirtualMachine, index: Int, pio: AddressSpace, mmio: AddressSpace, latch: StopLatch, gate: PauseGate,
+         logger: Logger) throws(KVMError) {
+        self.gate = gate
         let size = try vm.system.vcpuMmapSize()
         guard size >= MemoryLayout<kvm_run>.size else { throw .badValue("KVM_GET_VCPU_MMAP_SIZE returned \(size)") }
         let vcpu = ckvm_ioctl_int(vm.fd, CKVM_CREATE_VCPU, UInt(index))
@@ -184,6 +188,8 @@ final class VCPU: @unchecked Sendable {
     private func runLoop() {
         VCPUSignal.unblockKick()
         while !latch.isStopped {
+            gate.pass()
+            if latch.isStopped { break }
             if ckvm_ioctl_int(fd, CKVM_RUN, 0) < 0 {
                 let e = errno
                 if e == EINTR || e == EAGAIN {

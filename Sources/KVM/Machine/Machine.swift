@@ -23,6 +23,7 @@ public final class Machine: @unchecked Sendable {
     public let bootMarker: BootMarker
     private let console: SerialConsole
     private let latch = StopLatch()
+    private let gate = PauseGate()
     private let vcpus: [VCPU]
     private let logger: Logger
     private let attachment: SerialAttachment
@@ -104,7 +105,7 @@ public final class Machine: @unchecked Sendable {
             do {
                 let cpuid = try vm.system.supportedCPUID()
                 for i in 0 ..< c.cpus {
-                    let vcpu = try VCPU(vm: vm, index: i, pio: pio, mmio: mmio, latch: latch,
+                    let vcpu = try VCPU(vm: vm, index: i, pio: pio, mmio: mmio, latch: latch, gate: gate,
                                         logger: logger)
                     try vcpu.configure(cpuid: cpuid, cpuCount: c.cpus)
                     made.append(vcpu)
@@ -164,6 +165,7 @@ public final class Machine: @unchecked Sendable {
         loop.startThread(name: "io-loop")
         for v in vcpus { v.start() }
         let reason = latch.wait()
+        gate.release()
         for v in vcpus { v.kick() }
         for v in vcpus { v.join() }
         loop.stop()
@@ -175,6 +177,18 @@ public final class Machine: @unchecked Sendable {
 
     /// Stops the machine from another thread (tests, embedding).
     public func stop(_ reason: MachineExit) { latch.stop(reason) }
+
+    public var cpuCount: Int { vcpus.count }
+    public var isPaused: Bool { gate.isPaused }
+
+    /// Stops every vCPU outside KVM_RUN until `resume()` (QMP `stop`). Devices, backends
+    /// and timers keep running, as under QEMU.
+    public func pause() {
+        let vcpus = self.vcpus
+        gate.pause(vcpus: vcpus.count) { for v in vcpus { v.kick() } }
+    }
+
+    public func resume() { gate.resume() }
 
     private func watchStopSignals() {
         var set = Self.stopSignalSet()

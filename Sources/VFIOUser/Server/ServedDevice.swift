@@ -111,8 +111,9 @@ public final class ServedDevice: @unchecked Sendable {
 
     // MARK: Lifecycle
 
-    /// DEVICE_RESET: the device, its config space and interrupt state back to power-on.
-    func reset() { bus.reset() }
+    /// DEVICE_RESET (or QMP `system_reset`): the device, its config space and interrupt
+    /// state back to power-on.
+    public func resetDevice() { bus.reset() }
 
     /// The client went away (vfio-user "Client Disconnection"): its memory is unmapped
     /// and its eventfds closed; the device keeps its state for the next client.

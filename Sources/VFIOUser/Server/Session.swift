@@ -142,7 +142,7 @@ public final class Session {
             w.u64(a.offset); w.u32(a.region); w.u32(a.count)
 
         case .deviceReset:
-            device.reset()
+            device.resetDevice()
         }
         return w.bytes
     }

@@ -70,6 +70,17 @@ public final class PCIBus: @unchecked Sendable {
             guard let free = (1 ... 31).first(where: { s in !functions.contains { $0.slot == s } }) else { throw .noFreeSlot }
             return free
         }
+        // `id=NAME` names the device for the control socket (QMP's set_link, query-pci), as
+        // QEMU's -device id= does: any device takes it; it must be unique on the bus.
+        let id = try options.take("id")
+        if let id {
+            guard !id.isEmpty, id.count <= 64, id.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
+                throw OptionError.badValue(key: "id", value: id, reason: "expected 1-64 letters, digits, '-', '_' or '.'")
+            }
+            guard !lock.withLock({ functions.contains { $0.id == id } }) else {
+                throw OptionError.badValue(key: "id", value: id, reason: "another device already has this id")
+            }
+        }
         let config = PCIConfigSpace(identity: PCIIdentity(vendorID: 0xFFFF, deviceID: 0xFFFF, classCode: 0))
         let interrupts = PCIInterrupts(config: config, log: guestLog)
         interrupts.controller = controller
@@ -83,7 +94,7 @@ public final class PCIBus: @unchecked Sendable {
                                        eventLoop: eventLoop, lock: devLock,
                                        logger: Logger(label: "swiftvmm.\(type.typeName)"), guestLog: guestLog,
                                        services: services, doorbells: doorbells, instanceIndex: index,
-                                       cost: ActionCostMeter())
+                                       cost: ActionCostMeter(), id: id)
         let device = try devLock.withLock { try type.init(options: &options, context: context) }
         do {
             try options.rejectUnknown()
@@ -92,7 +103,7 @@ public final class PCIBus: @unchecked Sendable {
             throw error
         }
         let fn = PCIFunction(slot: s, function: function, device: device, config: config, interrupts: interrupts,
-                             lock: devLock, doorbells: doorbells, cost: context.cost)
+                             lock: devLock, doorbells: doorbells, cost: context.cost, id: id)
         if config.interruptPin != 0 {
             let line = intxRoute(s, Int(config.interruptPin))
             interrupts.intxLine = line

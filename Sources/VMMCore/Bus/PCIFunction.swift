@@ -12,16 +12,19 @@ public final class PCIFunction: @unchecked Sendable {
     public let name: String
     /// The device's per-action cost meter (see `ActionCostMeter`).
     public let cost: ActionCostMeter
+    /// The user's name for the device (`id=`), if any.
+    public let id: String?
     /// Where each BAR is currently mapped (nil: not decoding).
     public internal(set) var mappedBARs: [Range<UInt64>?] = Array(repeating: nil, count: 6)
     var mappingIDs: [UInt64?] = Array(repeating: nil, count: 6)
     var doorbellTokens: [AnyObject] = []
 
     init(slot: Int, function: Int, device: PCIDevice, config: PCIConfigSpace, interrupts: PCIInterrupts,
-         lock: DeviceLock, doorbells: DoorbellRegistry, cost: ActionCostMeter) {
+         lock: DeviceLock, doorbells: DoorbellRegistry, cost: ActionCostMeter, id: String?) {
         self.slot = slot; self.function = function; self.device = device
         self.config = config; self.interrupts = interrupts; self.lock = lock; self.doorbells = doorbells
         self.cost = cost
+        self.id = id
         self.name = "\(type(of: device).typeName)@\(slot).\(function)"
     }
 

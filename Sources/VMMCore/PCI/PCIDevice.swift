@@ -82,6 +82,12 @@ public struct PCIDeviceContext: @unchecked Sendable {
     /// work when `shouldDefer`). The bus brackets register accesses and doorbells; the
     /// device brackets its own entry points (frames from a backend, loop continuations).
     public let cost: ActionCostMeter
+    /// The user's name for the device (`id=`), if any.
+    public let id: String?
+
+    /// The name a control socket knows this device by: its `id=`, else `devN` by the
+    /// order devices were added.
+    public var controlName: String { id ?? "dev\(instanceIndex)" }
 }
 
 /// Typed lookup of machine services, so a layer can offer something to devices without

@@ -99,8 +99,12 @@ public enum NetworkBackendError: Error, CustomStringConvertible {
 
 public extension PCIDeviceContext {
     /// Opens the backend named in the device's options (what a NIC calls in its `init`).
+    /// The backend comes wrapped in the NIC's `LinkControl` (QMP's set_link), registered
+    /// under the device's control name when the machine offers `NetworkLinks`.
     func openNetworkBackend(_ options: inout DeviceOptions) throws -> NetworkBackend {
         guard let factory = services.resolve(NetworkBackendFactory.self) else { throw NetworkBackendError.noFactory }
-        return try factory.makeBackend(options: &options, eventLoop: eventLoop, clock: clock)
+        let link = LinkControl(wrapping: try factory.makeBackend(options: &options, eventLoop: eventLoop, clock: clock))
+        services.resolve(NetworkLinks.self)?.register(controlName, link)
+        return link
     }
 }

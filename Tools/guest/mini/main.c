@@ -149,6 +149,14 @@ void mini_main(const struct start_info *si) {
     }
     if (cmdline_value(cmdline, "nettest", &n) && n) net_test(0);
     if (cmdline_value(cmdline, "arpserve", &n) && n) net_test(1);
+    if (cmdline_value(cmdline, "ticks", &n) && n) {
+        /* Runs until stopped from outside, printing a counter about every n ms of busy
+         * work: the QMP tests pause and resume vCPUs and watch the ticks stop and resume. */
+        for (u32 t = 0;; t++) {
+            for (volatile u32 spin = 0; spin < n * 300000u; spin++) {}
+            puts("tick "); putdec(t); puts("\n");
+        }
+    }
 reset:
     puts("mini: done, resetting\n");
     outb(0x64, 0xfe); /* i8042: pulse the CPU reset line */

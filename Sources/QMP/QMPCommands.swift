@@ -1,0 +1,232 @@
+import VMMCore
+import VMMNet
+
+/// The commands, with QEMU's names and argument and return shapes (qapi/*.json), so
+/// existing QMP clients and scripts work. One instance per client session.
+final class QMPCommands {
+    private unowned let server: QMPServer
+    private(set) var negotiated = false
+    private(set) var quitRequested = false
+    func acknowledgeQuit() { quitRequested = false }
+
+    init(server: QMPServer) { self.server = server }
+
+    var greeting: String {
+        JSONValue.object([("QMP", .object([
+            ("version", Self.version),
+            ("capabilities", .array([])),
+        ]))]).serialized
+    }
+
+    /// `query-version`'s shape: QEMU's numbers are swiftvmm's, `package` names swiftvmm.
+    static var version: JSONValue {
+        .object([
+            ("qemu", .object([("major", .int(Int64(SwiftVMMVersion.major))), ("minor", .int(Int64(SwiftVMMVersion.minor))),
+                              ("micro", .int(Int64(SwiftVMMVersion.micro)))])),
+            ("package", .string("swiftvmm \(SwiftVMMVersion.text)")),
+        ])
+    }
+
+    static let standard = ["qmp_capabilities", "query-version", "query-status", "query-name", "query-commands", "query-pci",
+                           "set_link", "system_reset", "system_powerdown", "quit", "x-swiftvmm-counters"]
+    static let vcpuCommands = ["stop", "cont", "query-cpus-fast"]
+
+    var available: [String] { Self.standard + (server.target.hasVCPUs ? Self.vcpuCommands : []) }
+
+    /// Handles one JSON text; returns the reply line.
+    func handle(_ bytes: [UInt8]) -> String {
+        let request: JSONValue
+        do {
+            request = try JSONParser.parse(bytes, maxDepth: 32)
+        } catch {
+            return Self.errorReply(.generic("JSON parse error: \(error)"), id: nil)
+        }
+        let id = request["id"]
+        guard let members = request.objectMembers else {
+            return Self.errorReply(.generic("QMP input must be a JSON object"), id: nil)
+        }
+        for (key, _) in members where !["execute", "arguments", "id", "exec-oob"].contains(key) {
+            return Self.errorReply(.generic("QMP input member '\(key)' is unexpected"), id: id)
+        }
+        guard let command = request["execute"]?.stringValue else {
+            return Self.errorReply(.generic("QMP input lacks member 'execute'"), id: id)
+        }
+        let arguments = request["arguments"] ?? .object([])
+        guard arguments.objectMembers != nil else {
+            return Self.errorReply(.generic("QMP input member 'arguments' must be an object"), id: id)
+        }
+        guard negotiated || command == "qmp_capabilities" else {
+            return Self.errorReply(.commandNotFound("Expecting capabilities negotiation with 'qmp_capabilities'"), id: id)
+        }
+        do {
+            let result = try execute(command, Arguments(arguments))
+            var reply: [(String, JSONValue)] = [("return", result)]
+            if let id { reply.append(("id", id)) }
+            return JSONValue.object(reply).serialized
+        } catch {
+            return Self.errorReply(error, id: id)
+        }
+    }
+
+    static func errorReply(_ error: QMPError, id: JSONValue?) -> String {
+        var reply: [(String, JSONValue)] = [("error", .object([("class", .string(error.errorClass)), ("desc", .string(error.description))]))]
+        if let id { reply.append(("id", id)) }
+        return JSONValue.object(reply).serialized
+    }
+
+    private func execute(_ command: String, _ args: Arguments) throws(QMPError) -> JSONValue {
+        let target = server.target
+        switch command {
+        case "qmp_capabilities":
+            if negotiated { throw .commandNotFound("Capabilities negotiation is already complete, command ignored") }
+            if case let .array(enable)? = args.value("enable"), !enable.isEmpty {
+                throw .generic("Capability '\(enable[0].stringValue ?? "?")' not available")
+            }
+            try args.only(["enable"])
+            negotiated = true
+            return .object([])
+        case "query-version":
+            try args.only([])
+            return Self.version
+        case "query-status":
+            try args.only([])
+            return .object([("status", .string(target.isRunning ? "running" : "paused")), ("running", .bool(target.isRunning))])
+        case "query-name":
+            try args.only([])
+            return .object(target.name.map { [("name", .string($0))] } ?? [])
+        case "query-commands":
+            try args.only([])
+            return .array(available.map { .object([("name", .string($0))]) })
+        case "query-pci":
+            try args.only([])
+            return .array([.object([("bus", .int(0)), ("devices", .array(target.pciFunctions.map(Self.describe)))])])
+        case "set_link":
+            try args.only(["name", "up"])
+            let name = try args.string("name"), up = try args.bool("up")
+            guard let link = server.links?.link(named: name) else { throw .deviceNotFound("Device '\(name)' not found") }
+            link.setLink(up: up)
+            return .object([])
+        case "system_reset":
+            try args.only([])
+            server.emit("RESET", data: .object([("guest", .bool(false)), ("reason", .string("host-qmp-system-reset"))]))
+            target.reset()
+            return .object([])
+        case "system_powerdown":
+            try args.only([])
+            throw .generic("system_powerdown needs ACPI, which this platform does not have; use quit or system_reset")
+        case "quit":
+            try args.only([])
+            quitRequested = true
+            return .object([])
+        case "stop" where target.hasVCPUs:
+            try args.only([])
+            if target.isRunning {
+                target.pause()
+                server.emit("STOP")
+            }
+            return .object([])
+        case "cont" where target.hasVCPUs:
+            try args.only([])
+            if !target.isRunning {
+                target.resume()
+                server.emit("RESUME")
+            }
+            return .object([])
+        case "query-cpus-fast" where target.hasVCPUs:
+            try args.only([])
+            return .array((0 ..< target.vcpuCount).map { i in
+                .object([("cpu-index", .int(Int64(i))), ("qom-path", .string("/machine/unattached/device[\(i)]")),
+                         ("target", .string("x86_64")), ("props", .object([("core-id", .int(0)), ("thread-id", .int(0)), ("socket-id", .int(Int64(i)))]))])
+            })
+        case "x-swiftvmm-counters":
+            try args.only([])
+            return counters()
+        default:
+            throw .commandNotFound("The command \(command) has not been found")
+        }
+    }
+
+    /// One `PciDeviceInfo` (qapi/pci.json).
+    static func describe(_ fn: PCIFunction) -> JSONValue {
+        fn.lock.withLock {
+            let c = fn.config
+            let classCode = UInt32(c.read(offset: PCIConfigOffset.classCode, size: 4) >> 8)
+            var regions: [JSONValue] = []
+            for bar in 0 ..< 6 {
+                guard let kind = c.bars[bar] else { continue }
+                var r: [(String, JSONValue)] = [("bar", .int(Int64(bar))), ("type", .string(kind.isIO ? "io" : "memory")),
+                                                 ("address", .int(Int64(truncatingIfNeeded: c.barAddress(bar) ?? 0))),
+                                                 ("size", .int(Int64(truncatingIfNeeded: kind.size)))]
+                if !kind.isIO {
+                    if case let .memory32(_, p) = kind { r.append(("prefetch", .bool(p))) }
+                    if case let .memory64(_, p) = kind { r.append(("prefetch", .bool(p))) }
+                    r.append(("mem_type_64", .bool(kind.is64Bit)))
+                }
+                regions.append(.object(r))
+            }
+            var info: [(String, JSONValue)] = [
+                ("bus", .int(0)), ("slot", .int(Int64(fn.slot))), ("function", .int(Int64(fn.function))),
+                ("class_info", .object([("class", .int(Int64(classCode >> 8)))])),
+                ("id", .object([("device", .int(Int64(c.deviceID))), ("vendor", .int(Int64(c.vendorID))),
+                                ("subsystem", .int(Int64(c.read(offset: PCIConfigOffset.subsystemID, size: 2)))),
+                                ("subsystem-vendor", .int(Int64(c.read(offset: PCIConfigOffset.subsystemVendorID, size: 2))))])),
+                ("regions", .array(regions)),
+                ("qdev_id", .string(fn.id ?? "")),
+            ]
+            if c.interruptPin != 0 {
+                info.append(("irq", .int(Int64(c.interruptLine))))
+                info.append(("irq_pin", .int(Int64(c.interruptPin))))
+            }
+            return .object(info)
+        }
+    }
+
+    private func counters() -> JSONValue {
+        let nics = (server.links?.all ?? []).map { entry -> JSONValue in
+            let c = entry.link.counters
+            return .object([
+                ("name", .string(entry.name)), ("backend", .string(entry.link.description)),
+                ("link-up", .bool(entry.link.isLinkUp)), ("admin-up", .bool(entry.link.isAdministrativelyUp)),
+                ("tx-frames", .int(Int64(truncatingIfNeeded: c.txFrames.load(ordering: .relaxed)))),
+                ("tx-bytes", .int(Int64(truncatingIfNeeded: c.txBytes.load(ordering: .relaxed)))),
+                ("rx-frames", .int(Int64(truncatingIfNeeded: c.rxFrames.load(ordering: .relaxed)))),
+                ("rx-bytes", .int(Int64(truncatingIfNeeded: c.rxBytes.load(ordering: .relaxed)))),
+                ("drops", .object(c.allDrops.sorted { $0.key.rawValue < $1.key.rawValue }
+                    .map { ($0.key.rawValue, .int(Int64(truncatingIfNeeded: $0.value))) })),
+            ])
+        }
+        let devices = server.target.pciFunctions.map { fn -> JSONValue in
+            let worst = fn.lock.withLock { fn.cost.worst }
+            return .object([("name", .string(fn.id ?? fn.name)),
+                            ("worst-action", .object([("descriptors", .int(Int64(worst.descriptors))),
+                                                      ("frames", .int(Int64(worst.frames))), ("bytes", .int(Int64(worst.bytes)))]))])
+        }
+        return .object([("nics", .array(nics)), ("devices", .array(devices))])
+    }
+}
+
+/// A command's `arguments`, checked by name and type; unknown members are errors.
+struct Arguments {
+    let members: [(String, JSONValue)]
+    init(_ value: JSONValue) { members = value.objectMembers ?? [] }
+
+    func value(_ key: String) -> JSONValue? { members.first { $0.0 == key }?.1 }
+
+    func only(_ allowed: [String]) throws(QMPError) {
+        if let extra = members.first(where: { !allowed.contains($0.0) }) {
+            throw .generic("Parameter '\(extra.0)' is unexpected")
+        }
+    }
+
+    func string(_ key: String) throws(QMPError) -> String {
+        guard let v = value(key) else { throw .generic("Parameter '\(key)' is missing") }
+        guard let s = v.stringValue else { throw .generic("Parameter '\(key)' expects a string") }
+        return s
+    }
+
+    func bool(_ key: String) throws(QMPError) -> Bool {
+        guard let v = value(key) else { throw .generic("Parameter '\(key)' is missing") }
+        guard let b = v.boolValue else { throw .generic("Parameter '\(key)' expects a boolean") }
+        return b
+    }
+}

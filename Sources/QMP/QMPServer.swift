@@ -1,0 +1,161 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CKVM
+import Logging
+import Synchronization
+import VMMCore
+import VMMNet
+
+/// A QMP server (QEMU's docs/interop/qmp-spec.rst) on a unix socket: greeting, capability
+/// negotiation, commands with `return`/`error`, and asynchronous events with timestamps.
+/// Clients are served one after another on the server's own thread; a client that sends
+/// garbage, huge or deeply nested JSON, or leaves mid-command, only ends its own session.
+public final class QMPServer: @unchecked Sendable {
+    public let listener: UnixSocketListener
+    let target: QMPTarget
+    let links: NetworkLinks?
+    private let logger: Logger
+    private let stopFD: Int32
+    private let wakeFD: Int32
+    private var thread: pthread_t?
+    /// Events waiting for the current client (bounded; the oldest are dropped).
+    private let events = Mutex<(queue: [String], dropped: Int, negotiated: Bool)>(([], 0, false))
+    static let eventQueueLimit = 256
+    /// Bytes read per wakeup: a flood from one client cannot monopolise the thread.
+    static let readChunk = 4096
+
+    public init(listener: UnixSocketListener, target: QMPTarget, links: NetworkLinks?, logger: Logger) throws(QMPError) {
+        self.listener = listener; self.target = target; self.links = links; self.logger = logger
+        stopFD = eventfd(0, Int32(EFD_CLOEXEC))
+        wakeFD = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
+        guard stopFD >= 0, wakeFD >= 0 else { throw .generic("eventfd: \(String(cString: strerror(errno)))") }
+    }
+
+    deinit { close(stopFD); close(wakeFD) }
+
+    public func start() {
+        let box = Unmanaged.passRetained(self)
+        var tid = pthread_t()
+        pthread_create(&tid, nil, { arg in
+            guard let arg else { return nil }
+            Unmanaged<QMPServer>.fromOpaque(arg).takeRetainedValue().serve()
+            return nil
+        }, box.toOpaque())
+        thread = tid
+    }
+
+    /// Ends the session and the accept loop, joins the thread, removes the socket.
+    public func stop() {
+        var one: UInt64 = 1
+        _ = write(stopFD, &one, 8)
+        if let t = thread, !pthread_equal(t, pthread_self()).isTrue { pthread_join(t, nil) }
+        thread = nil
+        listener.closeAndRemove()
+    }
+
+    /// Queues an event for the connected client (thread-safe). `data` is its `data` member.
+    public func emit(_ event: String, data: JSONValue = .object([])) {
+        var tv = timeval()
+        gettimeofday(&tv, nil)
+        let text = JSONValue.object([
+            ("event", .string(event)), ("data", data),
+            ("timestamp", .object([("seconds", .int(Int64(tv.tv_sec))), ("microseconds", .int(Int64(tv.tv_usec)))])),
+        ]).serialized
+        let queued = events.withLock { e -> Bool in
+            guard e.negotiated else { return false }
+            if e.queue.count >= Self.eventQueueLimit { e.queue.removeFirst(); e.dropped &+= 1 }
+            e.queue.append(text)
+            return true
+        }
+        if queued { var one: UInt64 = 1; _ = write(wakeFD, &one, 8) }
+    }
+
+    // MARK: Sessions
+
+    private func serve() {
+        while let fd = listener.accept(stopFD: stopFD) {
+            var timeout = timeval(tv_sec: 5, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            session(fd)
+            events.withLock { $0 = ([], 0, false) }
+            close(fd)
+        }
+    }
+
+    private func session(_ fd: Int32) {
+        let commands = QMPCommands(server: self)
+        guard send(fd, commands.greeting) else { return }
+        var stream = QMPStream()
+        var buffer = [UInt8](repeating: 0, count: Self.readChunk)
+        while true {
+            var polls = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0),
+                         pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
+            if poll(&polls, 3, -1) < 0 { if errno == EINTR { continue }; return }
+            // Events first: a SHUTDOWN queued just before the server stops still goes out.
+            if polls[2].revents != 0 || polls[1].revents != 0 {
+                var v: UInt64 = 0
+                _ = read(wakeFD, &v, 8)
+                let pending = events.withLock { e in defer { e.queue.removeAll() }; return e.queue }
+                for text in pending { guard send(fd, text) else { return } }
+            }
+            if polls[1].revents != 0 { return }
+            guard polls[0].revents != 0 else { continue }
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return } // the client left
+            for piece in stream.feed(buffer[0 ..< n]) {
+                let reply: String?
+                switch piece {
+                case let .message(bytes): reply = commands.handle(bytes)
+                case let .garbage(why): reply = QMPCommands.errorReply(.generic(why), id: nil)
+                }
+                if commands.negotiated { events.withLock { $0.negotiated = true } }
+                if let reply, !send(fd, reply) { return }
+                if commands.quitRequested {
+                    // The platform stops the server soon; until then the session stays, so
+                    // the SHUTDOWN event reaches the client before the socket closes.
+                    commands.acknowledgeQuit()
+                    target.quit()
+                }
+            }
+        }
+    }
+
+    private func send(_ fd: Int32, _ text: String) -> Bool {
+        let bytes = Array((text + "\r\n").utf8)
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { raw -> Int in
+                guard let base = raw.baseAddress else { return -1 }
+                return ckvm_send_with_fds(fd, base + done, raw.count - done, nil, 0)
+            }
+            if n < 0 { if errno == EINTR { continue }; return false }
+            done += n
+        }
+        return true
+    }
+}
+
+extension Int32 { var isTrue: Bool { self != 0 } }
+
+/// A QMP error: its class (qmp-spec.rst "Error") and a human-readable `desc`.
+public enum QMPError: Error, Equatable, CustomStringConvertible {
+    case generic(String)
+    case commandNotFound(String)
+    case deviceNotFound(String)
+
+    public var errorClass: String {
+        switch self {
+        case .generic: "GenericError"
+        case .commandNotFound: "CommandNotFound"
+        case .deviceNotFound: "DeviceNotFound"
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case let .generic(d), let .commandNotFound(d), let .deviceNotFound(d): d
+        }
+    }
+}

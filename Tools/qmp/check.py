@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""QMP checks with the qemu.qmp library from PyPI as the client (what scripts and
+harnesses use against QEMU), against a real swiftvmm process:
+
+  serve: query-version/status/name/commands/pci, set_link on both NICs, argument and
+         command errors, hostile input on a raw socket (garbage, deep nesting, a huge
+         message, a client leaving mid-command), clients one after another, quit: status 0
+         and the sockets gone, SHUTDOWN delivered.
+  run:   the mini guest on KVM (skipped without /dev/kvm): query-pci against what the guest
+         enumerated, stop/cont (the guest's ticks stop and resume; STOP/RESUME events),
+         query-cpus-fast, quit.
+
+  Tools/qmp/check.py --swiftvmm .build/debug/swiftvmm [--mini guest-out/mini/mini.elf]
+Exit status 0 when every check passed; 77 when qemu.qmp is missing.
+"""
+import argparse, asyncio, contextlib, json, os, re, socket, subprocess, sys, tempfile, time
+
+try:
+    from qemu.qmp import QMPClient, ExecuteError
+except ImportError:
+    print("qmp checks: skipped: needs the qemu.qmp Python package (pip install qemu.qmp)", file=sys.stderr)
+    sys.exit(77)
+
+failures = []
+
+
+def check(name, ok, detail=""):
+    print(f"{'PASS' if ok else 'FAIL'} {name}" + (f": {detail}" if detail and not ok else ""))
+    if not ok:
+        failures.append(name)
+
+
+def wait_for(path, timeout=10):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not os.path.exists(path):
+        time.sleep(0.05)
+    return os.path.exists(path)
+
+
+async def expect_error(q, cls, cmd, args=None):
+    try:
+        await q.execute(cmd, args)
+        return False
+    except ExecuteError as e:
+        return e.error_class == cls
+
+
+def raw_exchange(path, payload):
+    """Sends raw bytes after negotiating, then a query-status with id 7; returns the
+    replies up to that one (error replies for the bad input come first)."""
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    s.settimeout(5)
+    f = s.makefile("rb")
+    f.readline()  # greeting
+    s.sendall(b'{"execute":"qmp_capabilities"}')
+    f.readline()
+    s.sendall(payload + b'\n{"execute":"query-status","id":7}')
+    replies = []
+    for _ in range(500):
+        replies.append(json.loads(f.readline()))
+        if replies[-1].get("id") == 7:
+            break
+    s.close()
+    return replies
+
+
+async def check_serve(binary, tmp):
+    qmp, d0, d1 = (os.path.join(tmp, n) for n in ("qmp.sock", "d0.sock", "d1.sock"))
+    p = subprocess.Popen([binary, "serve", "--socket", d0, "--device", "e1000,net=user,id=nic0",
+                          "--socket", d1, "--device", "virtio-net,net=user,id=nic1",
+                          "--qmp", f"unix:{qmp},server=on,wait=off"], stderr=subprocess.PIPE)
+    check("serve: sockets appear", wait_for(qmp) and wait_for(d1))
+    q = QMPClient("serve")
+    await q.connect(qmp)
+    version = q.greeting._raw["QMP"]["version"]  # the greeting message as received
+    check("serve: greeting names swiftvmm", version["package"].startswith("swiftvmm"), str(version))
+    check("serve: query-version", (await q.execute("query-version")) == version)
+    status = await q.execute("query-status")
+    check("serve: query-status running", status["status"] == "running" and status["running"] is True, str(status))
+    names = [c["name"] for c in await q.execute("query-commands")]
+    check("serve: query-commands", "set_link" in names and "query-pci" in names and "stop" not in names, str(names))
+    devices = (await q.execute("query-pci"))[0]["devices"]
+    ids = sorted((d["qdev_id"], d["id"]["vendor"], d["id"]["device"]) for d in devices)
+    check("serve: query-pci", ids == [("nic0", 0x8086, 0x100E), ("nic1", 0x1AF4, 0x1041)], str(ids))
+    await q.execute("set_link", {"name": "nic1", "up": False})
+    counters = {n["name"]: n for n in (await q.execute("x-swiftvmm-counters"))["nics"]}
+    check("serve: set_link down", counters["nic1"]["link-up"] is False and counters["nic0"]["link-up"] is True, str(counters))
+    await q.execute("set_link", {"name": "nic1", "up": True})
+    counters = {n["name"]: n for n in (await q.execute("x-swiftvmm-counters"))["nics"]}
+    check("serve: set_link up", counters["nic1"]["link-up"] is True)
+    check("serve: unknown device", await expect_error(q, "DeviceNotFound", "set_link", {"name": "nope", "up": True}))
+    check("serve: wrong argument type", await expect_error(q, "GenericError", "set_link", {"name": "nic0", "up": "yes"}))
+    check("serve: unexpected argument", await expect_error(q, "GenericError", "query-pci", {"bogus": 1}))
+    check("serve: unknown command", await expect_error(q, "CommandNotFound", "no-such-command"))
+    check("serve: powerdown without ACPI", await expect_error(q, "GenericError", "system_powerdown"))
+    await q.disconnect()
+
+    # Hostile input on a raw socket, each time followed by a command that must still work.
+    r = raw_exchange(qmp, b"garbage!")
+    check("serve: garbage answered", "error" in r[0] and r[-1].get("id") == 7, str(r))
+    r = raw_exchange(qmp, b"[" * 5000 + b"]" * 5000)
+    check("serve: deep nesting refused", "error" in r[0] and r[-1].get("id") == 7, str(r)[:300])
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(qmp)
+    s.sendall(b'{"execute":"qmp_capabilities"}{"execute": "query-')  # leaves mid-command
+    s.close()
+    r = raw_exchange(qmp, b'{"execute":"query-name","arguments":{"x":"' + b"A" * 200000 + b'"}}')
+    check("serve: huge message refused", "error" in r[0] and r[-1].get("id") == 7, str(r)[:200])
+    check("serve: still serving", p.poll() is None)
+
+    q = QMPClient("serve-2")
+    await q.connect(qmp)
+    shutdown = asyncio.ensure_future(wait_event(q, "SHUTDOWN"))
+    await q.execute("quit")
+    check("serve: SHUTDOWN event", await shutdown)
+    with contextlib.suppress(Exception):
+        await q.disconnect()
+    status = p.wait(timeout=10)
+    check("serve: quit exits 0", status == 0, p.stderr.read().decode()[-500:])
+    check("serve: sockets removed", not any(os.path.exists(x) for x in (qmp, d0, d1)))
+
+
+async def wait_event(q, name, timeout=5.0):
+    try:
+        async with asyncio.timeout(timeout):
+            async for event in q.events:
+                if event["event"] == name:
+                    return True
+    except TimeoutError:
+        return False
+    return False
+
+
+def ticks(path):
+    with open(path, errors="replace") as f:
+        found = re.findall(r"tick (\d+)", f.read())
+    return int(found[-1]) if found else -1
+
+
+async def check_run(binary, mini, tmp):
+    qmp, serial = os.path.join(tmp, "run-qmp.sock"), os.path.join(tmp, "serial.txt")
+    p = subprocess.Popen([binary, "run", "--kernel", mini, "--memory", "32M", "--cmdline", "ticks=5", "--name", "mini",
+                          "--serial", f"file:{serial}", "--device", "e1000,net=user,id=nic0",
+                          "--device", "virtio-net,net=user,id=nic1", "--qmp", f"unix:{qmp},server=on,wait=off"],
+                         stderr=subprocess.PIPE)
+    check("run: QMP socket appears", wait_for(qmp))
+    q = QMPClient("run")
+    await q.connect(qmp)
+    check("run: query-name", (await q.execute("query-name")) == {"name": "mini"})
+    end = time.monotonic() + 10
+    while ticks(serial) < 2 and time.monotonic() < end:
+        await asyncio.sleep(0.1)
+    with open(serial, errors="replace") as f:
+        text = f.read()
+    guest = sorted(re.findall(r"pci 00:([0-9a-f]{2})\.0 ([0-9a-f]{4}):([0-9a-f]{4})", text))
+    devices = (await q.execute("query-pci"))[0]["devices"]
+    host = sorted((f"{d['slot']:02x}", f"{d['id']['vendor']:04x}", f"{d['id']['device']:04x}") for d in devices)
+    check("run: query-pci matches the guest's enumeration", [g for g in guest if g[0] != "00"] == host, f"{guest} vs {host}")
+    cpus = await q.execute("query-cpus-fast")
+    check("run: query-cpus-fast", len(cpus) == 1 and cpus[0]["cpu-index"] == 0, str(cpus))
+    stop_event = asyncio.ensure_future(wait_event(q, "STOP"))
+    await q.execute("stop")
+    check("run: STOP event", await stop_event)
+    check("run: query-status paused", (await q.execute("query-status"))["status"] == "paused")
+    before = ticks(serial)
+    await asyncio.sleep(1.0)
+    check("run: vCPUs paused", ticks(serial) == before, f"{before} -> {ticks(serial)}")
+    resume_event = asyncio.ensure_future(wait_event(q, "RESUME"))
+    await q.execute("cont")
+    check("run: RESUME event", await resume_event)
+    end = time.monotonic() + 10
+    while ticks(serial) <= before and time.monotonic() < end:
+        await asyncio.sleep(0.1)
+    check("run: vCPUs resumed", ticks(serial) > before)
+    await q.execute("set_link", {"name": "nic0", "up": False})
+    shutdown = asyncio.ensure_future(wait_event(q, "SHUTDOWN"))
+    await q.execute("quit")
+    check("run: SHUTDOWN event", await shutdown)
+    with contextlib.suppress(Exception):
+        await q.disconnect()
+    status = p.wait(timeout=10)
+    check("run: quit exits 0", status == 0, p.stderr.read().decode()[-500:])
+    check("run: socket removed", not os.path.exists(qmp))
+
+
+async def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--swiftvmm", required=True)
+    ap.add_argument("--mini")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="swiftvmm-qmp-") as tmp:
+        await check_serve(args.swiftvmm, tmp)
+        if args.mini and os.access("/dev/kvm", os.R_OK | os.W_OK):
+            await check_run(args.swiftvmm, args.mini, tmp)
+        else:
+            print("run checks: skipped: needs /dev/kvm and the mini guest (--mini)")
+    if failures:
+        print("FAILED: " + ", ".join(failures))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
