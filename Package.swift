@@ -23,6 +23,7 @@ let package = Package(
         .library(name: "SwiftVMMDevices", targets: ["E1000", "VirtioNet", "NetBackends", "DeviceCatalog"]),
         .library(name: "KVM", targets: ["KVM"]),
         .library(name: "VFIOUser", targets: ["VFIOUser"]),
+        .library(name: "QMP", targets: ["QMP"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

@@ -46,6 +46,7 @@ let package = Package(
             .product(name: "SwiftVMMDevices", package: "swiftvmm"),
         ]),
         .target(name: "CFuzzShim"),
+        .executableTarget(name: "FuzzQMP", dependencies: ["FuzzSupport", .product(name: "QMP", package: "swiftvmm")]),
         .executableTarget(name: "FuzzVFIOUser", dependencies: [
             "FuzzSupport", "CFuzzShim", .product(name: "VMMCore", package: "swiftvmm"), .product(name: "VFIOUser", package: "swiftvmm"),
             .product(name: "Logging", package: "swift-log"),

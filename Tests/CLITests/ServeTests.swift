@@ -100,3 +100,27 @@ struct LinuxDriverTierTests {
         #expect(tier.terminationStatus == 0, "Tools/linux-tier/run.py (guest consoles in /tmp/swiftvmm-linux-tier.log):\n\(output)")
     }
 }
+
+/// The QMP control socket driven by the `qemu.qmp` library from PyPI, as scripts drive
+/// QEMU (Tools/qmp/check.py): `serve` always; `run` with the mini guest where /dev/kvm is
+/// usable (stop/cont pause the vCPUs, query-pci against the guest's own enumeration).
+@Suite(.enabled(if: CLIHost.hasExecutable, "needs the swiftvmm executable built next to the tests (swift build)"))
+struct QMPTests {
+    @Test func qemuQMPClientDrivesServeAndRun() throws {
+        let root = CLIHost.repositoryRoot.path
+        var arguments = ["python3", "-u", root + "/Tools/qmp/check.py", "--swiftvmm", SwiftVMMProcess.executable ?? ""]
+        if let mini = CLIHost.miniGuest { arguments += ["--mini", mini] }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = arguments
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = out
+        try p.run()
+        let output = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        print(output)
+        // 77 means qemu.qmp is missing: Tools/install-deps installs it, so that is a failure too.
+        #expect(p.terminationStatus == 0, "Tools/qmp/check.py:\n\(output)")
+    }
+}

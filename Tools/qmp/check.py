@@ -22,6 +22,7 @@ except ImportError:
     sys.exit(77)
 
 failures = []
+children = []  # killed at exit whatever happened, so no swiftvmm outlives a failed check
 
 
 def check(name, ok, detail=""):
@@ -69,7 +70,8 @@ async def check_serve(binary, tmp):
     qmp, d0, d1 = (os.path.join(tmp, n) for n in ("qmp.sock", "d0.sock", "d1.sock"))
     p = subprocess.Popen([binary, "serve", "--socket", d0, "--device", "e1000,net=user,id=nic0",
                           "--socket", d1, "--device", "virtio-net,net=user,id=nic1",
-                          "--qmp", f"unix:{qmp},server=on,wait=off"], stderr=subprocess.PIPE)
+                          "--qmp", f"unix:{qmp},server=on,wait=off"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    children.append(p)
     check("serve: sockets appear", wait_for(qmp) and wait_for(d1))
     q = QMPClient("serve")
     await q.connect(qmp)
@@ -143,7 +145,8 @@ async def check_run(binary, mini, tmp):
     p = subprocess.Popen([binary, "run", "--kernel", mini, "--memory", "32M", "--cmdline", "ticks=5", "--name", "mini",
                           "--serial", f"file:{serial}", "--device", "e1000,net=user,id=nic0",
                           "--device", "virtio-net,net=user,id=nic1", "--qmp", f"unix:{qmp},server=on,wait=off"],
-                         stderr=subprocess.PIPE)
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    children.append(p)
     check("run: QMP socket appears", wait_for(qmp))
     q = QMPClient("run")
     await q.connect(qmp)
@@ -190,11 +193,20 @@ async def main():
     ap.add_argument("--mini")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="swiftvmm-qmp-") as tmp:
-        await check_serve(args.swiftvmm, tmp)
-        if args.mini and os.access("/dev/kvm", os.R_OK | os.W_OK):
-            await check_run(args.swiftvmm, args.mini, tmp)
-        else:
-            print("run checks: skipped: needs /dev/kvm and the mini guest (--mini)")
+        try:
+            async with asyncio.timeout(120):
+                await check_serve(args.swiftvmm, tmp)
+                if args.mini and os.access("/dev/kvm", os.R_OK | os.W_OK):
+                    await check_run(args.swiftvmm, args.mini, tmp)
+                else:
+                    print("run checks: skipped: needs /dev/kvm and the mini guest (--mini)")
+        except Exception as e:
+            check("no exception", False, f"{type(e).__name__}: {e}")
+        finally:
+            for c in children:
+                if c.poll() is None:
+                    c.kill()
+                    c.wait()
     if failures:
         print("FAILED: " + ", ".join(failures))
         return 1
