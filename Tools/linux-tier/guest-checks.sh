@@ -71,6 +71,15 @@ if [ "$model" = virtio-net ]; then
     ip link set $T mtu 1500
 fi
 
+# The host takes the TAP NIC's link down over QMP (set_link): carrier goes, pings fail;
+# then up again: carrier and pings come back.
+echo "SETLINK-DOWN"
+i=0; while [ $i -lt 50 ] && [ "$(cat /sys/class/net/$T/carrier)" = 1 ]; do sleep 0.1; i=$((i+1)); done
+check qmp-link-down-carrier $([ "$(cat /sys/class/net/$T/carrier)" = 0 ]; echo $?) ""
+check qmp-link-down-no-traffic $(ping -c 1 -W 1 10.9.0.1 >/dev/null 2>&1; [ $? != 0 ]; echo $?) ""
+echo "SETLINK-UP"
+check qmp-link-up $(wait_carrier $T && ping -c 2 -W 2 10.9.0.1 >/dev/null 2>&1; echo $?) ""
+
 # Link down/up, then traffic again.
 ip link set $T down; ip link set $T up
 check down-up $(wait_carrier $T && ping -c 2 -W 2 10.9.0.1 >/dev/null 2>&1; echo $?) ""

@@ -17,7 +17,7 @@ $SWIFTVMM_QEMU, else ../shared/qemu/bin/qemu-system-x86_64. Exit status: 0 when 
 swiftvmm check passed, 1 when one failed, 77 when something needed is missing (the
 message says what).
 """
-import argparse, json, os, re, select, signal, subprocess, sys, time
+import argparse, json, os, re, select, shutil, signal, subprocess, sys, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 USER_MAC, TAP_MAC = "52:54:00:00:01:01", "52:54:00:00:01:02"
@@ -90,8 +90,24 @@ def qemu_command(qemu, model, nics):
             "-append", f"console=ttyS0 reboot=k panic=-1 quiet swiftvmm.run=swiftvmm-checks,{model}"] + nics
 
 
-def run_guest(ns, cmd, log):
-    """Boots the guest, answers its hostfwd prompt, returns (checks, metrics, seconds)."""
+def set_link(qmp_path, name, up):
+    """QMP set_link through the qemu.qmp library (the same call for swiftvmm and QEMU)."""
+    import asyncio
+    from qemu.qmp import QMPClient
+
+    async def go():
+        q = QMPClient("linux-tier")
+        await q.connect(qmp_path)
+        await q.execute("set_link", {"name": name, "up": up})
+        await q.disconnect()
+    try:
+        asyncio.run(go())
+    except Exception as e:  # the guest's checks then fail and say so
+        print(f"linux-tier: set_link {name} {up}: {e}", file=sys.stderr)
+
+
+def run_guest(ns, cmd, log, qmp_path):
+    """Boots the guest, answers its hostfwd and set_link prompts, returns (checks, metrics, seconds)."""
     start = time.monotonic()
     p = ns.popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     checks, metrics, buf = {}, {}, b""
@@ -118,6 +134,10 @@ def run_guest(ns, cmd, log):
                 metrics[m.group(1)] = m.group(2)
             if text.startswith("HOSTFWD-READY"):
                 ns.connect_and_send(HOSTFWD_PORT, b"hello-hostfwd\n")
+            if text.startswith("SETLINK-DOWN"):
+                set_link(qmp_path, "tapnic", False)
+            if text.startswith("SETLINK-UP"):
+                set_link(qmp_path, "tapnic", True)
             if text.startswith("CHECKS-DONE"):
                 done = True
     try:
@@ -132,9 +152,10 @@ def run_guest(ns, cmd, log):
 
 def run_swiftvmm(args, ns, model, log, sockdir):
     s_user, s_tap = os.path.join(sockdir, f"{model}-user.sock"), os.path.join(sockdir, f"{model}-tap.sock")
-    serve = ns.popen([args.swiftvmm, "serve",
+    qmp = os.path.join(sockdir, f"{model}-qmp.sock")
+    serve = ns.popen([args.swiftvmm, "serve", "--qmp", f"unix:{qmp},server=on,wait=off",
                       "--socket", s_user, "--device", f"{model},net=user,mac={USER_MAC},hostfwd=tcp:127.0.0.1:{HOSTFWD_PORT}-:8080",
-                      "--socket", s_tap, "--device", f"{model},net=tap:lt0,mac={TAP_MAC}"],
+                      "--socket", s_tap, "--device", f"{model},net=tap:lt0,mac={TAP_MAC},id=tapnic"],
                      stdout=subprocess.DEVNULL, stderr=log)
     for _ in range(100):
         if os.path.exists(s_user) and os.path.exists(s_tap):
@@ -142,25 +163,27 @@ def run_swiftvmm(args, ns, model, log, sockdir):
         time.sleep(0.05)
     nics = ["-device", json.dumps({"driver": "vfio-user-pci", "socket": {"type": "unix", "path": s_user}}),
             "-device", json.dumps({"driver": "vfio-user-pci", "socket": {"type": "unix", "path": s_tap}})]
-    checks, metrics, secs = run_guest(ns, qemu_command(find_qemu(), model, nics), log)
+    checks, metrics, secs = run_guest(ns, qemu_command(find_qemu(), model, nics), log, qmp)
     serve.send_signal(signal.SIGTERM)
     try:
         status = serve.wait(timeout=10)
     except subprocess.TimeoutExpired:
         serve.kill()
         status = serve.wait()
-    checks["serve-clean-exit"] = {"pass": status == 0 and not os.path.exists(s_user) and not os.path.exists(s_tap),
+    checks["serve-clean-exit"] = {"pass": status == 0 and not any(os.path.exists(s) for s in (s_user, s_tap, qmp)),
                                   "detail": f"status {status}"}
     return checks, metrics, secs
 
 
-def run_reference(args, ns, model, log):
+def run_reference(args, ns, model, log, sockdir):
     m = QEMU_MODEL[model]
+    qmp = os.path.join(sockdir, f"qemu-{model}-qmp.sock")
     nics = ["-netdev", f"user,id=u,hostfwd=tcp:127.0.0.1:{HOSTFWD_PORT}-:8080",
             "-device", f"{m},netdev=u,mac={USER_MAC},romfile=",
             "-netdev", "tap,id=t,ifname=lt0,script=no,downscript=no" + (",vhost=off" if model == "virtio-net" else ""),
-            "-device", f"{m},netdev=t,mac={TAP_MAC},romfile="]
-    return run_guest(ns, qemu_command(find_qemu(), model, nics), log)
+            "-device", f"{m},netdev=t,mac={TAP_MAC},romfile=,id=tapnic",
+            "-qmp", f"unix:{qmp},server=on,wait=off"]
+    return run_guest(ns, qemu_command(find_qemu(), model, nics), log, qmp)
 
 
 def main():
@@ -192,7 +215,7 @@ def main():
                     if impl == "swiftvmm":
                         checks, metrics, secs = run_swiftvmm(args, ns, model, log, sockdir)
                     else:
-                        checks, metrics, secs = run_reference(args, ns, model, log)
+                        checks, metrics, secs = run_reference(args, ns, model, log, sockdir)
                 finally:
                     ns.close()
                 failed = [k for k, v in checks.items() if not v["pass"]]
@@ -205,7 +228,7 @@ def main():
                     print(f"    {k}: {checks[k]['detail']}")
                 for k, v in metrics.items():
                     print(f"    {k}: {v}")
-    os.rmdir(sockdir)
+    shutil.rmtree(sockdir, ignore_errors=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
