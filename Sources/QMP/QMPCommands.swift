@@ -28,7 +28,8 @@ final class QMPCommands {
     }
 
     static let standard = ["qmp_capabilities", "query-version", "query-status", "query-name", "query-commands", "query-pci",
-                           "set_link", "system_reset", "system_powerdown", "quit", "x-swiftvmm-counters"]
+                           "set_link", "system_reset", "system_powerdown", "quit", "x-swiftvmm-counters",
+                           "x-swiftvmm-capture-start", "x-swiftvmm-capture-stop"]
     static let vcpuCommands = ["stop", "cont", "query-cpus-fast"]
 
     var available: [String] { Self.standard + (server.target.hasVCPUs ? Self.vcpuCommands : []) }
@@ -141,6 +142,21 @@ final class QMPCommands {
         case "x-swiftvmm-counters":
             try args.only([])
             return counters()
+        case "x-swiftvmm-capture-start":
+            // The QMP client is the VM's administrator (the socket is 0600): it may name
+            // any path the process can write, as QEMU's dump commands do.
+            try args.only(["name", "path"])
+            let name = try args.string("name"), path = try args.string("path")
+            guard let link = server.links?.link(named: name) else { throw .deviceNotFound("Device '\(name)' not found") }
+            guard link.capturePath == nil else { throw .generic("a capture of '\(name)' is already running (to \(link.capturePath ?? ""))") }
+            do { try link.startCapture(path: path) } catch { throw .generic("cannot capture to '\(path)': \(error)") }
+            return .object([])
+        case "x-swiftvmm-capture-stop":
+            try args.only(["name"])
+            let name = try args.string("name")
+            guard let link = server.links?.link(named: name) else { throw .deviceNotFound("Device '\(name)' not found") }
+            guard link.stopCapture() else { throw .generic("no capture of '\(name)' is running") }
+            return .object([])
         default:
             throw .commandNotFound("The command \(command) has not been found")
         }

@@ -79,6 +79,13 @@ check qmp-link-down-carrier $([ "$(cat /sys/class/net/$T/carrier)" = 0 ]; echo $
 check qmp-link-down-no-traffic $(ping -c 1 -W 1 10.9.0.1 >/dev/null 2>&1; [ $? != 0 ]; echo $?) ""
 echo "SETLINK-UP"
 check qmp-link-up $(wait_carrier $T && ping -c 2 -W 2 10.9.0.1 >/dev/null 2>&1; echo $?) ""
+# swiftvmm only: the host starts a capture of the TAP NIC over QMP, the guest pings, the
+# host stops it and reads the ICMP back with tshark.
+echo "CAPTURE-START"
+sleep 0.5
+ping -c 3 -W 2 10.9.0.1 >/dev/null 2>&1
+echo "CAPTURE-STOP"
+sleep 0.5
 
 # Link down/up, then traffic again.
 ip link set $T down; ip link set $T up

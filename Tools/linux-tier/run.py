@@ -106,7 +106,31 @@ def set_link(qmp_path, name, up):
         print(f"linux-tier: set_link {name} {up}: {e}", file=sys.stderr)
 
 
-def run_guest(ns, cmd, log, qmp_path):
+def qmp_call(qmp_path, command, arguments):
+    import asyncio
+    from qemu.qmp import QMPClient
+
+    async def go():
+        q = QMPClient("linux-tier")
+        await q.connect(qmp_path)
+        await q.execute(command, arguments)
+        await q.disconnect()
+    try:
+        asyncio.run(go())
+        return True
+    except Exception as e:
+        print(f"linux-tier: {command}: {e}", file=sys.stderr)
+        return False
+
+
+def icmp_in_capture(path):
+    """ICMP echo requests and replies tshark finds in a pcap file."""
+    out = subprocess.run(["tshark", "-r", path, "-Y", "icmp", "-T", "fields", "-e", "icmp.type"],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout.split()
+    return out.count("8"), out.count("0")
+
+
+def run_guest(ns, cmd, log, qmp_path, capture=None):
     """Boots the guest, answers its hostfwd and set_link prompts, returns (checks, metrics, seconds)."""
     start = time.monotonic()
     p = ns.popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -138,6 +162,13 @@ def run_guest(ns, cmd, log, qmp_path):
                 set_link(qmp_path, "tapnic", False)
             if text.startswith("SETLINK-UP"):
                 set_link(qmp_path, "tapnic", True)
+            if capture and text.startswith("CAPTURE-START"):
+                qmp_call(qmp_path, "x-swiftvmm-capture-start", {"name": "tapnic", "path": capture})
+            if capture and text.startswith("CAPTURE-STOP"):
+                stopped = qmp_call(qmp_path, "x-swiftvmm-capture-stop", {"name": "tapnic"})
+                requests, replies = icmp_in_capture(capture) if stopped else (0, 0)
+                checks["qmp-capture"] = {"pass": requests >= 3 and replies >= 3,
+                                         "detail": f"{requests} echo requests, {replies} replies in {capture}"}
             if text.startswith("CHECKS-DONE"):
                 done = True
     try:
@@ -163,7 +194,8 @@ def run_swiftvmm(args, ns, model, log, sockdir):
         time.sleep(0.05)
     nics = ["-device", json.dumps({"driver": "vfio-user-pci", "socket": {"type": "unix", "path": s_user}}),
             "-device", json.dumps({"driver": "vfio-user-pci", "socket": {"type": "unix", "path": s_tap}})]
-    checks, metrics, secs = run_guest(ns, qemu_command(find_qemu(), model, nics), log, qmp)
+    checks, metrics, secs = run_guest(ns, qemu_command(find_qemu(), model, nics), log, qmp,
+                                      capture=os.path.join(sockdir, f"{model}-tap.pcap"))
     serve.send_signal(signal.SIGTERM)
     try:
         status = serve.wait(timeout=10)

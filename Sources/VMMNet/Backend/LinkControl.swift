@@ -10,6 +10,8 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     public let inner: NetworkBackend
     private let administrativelyUp = Atomic<Bool>(true)
     private let upstream = Mutex<FrameReceiver?>(nil)
+    /// A capture started over the control socket (QMP `x-swiftvmm-capture-start`).
+    private let capture = Mutex<PcapWriter?>(nil)
 
     public init(wrapping inner: NetworkBackend) { self.inner = inner }
 
@@ -28,6 +30,23 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
         if up { inner.resumeReceive() }
     }
 
+    /// Starts recording every frame this NIC sends or receives to a pcap file at `path`.
+    public func startCapture(path: String) throws(PcapError) {
+        let writer = try PcapWriter(path: path)
+        let previous = capture.withLock { c -> PcapWriter? in defer { c = writer }; return c }
+        try? previous?.close()
+    }
+
+    /// Stops a capture; false when none was running.
+    @discardableResult
+    public func stopCapture() -> Bool {
+        guard let writer = capture.withLock({ c -> PcapWriter? in defer { c = nil }; return c }) else { return false }
+        try? writer.close()
+        return true
+    }
+
+    public var capturePath: String? { capture.withLock { $0?.path } }
+
     public func start(receiver: FrameReceiver) {
         upstream.withLock { $0 = receiver }
         inner.start(receiver: self)
@@ -38,16 +57,24 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
             counters.dropped(.linkDown)
             return .dropped(.linkDown)
         }
-        return inner.send(segments, header: header)
+        let result = inner.send(segments, header: header)
+        if result == .sent, let writer = capture.withLock({ $0 }) { writer.write(segments) }
+        return result
     }
 
     public func resumeReceive() { inner.resumeReceive() }
     public func setReceiveOffloads(_ offloads: NetOffloads) { inner.setReceiveOffloads(offloads) }
-    public func stop() { inner.stop() }
+    public func stop() {
+        stopCapture()
+        inner.stop()
+    }
 
     public func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
         guard isAdministrativelyUp else { return true } // the cable is out: the frame is lost
-        return upstream.withLock { $0 }?.receive(frame, header: header) ?? true
+        guard let receiver = upstream.withLock({ $0 }) else { return true }
+        guard receiver.receive(frame, header: header) else { return false }
+        if let writer = capture.withLock({ $0 }) { writer.write(frame) }
+        return true
     }
 
     public func linkStateChanged(up: Bool) {
