@@ -69,6 +69,7 @@ let package = Package(
         .testTarget(name: "QTestTests", dependencies: ["QTest", "VMMTestKit", "DeviceCatalog"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "VMMCore", "DeviceCatalog"]),
         .testTarget(name: "CLITests", dependencies: ["DeviceCatalog", "VMMCore"]),
+        .testTarget(name: "QMPTests", dependencies: ["QMP"]),
         .testTarget(name: "VFIOUserTests", dependencies: ["VFIOUser", "VMMCore", "CKVM", .product(name: "Logging", package: "swift-log")]),
     ]
 )

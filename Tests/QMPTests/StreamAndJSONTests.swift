@@ -1,0 +1,52 @@
+import Testing
+@testable import QMP
+
+/// The QMP wire format at unit level: the stream splitter (qmp-spec.rst: not line
+/// delimited) and the bounded JSON parser.
+@Suite struct QMPStreamTests {
+    func messages(_ pieces: [QMPStream.Piece]) -> [String] {
+        pieces.compactMap { if case let .message(b) = $0 { String(decoding: b, as: UTF8.self) } else { nil } }
+    }
+
+    @Test func backToBackObjectsAndSplitReads() {
+        var s = QMPStream()
+        #expect(messages(s.feed(Array(#"{"a":1}{"b":"}{"}  "#.utf8))) == [#"{"a":1}"#, #"{"b":"}{"}"#])
+        #expect(s.feed(Array(#"{"execute":"qu"#.utf8)).isEmpty)
+        #expect(messages(s.feed(Array(#"it","id":"\"}"}"#.utf8))) == [#"{"execute":"quit","id":"\"}"}"#])
+    }
+
+    @Test func garbageIsOneErrorPerRun() {
+        var s = QMPStream()
+        let out = s.feed(Array("garbage!!! {\"x\":1}".utf8))
+        #expect(out.count == 2)
+        #expect(out.first == .garbage("JSON parse error"))
+        #expect(messages(out) == [#"{"x":1}"#])
+    }
+
+    @Test func limitsBoundWhatIsHeld() {
+        var s = QMPStream(maxMessageBytes: 100, maxDepth: 4)
+        let deep = s.feed(Array(String(repeating: "[", count: 50).utf8))
+        #expect(deep.contains { if case .garbage = $0 { true } else { false } })
+        #expect(s.current.count <= 100)
+        var t = QMPStream(maxMessageBytes: 100, maxDepth: 4)
+        let long = t.feed(Array(("{\"a\":\"" + String(repeating: "x", count: 500) + "\"}{\"ok\":1}").utf8))
+        #expect(long.first == .garbage("message longer than 100 bytes"))
+        #expect(messages(long) == [#"{"ok":1}"#])
+    }
+}
+
+@Suite struct JSONParserTests {
+    @Test func valuesEscapesAndRoundTrip() throws {
+        let v = try JSONParser.parse(Array(#" {"s":"a\"b\\c\n\u00e9\u0001","n":-12,"d":1.5,"t":true,"z":null,"l":[1,[2]]} "#.utf8))
+        #expect(v["s"]?.stringValue == "a\"b\\c\né\u{01}")
+        #expect(v["n"]?.intValue == -12)
+        #expect(v["d"] == .double(1.5))
+        #expect(try JSONParser.parse(Array(v.serialized.utf8)) == v)
+    }
+
+    @Test func malformedInputIsATypedError() {
+        for text in ["", "{", "{\"a\"}", "[1,]", "tru", "\"\\q\"", "1 2", "{\"a\":1,}", "\"\u{01}\"", "[" + String(repeating: "[", count: 40)] {
+            #expect(throws: JSONParseError.self, "\(text)") { try JSONParser.parse(Array(text.utf8), maxDepth: 32) }
+        }
+    }
+}
