@@ -29,7 +29,7 @@ final class QMPCommands {
 
     static let standard = ["qmp_capabilities", "query-version", "query-status", "query-name", "query-commands", "query-pci",
                            "set_link", "system_reset", "system_powerdown", "quit", "x-swiftvmm-counters",
-                           "x-swiftvmm-capture-start", "x-swiftvmm-capture-stop"]
+                           "x-swiftvmm-capture-start", "x-swiftvmm-capture-stop", "x-swiftvmm-swap-backend"]
     static let vcpuCommands = ["stop", "cont", "query-cpus-fast"]
 
     var available: [String] { Self.standard + (server.target.hasVCPUs ? Self.vcpuCommands : []) }
@@ -150,6 +150,18 @@ final class QMPCommands {
             guard let link = server.links?.link(named: name) else { throw .deviceNotFound("Device '\(name)' not found") }
             guard link.capturePath == nil else { throw .generic("a capture of '\(name)' is already running (to \(link.capturePath ?? ""))") }
             do { try link.startCapture(path: path) } catch { throw .generic("cannot capture to '\(path)': \(error)") }
+            return .object([])
+        case "x-swiftvmm-swap-backend":
+            // `backend` is what follows the device name in --device: net=…[,capture=…][,fault…].
+            try args.only(["name", "backend"])
+            let name = try args.string("name"), text = try args.string("backend")
+            guard let link = server.links?.link(named: name) else { throw .deviceNotFound("Device '\(name)' not found") }
+            do {
+                let spec = try DeviceSpec.parse("backend," + text)
+                try link.swap(options: spec.options)
+            } catch {
+                throw .generic("cannot swap the backend of '\(name)' to '\(text)': \(error)")
+            }
             return .object([])
         case "x-swiftvmm-capture-stop":
             try args.only(["name"])

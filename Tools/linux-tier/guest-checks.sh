@@ -5,6 +5,7 @@
 # (10.9.0.1, iperf3 server). Prints one line per check: "CHECK NAME PASS|FAIL detail",
 # and "METRIC NAME VALUE" for figures. The host reads them from the serial console.
 model=$1
+impl=${2:-swiftvmm}   # swiftvmm or qemu: the swap needs swiftvmm's QMP extension
 USER_MAC=52:54:00:00:01:01
 TAP_MAC=52:54:00:00:01:02
 check() { # NAME STATUS DETAIL
@@ -86,6 +87,15 @@ sleep 0.5
 ping -c 3 -W 2 10.9.0.1 >/dev/null 2>&1
 echo "CAPTURE-STOP"
 sleep 0.5
+# swiftvmm only: the host swaps the user-networking NIC's backend to a second TAP in its
+# namespace (10.9.1.1) over QMP while the driver stays bound; traffic flows on the new path.
+if [ "$impl" = swiftvmm ]; then
+    echo "SWAP-BACKEND"
+    sleep 1
+    ip addr flush dev $U; ip addr add 10.9.1.2/24 dev $U
+    drv=$(basename "$(readlink /sys/class/net/$U/device/driver)")
+    check swap-backend $(wait_carrier $U && ping -c 3 -W 2 10.9.1.1 >/dev/null 2>&1; echo $?) "driver $drv"
+fi
 
 # Link down/up, then traffic again.
 ip link set $T down; ip link set $T up

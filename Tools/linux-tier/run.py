@@ -63,6 +63,10 @@ class Namespace:
         sh("ip", "-n", name, "link", "set", "lt0", "mtu", "9000")
         sh("ip", "-n", name, "addr", "add", "10.9.0.1/24", "dev", "lt0")
         sh("ip", "-n", name, "link", "set", "lt0", "up")
+        # A second TAP for the backend swap (swiftvmm's x-swiftvmm-swap-backend).
+        sh("ip", "-n", name, "tuntap", "add", "dev", "lt1", "mode", "tap")
+        sh("ip", "-n", name, "addr", "add", "10.9.1.1/24", "dev", "lt1")
+        sh("ip", "-n", name, "link", "set", "lt1", "up")
         self.iperf = subprocess.Popen(self.exec_prefix + ["iperf3", "-s"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def popen(self, cmd, **kw):
@@ -80,14 +84,14 @@ class Namespace:
         sh("ip", "netns", "del", self.name, check=False)
 
 
-def qemu_command(qemu, model, nics):
+def qemu_command(qemu, model, nics, impl):
     return [qemu, "-L", os.path.join(os.path.dirname(os.path.dirname(qemu)), "share", "qemu"),
             "-machine", "pc,accel=tcg,memory-backend=mem", "-m", "512",
             "-object", "memory-backend-memfd,id=mem,size=512M,share=on",
             "-nodefaults", "-nographic", "-serial", "stdio", "-no-reboot",
             "-kernel", os.path.join(ROOT, "guest-out/vmlinux"),
             "-initrd", os.path.join(ROOT, "guest-out/initramfs.cpio.gz"),
-            "-append", f"console=ttyS0 reboot=k panic=-1 quiet swiftvmm.run=swiftvmm-checks,{model}"] + nics
+            "-append", f"console=ttyS0 reboot=k panic=-1 quiet swiftvmm.run=swiftvmm-checks,{model},{impl}"] + nics
 
 
 def set_link(qmp_path, name, up):
@@ -164,6 +168,9 @@ def run_guest(ns, cmd, log, qmp_path, capture=None):
                 set_link(qmp_path, "tapnic", True)
             if capture and text.startswith("CAPTURE-START"):
                 qmp_call(qmp_path, "x-swiftvmm-capture-start", {"name": "tapnic", "path": capture})
+            if capture and text.startswith("SWAP-BACKEND"):
+                if not qmp_call(qmp_path, "x-swiftvmm-swap-backend", {"name": "usernic", "backend": "net=tap:lt1"}):
+                    checks["swap-backend-command"] = {"pass": False, "detail": "x-swiftvmm-swap-backend failed"}
             if capture and text.startswith("CAPTURE-STOP"):
                 stopped = qmp_call(qmp_path, "x-swiftvmm-capture-stop", {"name": "tapnic"})
                 requests, replies = icmp_in_capture(capture) if stopped else (0, 0)
@@ -185,7 +192,7 @@ def run_swiftvmm(args, ns, model, log, sockdir):
     s_user, s_tap = os.path.join(sockdir, f"{model}-user.sock"), os.path.join(sockdir, f"{model}-tap.sock")
     qmp = os.path.join(sockdir, f"{model}-qmp.sock")
     serve = ns.popen([args.swiftvmm, "serve", "--qmp", f"unix:{qmp},server=on,wait=off",
-                      "--socket", s_user, "--device", f"{model},net=user,mac={USER_MAC},hostfwd=tcp:127.0.0.1:{HOSTFWD_PORT}-:8080",
+                      "--socket", s_user, "--device", f"{model},net=user,mac={USER_MAC},hostfwd=tcp:127.0.0.1:{HOSTFWD_PORT}-:8080,id=usernic",
                       "--socket", s_tap, "--device", f"{model},net=tap:lt0,mac={TAP_MAC},id=tapnic"],
                      stdout=subprocess.DEVNULL, stderr=log)
     for _ in range(100):
@@ -194,7 +201,7 @@ def run_swiftvmm(args, ns, model, log, sockdir):
         time.sleep(0.05)
     nics = ["-device", json.dumps({"driver": "vfio-user-pci", "socket": {"type": "unix", "path": s_user}}),
             "-device", json.dumps({"driver": "vfio-user-pci", "socket": {"type": "unix", "path": s_tap}})]
-    checks, metrics, secs = run_guest(ns, qemu_command(find_qemu(), model, nics), log, qmp,
+    checks, metrics, secs = run_guest(ns, qemu_command(find_qemu(), model, nics, "swiftvmm"), log, qmp,
                                       capture=os.path.join(sockdir, f"{model}-tap.pcap"))
     serve.send_signal(signal.SIGTERM)
     try:
@@ -215,7 +222,7 @@ def run_reference(args, ns, model, log, sockdir):
             "-netdev", "tap,id=t,ifname=lt0,script=no,downscript=no" + (",vhost=off" if model == "virtio-net" else ""),
             "-device", f"{m},netdev=t,mac={TAP_MAC},romfile=,id=tapnic",
             "-qmp", f"unix:{qmp},server=on,wait=off"]
-    return run_guest(ns, qemu_command(find_qemu(), model, nics), log, qmp)
+    return run_guest(ns, qemu_command(find_qemu(), model, nics, "qemu"), log, qmp)
 
 
 def main():

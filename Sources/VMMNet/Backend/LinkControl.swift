@@ -1,19 +1,62 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Synchronization
 import VMMCore
 
 /// The administrative link of one NIC, between the device and its backend: what QMP's
 /// `set_link` flips (as QEMU's `nc->link_down`). Down, the device sees its backend's link
 /// go down (e1000 LSC, virtio-net status), frames it sends are dropped as `link-down`,
-/// and frames from the backend are discarded. Every NIC's backend is wrapped in one
-/// (`PCIDeviceContext.openNetworkBackend`).
+/// and frames from the backend are discarded. It also lets the control socket capture the
+/// NIC's frames and swap its backend on a running guest. Every NIC's backend is wrapped in
+/// one (`PCIDeviceContext.openNetworkBackend`).
 public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendable {
-    public let inner: NetworkBackend
+    /// The backend now. Replaced only by `swap`, on the I/O loop with the device lock held,
+    /// so no send or delivery of the device is under way with the old one.
+    public var inner: NetworkBackend { current.withLock { $0 } }
+    private let current: Mutex<NetworkBackend>
+    private let deviceLock: DeviceLock?
+    private let loop: EventLoop?
+    private let makeBackend: (@Sendable (inout DeviceOptions) throws -> NetworkBackend)?
+    private let lastOffloads = Mutex<NetOffloads?>(nil)
     private let administrativelyUp = Atomic<Bool>(true)
     private let upstream = Mutex<FrameReceiver?>(nil)
     /// A capture started over the control socket (QMP `x-swiftvmm-capture-start`).
     private let capture = Mutex<PcapWriter?>(nil)
 
-    public init(wrapping inner: NetworkBackend) { self.inner = inner }
+    /// - Parameters: the device's lock and loop, and how to open a backend from options
+    ///   (`net=…`), for `swap`; without them the backend cannot be swapped.
+    public init(wrapping inner: NetworkBackend, deviceLock: DeviceLock? = nil, loop: EventLoop? = nil,
+                makeBackend: (@Sendable (inout DeviceOptions) throws -> NetworkBackend)? = nil) {
+        current = Mutex(inner)
+        self.deviceLock = deviceLock; self.loop = loop; self.makeBackend = makeBackend
+    }
+
+    /// Replaces the backend with one opened from `options` (`net=tap:tap1`…) while the
+    /// guest runs: the device sees a link flap; the old backend is stopped and closed
+    /// (frames it held for the device are lost, as on a cable swap); the new one gets the
+    /// receive offloads the guest accepted. Throws the new backend's option errors, leaving
+    /// the old one in place.
+    public func swap(options: DeviceOptions) throws {
+        guard let makeBackend, let deviceLock, let loop else { throw LinkControlError.cannotSwap }
+        var opts = options
+        let fresh = try makeBackend(&opts)
+        do { try opts.rejectUnknown() } catch { fresh.stop(); throw error }
+        let done = DispatchSemaphoreLite()
+        loop.execute { [self] in
+            deviceLock.withLock {
+                let old = current.withLock { c -> NetworkBackend in defer { c = fresh }; return c }
+                let receiver = upstream.withLock { $0 }
+                if isAdministrativelyUp { receiver?.linkStateChanged(up: false) }
+                old.stop()
+                if let offloads = lastOffloads.withLock({ $0 }) { fresh.setReceiveOffloads(offloads) }
+                fresh.start(receiver: self)
+                if isLinkUp { receiver?.linkStateChanged(up: true) }
+            }
+            done.signal()
+        }
+        done.wait()
+    }
 
     public var description: String { inner.description }
     public var capabilities: BackendCapabilities { inner.capabilities }
@@ -63,7 +106,10 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     }
 
     public func resumeReceive() { inner.resumeReceive() }
-    public func setReceiveOffloads(_ offloads: NetOffloads) { inner.setReceiveOffloads(offloads) }
+    public func setReceiveOffloads(_ offloads: NetOffloads) {
+        lastOffloads.withLock { $0 = offloads }
+        inner.setReceiveOffloads(offloads)
+    }
     public func stop() {
         stopCapture()
         inner.stop()
@@ -80,6 +126,27 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     public func linkStateChanged(up: Bool) {
         guard isAdministrativelyUp else { return }
         upstream.withLock { $0 }?.linkStateChanged(up: up)
+    }
+}
+
+public enum LinkControlError: Error, CustomStringConvertible {
+    case cannotSwap
+    public var description: String { "this NIC's backend cannot be swapped" }
+}
+
+/// A one-shot wait for work handed to the I/O loop (no Dispatch in the VMM's libraries).
+final class DispatchSemaphoreLite: @unchecked Sendable {
+    private let state = Mutex(false)
+    private var mutex = pthread_mutex_t(), cond = pthread_cond_t()
+    init() { pthread_mutex_init(&mutex, nil); pthread_cond_init(&cond, nil) }
+    deinit { pthread_cond_destroy(&cond); pthread_mutex_destroy(&mutex) }
+    func signal() {
+        pthread_mutex_lock(&mutex); state.withLock { $0 = true }; pthread_cond_broadcast(&cond); pthread_mutex_unlock(&mutex)
+    }
+    func wait() {
+        pthread_mutex_lock(&mutex)
+        while !state.withLock({ $0 }) { pthread_cond_wait(&cond, &mutex) }
+        pthread_mutex_unlock(&mutex)
     }
 }
 

@@ -103,7 +103,10 @@ public extension PCIDeviceContext {
     /// under the device's control name when the machine offers `NetworkLinks`.
     func openNetworkBackend(_ options: inout DeviceOptions) throws -> NetworkBackend {
         guard let factory = services.resolve(NetworkBackendFactory.self) else { throw NetworkBackendError.noFactory }
-        let link = LinkControl(wrapping: try factory.makeBackend(options: &options, eventLoop: eventLoop, clock: clock))
+        let loop = eventLoop, clock = clock
+        let link = LinkControl(wrapping: try factory.makeBackend(options: &options, eventLoop: loop, clock: clock),
+                               deviceLock: lock, loop: loop,
+                               makeBackend: { opts in try factory.makeBackend(options: &opts, eventLoop: loop, clock: clock) })
         services.resolve(NetworkLinks.self)?.register(controlName, link)
         return link
     }
