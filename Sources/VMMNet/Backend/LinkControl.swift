@@ -110,9 +110,12 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
         lastOffloads.withLock { $0 = offloads }
         inner.setReceiveOffloads(offloads)
     }
+    /// Stops the backend and lets go of the device (which holds this link: the reference
+    /// back would keep both alive).
     public func stop() {
         stopCapture()
         inner.stop()
+        upstream.withLock { $0 = nil }
     }
 
     public func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
