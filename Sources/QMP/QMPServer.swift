@@ -24,6 +24,8 @@ public final class QMPServer: @unchecked Sendable {
     static let eventQueueLimit = 256
     /// Bytes read per wakeup: a flood from one client cannot monopolise the thread.
     static let readChunk = 4096
+    /// How long one reply or event may take to leave, in seconds.
+    static let sendTimeout = 5.0
 
     public init(listener: UnixSocketListener, target: QMPTarget, links: NetworkLinks?, logger: Logger) throws(QMPError) {
         self.listener = listener; self.target = target; self.links = links; self.logger = logger
@@ -75,8 +77,9 @@ public final class QMPServer: @unchecked Sendable {
 
     private func serve() {
         while let fd = listener.accept(stopFD: stopFD) {
-            var timeout = timeval(tv_sec: 5, tv_usec: 0)
-            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            // Non-blocking: `send` bounds the time a reply may take as a whole, so a client
+            // that reads a byte at a time cannot hold the server (and its stop) for long.
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
             session(fd)
             events.withLock { $0 = ([], 0, false) }
             close(fd)
@@ -102,7 +105,7 @@ public final class QMPServer: @unchecked Sendable {
             if polls[1].revents != 0 { return }
             guard polls[0].revents != 0 else { continue }
             let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
+            if n < 0 && (errno == EINTR || errno == EAGAIN) { continue }
             guard n > 0 else { return } // the client left
             for piece in stream.feed(buffer[0 ..< n]) {
                 let reply: String?
@@ -122,16 +125,25 @@ public final class QMPServer: @unchecked Sendable {
         }
     }
 
+    /// Sends one reply or event; false (the session ends) when the client has not taken
+    /// it within `sendTimeout` seconds or the server is stopping while it waits.
     private func send(_ fd: Int32, _ text: String) -> Bool {
         let bytes = Array((text + "\r\n").utf8)
+        let deadline = MonotonicDeadline(secondsFromNow: Self.sendTimeout)
         var done = 0
         while done < bytes.count {
             let n = bytes.withUnsafeBytes { raw -> Int in
                 guard let base = raw.baseAddress else { return -1 }
                 return ckvm_send_with_fds(fd, base + done, raw.count - done, nil, 0)
             }
-            if n < 0 { if errno == EINTR { continue }; return false }
-            done += n
+            if n >= 0 { done += n; continue }
+            guard errno == EINTR || errno == EAGAIN else { return false }
+            if errno == EINTR { continue }
+            let left = Int32(clamping: (Int64(clamping: deadline.nanoseconds) - Int64(clamping: MonotonicTime.nanoseconds())) / 1_000_000)
+            guard left > 0 else { return false }
+            var polls = [pollfd(fd: fd, events: Int16(POLLOUT), revents: 0), pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0)]
+            if poll(&polls, 2, left) < 0 && errno != EINTR { return false }
+            if polls[1].revents != 0 { return false }
         }
         return true
     }

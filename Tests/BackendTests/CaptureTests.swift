@@ -27,6 +27,19 @@ import VMMNet
         #expect(Array(bytes[40 ..< 104]) == frame)
     }
 
+    /// Frames are written under the device lock: a FIFO (or any non-regular file) would let
+    /// whoever holds its other end stall the NIC, so it is refused, and opening it does not
+    /// wait for a reader.
+    @Test func captureRefusesAFIFO() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.path + "/fifo"
+        #expect(mkfifo(path, 0o600) == 0)
+        #expect(throws: PcapError.self) { try PcapWriter(path: path) }  // ENXIO without a reader
+        let reader = open(path, O_RDONLY | O_NONBLOCK)
+        defer { close(reader) }
+        #expect(throws: PcapError.notRegularFile(path: path)) { try PcapWriter(path: path) }
+    }
+
     @Test(.enabled(if: Host.hasTshark, "needs tshark (apt-get install tshark)"))
     func bothDirectionsReadableByTshark() throws {
         let dir = TemporaryDirectory()

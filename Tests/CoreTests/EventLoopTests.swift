@@ -66,4 +66,18 @@ import VMMCore
         loop.stop()
         loop.stop() // idempotent
     }
+
+    /// Control commands hand work to the loop and wait; a stopped loop must not hold them
+    /// forever, and work given up on must never run later.
+    @Test func runAndWaitRunsOnTheLoopAndGivesUpOnAStoppedOne() throws {
+        let loop = try EPollEventLoop()
+        loop.startThread()
+        let ran = Atomic<Int>(0)
+        try loop.runAndWait(timeout: 5) { ran.add(1, ordering: .relaxed) }
+        #expect(ran.load(ordering: .relaxed) == 1)
+        loop.stop()
+        #expect(throws: EventLoopTimeout.self) { try loop.runAndWait(timeout: 0.05) { ran.add(1, ordering: .relaxed) } }
+        _ = loop.runQueuedWork()
+        #expect(ran.load(ordering: .relaxed) == 1)
+    }
 }

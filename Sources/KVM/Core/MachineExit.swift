@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import VMMCore
 
 /// Why a VM stopped, and the process exit status it maps to.
 public enum MachineExit: Sendable, Equatable, CustomStringConvertible {
@@ -47,43 +48,25 @@ public enum MachineExit: Sendable, Equatable, CustomStringConvertible {
 
 /// The first stop reason wins; whoever runs the machine waits for it.
 final class StopLatch: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    private var cond = pthread_cond_t()
-    private var reason: MachineExit?
+    private let condition = ThreadCondition()
+    private var reason: MachineExit?  // guarded by `condition`
 
-    init() {
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&cond, nil)
-    }
-
-    deinit {
-        pthread_cond_destroy(&cond)
-        pthread_mutex_destroy(&mutex)
-    }
-
-    var isStopped: Bool {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return reason != nil
-    }
+    var isStopped: Bool { condition.withLock { reason != nil } }
 
     func stop(_ why: MachineExit) {
-        pthread_mutex_lock(&mutex)
-        guard reason == nil else {
-            pthread_mutex_unlock(&mutex)
-            return
+        condition.withLock {
+            guard reason == nil else { return }
+            reason = why
+            condition.broadcast()
         }
-        reason = why
-        pthread_cond_broadcast(&cond)
-        pthread_mutex_unlock(&mutex)
     }
 
     func wait() -> MachineExit {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        while true {
-            if let reason { return reason }
-            pthread_cond_wait(&cond, &mutex)
+        condition.withLock {
+            while true {
+                if let reason { return reason }
+                _ = condition.wait { reason != nil }
+            }
         }
     }
 }

@@ -1,62 +1,55 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Synchronization
+import VMMCore
 
 /// Pauses and resumes vCPUs (QMP `stop`/`cont`): each vCPU thread passes the gate before
 /// every KVM_RUN; `pause()` closes it, kicks the vCPUs out of KVM_RUN and returns once
 /// all of them wait at it, so no guest instruction runs until `resume()`.
 final class PauseGate: @unchecked Sendable {
     private let closed = Atomic<Bool>(false)
-    private var mutex = pthread_mutex_t()
-    private var cond = pthread_cond_t()
-    private var parked = 0
-    private var released = false
-
-    init() {
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&cond, nil)
-    }
-
-    deinit {
-        pthread_cond_destroy(&cond)
-        pthread_mutex_destroy(&mutex)
-    }
+    private let condition = ThreadCondition()
+    private var parked = 0        // guarded by `condition`
+    private var released = false  // guarded by `condition`
 
     var isPaused: Bool { closed.load(ordering: .acquiring) }
 
     /// Called by a vCPU thread before KVM_RUN: returns at once unless paused.
     func pass() {
         guard closed.load(ordering: .acquiring) else { return }
-        pthread_mutex_lock(&mutex)
-        parked += 1
-        pthread_cond_broadcast(&cond)
-        while closed.load(ordering: .acquiring) && !released { pthread_cond_wait(&cond, &mutex) }
-        parked -= 1
-        pthread_mutex_unlock(&mutex)
+        condition.withLock {
+            parked += 1
+            condition.broadcast()
+            _ = condition.wait { !closed.load(ordering: .acquiring) || released }
+            parked -= 1
+        }
     }
 
-    /// Closes the gate, kicks the vCPUs, and waits until `count` of them are parked.
+    /// Closes the gate, kicks the vCPUs, and waits until `count` of them are parked. The
+    /// kick is repeated every 10 ms: a vCPU thread that was still starting (no thread to
+    /// signal yet) or between the gate and KVM_RUN when the first kick went out is caught
+    /// by a later one.
     func pause(vcpus count: Int, kick: () -> Void) {
         closed.store(true, ordering: .releasing)
-        kick()
-        pthread_mutex_lock(&mutex)
-        while parked < count && !released { pthread_cond_wait(&cond, &mutex) }
-        pthread_mutex_unlock(&mutex)
+        while true {
+            kick()
+            let done = condition.withLock {
+                condition.wait(until: MonotonicDeadline(secondsFromNow: 0.01)) { parked >= count || released }
+            }
+            if done { return }
+        }
     }
 
     func resume() {
-        pthread_mutex_lock(&mutex)
-        closed.store(false, ordering: .releasing)
-        pthread_cond_broadcast(&cond)
-        pthread_mutex_unlock(&mutex)
+        condition.withLock {
+            closed.store(false, ordering: .releasing)
+            condition.broadcast()
+        }
     }
 
     /// The machine is stopping: nobody waits at the gate any more.
     func release() {
-        pthread_mutex_lock(&mutex)
-        released = true
-        pthread_cond_broadcast(&cond)
-        pthread_mutex_unlock(&mutex)
+        condition.withLock {
+            released = true
+            condition.broadcast()
+        }
     }
 }

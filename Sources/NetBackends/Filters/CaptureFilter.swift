@@ -19,7 +19,12 @@ public final class CaptureFilter: NetworkBackend, FrameReceiver, @unchecked Send
     public init(wrapping inner: NetworkBackend, path: String) throws(NetBackendError) {
         self.inner = inner
         do { writer = try PcapWriter(path: path) } catch {
-            throw .system(option: "capture", value: path, call: "open", errno: error.errno, hint: nil)
+            switch error {
+            case let .open(_, e), let .write(_, e):
+                throw .system(option: "capture", value: path, call: "open", errno: e, hint: nil)
+            case .notRegularFile:
+                throw .badValue(option: "capture", value: path, reason: "exists and is not a regular file")
+            }
         }
     }
 
@@ -51,12 +56,4 @@ public final class CaptureFilter: NetworkBackend, FrameReceiver, @unchecked Send
     }
 
     public func linkStateChanged(up: Bool) { upstream?.linkStateChanged(up: up) }
-}
-
-extension PcapError {
-    var errno: Int32 {
-        switch self {
-        case let .open(_, e), let .write(_, e): e
-        }
-    }
 }

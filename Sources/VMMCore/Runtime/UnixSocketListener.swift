@@ -57,14 +57,17 @@ public final class UnixSocketListener: @unchecked Sendable {
         fd = s
     }
 
+    /// A non-blocking probe: a listener whose backlog is full answers EAGAIN instead of
+    /// holding us in connect; it is alive all the same. Only ECONNREFUSED (nobody bound)
+    /// means the file is a stale leftover.
     private static func someoneListens(_ addr: inout sockaddr_un) -> Bool {
-        let probe = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let probe = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard probe >= 0 else { return false }
         defer { Glibc.close(probe) }
         let r = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(probe, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
-        return r == 0
+        return r == 0 || errno == EAGAIN || errno == EINPROGRESS
     }
 
     /// Waits for a client, or returns nil when `stopFD` becomes readable first.

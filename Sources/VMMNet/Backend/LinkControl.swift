@@ -20,7 +20,10 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     private let makeBackend: (@Sendable (inout DeviceOptions) throws -> NetworkBackend)?
     private let lastOffloads = Mutex<NetOffloads?>(nil)
     private let administrativelyUp = Atomic<Bool>(true)
-    private let upstream = Mutex<FrameReceiver?>(nil)
+    /// The device; weak, as in every filter: the device owns this link.
+    private struct WeakReceiver { weak var receiver: FrameReceiver? }
+    private let upstreamRef = Mutex(WeakReceiver())
+    private var upstream: FrameReceiver? { upstreamRef.withLock { $0.receiver } }
     /// A capture started over the control socket (QMP `x-swiftvmm-capture-start`).
     private let capture = Mutex<PcapWriter?>(nil)
 
@@ -42,20 +45,24 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
         var opts = options
         let fresh = try makeBackend(&opts)
         do { try opts.rejectUnknown() } catch { fresh.stop(); throw error }
-        let done = DispatchSemaphoreLite()
-        loop.execute { [self] in
-            deviceLock.withLock {
-                let old = current.withLock { c -> NetworkBackend in defer { c = fresh }; return c }
-                let receiver = upstream.withLock { $0 }
-                if isAdministrativelyUp { receiver?.linkStateChanged(up: false) }
-                old.stop()
-                if let offloads = lastOffloads.withLock({ $0 }) { fresh.setReceiveOffloads(offloads) }
-                fresh.start(receiver: self)
-                if isLinkUp { receiver?.linkStateChanged(up: true) }
-            }
-            done.signal()
+        // Five seconds is far beyond one bounded device event; past it the loop is
+        // stopping (the VM is shutting down) and the new backend is closed unused.
+        do {
+            try loop.runAndWait(timeout: 5, { [self] in
+                deviceLock.withLock {
+                    let old = current.withLock { c -> NetworkBackend in defer { c = fresh }; return c }
+                    let receiver = upstream
+                    if isAdministrativelyUp { receiver?.linkStateChanged(up: false) }
+                    old.stop()
+                    if let offloads = lastOffloads.withLock({ $0 }) { fresh.setReceiveOffloads(offloads) }
+                    fresh.start(receiver: self)
+                    if isLinkUp { receiver?.linkStateChanged(up: true) }
+                }
+            })
+        } catch {
+            fresh.stop()
+            throw LinkControlError.loopNotRunning
         }
-        done.wait()
     }
 
     public var description: String { inner.description }
@@ -69,7 +76,7 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
         let before = isLinkUp
         administrativelyUp.store(up, ordering: .releasing)
         let after = isLinkUp
-        if before != after { upstream.withLock { $0 }?.linkStateChanged(up: after) }
+        if before != after { upstream?.linkStateChanged(up: after) }
         if up { inner.resumeReceive() }
     }
 
@@ -91,7 +98,7 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     public var capturePath: String? { capture.withLock { $0?.path } }
 
     public func start(receiver: FrameReceiver) {
-        upstream.withLock { $0 = receiver }
+        upstreamRef.withLock { $0.receiver = receiver }
         inner.start(receiver: self)
     }
 
@@ -110,17 +117,14 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
         lastOffloads.withLock { $0 = offloads }
         inner.setReceiveOffloads(offloads)
     }
-    /// Stops the backend and lets go of the device (which holds this link: the reference
-    /// back would keep both alive).
     public func stop() {
         stopCapture()
         inner.stop()
-        upstream.withLock { $0 = nil }
     }
 
     public func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
         guard isAdministrativelyUp else { return true } // the cable is out: the frame is lost
-        guard let receiver = upstream.withLock({ $0 }) else { return true }
+        guard let receiver = upstream else { return true }
         guard receiver.receive(frame, header: header) else { return false }
         if let writer = capture.withLock({ $0 }) { writer.write(frame) }
         return true
@@ -128,28 +132,18 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
 
     public func linkStateChanged(up: Bool) {
         guard isAdministrativelyUp else { return }
-        upstream.withLock { $0 }?.linkStateChanged(up: up)
+        upstream?.linkStateChanged(up: up)
     }
 }
 
 public enum LinkControlError: Error, CustomStringConvertible {
     case cannotSwap
-    public var description: String { "this NIC's backend cannot be swapped" }
-}
-
-/// A one-shot wait for work handed to the I/O loop (no Dispatch in the VMM's libraries).
-final class DispatchSemaphoreLite: @unchecked Sendable {
-    private let state = Mutex(false)
-    private var mutex = pthread_mutex_t(), cond = pthread_cond_t()
-    init() { pthread_mutex_init(&mutex, nil); pthread_cond_init(&cond, nil) }
-    deinit { pthread_cond_destroy(&cond); pthread_mutex_destroy(&mutex) }
-    func signal() {
-        pthread_mutex_lock(&mutex); state.withLock { $0 = true }; pthread_cond_broadcast(&cond); pthread_mutex_unlock(&mutex)
-    }
-    func wait() {
-        pthread_mutex_lock(&mutex)
-        while !state.withLock({ $0 }) { pthread_cond_wait(&cond, &mutex) }
-        pthread_mutex_unlock(&mutex)
+    case loopNotRunning
+    public var description: String {
+        switch self {
+        case .cannotSwap: "this NIC's backend cannot be swapped"
+        case .loopNotRunning: "the VM's I/O loop is not running (is it stopping?); the backend was not swapped"
+        }
     }
 }
 

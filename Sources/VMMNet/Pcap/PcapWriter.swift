@@ -2,15 +2,18 @@
 import Glibc
 #endif
 import Synchronization
+import VMMCore
 
 public enum PcapError: Error, Equatable, CustomStringConvertible {
     case open(path: String, errno: Int32)
     case write(path: String, errno: Int32)
+    case notRegularFile(path: String)
 
     public var description: String {
         switch self {
         case let .open(p, e): "cannot create pcap file '\(p)': \(String(cString: strerror(e)))"
         case let .write(p, e): "cannot write pcap file '\(p)': \(String(cString: strerror(e)))"
+        case let .notRegularFile(p): "pcap file '\(p)' exists and is not a regular file"
         }
     }
 }
@@ -37,16 +40,29 @@ public final class PcapWriter: Sendable {
     private let state: Mutex<State>
     private let flushInterval: UInt64
 
-    /// Creates (truncates) `path` and writes the file header.
+    /// Creates (truncates) `path` and writes the file header. Only a regular file is
+    /// accepted: frames are written under the device's lock, and a FIFO or a device node
+    /// that stops reading would stall the NIC (O_NONBLOCK keeps the open itself from waiting
+    /// for a FIFO's reader).
     public init(path: String, snapLength: Int = 262_144, bufferSize: Int = 1 << 20,
                 flushIntervalNanoseconds: UInt64 = 100_000_000) throws(PcapError) {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        let fd = open(path, O_WRONLY | O_CREAT | O_NONBLOCK | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw .open(path: path, errno: errno) }
+        var info = stat()
+        guard fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
+            Glibc.close(fd)
+            throw .notRegularFile(path: path)
+        }
+        guard ftruncate(fd, 0) == 0 else {
+            let e = errno
+            Glibc.close(fd)
+            throw .open(path: path, errno: e)
+        }
         self.path = path
         self.snapLength = max(snapLength, 64)
         flushInterval = flushIntervalNanoseconds
         buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(bufferSize, 4096), alignment: 8)
-        state = Mutex(State(fd: fd, lastFlush: PcapWriter.monotonic()))
+        state = Mutex(State(fd: fd, lastFlush: MonotonicTime.nanoseconds()))
         // struct pcap_file_header: magic, version 2.4, thiszone, sigfigs, snaplen, linktype.
         let header: [UInt32] = [0xA1B2_C3D4, 0x0004_0002, 0, 0, UInt32(self.snapLength), PcapWriter.linkTypeEthernet]
         state.withLock { s in
@@ -72,7 +88,7 @@ public final class PcapWriter: Sendable {
         let captured = min(length, snapLength)
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
-        let now = PcapWriter.monotonic()
+        let now = MonotonicTime.nanoseconds()
         // The views stay valid for this call; the lock only orders writers.
         nonisolated(unsafe) let segments = segments
         state.withLock { s in
@@ -114,7 +130,7 @@ public final class PcapWriter: Sendable {
     public func flush() throws(PcapError) {
         let error = state.withLock { s -> Int32 in
             drain(&s)
-            s.lastFlush = PcapWriter.monotonic()
+            s.lastFlush = MonotonicTime.nanoseconds()
             return s.writeError
         }
         if error != 0 { throw .write(path: path, errno: error) }
@@ -151,11 +167,5 @@ public final class PcapWriter: Sendable {
             p += n
             left -= n
         }
-    }
-
-    private static func monotonic() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
     }
 }
