@@ -18,6 +18,7 @@ let package = Package(
         .executable(name: "swiftvmm", targets: ["swiftvmm"]),
         .library(name: "VMMCore", targets: ["VMMCore"]),
         .library(name: "VMMNet", targets: ["VMMNet"]),
+        .library(name: "VMMBlock", targets: ["VMMBlock"]),
         .library(name: "VMMTestKit", targets: ["VMMTestKit"]),
         .library(name: "Virtio", targets: ["Virtio"]),
         .library(name: "SwiftVMMDevices", targets: ["E1000", "VirtioNet", "NetBackends", "DeviceCatalog"]),
@@ -43,6 +44,8 @@ let package = Package(
         ]),
         .target(name: "VMMNet", dependencies: ["VMMCore"], swiftSettings: hotPath),
         .target(name: "Virtio", dependencies: ["VMMCore"], swiftSettings: hotPath),
+        // The block layer: the backend protocol block devices use (like VMMNet for NICs).
+        .target(name: "VMMBlock", dependencies: ["VMMCore"]),
         .target(name: "E1000", dependencies: ["VMMCore", "VMMNet"], path: "Devices/E1000", swiftSettings: hotPath),
         .target(name: "VirtioNet", dependencies: ["VMMCore", "VMMNet", "Virtio"], path: "Devices/VirtioNet", swiftSettings: hotPath),
         .target(name: "NetBackends", dependencies: ["VMMCore", "VMMNet", "CKVM", "CVDEPlug", "CSlirp"]),
