@@ -1,3 +1,4 @@
+import Virtio
 import VMMCore
 
 /// The user's choices for one virtio-net device (`--device virtio-net,mac=…,mtu=…`).
@@ -12,9 +13,7 @@ struct VirtioNetConfiguration: Equatable {
     var tso = true
     var guestTSO = true
     var mergeableRXBuffers = true
-    var eventIndex = true
-    var indirectDescriptors = true
-    var packedRing = false
+    var ring = VirtioRingOptions()
     var controlQueue = true
     var status = true
 
@@ -28,13 +27,10 @@ struct VirtioNetConfiguration: Equatable {
         OptionHelp("tso", "on|off", "transmit segmentation offload (HOST_TSO4/6, HOST_ECN)"),
         OptionHelp("guest_tso", "on|off", "receive large segments (GUEST_TSO4/6/ECN; only with a vnet-header backend)"),
         OptionHelp("mrg_rxbuf", "on|off", "mergeable receive buffers (VIRTIO_NET_F_MRG_RXBUF)"),
-        OptionHelp("event_idx", "on|off", "notification suppression (VIRTIO_F_EVENT_IDX)"),
-        OptionHelp("indirect_desc", "on|off", "indirect descriptor tables (VIRTIO_F_INDIRECT_DESC)"),
-        OptionHelp("packed", "on|off", "offer packed virtqueues (VIRTIO_F_RING_PACKED; default off)"),
         OptionHelp("ctrl_vq", "on|off", "control queue: RX modes, MAC filter, offloads, MQ"),
         OptionHelp("status", "on|off", "link status in config space (VIRTIO_NET_F_STATUS)"),
         OptionHelp("net", "BACKEND", "network backend (user, tap:NAME, vde:URL, stream:…); see `swiftvmm backends`"),
-    ]
+    ] + VirtioRingOptions.help
 
     /// Takes the device's own options (the backend factory takes `net=` and its keys).
     init(options: inout DeviceOptions, instanceIndex: Int) throws(OptionError) {
@@ -55,9 +51,7 @@ struct VirtioNetConfiguration: Equatable {
         try flag("tso", &tso)
         try flag("guest_tso", &guestTSO)
         try flag("mrg_rxbuf", &mergeableRXBuffers)
-        try flag("event_idx", &eventIndex)
-        try flag("indirect_desc", &indirectDescriptors)
-        try flag("packed", &packedRing)
+        ring = try VirtioRingOptions(options: &options)
         try flag("ctrl_vq", &controlQueue)
         try flag("status", &status)
         if queuePairs > 1 && !controlQueue {

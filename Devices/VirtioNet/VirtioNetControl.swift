@@ -17,7 +17,7 @@ enum VirtioNetControl {
     static let macTableEntries = 64
 }
 
-extension VirtioNetDevice {
+extension VirtioNet {
     /// The largest command accepted: two full MAC tables and their counts, with room.
     static let maxControlCommand = 2 + 2 * (4 + 6 * 1024)
 
@@ -47,7 +47,7 @@ extension VirtioNetDevice {
     /// the chain has nowhere to put it).
     private func handleControlChain() -> UInt32 {
         let ack: UInt8
-        if chain.readableLength < 2 || chain.readableLength > UInt64(VirtioNetDevice.maxControlCommand) {
+        if chain.readableLength < 2 || chain.readableLength > UInt64(VirtioNet.maxControlCommand) {
             ack = VirtioNetControl.error
         } else if readControlBytes() {
             ack = execute(controlBytes[0], controlBytes[1], data: controlBytes[2...])

@@ -2,7 +2,7 @@ import VMMCore
 import VMMNet
 import Virtio
 
-extension VirtioNetDevice {
+extension VirtioNet {
     static let maximumReceiveFrame = 1 << 20
 
     /// One frame from the backend (on the I/O loop). Returns false only when the guest has
@@ -18,7 +18,7 @@ extension VirtioNetDevice {
         }
         // Nothing a backend can deliver is larger (64 KiB GSO frames); this also keeps
         // every length below within 32 bits.
-        guard frame.count <= VirtioNetDevice.maximumReceiveFrame else {
+        guard frame.count <= VirtioNet.maximumReceiveFrame else {
             counters.dropped(.oversized)
             return true
         }

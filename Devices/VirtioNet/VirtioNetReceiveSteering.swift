@@ -1,7 +1,7 @@
 import VMMNet
 import Virtio
 
-extension VirtioNetDevice {
+extension VirtioNet {
     /// The receive queue for `frame`. With several active pairs (VQ_PAIRS_SET), a hash of
     /// the flow — IP addresses and TCP/UDP ports — picks the pair, so a flow stays in order
     /// on one queue and different flows interrupt different vCPUs (§5.1.6.5.5 leaves the

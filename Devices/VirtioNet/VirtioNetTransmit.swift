@@ -2,7 +2,7 @@ import VMMCore
 import VMMNet
 import Virtio
 
-extension VirtioNetDevice {
+extension VirtioNet {
     /// Destination, source and EtherType: anything shorter is not an Ethernet frame.
     static let minimumFrame = 14
 
@@ -60,7 +60,7 @@ extension VirtioNetDevice {
         }
         let caps = backend.capabilities
         let frameLength = chain.readableLength - UInt64(VirtioNetHeader.size)
-        guard frameLength >= UInt64(VirtioNetDevice.minimumFrame) else {
+        guard frameLength >= UInt64(VirtioNet.minimumFrame) else {
             context.guestLog.debug("virtio-net.tx-runt", "TX chain \(chain.head): \(frameLength)-byte frame has no Ethernet header; dropped")
             counters.dropped(.malformed)
             return

@@ -212,8 +212,8 @@ struct RobustnessTests {
     @Test func machineResetReturnsToPowerOn() throws {
         let (d, _) = try ready()
         d.machine.bus.reset()
-        #expect(d.device?.transport.status == [])
-        #expect(d.device?.transport.queues.allSatisfy { !$0.isEnabled } == true)
+        #expect(d.transport?.status == [])
+        #expect((0 ..< 3).allSatisfy { d.transport?.queue($0) == nil })
     }
 
     @Test func hugeControlCommandIsRefused() throws {

@@ -122,7 +122,8 @@ final class DriverQueue {
 final class VirtioNetDriver {
     let machine: TestMachine
     let nic: TestDevice
-    var device: VirtioNetDevice? { nic.function.device as? VirtioNetDevice }
+    var device: VirtioNet? { (nic.function.device as? VirtioNetDevice)?.device }
+    var transport: VirtioPCITransport? { (nic.function.device as? VirtioNetDevice)?.transport }
     var endpoint: InMemoryEndpoint { nic.endpoint ?? InMemoryEndpoint() }
     private(set) var caps: [UInt8: VirtioCap] = [:]
     var queues: [Int: DriverQueue] = [:]

@@ -97,7 +97,7 @@ public enum NetworkBackendError: Error, CustomStringConvertible {
     }
 }
 
-public extension PCIDeviceContext {
+public extension DeviceEnvironment {
     /// Opens the backend named in the device's options (what a NIC calls in its `init`).
     /// The backend comes wrapped in the NIC's `LinkControl` (QMP's set_link), registered
     /// under the device's control name when the machine offers `NetworkLinks`.

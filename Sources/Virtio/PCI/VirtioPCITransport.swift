@@ -11,43 +11,51 @@ public struct VirtioPCIIdentity: Sendable {
     }
 }
 
-/// Ring features a user may switch (`event_idx=off`, `indirect_desc=off`, `packed=on`).
-public struct VirtioTransportOptions: Sendable {
-    public var eventIndex = true
-    public var indirectDescriptors = true
-    /// Offer VIRTIO_F_RING_PACKED (off by default, as in QEMU: split rings are what every
-    /// driver supports and what is tested most).
-    public var packedRing = false
-    public init(eventIndex: Bool = true, indirectDescriptors: Bool = true, packedRing: Bool = false) {
-        self.eventIndex = eventIndex
-        self.indirectDescriptors = indirectDescriptors
-        self.packedRing = packedRing
-    }
-}
-
-/// The modern virtio-pci transport (virtio 1.2 §4.1), reusable by any device type:
+/// The modern virtio-pci transport (virtio 1.2 §4.1), the same for every device type:
 /// vendor capabilities for common/notify/ISR/device configuration (and the PCI_CFG
 /// window) in one 64-bit memory BAR, 64-bit feature negotiation, the device status state
-/// machine, per-queue setup of split virtqueues, queue notifications as doorbells (so
-/// KVM can use an ioeventfd), and interrupts: MSI-X per queue and for config changes, or
-/// INTx with the ISR status register when MSI-X is off.
+/// machine, per-queue setup of split or packed virtqueues, queue notifications as
+/// doorbells (so KVM can use an ioeventfd), and interrupts: MSI-X per queue and for config
+/// changes, or INTx with the ISR status register when MSI-X is off.
 ///
-/// The owning `PCIDevice` forwards `barRead`/`barWrite`/`configRead`/`configWrite`/
-/// `reset` here. All calls happen under the device's lock.
-public final class VirtioPCITransport: @unchecked Sendable {
-    /// Each queue's registers as the driver programmed them, and its split ring.
-    public let queues: [SplitVirtqueue]
-    /// The packed ring of each queue, used instead when VIRTIO_F_RING_PACKED is negotiated.
-    public let packedQueues: [PackedVirtqueue]
+/// `VirtioPCIDevice` owns it and forwards the function's accesses; the device type sees
+/// it only as `VirtioTransport`. All calls happen under the device's lock.
+public final class VirtioPCITransport: VirtioTransport, @unchecked Sendable {
+    /// One queue: its registers as the driver programmed them and, once enabled, its ring
+    /// in the layout the driver negotiated.
+    struct QueueState {
+        var configuration: VirtqueueConfiguration
+        var ring: ActiveRing?
+    }
+
+    enum ActiveRing {
+        case split(SplitVirtqueue)
+        case packed(PackedVirtqueue)
+
+        var queue: any Virtqueue {
+            switch self {
+            case let .split(q): q
+            case let .packed(q): q
+            }
+        }
+
+        func disable() {
+            switch self {
+            case let .split(q): q.disable()
+            case let .packed(q): q.disable()
+            }
+        }
+    }
+
     public private(set) var status = VirtioDeviceStatus()
     /// Features the driver accepted; valid once FEATURES_OK is set.
     public private(set) var negotiatedFeatures: UInt64 = 0
-    public let offeredFeatures: UInt64
+    public private(set) var offeredFeatures: UInt64 = 0
+    private(set) var queues: [QueueState] = []
 
-    /// The device type's behaviour; set by the device at the end of its `init` (the
-    /// transport is created first, so the device can keep it in a `let`).
-    public weak var model: VirtioDeviceModel?
-    private let deviceConfigLength: Int
+    /// The device type; weak because the device's owner (`VirtioPCIDevice`) holds it.
+    private weak var device: VirtioDevice?
+    private var deviceConfigLength = 0
     private let context: PCIDeviceContext
     private var deviceFeatureSelect: UInt32 = 0
     private var driverFeatureSelect: UInt32 = 0
@@ -56,24 +64,28 @@ public final class VirtioPCITransport: @unchecked Sendable {
     private var configGeneration: UInt8 = 0
     private var queueSelect: UInt16 = 0
     private var isr: UInt8 = 0
-    private let msixVectors: Int
+    private var msixVectors = 1
     private var configWindow: VirtioPCIConfigWindow?
 
-    /// Creates the transport in the device's config space: `deviceFeatures` are the
-    /// device-type bits offered (VERSION_1 and the ring features are added here),
-    /// `deviceConfigLength` the size of its configuration structure, `queueCount` queues of
-    /// at most `maxQueueSize` entries each (a power of two ≤ 32768, §2.7).
-    public init(context: PCIDeviceContext, identity: VirtioPCIIdentity, deviceFeatures: UInt64, deviceConfigLength: Int,
-                queueCount: Int, maxQueueSize: UInt16, options: VirtioTransportOptions = VirtioTransportOptions()) {
+    /// The transport exists before the device (which keeps it as its `VirtioTransport`);
+    /// `attach` then builds the function for the device's layout.
+    init(context: PCIDeviceContext) {
         self.context = context
-        self.deviceConfigLength = max(0, min(deviceConfigLength, Int(VirtioPCILayout.deviceConfigMaxLength)))
-        let count = min(max(queueCount, 1), VirtioPCILayout.maxQueues)
-        queues = (0 ..< count).map { SplitVirtqueue(index: $0, maxSize: maxQueueSize, memory: context.memory) }
-        packedQueues = (0 ..< count).map { PackedVirtqueue(index: $0, memory: context.memory) }
-        var features = deviceFeatures | VirtioFeature.version1
-        if options.eventIndex { features |= VirtioFeature.eventIndex }
-        if options.indirectDescriptors { features |= VirtioFeature.indirectDescriptors }
-        if options.packedRing { features |= VirtioFeature.ringPacked }
+    }
+
+    /// Builds the function in the device's config space: identity, the BAR and its
+    /// capabilities, MSI-X with one vector per queue plus one for config changes, and a
+    /// doorbell per queue.
+    func attach(_ device: VirtioDevice, identity: VirtioPCIIdentity) {
+        self.device = device
+        let layout = device.layout
+        deviceConfigLength = max(0, min(layout.configLength, Int(VirtioPCILayout.deviceConfigMaxLength)))
+        let count = min(max(layout.queueCount, 1), VirtioPCILayout.maxQueues)
+        queues = Array(repeating: QueueState(configuration: VirtqueueConfiguration(maxSize: layout.maxQueueSize), ring: nil), count: count)
+        var features = (layout.features & ~VirtioFeature.transportBits) | VirtioFeature.version1
+        if layout.ring.eventIndex { features |= VirtioFeature.eventIndex }
+        if layout.ring.indirectDescriptors { features |= VirtioFeature.indirectDescriptors }
+        if layout.ring.packedRing { features |= VirtioFeature.ringPacked }
         offeredFeatures = features
         msixVectors = count + 1
 
@@ -89,9 +101,9 @@ public final class VirtioPCITransport: @unchecked Sendable {
                                    length: UInt64(count) * UInt64(multiplier),
                                    extra: (0 ..< 4).map { UInt8(truncatingIfNeeded: multiplier >> (8 * UInt32($0))) })
         config.addVirtioCapability(.isr, bar: bar, offset: VirtioPCILayout.isrOffset, length: VirtioPCILayout.isrLength)
-        if self.deviceConfigLength > 0 {
+        if deviceConfigLength > 0 {
             config.addVirtioCapability(.device, bar: bar, offset: VirtioPCILayout.deviceConfigOffset,
-                                       length: UInt64(self.deviceConfigLength))
+                                       length: UInt64(deviceConfigLength))
         }
         if let window = config.addVirtioCapability(.pciConfigAccess, bar: 0, offset: 0, length: 0, extra: [0, 0, 0, 0],
                                                    writeMask: VirtioPCIConfigWindow.writeMask) {
@@ -120,12 +132,10 @@ public final class VirtioPCITransport: @unchecked Sendable {
             && context.config.busMasterEnabled
     }
 
-    public func negotiated(_ bit: UInt64) -> Bool { VirtioFeature.has(negotiatedFeatures, bit) }
-
-    /// Queue `index` in the layout the driver negotiated (split or packed).
     public func queue(_ index: Int) -> (any Virtqueue)? {
-        guard index >= 0, index < queues.count else { return nil }
-        return negotiated(VirtioFeature.ringPacked) ? packedQueues[index] : queues[index]
+        guard index >= 0, index < queues.count, let ring = queues[index].ring else { return nil }
+        let queue = ring.queue
+        return queue.isEnabled ? queue : nil
     }
 
     /// Publishes what was added to `queue`'s used ring and interrupts the driver if it
@@ -140,7 +150,7 @@ public final class VirtioPCITransport: @unchecked Sendable {
     /// A used-buffer notification for `queue`: its MSI-X vector, or ISR bit 0 and INTx.
     public func signalQueue(_ queue: any Virtqueue) {
         if context.interrupts.mode == .msix {
-            let vector = queue.index < queues.count ? queues[queue.index].msixVector : virtioNoVector
+            let vector = queue.index < queues.count ? queues[queue.index].configuration.msixVector : virtioNoVector
             if vector != virtioNoVector { context.interrupts.raise(vector: Int(vector)) }
         } else {
             isr |= VirtioISR.queue
@@ -168,10 +178,12 @@ public final class VirtioPCITransport: @unchecked Sendable {
     /// Puts the device into DEVICE_NEEDS_RESET after the driver broke the rules (§2.1.1):
     /// queues stop, the driver gets a config interrupt and must reset the device.
     public func fail(_ queue: (any Virtqueue)?, _ error: VirtqueueError) {
-        let name = queue.map { "queue \($0.index)" } ?? "device"
+        enterNeedsReset(queue.map { "queue \($0.index)" } ?? "device", error)
+    }
+
+    private func enterNeedsReset(_ name: String, _ error: VirtqueueError) {
         context.guestLog.warning("virtio.needs-reset", "\(name): \(error); DEVICE_NEEDS_RESET set")
-        for q in queues { q.disable() }
-        for q in packedQueues { q.disable() }
+        for q in queues { q.ring?.disable() }
         guard !status.contains(.needsReset) else { return }
         status.insert(.needsReset)
         if status.contains(.driverOK) { signalConfigChange() }
@@ -188,16 +200,15 @@ public final class VirtioPCITransport: @unchecked Sendable {
         queueSelect = 0
         isr = 0
         context.interrupts.setINTx(false)
-        for q in queues { q.reset() }
-        for q in packedQueues { q.reset() }
-        model?.deviceReset()
+        for i in queues.indices { queues[i] = QueueState(configuration: VirtqueueConfiguration(maxSize: queues[i].configuration.maxSize), ring: nil) }
+        device?.reset()
     }
 
     // MARK: Notifications
 
     private func queueNotified(_ index: Int) {
-        guard isLive, queue(index)?.isEnabled == true else { return }
-        model?.queueNotified(index)
+        guard isLive, queue(index) != nil else { return }
+        device?.queueNotified(index)
     }
 
     // MARK: BAR access (forwarded by the device)
@@ -215,7 +226,7 @@ public final class VirtioPCITransport: @unchecked Sendable {
             return UInt64(v)
         }
         if let o = offset.within(VirtioPCILayout.deviceConfigOffset, UInt64(deviceConfigLength), size) {
-            return model?.readDeviceConfig(offset: Int(o), size: size) ?? 0
+            return device?.readConfig(offset: Int(o), size: size) ?? 0
         }
         return 0
     }
@@ -227,7 +238,7 @@ public final class VirtioPCITransport: @unchecked Sendable {
         } else if let o = offset.within(VirtioPCILayout.notifyOffset, UInt64(queues.count) * UInt64(VirtioPCILayout.notifyOffMultiplier), size) {
             queueNotified(Int(o / UInt64(VirtioPCILayout.notifyOffMultiplier)))
         } else if let o = offset.within(VirtioPCILayout.deviceConfigOffset, UInt64(deviceConfigLength), size) {
-            model?.writeDeviceConfig(offset: Int(o), size: size, value: value)
+            device?.writeConfig(offset: Int(o), size: size, value: value)
         } else {
             context.guestLog.debug("virtio.bar-write", "ignored write of \(size) bytes at BAR\(bar)+0x\(String(offset, radix: 16))")
         }
@@ -251,13 +262,11 @@ public final class VirtioPCITransport: @unchecked Sendable {
 
     // MARK: Common configuration (§4.1.4.3)
 
-    private var selectedQueue: SplitVirtqueue? {
-        Int(queueSelect) < queues.count ? queues[Int(queueSelect)] : nil
-    }
+    private var selected: Int? { Int(queueSelect) < queues.count ? Int(queueSelect) : nil }
 
     private func commonRead(_ o: UInt64, size: Int) -> UInt64 {
         typealias C = VirtioCommonConfig
-        let q = selectedQueue
+        let q = selected.map { queues[$0].configuration }
         switch (o, size) {
         case (C.deviceFeatureSelect, 4): return UInt64(deviceFeatureSelect)
         case (C.deviceFeature, 4): return featureWord(offeredFeatures, deviceFeatureSelect)
@@ -270,10 +279,10 @@ public final class VirtioPCITransport: @unchecked Sendable {
         case (C.queueSelect, 2): return UInt64(queueSelect)
         case (C.queueSize, 2): return UInt64(q?.size ?? 0)
         case (C.queueMSIXVector, 2): return UInt64(q?.msixVector ?? virtioNoVector)
-        case (C.queueEnable, 2): return queue(Int(queueSelect))?.isEnabled == true ? 1 : 0
+        case (C.queueEnable, 2): return selected.flatMap { queues[$0].ring } != nil ? 1 : 0
         case (C.queueNotifyOff, 2), (C.queueNotifyConfigData, 2): return UInt64(q == nil ? 0 : queueSelect)
         case (C.queueDescriptor, _), (C.queueDescriptor + 4, 4):
-            return addressPart(q?.descriptorTable, o - C.queueDescriptor, size)
+            return addressPart(q?.descriptorArea, o - C.queueDescriptor, size)
         case (C.queueDriver, _), (C.queueDriver + 4, 4):
             return addressPart(q?.driverArea, o - C.queueDriver, size)
         case (C.queueDevice, _), (C.queueDevice + 4, 4):
@@ -299,54 +308,55 @@ public final class VirtioPCITransport: @unchecked Sendable {
         case (C.configMSIXVector, 2): configVector = validVector(v16)
         case (C.deviceStatus, 1): writeStatus(UInt8(truncatingIfNeeded: value))
         case (C.queueSelect, 2): queueSelect = v16
-        case (C.queueMSIXVector, 2): selectedQueue?.msixVector = validVector(v16)
+        case (C.queueMSIXVector, 2):
+            if let i = selected { queues[i].configuration.msixVector = validVector(v16) }
         case (C.queueSize, 2):
-            guard let q = configurableQueue() else { return }
-            q.size = v16
+            guard let i = configurableQueue() else { return }
+            queues[i].configuration.size = v16
         case (C.queueEnable, 2):
-            guard v16 == 1, let q = configurableQueue() else { return }
-            enable(q)
+            guard v16 == 1, let i = configurableQueue() else { return }
+            enable(i)
         case (C.queueDescriptor, _), (C.queueDescriptor + 4, 4):
-            guard let q = configurableQueue() else { return }
-            q.descriptorTable = GuestAddress(merge(q.descriptorTable.raw, o - C.queueDescriptor, size, value))
+            guard let i = configurableQueue() else { return }
+            let a = queues[i].configuration.descriptorArea.raw
+            queues[i].configuration.descriptorArea = GuestAddress(merge(a, o - C.queueDescriptor, size, value))
         case (C.queueDriver, _), (C.queueDriver + 4, 4):
-            guard let q = configurableQueue() else { return }
-            q.driverArea = GuestAddress(merge(q.driverArea.raw, o - C.queueDriver, size, value))
+            guard let i = configurableQueue() else { return }
+            let a = queues[i].configuration.driverArea.raw
+            queues[i].configuration.driverArea = GuestAddress(merge(a, o - C.queueDriver, size, value))
         case (C.queueDevice, _), (C.queueDevice + 4, 4):
-            guard let q = configurableQueue() else { return }
-            q.deviceArea = GuestAddress(merge(q.deviceArea.raw, o - C.queueDevice, size, value))
+            guard let i = configurableQueue() else { return }
+            let a = queues[i].configuration.deviceArea.raw
+            queues[i].configuration.deviceArea = GuestAddress(merge(a, o - C.queueDevice, size, value))
         default:
             context.guestLog.debug("virtio.common-write", "ignored write of \(size) bytes at common+0x\(String(o, radix: 16))")
         }
     }
 
-    /// Maps the selected queue's rings in the negotiated layout.
-    private func enable(_ q: SplitVirtqueue) {
-        let eventIndex = negotiated(VirtioFeature.eventIndex)
-        let indirect = negotiated(VirtioFeature.indirectDescriptors)
-        if negotiated(VirtioFeature.ringPacked) {
-            let p = packedQueues[q.index]
-            p.usesEventIndex = eventIndex
-            p.allowsIndirect = indirect
-            do {
-                try p.enable(size: q.size, maxSize: q.maxSize, ring: q.descriptorTable, driver: q.driverArea, device: q.deviceArea)
-            } catch { fail(p, error) }
-        } else {
-            q.usesEventIndex = eventIndex
-            q.allowsIndirect = indirect
-            do { try q.enable() } catch { fail(q, error) }
+    /// Builds queue `i`'s ring in the negotiated layout from its registers.
+    private func enable(_ i: Int) {
+        let features = VirtqueueConfiguration.RingFeatures(eventIndex: negotiated(VirtioFeature.eventIndex),
+                                                          indirectDescriptors: negotiated(VirtioFeature.indirectDescriptors))
+        let configuration = queues[i].configuration
+        do {
+            if negotiated(VirtioFeature.ringPacked) {
+                queues[i].ring = .packed(try PackedVirtqueue(index: i, configuration: configuration, features: features, memory: context.memory))
+            } else {
+                queues[i].ring = .split(try SplitVirtqueue(index: i, configuration: configuration, features: features, memory: context.memory))
+            }
+        } catch {
+            enterNeedsReset("queue \(i)", error)
         }
     }
 
     /// The selected queue while its setup may still change: it exists, is not enabled yet
     /// and the device is not live (§4.1.4.3.2: no changes after queue_enable).
-    private func configurableQueue() -> SplitVirtqueue? {
-        guard let q = selectedQueue, !q.isEnabled, !packedQueues[q.index].isEnabled,
-              !status.contains(.driverOK), !status.contains(.needsReset) else {
+    private func configurableQueue() -> Int? {
+        guard let i = selected, queues[i].ring == nil, !status.contains(.driverOK), !status.contains(.needsReset) else {
             context.guestLog.debug("virtio.queue-locked", "queue \(queueSelect) cannot be configured now")
             return nil
         }
-        return q
+        return i
     }
 
     /// A vector the MSI-X table has, else NO_VECTOR, which the driver reads back as
@@ -406,7 +416,7 @@ public final class VirtioPCITransport: @unchecked Sendable {
             negotiatedFeatures = driverFeatures
         }
         if added.contains(.driverOK) && status.contains(.driverOK) && !status.contains(.needsReset) {
-            model?.activate()
+            device?.activate()
         }
     }
 
@@ -420,7 +430,7 @@ public final class VirtioPCITransport: @unchecked Sendable {
             context.guestLog.warning("virtio.features", "driver did not accept VIRTIO_F_VERSION_1 (this device is modern-only)")
             return false
         }
-        return model?.acceptsFeatures(driverFeatures) ?? false
+        return device?.acceptsFeatures(driverFeatures) ?? false
     }
 }
 

@@ -9,19 +9,12 @@ import VMMCore
 /// Like `SplitVirtqueue`, the ring is checked and mapped once at enable and everything in
 /// it is checked again on use. Chains must be returned in the order they were taken (the
 /// devices here do), which is what lets the used side advance by each chain's length.
-public final class PackedVirtqueue: @unchecked Sendable {
+public final class PackedVirtqueue: Virtqueue, @unchecked Sendable {
     public let index: Int
+    public let size: UInt16
+    public private(set) var isEnabled = true
     private let memory: GuestMemory
-    public private(set) var size: UInt16 = 0
-    public private(set) var isEnabled = false
-    public internal(set) var usesEventIndex = false
-    public internal(set) var allowsIndirect = false
-
-    // Descriptor flags (§2.8.1).
-    private static let next: UInt16 = 1, write: UInt16 = 2, indirect: UInt16 = 4
-    private static let avail: UInt16 = 1 << 7, used: UInt16 = 1 << 15
-    // Event suppression flags (§2.8.10).
-    private static let eventEnable: UInt16 = 0, eventDisable: UInt16 = 1, eventDescriptor: UInt16 = 2
+    private let features: VirtqueueConfiguration.RingFeatures
 
     private var nextAvail: UInt16 = 0, availWrap = true
     /// The used side as published, and as it will be once the pending entries are.
@@ -32,53 +25,35 @@ public final class PackedVirtqueue: @unchecked Sendable {
     private var inFlight: [(position: UInt16, wrap: Bool, slots: UInt16)] = []
     private var pending: [(slot: UInt16, wrap: Bool, id: UInt16, length: UInt32)] = []
 
-    private var ring = UnsafeMutableRawBufferPointer(start: nil, count: 0)
-    private var driverEvent = UnsafeMutableRawBufferPointer(start: nil, count: 0)
-    private var deviceEvent = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+    private let ring: UnsafeMutableRawBufferPointer
+    private let driverEvent: VirtqEventSuppression
+    private let deviceEvent: VirtqEventSuppression
 
-    init(index: Int, memory: GuestMemory) {
-        self.index = index
-        self.memory = memory
-    }
-
-    /// `queue_enable = 1` with a packed ring: any size from 1 to `maxSize` (§2.8: not
+    /// `queue_enable = 1` with a packed ring: any size from 1 to the maximum (§2.8: not
     /// necessarily a power of two), ring 16-byte aligned, event structures 4-byte aligned.
-    func enable(size: UInt16, maxSize: UInt16, ring ringAddress: GuestAddress, driver: GuestAddress, device: GuestAddress) throws(VirtqueueError) {
-        guard size != 0, size <= maxSize else { throw .badQueueSize(size) }
-        ring = try memory.mapRing("descriptor ring", ringAddress, length: 16 * UInt64(size), align: 16)
-        driverEvent = try memory.mapRing("driver event suppression", driver, length: 4, align: 4)
-        deviceEvent = try memory.mapRing("device event suppression", device, length: 4, align: 4)
-        self.size = size
-        nextAvail = 0; availWrap = true
-        nextUsed = 0; usedWrap = true
-        pendingNextUsed = 0; pendingUsedWrap = true
-        signalledUsed = nil
-        inFlight.removeAll(keepingCapacity: true)
-        pending.removeAll(keepingCapacity: true)
-        inFlight.reserveCapacity(Int(size))
-        pending.reserveCapacity(Int(size))
-        isEnabled = true
-    }
-
-    func reset() {
-        isEnabled = false
-        size = 0
-        usesEventIndex = false; allowsIndirect = false
-        inFlight.removeAll(keepingCapacity: true)
-        pending.removeAll(keepingCapacity: true)
-        ring = UnsafeMutableRawBufferPointer(start: nil, count: 0)
-        driverEvent = ring
-        deviceEvent = ring
+    init(index: Int, configuration c: VirtqueueConfiguration, features: VirtqueueConfiguration.RingFeatures,
+         memory: GuestMemory) throws(VirtqueueError) {
+        guard c.size != 0, c.size <= c.maxSize else { throw .badQueueSize(c.size) }
+        self.index = index
+        self.size = c.size
+        self.memory = memory
+        self.features = features
+        ring = try memory.mapRing("descriptor ring", c.descriptorArea, length: UInt64(VirtqPackedDescriptor.size) * UInt64(c.size), align: 16)
+        driverEvent = VirtqEventSuppression(memory: try memory.mapRing("driver event suppression", c.driverArea,
+                                                                       length: VirtqEventSuppression.length, align: 4))
+        deviceEvent = VirtqEventSuppression(memory: try memory.mapRing("device event suppression", c.deviceArea,
+                                                                       length: VirtqEventSuppression.length, align: 4))
+        inFlight.reserveCapacity(Int(c.size))
+        pending.reserveCapacity(Int(c.size))
     }
 
     func disable() { isEnabled = false }
 
-
     /// A descriptor is available when its AVAIL bit equals the wrap counter and its USED
     /// bit does not (§2.8.1).
     private func isAvailable(at position: UInt16, wrap: Bool) -> Bool {
-        let flags = ringLoad16(ring, 16 * Int(position) + 14)
-        return (flags & PackedVirtqueue.avail != 0) == wrap && (flags & PackedVirtqueue.used != 0) != wrap
+        let flags = VirtqPackedDescriptor.loadFlags(ring, index: Int(position))
+        return flags.contains(.avail) == wrap && flags.contains(.used) != wrap
     }
 
     private func advance(_ position: inout UInt16, _ wrap: inout Bool, by n: UInt16) {
@@ -91,9 +66,7 @@ public final class PackedVirtqueue: @unchecked Sendable {
             position = sum
         }
     }
-}
 
-extension PackedVirtqueue: Virtqueue {
     public var pendingUsed: UInt16 { UInt16(truncatingIfNeeded: pending.count) }
 
     public func pop(into chain: inout DescriptorChain) throws(VirtqueueError) -> Bool {
@@ -106,25 +79,21 @@ extension PackedVirtqueue: Virtqueue {
         var seenWritable = false
         while true {
             guard slots < size else { throw .chainTooLong(limit: Int(size)) }
-            let base = 16 * Int(position)
-            let address = UInt64(littleEndian: ring.loadUnaligned(fromByteOffset: base, as: UInt64.self))
-            let length = UInt32(littleEndian: ring.loadUnaligned(fromByteOffset: base + 8, as: UInt32.self))
-            let id = ringLoad16(ring, base + 12)
-            let flags = ringLoad16(ring, base + 14)
+            let d = VirtqPackedDescriptor.load(ring, index: Int(position))
             slots += 1
             advance(&position, &wrap, by: 1)
-            chain.head = id // the buffer ID travels in every descriptor; the last one counts
-            if flags & PackedVirtqueue.indirect != 0 {
-                guard allowsIndirect else { throw .indirectNotNegotiated }
+            chain.head = d.id // the buffer ID travels in every descriptor; the last one counts
+            if d.flags.contains(.indirect) {
+                guard features.indirectDescriptors else { throw .indirectNotNegotiated }
                 // §2.8.19: an indirect descriptor is the whole chain.
-                guard flags & PackedVirtqueue.next == 0, slots == 1 else { throw .indirectWithNext }
-                try walkIndirect(address: address, length: length, into: &chain)
+                guard !d.flags.contains(.next), slots == 1 else { throw .indirectWithNext }
+                try walkIndirect(address: d.address, length: d.length, into: &chain)
                 break
             }
-            let writable = flags & PackedVirtqueue.write != 0
+            let writable = d.flags.contains(.write)
             if writable { seenWritable = true } else if seenWritable { throw .readableAfterWritable }
-            chain.append(GuestBuffer(address: GuestAddress(address), length: length), writable: writable)
-            if flags & PackedVirtqueue.next == 0 { break }
+            chain.append(GuestBuffer(address: GuestAddress(d.address), length: d.length), writable: writable)
+            if !d.flags.contains(.next) { break }
         }
         inFlight.append((nextAvail, availWrap, slots))
         nextAvail = position
@@ -145,14 +114,11 @@ extension PackedVirtqueue: Virtqueue {
         }
         var seenWritable = false
         for i in 0 ..< Int(length / 16) {
-            let base = 16 * i
-            let a = UInt64(littleEndian: table.loadUnaligned(fromByteOffset: base, as: UInt64.self))
-            let l = UInt32(littleEndian: table.loadUnaligned(fromByteOffset: base + 8, as: UInt32.self))
-            let flags = ringLoad16(table, base + 14)
-            guard flags & PackedVirtqueue.indirect == 0 else { throw .nestedIndirect }
-            let writable = flags & PackedVirtqueue.write != 0
+            let d = VirtqPackedDescriptor.load(table, index: i)
+            guard !d.flags.contains(.indirect) else { throw .nestedIndirect }
+            let writable = d.flags.contains(.write)
             if writable { seenWritable = true } else if seenWritable { throw .readableAfterWritable }
-            chain.append(GuestBuffer(address: GuestAddress(a), length: l), writable: writable)
+            chain.append(GuestBuffer(address: GuestAddress(d.address), length: d.length), writable: writable)
         }
     }
 
@@ -177,16 +143,12 @@ extension PackedVirtqueue: Virtqueue {
     /// sees the batch all at once (§2.8.21.3.1).
     public func publishUsed() {
         guard isEnabled, let first = pending.first else { return }
-        for p in pending {
-            let base = 16 * Int(p.slot)
-            ring.storeBytes(of: p.length.littleEndian, toByteOffset: base + 8, as: UInt32.self)
-            ringStore16(ring, base + 12, p.id)
-        }
+        for p in pending { VirtqPackedDescriptor.storeUsed(ring, index: Int(p.slot), id: p.id, length: p.length) }
         atomicMemoryFence(ordering: .releasing)
-        func flags(_ wrap: Bool) -> UInt16 { wrap ? PackedVirtqueue.avail | PackedVirtqueue.used : 0 }
-        for p in pending.dropFirst() { ringStore16(ring, 16 * Int(p.slot) + 14, flags(p.wrap)) }
+        func flags(_ wrap: Bool) -> VirtqDescriptorFlags { wrap ? [.avail, .used] : [] }
+        for p in pending.dropFirst() { VirtqPackedDescriptor.storeFlags(ring, index: Int(p.slot), flags(p.wrap)) }
         atomicMemoryFence(ordering: .releasing)
-        ringStore16(ring, 16 * Int(first.slot) + 14, flags(first.wrap))
+        VirtqPackedDescriptor.storeFlags(ring, index: Int(first.slot), flags(first.wrap))
         pending.removeAll(keepingCapacity: true)
         nextUsed = pendingNextUsed
         usedWrap = pendingUsedWrap
@@ -198,14 +160,14 @@ extension PackedVirtqueue: Virtqueue {
         let old = signalledUsed
         let new = nextUsed
         signalledUsed = new
-        let offWrap = ringLoad16(driverEvent, 0)
-        switch ringLoad16(driverEvent, 2) & 3 {
-        case PackedVirtqueue.eventDisable: return false
-        case PackedVirtqueue.eventDescriptor where usesEventIndex:
+        switch driverEvent.mode {
+        case .disable: return false
+        case .descriptor where features.eventIndex:
             guard let old else { return true }
             // vring_packed_need_event: an offset from the other lap counts one ring earlier.
-            var event = offWrap & 0x7FFF
-            if (offWrap >> 15 != 0) != usedWrap { event &-= size }
+            let asked = driverEvent.descriptor
+            var event = asked.offset
+            if asked.wrap != usedWrap { event &-= size }
             return new &- event &- 1 < new &- old
         default: return true
         }
@@ -213,13 +175,7 @@ extension PackedVirtqueue: Virtqueue {
 
     public func enableNotifications() -> Bool {
         guard isEnabled else { return false }
-        if usesEventIndex {
-            ringStore16(deviceEvent, 0, nextAvail | (availWrap ? 0x8000 : 0))
-            ringStore16(deviceEvent, 2, PackedVirtqueue.eventDescriptor)
-        } else {
-            ringStore16(deviceEvent, 2, PackedVirtqueue.eventEnable)
-        }
-        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        requestNotification(at: nextAvail, wrap: availWrap)
         return isAvailable(at: nextAvail, wrap: availWrap)
     }
 
@@ -232,18 +188,21 @@ extension PackedVirtqueue: Virtqueue {
             if slot == size { slot = 0; wrap.toggle() }
             steps &+= 1
         }
-        if usesEventIndex {
-            ringStore16(deviceEvent, 0, slot | (wrap ? 0x8000 : 0))
-            ringStore16(deviceEvent, 2, PackedVirtqueue.eventDescriptor)
+        requestNotification(at: slot, wrap: wrap)
+        return steps < size && isAvailable(at: slot, wrap: wrap)
+    }
+
+    private func requestNotification(at slot: UInt16, wrap: Bool) {
+        if features.eventIndex {
+            deviceEvent.set(.descriptor, offset: slot, wrap: wrap)
         } else {
-            ringStore16(deviceEvent, 2, PackedVirtqueue.eventEnable)
+            deviceEvent.set(.enable)
         }
         atomicMemoryFence(ordering: .sequentiallyConsistent)
-        return steps < size && isAvailable(at: slot, wrap: wrap)
     }
 
     public func disableNotifications() {
         guard isEnabled else { return }
-        ringStore16(deviceEvent, 2, PackedVirtqueue.eventDisable)
+        deviceEvent.set(.disable)
     }
 }

@@ -1,8 +1,9 @@
 import VMMCore
 
 /// What a device does with a virtqueue, whatever its layout (split §2.7 or packed §2.8):
-/// take chains, give them back, and manage notifications both ways. The transport owns
-/// the queues; a device gets the active one with `VirtioPCITransport.queue(_:)`.
+/// take chains, give them back, and manage notifications both ways. The transport builds
+/// the ring when the driver enables the queue; a device gets it with
+/// `VirtioTransport.queue(_:)`.
 public protocol Virtqueue: AnyObject {
     var index: Int { get }
     /// Entries in the ring as the driver configured it.
@@ -31,29 +32,4 @@ public protocol Virtqueue: AnyObject {
     func enableNotificationsForMore() -> Bool
     /// Tells the driver that notifications are not needed for now.
     func disableNotifications()
-}
-
-extension SplitVirtqueue: Virtqueue {}
-
-extension GuestMemory {
-    /// A ring area the driver placed at `address`: aligned as the spec requires (§2.7 table
-    /// "Virtqueue Part Alignment", §2.8.10) and wholly inside one RAM region, or an error
-    /// naming the part, which puts the device in NEEDS_RESET.
-    func mapRing(_ part: String, _ address: GuestAddress, length: UInt64, align: UInt64) throws(VirtqueueError) -> UnsafeMutableRawBufferPointer {
-        guard address.raw & (align - 1) == 0 else { throw .misaligned(part: part, address: address.raw) }
-        do {
-            return try hostRange(address, length: length)
-        } catch {
-            throw .ringNotInRAM(part: part, address: address.raw, length: length)
-        }
-    }
-}
-
-/// Ring fields are little-endian in virtio 1.x (§2.4), whatever the host's byte order.
-func ringLoad16(_ ring: UnsafeMutableRawBufferPointer, _ offset: Int) -> UInt16 {
-    UInt16(littleEndian: ring.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
-}
-
-func ringStore16(_ ring: UnsafeMutableRawBufferPointer, _ offset: Int, _ value: UInt16) {
-    ring.storeBytes(of: value.littleEndian, toByteOffset: offset, as: UInt16.self)
 }

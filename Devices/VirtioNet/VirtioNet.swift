@@ -3,21 +3,29 @@ import VMMCore
 import VMMNet
 import Virtio
 
-/// A virtio-net device (virtio 1.2 §5.1) on the modern virtio-pci transport: RX/TX queue
-/// pairs (MQ), a control queue (RX modes, MAC table, guest offloads, queue pairs), link
-/// status, MTU, mergeable receive buffers and checksum/segmentation offloads negotiated
-/// end to end with the backend. TX runs on the notifying thread (vCPU or, with an
-/// ioeventfd, the I/O loop) and never blocks: backends' `send` does not. RX runs on the
-/// I/O loop and pushes back on the backend when the guest has no buffers.
-public final class VirtioNetDevice: PCIDevice, VirtioDeviceModel, FrameReceiver, @unchecked Sendable {
+/// The virtio-net PCI function: the transport with a `VirtioNet` inside (what the
+/// device catalog lists).
+public typealias VirtioNetDevice = VirtioPCIDevice<VirtioNet>
+
+/// A virtio-net device (virtio 1.2 §5.1): RX/TX queue pairs (MQ), a control queue (RX
+/// modes, MAC table, guest offloads, queue pairs), link status, MTU, mergeable receive
+/// buffers and checksum/segmentation offloads negotiated end to end with the backend. TX
+/// runs on the notifying thread (vCPU or, with an ioeventfd, the I/O loop) and never
+/// blocks: backends' `send` does not. RX runs on the I/O loop and pushes back on the
+/// backend when the guest has no buffers.
+public final class VirtioNet: VirtioDevice, FrameReceiver, @unchecked Sendable {
     public static let typeName = "virtio-net"
     public static let summary = "virtio-net (virtio 1.x PCI, modern): MSI-X, MQ, offloads, control queue"
     public static var optionHelp: [OptionHelp] { VirtioNetConfiguration.help }
+    public static let deviceID: UInt16 = 1
+    /// PCI_CLASS_NETWORK_ETHERNET.
+    public static let pciClassCode: UInt32 = 0x02_00_00
 
-    let context: PCIDeviceContext
+    let context: VirtioDeviceContext
+    let transport: VirtioTransport
     let backend: NetworkBackend
     let configuration: VirtioNetConfiguration
-    public let transport: VirtioPCITransport
+    public let layout: VirtioDeviceLayout
     /// Frames and bytes the device moved, and the frames it could not deliver, by reason.
     public let counters = BackendCounters()
     /// Times a frame waited because the guest had no receive buffer (back-pressure, not a drop).
@@ -45,7 +53,7 @@ public final class VirtioNetDevice: PCIDevice, VirtioDeviceModel, FrameReceiver,
     let scratch = FrameScratchBuffer()
     var controlBytes: [UInt8] = []
 
-    public required init(options: inout DeviceOptions, context: PCIDeviceContext) throws {
+    public required init(options: inout DeviceOptions, context: VirtioDeviceContext) throws {
         let configuration = try VirtioNetConfiguration(options: &options, instanceIndex: context.instanceIndex)
         let backend = try context.openNetworkBackend(&options)
         let caps = backend.capabilities
@@ -63,38 +71,22 @@ public final class VirtioNetDevice: PCIDevice, VirtioDeviceModel, FrameReceiver,
                                    completesUFO: caps.virtioNetHeader && caps.offloads.contains(.ufo))
         let queueCount = 2 * configuration.queuePairs + (configuration.controlQueue ? 1 : 0)
         self.context = context
+        self.transport = context.transport
         self.backend = backend
         self.configuration = configuration
         self.mac = configuration.mac
         self.linkUp = backend.isLinkUp
-        self.transport = VirtioPCITransport(
-            context: context, identity: VirtioPCIIdentity(deviceType: 1, classCode: 0x02_00_00),
-            deviceFeatures: configuration.offeredFeatures(backend: offers),
-            deviceConfigLength: VirtioNetDeviceConfig.length, queueCount: queueCount,
-            maxQueueSize: configuration.queueSize,
-            options: VirtioTransportOptions(eventIndex: configuration.eventIndex,
-                                            indirectDescriptors: configuration.indirectDescriptors,
-                                            packedRing: configuration.packedRing))
+        self.layout = VirtioDeviceLayout(features: configuration.offeredFeatures(backend: offers),
+                                         configLength: VirtioNetDeviceConfig.length, queueCount: queueCount,
+                                         maxQueueSize: configuration.queueSize, ring: configuration.ring)
         hostSegments.reserveCapacity(64)
         frameSegments.reserveCapacity(64)
         receiveChains.reserveCapacity(Int(configuration.queueSize))
-        controlBytes.reserveCapacity(VirtioNetDevice.maxControlCommand)
-        transport.model = self
+        controlBytes.reserveCapacity(VirtioNet.maxControlCommand)
         resetFilter()
         backend.start(receiver: self)
     }
 
-    // MARK: PCIDevice
-
-    public func barRead(_ bar: Int, offset: UInt64, size: Int) -> UInt64 { transport.barRead(bar, offset: offset, size: size) }
-    public func barWrite(_ bar: Int, offset: UInt64, size: Int, value: UInt64) {
-        transport.barWrite(bar, offset: offset, size: size, value: value)
-    }
-    public func configRead(offset: Int, size: Int) -> UInt32? { transport.configRead(offset: offset, size: size) }
-    public func configWrite(offset: Int, size: Int, value: UInt32) -> Bool {
-        transport.configWrite(offset: offset, size: size, value: value)
-    }
-    public func reset() { transport.reset() }
     public func shutdown() { backend.stop() }
 
     // MARK: Queues
@@ -109,7 +101,7 @@ public final class VirtioNetDevice: PCIDevice, VirtioDeviceModel, FrameReceiver,
 
     func transmitQueue(pair: Int) -> (any Virtqueue)? { transport.queue(2 * pair + 1) }
 
-    // MARK: VirtioDeviceModel
+    // MARK: VirtioDevice
 
     public func acceptsFeatures(_ features: UInt64) -> Bool {
         guard VirtioNetFeature.dependenciesSatisfied(features) else {
@@ -119,7 +111,7 @@ public final class VirtioNetDevice: PCIDevice, VirtioDeviceModel, FrameReceiver,
         return true
     }
 
-    public func readDeviceConfig(offset: Int, size: Int) -> UInt64 {
+    public func readConfig(offset: Int, size: Int) -> UInt64 {
         let status: UInt16 = configuration.status && linkUp ? VirtioNetDeviceConfig.linkUp : 0
         return VirtioNetDeviceConfig(mac: mac, status: status, maxQueuePairs: UInt16(configuration.queuePairs),
                                      mtu: mtu).read(offset: offset, size: size)
@@ -127,7 +119,7 @@ public final class VirtioNetDevice: PCIDevice, VirtioDeviceModel, FrameReceiver,
 
     /// Modern drivers never write the config space (the MAC changes through the control
     /// queue, §5.1.4.2); writes are ignored.
-    public func writeDeviceConfig(offset: Int, size: Int, value: UInt64) {
+    public func writeConfig(offset: Int, size: Int, value: UInt64) {
         context.guestLog.debug("virtio-net.config-write", "ignored config write at \(offset)")
     }
 
@@ -140,7 +132,7 @@ public final class VirtioNetDevice: PCIDevice, VirtioDeviceModel, FrameReceiver,
         resumeReceive()
     }
 
-    public func deviceReset() {
+    public func reset() {
         mac = configuration.mac
         activeQueuePairs = 1
         receiveOffloads = []
