@@ -13,14 +13,14 @@ struct PackedRingTests {
         #expect(try VirtioNetDriver().deviceFeatures & Self.packed == 0)
         let d = try VirtioNetDriver(options: "packed=on")
         #expect(d.deviceFeatures & Self.packed != 0)
-        _ = d.bringUpPacked()
+        _ = d.bringUpPacked(queueCount: 3)
         #expect(d.transport?.negotiated(Self.packed) == true)
         #expect(d.read(0x1C, 2) == 1)
     }
 
     @Test func transmitWrapsAroundTheRing() throws {
         let d = try VirtioNetDriver(options: "packed=on")
-        let qs = d.bringUpPacked(size: 6) // not a power of two: allowed for packed rings
+        let qs = d.bringUpPacked(queueCount: 3, size: 6) // not a power of two: allowed for packed rings
         let tx = qs[1]
         var frames: [[UInt8]] = []
         for i in 0 ..< 20 {
@@ -43,7 +43,7 @@ struct PackedRingTests {
 
     @Test func receiveMergeableAndBackPressure() throws {
         let d = try VirtioNetDriver(options: "packed=on")
-        let qs = d.bringUpPacked(size: 8)
+        let qs = d.bringUpPacked(queueCount: 3, size: 8)
         let rx = qs[0]
         let frame = TestFrames.ethernet(payload: TestFrames.payload(2500, seed: 3))
         var bufs = [d.machine.allocator.alloc(size: 1000)]
@@ -69,7 +69,7 @@ struct PackedRingTests {
 
     @Test func driverEventSuppression() throws {
         let d = try VirtioNetDriver(options: "packed=on")
-        let qs = d.bringUpPacked(size: 8)
+        let qs = d.bringUpPacked(queueCount: 3, size: 8)
         let rx = qs[0]
         for _ in 0 ..< 6 { rx.addChain([(d.machine.allocator.alloc(size: 1526), 1526, true)]) }
         d.kick(0)
@@ -91,7 +91,7 @@ struct PackedRingTests {
 
     @Test func deviceEventSuppression() throws {
         let d = try VirtioNetDriver(options: "packed=on")
-        let tx = d.bringUpPacked(size: 4)[1]
+        let tx = d.bringUpPacked(queueCount: 3, size: 4)[1]
         for i in 0 ..< 3 {
             tx.addChain([(d.buffer(headerBytes(VirtioNetHeader()) + TestFrames.ethernet(payload: [UInt8(i)])), 27, false)])
         }
@@ -100,7 +100,7 @@ struct PackedRingTests {
         #expect(tx.deviceEventFlags == 2)
         #expect(tx.deviceEventOffWrap == 3 | 0x8000)
         let e = try VirtioNetDriver(options: "packed=on,event_idx=off")
-        let tx2 = e.bringUpPacked(size: 4)[1]
+        let tx2 = e.bringUpPacked(queueCount: 3, size: 4)[1]
         tx2.addChain([(e.buffer(headerBytes(VirtioNetHeader()) + TestFrames.ethernet(payload: [1])), 27, false)])
         e.kick(1)
         #expect(tx2.deviceEventFlags == 0)
@@ -110,7 +110,7 @@ struct PackedRingTests {
     @Test func badPackedChains() throws {
         func broken(_ build: (VirtioNetDriver, PackedDriverQueue) -> Void) throws {
             let d = try VirtioNetDriver(options: "packed=on")
-            let tx = d.bringUpPacked(size: 4)[1]
+            let tx = d.bringUpPacked(queueCount: 3, size: 4)[1]
             build(d, tx)
             d.kick(1)
             #expect(d.status & 64 != 0)
@@ -151,10 +151,10 @@ struct PackedRingTests {
 
     @Test func resetReturnsToCleanPackedRings() throws {
         let d = try VirtioNetDriver(options: "packed=on")
-        _ = d.bringUpPacked(size: 4)
+        _ = d.bringUpPacked(queueCount: 3, size: 4)
         d.setStatus(0)
         #expect((0 ..< 3).allSatisfy { d.transport?.queue($0) == nil })
-        let tx = d.bringUpPacked(size: 4)[1]
+        let tx = d.bringUpPacked(queueCount: 3, size: 4)[1]
         let f = TestFrames.ethernet(payload: [7])
         tx.addChain([(d.buffer(headerBytes(VirtioNetHeader()) + f), UInt32(12 + f.count), false)])
         d.kick(1)

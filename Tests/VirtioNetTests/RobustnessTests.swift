@@ -11,7 +11,7 @@ import VMMTestKit
 struct RobustnessTests {
     static let needsReset: UInt8 = 64
 
-    func ready(_ options: String = "queue-size=16") throws -> (VirtioNetDriver, DriverQueue) {
+    func ready(_ options: String = "queue-size=16") throws -> (VirtioNetDriver, SplitDriverQueue) {
         let d = try VirtioNetDriver(options: options)
         d.bringUp(queueCount: 3)
         return (d, try #require(d.queues[1]))
@@ -163,7 +163,7 @@ struct RobustnessTests {
             d.nic.programMSIX(vector: 0, data: 0x40)
             d.write(0x10, 2, 0)
             d.write(0x16, 2, 0)
-            let q = DriverQueue(index: 0, size: 256, machine: d.machine)
+            let q = SplitDriverQueue(index: 0, size: 256, machine: d.machine)
             for (off, a) in [(UInt64(0x20), q.desc.raw), (0x28, q.avail.raw), (0x30, q.used.raw)] {
                 d.write(off, 8, off == part ? address : a)
             }

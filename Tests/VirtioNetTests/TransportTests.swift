@@ -13,7 +13,7 @@ struct TransportTests {
         #expect(d.nic.configRead(0x08) >> 8 == 0x02_00_00)
         #expect(d.nic.configRead(0x08) & 0xFF == 1) // revision 1: not transitional
         #expect(d.nic.configRead(0x10) & 0x6 == 0x4) // BAR0 is 64-bit memory
-        for type: UInt8 in [1, 2, 3, 4, 5] { #expect(d.caps[type] != nil, "cfg_type \(type)") }
+        for type: UInt8 in [1, 2, 3, 4, 5] { #expect(d.capabilities[type] != nil, "cfg_type \(type)") }
         #expect(d.common.length >= 0x38)
         #expect(d.notifyCap.extra == 4) // notify_off_multiplier
         #expect(d.nic.capability(0x11) != nil) // MSI-X
@@ -121,7 +121,7 @@ struct TransportTests {
 
     @Test func pciConfigWindowReachesTheBAR() throws {
         let d = try VirtioNetDriver()
-        let cap = try #require(d.caps[5]).configOffset
+        let cap = try #require(d.capabilities[5]).configOffset
         d.nic.configWrite(cap + 4, size: 1, value: 0)          // bar
         d.nic.configWrite(cap + 8, value: UInt32(d.common.offset + 0x12)) // num_queues
         d.nic.configWrite(cap + 12, value: 2)                   // length

@@ -14,17 +14,16 @@ public func fuzzVirtqueue(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     let ramSize: UInt64 = 0x1_0000
     guard let memory = try? GuestMemory(layout: [(0, ramSize)]) else { return 0 }
     let maxSize = UInt16(1) << UInt16(input.byte() % 11) // 1 … 1024
-    let queue = SplitVirtqueue(index: 0, maxSize: maxSize, memory: memory)
-    queue.size = input.bool() ? maxSize : input.integer(UInt16.self)
+    var configuration = VirtqueueConfiguration(maxSize: maxSize)
+    configuration.size = input.bool() ? maxSize : input.integer(UInt16.self)
     func place() -> GuestAddress {
         // Mostly inside the 64 KiB of RAM (aligned or not), sometimes anywhere.
         input.byte() < 240 ? GuestAddress(UInt64(input.integer(UInt16.self))) : GuestAddress(input.integer(UInt64.self))
     }
-    queue.descriptorTable = place()
-    queue.driverArea = place()
-    queue.deviceArea = place()
-    queue.allowsIndirect = input.bool()
-    queue.usesEventIndex = input.bool()
+    configuration.descriptorArea = place()
+    configuration.driverArea = place()
+    configuration.deviceArea = place()
+    let features = VirtqueueConfiguration.RingFeatures(eventIndex: input.bool(), indirectDescriptors: input.bool())
     // The rest of the input is the guest's RAM image (repeated to fill the 64 KiB).
     let image = input.rest()
     if !image.isEmpty {
@@ -33,7 +32,8 @@ public func fuzzVirtqueue(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
         while fill.count < Int(ramSize) { fill.append(contentsOf: image.prefix(Int(ramSize) - fill.count)) }
         try? memory.writeBytes(fill, at: GuestAddress(0))
     }
-    do { try queue.enable() } catch { return 0 }
+    let queue: SplitVirtqueue
+    do { queue = try SplitVirtqueue(index: 0, configuration: configuration, features: features, memory: memory) } catch { return 0 }
 
     var chain = DescriptorChain()
     var rounds = 0

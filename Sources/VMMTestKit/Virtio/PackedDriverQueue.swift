@@ -1,23 +1,22 @@
 import VMMCore
-import VMMTestKit
 
 /// A driver-side packed virtqueue (virtio 1.2 §2.8) as Linux's virtqueue_add_packed /
 /// virtqueue_get_buf_ctx_packed drive it: wrap counters, AVAIL/USED flag bits, the first
 /// descriptor's flags written last, one buffer ID per chain.
-final class PackedDriverQueue {
-    static let next: UInt16 = 1, write: UInt16 = 2, indirect: UInt16 = 4
-    static let avail: UInt16 = 1 << 7, used: UInt16 = 1 << 15
+public final class PackedDriverQueue {
+    public static let next: UInt16 = 1, write: UInt16 = 2, indirect: UInt16 = 4
+    public static let avail: UInt16 = 1 << 7, used: UInt16 = 1 << 15
 
-    let index: Int
-    let size: UInt16
-    let ring: GuestAddress, driverEvent: GuestAddress, deviceEvent: GuestAddress
-    let memory: GuestMemory
-    var nextAvail: UInt16 = 0, availWrap = true
-    var nextUsed: UInt16 = 0, usedWrap = true
-    var nextID: UInt16 = 0
-    var slotsOf: [UInt16: UInt16] = [:]
+    public let index: Int
+    public let size: UInt16
+    public let ring: GuestAddress, driverEvent: GuestAddress, deviceEvent: GuestAddress
+    public let memory: GuestMemory
+    public private(set) var nextAvail: UInt16 = 0, availWrap = true
+    public private(set) var nextUsed: UInt16 = 0, usedWrap = true
+    public private(set) var nextID: UInt16 = 0
+    private var slotsOf: [UInt16: UInt16] = [:]
 
-    init(index: Int, size: UInt16, machine: TestMachine) {
+    public init(index: Int, size: UInt16, machine: TestMachine) {
         self.index = index
         self.size = size
         memory = machine.memory
@@ -32,7 +31,7 @@ final class PackedDriverQueue {
     private func availFlags(_ wrap: Bool) -> UInt16 { wrap ? PackedDriverQueue.avail : PackedDriverQueue.used }
 
     /// Writes one raw descriptor at `slot` (flags as given; the wrap bits are added).
-    func writeDescriptor(_ slot: UInt16, address: UInt64, length: UInt32, id: UInt16, flags: UInt16, wrap: Bool) {
+    public func writeDescriptor(_ slot: UInt16, address: UInt64, length: UInt32, id: UInt16, flags: UInt16, wrap: Bool) {
         let base = ring.raw + 16 * UInt64(slot)
         store(address, base); store(length, base + 8); store(id, base + 12)
         store(flags | availFlags(wrap), base + 14)
@@ -40,10 +39,10 @@ final class PackedDriverQueue {
 
     /// Makes a chain available; returns its buffer ID.
     @discardableResult
-    func addChain(_ buffers: [(address: GuestAddress, length: UInt32, writable: Bool)]) -> UInt16 {
+    public func addChain(_ buffers: [(address: GuestAddress, length: UInt32, writable: Bool)]) -> UInt16 {
         let id = nextID
         nextID &+= 1
-        let firstSlot = nextAvail, firstWrap = availWrap
+        let firstSlot = nextAvail
         var firstFlags: UInt16 = 0
         for (n, b) in buffers.enumerated() {
             let flags = (n == buffers.count - 1 ? 0 : PackedDriverQueue.next) | (b.writable ? PackedDriverQueue.write : 0)
@@ -54,12 +53,11 @@ final class PackedDriverQueue {
         }
         slotsOf[id] = UInt16(buffers.count)
         store(firstFlags, ring.raw + 16 * UInt64(firstSlot) + 14) // last: publishes the chain
-        _ = firstWrap
         return id
     }
 
     @discardableResult
-    func addIndirect(_ buffers: [(address: GuestAddress, length: UInt32, writable: Bool)], allocator: GuestAllocator) -> UInt16 {
+    public func addIndirect(_ buffers: [(address: GuestAddress, length: UInt32, writable: Bool)], allocator: GuestAllocator) -> UInt16 {
         let table = allocator.alloc(size: 16 * UInt64(buffers.count), align: 16)
         for (n, b) in buffers.enumerated() {
             let base = table.raw + 16 * UInt64(n)
@@ -81,7 +79,7 @@ final class PackedDriverQueue {
     }
 
     /// Used descriptors the device wrote since the last call.
-    func takeUsed() -> [(id: UInt16, length: UInt32)] {
+    public func takeUsed() -> [(id: UInt16, length: UInt32)] {
         var out: [(UInt16, UInt32)] = []
         while true {
             let base = ring.raw + 16 * UInt64(nextUsed)
@@ -96,38 +94,11 @@ final class PackedDriverQueue {
     }
 
     /// Driver event suppression: 0 enable, 1 disable, 2 at `offWrap`.
-    func setDriverEvent(flags: UInt16, offWrap: UInt16 = 0) {
+    public func setDriverEvent(flags: UInt16, offWrap: UInt16 = 0) {
         store(offWrap, driverEvent.raw)
         store(flags, driverEvent.raw + 2)
     }
 
-    var deviceEventFlags: UInt16 { load(UInt16.self, deviceEvent.raw + 2) }
-    var deviceEventOffWrap: UInt16 { load(UInt16.self, deviceEvent.raw) }
-}
-
-extension VirtioNetDriver {
-    /// setup_vq for a packed ring: the same registers, different areas (§4.1.4.3.2).
-    @discardableResult
-    func setupPackedQueue(_ index: Int, size: UInt16, vector: UInt16? = nil) -> PackedDriverQueue {
-        write(0x16, 2, UInt64(index))
-        write(0x18, 2, UInt64(size))
-        let q = PackedDriverQueue(index: index, size: size, machine: machine)
-        for (off, a) in [(UInt64(0x20), q.ring), (0x28, q.driverEvent), (0x30, q.deviceEvent)] {
-            write(off, 4, a.raw & 0xFFFF_FFFF)
-            write(off + 4, 4, a.raw >> 32)
-        }
-        if let vector { write(0x1A, 2, UInt64(vector)) }
-        write(0x1C, 2, 1)
-        return q
-    }
-
-    /// Probe + open with packed rings of `size` entries.
-    func bringUpPacked(queueCount: Int = 3, size: UInt16 = 8, choose: (UInt64) -> UInt64 = { $0 }) -> [PackedDriverQueue] {
-        negotiate(choose)
-        for v in 0 ... queueCount { nic.programMSIX(vector: v, data: UInt32(0x40 + v)) }
-        write(0x10, 2, 0)
-        let qs = (0 ..< queueCount).map { setupPackedQueue($0, size: size, vector: UInt16($0 + 1)) }
-        driverOK()
-        return qs
-    }
+    public var deviceEventFlags: UInt16 { load(UInt16.self, deviceEvent.raw + 2) }
+    public var deviceEventOffWrap: UInt16 { load(UInt16.self, deviceEvent.raw) }
 }
