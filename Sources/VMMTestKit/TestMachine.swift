@@ -1,4 +1,5 @@
 import Logging
+import VMMBlock
 import VMMCore
 import VMMNet
 
@@ -15,6 +16,8 @@ public final class TestMachine: @unchecked Sendable {
     public let loop: EPollEventLoop
     public let services: ServiceRegistry
     public let network: InMemoryNetworkFactory
+    /// The disks block devices get (`InMemoryDisk`).
+    public let disks = InMemoryDiskFactory()
     public let allocator: GuestAllocator
     public let ports: ConfigPorts
     public var firmware: Firmware { Firmware(ports: ports) }
@@ -33,6 +36,7 @@ public final class TestMachine: @unchecked Sendable {
         services = ServiceRegistry()
         network = InMemoryNetworkFactory()
         services.register(NetworkBackendFactory.self, networkFactory ?? network)
+        services.register(BlockBackendFactory.self, disks)
         bus = try PCIBus(memory: memory, pio: pio, mmio: mmio, interrupts: interrupts, clock: clock,
                          eventLoop: loop, services: services, logger: logger)
         allocator = GuestAllocator(memory: memory)
@@ -56,6 +60,19 @@ public final class TestMachine: @unchecked Sendable {
 
     func place(slot: Int) -> [Int: UInt64] {
         firmware.configure(slot: slot, mmio: &nextMMIO, io: &nextIO)
+    }
+
+    /// Runs what the I/O loop has queued (block completions, deferred work) until nothing
+    /// is left, at most `limit` rounds; returns how many items ran.
+    @discardableResult
+    public func runQueuedWork(limit: Int = 1000) -> Int {
+        var total = 0
+        for _ in 0 ..< limit {
+            let n = loop.runQueuedWork()
+            if n == 0 { break }
+            total += n
+        }
+        return total
     }
 
     /// Advances virtual time, firing device timers that fall due.

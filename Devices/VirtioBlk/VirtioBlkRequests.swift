@@ -1,0 +1,145 @@
+import Virtio
+import VMMBlock
+import VMMCore
+
+/// One request between `pop` and its return to the guest.
+struct InFlightRequest {
+    let id: UInt64
+    let head: UInt16
+    /// nil for a chain without a status byte: it goes back unused (length 0).
+    let statusByte: UnsafeMutableRawPointer?
+    let writtenOnSuccess: UInt32
+    /// In write-through mode a write is followed by a flush before it completes.
+    var flushAfter: Bool
+    /// nil while the backend works on it.
+    var status: VirtioBlkStatus?
+}
+
+extension VirtioBlk {
+    /// Takes the queue's available requests and hands them to the backend. Bounded: at
+    /// most the queue's size are in flight, and past the per-action budget the rest
+    /// continues from the I/O loop (Docs/robustness.md).
+    func process(queue index: Int) {
+        guard transport.isLive, index >= 0, index < inFlight.count, let queue = transport.queue(index) else { return }
+        let cost = context.cost
+        let limits = VirtioBlkLimits(capacityBytes: geometry.size, logicalBlockSize: UInt64(geometry.logicalBlockSize),
+                                     readOnly: geometry.readOnly, canDiscard: geometry.canDiscard,
+                                     canWriteZeroes: geometry.canWriteZeroes,
+                                     maxDiscardSectors: Self.maxRangeSectors, maxWriteZeroesSectors: Self.maxRangeSectors)
+        do {
+            while inFlight[index].count < Int(queue.size), !cost.shouldDefer, !waitingForBackend, try queue.pop(into: &chain) {
+                cost.descriptors(chain.readable.count + chain.writable.count)
+                start(chain, on: queue, index: index, limits: limits)
+            }
+        } catch {
+            transport.fail(queue, error)
+            return
+        }
+        complete(queue: index)
+        if cost.shouldDefer {
+            let generation = self.generation
+            context.eventLoop.execute { [weak self] in
+                guard let self else { return }
+                self.context.lock.withLock {
+                    guard self.generation == generation else { return }
+                    cost.measure { self.process(queue: index) }
+                }
+            }
+        }
+    }
+
+    private func start(_ chain: DescriptorChain, on queue: any Virtqueue, index: Int, limits: VirtioBlkLimits) {
+        let request: VirtioBlkParsedRequest
+        do {
+            request = try parser.parse(chain, memory: context.memory, limits: limits)
+        } catch {
+            badRequests &+= 1
+            context.guestLog.warning("virtio-blk.bad-chain", "queue \(index): request without a status byte in RAM (\(error)); returned unused")
+            inFlight[index].append(InFlightRequest(id: nextID(), head: chain.head, statusByte: nil, writtenOnSuccess: 0,
+                                                   flushAfter: false, status: .ioError))
+            return
+        }
+        let id = nextID()
+        var entry = InFlightRequest(id: id, head: chain.head, statusByte: request.status, writtenOnSuccess: request.writtenOnSuccess,
+                                    flushAfter: request.isWrite && !writeback, status: nil)
+        switch request.operation {
+        case let .immediate(status):
+            if status != .ok { badRequests &+= 1 }
+            entry.status = status
+            inFlight[index].append(entry)
+        case let .identify(buffer):
+            // NUL-padded, no terminator when the serial is 20 bytes (§5.2.6 GET_ID).
+            buffer.initializeMemory(as: UInt8.self, repeating: 0)
+            for (i, b) in configuration.serial.utf8.prefix(virtioBlkIDBytes).enumerated() { buffer[i] = b }
+            entry.status = .ok
+            inFlight[index].append(entry)
+        case let .backend(blockRequest):
+            inFlight[index].append(entry)
+            if !submit(blockRequest, queue: index, id: id) {
+                // The backend's queue is full: give the chain back and retry after a completion.
+                inFlight[index].removeLast()
+                queue.unpop(1)
+                waitingForBackend = true
+            }
+        }
+    }
+
+    private func submit(_ request: BlockRequest, queue index: Int, id: UInt64) -> Bool {
+        let generation = self.generation
+        return backend.submit(request) { [weak self] result in
+            self?.completed(queue: index, id: id, generation: generation, result: result)
+        }
+    }
+
+    /// A backend completion, on the I/O loop.
+    private func completed(queue index: Int, id: UInt64, generation: UInt64, result: BlockResult) {
+        context.lock.withLock {
+            guard generation == self.generation, index < inFlight.count,
+                  let slot = inFlight[index].firstIndex(where: { $0.id == id }) else { return }
+            switch result {
+            case .ok where inFlight[index][slot].flushAfter:
+                inFlight[index][slot].flushAfter = false
+                if submit(.flush, queue: index, id: id) { return }
+                inFlight[index][slot].status = .ioError // no room to make it durable: do not claim it is
+            case .ok: inFlight[index][slot].status = .ok
+            case .ioError: inFlight[index][slot].status = .ioError
+            case .unsupported: inFlight[index][slot].status = .unsupported
+            }
+            complete(queue: index)
+            if waitingForBackend {
+                waitingForBackend = false
+                for i in inFlight.indices { process(queue: i) }
+            }
+        }
+    }
+
+    /// Returns finished requests from the front of the queue's list, in order, writing
+    /// each status byte before its used element (virtio 1.2 §2.7.8: the device writes the
+    /// buffer before the used index moves).
+    func complete(queue index: Int) {
+        guard let queue = transport.queue(index) else { return }
+        var done = 0
+        do {
+            for request in inFlight[index] {
+                guard let status = request.status else { break }
+                guard let statusByte = request.statusByte else {
+                    try queue.addUsed(head: request.head, length: 0)
+                    done += 1
+                    continue
+                }
+                statusByte.storeBytes(of: status.rawValue, as: UInt8.self)
+                try queue.addUsed(head: request.head, length: status == .ok ? request.writtenOnSuccess : 1)
+                done += 1
+            }
+        } catch {
+            transport.fail(queue, error)
+        }
+        inFlight[index].removeFirst(done)
+        if done > 0 { transport.completeUsed(queue) }
+    }
+
+    private func nextID() -> UInt64 {
+        nextRequestID &+= 1
+        return nextRequestID
+    }
+}

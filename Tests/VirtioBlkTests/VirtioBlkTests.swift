@@ -1,0 +1,235 @@
+import Testing
+import VMMBlock
+import VMMCore
+import VMMTestKit
+@testable import Virtio
+@testable import VirtioBlk
+
+@Suite("virtio-blk") struct VirtioBlkTests {
+    typealias D = VirtioBlkDriver
+
+    /// vp_modern_probe and virtblk_probe: the modern ID, the storage class, the features
+    /// Linux 6.1 accepts, and a config space it reads without tripping virtblk_probe's checks.
+    @Test func identityFeaturesAndConfig() throws {
+        let d = try D(options: "serial=disk-one")
+        #expect(d.blk.configRead(0x00) == 0x1042_1AF4)
+        #expect(d.blk.configRead(0x08) >> 8 == 0x01_00_00)
+        let f = d.deviceFeatures
+        for bit in [2, 6, 9, 10, 11, 13, 14, 32] { #expect(f & (1 << UInt64(bit)) != 0, "feature bit \(bit)") }
+        for bit in [1, 5, 12, 16] { #expect(f & (1 << UInt64(bit)) == 0, "feature bit \(bit) must not be offered") }
+        #expect(d.config(0, 4) | d.config(4, 4) << 32 == (1 << 20) / 512)   // capacity, read as Linux does: two halves
+        #expect(d.config(12, 4) == 254)                  // seg_max = queue size − 2
+        #expect(d.config(20, 4) == 512)                  // blk_size
+        #expect(d.config(32, 1) == 1)                    // writeback
+        #expect(d.config(36, 4) == 1 << 21 && d.config(40, 4) == 1) // max_discard_sectors, max_discard_seg
+        #expect(d.config(56, 1) == 1)                    // write_zeroes_may_unmap
+        #expect(d.config(60, 4) == 0)                    // beyond the structure
+    }
+
+    @Test func writeThenReadBack() throws {
+        let d = try D()
+        d.bringUp()
+        let pattern = (0 ..< 4096).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ 5) }
+        let w = d.submit(type: D.T.write, sector: 8, write: pattern)
+        d.complete()
+        #expect(d.status(at: w.status) == D.S.ok)
+        #expect(Array(d.disk.contents[4096 ..< 8192]) == pattern)
+        let r = d.submit(type: D.T.read, sector: 8, readLength: 4096)
+        d.complete()
+        #expect(d.status(at: r.status) == D.S.ok)
+        #expect(d.bytes(at: r.data, 4096) == pattern)
+        let used = d.queues[0]?.takeUsed() ?? []
+        #expect(used.map(\.length) == [1, 4097])         // data written + the status byte
+        #expect(d.msiVectors.contains(1))
+    }
+
+    /// The spec leaves these to the device; QEMU's answers (virtio_blk_sect_range_ok,
+    /// the default case) are what drivers expect, and none of them may trap.
+    @Test func badRequestsGetTheSpecStatus() throws {
+        let d = try D()
+        d.bringUp()
+        let cases: [(UInt32, UInt64, Int, UInt8)] = [
+            (D.T.read, 2048, 512, D.S.ioError),           // one sector past the end
+            (D.T.read, UInt64.max / 256, 512, D.S.ioError), // sector × 512 overflows
+            (D.T.read, 0, 100, D.S.ioError),              // not a multiple of the block size
+            (77, 0, 512, D.S.unsupported),                // unknown type
+            (D.T.getID, 0, 8, D.S.ioError),               // GET_ID needs 20 bytes
+        ]
+        for (type, sector, length, expected) in cases {
+            let r = d.submit(type: type, sector: sector, readLength: length)
+            d.complete()
+            #expect(d.status(at: r.status) == expected, "type \(type) sector \(sector) length \(length)")
+        }
+        #expect(d.device?.badRequests == UInt64(cases.count))
+    }
+
+    @Test func readOnlyDiskRefusesWritesAndWritesNothing() throws {
+        let d = try D(options: "readonly=on")
+        #expect(d.deviceFeatures & (1 << 5) != 0)
+        #expect(d.deviceFeatures & (1 << 13) == 0)       // no discard on a read-only disk
+        d.bringUp()
+        let w = d.submit(type: D.T.write, sector: 0, write: [UInt8](repeating: 0xAB, count: 512))
+        d.complete()
+        #expect(d.status(at: w.status) == D.S.ioError)
+        #expect(d.device.map { $0.backend.counters.writes.load(ordering: .relaxed) } == 0)
+    }
+
+    @Test func getIDIsNulPaddedSerial() throws {
+        let d = try D(options: "serial=vol-7")
+        d.bringUp()
+        let r = d.submit(type: D.T.getID, readLength: 20)
+        d.complete()
+        #expect(d.status(at: r.status) == D.S.ok)
+        #expect(d.bytes(at: r.data, 20) == Array("vol-7".utf8) + [UInt8](repeating: 0, count: 15))
+        #expect(throws: OptionError.self) { _ = try D(options: "serial=this-serial-is-too-long-for-it") }
+    }
+
+    /// §2.7.4 Message Framing: no assumption about how header, data and status are split.
+    @Test func anyFramingWorks() throws {
+        let d = try D()
+        d.bringUp()
+        d.disk.write([1, 2, 3, 4], at: 512)
+        // Header split 5 + 11 bytes; data and status in one writable descriptor.
+        let h = D.header(type: D.T.read, sector: 1)
+        let a = d.buffer(Array(h[0 ..< 5])), b = d.buffer(Array(h[5...]))
+        let dataAndStatus = d.buffer(zeroed: 513)
+        d.queues[0]?.addChain([(a, 5, false), (b, 11, false), (dataAndStatus, 513, true)])
+        d.kick(0)
+        d.complete()
+        let out = d.bytes(at: dataAndStatus, 513)
+        #expect(Array(out[0 ..< 4]) == [1, 2, 3, 4])
+        #expect(out[512] == D.S.ok)
+    }
+
+    @Test func chainWithoutStatusByteGoesBackUnused() throws {
+        let d = try D()
+        d.bringUp()
+        d.queues[0]?.addChain([(d.buffer(D.header(type: D.T.read)), 16, false)])
+        d.kick(0)
+        d.complete()
+        #expect(d.queues[0]?.takeUsed().map(\.length) == [0])
+        #expect(d.device?.badRequests == 1)
+        #expect(d.transport?.status.contains(.needsReset) == false)
+    }
+
+    @Test func discardAndWriteZeroes() throws {
+        let d = try D()
+        d.bringUp()
+        d.disk.write([UInt8](repeating: 0x55, count: 2048), at: 0)
+        var r = d.submit(type: D.T.discard, write: D.range(sector: 0, count: 1, flags: 1))   // UNMAP on a discard
+        d.complete()
+        #expect(d.status(at: r.status) == D.S.unsupported)
+        r = d.submit(type: D.T.discard, write: D.range(sector: 0, count: 1, flags: 4))       // reserved flag
+        d.complete()
+        #expect(d.status(at: r.status) == D.S.unsupported)
+        r = d.submit(type: D.T.writeZeroes, write: D.range(sector: 0, count: 1) + D.range(sector: 2, count: 1)) // two segments
+        d.complete()
+        #expect(d.status(at: r.status) == D.S.unsupported)
+        r = d.submit(type: D.T.writeZeroes, write: D.range(sector: 1, count: 2, flags: 1))
+        d.complete()
+        #expect(d.status(at: r.status) == D.S.ok)
+        #expect(d.disk.contents[0 ..< 512].allSatisfy { $0 == 0x55 })
+        #expect(d.disk.contents[512 ..< 1536].allSatisfy { $0 == 0 })
+        r = d.submit(type: D.T.discard, write: D.range(sector: 2047, count: 2))              // past the end
+        d.complete()
+        #expect(d.status(at: r.status) == D.S.ioError)
+    }
+
+    /// Requests finish out of order in the backend but return in order (the packed ring
+    /// needs it); a full backend queue pushes back and resumes after a completion.
+    @Test func orderingAndBackPressure() throws {
+        let disk = InMemoryDisk(size: 1 << 20, geometry: BlockGeometry(size: 1 << 20, queueLimit: 2))
+        let d = try D(disk: disk)
+        d.bringUp()
+        disk.hold()
+        let statuses = (0 ..< 4).map { d.submit(type: D.T.read, sector: UInt64($0), readLength: 512).status }
+        d.complete()
+        #expect(disk.queued == 2)                         // two accepted, two wait in the ring
+        #expect(d.queues[0]?.takeUsed().isEmpty == true)
+        disk.release()
+        d.complete()
+        #expect(statuses.allSatisfy { d.status(at: $0) == D.S.ok })
+        #expect(d.queues[0]?.takeUsed().map(\.id) == [0, 3, 6, 9])
+        #expect(disk.counters.queueFull.load(ordering: .relaxed) >= 1)
+    }
+
+    @Test func backendErrorsReachTheGuest() throws {
+        let d = try D()
+        d.bringUp()
+        d.disk.failNext(with: .ioError(errno: 5))
+        var r = d.submit(type: D.T.read, readLength: 512)
+        d.complete()
+        #expect(d.status(at: r.status) == D.S.ioError)
+        d.disk.failNext(with: .unsupported)
+        r = d.submit(type: D.T.flush)
+        d.complete()
+        #expect(d.status(at: r.status) == D.S.unsupported)
+    }
+
+    /// virtblk_config_changed_work re-reads capacity on the config interrupt.
+    @Test func resizeRaisesAConfigChange() throws {
+        let d = try D()
+        d.bringUp()
+        let generation = d.configGeneration
+        try d.disk.resize(to: 2 << 20)
+        #expect(d.config(0, 4) == (2 << 20) / 512)
+        #expect(d.configGeneration != generation)
+        #expect(d.msiVectors.last == 0)
+    }
+
+    /// cache_type_store: "write through" writes 0 to writeback; every write is then flushed
+    /// before it completes.
+    @Test func writeThroughFlushesEveryWrite() throws {
+        let d = try D()
+        d.bringUp()
+        d.writeConfig(32, 1, 0)
+        #expect(d.config(32, 1) == 0)
+        let w = d.submit(type: D.T.write, write: [UInt8](repeating: 7, count: 512))
+        d.complete()
+        #expect(d.status(at: w.status) == D.S.ok)
+        #expect(d.disk.counters.flushes.load(ordering: .relaxed) == 1)
+        d.setStatus(0)                                     // reset restores the configured cache
+        #expect(d.config(32, 1) == 1)
+    }
+
+    @Test func resetForgetsRequestsInFlight() throws {
+        let d = try D()
+        d.bringUp()
+        d.disk.hold()
+        let r = d.submit(type: D.T.read, readLength: 512)
+        d.complete()
+        d.setStatus(0)
+        d.disk.release()
+        d.complete()
+        #expect(d.status(at: r.status) == 0xEE)          // never written: the request belonged to the old driver
+    }
+
+    @Test func multiQueue() throws {
+        let d = try D(options: "num-queues=4")
+        #expect(d.deviceFeatures & (1 << 12) != 0)
+        #expect(d.config(34, 2) == 4)
+        d.bringUp(queueCount: 4)
+        let r = d.submit(type: D.T.read, readLength: 512, queue: 3)
+        d.complete()
+        #expect(d.status(at: r.status) == D.S.ok)
+        #expect(d.queues[3]?.takeUsed().count == 1)
+    }
+
+    @Test func packedRing() throws {
+        let d = try D(options: "packed=on")
+        let qs = d.bringUpPacked(queueCount: 1)
+        let h = d.buffer(D.header(type: D.T.getID)), data = d.buffer(zeroed: 20), status = d.buffer([0xEE])
+        qs[0].addChain([(h, 16, false), (data, 20, true), (status, 1, true)])
+        d.kick(0)
+        d.complete()
+        #expect(d.status(at: status) == D.S.ok)
+        #expect(qs[0].takeUsed().map(\.length) == [21])
+    }
+
+    @Test func badOptionsAreNamed() throws {
+        for (opts, key) in [("queue-size=100", "queue-size"), ("num-queues=0", "num-queues"), ("cache=sometimes", "cache")] {
+            #expect(throws: OptionError.self) { _ = try D(options: opts) }
+            do { _ = try D(options: opts) } catch let e as OptionError { #expect(e.description.contains(key)) }
+        }
+    }
+}
