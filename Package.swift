@@ -51,16 +51,16 @@ let package = Package(
         .target(name: "VirtioBlk", dependencies: ["VMMCore", "VMMBlock", "Virtio"], path: "Devices/VirtioBlk"),
         .target(name: "NetBackends", dependencies: ["VMMCore", "VMMNet", "CKVM", "CVDEPlug", "CSlirp"]),
         // The one place that lists device types and backends: adding a device is one line here.
-        .target(name: "DeviceCatalog", dependencies: ["VMMCore", "VMMNet", "E1000", "VirtioNet", "NetBackends"]),
+        .target(name: "DeviceCatalog", dependencies: ["VMMCore", "VMMNet", "VMMBlock", "E1000", "VirtioNet", "VirtioBlk", "NetBackends"]),
         .target(name: "VMMTestKit", dependencies: ["VMMCore", "VMMNet", "VMMBlock"]),
         .target(name: "QTest", dependencies: ["VMMCore", "VMMNet", "VMMTestKit", "DeviceCatalog"]),
         .target(name: "KVM", dependencies: ["VMMCore", "VMMNet", "CKVM", "DeviceCatalog"]),
         // The control socket: QEMU's Machine Protocol (QMP) for `run` and `serve`.
-        .target(name: "QMP", dependencies: ["VMMCore", "VMMNet", "CKVM", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "QMP", dependencies: ["VMMCore", "VMMNet", "VMMBlock", "CKVM", .product(name: "Logging", package: "swift-log")]),
         // The vfio-user platform: serves one device per socket to another VMM.
         .target(name: "VFIOUser", dependencies: ["VMMCore", "CKVM", .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "swiftvmm", dependencies: [
-            "VMMCore", "VMMNet", "KVM", "QTest", "QMP", "VFIOUser", "DeviceCatalog", "NetBackends",
+            "VMMCore", "VMMNet", "VMMBlock", "KVM", "QTest", "QMP", "VFIOUser", "DeviceCatalog", "NetBackends",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

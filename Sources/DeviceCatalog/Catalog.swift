@@ -1,6 +1,8 @@
 import E1000
 import NetBackends
+import VirtioBlk
 import VirtioNet
+import VMMBlock
 import VMMCore
 import VMMNet
 
@@ -10,13 +12,16 @@ public enum DeviceCatalog {
     public static let registry = PCIDeviceRegistry([
         E1000Device.self,
         VirtioNetDevice.self,
+        VirtioBlkDevice.self,
     ])
 
-    /// The machine services devices may use: the network backend factory.
+    /// The machine services devices may use: the backend factories and the registries the
+    /// control socket reaches NICs and disks through.
     public static func makeServices() -> ServiceRegistry {
         let services = ServiceRegistry()
         services.register(NetworkBackendFactory.self, NetBackendFactory())
         services.register(NetworkLinks.self, NetworkLinks())
+        services.register(BlockDisks.self, BlockDisks())
         return services
     }
 }

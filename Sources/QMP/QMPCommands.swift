@@ -1,3 +1,4 @@
+import VMMBlock
 import VMMCore
 import VMMNet
 
@@ -28,7 +29,7 @@ final class QMPCommands {
     }
 
     static let standard = ["qmp_capabilities", "query-version", "query-status", "query-name", "query-commands", "query-pci",
-                           "set_link", "system_reset", "system_powerdown", "quit", "x-swiftvmm-counters",
+                           "set_link", "query-block", "block_resize", "system_reset", "system_powerdown", "quit", "x-swiftvmm-counters",
                            "x-swiftvmm-capture-start", "x-swiftvmm-capture-stop", "x-swiftvmm-swap-backend"]
     static let vcpuCommands = ["stop", "cont", "query-cpus-fast"]
 
@@ -107,6 +108,18 @@ final class QMPCommands {
             guard let link = server.links?.link(named: name) else { throw .deviceNotFound("Device '\(name)' not found") }
             link.setLink(up: up)
             return .object([])
+        case "query-block":
+            try args.only([])
+            return .array((server.disks?.all ?? []).map { Self.describe(disk: $0.name, $0.backend) })
+        case "block_resize":
+            // QEMU's shape: `device` or `node-name`, and the new `size` in bytes.
+            try args.only(["device", "node-name", "size"])
+            let name = try args.value("device") != nil ? args.string("device") : args.string("node-name")
+            let size = try args.int("size")
+            guard let disk = server.disks?.disk(named: name) else { throw .deviceNotFound("Device '\(name)' not found") }
+            guard size > 0, size % 512 == 0 else { throw .generic("Parameter 'size' must be a positive multiple of 512") }
+            do { try disk.resize(to: UInt64(size)) } catch { throw .generic("Cannot resize '\(name)': \(error)") }
+            return .object([])
         case "system_reset":
             try args.only([])
             server.emit("RESET", data: .object([("guest", .bool(false)), ("reason", .string("host-qmp-system-reset"))]))
@@ -175,6 +188,19 @@ final class QMPCommands {
     }
 
     /// One `PciDeviceInfo` (qapi/pci.json).
+    /// One `BlockInfo` as QEMU's query-block returns it (qapi/block-core.json).
+    static func describe(disk name: String, _ backend: BlockBackend) -> JSONValue {
+        let g = backend.geometry
+        return .object([
+            ("device", .string(name)), ("locked", .bool(false)), ("removable", .bool(false)),
+            ("inserted", .object([
+                ("file", .string(backend.description)), ("ro", .bool(g.readOnly)), ("drv", .string("raw")),
+                ("image", .object([("filename", .string(backend.description)), ("format", .string("raw")),
+                                   ("virtual-size", .int(Int64(clamping: g.size)))])),
+            ])),
+        ])
+    }
+
     static func describe(_ fn: PCIFunction) -> JSONValue {
         fn.lock.withLock {
             let c = fn.config
@@ -250,6 +276,12 @@ struct Arguments {
         guard let v = value(key) else { throw .generic("Parameter '\(key)' is missing") }
         guard let s = v.stringValue else { throw .generic("Parameter '\(key)' expects a string") }
         return s
+    }
+
+    func int(_ key: String) throws(QMPError) -> Int64 {
+        guard let v = value(key) else { throw .generic("Parameter '\(key)' is missing") }
+        guard let i = v.intValue else { throw .generic("Parameter '\(key)' expects an integer") }
+        return i
     }
 
     func bool(_ key: String) throws(QMPError) -> Bool {

@@ -4,6 +4,7 @@ import Glibc
 import CKVM
 import Logging
 import Synchronization
+import VMMBlock
 import VMMCore
 import VMMNet
 
@@ -15,6 +16,7 @@ public final class QMPServer: @unchecked Sendable {
     public let listener: UnixSocketListener
     let target: QMPTarget
     let links: NetworkLinks?
+    let disks: BlockDisks?
     private let logger: Logger
     private let stopFD: Int32
     private let wakeFD: Int32
@@ -27,8 +29,9 @@ public final class QMPServer: @unchecked Sendable {
     /// How long one reply or event may take to leave, in seconds.
     static let sendTimeout = 5.0
 
-    public init(listener: UnixSocketListener, target: QMPTarget, links: NetworkLinks?, logger: Logger) throws(QMPError) {
-        self.listener = listener; self.target = target; self.links = links; self.logger = logger
+    public init(listener: UnixSocketListener, target: QMPTarget, links: NetworkLinks?, disks: BlockDisks? = nil,
+                logger: Logger) throws(QMPError) {
+        self.listener = listener; self.target = target; self.links = links; self.disks = disks; self.logger = logger
         stopFD = eventfd(0, Int32(EFD_CLOEXEC))
         wakeFD = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
         guard stopFD >= 0, wakeFD >= 0 else { throw .generic("eventfd: \(String(cString: strerror(errno)))") }

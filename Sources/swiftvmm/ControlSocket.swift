@@ -5,6 +5,7 @@ import KVM
 import Logging
 import QMP
 import VFIOUser
+import VMMBlock
 import VMMCore
 import VMMNet
 
@@ -17,6 +18,7 @@ enum ControlSocket {
             let listener: UnixSocketListener
             do { listener = try UnixSocketListener(path: path) } catch { throw QMPError.generic("\(error)") }
             let server = try QMPServer(listener: listener, target: target, links: services.resolve(NetworkLinks.self),
+                                       disks: services.resolve(BlockDisks.self),
                                        logger: Logger(label: "swiftvmm.qmp"))
             server.start()
             return server

@@ -80,4 +80,22 @@ int is_arp_reply(const u8 *frame, u32 len);
 int is_arp_request(const u8 *frame, u32 len);
 u32 arp_reply(u8 *frame, const u8 *mac, const u8 *request);
 
+
+/* The modern virtio-pci transport (virtio 1.2 §4.1) and split virtqueues (§2.7) as the
+ * mini guest's virtio drivers use them (virtio_pci.c). */
+#define VQ_SIZE 8
+struct virtq_desc { u64 addr; u32 len; u16 flags, next; };
+struct virtq_avail { u16 flags, idx, ring[VQ_SIZE], event; };
+struct virtq_used { u16 flags, idx; struct { u32 id, len; } ring[VQ_SIZE]; u16 event; };
+struct virtq { volatile struct virtq_desc *desc; volatile struct virtq_avail *avail; volatile struct virtq_used *used; u32 notify; u16 index, last_used; };
+struct virtio_dev { u32 slot, common, notify_base, notify_mult, device_cfg, msix; };
+int virtio_find(u32 slot, struct virtio_dev *d);
+int virtio_negotiate(struct virtio_dev *d, u32 features_low);
+void virtio_setup_queue(struct virtio_dev *d, struct virtq *q, u16 index, u16 vector, u32 base);
+void virtio_driver_ok(struct virtio_dev *d);
+void virtio_reset(struct virtio_dev *d);
+void virtio_kick(struct virtq *q);
+int virtio_used_advanced(void *q);
+int virtio_blk_test(u32 slot);
+
 #endif
