@@ -3,7 +3,7 @@ import PackageDescription
 
 // Layers (arrows: may import)
 //   swiftvmm (CLI) -> KVM, QTest, VFIOUser, DeviceCatalog -> Devices/* -> Virtio, VMMNet -> VMMCore
-//   NetBackends -> VMMNet, CVDEPlug, CSlirp, CKVM (tun ioctls)
+//   NetBackends -> VMMNet, CVDEPlug, CSlirp, CLinux (tun ioctls); only KVM imports CKVM
 //   VMMTestKit -> VMMCore, VMMNet (what device tests import)
 // The frame paths (rings, descriptor chains, per-device scratch buffers kept in class
 // properties) pay for Swift's dynamic exclusivity checks on every access: about 40% of
@@ -32,7 +32,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
     ],
     targets: [
-        // C shims: ioctl and the Linux headers Swift cannot import directly.
+        // C shims: ioctl and the Linux headers Swift cannot import directly. CLinux serves
+        // every layer (sockets, epoll, eventfd, memfd, TUN); CKVM (linux/kvm.h) only KVM.
+        .target(name: "CLinux", path: "Sources/CLinux"),
         .target(name: "CKVM", path: "Sources/CKVM"),
         .target(name: "CVDEPlug", path: "Sources/CVDEPlug", linkerSettings: [.linkedLibrary("vdeplug")]),
         .systemLibrary(name: "CSlirp", path: "Sources/CSlirp", pkgConfig: "slirp"),
@@ -40,7 +42,7 @@ let package = Package(
         .target(name: "VMMCore", dependencies: [
             .product(name: "Logging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
-            "CKVM",
+            "CLinux",
         ]),
         .target(name: "VMMNet", dependencies: ["VMMCore"], swiftSettings: hotPath),
         .target(name: "Virtio", dependencies: ["VMMCore"], swiftSettings: hotPath),
@@ -49,16 +51,16 @@ let package = Package(
         .target(name: "E1000", dependencies: ["VMMCore", "VMMNet"], path: "Devices/E1000", swiftSettings: hotPath),
         .target(name: "VirtioNet", dependencies: ["VMMCore", "VMMNet", "Virtio"], path: "Devices/VirtioNet", swiftSettings: hotPath),
         .target(name: "VirtioBlk", dependencies: ["VMMCore", "VMMBlock", "Virtio"], path: "Devices/VirtioBlk"),
-        .target(name: "NetBackends", dependencies: ["VMMCore", "VMMNet", "CKVM", "CVDEPlug", "CSlirp"]),
+        .target(name: "NetBackends", dependencies: ["VMMCore", "VMMNet", "CLinux", "CVDEPlug", "CSlirp"]),
         // The one place that lists device types and backends: adding a device is one line here.
         .target(name: "DeviceCatalog", dependencies: ["VMMCore", "VMMNet", "VMMBlock", "E1000", "VirtioNet", "VirtioBlk", "NetBackends"]),
         .target(name: "VMMTestKit", dependencies: ["VMMCore", "VMMNet", "VMMBlock"]),
         .target(name: "QTest", dependencies: ["VMMCore", "VMMNet", "VMMTestKit", "DeviceCatalog"]),
-        .target(name: "KVM", dependencies: ["VMMCore", "VMMNet", "CKVM", "DeviceCatalog"]),
+        .target(name: "KVM", dependencies: ["VMMCore", "VMMNet", "CKVM", "CLinux"]),
         // The control socket: QEMU's Machine Protocol (QMP) for `run` and `serve`.
-        .target(name: "QMP", dependencies: ["VMMCore", "VMMNet", "VMMBlock", "CKVM", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "QMP", dependencies: ["VMMCore", "VMMNet", "VMMBlock", "CLinux", .product(name: "Logging", package: "swift-log")]),
         // The vfio-user platform: serves one device per socket to another VMM.
-        .target(name: "VFIOUser", dependencies: ["VMMCore", "CKVM", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "VFIOUser", dependencies: ["VMMCore", "CLinux", .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "swiftvmm", dependencies: [
             "VMMCore", "VMMNet", "VMMBlock", "KVM", "QTest", "QMP", "VFIOUser", "DeviceCatalog", "NetBackends",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -75,6 +77,6 @@ let package = Package(
         .testTarget(name: "KVMTests", dependencies: ["KVM", "VMMCore", "DeviceCatalog"]),
         .testTarget(name: "CLITests", dependencies: ["DeviceCatalog", "VMMCore"]),
         .testTarget(name: "QMPTests", dependencies: ["QMP"]),
-        .testTarget(name: "VFIOUserTests", dependencies: ["VFIOUser", "VMMCore", "CKVM", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "VFIOUserTests", dependencies: ["VFIOUser", "VMMCore", "CLinux", .product(name: "Logging", package: "swift-log")]),
     ]
 )

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CKVM
+import CLinux
 import Logging
 import Synchronization
 import VMMBlock
@@ -137,7 +137,7 @@ public final class QMPServer: @unchecked Sendable {
         while done < bytes.count {
             let n = bytes.withUnsafeBytes { raw -> Int in
                 guard let base = raw.baseAddress else { return -1 }
-                return ckvm_send_with_fds(fd, base + done, raw.count - done, nil, 0)
+                return clinux_send_with_fds(fd, base + done, raw.count - done, nil, 0)
             }
             if n >= 0 { done += n; continue }
             guard errno == EINTR || errno == EAGAIN else { return false }

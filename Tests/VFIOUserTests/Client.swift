@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CKVM
+import CLinux
 import Foundation
 @testable import VFIOUser
 import VMMCore
@@ -15,7 +15,7 @@ final class TestClient {
     init(path: String) throws {
         fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         var addr = sockaddr_un()
-        guard ckvm_sockaddr_un(&addr, path) == 0 else { throw ClientError("path") }
+        guard clinux_sockaddr_un(&addr, path) == 0 else { throw ClientError("path") }
         let r = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
@@ -39,7 +39,7 @@ final class TestClient {
     /// Sends raw bytes (for malformed messages).
     func sendRaw(_ bytes: [UInt8], fds: [Int32] = []) {
         _ = bytes.withUnsafeBytes { raw in fds.withUnsafeBufferPointer { f in
-            ckvm_send_with_fds(fd, raw.baseAddress, raw.count, f.baseAddress, Int32(f.count))
+            clinux_send_with_fds(fd, raw.baseAddress, raw.count, f.baseAddress, Int32(f.count))
         } }
     }
 
@@ -114,7 +114,7 @@ func le64(_ v: UInt64) -> [UInt8] { (0 ..< 8).map { UInt8(truncatingIfNeeded: v 
 
 /// Guest RAM as QEMU's memory-backend-memfd makes it: a sealed memfd.
 func sealedMemfd(size: Int, seal: Bool = true) -> Int32 {
-    let fd = ckvm_memfd_create("test-ram", 0x0002 /* MFD_ALLOW_SEALING */)
+    let fd = clinux_memfd_create("test-ram", 0x0002 /* MFD_ALLOW_SEALING */)
     ftruncate(fd, off_t(size))
     if seal { _ = fcntl(fd, 1024 + 9 /* F_ADD_SEALS */, Int32(0x0002 | 0x0004) /* SHRINK | GROW */) }
     return fd

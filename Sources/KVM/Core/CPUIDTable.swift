@@ -1,4 +1,5 @@
 import CKVM
+import CLinux
 
 /// Shapes KVM's supported CPUID into what one vCPU of this machine reports.
 enum CPUIDTable {

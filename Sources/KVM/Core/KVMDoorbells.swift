@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CKVM
+import CLinux
 import Logging
 import VMMCore
 

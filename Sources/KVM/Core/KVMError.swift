@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CKVM
+import CLinux
 
 /// Failures talking to /dev/kvm. Each names the call that failed and why.
 public enum KVMError: Error, CustomStringConvertible, Equatable {

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CKVM
+import CLinux
 
 /// An open `/dev/kvm`: the API version check and the system-wide queries.
 public final class KVMSystem: @unchecked Sendable {

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CKVM
+import CLinux
 import VMMCore
 
 /// One KVM virtual machine: its memory slots, the in-kernel irqchip (PIC + IOAPIC +

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CKVM
+import CLinux
 import VMMNet
 
 /// An open `/dev/net/tun` file descriptor bound to a TAP interface with a 12-byte
@@ -28,7 +28,7 @@ struct TapDevice {
         }
         var chosen = [CChar](repeating: 0, count: Int(IFNAMSIZ))
         let flags = Int16(IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)
-        guard ckvm_tun_set_iff(fd, name, flags, &chosen) == 0 else {
+        guard clinux_tun_set_iff(fd, name, flags, &chosen) == 0 else {
             let e = errno
             close(fd)
             let hint: String? = switch e {
@@ -41,7 +41,7 @@ struct TapDevice {
             }
             throw .system(option: option, value: value, call: "TUNSETIFF", errno: e, hint: hint)
         }
-        guard ckvm_tun_set_vnet_hdr_size(fd, Int32(VirtioNetHeader.size)) == 0 else {
+        guard clinux_tun_set_vnet_hdr_size(fd, Int32(VirtioNetHeader.size)) == 0 else {
             let e = errno
             close(fd)
             throw .system(option: option, value: value, call: "TUNSETVNETHDRSZ", errno: e, hint: nil)
@@ -53,7 +53,7 @@ struct TapDevice {
     /// TUNSETOFFLOAD: which offloads frames the kernel hands us may use. TSO implies
     /// partial checksums, so without `.checksum` nothing is enabled (the kernel refuses it).
     func setOffloads(_ offloads: NetOffloads) -> Bool {
-        ckvm_tun_set_offload(fd, TapDevice.tunFlags(offloads)) == 0
+        clinux_tun_set_offload(fd, TapDevice.tunFlags(offloads)) == 0
     }
 
     static func tunFlags(_ offloads: NetOffloads) -> UInt32 {

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CKVM
+import CLinux
 import CSlirp
 
 /// libslirp's sockets, watched by a private epoll instance. libslirp describes what to

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CKVM
+import CLinux
 
 /// One message as it came off the socket: header, payload, and the descriptors that
 /// arrived with it (owned by the receiver: close what you do not keep).
@@ -67,12 +67,12 @@ final class VFIOUserConnection {
             if p < 0 { if errno == EINTR { continue }; return "poll: \(String(cString: strerror(errno)))" }
             if polls[1].revents != 0 { return "server stopping" }
             if polls[0].revents == 0 { continue }
-            var got = [Int32](repeating: -1, count: Int(CKVM_MAX_PASSED_FDS))
+            var got = [Int32](repeating: -1, count: Int(CLINUX_MAX_PASSED_FDS))
             var nfds: Int32 = 0, truncated: Int32 = 0
             let room = max(0, maxFDs - fds.count)
             let n = buffer.withUnsafeMutableBytes { raw -> Int in
                 guard let base = raw.baseAddress else { return 0 }
-                return ckvm_recv_with_fds(fd, base + done, raw.count - done, &got, Int32(room), &nfds, &truncated)
+                return clinux_recv_with_fds(fd, base + done, raw.count - done, &got, Int32(room), &nfds, &truncated)
             }
             fds.append(contentsOf: got.prefix(Int(nfds)))
             if n < 0 {
@@ -95,7 +95,7 @@ final class VFIOUserConnection {
         while done < bytes.count {
             let n = bytes.withUnsafeBytes { raw -> Int in
                 guard let base = raw.baseAddress else { return -1 }
-                return ckvm_send_with_fds(fd, base + done, raw.count - done, nil, 0)
+                return clinux_send_with_fds(fd, base + done, raw.count - done, nil, 0)
             }
             // EAGAIN here is the send timeout: a client that stopped reading is dropped.
             if n < 0 { if errno == EINTR { continue }; return false }

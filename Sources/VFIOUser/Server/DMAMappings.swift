@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CKVM
+import CLinux
 import VMMCore
 
 /// The client's memory as the device sees it: DMA_MAP regions that come with a file
@@ -68,8 +68,8 @@ final class DMAMappings {
         }
         // A file the client could shrink later would turn device DMA into SIGBUS: only
         // memfds sealed against shrinking (QEMU's memory-backend-memfd default) are taken.
-        let seals = fcntl(fd, CKVM_F_GET_SEALS)
-        guard seals >= 0, seals & CKVM_F_SEAL_SHRINK != 0 else {
+        let seals = fcntl(fd, CLINUX_F_GET_SEALS)
+        guard seals >= 0, seals & CLINUX_F_SEAL_SHRINK != 0 else {
             throw .unsupported("DMA_MAP memory that can shrink: use memory-backend-memfd (seal=on, the default)")
         }
     }

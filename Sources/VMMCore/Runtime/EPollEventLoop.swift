@@ -2,7 +2,7 @@
 import Glibc
 #endif
 import Synchronization
-import CKVM
+import CLinux
 
 /// `EventLoop` on epoll, with an eventfd to wake it for `execute` and a deadline list
 /// for timers; it is also the `DeviceClock` for real (non-virtual) time.

@@ -2,7 +2,7 @@
 import Glibc
 #endif
 import Synchronization
-import CKVM
+import CLinux
 
 /// Readiness a file descriptor is watched for.
 public struct IOEvents: OptionSet, Sendable {

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CKVM
+import CLinux
 
 public enum UnixSocketListenerError: Error, Equatable, CustomStringConvertible {
     case pathTooLong(String)
@@ -31,7 +31,7 @@ public final class UnixSocketListener: @unchecked Sendable {
 
     public init(path: String, backlog: Int32 = 1) throws(UnixSocketListenerError) {
         var addr = sockaddr_un()
-        guard ckvm_sockaddr_un(&addr, path) == 0 else { throw .pathTooLong(path) }
+        guard clinux_sockaddr_un(&addr, path) == 0 else { throw .pathTooLong(path) }
         var st = stat()
         if lstat(path, &st) == 0 {
             guard st.st_mode & S_IFMT == S_IFSOCK else { throw .notASocket(path) }

@@ -1,5 +1,5 @@
-#ifndef CKVM_SOCKET_H
-#define CKVM_SOCKET_H
+#ifndef CLINUX_SOCKET_H
+#define CLINUX_SOCKET_H
 // SCM_RIGHTS descriptor passing: the CMSG_* macros cannot be imported into Swift.
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -10,7 +10,7 @@
 #include <fcntl.h>
 #include <sys/syscall.h>
 
-#define CKVM_MAX_PASSED_FDS 64
+#define CLINUX_MAX_PASSED_FDS 64
 
 // File seals (linux/fcntl.h; glibc exposes them only under _GNU_SOURCE).
 #ifndef F_GET_SEALS
@@ -19,17 +19,17 @@
 #ifndef F_SEAL_SHRINK
 #define F_SEAL_SHRINK 0x0002
 #endif
-static const int CKVM_F_GET_SEALS = F_GET_SEALS;
-static const int CKVM_F_SEAL_SHRINK = F_SEAL_SHRINK;
+static const int CLINUX_F_GET_SEALS = F_GET_SEALS;
+static const int CLINUX_F_SEAL_SHRINK = F_SEAL_SHRINK;
 
 /// memfd_create(2) (glibc declares it only under _GNU_SOURCE).
-static inline int ckvm_memfd_create(const char *name, unsigned int flags) { return (int)syscall(SYS_memfd_create, name, flags); }
+static inline int clinux_memfd_create(const char *name, unsigned int flags) { return (int)syscall(SYS_memfd_create, name, flags); }
 
 /// recvmsg of up to `len` bytes, collecting SCM_RIGHTS descriptors (close-on-exec) into
-/// `fds` (at most `max_fds`; any beyond that, or beyond CKVM_MAX_PASSED_FDS, are closed
+/// `fds` (at most `max_fds`; any beyond that, or beyond CLINUX_MAX_PASSED_FDS, are closed
 /// here or by the kernel, and `*truncated` is set). Returns recvmsg's result.
-static inline ssize_t ckvm_recv_with_fds(int sock, void *buf, size_t len, int *fds, int max_fds, int *nfds, int *truncated) {
-    union { char space[CMSG_SPACE(sizeof(int) * CKVM_MAX_PASSED_FDS)]; struct cmsghdr align; } control;
+static inline ssize_t clinux_recv_with_fds(int sock, void *buf, size_t len, int *fds, int max_fds, int *nfds, int *truncated) {
+    union { char space[CMSG_SPACE(sizeof(int) * CLINUX_MAX_PASSED_FDS)]; struct cmsghdr align; } control;
     struct iovec iov = { .iov_base = buf, .iov_len = len };
     struct msghdr msg;
     memset(&msg, 0, sizeof msg);
@@ -56,15 +56,15 @@ static inline ssize_t ckvm_recv_with_fds(int sock, void *buf, size_t len, int *f
 }
 
 /// sendmsg of `len` bytes with `nfds` descriptors attached (none when 0).
-static inline ssize_t ckvm_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds) {
-    union { char space[CMSG_SPACE(sizeof(int) * CKVM_MAX_PASSED_FDS)]; struct cmsghdr align; } control;
+static inline ssize_t clinux_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds) {
+    union { char space[CMSG_SPACE(sizeof(int) * CLINUX_MAX_PASSED_FDS)]; struct cmsghdr align; } control;
     struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
     struct msghdr msg;
     memset(&msg, 0, sizeof msg);
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
     if (nfds > 0) {
-        if (nfds > CKVM_MAX_PASSED_FDS) { errno = EINVAL; return -1; }
+        if (nfds > CLINUX_MAX_PASSED_FDS) { errno = EINVAL; return -1; }
         memset(control.space, 0, sizeof control.space);
         msg.msg_control = control.space;
         msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
@@ -78,7 +78,7 @@ static inline ssize_t ckvm_send_with_fds(int sock, const void *buf, size_t len, 
 }
 
 /// Fills a sockaddr_un with `path`; returns -1 if it does not fit (sun_path is 108 bytes).
-static inline int ckvm_sockaddr_un(struct sockaddr_un *addr, const char *path) {
+static inline int clinux_sockaddr_un(struct sockaddr_un *addr, const char *path) {
     memset(addr, 0, sizeof *addr);
     addr->sun_family = AF_UNIX;
     size_t n = strlen(path);
