@@ -4,6 +4,7 @@ import PackageDescription
 // Layers (arrows: may import)
 //   swiftvmm (CLI) -> KVM, QTest, VFIOUser, DeviceCatalog -> Devices/* -> Virtio, VMMNet -> VMMCore
 //   NetBackends -> VMMNet, CVDEPlug, CSlirp, CKVM (tun ioctls)
+//   BlockBackends -> VMMBlock, CNBD (libnbd), CBlockIO (O_DIRECT, fallocate, block ioctls)
 //   VMMTestKit -> VMMCore, VMMNet (what device tests import)
 // The frame paths (rings, descriptor chains, per-device scratch buffers kept in class
 // properties) pay for Swift's dynamic exclusivity checks on every access: about 40% of
@@ -21,7 +22,7 @@ let package = Package(
         .library(name: "VMMBlock", targets: ["VMMBlock"]),
         .library(name: "VMMTestKit", targets: ["VMMTestKit"]),
         .library(name: "Virtio", targets: ["Virtio"]),
-        .library(name: "SwiftVMMDevices", targets: ["E1000", "VirtioNet", "NetBackends", "DeviceCatalog"]),
+        .library(name: "SwiftVMMDevices", targets: ["E1000", "VirtioNet", "NetBackends", "BlockBackends", "DeviceCatalog"]),
         .library(name: "KVM", targets: ["KVM"]),
         .library(name: "VFIOUser", targets: ["VFIOUser"]),
         .library(name: "QMP", targets: ["QMP"]),
@@ -36,6 +37,9 @@ let package = Package(
         .target(name: "CKVM", path: "Sources/CKVM"),
         .target(name: "CVDEPlug", path: "Sources/CVDEPlug", linkerSettings: [.linkedLibrary("vdeplug")]),
         .systemLibrary(name: "CSlirp", path: "Sources/CSlirp", pkgConfig: "slirp"),
+        .systemLibrary(name: "CNBD", path: "Sources/CNBD", pkgConfig: "libnbd", providers: [.apt(["libnbd-dev"])]),
+        // O_DIRECT, fallocate(2) and the block-device ioctls for the file disk backend.
+        .target(name: "CBlockIO", path: "Sources/CBlockIO"),
 
         .target(name: "VMMCore", dependencies: [
             .product(name: "Logging", package: "swift-log"),
@@ -46,6 +50,8 @@ let package = Package(
         .target(name: "Virtio", dependencies: ["VMMCore"], swiftSettings: hotPath),
         // The block layer: the backend protocol block devices use (like VMMNet for NICs).
         .target(name: "VMMBlock", dependencies: ["VMMCore"]),
+        // Block backends (like NetBackends for NICs): raw files and block devices, NBD exports.
+        .target(name: "BlockBackends", dependencies: ["VMMCore", "VMMBlock", "CNBD", "CBlockIO"]),
         .target(name: "E1000", dependencies: ["VMMCore", "VMMNet"], path: "Devices/E1000", swiftSettings: hotPath),
         .target(name: "VirtioNet", dependencies: ["VMMCore", "VMMNet", "Virtio"], path: "Devices/VirtioNet", swiftSettings: hotPath),
         .target(name: "NetBackends", dependencies: ["VMMCore", "VMMNet", "CKVM", "CVDEPlug", "CSlirp"]),
@@ -72,6 +78,7 @@ let package = Package(
         .testTarget(name: "QTestTests", dependencies: ["QTest", "VMMTestKit", "DeviceCatalog"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "VMMCore", "DeviceCatalog"]),
         .testTarget(name: "CLITests", dependencies: ["DeviceCatalog", "VMMCore"]),
+        .testTarget(name: "BlockBackendTests", dependencies: ["BlockBackends", "VMMBlock", "VMMCore"]),
         .testTarget(name: "QMPTests", dependencies: ["QMP"]),
         .testTarget(name: "VFIOUserTests", dependencies: ["VFIOUser", "VMMCore", "CKVM", .product(name: "Logging", package: "swift-log")]),
     ]
