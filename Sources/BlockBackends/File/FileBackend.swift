@@ -38,8 +38,16 @@ public final class FileBackend: BlockBackend, @unchecked Sendable {
     /// Cleared the first time FALLOC_FL_ZERO_RANGE is refused: then zeroes are written.
     private let zeroRangeWorks = Atomic<Bool>(true)
 
-    public init(path: String, readOnly: Bool, direct: Bool, blockSize: UInt32?, queueLimit: Int = DiskBackendConfig.defaultQueueLimit,
-                workers workerCount: Int = FileBackend.defaultWorkers, eventLoop: EventLoop) throws(DiskBackendError) {
+    public convenience init(path: String, readOnly: Bool, direct: Bool, blockSize: UInt32?, queueLimit: Int = DiskBackendConfig.defaultQueueLimit,
+                            workers: Int = FileBackend.defaultWorkers, eventLoop: EventLoop) throws(DiskBackendError) {
+        try self.init(path: path, readOnly: readOnly, direct: direct, blockSize: blockSize, queueLimit: queueLimit,
+                      workerCount: max(1, workers), eventLoop: eventLoop)
+    }
+
+    /// `workerCount` 0 (tests only): requests queue up and nothing runs them, so the queue's
+    /// bound and `stop()`'s cancellation can be checked without racing a worker.
+    init(path: String, readOnly: Bool, direct: Bool, blockSize: UInt32?, queueLimit: Int,
+         workerCount: Int, eventLoop: EventLoop) throws(DiskBackendError) {
         disk = try FileDisk.open(path: path, readOnly: readOnly, direct: direct)
         self.path = path
         self.direct = direct
@@ -54,7 +62,7 @@ public final class FileBackend: BlockBackend, @unchecked Sendable {
             size: disk.size, logicalBlockSize: logical, physicalBlockSize: physical, readOnly: readOnly,
             canFlush: true, canDiscard: disk.canPunchHoles, canWriteZeroes: !readOnly, queueLimit: limit)))
         queue = BoundedWorkQueue(limit: limit)
-        for i in 0 ..< max(1, workerCount) {
+        for i in 0 ..< max(0, workerCount) {
             let io = FileIO(fd: disk.fd, direct: direct, scratch: AlignedBuffer(count: FileBackend.scratchSize))
             guard let thread = WorkerThread(name: "blk-file-\(i)", { [self] in self.work(io) }) else {
                 let e = errno
