@@ -74,6 +74,39 @@ struct NBDBackendTests {
         }
     }
 
+    @Test func serverBlockSizeConstraintsAreHonoured() throws {
+        let loop = try RunningLoop()
+        // The server wants 4 KiB blocks and at most 64 KiB per request (and refuses anything else).
+        let server = try #require(NBDKit(in: dir, ["--filter=blocksize-policy", "memory", "16M", "blocksize-minimum=4096",
+                                                   "blocksize-maximum=65536", "blocksize-error-policy=error"]))
+        let disk = try open(server, loop: loop)
+        defer { disk.stop() }
+        #expect(disk.geometry.logicalBlockSize == 4096)
+        // 1 MiB in two segments: split into 64 KiB commands.
+        let out = GuestBuffer(count: 1 << 20)
+        out.fillPattern(seed: 5)
+        #expect(run(disk, .write(offset: 8192, from: [UnsafeRawBufferPointer(out.slice(0 ..< 262_144)),
+                                                      UnsafeRawBufferPointer(out.slice(262_144 ..< 1 << 20))])) == .ok)
+        let back = GuestBuffer(count: 1 << 20)
+        #expect(run(disk, .read(offset: 8192, into: [back.bytes])) == .ok)
+        #expect(back.array == out.array)
+        #expect(run(disk, .writeZeroes(offset: 8192, length: 1 << 20, mayUnmap: true)) == .ok)
+
+        // A guest block size below the server's minimum cannot work: refused when opening.
+        #expect {
+            try NBDBackend(uri: server.uri, readOnly: false, blockSize: 512, eventLoop: loop.loop)
+        } throws: { e in "\(e)".contains("block-size=512 is smaller than the server's minimum block size 4096") }
+    }
+
+    @Test func serverNeedingHugeBlocksIsRefused() throws {
+        let loop = try RunningLoop()
+        let server = try #require(NBDKit(in: dir, ["--filter=blocksize-policy", "memory", "16M", "blocksize-minimum=65536",
+                                                   "blocksize-preferred=65536", "blocksize-maximum=65536"]))
+        #expect {
+            try open(server, loop: loop)
+        } throws: { e in "\(e)".contains("the server needs 65536-byte blocks; at most 4096 is supported") }
+    }
+
     @Test func serverErrorsBecomeIOErrors() throws {
         let loop = try RunningLoop()
         let server = try #require(NBDKit(in: dir, ["--filter=error", "memory", "16M", "error-pread=EIO", "error-pread-rate=100%"]))
@@ -126,7 +159,7 @@ struct NBDBackendTests {
         let first = GuestBuffer(count: 4096, fill: 0x11)
         #expect(run(disk, .write(offset: 0, from: [first.all])) == .ok)
 
-        server.stop()
+        server.stop(crash: true)
         usleep(200_000)   // let the loop see the hang-up
         let data = GuestBuffer(count: 8192)
         data.fillPattern(seed: 42)
@@ -148,13 +181,39 @@ struct NBDBackendTests {
         #expect(c.inlineCount == 0)
     }
 
+    @Test func requestsInFlightWhenTheServerDiesAreResent() throws {
+        let loop = try RunningLoop()
+        let path = dir.file("inflight.img", size: 1 << 20)
+        // Writes take 400 ms: the server dies with them in flight.
+        let server = try #require(NBDKit(in: dir, ["--filter=delay", "file", path, "wdelay=400ms"]))
+        let disk = try open(server, loop: loop)
+        defer { disk.stop() }
+        let data = (0 ..< 4).map { i -> GuestBuffer in
+            let b = GuestBuffer(count: 4096)
+            b.fillPattern(seed: UInt8(100 + i))
+            return b
+        }
+        let c = Completions()
+        for (i, b) in data.enumerated() { #expect(disk.submit(.write(offset: UInt64(i) * 4096, from: [b.all]), completion: c.handler(i))) }
+        usleep(100_000)
+        server.stop(crash: true)
+        usleep(200_000)
+        #expect(c.count == 0)   // neither failed nor falsely completed
+        #expect(server.start())
+        #expect(c.wait(count: 4, seconds: 8))
+        for i in 0 ..< 4 { #expect(c.result(i) == .ok) }
+        #expect(run(disk, .flush) == .ok)
+        for (i, b) in data.enumerated() { #expect(readFile(path, offset: i * 4096, count: 4096) == b.array) }
+        #expect(disk.counters.reconnects.load(ordering: .relaxed) >= 1)
+    }
+
     @Test func serverGoneTooLongRequestsFailThenRecover() throws {
         let loop = try RunningLoop()
         let path = dir.file("gone.img", size: 1 << 20)
         let server = try #require(NBDKit(in: dir, ["file", path]))
         let disk = try open(server, loop: loop, reconnectTimeout: 1)
         defer { disk.stop() }
-        server.stop()
+        server.stop(crash: true)
         usleep(100_000)
         let b = GuestBuffer(count: 4096)
         let c = Completions()
@@ -184,7 +243,7 @@ struct NBDBackendTests {
         defer { disk.stop() }
         let seen = Mutex<UInt64>(0)
         disk.onResize { size in seen.withLock { $0 = size } }
-        server.stop()
+        server.stop(crash: true)
         #expect(truncate(path, 2 << 20) == 0)
         #expect(server.start())
         #expect(eventually(6) { seen.withLock { $0 } == 2 << 20 })
@@ -195,7 +254,7 @@ struct NBDBackendTests {
         let loop = try RunningLoop()
         let server = try #require(NBDKit(in: dir, ["memory", "16M"]))
         let disk = try open(server, loop: loop)
-        server.stop()
+        server.stop(crash: true)
         usleep(100_000)
         let c = Completions()
         #expect(disk.submit(.flush, completion: c.handler(1)))

@@ -16,7 +16,7 @@ struct NBDReconnectPolicy: Sendable {
     let timeout: Double
     private(set) var delay = NBDReconnectPolicy.initialDelay
 
-    init(timeout: Double) { self.timeout = max(0, timeout) }
+    init(timeout: Double) { self.timeout = timeout.isFinite ? max(0, timeout) : DiskBackendConfig.defaultReconnectTimeout }
 
     /// The delay before the next attempt, doubling up to the maximum.
     mutating func nextDelay() -> Double {
@@ -27,7 +27,11 @@ struct NBDReconnectPolicy: Sendable {
 
     mutating func reset() { delay = NBDReconnectPolicy.initialDelay }
 
-    static func nanoseconds(_ seconds: Double) -> UInt64 { UInt64(min(max(0, seconds), 1e6) * 1e9) }
+    /// Seconds as nanoseconds, clamped to 0...1e6 s (never a trapping conversion).
+    static func nanoseconds(_ seconds: Double) -> UInt64 {
+        guard seconds.isFinite else { return 1_000_000 * 1_000_000_000 }
+        return UInt64(min(max(0, seconds), 1e6) * 1e9)
+    }
 }
 
 /// errnos with which libnbd fails the commands of a connection that died (as opposed to

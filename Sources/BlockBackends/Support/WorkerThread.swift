@@ -32,10 +32,4 @@ final class WorkerThread: @unchecked Sendable {
         thread = nil
         pthread_join(t, nil)
     }
-
-    /// Whether the calling thread is this one (a join from itself would deadlock).
-    var isCurrent: Bool {
-        guard let t = thread else { return false }
-        return pthread_equal(t, pthread_self()) != 0
-    }
 }

@@ -31,8 +31,10 @@ final class NBDKit {
         return eventually(5) { access(pidFile, R_OK) == 0 }
     }
 
-    func stop() {
-        if let p = pid { Shell.kill(p) }
+    /// Stops the server: SIGTERM by default; `crash` kills it at once (SIGKILL), as a
+    /// server that dies does (nbdkit takes seconds to honour SIGTERM with a client connected).
+    func stop(crash: Bool = false) {
+        if let p = pid { Shell.kill(p, signal: crash ? SIGKILL : SIGTERM) }
         pid = nil
         unlink(socket)
     }

@@ -43,9 +43,9 @@ enum Shell {
         return (status >> 8) & 0xFF
     }
 
-    /// SIGTERM, then SIGKILL if it is still there after 2 s; always reaped.
-    static func kill(_ pid: pid_t) {
-        Glibc.kill(pid, SIGTERM)
+    /// `signal` (SIGTERM), then SIGKILL if it is still there after 2 s; always reaped.
+    static func kill(_ pid: pid_t, signal: Int32 = SIGTERM) {
+        Glibc.kill(pid, signal)
         var status: Int32 = 0
         for _ in 0 ..< 200 {
             if waitpid(pid, &status, WNOHANG) == pid { return }
