@@ -38,12 +38,16 @@ struct FileDisk {
         let fd = Glibc.open(path, flags)
         guard fd >= 0 else {
             let e = errno
+            // open(2) answers EINVAL for O_DIRECT on a filesystem without it: name `direct=` then.
+            if e == EINVAL && direct {
+                throw .system(option: "direct", value: "on", call: "open(\(path), O_DIRECT)", errno: e,
+                              hint: "the filesystem does not support O_DIRECT; use direct=off")
+            }
             let hint: String? = switch e {
-            case EINVAL where direct: "the filesystem does not support O_DIRECT (direct=on); use direct=off"
             case EACCES where !readOnly, EPERM where !readOnly, EROFS where !readOnly: "no write access; readonly=on opens it read-only"
             default: nil
             }
-            throw .system(option: direct ? "disk (direct=on)" : "disk", value: path, call: "open", errno: e, hint: hint)
+            throw .system(option: "disk", value: path, call: "open", errno: e, hint: hint)
         }
         do throws(DiskBackendError) {
             return try probe(fd: fd, path: path, kind: kind, readOnly: readOnly)
