@@ -182,6 +182,31 @@ import VMMCore
         #expect(readFile(path, offset: 16384, count: 4096) == Array(out.array[0 ..< 4096]))
     }
 
+    @Test(.enabled(if: Host.canUseLoopDevices, "needs root, /dev/loop-control and losetup (util-linux) for a loop block device"))
+    func blockDevice() throws {
+        let loop = try RunningLoop()
+        let image = dir.file("loop.img", size: 4 << 20)
+        let attached = Shell.output("losetup", ["--find", "--show", image])
+        let device = String(attached.output.split(separator: "\n").first ?? "")
+        try #require(attached.status == 0 && device.hasPrefix("/dev/loop"), "losetup failed: \(attached.output)")
+        defer { Shell.run("losetup", ["-d", device]) }
+        let disk = try open(device, loop: loop)
+        defer { disk.stop() }
+        #expect(disk.geometry.size == 4 << 20)
+        #expect(!disk.geometry.canDiscard)
+        let out = GuestBuffer(count: 8192)
+        out.fillPattern(seed: 11)
+        #expect(run(disk, .write(offset: 4096, from: [out.all])) == .ok)
+        #expect(run(disk, .flush) == .ok)
+        let back = GuestBuffer(count: 8192)
+        #expect(run(disk, .read(offset: 4096, into: [back.bytes])) == .ok)
+        #expect(back.array == out.array)
+        #expect(run(disk, .writeZeroes(offset: 4096, length: 4096, mayUnmap: false)) == .ok)
+        #expect(run(disk, .read(offset: 4096, into: [back.bytes])) == .ok)
+        #expect(Array(back.array[0 ..< 4096]) == [UInt8](repeating: 0, count: 4096))
+        #expect(throws: BlockBackendError.self) { try disk.resize(to: 8 << 20) }
+    }
+
     @Test func openErrorsAreClear() throws {
         let loop = try RunningLoop()
         let missing = dir.path + "/nope.img"

@@ -83,6 +83,7 @@ public final class FileBackend: BlockBackend, @unchecked Sendable {
             return false
         case .closed:
             // Stopped: answer anyway (on the loop), so the device does not wait for a retry slot.
+            counters.errors.add(1, ordering: .relaxed)
             post(.ioError(errno: ECANCELED), completion)
             return true
         }

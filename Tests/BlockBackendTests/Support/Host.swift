@@ -1,11 +1,14 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Testing
 
 /// What the machine offers, for enabling tests that need a package.
 enum Host {
     static var hasNbdkit: Bool { path(of: "nbdkit") != nil }
-    static let nbdkitMissing: Comment = "needs nbdkit with its memory and file plugins and error and delay filters (apt-get install nbdkit)"
+    /// Loop devices: root, /dev/loop-control and losetup (util-linux).
+    static var canUseLoopDevices: Bool { geteuid() == 0 && access("/dev/loop-control", R_OK | W_OK) == 0 && path(of: "losetup") != nil }
+    static let nbdkitMissing: Comment = "needs nbdkit on PATH (apt-get install nbdkit): its memory and file plugins and error, delay and blocksize-policy filters"
 
     static func path(of program: String) -> String? {
         let searchPath = getenv("PATH").map { String(cString: $0) } ?? "/usr/bin:/bin"
@@ -17,8 +20,6 @@ enum Host {
     }
 }
 
-import Testing
-
 /// A temporary directory removed with everything in it.
 final class TemporaryDirectory {
     let path: String
@@ -26,7 +27,7 @@ final class TemporaryDirectory {
         var template = Array("/tmp/swiftvmm-blk-XXXXXX".utf8CString)
         path = template.withUnsafeMutableBufferPointer { p in p.baseAddress.flatMap { mkdtemp($0) }.map { String(cString: $0) } ?? "/tmp" }
     }
-    deinit { _ = Shell.run("rm", ["-rf", path]) }
+    deinit { _ = Shell.run("/bin/rm", ["-rf", path]) }
 
     /// Creates `name` with `size` bytes (sparse) and returns its path.
     func file(_ name: String, size: Int) -> String {

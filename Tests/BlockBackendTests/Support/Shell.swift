@@ -10,13 +10,35 @@ enum Shell {
         return wait(pid)
     }
 
-    /// Starts a program in the background, stdout/stderr to /dev/null.
-    static func spawn(_ program: String, _ args: [String]) -> pid_t? {
+    /// Runs `program args`, returns its status and stdout (stderr discarded).
+    static func output(_ program: String, _ args: [String]) -> (status: Int32, output: String) {
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { return (-1, "") }
+        guard let pid = spawn(program, args, stdout: fds[1]) else {
+            close(fds[0]); close(fds[1])
+            return (-1, "")
+        }
+        close(fds[1])
+        var out: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = read(fds[0], &buffer, buffer.count)
+            if n <= 0 { break }
+            out += buffer[0 ..< n]
+        }
+        close(fds[0])
+        return (wait(pid), String(decoding: out, as: UTF8.self))
+    }
+
+    /// Starts a program in the background, stdout (unless given) and stderr to /dev/null.
+    static func spawn(_ program: String, _ args: [String], stdout: Int32? = nil) -> pid_t? {
         let path = program.hasPrefix("/") ? program : (Host.path(of: program) ?? program)
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        if let out = stdout { posix_spawn_file_actions_adddup2(&actions, out, 1) } else {
+            posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        }
         posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
         // The test runner's threads block some signals; a child must not inherit that.
         var attributes = posix_spawnattr_t()
