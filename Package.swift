@@ -4,6 +4,7 @@ import PackageDescription
 // Layers (arrows: may import)
 //   swiftvmm (CLI) -> KVM, QTest, VFIOUser, DeviceCatalog -> Devices/* -> Virtio, VMMNet -> VMMCore
 //   NetBackends -> VMMNet, CVDEPlug, CSlirp, CLinux (tun ioctls); only KVM imports CKVM
+//   BlockBackends -> VMMBlock, CNBD (libnbd), CLinux (O_DIRECT, fallocate, block ioctls)
 //   VMMTestKit -> VMMCore, VMMNet (what device tests import)
 // The frame paths (rings, descriptor chains, per-device scratch buffers kept in class
 // properties) pay for Swift's dynamic exclusivity checks on every access: about 40% of
@@ -21,7 +22,7 @@ let package = Package(
         .library(name: "VMMBlock", targets: ["VMMBlock"]),
         .library(name: "VMMTestKit", targets: ["VMMTestKit"]),
         .library(name: "Virtio", targets: ["Virtio"]),
-        .library(name: "SwiftVMMDevices", targets: ["E1000", "VirtioNet", "VirtioBlk", "NetBackends", "DeviceCatalog"]),
+        .library(name: "SwiftVMMDevices", targets: ["E1000", "VirtioNet", "VirtioBlk", "NetBackends", "BlockBackends", "DeviceCatalog"]),
         .library(name: "KVM", targets: ["KVM"]),
         .library(name: "VFIOUser", targets: ["VFIOUser"]),
         .library(name: "QMP", targets: ["QMP"]),
@@ -38,6 +39,7 @@ let package = Package(
         .target(name: "CKVM", path: "Sources/CKVM"),
         .target(name: "CVDEPlug", path: "Sources/CVDEPlug", linkerSettings: [.linkedLibrary("vdeplug")]),
         .systemLibrary(name: "CSlirp", path: "Sources/CSlirp", pkgConfig: "slirp"),
+        .systemLibrary(name: "CNBD", path: "Sources/CNBD", pkgConfig: "libnbd", providers: [.apt(["libnbd-dev"])]),
 
         .target(name: "VMMCore", dependencies: [
             .product(name: "Logging", package: "swift-log"),
@@ -48,12 +50,14 @@ let package = Package(
         .target(name: "Virtio", dependencies: ["VMMCore"], swiftSettings: hotPath),
         // The block layer: the backend protocol block devices use (like VMMNet for NICs).
         .target(name: "VMMBlock", dependencies: ["VMMCore"]),
+        // Block backends (like NetBackends for NICs): raw files and block devices, NBD exports.
+        .target(name: "BlockBackends", dependencies: ["VMMCore", "VMMBlock", "CNBD", "CLinux"]),
         .target(name: "E1000", dependencies: ["VMMCore", "VMMNet"], path: "Devices/E1000", swiftSettings: hotPath),
         .target(name: "VirtioNet", dependencies: ["VMMCore", "VMMNet", "Virtio"], path: "Devices/VirtioNet", swiftSettings: hotPath),
         .target(name: "VirtioBlk", dependencies: ["VMMCore", "VMMBlock", "Virtio"], path: "Devices/VirtioBlk"),
         .target(name: "NetBackends", dependencies: ["VMMCore", "VMMNet", "CLinux", "CVDEPlug", "CSlirp"]),
         // The one place that lists device types and backends: adding a device is one line here.
-        .target(name: "DeviceCatalog", dependencies: ["VMMCore", "VMMNet", "VMMBlock", "E1000", "VirtioNet", "VirtioBlk", "NetBackends"]),
+        .target(name: "DeviceCatalog", dependencies: ["VMMCore", "VMMNet", "VMMBlock", "E1000", "VirtioNet", "VirtioBlk", "NetBackends", "BlockBackends"]),
         .target(name: "VMMTestKit", dependencies: ["VMMCore", "VMMNet", "VMMBlock"]),
         .target(name: "QTest", dependencies: ["VMMCore", "VMMNet", "VMMTestKit", "DeviceCatalog"]),
         .target(name: "KVM", dependencies: ["VMMCore", "VMMNet", "CKVM", "CLinux"]),
@@ -62,7 +66,7 @@ let package = Package(
         // The vfio-user platform: serves one device per socket to another VMM.
         .target(name: "VFIOUser", dependencies: ["VMMCore", "CLinux", .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "swiftvmm", dependencies: [
-            "VMMCore", "VMMNet", "VMMBlock", "KVM", "QTest", "QMP", "VFIOUser", "DeviceCatalog", "NetBackends",
+            "VMMCore", "VMMNet", "VMMBlock", "KVM", "QTest", "QMP", "VFIOUser", "DeviceCatalog", "NetBackends", "BlockBackends",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -76,6 +80,7 @@ let package = Package(
         .testTarget(name: "QTestTests", dependencies: ["QTest", "VMMTestKit", "DeviceCatalog"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "VMMCore", "DeviceCatalog"]),
         .testTarget(name: "CLITests", dependencies: ["DeviceCatalog", "VMMCore"]),
+        .testTarget(name: "BlockBackendTests", dependencies: ["BlockBackends", "VMMBlock", "VMMCore"]),
         .testTarget(name: "QMPTests", dependencies: ["QMP"]),
         .testTarget(name: "VFIOUserTests", dependencies: ["VFIOUser", "VMMCore", "CLinux", .product(name: "Logging", package: "swift-log")]),
     ]

@@ -13,8 +13,7 @@ struct VirtioBlkConfiguration {
     var ring = VirtioRingOptions()
 
     static let help: [OptionHelp] = [
-        OptionHelp("disk", "PATH|nbd://HOST[:PORT]/EXPORT|nbd+unix:///EXPORT?socket=PATH", "the disk image or NBD export (required)"),
-        OptionHelp("readonly", "on|off", "refuse writes (VIRTIO_BLK_F_RO)"),
+        OptionHelp("disk", "…", "the disk (required): a file, block device or NBD export; see `swiftvmm backends`"),
         OptionHelp("serial", "TEXT", "the disk's ID (GET_ID, Linux's /sys/block/vdX/serial), at most 20 bytes"),
         OptionHelp("num-queues", "1-16", "request queues (VIRTIO_BLK_F_MQ when > 1; default 1)"),
         OptionHelp("queue-size", "16-1024", "entries per virtqueue, a power of two (default 256)"),

@@ -1,1 +1,17 @@
+#define _GNU_SOURCE
 #include "CLinux.h"
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+
+const int CLINUX_O_DIRECT = O_DIRECT;
+const int CLINUX_FALLOC_KEEP_SIZE = FALLOC_FL_KEEP_SIZE;
+const int CLINUX_FALLOC_PUNCH_HOLE = FALLOC_FL_PUNCH_HOLE;
+const int CLINUX_FALLOC_ZERO_RANGE = FALLOC_FL_ZERO_RANGE;
+
+int clinux_fallocate(int fd, int mode, int64_t offset, int64_t length) { return fallocate(fd, mode, offset, length); }
+
+int clinux_block_device_size(int fd, uint64_t *size) { return ioctl(fd, BLKGETSIZE64, size); }
+
+int clinux_block_device_sector_size(int fd, int *size) { return ioctl(fd, BLKSSZGET, size); }

@@ -1,3 +1,4 @@
+import BlockBackends
 import E1000
 import NetBackends
 import VirtioBlk
@@ -21,6 +22,7 @@ public enum DeviceCatalog {
         let services = ServiceRegistry()
         services.register(NetworkBackendFactory.self, NetBackendFactory())
         services.register(NetworkLinks.self, NetworkLinks())
+        services.register(BlockBackendFactory.self, DiskBackendFactory())
         services.register(BlockDisks.self, BlockDisks())
         return services
     }

@@ -1,16 +1,19 @@
 import ArgumentParser
+import BlockBackends
 import NetBackends
 import VMMCore
 
-/// `swiftvmm backends`: the `net=` backends and the filter options every NIC takes.
+/// `swiftvmm backends`: the `net=` backends and the filter options every NIC takes, and
+/// the `disk=` backends every block device takes.
 struct BackendsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "backends", abstract: "List network backends and the options every NIC takes for them.")
+        commandName: "backends", abstract: "List network and disk backends and the options NICs and block devices take for them.")
 
     func run() {
         section("Backends (net=…)", NetBackendHelp.backends)
         section("User networking (net=user)", NetBackendHelp.userOptions)
         section("Filters (any backend)", NetBackendHelp.filters)
+        section("Disks (disk=…, every block device)", DiskBackendHelp.options)
     }
 
     private func section(_ title: String, _ options: [OptionHelp]) {

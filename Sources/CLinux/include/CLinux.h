@@ -2,8 +2,10 @@
 #define CLINUX_H
 // The Linux interfaces Swift cannot import directly, for every layer that is not KVM:
 // ioctl (variadic) and the _IO* request macros as fixed-signature wrappers and
-// constants, epoll/eventfd/timerfd/memfd, UNIX-socket fd passing, and TUN/TAP.
+// constants, epoll/eventfd/timerfd/memfd, UNIX-socket fd passing, TUN/TAP, and the
+// file and block-device calls of the block file backend.
 #include "clinux_socket.h"
+#include "clinux_blockio.h"
 #include <linux/if_tun.h>
 #include <linux/virtio_net.h>
 #include <net/if.h>

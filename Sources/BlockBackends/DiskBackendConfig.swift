@@ -1,0 +1,66 @@
+import VMMCore
+
+/// Everything a block device's disk options say, parsed without side effects:
+/// `disk=PATH | nbd://HOST[:PORT]/EXPORT | nbd+unix:///EXPORT?socket=PATH`, `readonly=`,
+/// `direct=` (files), `block-size=`, `reconnect-timeout=` (NBD).
+public struct DiskBackendConfig: Equatable, Sendable {
+    public enum Kind: Equatable, Sendable {
+        /// A raw image file or a block device.
+        case file(path: String, direct: Bool)
+        /// An NBD export; `uri` is handed to libnbd as given.
+        case nbd(uri: String, reconnectTimeout: Double)
+    }
+
+    public var kind: Kind
+    public var readOnly: Bool
+    /// The logical block size the guest is told; nil: the backend's own (512, or what the
+    /// NBD server or block device needs).
+    public var blockSize: UInt32?
+    /// Requests accepted at once before `submit` answers false.
+    public var queueLimit: Int
+
+    public static let defaultReconnectTimeout = 30.0
+    public static let maxReconnectTimeout = 3600.0
+    public static let defaultQueueLimit = 256
+
+    public init(kind: Kind, readOnly: Bool = false, blockSize: UInt32? = nil, queueLimit: Int = DiskBackendConfig.defaultQueueLimit) {
+        self.kind = kind
+        self.readOnly = readOnly
+        self.blockSize = blockSize
+        self.queueLimit = queueLimit
+    }
+
+    /// Takes the disk keys from `options` (the device keeps the rest).
+    public static func take(from options: inout DeviceOptions) throws(OptionError) -> DiskBackendConfig {
+        guard let disk = try options.take("disk") else { throw .missingOption(device: options.device, key: "disk") }
+        guard !disk.isEmpty else { throw .badValue(key: "disk", value: disk, reason: "needs a file name or an nbd:// URI") }
+        let readOnly = try options.takeBool("readonly") ?? false
+        var blockSize: UInt32?
+        if let text = try options.take("block-size") {
+            guard let n = UInt32(text), n == 512 || n == 4096 else {
+                throw .badValue(key: "block-size", value: text, reason: "expected 512 or 4096")
+            }
+            blockSize = n
+        }
+        let kind: Kind
+        if let scheme = NBDAddress.scheme(of: disk) {
+            try NBDAddress.validate(disk, scheme: scheme)
+            if let v = try options.take("direct") { throw .badValue(key: "direct", value: v, reason: "applies to disk files only, not to NBD") }
+            var timeout = defaultReconnectTimeout
+            if let text = try options.take("reconnect-timeout") {
+                guard let t = Double(text), t.isFinite, t >= 0, t <= maxReconnectTimeout else {
+                    throw .badValue(key: "reconnect-timeout", value: text, reason: "expected seconds in 0...\(Int(maxReconnectTimeout))")
+                }
+                timeout = t
+            }
+            kind = .nbd(uri: disk, reconnectTimeout: timeout)
+        } else {
+            if let v = try options.take("reconnect-timeout") {
+                throw .badValue(key: "reconnect-timeout", value: v, reason: "applies to NBD disks only")
+            }
+            guard !disk.contains("\0") else { throw .badValue(key: "disk", value: disk, reason: "a path cannot contain NUL") }
+            kind = .file(path: disk, direct: try options.takeBool("direct") ?? false)
+        }
+        return DiskBackendConfig(kind: kind, readOnly: readOnly, blockSize: blockSize)
+    }
+}

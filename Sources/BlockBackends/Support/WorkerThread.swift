@@ -1,0 +1,35 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A joinable pthread running one closure (the libraries avoid Foundation's Thread).
+/// `join()` waits for the closure to return; it is called once, by whoever owns the thread.
+final class WorkerThread: @unchecked Sendable {
+    private var thread: pthread_t?
+
+    /// Starts `body` on a new thread. (`name` documents the thread's job; like the I/O loop's
+    /// thread it is not set: Glibc's module does not export pthread_setname_np.)
+    init?(name: String, _ body: @escaping @Sendable () -> Void) {
+        final class Box { let body: @Sendable () -> Void; init(_ b: @escaping @Sendable () -> Void) { body = b } }
+        let box = Unmanaged.passRetained(Box(body))
+        var tid = pthread_t()
+        let r = pthread_create(&tid, nil, { arg in
+            guard let arg else { return nil }
+            let box = Unmanaged<Box>.fromOpaque(arg).takeRetainedValue()
+            box.body()
+            return nil
+        }, box.toOpaque())
+        guard r == 0 else {
+            box.release()
+            return nil
+        }
+        thread = tid
+    }
+
+    /// Waits for the thread to finish; later calls return at once.
+    func join() {
+        guard let t = thread else { return }
+        thread = nil
+        pthread_join(t, nil)
+    }
+}

@@ -1,0 +1,222 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+@testable import BlockBackends
+import Testing
+import VMMBlock
+import VMMCore
+
+@Suite struct FileBackendTests {
+    let dir = TemporaryDirectory()
+
+    private func open(_ path: String, readOnly: Bool = false, direct: Bool = false, loop: RunningLoop) throws -> FileBackend {
+        try FileBackend(path: path, readOnly: readOnly, direct: direct, blockSize: nil, eventLoop: loop.loop)
+    }
+
+    @Test func writeReadFlushScatter() throws {
+        let loop = try RunningLoop()
+        let path = dir.file("disk.img", size: 1 << 20)
+        let disk = try open(path, loop: loop)
+        defer { disk.stop() }
+        #expect(disk.geometry.size == 1 << 20)
+        #expect(disk.geometry.logicalBlockSize == 512)
+        #expect(disk.geometry.canFlush && disk.geometry.canWriteZeroes && !disk.geometry.readOnly)
+
+        let out = GuestBuffer(count: 3 * 4096)
+        out.fillPattern(seed: 7)
+        // Three segments of odd sizes (sums to 12 KiB), at 64 KiB.
+        let segments = [out.slice(0 ..< 1000), out.slice(1000 ..< 5096), out.slice(5096 ..< 12288)].map { UnsafeRawBufferPointer($0) }
+        let c = Completions()
+        #expect(disk.submit(.write(offset: 65536, from: segments), completion: c.handler(1)))
+        #expect(c.wait(for: 1) == .ok)
+        #expect(run(disk, .flush) == .ok)
+        #expect(readFile(path, offset: 65536, count: 12288) == out.array)
+
+        let back = GuestBuffer(count: 3 * 4096, fill: 0xEE)
+        #expect(run(disk, .read(offset: 65536, into: [back.slice(0 ..< 512), back.slice(512 ..< 12288)])) == .ok)
+        #expect(back.array == out.array)
+        #expect(c.inlineCount == 0)
+        #expect(disk.counters.writes.load(ordering: .relaxed) == 1)
+        #expect(disk.counters.reads.load(ordering: .relaxed) == 1)
+        #expect(disk.counters.bytesWritten.load(ordering: .relaxed) == 12288)
+        #expect(disk.counters.flushes.load(ordering: .relaxed) == 1)
+    }
+
+    @Test func discardAndWriteZeroesReadBackZeroes() throws {
+        let loop = try RunningLoop()
+        let path = dir.file("zero.img", size: 1 << 20)
+        let disk = try open(path, loop: loop)
+        defer { disk.stop() }
+        let data = GuestBuffer(count: 256 * 1024, fill: 0xAB)
+        #expect(run(disk, .write(offset: 0, from: [data.all])) == .ok)
+
+        // ext4/xfs/tmpfs punch holes; a filesystem that cannot is reported as such.
+        if disk.geometry.canDiscard {
+            #expect(run(disk, .discard(offset: 0, length: 65536)) == .ok)
+            #expect(readFile(path, offset: 0, count: 65536) == [UInt8](repeating: 0, count: 65536))
+        } else {
+            #expect(run(disk, .discard(offset: 0, length: 65536)) == .unsupported)
+        }
+        #expect(run(disk, .writeZeroes(offset: 65536, length: 65536, mayUnmap: false)) == .ok)
+        #expect(run(disk, .writeZeroes(offset: 131072, length: 4096, mayUnmap: true)) == .ok)
+        #expect(readFile(path, offset: 65536, count: 65536) == [UInt8](repeating: 0, count: 65536))
+        #expect(readFile(path, offset: 131072, count: 4096) == [UInt8](repeating: 0, count: 4096))
+        // Around the zeroed ranges the data is intact.
+        #expect(readFile(path, offset: 135168, count: 4096) == [UInt8](repeating: 0xAB, count: 4096))
+
+        // The fallback path (writing zeroes) gives the same result.
+        let io = FileIO(fd: Glibc.open(path, O_RDWR), direct: false, scratch: AlignedBuffer(count: 8192))
+        defer { close(io.fd) }
+        #expect(io.writeZeroes(offset: 200_000, length: 20_000) == 0)
+        #expect(readFile(path, offset: 200_000, count: 20_000) == [UInt8](repeating: 0, count: 20_000))
+        #expect(readFile(path, offset: 220_000, count: 100) == [UInt8](repeating: 0xAB, count: 100))
+    }
+
+    @Test func readPastEndOfFileReadsZeroes() throws {
+        let loop = try RunningLoop()
+        let path = dir.file("short.img", size: 8192)
+        let disk = try open(path, loop: loop)
+        defer { disk.stop() }
+        let data = GuestBuffer(count: 8192, fill: 0x5A)
+        #expect(run(disk, .write(offset: 0, from: [data.all])) == .ok)
+        // Someone shrinks the file behind the backend's back: the guest still reads whole blocks.
+        #expect(truncate(path, 4096) == 0)
+        let back = GuestBuffer(count: 8192, fill: 0xFF)
+        #expect(run(disk, .read(offset: 0, into: [back.bytes])) == .ok)
+        #expect(Array(back.array[0 ..< 4096]) == [UInt8](repeating: 0x5A, count: 4096))
+        #expect(Array(back.array[4096...]) == [UInt8](repeating: 0, count: 4096))
+    }
+
+    @Test func resize() throws {
+        let loop = try RunningLoop()
+        let path = dir.file("grow.img", size: 1 << 20)
+        let disk = try open(path, loop: loop)
+        defer { disk.stop() }
+        try disk.resize(to: 4 << 20)
+        #expect(disk.geometry.size == 4 << 20)
+        #expect(fileSize(path) == 4 << 20)
+        #expect(throws: BlockBackendError.self) { try disk.resize(to: 1000) }   // not whole blocks
+        try disk.resize(to: 512 * 1024)
+        #expect(fileSize(path) == 512 * 1024)
+
+        let ro = try open(path, readOnly: true, loop: loop)
+        defer { ro.stop() }
+        #expect(throws: BlockBackendError.readOnly) { try ro.resize(to: 1 << 20) }
+    }
+
+    @Test func readOnlyRefusesWrites() throws {
+        let loop = try RunningLoop()
+        let path = dir.file("ro.img", size: 65536)
+        let disk = try open(path, readOnly: true, loop: loop)
+        defer { disk.stop() }
+        #expect(disk.geometry.readOnly && !disk.geometry.canDiscard && !disk.geometry.canWriteZeroes)
+        let data = GuestBuffer(count: 4096, fill: 1)
+        #expect(run(disk, .write(offset: 0, from: [data.all])) == .ioError(errno: EROFS))
+        #expect(run(disk, .discard(offset: 0, length: 4096)) == .ioError(errno: EROFS))
+        #expect(run(disk, .writeZeroes(offset: 0, length: 4096, mayUnmap: false)) == .ioError(errno: EROFS))
+        #expect(run(disk, .read(offset: 0, into: [data.bytes])) == .ok)
+        #expect(run(disk, .flush) == .ok)
+        #expect(disk.counters.errors.load(ordering: .relaxed) == 3)
+        #expect(readFile(path, offset: 0, count: 4096) == [UInt8](repeating: 0, count: 4096))
+    }
+
+    @Test func queueFullThenStopCancelsQueued() throws {
+        let loop = try RunningLoop()
+        let path = dir.file("q.img", size: 65536)
+        // No workers: requests stay queued, so the bound is exact.
+        let disk = try FileBackend(path: path, readOnly: false, direct: false, blockSize: nil, queueLimit: 4, workerCount: 0, eventLoop: loop.loop)
+        #expect(disk.geometry.queueLimit == 4)
+        let c = Completions()
+        for i in 0 ..< 4 { #expect(disk.submit(.flush, completion: c.handler(i))) }
+        #expect(!disk.submit(.flush, completion: c.handler(99)))
+        #expect(disk.counters.queueFull.load(ordering: .relaxed) == 1)
+        #expect(c.count == 0)
+        disk.stop()
+        #expect(c.wait(count: 4))
+        for i in 0 ..< 4 { #expect(c.result(i) == .ioError(errno: ECANCELED)) }
+        #expect(c.result(99) == nil)   // refused: never completed
+        disk.stop()   // idempotent
+        // After stop every request is answered (with an error), never left hanging.
+        #expect(run(disk, .flush) == .ioError(errno: ECANCELED))
+        #expect(c.inlineCount == 0)
+    }
+
+    @Test func manyConcurrentRequests() throws {
+        let loop = try RunningLoop()
+        let path = dir.file("many.img", size: 4 << 20)
+        let disk = try open(path, loop: loop)
+        defer { disk.stop() }
+        let buffers = (0 ..< 64).map { i -> GuestBuffer in
+            let b = GuestBuffer(count: 4096)
+            b.fillPattern(seed: UInt8(i))
+            return b
+        }
+        let c = Completions()
+        for (i, b) in buffers.enumerated() { #expect(disk.submit(.write(offset: UInt64(i) * 8192, from: [b.all]), completion: c.handler(i))) }
+        #expect(c.wait(count: 64))
+        for i in 0 ..< 64 {
+            #expect(c.result(i) == .ok)
+            #expect(readFile(path, offset: i * 8192, count: 4096) == buffers[i].array)
+        }
+    }
+
+    @Test func directIOWithUnalignedBuffers() throws {
+        let loop = try RunningLoop()
+        let path = dir.file("direct.img", size: 1 << 20)
+        let disk: FileBackend
+        do { disk = try open(path, direct: true, loop: loop) } catch let e as DiskBackendError {
+            // The filesystem under /tmp refuses O_DIRECT: the message must say so.
+            #expect(e.description.contains("O_DIRECT"))
+            return
+        }
+        defer { disk.stop() }
+        let out = GuestBuffer(count: 8192 + 512)
+        out.fillPattern(seed: 3)
+        // 512 bytes into a page: not aligned for O_DIRECT, so it goes through the bounce buffer.
+        let unaligned = UnsafeRawBufferPointer(out.slice(512 ..< 8704))
+        #expect(run(disk, .write(offset: 4096, from: [unaligned])) == .ok)
+        #expect(run(disk, .write(offset: 16384, from: [UnsafeRawBufferPointer(out.slice(0 ..< 4096))])) == .ok)
+        let back = GuestBuffer(count: 8192 + 512)
+        #expect(run(disk, .read(offset: 4096, into: [back.slice(512 ..< 8704)])) == .ok)
+        #expect(Array(back.array[512...]) == Array(out.array[512...]))
+        #expect(readFile(path, offset: 16384, count: 4096) == Array(out.array[0 ..< 4096]))
+    }
+
+    @Test(.enabled(if: Host.canUseLoopDevices, "needs root, /dev/loop-control and losetup (util-linux) for a loop block device"))
+    func blockDevice() throws {
+        let loop = try RunningLoop()
+        let image = dir.file("loop.img", size: 4 << 20)
+        let attached = Shell.output("losetup", ["--find", "--show", image])
+        let device = String(attached.output.split(separator: "\n").first ?? "")
+        try #require(attached.status == 0 && device.hasPrefix("/dev/loop"), "losetup failed: \(attached.output)")
+        defer { Shell.run("losetup", ["-d", device]) }
+        let disk = try open(device, loop: loop)
+        defer { disk.stop() }
+        #expect(disk.geometry.size == 4 << 20)
+        #expect(!disk.geometry.canDiscard)
+        let out = GuestBuffer(count: 8192)
+        out.fillPattern(seed: 11)
+        #expect(run(disk, .write(offset: 4096, from: [out.all])) == .ok)
+        #expect(run(disk, .flush) == .ok)
+        let back = GuestBuffer(count: 8192)
+        #expect(run(disk, .read(offset: 4096, into: [back.bytes])) == .ok)
+        #expect(back.array == out.array)
+        #expect(run(disk, .writeZeroes(offset: 4096, length: 4096, mayUnmap: false)) == .ok)
+        #expect(run(disk, .read(offset: 4096, into: [back.bytes])) == .ok)
+        #expect(Array(back.array[0 ..< 4096]) == [UInt8](repeating: 0, count: 4096))
+        #expect(throws: BlockBackendError.self) { try disk.resize(to: 8 << 20) }
+    }
+
+    @Test func openErrorsAreClear() throws {
+        let loop = try RunningLoop()
+        let missing = dir.path + "/nope.img"
+        #expect {
+            try open(missing, loop: loop)
+        } throws: { e in
+            guard let e = e as? DiskBackendError, case let .system(option, value, _, code, _) = e else { return false }
+            return option == "disk" && value == missing && code == ENOENT && e.description.contains("truncate -s")
+        }
+        #expect(access(missing, F_OK) != 0)   // not created
+        #expect(throws: DiskBackendError.notADisk(path: dir.path, reason: "is a directory, not a disk image")) { try open(dir.path, loop: loop) }
+    }
+}

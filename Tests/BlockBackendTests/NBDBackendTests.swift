@@ -1,0 +1,266 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+@testable import BlockBackends
+import Synchronization
+import Testing
+import VMMBlock
+import VMMCore
+
+/// Against a real nbdkit on a unix socket in a temporary directory.
+@Suite(.serialized, .enabled(if: Host.hasNbdkit, Host.nbdkitMissing))
+struct NBDBackendTests {
+    let dir = TemporaryDirectory()
+
+    private func open(_ server: NBDKit, loop: RunningLoop, queueLimit: Int = 256, reconnectTimeout: Double = 30,
+                      readOnly: Bool = false) throws -> NBDBackend {
+        try NBDBackend(uri: server.uri, readOnly: readOnly, blockSize: nil, queueLimit: queueLimit,
+                       reconnectTimeout: reconnectTimeout, eventLoop: loop.loop)
+    }
+
+    @Test func memoryExportRoundTrip() throws {
+        let loop = try RunningLoop()
+        let server = try #require(NBDKit(in: dir, ["memory", "64M"]))
+        let disk = try open(server, loop: loop)
+        defer { disk.stop() }
+        let g = disk.geometry
+        #expect(g.size == 64 << 20)
+        #expect(!g.readOnly && g.canFlush && g.canDiscard && g.canWriteZeroes)
+        #expect(disk.description.hasPrefix("nbd nbd+unix:///"))
+
+        let out = GuestBuffer(count: 3 * 65536)
+        out.fillPattern(seed: 9)
+        let segments = [out.slice(0 ..< 4096), out.slice(4096 ..< 65536), out.slice(65536 ..< 196_608)].map { UnsafeRawBufferPointer($0) }
+        let c = Completions()
+        #expect(disk.submit(.write(offset: 1 << 20, from: segments), completion: c.handler(1)))
+        #expect(c.wait(for: 1) == .ok)
+        #expect(run(disk, .flush) == .ok)
+        let back = GuestBuffer(count: 3 * 65536, fill: 0xEE)
+        #expect(run(disk, .read(offset: 1 << 20, into: [back.slice(0 ..< 100_000), back.slice(100_000 ..< 196_608)])) == .ok)
+        #expect(back.array == out.array)
+
+        #expect(run(disk, .discard(offset: 1 << 20, length: 65536)) == .ok)
+        #expect(run(disk, .writeZeroes(offset: (1 << 20) + 65536, length: 65536, mayUnmap: false)) == .ok)
+        #expect(run(disk, .read(offset: 1 << 20, into: [back.bytes])) == .ok)
+        #expect(Array(back.array[0 ..< 131_072]) == [UInt8](repeating: 0, count: 131_072))
+        #expect(Array(back.array[131_072...]) == Array(out.array[131_072...]))
+        #expect(c.inlineCount == 0)
+        #expect(disk.counters.writes.load(ordering: .relaxed) == 1)
+        #expect(disk.counters.reads.load(ordering: .relaxed) == 2)
+        #expect(disk.counters.discards.load(ordering: .relaxed) == 1)
+        #expect(disk.counters.writeZeroes.load(ordering: .relaxed) == 1)
+    }
+
+    @Test func fileExportDataReachesTheFile() throws {
+        let loop = try RunningLoop()
+        let path = dir.file("export.img", size: 8 << 20)
+        let server = try #require(NBDKit(in: dir, ["file", path]))
+        let disk = try open(server, loop: loop)
+        defer { disk.stop() }
+        let c = Completions()
+        let buffers = (0 ..< 32).map { i -> GuestBuffer in
+            let b = GuestBuffer(count: 16384)
+            b.fillPattern(seed: UInt8(i))
+            return b
+        }
+        for (i, b) in buffers.enumerated() {
+            #expect(disk.submit(.write(offset: UInt64(i) * 65536, from: [b.all]), completion: c.handler(i)))
+        }
+        #expect(c.wait(count: 32))
+        #expect(run(disk, .flush) == .ok)
+        for (i, b) in buffers.enumerated() {
+            #expect(c.result(i) == .ok)
+            #expect(readFile(path, offset: i * 65536, count: 16384) == b.array)
+        }
+    }
+
+    @Test func serverBlockSizeConstraintsAreHonoured() throws {
+        let loop = try RunningLoop()
+        // The server wants 4 KiB blocks and at most 64 KiB per request (and refuses anything else).
+        let server = try #require(NBDKit(in: dir, ["--filter=blocksize-policy", "memory", "16M", "blocksize-minimum=4096",
+                                                   "blocksize-maximum=65536", "blocksize-error-policy=error"]))
+        let disk = try open(server, loop: loop)
+        defer { disk.stop() }
+        #expect(disk.geometry.logicalBlockSize == 4096)
+        // 1 MiB in two segments: split into 64 KiB commands.
+        let out = GuestBuffer(count: 1 << 20)
+        out.fillPattern(seed: 5)
+        #expect(run(disk, .write(offset: 8192, from: [UnsafeRawBufferPointer(out.slice(0 ..< 262_144)),
+                                                      UnsafeRawBufferPointer(out.slice(262_144 ..< 1 << 20))])) == .ok)
+        let back = GuestBuffer(count: 1 << 20)
+        #expect(run(disk, .read(offset: 8192, into: [back.bytes])) == .ok)
+        #expect(back.array == out.array)
+        #expect(run(disk, .writeZeroes(offset: 8192, length: 1 << 20, mayUnmap: true)) == .ok)
+
+        // A guest block size below the server's minimum cannot work: refused when opening.
+        #expect {
+            try NBDBackend(uri: server.uri, readOnly: false, blockSize: 512, eventLoop: loop.loop)
+        } throws: { e in "\(e)".contains("block-size=512 is smaller than the server's minimum block size 4096") }
+    }
+
+    @Test func serverNeedingHugeBlocksIsRefused() throws {
+        let loop = try RunningLoop()
+        let server = try #require(NBDKit(in: dir, ["--filter=blocksize-policy", "memory", "16M", "blocksize-minimum=65536",
+                                                   "blocksize-preferred=65536", "blocksize-maximum=65536"]))
+        #expect {
+            try open(server, loop: loop)
+        } throws: { e in "\(e)".contains("the server needs 65536-byte blocks; at most 4096 is supported") }
+    }
+
+    @Test func serverErrorsBecomeIOErrors() throws {
+        let loop = try RunningLoop()
+        let server = try #require(NBDKit(in: dir, ["--filter=error", "memory", "16M", "error-pread=EIO", "error-pread-rate=100%"]))
+        let disk = try open(server, loop: loop)
+        defer { disk.stop() }
+        let b = GuestBuffer(count: 4096, fill: 3)
+        #expect(run(disk, .read(offset: 0, into: [b.bytes])) == .ioError(errno: EIO))
+        #expect(run(disk, .write(offset: 0, from: [b.all])) == .ok)   // only reads fail
+        #expect(disk.counters.errors.load(ordering: .relaxed) == 1)
+        // The connection survives an error reply.
+        #expect(disk.counters.reconnects.load(ordering: .relaxed) == 0)
+    }
+
+    @Test func readOnlyExport() throws {
+        let loop = try RunningLoop()
+        let server = try #require(NBDKit(in: dir, ["-r", "memory", "16M"]))
+        let disk = try open(server, loop: loop)
+        defer { disk.stop() }
+        #expect(disk.geometry.readOnly && !disk.geometry.canDiscard && !disk.geometry.canWriteZeroes)
+        let b = GuestBuffer(count: 4096, fill: 3)
+        #expect(run(disk, .write(offset: 0, from: [b.all])) == .ioError(errno: EROFS))
+        #expect(run(disk, .read(offset: 0, into: [b.bytes])) == .ok)
+        #expect(throws: BlockBackendError.self) { try disk.resize(to: 1 << 30) }
+    }
+
+    @Test func slowServerAndBoundedQueue() throws {
+        let loop = try RunningLoop()
+        let server = try #require(NBDKit(in: dir, ["--filter=delay", "memory", "16M", "rdelay=300ms"]))
+        let disk = try open(server, loop: loop, queueLimit: 3)
+        defer { disk.stop() }
+        let b = (0 ..< 4).map { _ in GuestBuffer(count: 4096) }
+        let c = Completions()
+        let start = clockMilliseconds()
+        for i in 0 ..< 3 { #expect(disk.submit(.read(offset: UInt64(i) * 4096, into: [b[i].bytes]), completion: c.handler(i))) }
+        #expect(!disk.submit(.read(offset: 0, into: [b[3].bytes]), completion: c.handler(3)))
+        #expect(disk.counters.queueFull.load(ordering: .relaxed) == 1)
+        #expect(c.wait(count: 3))
+        #expect(clockMilliseconds() - start >= 250)
+        for i in 0 ..< 3 { #expect(c.result(i) == .ok) }
+        // Room again once they completed.
+        #expect(run(disk, .read(offset: 0, into: [b[3].bytes])) == .ok)
+    }
+
+    @Test func serverRestartsRequestsWaitAndComplete() throws {
+        let loop = try RunningLoop()
+        let path = dir.file("restart.img", size: 8 << 20)
+        let server = try #require(NBDKit(in: dir, ["file", path]))
+        let disk = try open(server, loop: loop, reconnectTimeout: 20)
+        defer { disk.stop() }
+        let first = GuestBuffer(count: 4096, fill: 0x11)
+        #expect(run(disk, .write(offset: 0, from: [first.all])) == .ok)
+
+        server.stop(crash: true)
+        usleep(200_000)   // let the loop see the hang-up
+        let data = GuestBuffer(count: 8192)
+        data.fillPattern(seed: 42)
+        let back = GuestBuffer(count: 4096)
+        let c = Completions()
+        #expect(disk.submit(.write(offset: 65536, from: [data.all]), completion: c.handler(1)))
+        #expect(disk.submit(.read(offset: 0, into: [back.bytes]), completion: c.handler(2)))
+        usleep(500_000)
+        #expect(c.count == 0)   // waiting for the server, not failed
+
+        #expect(server.start())
+        #expect(c.wait(count: 2, seconds: 8))
+        #expect(c.result(1) == .ok)
+        #expect(c.result(2) == .ok)
+        #expect(back.array == first.array)
+        #expect(run(disk, .flush) == .ok)
+        #expect(readFile(path, offset: 65536, count: 8192) == data.array)
+        #expect(disk.counters.reconnects.load(ordering: .relaxed) >= 1)
+        #expect(c.inlineCount == 0)
+    }
+
+    @Test func requestsInFlightWhenTheServerDiesAreResent() throws {
+        let loop = try RunningLoop()
+        let path = dir.file("inflight.img", size: 1 << 20)
+        // Writes take 400 ms: the server dies with them in flight.
+        let server = try #require(NBDKit(in: dir, ["--filter=delay", "file", path, "wdelay=400ms"]))
+        let disk = try open(server, loop: loop)
+        defer { disk.stop() }
+        let data = (0 ..< 4).map { i -> GuestBuffer in
+            let b = GuestBuffer(count: 4096)
+            b.fillPattern(seed: UInt8(100 + i))
+            return b
+        }
+        let c = Completions()
+        for (i, b) in data.enumerated() { #expect(disk.submit(.write(offset: UInt64(i) * 4096, from: [b.all]), completion: c.handler(i))) }
+        usleep(100_000)
+        server.stop(crash: true)
+        usleep(200_000)
+        #expect(c.count == 0)   // neither failed nor falsely completed
+        #expect(server.start())
+        #expect(c.wait(count: 4, seconds: 8))
+        for i in 0 ..< 4 { #expect(c.result(i) == .ok) }
+        #expect(run(disk, .flush) == .ok)
+        for (i, b) in data.enumerated() { #expect(readFile(path, offset: i * 4096, count: 4096) == b.array) }
+        #expect(disk.counters.reconnects.load(ordering: .relaxed) >= 1)
+    }
+
+    @Test func serverGoneTooLongRequestsFailThenRecover() throws {
+        let loop = try RunningLoop()
+        let path = dir.file("gone.img", size: 1 << 20)
+        let server = try #require(NBDKit(in: dir, ["file", path]))
+        let disk = try open(server, loop: loop, reconnectTimeout: 1)
+        defer { disk.stop() }
+        server.stop(crash: true)
+        usleep(100_000)
+        let b = GuestBuffer(count: 4096)
+        let c = Completions()
+        let start = clockMilliseconds()
+        #expect(disk.submit(.read(offset: 0, into: [b.bytes]), completion: c.handler(1)))
+        let result = c.wait(for: 1, seconds: 6)
+        guard case .ioError = result else {
+            Issue.record("expected an I/O error after the reconnect timeout, got \(String(describing: result))")
+            return
+        }
+        let elapsed = clockMilliseconds() - start
+        #expect(elapsed >= 700 && elapsed < 4000)
+        // Still down: new requests fail at once instead of waiting.
+        let quick = clockMilliseconds()
+        if case .ioError = run(disk, .flush) {} else { Issue.record("a request while the server is gone must fail") }
+        #expect(clockMilliseconds() - quick < 500)
+        // The server is back: the disk works again.
+        #expect(server.start())
+        #expect(eventually(6) { run(disk, .read(offset: 0, into: [b.bytes])) == .ok })
+    }
+
+    @Test func exportGrownOnReconnectIsReported() throws {
+        let loop = try RunningLoop()
+        let path = dir.file("grow.img", size: 1 << 20)
+        let server = try #require(NBDKit(in: dir, ["file", path]))
+        let disk = try open(server, loop: loop)
+        defer { disk.stop() }
+        let seen = Mutex<UInt64>(0)
+        disk.onResize { size in seen.withLock { $0 = size } }
+        server.stop(crash: true)
+        #expect(truncate(path, 2 << 20) == 0)
+        #expect(server.start())
+        #expect(eventually(6) { seen.withLock { $0 } == 2 << 20 })
+        #expect(disk.geometry.size == 2 << 20)
+    }
+
+    @Test func stopCancelsWaitingRequests() throws {
+        let loop = try RunningLoop()
+        let server = try #require(NBDKit(in: dir, ["memory", "16M"]))
+        let disk = try open(server, loop: loop)
+        server.stop(crash: true)
+        usleep(100_000)
+        let c = Completions()
+        #expect(disk.submit(.flush, completion: c.handler(1)))
+        disk.stop()
+        #expect(c.wait(for: 1) == .ioError(errno: ECANCELED))
+        disk.stop()   // idempotent
+        #expect(run(disk, .flush) == .ioError(errno: ECANCELED))
+    }
+}
