@@ -112,6 +112,28 @@ struct MiniGuestNetworkTests {
     }
 }
 
+/// virtio-blk on KVM with the real file backend: the mini guest writes a pattern to
+/// sector 1, reads it back, flushes and reads the serial; the file holds the pattern.
+@Suite(.enabled(if: Host.hasKVM, "needs /dev/kvm (read/write)"),
+       .enabled(if: Host.hasGCC32, "needs gcc that can compile -m32 (apt-get install gcc)"))
+struct MiniGuestBlockTests {
+    @Test func virtioBlkWritesReadsFlushesAndIdentifies() throws {
+        let image = FileManager.default.temporaryDirectory.appendingPathComponent("swiftvmm-disk-\(UUID().uuidString).img").path
+        #expect(FileManager.default.createFile(atPath: image, contents: Data(count: 4 << 20)))
+        defer { try? FileManager.default.removeItem(atPath: image) }
+        let vm = try BootedMachine(kernel: try Guests.mini.get(), cmdline: "blktest=1", memory: 32 << 20,
+                                   devices: ["virtio-blk,disk=\(image),serial=mini-disk"])
+        let (exit, out) = vm.boot(timeout: 60)
+        #expect(exit == .reset)
+        #expect(out.contains("pci 00:01.0 1af4:1042 class 010000"))
+        #expect(out.contains("virtio-blk 00:01.0: 8192 sectors"))
+        #expect(out.contains("virtio-blk: write 0, read 0 (same data), flush 0, serial 'mini-disk'"))
+        #expect(out.contains("blktest: 1 devices, ok"))
+        let sector = try #require(FileManager.default.contents(atPath: image)).subdata(in: 512 ..< 1024)
+        #expect(Array(sector) == (0 ..< 512).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) })
+    }
+}
+
 /// Guest failures end the VM with a non-zero status and a register dump, never a hang or a trap.
 @Suite(.enabled(if: Host.hasKVM, "needs /dev/kvm (read/write)"))
 struct GuestFailureTests {
