@@ -26,10 +26,18 @@ extension VirtioBlk {
                                      readOnly: geometry.readOnly, canDiscard: geometry.canDiscard,
                                      canWriteZeroes: geometry.canWriteZeroes,
                                      maxDiscardSectors: Self.maxRangeSectors, maxWriteZeroesSectors: Self.maxRangeSectors)
+        func canTake() -> Bool { inFlight[index].count < Int(queue.size) && !waitingForBackend }
         do {
-            while inFlight[index].count < Int(queue.size), !cost.shouldDefer, !waitingForBackend, try queue.pop(into: &chain) {
-                cost.descriptors(chain.readable.count + chain.writable.count)
-                start(chain, on: queue, index: index, limits: limits)
+            while true {
+                while canTake(), !cost.shouldDefer, try queue.pop(into: &chain) {
+                    cost.descriptors(chain.readable.count + chain.writable.count)
+                    start(chain, on: queue, index: index, limits: limits)
+                }
+                if cost.shouldDefer { break } // the continuation below picks up the rest
+                // Ask for a kick when the driver adds more (with EVENT_IDX this writes
+                // avail_event: Linux's virtqueue_kick_prepare kicks only past it), and look
+                // once more for chains added meanwhile.
+                guard queue.enableNotifications(), canTake() else { break }
             }
         } catch {
             transport.fail(queue, error)
@@ -106,9 +114,13 @@ extension VirtioBlk {
             case .unsupported: inFlight[index][slot].status = .unsupported
             }
             complete(queue: index)
+            // Room again: take what the driver added while the queue was full or the
+            // backend pushed back.
             if waitingForBackend {
                 waitingForBackend = false
                 for i in inFlight.indices { process(queue: i) }
+            } else {
+                process(queue: index)
             }
         }
     }

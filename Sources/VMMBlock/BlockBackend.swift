@@ -18,11 +18,12 @@ public protocol BlockBackend: AnyObject, Sendable {
     /// after a later completion. Every backend bounds its queue (`BlockGeometry.queueLimit`).
     func submit(_ request: BlockRequest, completion: @escaping @Sendable (BlockResult) -> Void) -> Bool
 
-    /// Changes the disk's size (QMP `block_resize`); the device tells the guest.
+    /// Changes the disk's size (QMP `block_resize`); the `onResize` handler hears of it
+    /// and the device tells the guest.
     func resize(to bytes: UInt64) throws(BlockBackendError)
 
-    /// Called when the size changed by other means (e.g. an NBD server's export grew on
-    /// reconnect); set by the device, runs on the I/O loop.
+    /// Called on the I/O loop whenever the size changed: after `resize(to:)`, or by other
+    /// means (an NBD server's export grew on reconnect). Set by the device.
     func onResize(_ handler: @escaping @Sendable (UInt64) -> Void)
 
     /// Releases files, sockets and threads; requests still queued complete with `.ioError`.

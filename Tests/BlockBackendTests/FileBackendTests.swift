@@ -2,6 +2,7 @@
 import Glibc
 #endif
 @testable import BlockBackends
+import Synchronization
 import Testing
 import VMMBlock
 import VMMCore
@@ -92,9 +93,12 @@ import VMMCore
         let path = dir.file("grow.img", size: 1 << 20)
         let disk = try open(path, loop: loop)
         defer { disk.stop() }
+        let heard = Mutex<[UInt64]>([])
+        disk.onResize { size in heard.withLock { $0.append(size) } }
         try disk.resize(to: 4 << 20)
         #expect(disk.geometry.size == 4 << 20)
         #expect(fileSize(path) == 4 << 20)
+        #expect(eventually { heard.withLock { $0 } == [4 << 20] })   // the device hears of it on the loop
         #expect(throws: BlockBackendError.self) { try disk.resize(to: 1000) }   // not whole blocks
         try disk.resize(to: 512 * 1024)
         #expect(fileSize(path) == 512 * 1024)

@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
-"""The Linux-driver tier: Linux's own e1000 and virtio_net drivers against swiftvmm's
-devices, served over vfio-user to QEMU (software emulation), and the same guest script
-against QEMU's own e1000 and virtio-net-pci in the same run for comparison.
+"""The Linux-driver tier: Linux's own e1000, virtio_net and virtio_blk drivers against
+swiftvmm's devices, served over vfio-user to QEMU (software emulation), and the same
+guest script against QEMU's own e1000, virtio-net-pci and virtio-blk-pci in the same run
+for comparison.
 
 Each run boots Debian's kernel with the Tools/build-guest initramfs and two NICs of one
 model: one on user-mode networking, one on a TAP in a network namespace this script
 creates (10.9.0.1 with an iperf3 server). Everything (swiftvmm serve, QEMU, iperf3) runs
 inside that namespace, so its loopback is "the host's loopback" the guest reaches through
-user-mode networking, and nothing is left on the machine afterwards.
+user-mode networking, and nothing is left on the machine afterwards. The virtio-blk run serves a 64 MiB ext4
+image made here (mkfs.ext4); the guest mounts it, writes, syncs and reads back, trims,
+and sees the disk grow over QMP block_resize; afterwards e2fsck must find it clean and
+debugfs must read back what the guest wrote.
 
   Tools/linux-tier/run.py [--models e1000,virtio-net] [--no-reference] [--json FILE]
 
@@ -21,7 +25,8 @@ import argparse, json, os, re, select, shutil, signal, subprocess, sys, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 USER_MAC, TAP_MAC = "52:54:00:00:01:01", "52:54:00:00:01:02"
-QEMU_MODEL = {"e1000": "e1000", "virtio-net": "virtio-net-pci"}
+QEMU_MODEL = {"e1000": "e1000", "virtio-net": "virtio-net-pci", "virtio-blk": "virtio-blk-pci"}
+DISK_MIB, RESIZED_MIB = 64, 96
 HOSTFWD_PORT = 18080
 GUEST_TIMEOUT = 240  # seconds for one guest run under TCG (it needs ~40)
 
@@ -38,7 +43,7 @@ def missing(args):
         return "a QEMU with the vfio-user client: set SWIFTVMM_QEMU or provide ../shared/qemu/bin/qemu-system-x86_64"
     if not os.access(args.swiftvmm, os.X_OK):
         return f"the swiftvmm binary at {args.swiftvmm} (swift build)"
-    for tool in ("iperf3", "ip"):
+    for tool in ("iperf3", "ip", "mkfs.ext4", "e2fsck", "debugfs"):
         if subprocess.call(["sh", "-c", f"command -v {tool}"], stdout=subprocess.DEVNULL) != 0:
             return f"{tool} (Tools/install-deps)"
     for f in ("guest-out/vmlinux", "guest-out/initramfs.cpio.gz"):
@@ -85,13 +90,14 @@ class Namespace:
 
 
 def qemu_command(qemu, model, nics, impl):
+    run = f"swiftvmm-blk-checks,{impl}" if model == "virtio-blk" else f"swiftvmm-checks,{model},{impl}"
     return [qemu, "-L", os.path.join(os.path.dirname(os.path.dirname(qemu)), "share", "qemu"),
             "-machine", "pc,accel=tcg,memory-backend=mem", "-m", "512",
             "-object", "memory-backend-memfd,id=mem,size=512M,share=on",
             "-nodefaults", "-nographic", "-serial", "stdio", "-no-reboot",
             "-kernel", os.path.join(ROOT, "guest-out/vmlinux"),
             "-initrd", os.path.join(ROOT, "guest-out/initramfs.cpio.gz"),
-            "-append", f"console=ttyS0 reboot=k panic=-1 quiet swiftvmm.run=swiftvmm-checks,{model},{impl}"] + nics
+            "-append", f"console=ttyS0 reboot=k panic=-1 quiet swiftvmm.run={run}"] + nics
 
 
 def set_link(qmp_path, name, up):
@@ -162,6 +168,8 @@ def run_guest(ns, cmd, log, qmp_path, capture=None):
                 metrics[m.group(1)] = m.group(2)
             if text.startswith("HOSTFWD-READY"):
                 ns.connect_and_send(HOSTFWD_PORT, b"hello-hostfwd\n")
+            if text.startswith("BLOCK-RESIZE"):
+                qmp_call(qmp_path, "block_resize", {"device": "d0", "size": RESIZED_MIB << 20})
             if text.startswith("SETLINK-DOWN"):
                 set_link(qmp_path, "tapnic", False)
             if text.startswith("SETLINK-UP"):
@@ -188,7 +196,52 @@ def run_guest(ns, cmd, log, qmp_path, capture=None):
     return checks, metrics, round(time.monotonic() - start, 1)
 
 
+def make_disk(sockdir, name):
+    image = os.path.join(sockdir, name)
+    with open(image, "wb") as f:
+        f.truncate(DISK_MIB << 20)
+    sh("mkfs.ext4", "-q", "-F", image)
+    return image
+
+
+def disk_checks(image, metrics):
+    """What the host sees in the image after the guest: a clean file system holding the
+    file the guest wrote, byte for byte."""
+    fsck = sh("e2fsck", "-f", "-n", image, check=False)
+    data = subprocess.run(["debugfs", "-R", "cat /pattern", image], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout
+    import hashlib
+    host_sum = hashlib.md5(data).hexdigest()
+    return {"fsck-clean": {"pass": fsck.returncode == 0, "detail": fsck.stdout.strip().splitlines()[-1] if fsck.stdout.strip() else ""},
+            "host-reads-guest-data": {"pass": host_sum == metrics.get("pattern-md5"),
+                                      "detail": f"{len(data)} bytes, md5 {host_sum}"}}
+
+
+def run_swiftvmm_blk(args, ns, log, sockdir):
+    image = make_disk(sockdir, "swiftvmm-disk.img")
+    sock, qmp = os.path.join(sockdir, "blk.sock"), os.path.join(sockdir, "blk-qmp.sock")
+    serve = ns.popen([args.swiftvmm, "serve", "--qmp", f"unix:{qmp},server=on,wait=off",
+                      "--socket", sock, "--device", f"virtio-blk,disk={image},serial=tier-disk,id=d0"],
+                     stdout=subprocess.DEVNULL, stderr=log)
+    for _ in range(100):
+        if os.path.exists(sock):
+            break
+        time.sleep(0.05)
+    nics = ["-device", json.dumps({"driver": "vfio-user-pci", "socket": {"type": "unix", "path": sock}})]
+    checks, metrics, secs = run_guest(ns, qemu_command(find_qemu(), "virtio-blk", nics, "swiftvmm"), log, qmp)
+    serve.send_signal(signal.SIGTERM)
+    try:
+        status = serve.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        serve.kill()
+        status = serve.wait()
+    checks["serve-clean-exit"] = {"pass": status == 0 and not os.path.exists(sock), "detail": f"status {status}"}
+    checks.update(disk_checks(image, metrics))
+    return checks, metrics, secs
+
+
 def run_swiftvmm(args, ns, model, log, sockdir):
+    if model == "virtio-blk":
+        return run_swiftvmm_blk(args, ns, log, sockdir)
     s_user, s_tap = os.path.join(sockdir, f"{model}-user.sock"), os.path.join(sockdir, f"{model}-tap.sock")
     qmp = os.path.join(sockdir, f"{model}-qmp.sock")
     serve = ns.popen([args.swiftvmm, "serve", "--qmp", f"unix:{qmp},server=on,wait=off",
@@ -217,6 +270,13 @@ def run_swiftvmm(args, ns, model, log, sockdir):
 def run_reference(args, ns, model, log, sockdir):
     m = QEMU_MODEL[model]
     qmp = os.path.join(sockdir, f"qemu-{model}-qmp.sock")
+    if model == "virtio-blk":
+        image = make_disk(sockdir, "qemu-disk.img")
+        disk = ["-drive", f"file={image},format=raw,if=none,id=d0",
+                "-device", f"{m},drive=d0,serial=tier-disk", "-qmp", f"unix:{qmp},server=on,wait=off"]
+        checks, metrics, secs = run_guest(ns, qemu_command(find_qemu(), model, disk, "qemu"), log, qmp)
+        checks.update(disk_checks(image, metrics))
+        return checks, metrics, secs
     nics = ["-netdev", f"user,id=u,hostfwd=tcp:127.0.0.1:{HOSTFWD_PORT}-:8080",
             "-device", f"{m},netdev=u,mac={USER_MAC},romfile=",
             "-netdev", "tap,id=t,ifname=lt0,script=no,downscript=no" + (",vhost=off" if model == "virtio-net" else ""),
@@ -228,7 +288,7 @@ def run_reference(args, ns, model, log, sockdir):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--swiftvmm", default=os.path.join(ROOT, ".build/debug/swiftvmm"))
-    ap.add_argument("--models", default="e1000,virtio-net")
+    ap.add_argument("--models", default="e1000,virtio-net,virtio-blk")
     ap.add_argument("--no-reference", action="store_true", help="skip QEMU's own devices")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--log", default="/tmp/swiftvmm-linux-tier.log", help="guest consoles and server logs")

@@ -97,17 +97,18 @@ public final class FileBackend: BlockBackend, @unchecked Sendable {
             throw .resizeUnsupported("\(bytes) is not a multiple of the block size \(g.logicalBlockSize)")
         }
         guard let length = off_t(exactly: bytes) else { throw .resizeUnsupported("\(bytes) bytes is too large") }
-        try state.withLock { s throws(BlockBackendError) in
+        let handler = try state.withLock { s throws(BlockBackendError) -> (@Sendable (UInt64) -> Void)? in
             guard !s.stopped else { throw .system(call: "resize", errno: EBADF) }
             while ftruncate(disk.fd, length) != 0 {
                 if errno != EINTR { throw .system(call: "ftruncate", errno: errno) }
             }
             s.geometry.size = bytes
+            return s.onResize
         }
+        if let handler { loop.execute { handler(bytes) } }
     }
 
     public func onResize(_ handler: @escaping @Sendable (UInt64) -> Void) {
-        // A file only changes size through `resize`, which the device asked for itself.
         state.withLock { $0.onResize = handler }
     }
 

@@ -106,7 +106,7 @@ public final class InMemoryDisk: BlockBackend, @unchecked Sendable {
             s.geometry.size = bytes
             return s.resizeHandler
         }
-        handler?(bytes)
+        if let handler { loop?.execute { handler(bytes) } }
     }
 
     public func onResize(_ handler: @escaping @Sendable (UInt64) -> Void) { state.withLock { $0.resizeHandler = handler } }
