@@ -1,4 +1,5 @@
 import VMMCore
+import VMMNet
 
 /// Everything a device's network options say, parsed without side effects:
 /// `net=tap:NAME | vde:URL | user | stream:unix:PATH | stream:tcp:HOST:PORT`, the options of

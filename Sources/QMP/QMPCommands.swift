@@ -1,3 +1,4 @@
+import Synchronization
 import VMMBlock
 import VMMCore
 import VMMNet
@@ -30,7 +31,8 @@ final class QMPCommands {
 
     static let standard = ["qmp_capabilities", "query-version", "query-status", "query-name", "query-commands", "query-pci",
                            "set_link", "query-block", "block_resize", "system_reset", "system_powerdown", "quit", "x-swiftvmm-counters",
-                           "x-swiftvmm-capture-start", "x-swiftvmm-capture-stop", "x-swiftvmm-swap-backend"]
+                           "x-swiftvmm-capture-start", "x-swiftvmm-capture-stop", "x-swiftvmm-swap-backend",
+                           "x-swiftvmm-set-faults", "x-swiftvmm-clear-faults"]
     static let vcpuCommands = ["stop", "cont", "query-cpus-fast"]
 
     var available: [String] { Self.standard + (server.target.hasVCPUs ? Self.vcpuCommands : []) }
@@ -176,6 +178,38 @@ final class QMPCommands {
                 throw .generic("cannot swap the backend of '\(name)' to '\(text)': \(error)")
             }
             return .object([])
+        case "x-swiftvmm-set-faults":
+            try args.only(["name", "drop", "duplicate", "corrupt", "reorder", "delay-ms", "rate-mbps", "seed", "direction"])
+            let name = try args.string("name")
+            guard let link = server.links?.link(named: name) else { throw .deviceNotFound("Device '\(name)' not found") }
+            var config = FaultConfig()
+            config.dropPercent = try args.percent("drop")
+            config.duplicatePercent = try args.percent("duplicate")
+            config.corruptPercent = try args.percent("corrupt")
+            config.reorderPercent = try args.percent("reorder")
+            let delay = try args.number("delay-ms", in: 0 ... 60_000) ?? 0
+            config.delay = UInt64(delay * 1_000_000)
+            if let rate = try args.number("rate-mbps", in: 0 ... 1_000_000), rate > 0 { config.rateBitsPerSecond = UInt64(rate * 1_000_000) }
+            if args.value("seed") != nil {
+                let seed = try args.int("seed")
+                guard seed >= 0 else { throw .generic("Parameter 'seed' must not be negative") }
+                config.seed = UInt64(seed)
+            }
+            if args.value("direction") != nil {
+                let d = try args.string("direction")
+                guard let direction = FaultConfig.Direction(rawValue: d) else {
+                    throw .generic("Parameter 'direction' must be 'tx', 'rx' or 'both'")
+                }
+                config.direction = direction
+            }
+            do { try link.setFaults(config) } catch { throw .generic("\(error)") }
+            return .object([])
+        case "x-swiftvmm-clear-faults":
+            try args.only(["name"])
+            let name = try args.string("name")
+            guard let link = server.links?.link(named: name) else { throw .deviceNotFound("Device '\(name)' not found") }
+            do { try link.setFaults(nil) } catch { throw .generic("\(error)") }
+            return .object([])
         case "x-swiftvmm-capture-stop":
             try args.only(["name"])
             let name = try args.string("name")
@@ -188,6 +222,15 @@ final class QMPCommands {
     }
 
     /// One `PciDeviceInfo` (qapi/pci.json).
+    /// What a NIC's fault injection has done so far.
+    static func describe(faults f: FaultFilter) -> JSONValue {
+        let st = f.statistics
+        func n(_ a: borrowing Atomic<UInt64>) -> JSONValue { .int(Int64(truncatingIfNeeded: a.load(ordering: .relaxed))) }
+        return .object([("dropped", n(st.dropped)), ("duplicated", n(st.duplicated)), ("corrupted", n(st.corrupted)),
+                        ("reordered", n(st.reordered)), ("delayed", n(st.delayed)), ("rate-limited", n(st.rateLimited)),
+                        ("seed", .int(Int64(truncatingIfNeeded: f.config.seed)))])
+    }
+
     /// One `BlockInfo` as QEMU's query-block returns it (qapi/block-core.json).
     static func describe(disk name: String, _ backend: BlockBackend) -> JSONValue {
         let g = backend.geometry
@@ -247,6 +290,7 @@ final class QMPCommands {
                 ("rx-bytes", .int(Int64(truncatingIfNeeded: c.rxBytes.load(ordering: .relaxed)))),
                 ("drops", .object(c.allDrops.sorted { $0.key.rawValue < $1.key.rawValue }
                     .map { ($0.key.rawValue, .int(Int64(truncatingIfNeeded: $0.value))) })),
+                ("faults", entry.link.faultFilter.map(Self.describe(faults:)) ?? .null),
             ])
         }
         let devices = server.target.pciFunctions.map { fn -> JSONValue in
@@ -277,6 +321,22 @@ struct Arguments {
         guard let s = v.stringValue else { throw .generic("Parameter '\(key)' expects a string") }
         return s
     }
+
+    /// An optional number (integer or not) within `range`.
+    func number(_ key: String, in range: ClosedRange<Double>) throws(QMPError) -> Double? {
+        guard let v = value(key) else { return nil }
+        let d: Double
+        switch v {
+        case let .int(i): d = Double(i)
+        case let .double(x): d = x
+        default: throw .generic("Parameter '\(key)' expects a number")
+        }
+        guard d.isFinite, range.contains(d) else { throw .generic("Parameter '\(key)' must be in \(range.lowerBound)…\(range.upperBound)") }
+        return d
+    }
+
+    /// An optional percentage (0…100), 0 when absent.
+    func percent(_ key: String) throws(QMPError) -> Double { try number(key, in: 0 ... 100) ?? 0 }
 
     func int(_ key: String) throws(QMPError) -> Int64 {
         guard let v = value(key) else { throw .generic("Parameter '\(key)' is missing") }

@@ -105,4 +105,47 @@ import VMMTestKit
         #expect(eventually { receiver.frames.count == 2 })
         #expect(receiver.frames.map(\.bytes) == [testFrame(1), testFrame(2)])
     }
+
+    /// QMP x-swiftvmm-set-faults: faults put in front of a running backend and taken out
+    /// again, without restarting it; reordering lets the next frame overtake.
+    @Test func liveFaultsOnALinkControl() throws {
+        let running = try RunningLoop()
+        let wire = InMemoryEndpoint()
+        let link = LinkControl(wrapping: wire, deviceLock: DeviceLock(), loop: running.loop, clock: running.loop)
+        let receiver = RecordingReceiver()
+        link.start(receiver: receiver)
+        var config = FaultConfig()
+        config.dropPercent = 100
+        config.direction = .tx
+        try link.setFaults(config)
+        #expect(link.send(testFrame(1)) == .dropped(.fault))
+        #expect(wire.sent.isEmpty)
+        #expect(wire.inject(testFrame(2)))                      // rx untouched
+        #expect(eventually { receiver.frames.count == 1 })
+
+        config = FaultConfig()
+        config.reorderPercent = 100
+        config.direction = .tx
+        try link.setFaults(config)
+        _ = link.send(testFrame(10))                            // held back
+        #expect(wire.sent.isEmpty)
+        config.reorderPercent = 0
+        config.duplicatePercent = 100
+        try link.setFaults(nil)                                 // out again: the held frame is lost
+        #expect(link.faultFilter == nil)
+        #expect(link.send(testFrame(11)) == .sent)
+        #expect(wire.sent.map(\.bytes) == [testFrame(11)])
+        #expect(wire.inject(testFrame(12)))
+        #expect(eventually { receiver.frames.count == 2 })
+    }
+
+    @Test func reorderLetsTheNextFrameOvertake() throws {
+        let (filter, wire, _, running) = try makeFilter("fault-reorder=50,fault-seed=3,fault-dir=tx")
+        for i in 0 ..< 200 { _ = filter.send(testFrame(i)) }
+        #expect(eventually { wire.sent.count == 200 })          // nothing lost: the window flushes the last
+        let order = wire.sent.map { Int($0.bytes[14]) }
+        #expect(order != Array(0 ..< 200) && order.sorted() == Array(0 ..< 200))
+        #expect(filter.statistics.reordered.load(ordering: .relaxed) > 50)
+        _ = running
+    }
 }

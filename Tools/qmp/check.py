@@ -67,12 +67,16 @@ def raw_exchange(path, payload):
 
 
 async def check_serve(binary, tmp):
-    qmp, d0, d1 = (os.path.join(tmp, n) for n in ("qmp.sock", "d0.sock", "d1.sock"))
+    qmp, d0, d1, d2 = (os.path.join(tmp, n) for n in ("qmp.sock", "d0.sock", "d1.sock", "d2.sock"))
+    image = os.path.join(tmp, "disk.img")
+    with open(image, "wb") as f:
+        f.truncate(8 << 20)
     p = subprocess.Popen([binary, "serve", "--socket", d0, "--device", "e1000,net=user,id=nic0",
                           "--socket", d1, "--device", "virtio-net,net=user,id=nic1",
+                          "--socket", d2, "--device", f"virtio-blk,disk={image},id=disk0",
                           "--qmp", f"unix:{qmp},server=on,wait=off"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     children.append(p)
-    check("serve: sockets appear", wait_for(qmp) and wait_for(d1))
+    check("serve: sockets appear", wait_for(qmp) and wait_for(d1) and wait_for(d2))
     q = QMPClient("serve")
     await q.connect(qmp)
     version = q.greeting._raw["QMP"]["version"]  # the greeting message as received
@@ -84,7 +88,21 @@ async def check_serve(binary, tmp):
     check("serve: query-commands", "set_link" in names and "query-pci" in names and "stop" not in names, str(names))
     devices = (await q.execute("query-pci"))[0]["devices"]
     ids = sorted((d["qdev_id"], d["id"]["vendor"], d["id"]["device"]) for d in devices)
-    check("serve: query-pci", ids == [("nic0", 0x8086, 0x100E), ("nic1", 0x1AF4, 0x1041)], str(ids))
+    check("serve: query-pci", ids == [("disk0", 0x1AF4, 0x1042), ("nic0", 0x8086, 0x100E), ("nic1", 0x1AF4, 0x1041)], str(ids))
+    blocks = await q.execute("query-block")
+    check("serve: query-block", [(b["device"], b["inserted"]["image"]["virtual-size"]) for b in blocks] == [("disk0", 8 << 20)], str(blocks))
+    await q.execute("block_resize", {"device": "disk0", "size": 16 << 20})
+    check("serve: block_resize grows the image", os.path.getsize(image) == 16 << 20, str(os.path.getsize(image)))
+    check("serve: block_resize bad size", await expect_error(q, "GenericError", "block_resize", {"device": "disk0", "size": 1000}))
+    check("serve: block_resize unknown disk", await expect_error(q, "DeviceNotFound", "block_resize", {"device": "nope", "size": 1 << 20}))
+    await q.execute("x-swiftvmm-set-faults", {"name": "nic0", "drop": 10, "reorder": 5.5, "delay-ms": 2, "seed": 7})
+    counters = {n["name"]: n for n in (await q.execute("x-swiftvmm-counters"))["nics"]}
+    check("serve: set-faults live", (counters["nic0"]["faults"] or {}).get("seed") == 7 and counters["nic1"]["faults"] is None, str(counters["nic0"]))
+    check("serve: set-faults bad rate", await expect_error(q, "GenericError", "x-swiftvmm-set-faults", {"name": "nic0", "drop": 101}))
+    check("serve: set-faults bad direction", await expect_error(q, "GenericError", "x-swiftvmm-set-faults", {"name": "nic0", "direction": "up"}))
+    await q.execute("x-swiftvmm-clear-faults", {"name": "nic0"})
+    counters = {n["name"]: n for n in (await q.execute("x-swiftvmm-counters"))["nics"]}
+    check("serve: clear-faults", counters["nic0"]["faults"] is None, str(counters["nic0"]))
     await q.execute("set_link", {"name": "nic1", "up": False})
     counters = {n["name"]: n for n in (await q.execute("x-swiftvmm-counters"))["nics"]}
     check("serve: set_link down", counters["nic1"]["link-up"] is False and counters["nic0"]["link-up"] is True, str(counters))
@@ -120,7 +138,7 @@ async def check_serve(binary, tmp):
         await q.disconnect()
     status = p.wait(timeout=10)
     check("serve: quit exits 0", status == 0, p.stderr.read().decode()[-500:])
-    check("serve: sockets removed", not any(os.path.exists(x) for x in (qmp, d0, d1)))
+    check("serve: sockets removed", not any(os.path.exists(x) for x in (qmp, d0, d1, d2)))
 
 
 async def wait_event(q, name, timeout=5.0):

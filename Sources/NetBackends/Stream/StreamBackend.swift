@@ -95,7 +95,7 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
     }
 
     public func send(_ segments: [UnsafeRawBufferPointer], header: VirtioNetHeader?) -> SendResult {
-        guard let length = totalLength(segments), length <= StreamBackend.maxFrameSize else { return drop(.oversized) }
+        guard let length = ScatterList.totalLength(segments), length <= StreamBackend.maxFrameSize else { return drop(.oversized) }
         guard length >= minimumFrameSize, segments.count < Int(maxIOVecs) else { return drop(.malformed) }
         var prefix = UInt32(length).bigEndian
         nonisolated(unsafe) let segments = segments

@@ -19,28 +19,6 @@ func setNonBlocking(_ fd: Int32) -> Bool {
     return flags >= 0 && fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0
 }
 
-/// The number of bytes in a scatter list, or nil if the sum overflows.
-func totalLength(_ segments: [UnsafeRawBufferPointer]) -> Int? {
-    var total = 0
-    for s in segments {
-        let (sum, overflow) = total.addingReportingOverflow(s.count)
-        if overflow { return nil }
-        total = sum
-    }
-    return total
-}
-
-/// Copies a scatter list into `out` (which must be large enough); returns the bytes written.
-func gather(_ segments: [UnsafeRawBufferPointer], into out: UnsafeMutableRawBufferPointer) -> Int {
-    var offset = 0
-    for s in segments where s.count > 0 {
-        guard let base = s.baseAddress, let dst = out.baseAddress, offset + s.count <= out.count else { break }
-        (dst + offset).copyMemory(from: base, byteCount: s.count)
-        offset += s.count
-    }
-    return offset
-}
-
 /// Ethernet header: the smallest thing worth sending.
 let minimumFrameSize = 14
 

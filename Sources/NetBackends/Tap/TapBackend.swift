@@ -52,7 +52,7 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
     }
 
     public func send(_ segments: [UnsafeRawBufferPointer], header: VirtioNetHeader?) -> SendResult {
-        guard let length = totalLength(segments), length <= capabilities.maxFrameSize else {
+        guard let length = ScatterList.totalLength(segments), length <= capabilities.maxFrameSize else {
             counters.dropped(.oversized)
             return .dropped(.oversized)
         }

@@ -119,7 +119,7 @@ public final class UserBackend: NetworkBackend, @unchecked Sendable {
     }
 
     public func send(_ segments: [UnsafeRawBufferPointer], header: VirtioNetHeader?) -> SendResult {
-        guard let length = totalLength(segments), length <= capabilities.maxFrameSize else { return drop(.oversized) }
+        guard let length = ScatterList.totalLength(segments), length <= capabilities.maxFrameSize else { return drop(.oversized) }
         guard length >= minimumFrameSize else { return drop(.malformed) }
         // libslirp runs on the loop; the frame is copied once to get there.
         guard transmitQueued.add(1, ordering: .relaxed).newValue <= UserBackend.transmitQueueLimit else {
@@ -127,7 +127,7 @@ public final class UserBackend: NetworkBackend, @unchecked Sendable {
             return drop(.wouldBlock)
         }
         var frame = [UInt8](repeating: 0, count: length)
-        frame.withUnsafeMutableBytes { _ = gather(segments, into: $0) }
+        frame.withUnsafeMutableBytes { _ = ScatterList.gather(segments, into: $0) }
         let input = frame
         loop.execute { [weak self] in
             guard let self else { return }

@@ -85,12 +85,12 @@ public final class VDEBackend: NetworkBackend, @unchecked Sendable {
     }
 
     public func send(_ segments: [UnsafeRawBufferPointer], header: VirtioNetHeader?) -> SendResult {
-        guard let length = totalLength(segments), length <= VDEBackend.maxFrameSize else { return drop(.oversized) }
+        guard let length = ScatterList.totalLength(segments), length <= VDEBackend.maxFrameSize else { return drop(.oversized) }
         guard length >= minimumFrameSize else { return drop(.malformed) }
         nonisolated(unsafe) let segments = segments
         let result = state.withLock { s -> SendResult in
             guard let c = s.connection else { return .dropped(.linkDown) }
-            let n = gather(segments, into: sendBuffer)
+            let n = ScatterList.gather(segments, into: sendBuffer)
             let sent = vde_send(c.handle, sendBuffer.baseAddress, n, Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL))
             if sent >= 0 { return .sent }
             let e = errno

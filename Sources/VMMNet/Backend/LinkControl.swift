@@ -26,13 +26,19 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     private var upstream: FrameReceiver? { upstreamRef.withLock { $0.receiver } }
     /// A capture started over the control socket (QMP `x-swiftvmm-capture-start`).
     private let capture = Mutex<PcapWriter?>(nil)
+    private let clock: DeviceClock?
+    /// Fault injection set over the control socket (QMP `x-swiftvmm-set-faults`): a
+    /// filter between the device and the backend, changed only on the I/O loop under the
+    /// device lock, like the backend itself.
+    private let faults = Mutex<FaultFilter?>(nil)
+    private lazy var deviceSide = DeviceSide(link: self)
 
     /// - Parameters: the device's lock and loop, and how to open a backend from options
     ///   (`net=…`), for `swap`; without them the backend cannot be swapped.
-    public init(wrapping inner: NetworkBackend, deviceLock: DeviceLock? = nil, loop: EventLoop? = nil,
+    public init(wrapping inner: NetworkBackend, deviceLock: DeviceLock? = nil, loop: EventLoop? = nil, clock: DeviceClock? = nil,
                 makeBackend: (@Sendable (inout DeviceOptions) throws -> NetworkBackend)? = nil) {
         current = Mutex(inner)
-        self.deviceLock = deviceLock; self.loop = loop; self.makeBackend = makeBackend
+        self.deviceLock = deviceLock; self.loop = loop; self.clock = clock; self.makeBackend = makeBackend
     }
 
     /// Replaces the backend with one opened from `options` (`net=tap:tap1`…) while the
@@ -41,7 +47,7 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     /// receive offloads the guest accepted. Throws the new backend's option errors, leaving
     /// the old one in place.
     public func swap(options: DeviceOptions) throws {
-        guard let makeBackend, let deviceLock, let loop else { throw LinkControlError.cannotSwap }
+        guard let makeBackend, let deviceLock, let loop else { throw LinkControlError.notControllable }
         var opts = options
         let fresh = try makeBackend(&opts)
         do { try opts.rejectUnknown() } catch { fresh.stop(); throw error }
@@ -53,8 +59,10 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
                     let old = current.withLock { c -> NetworkBackend in defer { c = fresh }; return c }
                     let receiver = upstream
                     if isAdministrativelyUp { receiver?.linkStateChanged(up: false) }
+                    let config = faults.withLock { f -> FaultConfig? in defer { f = nil }; return f?.config }
                     old.stop()
                     if let offloads = lastOffloads.withLock({ $0 }) { fresh.setReceiveOffloads(offloads) }
+                    if let config { installFaults(config, in: fresh) }
                     fresh.start(receiver: self)
                     if isLinkUp { receiver?.linkStateChanged(up: true) }
                 }
@@ -63,6 +71,32 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
             fresh.stop()
             throw LinkControlError.loopNotRunning
         }
+    }
+
+    /// Puts fault injection between the device and its backend (replacing any set
+    /// before), or takes it out with nil; frames it held are lost. Live on a running guest.
+    public func setFaults(_ config: FaultConfig?) throws {
+        guard let deviceLock, let loop, clock != nil else { throw LinkControlError.notControllable }
+        do {
+            try loop.runAndWait(timeout: 5, { [self] in
+                deviceLock.withLock {
+                    faults.withLock { f -> FaultFilter? in defer { f = nil }; return f }?.detach()
+                    if let config, config.isActive { installFaults(config, in: inner) }
+                }
+            })
+        } catch {
+            throw LinkControlError.loopNotRunning
+        }
+    }
+
+    /// The fault filter in place, for counters.
+    public var faultFilter: FaultFilter? { faults.withLock { $0 } }
+
+    private func installFaults(_ config: FaultConfig, in backend: NetworkBackend) {
+        guard let loop, let clock else { return }
+        let filter = FaultFilter(wrapping: backend, config: config, eventLoop: loop, clock: clock)
+        filter.attach(upstream: deviceSide)
+        faults.withLock { $0 = filter }
     }
 
     public var description: String { inner.description }
@@ -107,23 +141,32 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
             counters.dropped(.linkDown)
             return .dropped(.linkDown)
         }
-        let result = inner.send(segments, header: header)
+        let result = faults.withLock({ $0 })?.send(segments, header: header) ?? inner.send(segments, header: header)
         if result == .sent, let writer = capture.withLock({ $0 }) { writer.write(segments) }
         return result
     }
 
-    public func resumeReceive() { inner.resumeReceive() }
+    public func resumeReceive() {
+        if let filter = faults.withLock({ $0 }) { filter.resumeReceive() } else { inner.resumeReceive() }
+    }
     public func setReceiveOffloads(_ offloads: NetOffloads) {
         lastOffloads.withLock { $0 = offloads }
         inner.setReceiveOffloads(offloads)
     }
     public func stop() {
         stopCapture()
+        faults.withLock { f -> FaultFilter? in defer { f = nil }; return f }?.detach()
         inner.stop()
     }
 
     public func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
         guard isAdministrativelyUp else { return true } // the cable is out: the frame is lost
+        if let filter = faults.withLock({ $0 }) { return filter.receive(frame, header: header) }
+        return deliverToDevice(frame, header: header)
+    }
+
+    /// A frame reaches the device (from the backend, or out of the fault filter).
+    fileprivate func deliverToDevice(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
         guard let receiver = upstream else { return true }
         guard receiver.receive(frame, header: header) else { return false }
         if let writer = capture.withLock({ $0 }) { writer.write(frame) }
@@ -136,13 +179,24 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     }
 }
 
+/// The device as the fault filter's upstream: frames it lets through reach the device
+/// through the link (and its capture).
+private final class DeviceSide: FrameReceiver, @unchecked Sendable {
+    weak var link: LinkControl?
+    init(link: LinkControl) { self.link = link }
+    func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
+        link?.deliverToDevice(frame, header: header) ?? true
+    }
+    func linkStateChanged(up: Bool) { link?.linkStateChanged(up: up) }
+}
+
 public enum LinkControlError: Error, CustomStringConvertible {
-    case cannotSwap
+    case notControllable
     case loopNotRunning
     public var description: String {
         switch self {
-        case .cannotSwap: "this NIC's backend cannot be swapped"
-        case .loopNotRunning: "the VM's I/O loop is not running (is it stopping?); the backend was not swapped"
+        case .notControllable: "this NIC has no live control (it was made without the machine's I/O loop and clock)"
+        case .loopNotRunning: "the VM's I/O loop is not running (is it stopping?); nothing was changed"
         }
     }
 }

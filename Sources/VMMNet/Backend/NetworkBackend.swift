@@ -105,7 +105,7 @@ public extension DeviceEnvironment {
         guard let factory = services.resolve(NetworkBackendFactory.self) else { throw NetworkBackendError.noFactory }
         let loop = eventLoop, clock = clock
         let link = LinkControl(wrapping: try factory.makeBackend(options: &options, eventLoop: loop, clock: clock),
-                               deviceLock: lock, loop: loop,
+                               deviceLock: lock, loop: loop, clock: clock,
                                makeBackend: { opts in try factory.makeBackend(options: &opts, eventLoop: loop, clock: clock) })
         services.resolve(NetworkLinks.self)?.register(controlName, link)
         return link

@@ -1,27 +1,9 @@
 import VMMCore
+import VMMNet
 
-/// The `fault-*` options: what the fault filter does to frames, reproducibly.
-public struct FaultConfig: Equatable, Sendable {
-    public enum Direction: String, Sendable { case tx, rx, both }
-
-    /// Percent of frames dropped / duplicated / with one byte flipped (0...100).
-    public var dropPercent = 0.0
-    public var duplicatePercent = 0.0
-    public var corruptPercent = 0.0
-    /// Extra latency for every frame, in nanoseconds.
-    public var delay: UInt64 = 0
-    /// Token-bucket rate limit in bits per second (0: none). Frames over it are dropped.
-    public var rateBitsPerSecond: UInt64 = 0
-    public var seed: UInt64 = 1
-    public var direction = Direction.both
-
-    public init() {}
-
-    public var isActive: Bool {
-        dropPercent > 0 || duplicatePercent > 0 || corruptPercent > 0 || delay > 0 || rateBitsPerSecond > 0
-    }
-
-    static let optionNames = ["fault-drop", "fault-dup", "fault-corrupt", "fault-delay", "fault-rate", "fault-seed", "fault-dir"]
+/// The `fault-*` options of a NIC (`--device e1000,fault-drop=1,fault-seed=7`).
+extension FaultConfig {
+    static let optionNames = ["fault-drop", "fault-dup", "fault-corrupt", "fault-reorder", "fault-delay", "fault-rate", "fault-seed", "fault-dir"]
 
     /// Takes the fault options; nil when none was given.
     static func take(from options: inout DeviceOptions) throws -> FaultConfig? {
@@ -30,6 +12,7 @@ public struct FaultConfig: Equatable, Sendable {
         if let v = try options.take("fault-drop") { c.dropPercent = try percent("fault-drop", v) }
         if let v = try options.take("fault-dup") { c.duplicatePercent = try percent("fault-dup", v) }
         if let v = try options.take("fault-corrupt") { c.corruptPercent = try percent("fault-corrupt", v) }
+        if let v = try options.take("fault-reorder") { c.reorderPercent = try percent("fault-reorder", v) }
         if let v = try options.take("fault-delay") {
             guard let ms = Double(v), ms >= 0, ms <= 60_000 else {
                 throw NetBackendError.badValue(option: "fault-delay", value: v, reason: "expected milliseconds in 0...60000")

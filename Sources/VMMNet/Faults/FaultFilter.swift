@@ -1,16 +1,26 @@
 import Synchronization
 import VMMCore
-import VMMNet
 
-/// `fault-drop=`, `fault-dup=`, `fault-corrupt=`, `fault-delay=`, `fault-rate=`: makes a
-/// clean wire unreliable for experiments. Decisions come from a seeded SplitMix64, so the
-/// same seed and the same traffic give the same run. Wraps any backend (and a capture filter).
+/// Makes a clean wire unreliable for experiments: drops, duplicates, corrupts, reorders,
+/// delays and rate-limits frames. Decisions come from a seeded SplitMix64, so the same seed
+/// and the same traffic give the same run. Wraps any backend from a NIC's `fault-*`
+/// options, or is put in front of a running one by `LinkControl` (QMP
+/// `x-swiftvmm-set-faults`) with `attach(upstream:)`.
+///
+/// Bounded: at most `maxHeld` frames wait in each direction (delayed, duplicated or
+/// reordered); past that, received frames push back on the backend and sent frames are
+/// dropped and counted (`.fault`).
 public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendable {
     /// What the filter did, for tests and statistics.
     public final class Statistics: Sendable {
         public let dropped = Atomic<UInt64>(0), duplicated = Atomic<UInt64>(0), corrupted = Atomic<UInt64>(0)
-        public let delayed = Atomic<UInt64>(0), rateLimited = Atomic<UInt64>(0)
+        public let delayed = Atomic<UInt64>(0), rateLimited = Atomic<UInt64>(0), reordered = Atomic<UInt64>(0)
     }
+
+    /// Frames that may wait in one direction.
+    public static let maxHeld = 1024
+    /// How long a frame held back for reordering waits for one to overtake it.
+    public static let reorderWindow: UInt64 = 5_000_000
 
     public let inner: NetworkBackend
     public let config: FaultConfig
@@ -25,7 +35,7 @@ public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendab
     private let clock: DeviceClock
     private weak var upstream: FrameReceiver?
 
-    private struct Decision { var drop = false, duplicate = false, corruptAt: Int?, corruptMask: UInt8 = 0 }
+    private struct Decision { var drop = false, duplicate = false, reorder = false, corruptAt: Int?, corruptMask: UInt8 = 0 }
     private struct Held { var bytes: [UInt8]; var header: VirtioNetHeader?; var due: UInt64 }
     private struct State {
         var rng: SplitMix64
@@ -37,6 +47,12 @@ public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendab
         var innerPaused = false
         var timers: Set<TimerToken> = []
         var stopped = false
+        /// Sent frames waiting in timers (delay).
+        var sendsWaiting = 0
+        /// A sent frame held back until the next one has gone (reorder).
+        var reorderedSend: (bytes: [UInt8], header: VirtioNetHeader?)?
+        /// A received frame held back until the next one has been delivered (reorder).
+        var reorderedReceive: Held?
     }
     private let state: Mutex<State>
     private let bucketBits: Double
@@ -57,30 +73,53 @@ public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendab
     }
 
     public func send(_ segments: [UnsafeRawBufferPointer], header: VirtioNetHeader?) -> SendResult {
-        guard let length = totalLength(segments) else { return count(inner.send(segments, header: header), length: 0) }
+        guard let length = ScatterList.totalLength(segments) else { return count(inner.send(segments, header: header), length: 0) }
         guard config.direction != .rx else { return count(inner.send(segments, header: header), length: length) }
         let d = decide(length: length)
         if d.drop {
             counters.dropped(.fault)
             return .dropped(.fault)
         }
+        if d.reorder, config.delay == 0 {
+            // Held back until the next frame has gone, or the reorder window ends.
+            var copy = [UInt8](repeating: 0, count: length)
+            copy.withUnsafeMutableBytes { _ = ScatterList.gather(segments, into: $0) }
+            let previous = state.withLock { s -> (bytes: [UInt8], header: VirtioNetHeader?)? in
+                defer { s.reorderedSend = (copy, header) }
+                return s.reorderedSend
+            }
+            if let previous { sendHeldBack(previous) }
+            after(Self.reorderWindow) { [weak self] in self?.flushReordered() }
+            return .sent
+        }
         guard d.corruptAt != nil || config.delay > 0 else {
             let result = count(inner.send(segments, header: header), length: length)
             if d.duplicate, result == .sent { _ = count(inner.send(segments, header: header), length: length) }
+            flushReordered()
             return result
         }
         // Guest buffers are never written: corrupt and delay work on a copy.
         var copy = [UInt8](repeating: 0, count: length)
-        copy.withUnsafeMutableBytes { _ = gather(segments, into: $0) }
+        copy.withUnsafeMutableBytes { _ = ScatterList.gather(segments, into: $0) }
         if let at = d.corruptAt, at < copy.count { copy[at] ^= d.corruptMask }
         let frame = copy
         let sendCopy: @Sendable () -> SendResult = { [inner] in
             frame.withUnsafeBytes { inner.send([$0], header: header) }
         }
         if config.delay > 0 {
+            let room = state.withLock { s -> Bool in
+                guard s.sendsWaiting < Self.maxHeld else { return false }
+                s.sendsWaiting += 1
+                return true
+            }
+            guard room else {
+                counters.dropped(.fault)
+                return .dropped(.fault)
+            }
             statistics.delayed.add(1, ordering: .relaxed)
             after(config.delay) { [weak self] in
                 guard let self else { return }
+                self.state.withLock { $0.sendsWaiting -= 1 }
                 _ = self.count(sendCopy(), length: length)
                 if d.duplicate { _ = self.count(sendCopy(), length: length) }
             }
@@ -88,7 +127,22 @@ public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendab
         }
         let result = count(sendCopy(), length: length)
         if d.duplicate, result == .sent { _ = count(sendCopy(), length: length) }
+        flushReordered()
         return result
+    }
+
+    private func sendHeldBack(_ frame: (bytes: [UInt8], header: VirtioNetHeader?)) {
+        let result = frame.bytes.withUnsafeBytes { inner.send([$0], header: frame.header) }
+        _ = count(result, length: frame.bytes.count)
+    }
+
+    /// Sends the frame held back for reordering, if any (after the one that overtook it).
+    private func flushReordered() {
+        guard let held = state.withLock({ s -> (bytes: [UInt8], header: VirtioNetHeader?)? in
+            defer { s.reorderedSend = nil }
+            return s.reorderedSend
+        }) else { return }
+        sendHeldBack(held)
     }
 
     public func resumeReceive() {
@@ -99,14 +153,31 @@ public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendab
 
     public func stop() {
         inner.stop()
-        let timers = state.withLock { s -> Set<TimerToken> in
+        detach()
+    }
+
+    /// Puts the filter in front of `inner`, which is already running and delivering to
+    /// whoever placed this filter (LinkControl forwards to `receive`): frames go to
+    /// `upstream` without restarting the backend.
+    public func attach(upstream receiver: FrameReceiver) {
+        upstream = receiver
+    }
+
+    /// Takes the filter out again without stopping the backend: frames it held are lost
+    /// (as on a real faulty wire), timers are cancelled, and a backend it pushed back on may
+    /// deliver again.
+    public func detach() {
+        let (timers, paused) = state.withLock { s -> (Set<TimerToken>, Bool) in
             s.stopped = true
             s.held.removeAll()
-            defer { s.timers.removeAll() }
-            return s.timers
+            s.reorderedSend = nil
+            s.reorderedReceive = nil
+            defer { s.timers.removeAll(); s.innerPaused = false }
+            return (s.timers, s.innerPaused)
         }
         for t in timers { clock.cancel(t) }
         upstream = nil
+        if paused { inner.resumeReceive() }
     }
 
     // MARK: FrameReceiver (from the wrapped backend, loop thread)
@@ -125,8 +196,21 @@ public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendab
             counters.dropped(.fault)
             return true
         }
+        if d.reorder, config.delay == 0, d.corruptAt == nil {
+            // Delivered after the next frame (or when the reorder window ends).
+            let stashed = state.withLock { s -> Bool in
+                guard s.reorderedReceive == nil else { return false }
+                s.reorderedReceive = Held(bytes: Array(frame), header: header, due: 0)
+                return true
+            }
+            if stashed {
+                after(Self.reorderWindow) { [weak self] in self?.flushReorderedReceive() }
+                return true
+            }
+        }
         if d.corruptAt == nil, config.delay == 0 {
             guard deliver(frame, header: header, to: upstream) else { return false }
+            flushReorderedReceive()
             if d.duplicate {
                 hold(Array(frame), header: header, due: 0)
                 deliverHeld()
@@ -157,8 +241,24 @@ public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendab
         return true
     }
 
+    /// Delivers the received frame held back for reordering; if the device has no room,
+    /// it waits at the front of the held frames.
+    private func flushReorderedReceive() {
+        guard let upstream, let frame = state.withLock({ s -> Held? in defer { s.reorderedReceive = nil }; return s.reorderedReceive })
+        else { return }
+        if !frame.bytes.withUnsafeBytes({ deliver($0, header: frame.header, to: upstream) }) {
+            state.withLock { $0.held.insert(frame, at: 0) }
+        }
+    }
+
+    /// Keeps a received frame for later; past `maxHeld` the copy is dropped and counted.
     private func hold(_ bytes: [UInt8], header: VirtioNetHeader?, due: UInt64) {
-        state.withLock { $0.held.append(Held(bytes: bytes, header: header, due: due)) }
+        let kept = state.withLock { s -> Bool in
+            guard s.held.count < Self.maxHeld else { return false }
+            s.held.append(Held(bytes: bytes, header: header, due: due))
+            return true
+        }
+        if !kept { counters.dropped(.fault) }
     }
 
     /// Hands due held frames to the device in order; when none is left, lets the backend go on.
@@ -209,6 +309,10 @@ public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendab
             if s.rng.chance(config.duplicatePercent) {
                 d.duplicate = true
                 statistics.duplicated.add(1, ordering: .relaxed)
+            }
+            if s.rng.chance(config.reorderPercent) {
+                d.reorder = true
+                statistics.reordered.add(1, ordering: .relaxed)
             }
             return d
         }
