@@ -17,6 +17,8 @@ struct E1000ReceiveFilter {
     private(set) var multicastTable = [UInt32](repeating: 0, count: 128)
     private(set) var vlanTable = [UInt32](repeating: 0, count: 128)
     private var macFilter = MACFilter()
+    /// The valid destination-address entries, in register order (entry 0 is the NIC's own).
+    private(set) var exactAddresses: [MACAddress] = []
 
     /// Power-on: all tables clear, entry 0 loaded from the EEPROM (§5.6.1: the MAC
     /// address is loaded into RAL0/RAH0 with AV set after reset).
@@ -58,6 +60,7 @@ struct E1000ReceiveFilter {
                                     UInt8(truncatingIfNeeded: high), UInt8(truncatingIfNeeded: high >> 8)]))
         }
         macFilter.setAddresses(list)
+        exactAddresses = list
     }
 
     // MARK: Decisions
@@ -90,9 +93,35 @@ struct E1000ReceiveFilter {
         return multicastTable[h >> 5] >> UInt32(h & 31) & 1 == 1
     }
 
+    /// The VLAN IDs whose VFTA bit is set.
+    var acceptedVLANs: [Int] {
+        (0 ..< 4096).filter { vlanTable[$0 >> 5] >> UInt32($0 & 31) & 1 == 1 }
+    }
+
     /// RCTL.VFE: a tagged frame passes only when its VLAN ID's VFTA bit is set (§3.2.3).
     func vlanAccepted(tci: UInt16) -> Bool {
         let vid = Int(VLAN.vid(tci))
         return vlanTable[vid >> 5] >> UInt32(vid & 31) & 1 == 1
+    }
+}
+
+/// What QMP `query-rx-filter` reports for the 82540 (QEMU's e1000 reports nothing): RCTL's
+/// modes, the exact-match entries (entry 0 is the main address; multicast entries go to
+/// the multicast table), and the VLAN filter. Multicast addresses that pass through the MTA
+/// hash cannot be listed; `multicast` stays "normal" for them.
+extension E1000Device: ReceiveFilterReporting {
+    public var receiveFilter: ReceiveFilterInfo {
+        let rctl = reg(Reg.rctl)
+        let addresses = filter.exactAddresses
+        var info = ReceiveFilterInfo(mainMAC: addresses.first ?? mac)
+        info.unicast = rctl & Rctl.unicastPromiscuous != 0 ? .all : .normal
+        info.multicast = rctl & Rctl.multicastPromiscuous != 0 ? .all : .normal
+        info.promiscuous = info.unicast == .all && info.multicast == .all
+        info.broadcastAllowed = rctl & Rctl.broadcastAccept != 0
+        info.vlan = rctl & Rctl.vlanFilter != 0 ? .normal : .all
+        if info.vlan == .normal { info.vlanTable = filter.acceptedVLANs }
+        info.unicastTable = addresses.dropFirst().filter { !$0.isMulticast }
+        info.multicastTable = addresses.dropFirst().filter { $0.isMulticast }
+        return info
     }
 }

@@ -54,7 +54,10 @@ extension E1000Device {
         case Reg.ics: raise(written)
         case Reg.ims: setReg(Reg.ims, reg(Reg.ims) | written & Cause.all); updateInterrupt()
         case Reg.imc: setReg(Reg.ims, reg(Reg.ims) & ~written); updateInterrupt()
-        case Reg.rctl: writeReceiveControl(merged)
+        case Reg.rctl:
+            let before = reg(Reg.rctl)
+            writeReceiveControl(merged)
+            if (before ^ reg(Reg.rctl)) & Rctl.filterBits != 0 { backend.receiveFilterChanged() }
         case Reg.rdbal, Reg.tdbal: writeRingRegister(offset, merged & ~0xF)
         case Reg.rdlen, Reg.tdlen: writeRingLength(offset, merged)
         case Reg.rdh, Reg.tdh: writeHead(offset, merged & 0xFFFF)
@@ -67,9 +70,22 @@ extension E1000Device {
         case Reg.fcah, Reg.fct, Reg.vet: setReg(offset, merged & 0xFFFF)
         case Reg.wus: setReg(Reg.wus, reg(Reg.wus) & ~written)      // write 1 to clear
         case Reg.statsStart ..< Reg.statsEnd: break              // read-only counters
-        case Reg.mta ..< Reg.mtaEnd: filter.writeMulticast((offset - Reg.mta) >> 2, merged)
-        case Reg.ral0 ..< Reg.raEnd: filter.writeAddress((offset - Reg.ral0) >> 2, filter.readAddress((offset - Reg.ral0) >> 2) & ~lanes | written)
-        case Reg.vfta ..< Reg.vftaEnd: filter.writeVLAN((offset - Reg.vfta) >> 2, merged)
+        case Reg.mta ..< Reg.mtaEnd:
+            let i = (offset - Reg.mta) >> 2
+            guard filter.readMulticast(i) != merged else { break }
+            filter.writeMulticast(i, merged)
+            backend.receiveFilterChanged()
+        case Reg.ral0 ..< Reg.raEnd:
+            let i = (offset - Reg.ral0) >> 2
+            let value = filter.readAddress(i) & ~lanes | written
+            guard filter.readAddress(i) != value else { break }
+            filter.writeAddress(i, value)
+            backend.receiveFilterChanged()
+        case Reg.vfta ..< Reg.vftaEnd:
+            let i = (offset - Reg.vfta) >> 2
+            guard filter.readVLAN(i) != merged else { break }
+            filter.writeVLAN(i, merged)
+            backend.receiveFilterChanged()
         default:
             if Self.storedRegisters.contains(offset) || Self.isStoredTable(offset) {
                 setReg(offset, merged)

@@ -74,6 +74,8 @@ enum Rctl {
     static let vlanFilter: UInt32 = 1 << 18
     static let bufferSizeExtension: UInt32 = 1 << 25
     static let stripCRC: UInt32 = 1 << 26
+    /// The bits that change what the receive filter accepts.
+    static let filterBits: UInt32 = unicastPromiscuous | multicastPromiscuous | broadcastAccept | vlanFilter
 }
 
 /// TCTL bits (§13.4.33).

@@ -96,16 +96,20 @@ extension VirtioNet {
             case .noBroadcast: filter.acceptBroadcast = !on
             }
             refreshFilterModes()
+            backend.receiveFilterChanged()
             return ok
         case .mac:
             if command == VirtioNetControl.macTableSet, transport.negotiated(F.ctrlRX) {
-                return setMACTables(data) ? ok : err
+                guard setMACTables(data) else { return err }
+                backend.receiveFilterChanged()
+                return ok
             }
             if command == VirtioNetControl.macAddressSet, transport.negotiated(F.ctrlMACAddress), data.count == 6 {
                 let address = MACAddress(Array(data))
                 guard !address.isMulticast else { return err }
                 mac = address
                 refreshFilterAddresses()
+                backend.receiveFilterChanged()
                 return ok
             }
             return err
@@ -183,5 +187,23 @@ extension VirtioNet {
     private func refreshFilterModes() {
         filter.allUnicast = allUnicastMode || unicastOverflow
         filter.allMulticast = allMulticastMode || multicastOverflow
+    }
+}
+
+/// What QMP `query-rx-filter` reports, in QEMU's terms (virtio_net_query_rxfilter): the
+/// modes the control queue set, the MAC tables, and VLANs all accepted (no
+/// VIRTIO_NET_F_CTRL_VLAN).
+extension VirtioNet: ReceiveFilterReporting {
+    public var receiveFilter: ReceiveFilterInfo {
+        var info = ReceiveFilterInfo(mainMAC: mac)
+        info.promiscuous = filter.promiscuous
+        info.unicast = filter.blockUnicast ? .none : (allUnicastMode ? .all : .normal)
+        info.multicast = filter.blockMulticast ? .none : (allMulticastMode ? .all : .normal)
+        info.broadcastAllowed = filter.acceptBroadcast
+        info.unicastOverflow = unicastOverflow
+        info.multicastOverflow = multicastOverflow
+        info.unicastTable = unicastTable
+        info.multicastTable = multicastTable
+        return info
     }
 }

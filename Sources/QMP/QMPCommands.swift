@@ -30,7 +30,7 @@ final class QMPCommands {
     }
 
     static let standard = ["qmp_capabilities", "query-version", "query-status", "query-name", "query-commands", "query-pci",
-                           "set_link", "query-block", "block_resize", "system_reset", "system_powerdown", "quit", "x-swiftvmm-counters",
+                           "set_link", "query-rx-filter", "query-block", "block_resize", "system_reset", "system_powerdown", "quit", "x-swiftvmm-counters",
                            "x-swiftvmm-capture-start", "x-swiftvmm-capture-stop", "x-swiftvmm-swap-backend",
                            "x-swiftvmm-set-faults", "x-swiftvmm-clear-faults"]
     static let vcpuCommands = ["stop", "cont", "query-cpus-fast"]
@@ -110,6 +110,23 @@ final class QMPCommands {
             guard let link = server.links?.link(named: name) else { throw .deviceNotFound("Device '\(name)' not found") }
             link.setLink(up: up)
             return .object([])
+        case "query-rx-filter":
+            // QEMU's shape (qapi/net.json RxFilterInfo); reading a NIC's filter re-arms its
+            // NIC_RX_FILTER_CHANGED event.
+            try args.only(["name"])
+            let wanted = try args.value("name") != nil ? args.string("name") : nil
+            let links = (server.links?.all ?? []).filter { wanted == nil || $0.name == wanted }
+            if let wanted, links.isEmpty { throw .deviceNotFound("Device '\(wanted)' not found") }
+            var out: [JSONValue] = []
+            for entry in links {
+                guard let info = entry.link.receiveFilter else {
+                    if wanted != nil { throw .generic("net client(\(entry.name)) doesn't support rx-filter querying") }
+                    continue
+                }
+                server.links?.receiveFilterQueried(entry.name)
+                out.append(Self.describe(filter: info, name: entry.name))
+            }
+            return .array(out)
         case "query-block":
             try args.only([])
             return .array((server.disks?.all ?? []).map { Self.describe(disk: $0.name, $0.backend) })
@@ -222,6 +239,19 @@ final class QMPCommands {
     }
 
     /// One `PciDeviceInfo` (qapi/pci.json).
+    static func describe(filter f: ReceiveFilterInfo, name: String) -> JSONValue {
+        .object([
+            ("name", .string(name)), ("promiscuous", .bool(f.promiscuous)),
+            ("multicast", .string(f.multicast.rawValue)), ("unicast", .string(f.unicast.rawValue)),
+            ("vlan", .string(f.vlan.rawValue)), ("broadcast-allowed", .bool(f.broadcastAllowed)),
+            ("multicast-overflow", .bool(f.multicastOverflow)), ("unicast-overflow", .bool(f.unicastOverflow)),
+            ("main-mac", .string(f.mainMAC.description)),
+            ("vlan-table", .array(f.vlanTable.map { .int(Int64($0)) })),
+            ("unicast-table", .array(f.unicastTable.map { .string($0.description) })),
+            ("multicast-table", .array(f.multicastTable.map { .string($0.description) })),
+        ])
+    }
+
     /// What a NIC's fault injection has done so far.
     static func describe(faults f: FaultFilter) -> JSONValue {
         let st = f.statistics

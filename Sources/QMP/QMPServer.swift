@@ -40,6 +40,11 @@ public final class QMPServer: @unchecked Sendable {
     deinit { close(stopFD); close(wakeFD) }
 
     public func start() {
+        // NIC_RX_FILTER_CHANGED (qapi/net.json), throttled by NetworkLinks: once per NIC
+        // until the client reads its filter with query-rx-filter.
+        links?.onReceiveFilterChanged { [weak self] name in
+            self?.emit("NIC_RX_FILTER_CHANGED", data: .object([("name", .string(name)), ("path", .string("/machine/peripheral/\(name)"))]))
+        }
         let box = Unmanaged.passRetained(self)
         var tid = pthread_t()
         pthread_create(&tid, nil, { arg in

@@ -1,3 +1,4 @@
+import Synchronization
 import Testing
 import VMMCore
 import VMMNet
@@ -140,5 +141,25 @@ struct ControlQueueTests {
         #expect(d.control(0, 0, [0]) == 0)
         #expect(d.control(0, 5, [1]) == 1) // NOBCAST needs CTRL_RX_EXTRA
         #expect(d.control(1, 1, ControlQueueTests.other) == 1)
+    }
+
+    /// query-rx-filter and NIC_RX_FILTER_CHANGED: the control queue's changes reach the
+    /// NIC's link, and the link reports the filter in QEMU's terms.
+    @Test func receiveFilterIsReportedAndChangesAreAnnounced() throws {
+        let d = try ready()
+        let link = try #require(d.device?.backend as? LinkControl)
+        let changes = Mutex(0)
+        link.onReceiveFilterChanged { changes.withLock { $0 += 1 } }
+        #expect(link.receiveFilter?.promiscuous == true)
+        #expect(d.control(0, 0, [0]) == 0)                                  // PROMISC off
+        #expect(d.control(0, 1, [1]) == 0)                                  // ALLMULTI on
+        #expect(d.control(1, 0, d.macTable([Self.other], [Self.multicast])) == 0)
+        #expect(changes.withLock { $0 } == 3)
+        let info = try #require(link.receiveFilter)
+        #expect(!info.promiscuous && info.multicast == .all && info.unicast == .normal && info.broadcastAllowed)
+        #expect(info.mainMAC == MACAddress(TestFrames.guestMAC))
+        #expect(info.unicastTable == [MACAddress(Self.other)] && info.multicastTable == [MACAddress(Self.multicast)])
+        #expect(d.control(0, 9, [1]) == 1)                                  // a bad command changes nothing
+        #expect(changes.withLock { $0 } == 3)
     }
 }

@@ -97,6 +97,15 @@ if [ "$impl" = swiftvmm ]; then
     check swap-backend $(wait_carrier $U && ping -c 3 -W 2 10.9.1.1 >/dev/null 2>&1; echo $?) "driver $drv"
 fi
 
+# The host reads the TAP NIC's receive filter over QMP (query-rx-filter) and waits for
+# NIC_RX_FILTER_CHANGED; the guest then turns promiscuous mode on (the driver rewrites the
+# filter: e1000 RCTL.UPE/MPE, virtio-net VIRTIO_NET_CTRL_RX_PROMISC) and off again.
+echo "RXFILTER-QUERY"
+sleep 3
+ip link set $T promisc on
+sleep 3
+ip link set $T promisc off
+
 # Link down/up, then traffic again.
 ip link set $T down; ip link set $T up
 check down-up $(wait_carrier $T && ping -c 2 -W 2 10.9.0.1 >/dev/null 2>&1; echo $?) ""

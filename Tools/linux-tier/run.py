@@ -133,6 +133,53 @@ def qmp_call(qmp_path, command, arguments):
         return False
 
 
+class RxFilterProbe:
+    """QMP query-rx-filter and NIC_RX_FILTER_CHANGED on the TAP NIC while the guest turns
+    promiscuous mode on: read the filter (which re-arms the event), wait for the event,
+    read it again."""
+
+    def __init__(self, qmp_path):
+        import threading
+        self.checks = {}
+        self.thread = threading.Thread(target=self.run, args=(qmp_path,), daemon=True)
+        self.thread.start()
+
+    def run(self, qmp_path):
+        import asyncio
+        from qemu.qmp import QMPClient
+
+        async def go():
+            q = QMPClient("linux-tier-rxfilter")
+            await q.connect(qmp_path)
+            before = (await q.execute("query-rx-filter", {"name": "tapnic"}))[0]
+            self.checks["rx-filter-query"] = {"pass": before["main-mac"] == TAP_MAC and before["promiscuous"] is False,
+                                              "detail": json.dumps(before)[:300]}
+            event = None
+            try:
+                async with asyncio.timeout(10):
+                    async for e in q.events:
+                        if e["event"] == "NIC_RX_FILTER_CHANGED":
+                            event = e
+                            break
+            except TimeoutError:
+                pass
+            self.checks["rx-filter-event"] = {"pass": event is not None and event["data"]["name"] == "tapnic",
+                                              "detail": json.dumps(event["data"]) if event else "no NIC_RX_FILTER_CHANGED in 10 s"}
+            await asyncio.sleep(1)
+            after = (await q.execute("query-rx-filter", {"name": "tapnic"}))[0]
+            self.checks["rx-filter-promiscuous"] = {"pass": after["unicast"] == "all" or after["promiscuous"] is True,
+                                                    "detail": json.dumps(after)[:300]}
+            await q.disconnect()
+        try:
+            asyncio.run(go())
+        except Exception as e:
+            self.checks["rx-filter-query"] = {"pass": False, "detail": f"{type(e).__name__}: {e}"}
+
+    def result(self):
+        self.thread.join(timeout=20)
+        return self.checks
+
+
 def icmp_in_capture(path):
     """ICMP echo requests and replies tshark finds in a pcap file."""
     out = subprocess.run(["tshark", "-r", path, "-Y", "icmp", "-T", "fields", "-e", "icmp.type"],
@@ -140,12 +187,13 @@ def icmp_in_capture(path):
     return out.count("8"), out.count("0")
 
 
-def run_guest(ns, cmd, log, qmp_path, capture=None):
+def run_guest(ns, cmd, log, qmp_path, capture=None, rx_filter=False):
     """Boots the guest, answers its hostfwd and set_link prompts, returns (checks, metrics, seconds)."""
     start = time.monotonic()
     p = ns.popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     checks, metrics, buf = {}, {}, b""
     done = False
+    probe = None
     while not done and time.monotonic() - start < GUEST_TIMEOUT:
         r, _, _ = select.select([p.stdout], [], [], 1.0)
         if not r:
@@ -170,6 +218,8 @@ def run_guest(ns, cmd, log, qmp_path, capture=None):
                 ns.connect_and_send(HOSTFWD_PORT, b"hello-hostfwd\n")
             if text.startswith("BLOCK-RESIZE"):
                 qmp_call(qmp_path, "block_resize", {"device": "d0", "size": RESIZED_MIB << 20})
+            if rx_filter and text.startswith("RXFILTER-QUERY"):
+                probe = RxFilterProbe(qmp_path)
             if text.startswith("SETLINK-DOWN"):
                 set_link(qmp_path, "tapnic", False)
             if text.startswith("SETLINK-UP"):
@@ -191,6 +241,8 @@ def run_guest(ns, cmd, log, qmp_path, capture=None):
     except subprocess.TimeoutExpired:
         p.kill()
         p.wait()
+    if probe:
+        checks.update(probe.result())
     if not done:
         checks["guest-finished"] = {"pass": False, "detail": f"no CHECKS-DONE within {GUEST_TIMEOUT} s"}
     return checks, metrics, round(time.monotonic() - start, 1)
@@ -255,7 +307,7 @@ def run_swiftvmm(args, ns, model, log, sockdir):
     nics = ["-device", json.dumps({"driver": "vfio-user-pci", "socket": {"type": "unix", "path": s_user}}),
             "-device", json.dumps({"driver": "vfio-user-pci", "socket": {"type": "unix", "path": s_tap}})]
     checks, metrics, secs = run_guest(ns, qemu_command(find_qemu(), model, nics, "swiftvmm"), log, qmp,
-                                      capture=os.path.join(sockdir, f"{model}-tap.pcap"))
+                                      capture=os.path.join(sockdir, f"{model}-tap.pcap"), rx_filter=True)
     serve.send_signal(signal.SIGTERM)
     try:
         status = serve.wait(timeout=10)
@@ -282,7 +334,8 @@ def run_reference(args, ns, model, log, sockdir):
             "-netdev", "tap,id=t,ifname=lt0,script=no,downscript=no" + (",vhost=off" if model == "virtio-net" else ""),
             "-device", f"{m},netdev=t,mac={TAP_MAC},romfile=,id=tapnic",
             "-qmp", f"unix:{qmp},server=on,wait=off"]
-    return run_guest(ns, qemu_command(find_qemu(), model, nics, "qemu"), log, qmp)
+    # QEMU's e1000 does not implement query-rx-filter; its virtio-net does.
+    return run_guest(ns, qemu_command(find_qemu(), model, nics, "qemu"), log, qmp, rx_filter=model == "virtio-net")
 
 
 def main():

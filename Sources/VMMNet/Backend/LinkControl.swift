@@ -99,6 +99,18 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
         faults.withLock { $0 = filter }
     }
 
+    /// The device's receive filter, as its guest driver set it; nil when the device does
+    /// not report one.
+    public var receiveFilter: ReceiveFilterInfo? {
+        guard let device = upstream as? ReceiveFilterReporting else { return nil }
+        return deviceLock.map { lock in lock.withLock { device.receiveFilter } } ?? device.receiveFilter
+    }
+
+    /// Told when the guest changes the receive filter (set by `NetworkLinks`).
+    private let filterChangeHandler = Mutex<(@Sendable () -> Void)?>(nil)
+    public func onReceiveFilterChanged(_ handler: (@Sendable () -> Void)?) { filterChangeHandler.withLock { $0 = handler } }
+    func noteReceiveFilterChanged() { filterChangeHandler.withLock { $0 }?() }
+
     public var description: String { inner.description }
     public var capabilities: BackendCapabilities { inner.capabilities }
     public var isLinkUp: Bool { administrativelyUp.load(ordering: .acquiring) && inner.isLinkUp }
@@ -203,10 +215,30 @@ public enum LinkControlError: Error, CustomStringConvertible {
 
 /// The NICs of a machine by control name (`id=`, else `devN`), for the control socket.
 /// Registered in the machine's `ServiceRegistry`; NICs register as they open backends.
+///
+/// Receive-filter changes are reported QEMU's way: once per NIC, and again only after the
+/// client asked for the filter (`query-rx-filter` calls `receiveFilterQueried`), so a
+/// guest that rewrites its filter in a loop cannot flood the client.
 public final class NetworkLinks: @unchecked Sendable {
     private let links = Mutex<[(name: String, link: LinkControl)]>([])
+    private let quietNames = Mutex<Set<String>>([])
+    private let listener = Mutex<(@Sendable (String) -> Void)?>(nil)
     public init() {}
-    public func register(_ name: String, _ link: LinkControl) { links.withLock { $0.append((name, link)) } }
+    public func register(_ name: String, _ link: LinkControl) {
+        links.withLock { $0.append((name, link)) }
+        link.onReceiveFilterChanged { [weak self] in self?.filterChanged(name) }
+    }
+
+    /// Who hears of receive-filter changes (the control socket).
+    public func onReceiveFilterChanged(_ handler: (@Sendable (String) -> Void)?) { listener.withLock { $0 = handler } }
+
+    /// The client read `name`'s filter: its next change is reported again.
+    public func receiveFilterQueried(_ name: String) { _ = quietNames.withLock { $0.remove(name) } }
+
+    private func filterChanged(_ name: String) {
+        let report = quietNames.withLock { $0.insert(name).inserted }
+        if report { listener.withLock { $0 }?(name) }
+    }
     public func link(named name: String) -> LinkControl? { links.withLock { l in l.first { $0.name == name }?.link } }
     public var all: [(name: String, link: LinkControl)] { links.withLock { $0 } }
 }
