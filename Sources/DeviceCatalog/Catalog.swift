@@ -20,7 +20,9 @@ public enum DeviceCatalog {
     /// control socket reaches NICs and disks through.
     public static func makeServices() -> ServiceRegistry {
         let services = ServiceRegistry()
-        services.register(NetworkBackendFactory.self, NetBackendFactory())
+        let passed = PassedFileDescriptors()
+        services.register(PassedFileDescriptors.self, passed)
+        services.register(NetworkBackendFactory.self, NetBackendFactory(passedDescriptors: passed))
         services.register(NetworkLinks.self, NetworkLinks())
         services.register(BlockBackendFactory.self, DiskBackendFactory())
         services.register(BlockDisks.self, BlockDisks())

@@ -7,16 +7,20 @@ import VMMNet
 public struct NetBackendConfig: Equatable, Sendable {
     public enum Kind: Equatable, Sendable {
         case tap(name: String)
+        /// An open TAP handed over: a descriptor number, or a name given with QMP `getfd`.
+        case tapDescriptor(String)
+        /// A connected stream socket handed over, by number or `getfd` name.
+        case streamDescriptor(String)
         case vde(url: String)
         case user(UserNetworkConfig)
         case stream(StreamConfig)
 
         var name: String {
             switch self {
-            case .tap: "tap"
+            case .tap, .tapDescriptor: "tap"
             case .vde: "vde"
             case .user: "user"
-            case .stream: "stream"
+            case .stream, .streamDescriptor: "stream"
             }
         }
     }
@@ -39,6 +43,15 @@ public struct NetBackendConfig: Equatable, Sendable {
                 throw NetBackendError.badValue(option: "net", value: net, reason: "not a valid interface name (at most \(TapDevice.maxNameLength) bytes, no '/' or spaces)")
             }
             kind = .tap(name: name)
+        } else if net.hasPrefix("tap-fd:") || net.hasPrefix("stream-fd:") {
+            let reference = String(net.drop { $0 != ":" }.dropFirst())
+            guard !reference.isEmpty, reference.utf8.count <= 64 else {
+                throw NetBackendError.badValue(option: "net", value: net, reason: "expected a descriptor number or a name given with QMP getfd")
+            }
+            if reference.allSatisfy(\.isNumber), (Int32(reference) ?? 0) < 3 {
+                throw NetBackendError.badValue(option: "net", value: net, reason: "descriptors 0-2 are the standard streams")
+            }
+            kind = net.hasPrefix("tap-fd:") ? .tapDescriptor(reference) : .streamDescriptor(reference)
         } else if net.hasPrefix("vde:") {
             let rest = net.dropFirst(4)
             // `vde:///run/sw` is libvdeplug's own URL; `vde:/run/sw`, `vde:vxvde://…`, `vde:slirp://` wrap one.

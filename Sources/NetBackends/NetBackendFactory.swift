@@ -5,7 +5,10 @@ import VMMNet
 /// device ⇄ faults ⇄ capture ⇄ backend. Register it in the machine's ServiceRegistry as
 /// the `NetworkBackendFactory`. On any error nothing is left open.
 public struct NetBackendFactory: NetworkBackendFactory {
-    public init() {}
+    /// Descriptors handed over by name (QMP `getfd`) that `tap-fd:`/`stream-fd:` may use.
+    public let passedDescriptors: PassedFileDescriptors?
+
+    public init(passedDescriptors: PassedFileDescriptors? = nil) { self.passedDescriptors = passedDescriptors }
 
     public func makeBackend(options: inout DeviceOptions, eventLoop: EventLoop, clock: DeviceClock) throws -> NetworkBackend {
         try open(NetBackendConfig.take(from: &options), eventLoop: eventLoop, clock: clock)
@@ -15,6 +18,10 @@ public struct NetBackendFactory: NetworkBackendFactory {
         var backend: NetworkBackend
         switch config.kind {
         case let .tap(name): backend = try TapBackend(interface: name, eventLoop: eventLoop)
+        case let .tapDescriptor(reference):
+            backend = try TapBackend(adopting: try descriptor(reference, "tap-fd"), label: reference, eventLoop: eventLoop)
+        case let .streamDescriptor(reference):
+            backend = try StreamBackend(adopting: try descriptor(reference, "stream-fd"), label: reference, eventLoop: eventLoop, clock: clock)
         case let .vde(url): backend = try VDEBackend(url: url, eventLoop: eventLoop, clock: clock)
         case let .user(user): backend = try UserBackend(config: user, eventLoop: eventLoop, clock: clock)
         case let .stream(stream): backend = try StreamBackend(config: stream, eventLoop: eventLoop, clock: clock)
@@ -29,5 +36,20 @@ public struct NetBackendFactory: NetworkBackendFactory {
             backend = FaultFilter(wrapping: backend, config: faults, eventLoop: eventLoop, clock: clock)
         }
         return backend
+    }
+
+    /// A descriptor number inherited from the parent, or one passed over QMP by name.
+    private func descriptor(_ reference: String, _ kind: String) throws(NetBackendError) -> Int32 {
+        if reference.allSatisfy(\.isNumber) {
+            guard let fd = Int32(reference) else {
+                throw .badValue(option: "net", value: "\(kind):\(reference)", reason: "not a descriptor number")
+            }
+            return fd
+        }
+        guard let fd = passedDescriptors?.take(reference) else {
+            throw .badValue(option: "net", value: "\(kind):\(reference)",
+                            reason: "no descriptor named '\(reference)' (pass one over the control socket with QMP getfd)")
+        }
+        return fd
     }
 }

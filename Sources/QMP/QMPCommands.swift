@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Synchronization
 import VMMBlock
 import VMMCore
@@ -12,6 +15,27 @@ final class QMPCommands {
     func acknowledgeQuit() { quitRequested = false }
 
     init(server: QMPServer) { self.server = server }
+
+    /// Descriptors the client sent (SCM_RIGHTS) and no getfd/add-fd took yet, oldest first.
+    private var receivedDescriptors: [Int32] = []
+    static let maxReceivedDescriptors = 8
+
+    /// Keeps descriptors that arrived with the client's bytes; beyond the bound the oldest
+    /// are closed.
+    func received(_ fds: [Int32]) {
+        receivedDescriptors += fds
+        while receivedDescriptors.count > Self.maxReceivedDescriptors { close(receivedDescriptors.removeFirst()) }
+    }
+
+    func closeReceivedDescriptors() {
+        receivedDescriptors.forEach { close($0) }
+        receivedDescriptors.removeAll()
+    }
+
+    private func takeReceivedDescriptor() throws(QMPError) -> Int32 {
+        guard !receivedDescriptors.isEmpty else { throw .generic("No file descriptor supplied via SCM_RIGHTS") }
+        return receivedDescriptors.removeFirst()
+    }
 
     var greeting: String {
         JSONValue.object([("QMP", .object([
@@ -30,7 +54,7 @@ final class QMPCommands {
     }
 
     static let standard = ["qmp_capabilities", "query-version", "query-status", "query-name", "query-commands", "query-pci",
-                           "set_link", "query-rx-filter", "query-block", "block_resize", "system_reset", "system_powerdown", "quit", "x-swiftvmm-counters",
+                           "set_link", "query-rx-filter", "getfd", "closefd", "add-fd", "remove-fd", "query-fdsets", "query-block", "block_resize", "system_reset", "system_powerdown", "quit", "x-swiftvmm-counters",
                            "x-swiftvmm-capture-start", "x-swiftvmm-capture-stop", "x-swiftvmm-swap-backend",
                            "x-swiftvmm-set-faults", "x-swiftvmm-clear-faults"]
     static let vcpuCommands = ["stop", "cont", "query-cpus-fast"]
@@ -127,6 +151,49 @@ final class QMPCommands {
                 out.append(Self.describe(filter: info, name: entry.name))
             }
             return .array(out)
+        case "getfd":
+            // qapi/misc.json: the descriptor that came with this message, kept by name.
+            try args.only(["fdname"])
+            let name = try args.string("fdname")
+            guard let passed = server.descriptors else { throw .generic("this platform takes no descriptors") }
+            let fd = try takeReceivedDescriptor()
+            do { try passed.keep(fd, as: name) } catch { throw .generic("\(error)") }
+            return .object([])
+        case "closefd":
+            try args.only(["fdname"])
+            let name = try args.string("fdname")
+            guard server.descriptors?.close(named: name) == true else { throw .generic("File descriptor named '\(name)' not found") }
+            return .object([])
+        case "add-fd":
+            try args.only(["fdset-id", "opaque"])
+            guard let passed = server.descriptors else { throw .generic("this platform takes no descriptors") }
+            var set: Int?
+            if args.value("fdset-id") != nil {
+                let id = try args.int("fdset-id")
+                guard (0 ... 1 << 20).contains(id) else { throw .generic("Parameter 'fdset-id' must be in 0…1048576") }
+                set = Int(id)
+            }
+            let opaque = try args.value("opaque") != nil ? args.string("opaque") : nil
+            let fd = try takeReceivedDescriptor()
+            let id: Int
+            do { id = try passed.add(fd, toSet: set, opaque: opaque) } catch { throw .generic("\(error)") }
+            return .object([("fdset-id", .int(Int64(id))), ("fd", .int(Int64(fd)))])
+        case "remove-fd":
+            try args.only(["fdset-id", "fd"])
+            let id = try args.int("fdset-id")
+            let fd = try args.value("fd") != nil ? args.int("fd") : nil
+            guard let set = Int(exactly: id), server.descriptors?.remove(set: set, fd: fd.flatMap { Int32(exactly: $0) }) == true else {
+                throw .generic("File descriptor set \(id)\(fd.map { " fd \($0)" } ?? "") not found")
+            }
+            return .object([])
+        case "query-fdsets":
+            try args.only([])
+            return .array((server.descriptors?.fdSets ?? []).map { set in
+                .object([("fdset-id", .int(Int64(set.id))),
+                         ("fds", .array(set.entries.map { e in
+                             .object([("fd", .int(Int64(e.fd)))] + (e.opaque.map { [("opaque", JSONValue.string($0))] } ?? []))
+                         }))])
+            })
         case "query-block":
             try args.only([])
             return .array((server.disks?.all ?? []).map { Self.describe(disk: $0.name, $0.backend) })

@@ -17,6 +17,7 @@ public final class QMPServer: @unchecked Sendable {
     let target: QMPTarget
     let links: NetworkLinks?
     let disks: BlockDisks?
+    let descriptors: PassedFileDescriptors?
     private let logger: Logger
     private let stopFD: Int32
     private let wakeFD: Int32
@@ -30,8 +31,9 @@ public final class QMPServer: @unchecked Sendable {
     static let sendTimeout = 5.0
 
     public init(listener: UnixSocketListener, target: QMPTarget, links: NetworkLinks?, disks: BlockDisks? = nil,
-                logger: Logger) throws(QMPError) {
-        self.listener = listener; self.target = target; self.links = links; self.disks = disks; self.logger = logger
+                descriptors: PassedFileDescriptors? = nil, logger: Logger) throws(QMPError) {
+        self.listener = listener; self.target = target; self.links = links; self.disks = disks
+        self.descriptors = descriptors; self.logger = logger
         stopFD = eventfd(0, Int32(EFD_CLOEXEC))
         wakeFD = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
         guard stopFD >= 0, wakeFD >= 0 else { throw .generic("eventfd: \(String(cString: strerror(errno)))") }
@@ -96,6 +98,7 @@ public final class QMPServer: @unchecked Sendable {
 
     private func session(_ fd: Int32) {
         let commands = QMPCommands(server: self)
+        defer { commands.closeReceivedDescriptors() }
         guard send(fd, commands.greeting) else { return }
         var stream = QMPStream()
         var buffer = [UInt8](repeating: 0, count: Self.readChunk)
@@ -112,7 +115,14 @@ public final class QMPServer: @unchecked Sendable {
             }
             if polls[1].revents != 0 { return }
             guard polls[0].revents != 0 else { continue }
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            // Descriptors may come with the bytes (SCM_RIGHTS) for getfd/add-fd.
+            var fds = [Int32](repeating: -1, count: QMPCommands.maxReceivedDescriptors)
+            var nfds: Int32 = 0, truncated: Int32 = 0
+            let n = buffer.withUnsafeMutableBytes { raw -> Int in
+                guard let base = raw.baseAddress else { return -1 }
+                return clinux_recv_with_fds(fd, base, raw.count, &fds, Int32(fds.count), &nfds, &truncated)
+            }
+            commands.received(Array(fds.prefix(Int(max(0, min(nfds, Int32(fds.count)))))))
             if n < 0 && (errno == EINTR || errno == EAGAIN) { continue }
             guard n > 0 else { return } // the client left
             for piece in stream.feed(buffer[0 ..< n]) {

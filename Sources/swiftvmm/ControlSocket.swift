@@ -19,6 +19,7 @@ enum ControlSocket {
             do { listener = try UnixSocketListener(path: path) } catch { throw QMPError.generic("\(error)") }
             let server = try QMPServer(listener: listener, target: target, links: services.resolve(NetworkLinks.self),
                                        disks: services.resolve(BlockDisks.self),
+                                       descriptors: services.resolve(PassedFileDescriptors.self),
                                        logger: Logger(label: "swiftvmm.qmp"))
             server.start()
             return server

@@ -66,6 +66,47 @@ def raw_exchange(path, payload):
     return replies
 
 
+def open_tap(name):
+    """A TAP opened the way QEMU and libvirt open one (IFF_TAP|IFF_NO_PI|IFF_VNET_HDR)."""
+    import fcntl, struct
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", name.encode(), 0x0002 | 0x1000 | 0x4000))  # TUNSETIFF
+    return fd
+
+
+async def check_descriptors(q):
+    """getfd/add-fd: descriptors passed over the socket (SCM_RIGHTS), used by a live backend swap."""
+    check("serve: getfd without a descriptor", await expect_error(q, "GenericError", "getfd", {"fdname": "x"}))
+    r, w = os.pipe()
+    q.send_fd_scm(r)
+    added = await q.execute("add-fd", {"opaque": "a pipe"})
+    sets = await q.execute("query-fdsets")
+    check("serve: add-fd and query-fdsets", any(s["fdset-id"] == added["fdset-id"] and s["fds"][0].get("opaque") == "a pipe" for s in sets), str(sets))
+    await q.execute("remove-fd", {"fdset-id": added["fdset-id"]})
+    check("serve: remove-fd", await q.execute("query-fdsets") == [])
+    q.send_fd_scm(w)
+    await q.execute("getfd", {"fdname": "notatap"})
+    bad = await expect_error(q, "GenericError", "x-swiftvmm-swap-backend", {"name": "nic0", "backend": "net=tap-fd:notatap"})
+    check("serve: tap-fd that is not a TAP refused", bad)
+    os.close(r); os.close(w)
+    if os.geteuid() != 0:
+        check("serve: tap-fd swap (needs root for the TAP)", True, "skipped: not root")
+        return
+    subprocess.run(["ip", "tuntap", "add", "swqmp0", "mode", "tap", "vnet_hdr"], check=False)
+    try:
+        fd = open_tap("swqmp0")
+        q.send_fd_scm(fd)
+        os.close(fd)
+        await q.execute("getfd", {"fdname": "tap0"})
+        await q.execute("x-swiftvmm-swap-backend", {"name": "nic0", "backend": "net=tap-fd:tap0"})
+        counters = {n["name"]: n for n in (await q.execute("x-swiftvmm-counters"))["nics"]}
+        check("serve: swap to a TAP passed with getfd", counters["nic0"]["backend"] == "tap:swqmp0", counters["nic0"]["backend"])
+        check("serve: a getfd name is used once", await expect_error(q, "GenericError", "x-swiftvmm-swap-backend",
+                                                                    {"name": "nic1", "backend": "net=tap-fd:tap0"}))
+    finally:
+        subprocess.run(["ip", "link", "del", "swqmp0"], check=False, stderr=subprocess.DEVNULL)
+
+
 async def check_serve(binary, tmp):
     qmp, d0, d1, d2 = (os.path.join(tmp, n) for n in ("qmp.sock", "d0.sock", "d1.sock", "d2.sock"))
     image = os.path.join(tmp, "disk.img")
@@ -109,6 +150,7 @@ async def check_serve(binary, tmp):
     await q.execute("set_link", {"name": "nic1", "up": True})
     counters = {n["name"]: n for n in (await q.execute("x-swiftvmm-counters"))["nics"]}
     check("serve: set_link up", counters["nic1"]["link-up"] is True)
+    await check_descriptors(q)
     check("serve: unknown device", await expect_error(q, "DeviceNotFound", "set_link", {"name": "nope", "up": True}))
     check("serve: wrong argument type", await expect_error(q, "GenericError", "set_link", {"name": "nic0", "up": "yes"}))
     check("serve: unexpected argument", await expect_error(q, "GenericError", "query-pci", {"bogus": 1}))

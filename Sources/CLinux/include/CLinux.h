@@ -39,6 +39,16 @@ static inline int clinux_tun_set_iff(int fd, const char *name, short flags, char
     return r;
 }
 
+/// TUNGETIFF: the interface name (IFNAMSIZ bytes) and flags of an open TUN/TAP fd
+/// (one passed in by a parent process or over QMP). Returns ioctl's result.
+static inline int clinux_tun_get_iff(int fd, char *out_name, short *flags) {
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    int r = ioctl(fd, TUNGETIFF, &ifr);
+    if (r == 0) { memcpy(out_name, ifr.ifr_name, IFNAMSIZ); out_name[IFNAMSIZ - 1] = 0; *flags = ifr.ifr_flags; }
+    return r;
+}
+
 static inline int clinux_tun_set_vnet_hdr_size(int fd, int size) { return ioctl(fd, TUNSETVNETHDRSZ, &size); }
 static inline int clinux_tun_set_offload(int fd, unsigned int flags) { return ioctl(fd, TUNSETOFFLOAD, (unsigned long)flags); }
 

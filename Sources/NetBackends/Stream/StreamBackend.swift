@@ -27,7 +27,8 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
 
     private let loop: EventLoop
     private let clock: DeviceClock
-    private let address: SocketAddress
+    /// Where a client reconnects; nil for a socket handed over (it cannot be reopened).
+    private let address: SocketAddress?
     private let port: ReceiverPort
     private let decoder = LengthPrefixedDecoder(maxFrameSize: StreamBackend.maxFrameSize)
 
@@ -64,8 +65,11 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
             do { address = try SocketAddress(host: host, port: p, passive: config.listen) } catch {
                 throw .badValue(option: option, value: value, reason: "cannot resolve '\(host)': \(error.reason)")
             }
+        case .descriptor:
+            throw .badValue(option: option, value: value, reason: "a handed-over socket is opened with StreamBackend(adopting:)")
         }
         port = ReceiverPort(counters: counters, linkUp: false)
+        guard let address else { throw .badValue(option: option, value: value, reason: "no address") }
         if config.listen {
             let (fd, owned) = try StreamBackend.listen(on: address, config: config, option: option, value: value)
             state.withLock { $0.listener = fd; $0.ownedSocketPath = owned }
@@ -75,6 +79,29 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
             state.withLock { $0.peer = fd }
             port.setLink(up: true)
         }
+    }
+
+    /// `net=stream-fd:N|NAME`: a connected stream socket opened by someone else (owned
+    /// from now on). When its peer goes the link stays down: there is nothing to reconnect to.
+    public init(adopting fd: Int32, label: String, eventLoop: EventLoop, clock: DeviceClock) throws(NetBackendError) {
+        let value = "stream-fd:\(label)"
+        guard fcntl(fd, F_GETFD) >= 0 else {
+            throw .badValue(option: "net", value: value, reason: "file descriptor \(fd) is not open")
+        }
+        var type: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) == 0, type == Int32(SOCK_STREAM.rawValue) else {
+            close(fd)
+            throw .badValue(option: "net", value: value, reason: "file descriptor \(fd) is not a stream socket")
+        }
+        let flags = fcntl(fd, F_GETFL)
+        _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
+        config = StreamConfig(address: .descriptor(label))
+        loop = eventLoop
+        self.clock = clock
+        address = nil
+        port = ReceiverPort(counters: counters, linkUp: true)
+        state.withLock { $0.peer = fd }
     }
 
     deinit { stop() }
@@ -289,7 +316,7 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
     }
 
     private func scheduleReconnect(_ s: inout State) {
-        guard !s.stopped, s.reconnectTimer == nil else { return }
+        guard !s.stopped, s.reconnectTimer == nil, address != nil else { return }
         let delay = s.backoff
         s.backoff = min(s.backoff &* 2, StreamBackend.maximumBackoff)
         s.reconnectTimer = clock.schedule(at: clock.now &+ delay) { [weak self] in
@@ -302,7 +329,7 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
     private func tryReconnect() {
         let fd = state.withLock { s -> Int32? in
             s.reconnectTimer = nil
-            guard !s.stopped, s.peer == nil, s.connecting == nil else { return nil }
+            guard !s.stopped, s.peer == nil, s.connecting == nil, let address else { return nil }
             let fd = address.makeSocket()
             guard fd >= 0 else { scheduleReconnect(&s); return nil }
             let rc = address.withSockaddr { connect(fd, $0, $1) }

@@ -3,11 +3,14 @@ public struct StreamConfig: Equatable, Sendable {
     public enum Address: Equatable, Sendable, CustomStringConvertible {
         case unix(path: String)
         case tcp(host: String, port: UInt16)
+        /// A connected socket handed over by number or name (`net=stream-fd:…`).
+        case descriptor(String)
 
         public var description: String {
             switch self {
             case let .unix(p): "unix:\(p)"
             case let .tcp(h, p): "tcp:\(h.contains(":") ? "[\(h)]" : h):\(p)"
+            case let .descriptor(d): "fd:\(d)"
             }
         }
     }

@@ -29,8 +29,16 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
     /// Frames taken per readiness event before letting other fds run.
     private static let readBatch = 64
 
-    public init(interface name: String, eventLoop: EventLoop) throws(NetBackendError) {
-        let tap = try TapDevice.open(name: name)
+    public convenience init(interface name: String, eventLoop: EventLoop) throws(NetBackendError) {
+        self.init(tap: try TapDevice.open(name: name), eventLoop: eventLoop)
+    }
+
+    /// `net=tap-fd:N|NAME`: a TAP opened by someone else, handed over as `fd` (owned from now on).
+    public convenience init(adopting fd: Int32, label: String, eventLoop: EventLoop) throws(NetBackendError) {
+        self.init(tap: try TapDevice.adopt(fd: fd, option: "net", value: label), eventLoop: eventLoop)
+    }
+
+    private init(tap: TapDevice, eventLoop: EventLoop) {
         interfaceName = tap.name
         createdInterface = tap.created
         loop = eventLoop

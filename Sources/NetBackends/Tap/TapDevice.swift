@@ -46,8 +46,36 @@ struct TapDevice {
             close(fd)
             throw .system(option: option, value: value, call: "TUNSETVNETHDRSZ", errno: e, hint: nil)
         }
-        let bound = chosen.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        let bound = chosen.withUnsafeBufferPointer { p in p.baseAddress.map { String(cString: $0) } ?? name }
         return TapDevice(fd: fd, name: bound, created: !existed)
+    }
+
+    /// A TAP opened by someone else (a privileged parent, a QMP client) and handed over as
+    /// `fd`: it must be a TAP with IFF_NO_PI and IFF_VNET_HDR (the framing this backend
+    /// uses; `ip tuntap add … vnet_hdr`, or QEMU's and libvirt's way of opening it). Takes
+    /// ownership of `fd` (closed on error). The interface stays when the fd closes only if
+    /// it is persistent, as for any TAP.
+    static func adopt(fd: Int32, option: String, value: String) throws(NetBackendError) -> TapDevice {
+        func fail(_ reason: String) -> NetBackendError {
+            close(fd)
+            return .badValue(option: option, value: value, reason: reason)
+        }
+        guard fcntl(fd, F_GETFD) >= 0 else {
+            throw .badValue(option: option, value: value, reason: "file descriptor \(fd) is not open")
+        }
+        var name = [CChar](repeating: 0, count: Int(IFNAMSIZ))
+        var flags: Int16 = 0
+        guard clinux_tun_get_iff(fd, &name, &flags) == 0 else { throw fail("file descriptor \(fd) is not a TUN/TAP device") }
+        let required = Int16(IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)
+        guard flags & Int16(IFF_TAP) != 0 else { throw fail("file descriptor \(fd) is a TUN (layer 3) device, not a TAP") }
+        guard flags & required == required else {
+            throw fail("the TAP was opened without IFF_NO_PI and IFF_VNET_HDR (open it with both, as QEMU and libvirt do)")
+        }
+        guard clinux_tun_set_vnet_hdr_size(fd, Int32(VirtioNetHeader.size)) == 0 else { throw fail("TUNSETVNETHDRSZ failed: errno \(errno)") }
+        let current = fcntl(fd, F_GETFL)
+        guard current >= 0, fcntl(fd, F_SETFL, current | O_NONBLOCK) == 0 else { throw fail("cannot make it non-blocking") }
+        let bound = name.withUnsafeBufferPointer { p in p.baseAddress.map { String(cString: $0) } ?? "" }
+        return TapDevice(fd: fd, name: bound, created: false)
     }
 
     /// TUNSETOFFLOAD: which offloads frames the kernel hands us may use. TSO implies
