@@ -37,6 +37,8 @@ let package = Package(
         // every layer (sockets, epoll, eventfd, memfd, TUN); CKVM (linux/kvm.h) only KVM.
         .target(name: "CLinux", path: "Sources/CLinux"),
         .target(name: "CKVM", path: "Sources/CKVM"),
+        // seccomp allow-lists per thread role (libseccomp), for the CLI's sandbox.
+        .target(name: "CSandbox", path: "Sources/CSandbox", linkerSettings: [.linkedLibrary("seccomp")]),
         .target(name: "CVDEPlug", path: "Sources/CVDEPlug", linkerSettings: [.linkedLibrary("vdeplug")]),
         .systemLibrary(name: "CSlirp", path: "Sources/CSlirp", pkgConfig: "slirp"),
         .systemLibrary(name: "CNBD", path: "Sources/CNBD", pkgConfig: "libnbd", providers: [.apt(["libnbd-dev"])]),
@@ -61,12 +63,13 @@ let package = Package(
         .target(name: "VMMTestKit", dependencies: ["VMMCore", "VMMNet", "VMMBlock"]),
         .target(name: "QTest", dependencies: ["VMMCore", "VMMNet", "VMMTestKit", "DeviceCatalog"]),
         .target(name: "KVM", dependencies: ["VMMCore", "VMMNet", "CKVM", "CLinux"]),
+        .target(name: "Sandbox", dependencies: ["VMMCore", "CSandbox"]),
         // The control socket: QEMU's Machine Protocol (QMP) for `run` and `serve`.
         .target(name: "QMP", dependencies: ["VMMCore", "VMMNet", "VMMBlock", "CLinux", .product(name: "Logging", package: "swift-log")]),
         // The vfio-user platform: serves one device per socket to another VMM.
         .target(name: "VFIOUser", dependencies: ["VMMCore", "CLinux", .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "swiftvmm", dependencies: [
-            "VMMCore", "VMMNet", "VMMBlock", "KVM", "QTest", "QMP", "VFIOUser", "DeviceCatalog", "NetBackends", "BlockBackends",
+            "VMMCore", "VMMNet", "VMMBlock", "KVM", "QTest", "QMP", "VFIOUser", "DeviceCatalog", "NetBackends", "BlockBackends", "Sandbox", "CSandbox",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

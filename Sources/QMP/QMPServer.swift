@@ -51,6 +51,7 @@ public final class QMPServer: @unchecked Sendable {
         var tid = pthread_t()
         pthread_create(&tid, nil, { arg in
             guard let arg else { return nil }
+            ThreadConfinement.enter(.control)
             Unmanaged<QMPServer>.fromOpaque(arg).takeRetainedValue().serve()
             return nil
         }, box.toOpaque())

@@ -1,6 +1,8 @@
 import ArgumentParser
 import DeviceCatalog
 import QTest
+import Sandbox
+import VMMCore
 import VMMCore
 
 /// `swiftvmm qtest`: a machine without vCPUs driven by QEMU's qtest line protocol, so the
@@ -24,11 +26,17 @@ struct QTestCommand: ParsableCommand {
     @Option(name: .customLong("socket"), help: "Listen on this unix socket path for one client instead of using stdio.")
     var socket: String?
 
+    @Option(help: SandboxArgument.help)
+    var sandbox: Sandbox.Mode = .on
+
     func run() throws {
         let size = try QTestMachine.parseMemorySize(memory)
+        do { try SandboxArgument.activate(sandbox) } catch { throw reportUserError(error.description) }
         let machine = try QTestMachine(memorySize: size, devices: devices, registry: DeviceCatalog.registry,
                                        services: DeviceCatalog.makeServices())
         defer { machine.shutdown() }
+        // Set up: this thread now answers the protocol (device accesses, the clock).
+        ThreadConfinement.enter(.control)
         if let socket {
             try QTestTransport.serve(machine: machine, socketPath: socket)
         } else {

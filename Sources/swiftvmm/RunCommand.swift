@@ -6,6 +6,7 @@ import DeviceCatalog
 import KVM
 import Logging
 import QMP
+import Sandbox
 import VMMCore
 
 /// `swiftvmm run`: the process is the VM. Exit status 0 when the guest resets or powers
@@ -54,9 +55,13 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Log level on stderr: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "warning"
 
+    @Option(help: SandboxArgument.help)
+    var sandbox: Sandbox.Mode = .on
+
     func run() throws {
         let start = MonotonicTime.nanoseconds()
         Machine.blockStopSignals()
+        do { try SandboxArgument.activate(sandbox) } catch { throw reportUserError(error.description) }
         let configuration: MachineConfiguration
         do {
             configuration = try makeConfiguration(start: start)

@@ -5,6 +5,7 @@ import ArgumentParser
 import DeviceCatalog
 import Logging
 import QMP
+import Sandbox
 import VFIOUser
 import VMMCore
 
@@ -36,6 +37,9 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Log level on stderr: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "warning"
 
+    @Option(help: SandboxArgument.help)
+    var sandbox: Sandbox.Mode = .on
+
     func run() throws {
         // Stop signals are taken by sigwait below, never by a worker thread.
         var stopSignals = sigset_t()
@@ -54,6 +58,7 @@ struct ServeCommand: ParsableCommand {
             return handler
         }
         guard !devices.isEmpty else { throw reportUserError("--device is required (e.g. --device e1000,net=user)") }
+        do { try SandboxArgument.activate(sandbox) } catch { throw reportUserError(error.description) }
         guard sockets.count == devices.count else {
             throw reportUserError("--socket: \(sockets.count) given for \(devices.count) --device; give one socket per device")
         }
@@ -106,6 +111,8 @@ struct ServeCommand: ParsableCommand {
             s.start()
             logger.notice("serving \(s.device.name) on \(s.listener.path)")
         }
+        // Set up: this thread only waits for a stop signal and tears down.
+        ThreadConfinement.enter(.main)
         var received: Int32 = 0
         sigwait(&stopSignals, &received)
         logger.notice("signal \(received): stopping")

@@ -8,7 +8,8 @@ struct SwiftVMM: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swiftvmm",
         abstract: "A userspace VMM for Linux/KVM with E1000 and virtio-net devices.",
-        subcommands: [RunCommand.self, ServeCommand.self, DevicesCommand.self, BackendsCommand.self, QTestCommand.self])
+        subcommands: [RunCommand.self, ServeCommand.self, DevicesCommand.self, BackendsCommand.self, QTestCommand.self,
+                      SandboxCheckCommand.self])
 
     /// Like ArgumentParser's `main`, except that a command-line error is one line on stderr
     /// (`swiftvmm: error: …`, status 2) rather than an error followed by the usage text.

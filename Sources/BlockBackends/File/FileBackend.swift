@@ -64,7 +64,7 @@ public final class FileBackend: BlockBackend, @unchecked Sendable {
         queue = BoundedWorkQueue(limit: limit)
         for i in 0 ..< max(0, workerCount) {
             let io = FileIO(fd: disk.fd, direct: direct, scratch: AlignedBuffer(count: FileBackend.scratchSize))
-            guard let thread = WorkerThread(name: "blk-file-\(i)", { [self] in self.work(io) }) else {
+            guard let thread = WorkerThread(name: "blk-file-\(i)", role: .disk, { [self] in self.work(io) }) else {
                 let e = errno
                 stop()
                 throw .system(option: "disk", value: path, call: "pthread_create", errno: e, hint: nil)

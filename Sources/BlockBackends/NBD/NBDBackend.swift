@@ -108,7 +108,7 @@ public final class NBDBackend: BlockBackend, @unchecked Sendable {
         guard adopted else {
             throw .nbd(uri: uri, message: "cannot watch the NBD socket on the I/O loop")
         }
-        guard let thread = WorkerThread(name: "blk-nbd-reconn", { [self] in self.reconnectLoop() }) else {
+        guard let thread = WorkerThread(name: "blk-nbd-reconn", role: .diskConnect, { [self] in self.reconnectLoop() }) else {
             let e = errno
             stop()
             throw .system(option: "disk", value: uri, call: "pthread_create", errno: e, hint: nil)

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import VMMCore
 
 /// A joinable pthread running one closure (the libraries avoid Foundation's Thread).
 /// `join()` waits for the closure to return; it is called once, by whoever owns the thread.
@@ -9,9 +10,9 @@ final class WorkerThread: @unchecked Sendable {
 
     /// Starts `body` on a new thread. (`name` documents the thread's job; like the I/O loop's
     /// thread it is not set: Glibc's module does not export pthread_setname_np.)
-    init?(name: String, _ body: @escaping @Sendable () -> Void) {
+    init?(name: String, role: ThreadRole, _ body: @escaping @Sendable () -> Void) {
         final class Box { let body: @Sendable () -> Void; init(_ b: @escaping @Sendable () -> Void) { body = b } }
-        let box = Unmanaged.passRetained(Box(body))
+        let box = Unmanaged.passRetained(Box { ThreadConfinement.enter(role); body() })
         var tid = pthread_t()
         let r = pthread_create(&tid, nil, { arg in
             guard let arg else { return nil }

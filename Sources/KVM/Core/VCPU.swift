@@ -164,6 +164,7 @@ final class VCPU: @unchecked Sendable {
         let rc = pthread_create(&tid, nil, { arg in
             guard let arg else { return nil }
             let vcpu = Unmanaged<VCPU>.fromOpaque(arg).takeRetainedValue()
+            ThreadConfinement.enter(.vcpu) // before the first KVM_RUN
             vcpu.runLoop()
             return nil
         }, box.toOpaque())

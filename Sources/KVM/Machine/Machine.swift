@@ -165,6 +165,8 @@ public final class Machine: @unchecked Sendable {
         }
         loop.startThread(name: "io-loop")
         for v in vcpus { v.start() }
+        // Set up: from here the calling thread only waits and tears down.
+        ThreadConfinement.enter(.main)
         let reason = latch.wait()
         gate.release()
         for v in vcpus { v.kick() }

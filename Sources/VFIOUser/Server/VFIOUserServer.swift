@@ -32,6 +32,7 @@ public final class VFIOUserServer: @unchecked Sendable {
         var tid = pthread_t()
         pthread_create(&tid, nil, { arg in
             guard let arg else { return nil }
+            ThreadConfinement.enter(.control) // before the first client message
             Unmanaged<VFIOUserServer>.fromOpaque(arg).takeRetainedValue().serve()
             return nil
         }, box.toOpaque())

@@ -159,7 +159,9 @@ public final class EPollEventLoop: EventLoop, DeviceClock, @unchecked Sendable {
         let box = Unmanaged.passRetained(self)
         var tid = pthread_t()
         pthread_create(&tid, nil, { arg in
-            let loop = Unmanaged<EPollEventLoop>.fromOpaque(arg!).takeRetainedValue()
+            guard let arg else { return nil }
+            let loop = Unmanaged<EPollEventLoop>.fromOpaque(arg).takeRetainedValue()
+            ThreadConfinement.enter(.io)
             loop.run()
             return nil
         }, box.toOpaque())

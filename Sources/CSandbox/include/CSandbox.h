@@ -1,0 +1,36 @@
+#ifndef CSANDBOX_H
+#define CSANDBOX_H
+// seccomp-bpf allow-lists per thread role, built with libseccomp (Docs/security.md).
+// A forbidden system call raises SIGSYS (SECCOMP_RET_TRAP); the handler here writes one
+// line naming the call and the thread's role to stderr and ends the process.
+
+/// Roles; keep in sync with VMMCore's ThreadRole.
+enum csandbox_role {
+    CSANDBOX_MAIN = 0,      // the CLI's main thread once the VM runs: waits for signals, tears down
+    CSANDBOX_VCPU = 1,      // KVM_RUN and exits (device registers, interrupts)
+    CSANDBOX_IO = 2,        // the epoll loop: backends, timers, doorbells, slirp flows
+    CSANDBOX_CONTROL = 3,   // QMP and vfio-user servers: accept, messages, client memory, captures
+    CSANDBOX_DISK = 4,      // block file workers: positioned I/O, flush, discard
+    CSANDBOX_DISK_CONNECT = 5, // NBD reconnects: sockets and name lookups
+};
+
+enum csandbox_mode { CSANDBOX_TRAP = 0, CSANDBOX_LOG = 1 };
+
+/// Once per process, before any thread enters: the SIGSYS handler and the table of
+/// system call names it prints from (built here, since the handler must not allocate).
+/// Returns 0, or -errno.
+int csandbox_prepare(int mode);
+
+/// Installs the calling thread's filter for `role` (it and the threads it creates from
+/// now on). Returns 0, or a negative errno from libseccomp.
+int csandbox_enter(int role);
+
+/// The calling thread's role name, or NULL before it entered.
+const char *csandbox_current_role(void);
+
+/// For `swiftvmm sandbox-check` (tests): makes one system call — 0 open, 1 execve,
+/// 2 socket, 3 ptrace, 4 fork, 5 write, 6 ioctl(KVM_RUN) on a bad descriptor — and returns
+/// its result. Inside a sandbox that forbids it, the process ends instead.
+long csandbox_probe(int which);
+
+#endif

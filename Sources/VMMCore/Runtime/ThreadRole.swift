@@ -1,0 +1,24 @@
+import Synchronization
+
+/// What a VMM thread does, for confinement (`swiftvmm run/serve/qtest` install a seccomp
+/// allow-list per role: Docs/security.md). Every long-lived thread says its role once its
+/// setup is done; in a library user's process nothing happens unless a confinement was
+/// installed.
+public enum ThreadRole: Int32, Sendable, CaseIterable {
+    case main = 0
+    case vcpu = 1
+    case io = 2
+    case control = 3
+    case disk = 4
+    case diskConnect = 5
+}
+
+public enum ThreadConfinement {
+    private static let hook = Mutex<(@Sendable (ThreadRole) -> Void)?>(nil)
+
+    /// Installed by the CLI (the Sandbox module); nil turns confinement off.
+    public static func install(_ confine: (@Sendable (ThreadRole) -> Void)?) { hook.withLock { $0 = confine } }
+
+    /// The calling thread is set up and starts its work as `role`.
+    public static func enter(_ role: ThreadRole) { hook.withLock { $0 }?(role) }
+}
