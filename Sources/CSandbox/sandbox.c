@@ -37,13 +37,16 @@ static const char *main_calls[] = { "rt_sigtimedwait", "rt_sigaction", "unlink",
 static const char *vcpu_calls[] = { NULL };
 static const char *io_calls[] = {
     // libslirp's per-flow host sockets, stream/VDE reconnects, a stream server's peer
-    "socket", "connect", "bind", "listen", "accept4", "getsockname", "getpeername", "setsockopt",
+    // (and read-only opens, below)
+    "socket", "connect", "bind", "listen", "accept", "accept4", "getsockname", "getpeername", "setsockopt",
     "timerfd_settime", "timerfd_gettime", NULL,
 };
 static const char *control_calls[] = {
     // QMP and vfio-user clients; x-swiftvmm-capture-start creates its pcap file (openat,
     // Docs/security.md); block_resize truncates a file-backed disk
-    "accept4", "openat", "ftruncate", "setsockopt", "getsockname", NULL,
+    "accept", "accept4", "openat", "ftruncate", "setsockopt", "getsockname",
+    // vfio-user SET_IRQS checks that a descriptor is an eventfd (/proc/self/fd link)
+    "readlink", "readlinkat", NULL,
 };
 static const char *disk_calls[] = { "fdatasync", "fsync", "fallocate", "ftruncate", NULL };
 static const char *disk_connect_calls[] = {
@@ -58,7 +61,7 @@ static const char **role_calls[] = { main_calls, vcpu_calls, io_calls, control_c
 // isatty on the log stream.
 static const unsigned long allowed_ioctls[] = {
     KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS, KVM_IRQ_LINE, KVM_SIGNAL_MSI, KVM_IOEVENTFD, KVM_IRQFD, KVM_SET_GSI_ROUTING,
-    TUNSETOFFLOAD, TUNSETVNETHDRSZ, TUNGETIFF, TCGETS, FIONBIO,
+    TUNSETOFFLOAD, TUNSETVNETHDRSZ, TUNGETIFF, TCGETS, FIONBIO, FIONREAD,
 };
 
 static void write_all(const char *s) {
@@ -128,8 +131,13 @@ int csandbox_enter(int role) {
             rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1, SCMP_A1(SCMP_CMP_EQ, allowed_ioctls[i]));
         }
     }
-    // Name lookups open files read-only, nothing else.
-    if (rc == 0 && role == CSANDBOX_DISK_CONNECT) {
+    // QMP quit on serve signals this process (and only it) to stop.
+    if (rc == 0 && role == CSANDBOX_CONTROL) {
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(kill), 1, SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)getpid()));
+    }
+    // Name lookups open files read-only, nothing else: NBD reconnects to a TCP host, and
+    // libslirp re-reading the host's DNS servers (/etc/resolv.conf) for DHCP and DNS.
+    if (rc == 0 && (role == CSANDBOX_DISK_CONNECT || role == CSANDBOX_IO)) {
         rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(openat), 1, SCMP_A2(SCMP_CMP_MASKED_EQ, O_ACCMODE, O_RDONLY));
     }
     if (rc == 0) rc = seccomp_load(ctx);

@@ -15,6 +15,20 @@ public struct NetBackendFactory: NetworkBackendFactory {
     }
 
     public func open(_ config: NetBackendConfig, eventLoop: EventLoop, clock: DeviceClock) throws -> NetworkBackend {
+        // A sandboxed thread (a live swap over QMP) may not open devices, paths or sockets:
+        // it takes a descriptor the client passed with getfd (Docs/security.md).
+        if ThreadConfinement.currentThreadIsConfined {
+            switch config.kind {
+            case .tapDescriptor, .streamDescriptor: break
+            default:
+                throw NetBackendError.badValue(option: "net", value: config.kind.name,
+                                               reason: "with the sandbox on, a running VM takes an open descriptor: pass it with QMP getfd and use net=tap-fd:NAME or net=stream-fd:NAME (or run with --sandbox=off)")
+            }
+            if config.capturePath != nil {
+                throw NetBackendError.badValue(option: "capture", value: config.capturePath ?? "",
+                                               reason: "with the sandbox on, start a capture with x-swiftvmm-capture-start instead")
+            }
+        }
         var backend: NetworkBackend
         switch config.kind {
         case let .tap(name): backend = try TapBackend(interface: name, eventLoop: eventLoop)

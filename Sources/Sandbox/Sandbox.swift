@@ -32,6 +32,9 @@ public enum Sandbox {
     /// unconfined when the user asked otherwise would be worse).
     public static func activate(_ mode: Mode) throws {
         guard mode != .off else { return }
+        // Log timestamps read /etc/localtime the first time; read it now, while opening
+        // files is still allowed.
+        tzset()
         let rc = csandbox_prepare(mode == .log ? Int32(CSANDBOX_LOG.rawValue) : Int32(CSANDBOX_TRAP.rawValue))
         guard rc == 0 else { throw Failure(role: .main, errno: -rc) }
         ThreadConfinement.install { role in

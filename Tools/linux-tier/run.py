@@ -180,6 +180,41 @@ class RxFilterProbe:
         return self.checks
 
 
+def open_tap(name):
+    """A TAP opened the way QEMU and libvirt open one (IFF_TAP|IFF_NO_PI|IFF_VNET_HDR)."""
+    import fcntl, struct
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", name.encode(), 0x0002 | 0x1000 | 0x4000))  # TUNSETIFF
+    return fd
+
+
+def qmp_swap_to_tap(ns, qmp_path, nic, tap):
+    """The sandboxed VMM opens nothing itself: the TAP is opened inside the namespace (this
+    script again, as a helper) and passed over QMP with getfd."""
+    r = subprocess.run(ns.exec_prefix + [sys.executable, os.path.abspath(__file__), "--swap-helper", qmp_path, nic, tap],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0:
+        print(f"linux-tier: swap to {tap}: {r.stdout.strip()}", file=sys.stderr)
+    return r.returncode == 0
+
+
+def swap_helper(qmp_path, nic, tap):
+    import asyncio
+    from qemu.qmp import QMPClient
+
+    async def go():
+        q = QMPClient("linux-tier")
+        await q.connect(qmp_path)
+        fd = open_tap(tap)
+        q.send_fd_scm(fd)
+        os.close(fd)
+        await q.execute("getfd", {"fdname": tap})
+        await q.execute("x-swiftvmm-swap-backend", {"name": nic, "backend": f"net=tap-fd:{tap}"})
+        await q.disconnect()
+    asyncio.run(go())
+    return 0
+
+
 def icmp_in_capture(path):
     """ICMP echo requests and replies tshark finds in a pcap file."""
     out = subprocess.run(["tshark", "-r", path, "-Y", "icmp", "-T", "fields", "-e", "icmp.type"],
@@ -227,7 +262,7 @@ def run_guest(ns, cmd, log, qmp_path, capture=None, rx_filter=False):
             if capture and text.startswith("CAPTURE-START"):
                 qmp_call(qmp_path, "x-swiftvmm-capture-start", {"name": "tapnic", "path": capture})
             if capture and text.startswith("SWAP-BACKEND"):
-                if not qmp_call(qmp_path, "x-swiftvmm-swap-backend", {"name": "usernic", "backend": "net=tap:lt1"}):
+                if not qmp_swap_to_tap(ns, qmp_path, "usernic", "lt1"):
                     checks["swap-backend-command"] = {"pass": False, "detail": "x-swiftvmm-swap-backend failed"}
             if capture and text.startswith("CAPTURE-STOP"):
                 stopped = qmp_call(qmp_path, "x-swiftvmm-capture-stop", {"name": "tapnic"})
@@ -388,4 +423,6 @@ def main():
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--swap-helper":
+        sys.exit(swap_helper(*sys.argv[2:]))
     sys.exit(main())

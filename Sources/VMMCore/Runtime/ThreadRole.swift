@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Synchronization
 
 /// What a VMM thread does, for confinement (`swiftvmm run/serve/qtest` install a seccomp
@@ -20,5 +23,19 @@ public enum ThreadConfinement {
     public static func install(_ confine: (@Sendable (ThreadRole) -> Void)?) { hook.withLock { $0 = confine } }
 
     /// The calling thread is set up and starts its work as `role`.
-    public static func enter(_ role: ThreadRole) { hook.withLock { $0 }?(role) }
+    public static func enter(_ role: ThreadRole) {
+        guard let confine = hook.withLock({ $0 }) else { return }
+        confine(role)
+        pthread_setspecific(confinedKey, UnsafeRawPointer(bitPattern: Int(role.rawValue) + 1))
+    }
+
+    /// Whether the calling thread runs confined: it cannot open new files, devices or
+    /// sockets beyond what its role needs (a backend swap then takes descriptors instead).
+    public static var currentThreadIsConfined: Bool { pthread_getspecific(confinedKey) != nil }
+
+    private static let confinedKey: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
 }
