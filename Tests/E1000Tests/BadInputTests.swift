@@ -226,7 +226,7 @@ import VMMTestKit
                 let size = [1, 2, 4, 8][Int(rng.next() % 4)]
                 nic.dev.write(bar: 0, offset: offset, size: size, value: UInt64(value))
                 if rng.next() % 8 == 0 { _ = nic.dev.read(bar: 0, offset: rng.next() % (128 << 10), size: 4) }
-                if rng.next() % 64 == 0 { nic.endpoint.inject(Frames.ipv4TCP(Payload.counting(Int(rng.next() % 1400)))) }
+                if rng.next() % 64 == 0 { nic.endpoint.inject(FrameBuilder.e1000.tcp(ack: 0, payload: Payload.counting(Int(rng.next() % 1400)))) }
                 if rng.next() % 64 == 0 {
                     // Garbage descriptors in RAM.
                     nic.store(rng.next(), at: nic.txRing.raw + (rng.next() % 16) * 16)

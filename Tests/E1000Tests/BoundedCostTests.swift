@@ -25,8 +25,8 @@ import VMMTestKit
         #expect(nic.model.transmit.overflowed)
         #expect(nic.endpoint.sent.isEmpty)
         nic.txTail = nic.r(R.tdh)
-        nic.legacy(Frames.ethernet(dst: [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF], type: 0x88B5, Payload.counting(46)), cmd: Self.eop | Self.ifcs | Self.rs) // ends (and drops) the overlong packet
-        nic.legacy(Frames.ethernet(dst: [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF], type: 0x88B5, Payload.counting(46)), cmd: Self.eop | Self.ifcs | Self.rs)
+        nic.legacy(FrameBuilder.e1000.addressed(to: FrameBuilder.broadcast).ethernet(type: 0x88B5, payload: Payload.counting(46)), cmd: Self.eop | Self.ifcs | Self.rs) // ends (and drops) the overlong packet
+        nic.legacy(FrameBuilder.e1000.addressed(to: FrameBuilder.broadcast).ethernet(type: 0x88B5, payload: Payload.counting(46)), cmd: Self.eop | Self.ifcs | Self.rs)
         nic.kickTx()
         #expect(nic.endpoint.sent.count == 1)
     }
@@ -37,7 +37,7 @@ import VMMTestKit
     @Test func contextDescriptorsCannotGrowTheWriteBackList() throws {
         let nic = try NIC()
         nic.setUpTransmit(count: 16)
-        nic.data(Frames.ethernet(dst: [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF], type: 0x88B5, Payload.counting(46)), dcmd: Self.ifcs)          // opens a packet, no EOP
+        nic.data(FrameBuilder.e1000.addressed(to: FrameBuilder.broadcast).ethernet(type: 0x88B5, payload: Payload.counting(46)), dcmd: Self.ifcs)          // opens a packet, no EOP
         for _ in 0 ..< 15 {
             nic.putTx(low: 0, high: UInt64(Self.dext | Self.rs) << 24) // context descriptor with RS
         }
@@ -68,7 +68,7 @@ import VMMTestKit
     @Test func aTailWriteDefersWhatIsBeyondTheBudget() throws {
         let nic = try NIC()
         nic.setUpTransmit(count: 512)
-        let frame = Frames.ethernet(dst: [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF], type: 0x88B5, Payload.counting(8986))
+        let frame = FrameBuilder.e1000.addressed(to: FrameBuilder.broadcast).ethernet(type: 0x88B5, payload: Payload.counting(8986))
         let buffer = nic.machine.allocator.alloc(size: UInt64(frame.count))
         try nic.machine.memory.writeBytes(frame, at: buffer)
         for _ in 0 ..< 500 { nic.putTx(low: buffer.raw, high: UInt64(frame.count) | UInt64(Self.eop | Self.ifcs | Self.rs) << 24) }

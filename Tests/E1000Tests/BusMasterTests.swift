@@ -12,7 +12,7 @@ import VMMTestKit
         nic.setUpReceive()
         let command = nic.dev.configRead(PCIConfigOffset.command, size: 2)
         nic.dev.configWrite(PCIConfigOffset.command, size: 2, value: command & ~UInt32(PCICommand.busMaster.rawValue))
-        nic.legacy(Frames.ethernet(dst: [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF], type: 0x88B5, Payload.counting(46)), cmd: 0x0B)
+        nic.legacy(FrameBuilder.e1000.addressed(to: FrameBuilder.broadcast).ethernet(type: 0x88B5, payload: Payload.counting(46)), cmd: 0x0B)
         nic.kickTx()
         #expect(nic.endpoint.sent.isEmpty)
         #expect(nic.r(R.tdh) == 0)
