@@ -22,7 +22,7 @@ extension FrameBuilder {
     /// The pseudo-header TCP and UDP checksums cover: for 4-byte addresses RFC 9293 §3.1
     /// (source, destination, zero, protocol, 16-bit length); for 16-byte ones RFC 8200 §8.1
     /// (source, destination, 32-bit length, three zero bytes, next header).
-    public static func pseudoHeader(source: [UInt8], destination: [UInt8], proto: UInt8, length: Int) -> [UInt8] {
+    static func pseudoHeader(source: [UInt8], destination: [UInt8], proto: UInt8, length: Int) -> [UInt8] {
         if source.count == 4 { return source + destination + [0, proto] + [UInt8](be16: UInt16(truncatingIfNeeded: length)) }
         return source + destination + [UInt8](be32: UInt32(length)) + [0, 0, 0, proto]
     }

@@ -8,8 +8,8 @@ extension FrameBuilder {
 
     /// A TCP segment (header and `payload`) with its checksum over the IPv4 or IPv6
     /// pseudo-header of this flow's addresses.
-    public func tcpSegment(ipv6: Bool = false, seq: UInt32 = 1000, ack: UInt32 = 1, flags: TCPFlags = [.ack, .psh],
-                           options: [UInt8] = [], payload: [UInt8], checksum: Checksum = .full) -> [UInt8] {
+    func tcpSegment(ipv6: Bool = false, seq: UInt32 = 1000, ack: UInt32 = 1, flags: TCPFlags = [.ack, .psh],
+                    options: [UInt8] = [], payload: [UInt8], checksum: Checksum = .full) -> [UInt8] {
         var t = tcpHeader(seq: seq, ack: ack, flags: flags, options: options) + payload
         t.put16(transportChecksum(t, ipv6: ipv6, proto: 6, kind: checksum), at: 16)
         return t

@@ -2,7 +2,7 @@ extension FrameBuilder {
     /// A UDP datagram (RFC 768) with this flow's UDP ports. A computed checksum of 0 is
     /// sent as 0xFFFF, since 0 means "no checksum" (RFC 768; over IPv6 it is not allowed,
     /// RFC 8200 §8.1).
-    public func udpDatagram(ipv6: Bool = false, payload: [UInt8], checksum: Checksum = .full) -> [UInt8] {
+    func udpDatagram(ipv6: Bool = false, payload: [UInt8], checksum: Checksum = .full) -> [UInt8] {
         var u = [UInt8](be16: udpPorts.source) + [UInt8](be16: udpPorts.destination) + [UInt8](be16: UInt16(8 + payload.count)) + [0, 0] + payload
         var c = transportChecksum(u, ipv6: ipv6, proto: 17, kind: checksum)
         if checksum == .full, c == 0 { c = 0xFFFF }

@@ -29,7 +29,7 @@ extension FrameBuilder {
 
     /// The pseudo-header (see `pseudoHeader(source:destination:proto:length:)`) for the
     /// addresses of the IP header at `ip` in `frame`.
-    public static func pseudoHeader(of frame: [UInt8], ip: Int = 14, proto: UInt8, length: Int) -> [UInt8] {
+    static func pseudoHeader(of frame: [UInt8], ip: Int = 14, proto: UInt8, length: Int) -> [UInt8] {
         frame[ip] >> 4 == 4
             ? pseudoHeader(source: Array(frame[ip + 12 ..< ip + 16]), destination: Array(frame[ip + 16 ..< ip + 20]), proto: proto, length: length)
             : pseudoHeader(source: Array(frame[ip + 8 ..< ip + 24]), destination: Array(frame[ip + 24 ..< ip + 40]), proto: proto, length: length)

@@ -28,14 +28,14 @@ public struct FrameBuilder: Sendable {
     /// The all-ones Ethernet broadcast address.
     public static let broadcast: [UInt8] = [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]
 
-    public var destinationMAC: [UInt8]
-    public var sourceMAC: [UInt8]
-    public var sourceIPv4: [UInt8]
-    public var destinationIPv4: [UInt8]
-    public var sourceIPv6: [UInt8]
-    public var destinationIPv6: [UInt8]
-    public var tcpPorts: Ports
-    public var udpPorts: Ports
+    /// The Ethernet addresses (6 bytes each).
+    public var destinationMAC: [UInt8], sourceMAC: [UInt8]
+    /// The IPv4 addresses (4 bytes each), also those of ARP and of the IPv4 pseudo-header.
+    public var sourceIPv4: [UInt8], destinationIPv4: [UInt8]
+    /// The IPv6 addresses (16 bytes each), also those of the IPv6 pseudo-header.
+    public var sourceIPv6: [UInt8], destinationIPv6: [UInt8]
+    /// The ports of TCP segments and UDP datagrams.
+    public var tcpPorts: Ports, udpPorts: Ports
 
     /// Defaults: QEMU's default guest MAC as destination, slirp's guest (10.0.2.15) and
     /// gateway (10.0.2.2) as IPv4 source and destination, fe80::1 → fe80::2.
