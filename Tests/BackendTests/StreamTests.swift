@@ -5,6 +5,7 @@ import NetBackends
 import Testing
 import VMMCore
 import VMMNet
+import VMMTestKit
 
 /// The peer side of a stream wire, driven by the test: 4-byte big-endian lengths.
 final class StreamPeer {
@@ -13,7 +14,7 @@ final class StreamPeer {
     deinit { close(fd) }
 
     func send(_ frame: [UInt8]) {
-        let bytes = Frames.be32(UInt32(frame.count)) + frame
+        let bytes = [UInt8](be32: UInt32(frame.count)) + frame
         _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
     }
 
@@ -67,9 +68,10 @@ final class StreamPeer {
     }
 }
 
+/// Frame number `n` of `length` bytes, broadcast: a payload of n's low byte, repeated.
 func testFrame(_ n: Int, length: Int = 60) -> [UInt8] {
-    Frames.ethernet(dst: Frames.broadcast, src: [0x52, 0x54, 0, 0, 0, 1], type: 0x88B5,
-                    payload: [UInt8](repeating: UInt8(truncatingIfNeeded: n), count: max(length - 14, 0)))
+    FrameBuilder(destinationMAC: FrameBuilder.broadcast, sourceMAC: [0x52, 0x54, 0, 0, 0, 1])
+        .ethernet(payload: [UInt8](repeating: UInt8(truncatingIfNeeded: n), count: max(length - 14, 0)))
 }
 
 @Suite(.serialized) struct StreamTests {
@@ -97,7 +99,7 @@ func testFrame(_ n: Int, length: Int = 60) -> [UInt8] {
         // Wire → guest, including two records in one write and one split across writes.
         peer.send(testFrame(2))
         let three = testFrame(3), four = testFrame(4, length: 1514)
-        let bytes = Frames.be32(UInt32(three.count)) + three + Frames.be32(UInt32(four.count)) + four
+        let bytes = [UInt8](be32: UInt32(three.count)) + three + [UInt8](be32: UInt32(four.count)) + four
         peer.sendRaw(Array(bytes[0 ..< 70]))
         usleep(20_000)
         peer.sendRaw(Array(bytes[70...]))
@@ -118,8 +120,8 @@ func testFrame(_ n: Int, length: Int = 60) -> [UInt8] {
         let peer = try #require(StreamPeer.accept(listener))
         let receiver = RecordingReceiver()
         backend.start(receiver: receiver)
-        peer.sendRaw(Frames.be32(70_000) + [UInt8](repeating: 0xAB, count: 70_000))
-        peer.sendRaw(Frames.be32(0))
+        peer.sendRaw([UInt8](be32: 70_000) + [UInt8](repeating: 0xAB, count: 70_000))
+        peer.sendRaw([UInt8](be32: 0))
         peer.send(testFrame(9))
         #expect(eventually { receiver.frames.count == 1 })
         #expect(receiver.frames.first?.bytes == testFrame(9))

@@ -5,6 +5,7 @@ import NetBackends
 import Testing
 import VMMCore
 import VMMNet
+import VMMTestKit
 
 /// A network namespace for one test, deleted (with the TAP moved into it) at the end.
 final class NetworkNamespace {
@@ -24,7 +25,9 @@ final class NetworkNamespace {
 @Suite(.serialized, .enabled(if: Host.canUseTapAndNetns, "needs root, /dev/net/tun and iproute2 (ip netns)"))
 struct TapTests {
     static let guestMAC: [UInt8] = [0x52, 0x54, 0x00, 0xAA, 0x00, 0x02]
-    static let guestIP = Frames.ip("10.77.0.2"), hostIP = Frames.ip("10.77.0.1")
+    static let guestIP: [UInt8] = [10, 77, 0, 2], hostIP: [UInt8] = [10, 77, 0, 1]
+    /// The fake guest's frames to the namespace's kernel (whose MAC comes from ARP); TCP to the discard port.
+    static let guest = FrameBuilder(sourceMAC: guestMAC, sourceIPv4: guestIP, destinationIPv4: hostIP, tcpPorts: FrameBuilder.Ports(40000, 9))
 
     /// A TAP created by the backend, moved into a fresh namespace and addressed there.
     func setUp(_ tag: String) throws -> (NetworkNamespace, TapBackend, RecordingReceiver, RunningLoop) {
@@ -38,9 +41,9 @@ struct TapTests {
         ns.ip(["link", "set", name, "up"])
         // The fake guest answers the kernel's ARP for its address.
         let receiver = RecordingReceiver { [weak backend] frame in
-            if Frames.isARPRequest(frame, for: TapTests.guestIP), frame.count >= 28 {
-                backend?.send(Frames.arpReply(srcMAC: TapTests.guestMAC, srcIP: TapTests.guestIP,
-                                              dstMAC: Array(frame[22 ..< 28]), dstIP: Array(frame[28 ..< 32])))
+            if Received.isARPRequest(frame, for: TapTests.guestIP), frame.count >= 28 {
+                backend?.send(FrameBuilder(destinationMAC: Array(frame[22 ..< 28]), sourceMAC: TapTests.guestMAC, sourceIPv4: TapTests.guestIP,
+                                           destinationIPv4: Array(frame[28 ..< 32])).arpReply())
             }
         }
         backend.start(receiver: receiver)
@@ -50,14 +53,13 @@ struct TapTests {
     @Test func arpAndPingAnsweredByTheNamespaceKernel() throws {
         let (ns, backend, receiver, running) = try setUp("a")
         defer { backend.stop() }
-        #expect(backend.send(Frames.arpRequest(srcMAC: TapTests.guestMAC, srcIP: TapTests.guestIP, targetIP: TapTests.hostIP)) == .sent)
-        #expect(eventually(3) { receiver.first { Frames.isARPReply($0, from: TapTests.hostIP) } != nil })
-        let hostMAC = try #require(receiver.first { Frames.isARPReply($0, from: TapTests.hostIP) }).prefix(12).suffix(6)
-        let echo = Frames.ethernet(dst: Array(hostMAC), src: TapTests.guestMAC, type: 0x0800,
-                                   payload: Frames.ipv4(src: TapTests.guestIP, dst: TapTests.hostIP, proto: 1,
-                                                        payload: Frames.icmpEcho(id: 0x4242, seq: 1, data: Array(repeating: 7, count: 56))))
+        #expect(backend.send(Self.guest.arpRequest(for: TapTests.hostIP)) == .sent)
+        #expect(eventually(3) { receiver.first { Received.isARPReply($0, from: TapTests.hostIP) } != nil })
+        let hostMAC = try #require(receiver.first { Received.isARPReply($0, from: TapTests.hostIP) }).prefix(12).suffix(6)
+        let echo = Self.guest.addressed(to: Array(hostMAC))
+            .ipv4(proto: 1, id: 1, payload: FrameBuilder.icmpEchoRequest(id: 0x4242, seq: 1, data: Array(repeating: 7, count: 56)))
         #expect(backend.send(echo) == .sent)
-        #expect(eventually(3) { receiver.first { Frames.isICMPEchoReply($0, id: 0x4242) } != nil })
+        #expect(eventually(3) { receiver.first { Received.isICMPEchoReply($0, id: 0x4242) } != nil })
         // Every frame came with a virtio-net header (IFF_VNET_HDR).
         #expect(receiver.frames.allSatisfy { $0.header != nil })
         #expect(backend.counters.txFrames.load(ordering: .relaxed) >= 2)
@@ -82,20 +84,17 @@ struct TapTests {
         }
         // A 3000-byte TCP segment with a TSO header (gso 1000, partial checksum) to a closed
         // port: the kernel takes the whole GSO frame and resets it, acknowledging all 3000 bytes.
-        #expect(backend.send(Frames.arpRequest(srcMAC: TapTests.guestMAC, srcIP: TapTests.guestIP, targetIP: TapTests.hostIP)) == .sent)
-        #expect(eventually(3) { receiver.first { Frames.isARPReply($0, from: TapTests.hostIP) } != nil })
-        let hostMAC = Array(try #require(receiver.first { Frames.isARPReply($0, from: TapTests.hostIP) })[6 ..< 12])
+        #expect(backend.send(Self.guest.arpRequest(for: TapTests.hostIP)) == .sent)
+        #expect(eventually(3) { receiver.first { Received.isARPReply($0, from: TapTests.hostIP) } != nil })
+        let hostMAC = Array(try #require(receiver.first { Received.isARPReply($0, from: TapTests.hostIP) })[6 ..< 12])
         let payload = (0 ..< 3000).map { UInt8(truncatingIfNeeded: $0) }
-        let tcp = Frames.tcp(src: TapTests.guestIP, dst: TapTests.hostIP, sport: 40000, dport: 9, seq: 1000, ack: 0,
-                             flags: [.psh], payload: payload, partial: true)
-        let frame = Frames.ethernet(dst: hostMAC, src: TapTests.guestMAC, type: 0x0800,
-                                    payload: Frames.ipv4(src: TapTests.guestIP, dst: TapTests.hostIP, proto: 6, payload: tcp))
+        let frame = Self.guest.addressed(to: hostMAC).tcp(seq: 1000, ack: 0, flags: [.psh], payload: payload, id: 1, checksum: .partial)
         let header = VirtioNetHeader(flags: VirtioNetHeader.needsChecksum, gsoType: VirtioNetHeader.GSOType.tcpv4.rawValue,
                                      headerLength: 54, gsoSize: 1000, checksumStart: 34, checksumOffset: 16)
         #expect(backend.send(frame, header: header) == .sent)
         #expect(eventually(3) {
             receiver.frames.contains { f in
-                guard let t = Frames.tcpHeader(f.bytes) else { return false }
+                guard let t = Received.tcpHeader(f.bytes) else { return false }
                 return t.dport == 40000 && t.flags.contains(.rst) && t.ack == 1000 + 3000
             }
         })

@@ -5,6 +5,7 @@ import NetBackends
 import Testing
 import VMMCore
 import VMMNet
+import VMMTestKit
 
 /// A loopback TCP listener on the host.
 final class HostListener {
@@ -36,8 +37,10 @@ func freeLoopbackPort() -> UInt16 { HostListener().port }
 
 @Suite(.serialized) struct UserTests {
     static let mac: [UInt8] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56]
-    static let guestIP = Frames.ip("10.0.2.15"), gatewayIP = Frames.ip("10.0.2.2")
+    static let guestIP: [UInt8] = [10, 0, 2, 15], gatewayIP: [UInt8] = [10, 0, 2, 2]
     static let gatewayMAC: [UInt8] = [0x52, 0x55, 0x0A, 0x00, 0x02, 0x02]
+    /// The fake guest's frames to the gateway.
+    static let guest = FrameBuilder(destinationMAC: gatewayMAC, sourceMAC: mac, sourceIPv4: guestIP, destinationIPv4: gatewayIP)
 
     func start(_ options: String = "") throws -> (UserBackend, RecordingReceiver, RunningLoop) {
         var o = try DeviceSpec.parse("e1000,net=user" + options).options
@@ -45,9 +48,9 @@ func freeLoopbackPort() -> UInt16 { HostListener().port }
         let running = try RunningLoop()
         let backend = try UserBackend(config: config, eventLoop: running.loop, clock: running.loop)
         let receiver = RecordingReceiver { [weak backend] frame in
-            if Frames.isARPRequest(frame, for: UserTests.guestIP), frame.count >= 42 {
-                backend?.send(Frames.arpReply(srcMAC: UserTests.mac, srcIP: UserTests.guestIP,
-                                              dstMAC: Array(frame[22 ..< 28]), dstIP: Array(frame[28 ..< 32])))
+            if Received.isARPRequest(frame, for: UserTests.guestIP), frame.count >= 42 {
+                backend?.send(FrameBuilder(destinationMAC: Array(frame[22 ..< 28]), sourceMAC: UserTests.mac, sourceIPv4: UserTests.guestIP,
+                                           destinationIPv4: Array(frame[28 ..< 32])).arpReply())
             }
         }
         backend.start(receiver: receiver)
@@ -57,27 +60,26 @@ func freeLoopbackPort() -> UInt16 { HostListener().port }
     @Test func dhcpOfferArpAndTcpThroughTheNat() throws {
         let (backend, receiver, running) = try start()
         defer { backend.stop() }
-        #expect(backend.send(Frames.dhcpDiscover(mac: Self.mac, xid: 0x1234_5678)) == .sent)
-        #expect(eventually(3) { receiver.first { Frames.udpPorts($0)?.sport == 67 } != nil })
-        let offer = try #require(receiver.first { Frames.udpPorts($0)?.sport == 67 }.flatMap { Frames.udpPorts($0) })
+        #expect(backend.send(FrameBuilder.dhcpDiscover(mac: Self.mac, xid: 0x1234_5678)) == .sent)
+        #expect(eventually(3) { receiver.first { Received.udpPorts($0)?.sport == 67 } != nil })
+        let offer = try #require(receiver.first { Received.udpPorts($0)?.sport == 67 }.flatMap { Received.udpPorts($0) })
         #expect(offer.dport == 68)
         #expect(Array(offer.payload[16 ..< 20]) == Self.guestIP, "yiaddr is dhcp-start")
         #expect(offer.payload.count > 243 && offer.payload[240 ..< 243] == [53, 1, 2], "DHCPOFFER")
 
-        #expect(backend.send(Frames.arpRequest(srcMAC: Self.mac, srcIP: Self.guestIP, targetIP: Self.gatewayIP)) == .sent)
-        #expect(eventually(3) { receiver.first { Frames.isARPReply($0, from: Self.gatewayIP) } != nil })
+        #expect(backend.send(Self.guest.arpRequest(for: Self.gatewayIP)) == .sent)
+        #expect(eventually(3) { receiver.first { Received.isARPReply($0, from: Self.gatewayIP) } != nil })
 
         // 10.0.2.2 is the host's loopback: a guest SYN becomes a host connection.
         let listener = HostListener()
-        let syn = Frames.ethernet(dst: Self.gatewayMAC, src: Self.mac, type: 0x0800, payload: Frames.ipv4(
-            src: Self.guestIP, dst: Self.gatewayIP, proto: 6,
-            payload: Frames.tcp(src: Self.guestIP, dst: Self.gatewayIP, sport: 40001, dport: listener.port, seq: 100, ack: 0,
-                                flags: [.syn], options: [2, 4, 0x05, 0xB4])))
+        var flow = Self.guest
+        flow.tcpPorts = FrameBuilder.Ports(40001, listener.port)
+        let syn = flow.tcp(seq: 100, ack: 0, flags: [.syn], payload: [], tcpOptions: [2, 4, 0x05, 0xB4], id: 1)
         #expect(backend.send(syn) == .sent)
         #expect(listener.accept(within: 3000), "the host listener saw the NATed connection")
         #expect(eventually(3) {
             receiver.frames.contains { f in
-                guard let t = Frames.tcpHeader(f.bytes) else { return false }
+                guard let t = Received.tcpHeader(f.bytes) else { return false }
                 return t.dport == 40001 && t.flags.contains([.syn, .ack]) && t.ack == 101
             }
         })
@@ -95,7 +97,7 @@ func freeLoopbackPort() -> UInt16 { HostListener().port }
         // libslirp asks for the guest's MAC (answered by the fake guest), then sends the SYN.
         #expect(eventually(5) {
             receiver.frames.contains { f in
-                guard let t = Frames.tcpHeader(f.bytes) else { return false }
+                guard let t = Received.tcpHeader(f.bytes) else { return false }
                 return t.dport == 22 && t.flags == [.syn] && Array(f.bytes[30 ..< 34]) == Self.guestIP
             }
         })

@@ -5,6 +5,7 @@ import NetBackends
 import Testing
 import VMMCore
 import VMMNet
+import VMMTestKit
 
 /// A real vde_switch on a socket directory in a temp dir.
 final class VDESwitch {
@@ -49,7 +50,7 @@ struct VDETests {
     static let macA: [UInt8] = [0x52, 0x54, 0, 0, 0xA, 1], macB: [UInt8] = [0x52, 0x54, 0, 0, 0xB, 2]
 
     func frame(from src: [UInt8], to dst: [UInt8], _ n: UInt8) -> [UInt8] {
-        Frames.ethernet(dst: dst, src: src, type: 0x88B5, payload: [UInt8](repeating: n, count: 46))
+        FrameBuilder(destinationMAC: dst, sourceMAC: src).ethernet(payload: [UInt8](repeating: n, count: 46))
     }
 
     @Test func twoPortsExchangeFramesAndSurviveASwitchRestart() throws {
@@ -65,7 +66,7 @@ struct VDETests {
         a.start(receiver: ra)
         b.start(receiver: rb)
 
-        #expect(a.send(frame(from: Self.macA, to: Frames.broadcast, 1)) == .sent)
+        #expect(a.send(frame(from: Self.macA, to: FrameBuilder.broadcast, 1)) == .sent)
         #expect(eventually { rb.frames.count == 1 })
         #expect(b.send(frame(from: Self.macB, to: Self.macA, 2)) == .sent)
         #expect(eventually { ra.frames.count == 1 })
@@ -74,13 +75,13 @@ struct VDETests {
 
         sw.stop()
         #expect(eventually(3) { ra.links == [false] && rb.links == [false] })
-        #expect(a.send(frame(from: Self.macA, to: Frames.broadcast, 3)) == .dropped(.linkDown))
+        #expect(a.send(frame(from: Self.macA, to: FrameBuilder.broadcast, 3)) == .dropped(.linkDown))
 
         #expect(sw.start(), "vde_switch did not restart")
         #expect(eventually(5) { ra.links == [false, true] && rb.links == [false, true] })
-        #expect(a.send(frame(from: Self.macA, to: Frames.broadcast, 4)) == .sent)
+        #expect(a.send(frame(from: Self.macA, to: FrameBuilder.broadcast, 4)) == .sent)
         #expect(eventually { rb.frames.count == 2 })
-        #expect(rb.frames.last?.bytes == frame(from: Self.macA, to: Frames.broadcast, 4))
+        #expect(rb.frames.last?.bytes == frame(from: Self.macA, to: FrameBuilder.broadcast, 4))
     }
 
     @Test func missingSwitchIsAClearError() throws {

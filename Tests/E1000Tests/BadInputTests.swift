@@ -16,7 +16,7 @@ import VMMTestKit
         nic.w(R.rctl, 0)
         nic.w(R.rdbal, low); nic.w(R.rdbah, high)
         nic.w(R.rctl, Bit.rctlEN | Bit.rctlSECRC)
-        #expect(nic.endpoint.inject(Frames.ipv4TCP([1])))
+        #expect(nic.endpoint.inject(FrameBuilder.e1000.tcp(ack: 0, payload: [1])))
         #expect(nic.r(R.mpc) == 1)
         #expect(nic.errors(.receiveRingInvalid) == 1)
     }
@@ -44,7 +44,7 @@ import VMMTestKit
         #expect(nic.errors(.transmitRingInvalid) >= 1)
         nic.setUpReceive()
         nic.w(R.rdlen, 0)
-        nic.endpoint.inject(Frames.ipv4TCP([1]))
+        nic.endpoint.inject(FrameBuilder.e1000.tcp(ack: 0, payload: [1]))
         #expect(nic.errors(.receiveRingInvalid) == 1)
     }
 
@@ -52,9 +52,9 @@ import VMMTestKit
         let nic = try NIC()
         nic.setUpReceive(count: 8)
         nic.w(R.rdt, 100)
-        nic.endpoint.inject(Frames.ipv4TCP([1]))
+        nic.endpoint.inject(FrameBuilder.e1000.tcp(ack: 0, payload: [1]))
         nic.w(R.rdt, 3); nic.w(R.rdh, 0xFFFF)
-        nic.endpoint.inject(Frames.ipv4TCP([1]))
+        nic.endpoint.inject(FrameBuilder.e1000.tcp(ack: 0, payload: [1]))
         #expect(nic.errors(.receiveRingInvalid) == 2)
         #expect(nic.errors(.headWrittenWhileEnabled) == 1)
         nic.setUpTransmit(count: 8)
@@ -92,10 +92,10 @@ import VMMTestKit
         }
         #expect(nic.errors(.transmitPacketEmpty) == 0)
         #expect(nic.model.transmit.pendingWriteBacks.count < 8)
-        nic.legacy(Frames.ipv4TCP([1]), cmd: Self.eop | Self.rs)
+        nic.legacy(FrameBuilder.e1000.tcp(ack: 0, payload: [1]), cmd: Self.eop | Self.rs)
         nic.kickTx()
         #expect(nic.errors(.transmitPacketTooLarge) == 1)
-        nic.legacy(Frames.ipv4TCP([1]), cmd: Self.eop | Self.rs)
+        nic.legacy(FrameBuilder.e1000.tcp(ack: 0, payload: [1]), cmd: Self.eop | Self.rs)
         nic.kickTx()
         #expect(nic.endpoint.sent.count == 1)
     }
@@ -110,7 +110,7 @@ import VMMTestKit
         #expect(nic.errors(.transmitBufferNotRAM) == 2)
         #expect(nic.txStatus(0) & 1 == 1 && nic.txStatus(1) & 1 == 1)
         // The next good packet goes out.
-        nic.legacy(Frames.ipv4TCP([1]), cmd: Self.eop | Self.rs)
+        nic.legacy(FrameBuilder.e1000.tcp(ack: 0, payload: [1]), cmd: Self.eop | Self.rs)
         nic.kickTx()
         #expect(nic.endpoint.sent.count == 1)
     }
@@ -119,18 +119,18 @@ import VMMTestKit
         let nic = try NIC()
         nic.setUpReceive()
         nic.store(0xF000_0000, at: nic.rxRing.raw)                      // descriptor 0's buffer
-        nic.endpoint.inject(Frames.ipv4TCP([1]))
+        nic.endpoint.inject(FrameBuilder.e1000.tcp(ack: 0, payload: [1]))
         let d = nic.rxDescriptor(0)
         #expect(d.done && d.eop && d.errors & 0x80 != 0 && d.length == 0)
         #expect(nic.errors(.receiveBufferNotRAM) == 1)
-        nic.endpoint.inject(Frames.ipv4TCP([2]))
+        nic.endpoint.inject(FrameBuilder.e1000.tcp(ack: 0, payload: [2]))
         #expect(nic.rxDescriptor(1).done && nic.rxDescriptor(1).errors == 0)
     }
 
     @Test func segmentationContextsThatDoNotFit() throws {
         let nic = try NIC()
         nic.setUpTransmit(count: 32)
-        let frame = Frames.ipv4TCP(Frames.payload(3000))
+        let frame = FrameBuilder.e1000.tcp(ack: 0, payload: Payload.counting(3000))
         let cases: [(hdrlen: Int, mss: Int, tucss: Int)] = [
             (200, 1000, 34),          // header longer than the 54 bytes in front of the payload… and the frame's IP header
             (3100, 1000, 34),         // HDRLEN (8 bits) is 3100 & 0xFF: nonsense either way
@@ -156,7 +156,7 @@ import VMMTestKit
     @Test func segmentationWithoutContextAndReservedDescriptorTypes() throws {
         let nic = try NIC()
         nic.setUpTransmit()
-        nic.data(Frames.ipv4TCP(Frames.payload(100)), dcmd: Self.tse | Self.eop | Self.rs)
+        nic.data(FrameBuilder.e1000.tcp(ack: 0, payload: Payload.counting(100)), dcmd: Self.tse | Self.eop | Self.rs)
         nic.putTx(low: 0, high: 7 << 20 | UInt64(0x20 | Self.rs) << 24)   // DTYP 7
         nic.kickTx()
         #expect(nic.endpoint.sent.isEmpty)
@@ -167,9 +167,9 @@ import VMMTestKit
     @Test func checksumFieldsOutsideThePacket() throws {
         let nic = try NIC()
         nic.setUpTransmit()
-        nic.legacy(Frames.ipv4TCP([1]), cmd: Self.eop | Self.rs | 0x04, cso: 250, css: 34)
+        nic.legacy(FrameBuilder.e1000.tcp(ack: 0, payload: [1]), cmd: Self.eop | Self.rs | 0x04, cso: 250, css: 34)
         nic.context(ipcss: 200, ipcso: 255, ipcse: 9000, tucss: 34, tucso: 254, tucse: 0, paylen: 0, tucmd: 3, hdrlen: 0, mss: 0)
-        nic.data(Frames.ipv4TCP([1]), dcmd: Self.eop | Self.rs, popts: 3)
+        nic.data(FrameBuilder.e1000.tcp(ack: 0, payload: [1]), dcmd: Self.eop | Self.rs, popts: 3)
         nic.kickTx()
         #expect(nic.endpoint.sent.count == 2)                            // sent as they are
         #expect(nic.errors(.offloadContextInvalid) == 2)
@@ -183,7 +183,7 @@ import VMMTestKit
         #expect(nic.errors(.ringReprogrammedWhileEnabled) == 1)
         nic.w(R.rdlen, 256)
         #expect(nic.errors(.ringReprogrammedWhileEnabled) == 2)
-        nic.endpoint.inject(Frames.ipv4TCP([1]))                        // zeroed descriptors: buffer 0 is RAM
+        nic.endpoint.inject(FrameBuilder.e1000.tcp(ack: 0, payload: [1]))                        // zeroed descriptors: buffer 0 is RAM
         nic.setUpTransmit()
         nic.w(R.tdh, 0)
         #expect(nic.errors(.headWrittenWhileEnabled) == 1)
@@ -192,12 +192,12 @@ import VMMTestKit
     @Test func reservedBufferSizeAndFramesLargerThanTheRing() throws {
         let nic = try NIC()
         nic.setUpReceive(rctl: Bit.rctlEN | Bit.rctlBSEX)
-        nic.endpoint.inject(Frames.ipv4TCP([1]))
+        nic.endpoint.inject(FrameBuilder.e1000.tcp(ack: 0, payload: [1]))
         #expect(nic.errors(.receiveRingInvalid) == 1)
         nic.w(R.ctrl, Bit.ctrlRST)
         nic.setUpReceive(count: 8, bufferSize: 256, rctl: Bit.rctlEN | Bit.rctlLPE | 3 << 16)
         nic.w(R.ims, Bit.rxo)
-        #expect(nic.endpoint.inject(Frames.ethernet(type: 0x88B5, Frames.payload(9000))))
+        #expect(nic.endpoint.inject(FrameBuilder.e1000.ethernet(type: 0x88B5, payload: Payload.counting(9000))))
         #expect(nic.r(R.mpc) == 1 && nic.irq)
         #expect(nic.errors(.receiveFrameLargerThanRing) == 1)
     }
@@ -226,7 +226,7 @@ import VMMTestKit
                 let size = [1, 2, 4, 8][Int(rng.next() % 4)]
                 nic.dev.write(bar: 0, offset: offset, size: size, value: UInt64(value))
                 if rng.next() % 8 == 0 { _ = nic.dev.read(bar: 0, offset: rng.next() % (128 << 10), size: 4) }
-                if rng.next() % 64 == 0 { nic.endpoint.inject(Frames.ipv4TCP(Frames.payload(Int(rng.next() % 1400)))) }
+                if rng.next() % 64 == 0 { nic.endpoint.inject(FrameBuilder.e1000.tcp(ack: 0, payload: Payload.counting(Int(rng.next() % 1400)))) }
                 if rng.next() % 64 == 0 {
                     // Garbage descriptors in RAM.
                     nic.store(rng.next(), at: nic.txRing.raw + (rng.next() % 16) * 16)

@@ -25,8 +25,8 @@ import VMMTestKit
         #expect(nic.model.transmit.overflowed)
         #expect(nic.endpoint.sent.isEmpty)
         nic.txTail = nic.r(R.tdh)
-        nic.legacy(Frames.ethernet(dst: [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF], type: 0x88B5, Frames.payload(46)), cmd: Self.eop | Self.ifcs | Self.rs) // ends (and drops) the overlong packet
-        nic.legacy(Frames.ethernet(dst: [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF], type: 0x88B5, Frames.payload(46)), cmd: Self.eop | Self.ifcs | Self.rs)
+        nic.legacy(FrameBuilder.e1000.addressed(to: FrameBuilder.broadcast).ethernet(type: 0x88B5, payload: Payload.counting(46)), cmd: Self.eop | Self.ifcs | Self.rs) // ends (and drops) the overlong packet
+        nic.legacy(FrameBuilder.e1000.addressed(to: FrameBuilder.broadcast).ethernet(type: 0x88B5, payload: Payload.counting(46)), cmd: Self.eop | Self.ifcs | Self.rs)
         nic.kickTx()
         #expect(nic.endpoint.sent.count == 1)
     }
@@ -37,7 +37,7 @@ import VMMTestKit
     @Test func contextDescriptorsCannotGrowTheWriteBackList() throws {
         let nic = try NIC()
         nic.setUpTransmit(count: 16)
-        nic.data(Frames.ethernet(dst: [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF], type: 0x88B5, Frames.payload(46)), dcmd: Self.ifcs)          // opens a packet, no EOP
+        nic.data(FrameBuilder.e1000.addressed(to: FrameBuilder.broadcast).ethernet(type: 0x88B5, payload: Payload.counting(46)), dcmd: Self.ifcs)          // opens a packet, no EOP
         for _ in 0 ..< 15 {
             nic.putTx(low: 0, high: UInt64(Self.dext | Self.rs) << 24) // context descriptor with RS
         }
@@ -55,9 +55,9 @@ import VMMTestKit
     @Test func tsoBelowTheSmallestSegmentIsDropped() throws {
         let nic = try NIC()
         nic.setUpTransmit(count: 64)
-        var header = Array(Frames.ipv4TCP([], seq: 1000, flags: 0x18)[0 ..< 54])
+        var header = Array(FrameBuilder.e1000.tcp(seq: 1000, ack: 0, flags: [.ack, .psh], payload: [])[0 ..< 54])
         header[16] = 0; header[17] = 0; header[24] = 0; header[25] = 0
-        let payload = Frames.payload(60_000)
+        let payload = Payload.counting(60_000)
         TransmitTests().sendTSO(nic, header: header, payload: payload, ipv4: true, mss: 1)
         #expect(nic.endpoint.sent.isEmpty)
         #expect(nic.r(R.tsctfc) == 1)
@@ -68,7 +68,7 @@ import VMMTestKit
     @Test func aTailWriteDefersWhatIsBeyondTheBudget() throws {
         let nic = try NIC()
         nic.setUpTransmit(count: 512)
-        let frame = Frames.ethernet(dst: [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF], type: 0x88B5, Frames.payload(8986))
+        let frame = FrameBuilder.e1000.addressed(to: FrameBuilder.broadcast).ethernet(type: 0x88B5, payload: Payload.counting(8986))
         let buffer = nic.machine.allocator.alloc(size: UInt64(frame.count))
         try nic.machine.memory.writeBytes(frame, at: buffer)
         for _ in 0 ..< 500 { nic.putTx(low: buffer.raw, high: UInt64(frame.count) | UInt64(Self.eop | Self.ifcs | Self.rs) << 24) }

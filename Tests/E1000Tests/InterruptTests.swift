@@ -74,7 +74,7 @@ import VMMTestKit
         nic.w(R.ims, Bit.rxt0)
         nic.w(R.rdtr, 50)                                               // 51.2 µs after the last frame
         nic.w(R.radv, 120)                                              // 122.88 µs after the first
-        let f = Frames.ipv4TCP(Frames.payload(10))
+        let f = FrameBuilder.e1000.tcp(ack: 0, payload: Payload.counting(10))
         nic.endpoint.inject(f)
         nic.machine.advance(microseconds: 50)
         #expect(!nic.irq)
@@ -97,7 +97,7 @@ import VMMTestKit
         nic.setUpReceive()
         nic.w(R.ims, Bit.rxt0)
         nic.w(R.rdtr, 1000)
-        nic.endpoint.inject(Frames.ipv4TCP([1]))
+        nic.endpoint.inject(FrameBuilder.e1000.tcp(ack: 0, payload: [1]))
         #expect(!nic.irq)
         nic.w(R.rdtr, 1 << 31 | 1000)
         #expect(nic.irq)

@@ -51,7 +51,7 @@ import VMMTestKit
 
         // A frame arrives: interrupt at once (the last one was over 50 µs ago), NAPI cleans.
         nic.machine.advance(microseconds: 100)
-        let request = Frames.ipv4TCP(Frames.payload(500))
+        let request = FrameBuilder.e1000.tcp(ack: 0, payload: Payload.counting(500))
         #expect(nic.endpoint.inject(request))
         #expect(nic.irq)
         #expect(nic.r(R.icr) & Bit.rxt0 != 0)
@@ -62,14 +62,12 @@ import VMMTestKit
         nic.w(R.ims, Bit.rxt0 | Bit.txdw | Bit.rxdmt0 | 0x8 | Bit.lsc)
 
         // The reply with checksum offload and IDE: TXDW after TIDV (8.192 µs).
-        var reply = Frames.ipv4TCP(Frames.payload(64), dst: Frames.peerMAC)
-        let pseudo = Frames.naiveSum(Frames.ip4src + Frames.ip4dst + [0, 6] + Frames.be16(84))
-        reply[50] = UInt8(pseudo >> 8); reply[51] = UInt8(pseudo & 0xFF)
+        let reply = FrameBuilder.withPartialChecksum(FrameBuilder.e1000.addressed(to: FrameBuilder.e1000.sourceMAC).tcp(ack: 0, payload: Payload.counting(64)))
         nic.context(ipcss: 14, ipcso: 24, ipcse: 33, tucss: 34, tucso: 50, tucse: 0, paylen: 0, tucmd: 0x03, hdrlen: 0, mss: 0)
         nic.data(reply, dcmd: 0x01 | 0x02 | 0x08 | 0x80, popts: 0x02)
         nic.kickTx()
         let sent = try #require(nic.endpoint.sent.first?.bytes)
-        #expect(Frames.tcpValidIPv4(sent))
+        #expect(FrameBuilder.transportChecksumValid(sent))
         #expect(!nic.irq)
         nic.machine.advance(microseconds: 9)                              // TIDV expired, but ITR
         #expect(!nic.irq)                                                 // (195 × 256 ns) since the RX one

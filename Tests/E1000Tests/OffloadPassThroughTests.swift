@@ -25,18 +25,18 @@ import VMMTestKit
 
     func tsoHeader(ipv4: Bool) -> [UInt8] {
         if ipv4 {
-            var h = Array(Frames.ipv4TCP([], seq: 77, flags: 0x19)[0 ..< 54])
+            var h = Array(FrameBuilder.e1000.tcp(seq: 77, ack: 0, flags: [.fin, .psh, .ack], payload: [])[0 ..< 54])
             h[16] = 0; h[17] = 0; h[24] = 0; h[25] = 0
             return h
         }
-        var h = Array(Frames.ipv6TCP([], seq: 77, flags: 0x19)[0 ..< 74])
+        var h = Array(FrameBuilder.e1000.tcp(ipv6: true, seq: 77, ack: 0, flags: [.fin, .psh, .ack], payload: [])[0 ..< 74])
         h[18] = 0; h[19] = 0; h[70] = 0; h[71] = 0
         return h
     }
 
     @Test(arguments: [true, false])
     func tsoGoesWholeAndExpandsToTheSameSegments(ipv4: Bool) throws {
-        let payload = Frames.payload(60_000, seed: 1)
+        let payload = Payload.counting(60_000, seed: 1)
         let offloading = try Self.offloadingNIC(), plain = try NIC()
         for nic in [offloading, plain] {
             nic.setUpTransmit(count: 64)
@@ -55,13 +55,11 @@ import VMMTestKit
         // Lengths of the whole packet, and the TCP field seeded with the full pseudo-header.
         let l4 = f.count - (hdrlen - 20)
         if ipv4 {
-            #expect(Frames.read16(f, 16) == f.count - 14 && Frames.ipv4HeaderValid(f))
-            let pseudo = Frames.naiveSum(Array(f[26 ..< 34]) + [0, 6] + Frames.be16(l4))
-            #expect(UInt32(Frames.read16(f, 50)) == pseudo)
+            #expect(Int(f.be16(16)) == f.count - 14 && FrameBuilder.ipv4HeaderValid(f))
+            #expect(f.be16(50) == FrameBuilder.pseudoHeaderSum(f, proto: 6, length: l4))
         } else {
-            #expect(Frames.read16(f, 18) == f.count - 54)
-            let pseudo = Frames.naiveSum(Array(f[22 ..< 54]) + [0, 0] + Frames.be16(l4) + [0, 0, 0, 6])
-            #expect(UInt32(Frames.read16(f, 70)) == pseudo)
+            #expect(Int(f.be16(18)) == f.count - 54)
+            #expect(f.be16(70) == FrameBuilder.pseudoHeaderSum(f, proto: 6, length: l4))
         }
         #expect(try Self.expand(sent) == plain.endpoint.sent.map(\.bytes))
         #expect(offloading.r(R.tsctc) == 1)
@@ -72,17 +70,15 @@ import VMMTestKit
     @Test func checksumRequestGoesAsNeedsChecksum() throws {
         let nic = try Self.offloadingNIC()
         nic.setUpTransmit()
-        let good = Frames.ipv4TCP(Frames.payload(300))
-        var frame = good
+        let good = FrameBuilder.e1000.tcp(ack: 0, payload: Payload.counting(300))
+        var frame = FrameBuilder.withPartialChecksum(good)
         frame[24] = 0; frame[25] = 0
-        let pseudo = Frames.naiveSum(Frames.ip4src + Frames.ip4dst + [0, 6] + Frames.be16(320))
-        frame[50] = UInt8(pseudo >> 8); frame[51] = UInt8(pseudo & 0xFF)
         nic.context(ipcss: 14, ipcso: 24, ipcse: 33, tucss: 34, tucso: 50, tucse: 0, paylen: 0, tucmd: 0x03, hdrlen: 0, mss: 0)
         nic.data(frame, dcmd: 0x0B, popts: 0x03)
         nic.kickTx()
         let sent = try #require(nic.endpoint.sent.first)
         #expect(sent.header == VirtioNetHeader(flags: VirtioNetHeader.needsChecksum, checksumStart: 34, checksumOffset: 16))
-        #expect(Frames.ipv4HeaderValid(sent.bytes))                      // IXSM done by the device
+        #expect(FrameBuilder.ipv4HeaderValid(sent.bytes))                      // IXSM done by the device
         #expect(try Self.expand(sent) == [good])
     }
 
@@ -90,7 +86,7 @@ import VMMTestKit
         let nic = try Self.offloadingNIC()
         nic.setUpTransmit(count: 64)
         nic.w(R.ctrl, nic.r(R.ctrl) | Bit.ctrlVME)
-        TransmitTests().sendTSO(nic, header: tsoHeader(ipv4: true), payload: Frames.payload(5000), ipv4: true, mss: 1000, vlan: 7)
+        TransmitTests().sendTSO(nic, header: tsoHeader(ipv4: true), payload: Payload.counting(5000), ipv4: true, mss: 1000, vlan: 7)
         let sent = try #require(nic.endpoint.sent.first)
         #expect(sent.header?.headerLength == 58 && sent.header?.checksumStart == 38)
         #expect(Array(sent.bytes[12 ..< 16]) == [0x81, 0, 0, 7])
@@ -98,19 +94,19 @@ import VMMTestKit
         #expect(segments.count == 5)
         for s in segments {
             let untagged = Array(s[0 ..< 12]) + Array(s[16...])
-            #expect(Frames.tcpValidIPv4(untagged) && Frames.ipv4HeaderValid(untagged))
+            #expect(FrameBuilder.transportChecksumValid(untagged) && FrameBuilder.ipv4HeaderValid(untagged))
         }
     }
 
     @Test func framesTooBigForTheBackendOrMismatchedContextsUseTheSoftwarePath() throws {
         let nic = try Self.offloadingNIC()
         nic.setUpTransmit(count: 64)
-        TransmitTests().sendTSO(nic, header: tsoHeader(ipv4: true), payload: Frames.payload(65_536 - 54), ipv4: true, mss: 1448)
+        TransmitTests().sendTSO(nic, header: tsoHeader(ipv4: true), payload: Payload.counting(65_536 - 54), ipv4: true, mss: 1448)
         #expect(nic.endpoint.takeSent().allSatisfy { $0.header == nil && $0.bytes.count <= 1514 })
         // A context whose TUCSS disagrees with the headers: not passed through.
         let header = tsoHeader(ipv4: true)
         nic.context(ipcss: 14, ipcso: 24, ipcse: 33, tucss: 38, tucso: 54, tucse: 0, paylen: 2000, tucmd: 0x07, hdrlen: 58, mss: 1000)
-        nic.data(header + Frames.payload(2000), dcmd: 0x04 | 0x0B, popts: 3)
+        nic.data(header + Payload.counting(2000), dcmd: 0x04 | 0x0B, popts: 3)
         nic.kickTx()
         #expect(nic.endpoint.sent.allSatisfy { $0.header == nil })
     }

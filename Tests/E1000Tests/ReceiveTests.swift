@@ -9,7 +9,7 @@ import VMMTestKit
     func framesOfEverySize(length: Int) throws {
         let nic = try NIC()
         nic.setUpReceive()
-        let frame = Frames.ethernet(type: 0x88B5, Frames.payload(length - 14, seed: length))
+        let frame = FrameBuilder.e1000.ethernet(type: 0x88B5, payload: Payload.counting(length - 14, seed: length))
         #expect(nic.endpoint.inject(frame))
         let (bytes, d) = try #require(nic.receiveNext())
         #expect(bytes == frame)
@@ -21,11 +21,11 @@ import VMMTestKit
     @Test func shortFramesArePaddedAndCRCIsKeptWithoutSECRC() throws {
         let nic = try NIC()
         nic.setUpReceive(rctl: Bit.rctlEN | Bit.rctlBAM)
-        let frame = Frames.ethernet(type: 0x0806, Frames.payload(28))          // 42 bytes
+        let frame = FrameBuilder.e1000.ethernet(type: 0x0806, payload: Payload.counting(28))          // 42 bytes
         nic.endpoint.inject(frame)
         let (bytes, d) = try #require(nic.receiveNext())
         let padded = frame + [UInt8](repeating: 0, count: 18)
-        let crc = Frames.naiveCRC(padded)
+        let crc = FrameCheckSequence.crc32(padded)
         #expect(d.length == 64)
         #expect(bytes == padded + [UInt8(crc & 0xFF), UInt8(crc >> 8 & 0xFF), UInt8(crc >> 16 & 0xFF), UInt8(crc >> 24)])
         #expect(nic.r(R.prc64) == 1)
@@ -35,17 +35,17 @@ import VMMTestKit
     func fcsMatchesABitwiseCRC(length: Int) throws {
         let nic = try NIC()
         nic.setUpReceive(count: 16, rctl: Bit.rctlEN | Bit.rctlLPE)
-        let frame = Frames.ethernet(type: 0x88B5, Frames.payload(length - 14, seed: 5))
+        let frame = FrameBuilder.e1000.ethernet(type: 0x88B5, payload: Payload.counting(length - 14, seed: 5))
         nic.endpoint.inject(frame)
         let (bytes, _) = try #require(nic.receiveNext())
-        let crc = Frames.naiveCRC(frame)
+        let crc = FrameCheckSequence.crc32(frame)
         #expect(bytes == frame + [UInt8(crc & 0xFF), UInt8(crc >> 8 & 0xFF), UInt8(crc >> 16 & 0xFF), UInt8(crc >> 24)])
     }
 
     @Test func jumboFrameSpansDescriptors() throws {
         let nic = try NIC()
         nic.setUpReceive(count: 16, bufferSize: 2048, rctl: Bit.rctlEN | Bit.rctlLPE | Bit.rctlSECRC)
-        let frame = Frames.ethernet(type: 0x88B5, Frames.payload(9000 - 14))
+        let frame = FrameBuilder.e1000.ethernet(type: 0x88B5, payload: Payload.counting(9000 - 14))
         #expect(nic.endpoint.inject(frame))
         for i in 0 ..< 4 {
             let d = nic.rxDescriptor(i)
@@ -61,7 +61,7 @@ import VMMTestKit
         let nic = try NIC()
         // BSEX with BSIZE=01: 16384-byte buffers.
         nic.setUpReceive(count: 8, bufferSize: 16_384, rctl: Bit.rctlEN | Bit.rctlLPE | Bit.rctlSECRC | Bit.rctlBSEX | 1 << 16)
-        let frame = Frames.ethernet(type: 0x88B5, Frames.payload(16_000))
+        let frame = FrameBuilder.e1000.ethernet(type: 0x88B5, payload: Payload.counting(16_000))
         nic.endpoint.inject(frame)
         #expect(nic.rxDescriptor(0).eop && nic.rxDescriptor(0).length == frame.count)
     }
@@ -69,11 +69,11 @@ import VMMTestKit
     @Test func longFramesNeedLPE() throws {
         let nic = try NIC()
         nic.setUpReceive()
-        #expect(nic.endpoint.inject(Frames.ethernet(type: 0x88B5, Frames.payload(1600))))
+        #expect(nic.endpoint.inject(FrameBuilder.e1000.ethernet(type: 0x88B5, payload: Payload.counting(1600))))
         #expect(!nic.rxDescriptor(0).done)
         #expect(nic.r(R.roc) == 1)
         // 1514 + 4-byte tag is still a standard frame.
-        nic.endpoint.inject(Frames.ethernet(type: 0x8100, [0, 5, 0x88, 0xB5] + Frames.payload(1500)))
+        nic.endpoint.inject(FrameBuilder.e1000.ethernet(type: 0x8100, payload: [0, 5, 0x88, 0xB5] + Payload.counting(1500)))
         #expect(nic.rxDescriptor(0).done)
     }
 
@@ -84,12 +84,12 @@ import VMMTestKit
         let multicast: [UInt8] = [0x01, 0x00, 0x5E, 0x00, 0x00, 0xFB]
         func delivered(_ dst: [UInt8]) -> Bool {
             let before = nic.r(R.rdh)
-            nic.endpoint.inject(Frames.ethernet(dst: dst, type: 0x88B5, Frames.payload(50)))
+            nic.endpoint.inject(FrameBuilder.e1000.addressed(to: dst).ethernet(type: 0x88B5, payload: Payload.counting(50)))
             return nic.r(R.rdh) != before
         }
-        #expect(delivered(Frames.nicMAC))
+        #expect(delivered(FrameBuilder.e1000.destinationMAC))
         #expect(!delivered(other))
-        #expect(!delivered(Frames.broadcast))                          // BAM clear
+        #expect(!delivered(FrameBuilder.broadcast))                          // BAM clear
         #expect(!delivered(multicast))
         // A second exact address in RAL1/RAH1 with AV.
         nic.w(R.ral0 + 8, 0x0909_0902); nic.w(R.rah0 + 8, 0x8000_0909)
@@ -103,7 +103,7 @@ import VMMTestKit
         nic.w(R.rctl, nic.r(R.rctl) | 3 << 12)                          // MO=11 moves the hash
         #expect(!delivered(multicast))
         nic.w(R.rctl, Bit.rctlEN | Bit.rctlSECRC | Bit.rctlBAM)
-        #expect(delivered(Frames.broadcast))
+        #expect(delivered(FrameBuilder.broadcast))
         nic.w(R.rctl, Bit.rctlEN | Bit.rctlSECRC | Bit.rctlMPE)
         #expect(delivered([0x01, 2, 3, 4, 5, 6]) && !delivered(other))
         nic.w(R.rctl, Bit.rctlEN | Bit.rctlSECRC | Bit.rctlUPE)
@@ -115,7 +115,7 @@ import VMMTestKit
         let nic = try NIC()
         nic.setUpReceive(rctl: Bit.rctlEN | Bit.rctlSECRC | Bit.rctlVFE)
         nic.w(R.ctrl, nic.r(R.ctrl) | Bit.ctrlVME)
-        let inner = Frames.ipv4TCP(Frames.payload(100))
+        let inner = FrameBuilder.e1000.tcp(ack: 0, payload: Payload.counting(100))
         let tagged = Array(inner[0 ..< 12]) + [0x81, 0x00, 0xA0, 0x2A] + Array(inner[12...])   // PCP 5, VID 42
         nic.endpoint.inject(tagged)
         #expect(!nic.rxDescriptor(0).done)                              // VID 42 not in VFTA
@@ -137,7 +137,7 @@ import VMMTestKit
         nic.setUpTransmit()
         nic.w(R.ctrl, nic.r(R.ctrl) | Bit.ctrlVME)
         nic.w(0x38, 0)                                                  // VET, as e1000_init_hw leaves it on an 82540
-        let inner = Frames.ipv4TCP(Frames.payload(20))
+        let inner = FrameBuilder.e1000.tcp(ack: 0, payload: Payload.counting(20))
         let tagged = Array(inner[0 ..< 12]) + [0x81, 0x00, 0x00, 0x2A] + Array(inner[12...])
         nic.endpoint.inject(tagged)
         #expect(try #require(nic.receiveNext()).bytes == tagged)
@@ -152,15 +152,15 @@ import VMMTestKit
     @Test func receiveChecksumStatus() throws {
         let nic = try NIC()
         nic.setUpReceive()
-        nic.endpoint.inject(Frames.ipv4TCP(Frames.payload(200)))
+        nic.endpoint.inject(FrameBuilder.e1000.tcp(ack: 0, payload: Payload.counting(200)))
         let good = try #require(nic.receiveNext()).last
         #expect(good.status & 0x60 == 0x60 && good.errors == 0 && good.status & 0x04 == 0)
-        var bad = Frames.ipv4TCP(Frames.payload(200))
+        var bad = FrameBuilder.e1000.tcp(ack: 0, payload: Payload.counting(200))
         bad[60] ^= 0xFF
         nic.endpoint.inject(bad)
         let b = try #require(nic.receiveNext()).last
         #expect(b.errors & 0x20 != 0 && b.errors & 0x40 == 0)
-        nic.endpoint.inject(Frames.ethernet(type: 0x88B5, Frames.payload(50)))
+        nic.endpoint.inject(FrameBuilder.e1000.ethernet(type: 0x88B5, payload: Payload.counting(50)))
         #expect(try #require(nic.receiveNext()).last.status & 0x04 != 0)     // IXSM: nothing checked
         nic.w(R.rxcsum, 0)
         nic.endpoint.inject(bad)
@@ -170,7 +170,7 @@ import VMMTestKit
     @Test func noFreeDescriptorsHoldsTheFrameUntilRDTMoves() throws {
         let nic = try NIC()
         nic.setUpReceive(count: 8, post: 2)                             // two buffers given
-        let f = Frames.ipv4TCP(Frames.payload(10))
+        let f = FrameBuilder.e1000.tcp(ack: 0, payload: Payload.counting(10))
         #expect(nic.endpoint.inject(f) && nic.endpoint.inject(f))
         #expect(!nic.endpoint.inject(f))                                // back-pressure, not a drop
         #expect(nic.r(R.rnbc) == 1 && nic.r(R.mpc) == 0)
@@ -185,7 +185,7 @@ import VMMTestKit
         let nic = try NIC()
         nic.setUpReceive(count: 8)                                      // 7 free, RDMTS = 1/2 → at 4 free
         nic.w(R.ims, Bit.rxdmt0)
-        let f = Frames.ipv4TCP(Frames.payload(10))
+        let f = FrameBuilder.e1000.tcp(ack: 0, payload: Payload.counting(10))
         for _ in 0 ..< 2 { nic.endpoint.inject(f) }
         #expect(!nic.irq)
         nic.endpoint.inject(f)
@@ -195,11 +195,11 @@ import VMMTestKit
     @Test func stoppedReceiverAndDownLinkDropSilently() throws {
         let nic = try NIC()
         nic.setUpReceive(rctl: 0)
-        #expect(nic.endpoint.inject(Frames.ipv4TCP([1])))
+        #expect(nic.endpoint.inject(FrameBuilder.e1000.tcp(ack: 0, payload: [1])))
         #expect(!nic.rxDescriptor(0).done && nic.r(R.gprc) == 0)
         nic.w(R.rctl, Bit.rctlEN | Bit.rctlSECRC)
         nic.endpoint.setLink(up: false)
-        #expect(nic.endpoint.inject(Frames.ipv4TCP([1])))
+        #expect(nic.endpoint.inject(FrameBuilder.e1000.tcp(ack: 0, payload: [1])))
         #expect(!nic.rxDescriptor(0).done)
     }
 }

@@ -7,9 +7,9 @@ import VMMTestKit
         let nic = try NIC()
         nic.setUpReceive(count: 16, rctl: Bit.rctlEN | Bit.rctlSECRC | Bit.rctlBAM)
         nic.setUpTransmit()
-        for n in [60, 100, 1514] { nic.endpoint.inject(Frames.ethernet(type: 0x88B5, Frames.payload(n - 14))) }
-        nic.endpoint.inject(Frames.ethernet(dst: Frames.broadcast, type: 0x88B5, Frames.payload(50)))
-        nic.endpoint.inject(Frames.ethernet(dst: [2, 3, 4, 5, 6, 7], type: 0x88B5, Frames.payload(50)))   // filtered
+        for n in [60, 100, 1514] { nic.endpoint.inject(FrameBuilder.e1000.ethernet(type: 0x88B5, payload: Payload.counting(n - 14))) }
+        nic.endpoint.inject(FrameBuilder.e1000.addressed(to: FrameBuilder.broadcast).ethernet(type: 0x88B5, payload: Payload.counting(50)))
+        nic.endpoint.inject(FrameBuilder.e1000.addressed(to: [2, 3, 4, 5, 6, 7]).ethernet(type: 0x88B5, payload: Payload.counting(50)))   // filtered
         #expect(nic.r(R.gprc) == 4)
         #expect(nic.r(R.tpr) == 5)                                       // filtered frames are received too
         #expect(nic.r(R.bprc) == 1)
@@ -22,8 +22,8 @@ import VMMTestKit
         #expect(nic.r(R.gorch) == 0)
         #expect(nic.r(R.gorcl) == 0)
 
-        nic.legacy(Frames.ethernet(dst: Frames.broadcast, type: 0x0806, Frames.payload(28)), cmd: 0x0B)
-        nic.legacy(Frames.ethernet(dst: [1, 0, 0x5E, 0, 0, 1], type: 0x0800, Frames.payload(200)), cmd: 0x0B)
+        nic.legacy(FrameBuilder.e1000.addressed(to: FrameBuilder.broadcast).ethernet(type: 0x0806, payload: Payload.counting(28)), cmd: 0x0B)
+        nic.legacy(FrameBuilder.e1000.addressed(to: [1, 0, 0x5E, 0, 0, 1]).ethernet(type: 0x0800, payload: Payload.counting(200)), cmd: 0x0B)
         nic.kickTx()
         #expect(nic.r(R.gptc) == 2 && nic.r(R.tpt) == 2)
         #expect(nic.r(R.bptc) == 1 && nic.r(R.mptc) == 1)
@@ -35,7 +35,7 @@ import VMMTestKit
     @Test func resetClearsCounters() throws {
         let nic = try NIC()
         nic.setUpReceive()
-        nic.endpoint.inject(Frames.ipv4TCP([1]))
+        nic.endpoint.inject(FrameBuilder.e1000.tcp(ack: 0, payload: [1]))
         nic.w(R.ctrl, Bit.ctrlRST)
         #expect(nic.r(R.gprc) == 0 && nic.r(R.tpr) == 0)
     }

@@ -12,7 +12,7 @@ import VMMTestKit
         let nic = try NIC()
         nic.setUpTransmit()
         nic.w(R.ims, Bit.txdw)
-        let frame = Frames.ipv4TCP(Frames.payload(100))
+        let frame = FrameBuilder.e1000.tcp(ack: 0, payload: Payload.counting(100))
         nic.legacy(frame, cmd: Self.eop | Self.ifcs | Self.rs)
         nic.kickTx()
         #expect(nic.endpoint.sent.map(\.bytes) == [frame])
@@ -28,7 +28,7 @@ import VMMTestKit
     @Test func packetAcrossDescriptorsWaitsForEOPAndPadsShortFrames() throws {
         let nic = try NIC()
         nic.setUpTransmit()
-        let frame = Frames.ethernet(type: 0x0806, Frames.payload(28))        // 42 bytes
+        let frame = FrameBuilder.e1000.ethernet(type: 0x0806, payload: Payload.counting(28))        // 42 bytes
         nic.legacy(Array(frame[0 ..< 20]), cmd: Self.ifcs | Self.rs)
         nic.kickTx()
         #expect(nic.endpoint.sent.isEmpty)
@@ -42,12 +42,9 @@ import VMMTestKit
     @Test func legacyChecksumInsertion() throws {
         let nic = try NIC()
         nic.setUpTransmit()
-        var frame = Frames.ipv4UDP(Frames.payload(77))
-        let good = frame
-        frame[40] = 0; frame[41] = 0
+        let good = FrameBuilder.e1000.udp(payload: Payload.counting(77), id: 1)
         // Seed the field with the pseudo-header sum as a driver does for CHECKSUM_PARTIAL.
-        let pseudo = Frames.naiveSum(Frames.ip4src + Frames.ip4dst + [0, 17] + Frames.be16(8 + 77))
-        frame[40] = UInt8(pseudo >> 8); frame[41] = UInt8(pseudo & 0xFF)
+        let frame = FrameBuilder.withPartialChecksum(good)
         nic.legacy(frame, cmd: Self.eop | Self.ifcs | Self.ic | Self.rs, cso: 40, css: 34)
         nic.kickTx()
         #expect(nic.endpoint.sent.first?.bytes == good)
@@ -56,18 +53,17 @@ import VMMTestKit
     @Test func contextChecksumOffloadIPv4TCP() throws {
         let nic = try NIC()
         nic.setUpTransmit()
-        var frame = Frames.ipv4TCP(Frames.payload(300))
+        var frame = FrameBuilder.e1000.tcp(ack: 0, payload: Payload.counting(300))
         frame[24] = 0; frame[25] = 0                                          // IP checksum to insert
-        let pseudo = Frames.naiveSum(Frames.ip4src + Frames.ip4dst + [0, 6] + Frames.be16(320))
-        frame[50] = UInt8(pseudo >> 8); frame[51] = UInt8(pseudo & 0xFF)
+        frame = FrameBuilder.withPartialChecksum(frame)
         nic.context(ipcss: 14, ipcso: 24, ipcse: 33, tucss: 34, tucso: 50, tucse: 0, paylen: 0, tucmd: 0x03, hdrlen: 0, mss: 0)
         nic.data(Array(frame[0 ..< 54]), dcmd: Self.ifcs, popts: Self.ixsm | Self.txsm)
         nic.data(Array(frame[54...]), dcmd: Self.eop | Self.ifcs | Self.rs)
         nic.kickTx()
         let sent = try #require(nic.endpoint.sent.first?.bytes)
-        #expect(Frames.ipv4HeaderValid(sent))
-        #expect(Frames.tcpValidIPv4(sent))
-        #expect(sent == Frames.ipv4TCP(Frames.payload(300)))
+        #expect(FrameBuilder.ipv4HeaderValid(sent))
+        #expect(FrameBuilder.transportChecksumValid(sent))
+        #expect(sent == FrameBuilder.e1000.tcp(ack: 0, payload: Payload.counting(300)))
     }
 
     /// Linux's e1000_tso: IP total length and checksum zeroed, TCP checksum seeded with
@@ -91,8 +87,8 @@ import VMMTestKit
     @Test func tso64KiBOverIPv4() throws {
         let nic = try NIC()
         nic.setUpTransmit(count: 64)
-        let payload = Frames.payload(65_536 - 54, seed: 3)
-        var header = Array(Frames.ipv4TCP([], seq: 1000, flags: 0x19)[0 ..< 54])   // ACK|PSH|FIN
+        let payload = Payload.counting(65_536 - 54, seed: 3)
+        var header = Array(FrameBuilder.e1000.tcp(seq: 1000, ack: 0, flags: [.fin, .psh, .ack], payload: [])[0 ..< 54])   // ACK|PSH|FIN
         header[16] = 0; header[17] = 0; header[24] = 0; header[25] = 0
         sendTSO(nic, header: header, payload: payload, ipv4: true, mss: 1448)
         let sent = nic.endpoint.sent.map(\.bytes)
@@ -100,10 +96,10 @@ import VMMTestKit
         for (i, segment) in sent.enumerated() {
             let start = i * 1448, end = min(start + 1448, payload.count)
             let last = end == payload.count
-            let expected = Frames.ipv4TCP(Array(payload[start ..< end]), seq: 1000 + UInt32(start),
-                                          flags: last ? 0x19 : 0x10, id: 0x1234 + i)
+            let expected = FrameBuilder.e1000.tcp(seq: 1000 + UInt32(start), ack: 0, flags: last ? [.fin, .psh, .ack] : [.ack],
+                                                  payload: Array(payload[start ..< end]), id: 0x1234 + UInt16(i))
             #expect(segment == expected, "segment \(i)")
-            #expect(Frames.ipv4HeaderValid(segment) && Frames.tcpValidIPv4(segment), "segment \(i) checksums")
+            #expect(FrameBuilder.ipv4HeaderValid(segment) && FrameBuilder.transportChecksumValid(segment), "segment \(i) checksums")
         }
         #expect(nic.r(R.tsctc) == 1)
         #expect(nic.r(R.gptc) == UInt32(sent.count))
@@ -113,8 +109,8 @@ import VMMTestKit
     @Test func tso64KiBOverIPv6() throws {
         let nic = try NIC()
         nic.setUpTransmit(count: 64)
-        let payload = Frames.payload(65_000, seed: 9)
-        var header = Array(Frames.ipv6TCP([], seq: 0xFFFF_F000, flags: 0x18)[0 ..< 74])
+        let payload = Payload.counting(65_000, seed: 9)
+        var header = Array(FrameBuilder.e1000.tcp(ipv6: true, seq: 0xFFFF_F000, ack: 0, flags: [.ack, .psh], payload: [])[0 ..< 74])
         header[18] = 0; header[19] = 0                                          // payload length 0
         header[70] = 0; header[71] = 0
         sendTSO(nic, header: header, payload: payload, ipv4: false, mss: 1428)
@@ -122,17 +118,17 @@ import VMMTestKit
         #expect(sent.count == (payload.count + 1427) / 1428)
         for (i, segment) in sent.enumerated() {
             let start = i * 1428, end = min(start + 1428, payload.count)
-            let expected = Frames.ipv6TCP(Array(payload[start ..< end]), seq: 0xFFFF_F000 &+ UInt32(start),
-                                          flags: end == payload.count ? 0x18 : 0x10)
+            let expected = FrameBuilder.e1000.tcp(ipv6: true, seq: 0xFFFF_F000 &+ UInt32(start), ack: 0,
+                                                  flags: end == payload.count ? [.ack, .psh] : [.ack], payload: Array(payload[start ..< end]))
             #expect(segment == expected, "segment \(i)")
-            #expect(Frames.tcpValidIPv6(segment), "segment \(i) checksum")
+            #expect(FrameBuilder.transportChecksumValid(segment), "segment \(i) checksum")
         }
     }
 
     @Test func vlanInsertionNeedsVMEAndVLE() throws {
         let nic = try NIC()
         nic.setUpTransmit()
-        let frame = Frames.ipv4TCP(Frames.payload(64))
+        let frame = FrameBuilder.e1000.tcp(ack: 0, payload: Payload.counting(64))
         nic.legacy(frame, cmd: Self.eop | Self.ifcs | Self.vle | Self.rs, special: 0x2123)
         nic.kickTx()
         #expect(nic.endpoint.takeSent().first?.bytes == frame)                    // VME off: no tag
@@ -147,8 +143,8 @@ import VMMTestKit
         let nic = try NIC()
         nic.setUpTransmit(count: 64)
         nic.w(R.ctrl, nic.r(R.ctrl) | Bit.ctrlVME)
-        let payload = Frames.payload(5000)
-        var header = Array(Frames.ipv4TCP([], flags: 0x18)[0 ..< 54])
+        let payload = Payload.counting(5000)
+        var header = Array(FrameBuilder.e1000.tcp(ack: 0, flags: [.ack, .psh], payload: [])[0 ..< 54])
         header[24] = 0; header[25] = 0
         sendTSO(nic, header: header, payload: payload, ipv4: true, mss: 1460, vlan: 0x0064)
         let sent = nic.endpoint.sent.map(\.bytes)
@@ -156,7 +152,7 @@ import VMMTestKit
         for s in sent {
             #expect(Array(s[12 ..< 16]) == [0x81, 0x00, 0x00, 0x64])
             let untagged = Array(s[0 ..< 12]) + Array(s[16...])
-            #expect(Frames.ipv4HeaderValid(untagged) && Frames.tcpValidIPv4(untagged))
+            #expect(FrameBuilder.ipv4HeaderValid(untagged) && FrameBuilder.transportChecksumValid(untagged))
         }
     }
 
@@ -165,12 +161,12 @@ import VMMTestKit
         nic.setUpTransmit()
         nic.w(R.ims, Bit.txdw)
         nic.w(R.tidv, 100); nic.w(R.tadv, 250)                                    // 102.4 µs, 256 µs
-        nic.legacy(Frames.ipv4TCP([1]), cmd: Self.eop | Self.ifcs | Self.rs | Self.ide)
+        nic.legacy(FrameBuilder.e1000.tcp(ack: 0, payload: [1]), cmd: Self.eop | Self.ifcs | Self.rs | Self.ide)
         nic.kickTx()
         #expect(!nic.irq)
         nic.machine.advance(microseconds: 100)
         #expect(!nic.irq)
-        nic.legacy(Frames.ipv4TCP([2]), cmd: Self.eop | Self.ifcs | Self.rs | Self.ide)
+        nic.legacy(FrameBuilder.e1000.tcp(ack: 0, payload: [2]), cmd: Self.eop | Self.ifcs | Self.rs | Self.ide)
         nic.kickTx()                                                             // TIDV restarts
         nic.machine.advance(microseconds: 100)
         #expect(!nic.irq)
@@ -178,7 +174,7 @@ import VMMTestKit
         #expect(nic.irq)
         #expect(nic.r(R.icr) & Bit.txdw != 0)
         // Without IDE the interrupt is immediate.
-        nic.legacy(Frames.ipv4TCP([3]), cmd: Self.eop | Self.ifcs | Self.rs)
+        nic.legacy(FrameBuilder.e1000.tcp(ack: 0, payload: [3]), cmd: Self.eop | Self.ifcs | Self.rs)
         nic.kickTx()
         #expect(nic.irq)
     }
@@ -187,7 +183,7 @@ import VMMTestKit
         let nic = try NIC()
         nic.setUpTransmit()
         nic.w(R.tctl, 0)
-        nic.legacy(Frames.ipv4TCP([1]), cmd: Self.eop | Self.rs)
+        nic.legacy(FrameBuilder.e1000.tcp(ack: 0, payload: [1]), cmd: Self.eop | Self.rs)
         nic.kickTx()
         #expect(nic.endpoint.sent.isEmpty && nic.r(R.tdh) == 0)
         nic.w(R.tctl, Bit.tctlEN)

@@ -1,43 +1,37 @@
 import Testing
 @testable import VMMNet
+import VMMTestKit
 
 @Suite struct ChecksumOffloadTests {
-    /// A frame as a driver hands it over with NEEDS_CSUM: the pseudo-header sum in the field.
-    func partial(_ frame: [UInt8], l4: Int, field: Int, proto: UInt8) -> [UInt8] {
-        var f = frame
-        f.put16(TestFrames.pseudoSum(frame, ip: 14, proto: proto, length: frame.count - l4), at: l4 + field)
-        return f
-    }
-
     @Test(arguments: [false, true])
     func completesTCPAndUDP(ipv6: Bool) throws {
         let l4 = ipv6 ? 54 : 34
-        for (frame, field, proto) in [(TestFrames.tcp(ipv6: ipv6, payload: TestFrames.payload(777)), 16, UInt8(6)),
-                                      (TestFrames.udp(ipv6: ipv6, payload: TestFrames.payload(333)), 6, UInt8(17))] {
-            var f = partial(frame, l4: l4, field: field, proto: proto)
+        for (frame, field, proto) in [(FrameBuilder.net.tcp(ipv6: ipv6, payload: Payload.random(777)), 16, UInt8(6)),
+                                      (FrameBuilder.net.udp(ipv6: ipv6, payload: Payload.random(333)), 6, UInt8(17))] {
+            var f = FrameBuilder.withPartialChecksum(frame) // as a driver hands it over with NEEDS_CSUM
             try f.withUnsafeMutableBytes { try ChecksumOffload.complete($0, start: l4, offset: field) }
-            #expect(Naive.transportValid(f, ip: 14, l4: l4, proto: proto))
+            #expect(FrameBuilder.transportChecksumValid(f, ip: 14, l4: l4, proto: proto))
             #expect(ChecksumOffload.verify(f).transport == .good)
         }
     }
 
     @Test func e1000StyleInsertWithEnd() throws {
         // TUCSE: the sum stops before trailing bytes the checksum must not cover.
-        var frame = partial(TestFrames.udp(payload: TestFrames.payload(100)), l4: 34, field: 6, proto: 17)
+        var frame = FrameBuilder.withPartialChecksum(FrameBuilder.net.udp(payload: Payload.random(100)))
         frame += [0xAA, 0xBB, 0xCC] // e.g. padding the checksum must not include
         try frame.withUnsafeMutableBytes { try ChecksumOffload.insert($0, start: 34, end: $0.count - 3, field: 40) }
-        #expect(Naive.transportValid(Array(frame.dropLast(3)), ip: 14, l4: 34, proto: 17))
+        #expect(FrameBuilder.transportChecksumValid(Array(frame.dropLast(3)), ip: 14, l4: 34, proto: 17))
         // IXSM through the same call: IPCSS 14, IPCSE 33, IPCSO 24.
         frame.put16(0, at: 24)
         try frame.withUnsafeMutableBytes { try ChecksumOffload.insert($0, start: 14, end: 34, field: 24) }
-        #expect(Naive.ipv4HeaderValid(frame, ip: 14))
+        #expect(FrameBuilder.ipv4HeaderValid(frame, ip: 14))
     }
 
     @Test func ipv4HeaderChecksum() throws {
-        var frame = TestFrames.tcp(payload: [1, 2, 3], ipOptions: [1, 1, 1, 0])
+        var frame = FrameBuilder.net.tcp(payload: [1, 2, 3], ipOptions: [1, 1, 1, 0])
         frame.put16(0xDEAD, at: 24)
         try frame.withUnsafeMutableBytes { try ChecksumOffload.insertIPv4HeaderChecksum($0, ipOffset: 14) }
-        #expect(Naive.ipv4HeaderValid(frame, ip: 14))
+        #expect(FrameBuilder.ipv4HeaderValid(frame, ip: 14))
         var bad = frame; bad[14] = 0x42
         #expect(throws: FrameError.self) { try bad.withUnsafeMutableBytes { try ChecksumOffload.insertIPv4HeaderChecksum($0, ipOffset: 14) } }
         #expect(throws: FrameError.self) { try frame.withUnsafeMutableBytes { try ChecksumOffload.insertIPv4HeaderChecksum($0, ipOffset: 1000) } }
@@ -52,7 +46,7 @@ import Testing
     }
 
     @Test func badRangesThrowAndLeaveTheFrame() {
-        let frame = TestFrames.tcp(payload: [1, 2, 3])
+        let frame = FrameBuilder.net.tcp(payload: [1, 2, 3])
         for (start, offset) in [(-1, 16), (34, 100_000), (Int.max, 1), (34, Int.max), (frame.count - 1, 0), (frame.count + 1, 0), (0, -4)] {
             var f = frame
             #expect(throws: FrameError.self) { try f.withUnsafeMutableBytes { try ChecksumOffload.complete($0, start: start, offset: offset) } }
@@ -64,7 +58,7 @@ import Testing
     }
 
     @Test func receiveVerdicts() {
-        let good = TestFrames.tcp(payload: TestFrames.payload(99))
+        let good = FrameBuilder.net.tcp(payload: Payload.random(99))
         var v = ChecksumOffload.verify(good)
         #expect(v.ipv4Header == .good && v.transport == .good && v.dataValid && !v.transportIsUDP)
 
@@ -75,23 +69,23 @@ import Testing
         var badIP = good; badIP[22] ^= 1 // TTL
         #expect(ChecksumOffload.verify(badIP).ipv4Header == .bad)
 
-        var noUDPChecksum = TestFrames.udp(payload: [1, 2, 3])
+        var noUDPChecksum = FrameBuilder.net.udp(payload: [1, 2, 3])
         noUDPChecksum.put16(0, at: 40)
         v = ChecksumOffload.verify(noUDPChecksum)
         #expect(v.transport == .notChecked && v.transportIsUDP)
 
-        var zeroUDPv6 = TestFrames.udp(ipv6: true, payload: [1, 2, 3])
+        var zeroUDPv6 = FrameBuilder.net.udp(ipv6: true, payload: [1, 2, 3])
         zeroUDPv6.put16(0, at: 60)
         #expect(ChecksumOffload.verify(zeroUDPv6).transport == .bad)
 
-        let v6 = ChecksumOffload.verify(TestFrames.tcp(ipv6: true, vlan: 3, payload: TestFrames.payload(5)))
+        let v6 = ChecksumOffload.verify(FrameBuilder.net.tcp(ipv6: true, vlan: 3, payload: Payload.random(5)))
         #expect(v6.ipv4Header == .notChecked && v6.transport == .good)
 
-        var padded = TestFrames.udp(payload: [7])
+        var padded = FrameBuilder.net.udp(payload: [7])
         padded += [UInt8](repeating: 0x55, count: 17)
         #expect(ChecksumOffload.verify(padded).transport == .good)
 
-        let arp = TestFrames.ethernet(0x0806) + [UInt8](repeating: 0, count: 28)
+        let arp = FrameBuilder.net.ethernet(type: 0x0806) + [UInt8](repeating: 0, count: 28)
         #expect(ChecksumOffload.verify(arp) == ChecksumOffload.Verdicts())
     }
 }

@@ -1,5 +1,6 @@
 import Testing
 @testable import VMMNet
+import VMMTestKit
 
 @Suite struct InternetChecksumTests {
     @Test func rfc1071Example() {
@@ -31,16 +32,16 @@ import Testing
         for start in 0 ..< 9 {
             for length in 0 ..< 300 {
                 let slice = Array(data[start ..< start + length])
-                #expect(InternetChecksum.checksum(slice) == Naive.checksum(slice), "start \(start) length \(length)")
+                #expect(InternetChecksum.checksum(slice) == NaiveChecksum.checksum(slice), "start \(start) length \(length)")
             }
         }
         let big = r.bytes(65_535)
-        #expect(InternetChecksum.checksum(big) == Naive.checksum(big))
+        #expect(InternetChecksum.checksum(big) == NaiveChecksum.checksum(big))
     }
 
     @Test func allOnesDoesNotOverflow() {
         let ones = [UInt8](repeating: 0xFF, count: 1 << 20)
-        #expect(InternetChecksum.checksum(ones) == Naive.checksum(ones))
+        #expect(InternetChecksum.checksum(ones) == NaiveChecksum.checksum(ones))
     }
 
     @Test func scatteredBuffersWithOddSplits() {
@@ -53,7 +54,7 @@ import Testing
             for i in 0 ..< cuts.count - 1 {
                 c.add(Array(data[cuts[i] ..< cuts[i + 1]]))
             }
-            #expect(c.checksum == Naive.checksum(data), "cuts \(cuts)")
+            #expect(c.checksum == NaiveChecksum.checksum(data), "cuts \(cuts)")
         }
     }
 
@@ -64,7 +65,7 @@ import Testing
             var head = InternetChecksum(); head.add(Array(data[..<split]))
             var tail = InternetChecksum(); tail.add(Array(data[split...]))
             head.add(tail)
-            #expect(head.checksum == Naive.checksum(data), "split \(split)")
+            #expect(head.checksum == NaiveChecksum.checksum(data), "split \(split)")
         }
     }
 
@@ -72,37 +73,37 @@ import Testing
         var r = TestRandom(seed: 11)
         for _ in 0 ..< 500 {
             var data = r.bytes(40)
-            let before = Naive.checksum(data)
+            let before = NaiveChecksum.checksum(data)
             let field = r.below(20) * 2
             let old = data.be16(field)
             let new = UInt16(truncatingIfNeeded: r.next())
             data.put16(new, at: field)
             let updated = InternetChecksum.updated(before, replacing: old, with: new)
             // Ones'-complement has two zeros; both verify. Compare by validity and value mod 0xFFFF.
-            #expect(UInt32(~updated) % 0xFFFF == UInt32(Naive.sum(data)) % 0xFFFF)
+            #expect(UInt32(~updated) % 0xFFFF == UInt32(NaiveChecksum.sum(data)) % 0xFFFF)
         }
     }
 
     @Test func incrementalUpdate32() {
         var header: [UInt8] = [0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00,
                                0xC0, 0xA8, 0x00, 0x01, 0xC0, 0xA8, 0x00, 0xC7]
-        let before = Naive.checksum(header)
+        let before = NaiveChecksum.checksum(header)
         let old = header.be32(12)
         header.put32(0x0A00_020F, at: 12)
         let after = InternetChecksum.updated(before, replacing: old, with: UInt32(0x0A00_020F))
         header.put16(after, at: 10)
-        #expect(Naive.sum(header) == 0xFFFF)
+        #expect(NaiveChecksum.sum(header) == 0xFFFF)
     }
 
     @Test func pseudoHeaders() {
-        let frame4 = TestFrames.tcp(payload: TestFrames.payload(100))
+        let frame4 = FrameBuilder.net.tcp(payload: Payload.random(100))
         let ip4 = Array(frame4[14 ..< 34])
         let p4 = ip4.withUnsafeBytes { InternetChecksum.pseudoHeaderIPv4(ipHeader: $0, protocol: 6, length: 120) }
-        #expect(p4?.folded == TestFrames.pseudoSum(frame4, ip: 14, proto: 6, length: 120))
-        let frame6 = TestFrames.tcp(ipv6: true, payload: TestFrames.payload(100))
+        #expect(p4?.folded == FrameBuilder.pseudoHeaderSum(frame4, ip: 14, proto: 6, length: 120))
+        let frame6 = FrameBuilder.net.tcp(ipv6: true, payload: Payload.random(100))
         let ip6 = Array(frame6[14 ..< 54])
         let p6 = ip6.withUnsafeBytes { InternetChecksum.pseudoHeaderIPv6(ipHeader: $0, nextHeader: 6, length: 120) }
-        #expect(p6?.folded == TestFrames.pseudoSum(frame6, ip: 14, proto: 6, length: 120))
+        #expect(p6?.folded == FrameBuilder.pseudoHeaderSum(frame6, ip: 14, proto: 6, length: 120))
         // Too short a header: nil, no trap.
         #expect([UInt8](repeating: 0, count: 19).withUnsafeBytes { InternetChecksum.pseudoHeaderIPv4(ipHeader: $0, protocol: 6, length: 0) } == nil)
         #expect([UInt8](repeating: 0, count: 39).withUnsafeBytes { InternetChecksum.pseudoHeaderIPv6(ipHeader: $0, nextHeader: 6, length: 0) } == nil)
@@ -116,11 +117,11 @@ import Testing
     }
 
     @Test func scatteredFrameChecksum() throws {
-        let data = TestFrames.payload(1001)
+        let data = Payload.random(1001)
         try withScattered(data, cuts: [1, 2, 3, 500, 501, 999]) { pieces in
             let frame = try #require(ScatteredFrame(pieces + [UnsafeRawBufferPointer(start: nil, count: 0)]))
             for (start, count) in [(0, 1001), (1, 1000), (3, 7), (499, 3), (1000, 1), (1001, 0)] {
-                #expect(frame.checksum(from: start, count: count)?.checksum == Naive.checksum(Array(data[start ..< start + count])))
+                #expect(frame.checksum(from: start, count: count)?.checksum == NaiveChecksum.checksum(Array(data[start ..< start + count])))
             }
             #expect(frame.checksum(from: 1000, count: 2) == nil)
             #expect(frame.checksum(from: -1, count: 2) == nil)

@@ -1,6 +1,7 @@
 import Testing
 import VMMCore
 @testable import VMMNet
+import VMMTestKit
 
 @Suite struct MACFilterTests {
     let own = MACAddress([0x52, 0x54, 0x00, 0x12, 0x34, 0x56])
@@ -9,7 +10,7 @@ import VMMCore
     let otherGroup: [UInt8] = [0x33, 0x33, 0x00, 0x00, 0x00, 0x01]
     let broadcast: [UInt8] = [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]
 
-    func frame(_ dst: [UInt8]) -> [UInt8] { dst + TestFrames.src + [0x08, 0x00] + [UInt8](repeating: 0, count: 46) }
+    func frame(_ dst: [UInt8]) -> [UInt8] { FrameBuilder.net.addressed(to: dst).ethernet(type: 0x0800, payload: [UInt8](repeating: 0, count: 46)) }
 
     @Test func classes() {
         #expect(frame(own.array).withUnsafeBytes { FrameAddressClass(destinationOf: $0) } == .unicast)

@@ -1,5 +1,6 @@
 import Testing
 @testable import VMMNet
+import VMMTestKit
 
 @Suite struct SoftwareOffloadTests {
     let tcp4 = VirtioNetHeader.GSOType.tcpv4.rawValue, tcp6 = VirtioNetHeader.GSOType.tcpv6.rawValue
@@ -30,10 +31,10 @@ import Testing
     }
 
     @Test func needsChecksumOnly() throws {
-        var frame = TestFrames.udp(payload: TestFrames.payload(200))
-        frame.put16(TestFrames.pseudoSum(frame, ip: 14, proto: 17, length: frame.count - 34), at: 40)
+        var frame = FrameBuilder.net.udp(payload: Payload.random(200))
+        frame.put16(FrameBuilder.pseudoHeaderSum(frame, ip: 14, proto: 17, length: frame.count - 34), at: 40)
         let out = try run(frame, VirtioNetHeader(flags: VirtioNetHeader.needsChecksum, checksumStart: 34, checksumOffset: 6), cuts: [3, 41])
-        #expect(out.count == 1 && Naive.transportValid(out[0], ip: 14, l4: 34, proto: 17))
+        #expect(out.count == 1 && FrameBuilder.transportChecksumValid(out[0], ip: 14, l4: 34, proto: 17))
         // Bytes other than the checksum are the frame's.
         var expected = out[0]; expected.put16(frame.be16(40), at: 40)
         #expect(expected == frame)
@@ -46,8 +47,8 @@ import Testing
         // Linux leaves the full-length pseudo-header sum in the field and sets hdr_len to
         // its linear length, which the device must not trust.
         let l4 = ipv6 ? 54 : 34
-        var frame = TestFrames.tcp(ipv6: ipv6, vlan: nil, payload: TestFrames.payload(60_000), tcpOptions: TSOSegmenterTests.timestamps)
-        frame.put16(TestFrames.pseudoSum(frame, ip: 14, proto: 6, length: frame.count - l4), at: l4 + 16)
+        var frame = FrameBuilder.net.tcp(ipv6: ipv6, vlan: nil, payload: Payload.random(60_000), tcpOptions: TSOSegmenterTests.timestamps)
+        frame.put16(FrameBuilder.pseudoHeaderSum(frame, ip: 14, proto: 6, length: frame.count - l4), at: l4 + 16)
         let header = VirtioNetHeader(flags: VirtioNetHeader.needsChecksum, gsoType: ipv6 ? tcp6 : tcp4, headerLength: 999,
                                      gsoSize: 1448, checksumStart: UInt16(l4), checksumOffset: 16)
         let out = try run(frame, header, maxFrameSize: 1514, cuts: [50, 9000])
@@ -56,32 +57,32 @@ import Testing
         #expect(out.count == (60_000 + mss - 1) / mss)
         for s in out {
             #expect(s.count <= 1514)
-            #expect(Naive.transportValid(s, ip: 14, l4: l4, proto: 6))
-            if !ipv6 { #expect(Naive.ipv4HeaderValid(s, ip: 14)) }
+            #expect(FrameBuilder.transportChecksumValid(s, ip: 14, l4: l4, proto: 6))
+            if !ipv6 { #expect(FrameBuilder.ipv4HeaderValid(s, ip: 14)) }
             #expect(ChecksumOffload.verify(s).transport == .good)
         }
     }
 
     @Test func gsoSizeLargerThanBackendFrameIsCut() throws {
-        let frame = TestFrames.tcp(payload: TestFrames.payload(9000))
+        let frame = FrameBuilder.net.tcp(payload: Payload.random(9000))
         let out = try run(frame, VirtioNetHeader(gsoType: tcp4, gsoSize: 8000), maxFrameSize: 1514)
         #expect(out.allSatisfy { $0.count <= 1514 })
         #expect(out.reduce(0) { $0 + $1.count - 54 } == 9000)
     }
 
     @Test func vlanTaggedGSO() throws {
-        let frame = TestFrames.tcp(vlan: 0x0123, payload: TestFrames.payload(4000))
+        let frame = FrameBuilder.net.tcp(vlan: 0x0123, payload: Payload.random(4000))
         let out = try run(frame, VirtioNetHeader(gsoType: tcp4, gsoSize: 1400), maxFrameSize: 1518)
         #expect(out.count == 3)
         for s in out {
             #expect(s.be16(12) == 0x8100 && s.be16(14) == 0x0123)
-            #expect(Naive.transportValid(s, ip: 18, l4: 38, proto: 6) && Naive.ipv4HeaderValid(s, ip: 18))
+            #expect(FrameBuilder.transportChecksumValid(s, ip: 18, l4: 38, proto: 6) && FrameBuilder.ipv4HeaderValid(s, ip: 18))
         }
     }
 
     @Test func rejectsMismatchesAndAbsurdValues() {
-        let frame4 = TestFrames.tcp(payload: TestFrames.payload(3000))
-        let udp = TestFrames.udp(payload: TestFrames.payload(3000))
+        let frame4 = FrameBuilder.net.tcp(payload: Payload.random(3000))
+        let udp = FrameBuilder.net.udp(payload: Payload.random(3000))
         let cases: [([UInt8], VirtioNetHeader, Int)] = [
             (frame4, VirtioNetHeader(gsoType: tcp6, gsoSize: 1000), 1514),             // type says IPv6
             (udp, VirtioNetHeader(gsoType: tcp4, gsoSize: 1000), 1514),                // not TCP
@@ -104,9 +105,9 @@ import Testing
 
     @Test func randomHeadersNeverTrap() {
         var r = TestRandom(seed: 5)
-        let frames = [TestFrames.tcp(payload: TestFrames.payload(5000)), TestFrames.tcp(ipv6: true, payload: TestFrames.payload(700)),
-                      TestFrames.udp(payload: [1, 2, 3]), TestFrames.udp(payload: TestFrames.payload(4000)),
-                      TestFrames.udp(ipv6: true, vlan: 9, payload: TestFrames.payload(2000))]
+        let frames = [FrameBuilder.net.tcp(payload: Payload.random(5000)), FrameBuilder.net.tcp(ipv6: true, payload: Payload.random(700)),
+                      FrameBuilder.net.udp(payload: [1, 2, 3]), FrameBuilder.net.udp(payload: Payload.random(4000)),
+                      FrameBuilder.net.udp(ipv6: true, vlan: 9, payload: Payload.random(2000))]
         let scratch = FrameScratchBuffer(capacity: 3000)
         for i in 0 ..< 3000 {
             var f = frames[i % frames.count]

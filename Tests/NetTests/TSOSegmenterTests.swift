@@ -1,5 +1,6 @@
 import Testing
 @testable import VMMNet
+import VMMTestKit
 
 /// Runs `body` with the frame cut into pieces at `cuts` (host buffers, as a NIC has them).
 func withScattered<R>(_ frame: [UInt8], cuts: [Int], _ body: ([UnsafeRawBufferPointer]) throws -> R) rethrows -> R {
@@ -43,17 +44,17 @@ func collectSegments(_ run: (_ emit: (UnsafeRawBufferPointer) -> Void) throws ->
             #expect(Array(s[hdr...]) == Array(payload[mss * i ..< mss * i + n]), "segment \(i) payload")
             #expect(s.be32(l4 + 4) == seq0 &+ UInt32(mss * i), "segment \(i) seq")
             var flags = flags0
-            if !last { flags &= ~(TestFrames.fin | TestFrames.psh) }
-            if i > 0 { flags &= ~TestFrames.cwr }
+            if !last { flags &= ~TCPFlags([.fin, .psh]).rawValue }
+            if i > 0 { flags &= ~TCPFlags.cwr.rawValue }
             #expect(s[l4 + 13] == flags, "segment \(i) flags")
             if ipv6 {
                 #expect(Int(s.be16(ip + 4)) == s.count - ip - 40)
             } else {
                 #expect(Int(s.be16(ip + 2)) == s.count - ip)
                 #expect(s.be16(ip + 4) == id0 &+ UInt16(i))
-                #expect(Naive.ipv4HeaderValid(s, ip: ip), "segment \(i) IP checksum")
+                #expect(FrameBuilder.ipv4HeaderValid(s, ip: ip), "segment \(i) IP checksum")
             }
-            #expect(Naive.transportValid(s, ip: ip, l4: l4, proto: 6), "segment \(i) TCP checksum")
+            #expect(FrameBuilder.transportChecksumValid(s, ip: ip, l4: l4, proto: 6), "segment \(i) TCP checksum")
             // Everything else in the headers is copied unchanged.
             #expect(Array(s[..<ip]) == Array(original[..<ip]))
             #expect(Array(s[l4 ..< l4 + 4]) == Array(original[l4 ..< l4 + 4]))
@@ -68,8 +69,8 @@ func collectSegments(_ run: (_ emit: (UnsafeRawBufferPointer) -> Void) throws ->
 
     @Test(arguments: [false, true])
     func sixtyFourKiBSend(ipv6: Bool) throws {
-        let flags = TestFrames.ack | TestFrames.psh | TestFrames.fin | TestFrames.cwr
-        let frame = TestFrames.tcp(ipv6: ipv6, seq: 0xFFFF_0000, flags: flags, payload: TestFrames.payload(65_000),
+        let flags: TCPFlags = [.ack, .psh, .fin, .cwr]
+        let frame = FrameBuilder.net.tcp(ipv6: ipv6, seq: 0xFFFF_0000, flags: flags, payload: Payload.random(65_000),
                                    tcpOptions: Self.timestamps, id: 0xFFF0)
         let scratch = FrameScratchBuffer()
         // Whole, and cut at awkward places (inside the headers, odd lengths).
@@ -85,7 +86,7 @@ func collectSegments(_ run: (_ emit: (UnsafeRawBufferPointer) -> Void) throws ->
 
     @Test(arguments: [false, true])
     func withVLANTagInserted(ipv6: Bool) throws {
-        let frame = TestFrames.tcp(ipv6: ipv6, payload: TestFrames.payload(5000), tcpOptions: Self.timestamps)
+        let frame = FrameBuilder.net.tcp(ipv6: ipv6, payload: Payload.random(5000), tcpOptions: Self.timestamps)
         let scratch = FrameScratchBuffer(capacity: 2000)
         let segments = try withScattered(frame, cuts: [20]) { pieces in
             try collectSegments { emit in
@@ -99,9 +100,9 @@ func collectSegments(_ run: (_ emit: (UnsafeRawBufferPointer) -> Void) throws ->
     @Test func linuxE1000StyleHeaderIsRecomputed() throws {
         // Linux e1000_tso zeroes tot_len and the IP checksum and leaves a length-less
         // pseudo-header sum in the TCP checksum field.
-        var frame = TestFrames.tcp(payload: TestFrames.payload(3000))
+        var frame = FrameBuilder.net.tcp(payload: Payload.random(3000))
         frame.put16(0, at: 16); frame.put16(0, at: 24)
-        frame.put16(~TestFrames.pseudoSum(frame, ip: 14, proto: 6, length: 0), at: 34 + 16)
+        frame.put16(~FrameBuilder.pseudoHeaderSum(frame, ip: 14, proto: 6, length: 0), at: 34 + 16)
         let scratch = FrameScratchBuffer()
         let segments = try withScattered(frame, cuts: []) { pieces in
             try collectSegments { emit in
@@ -110,14 +111,14 @@ func collectSegments(_ run: (_ emit: (UnsafeRawBufferPointer) -> Void) throws ->
         }
         #expect(segments.count == 3)
         for s in segments {
-            #expect(Naive.ipv4HeaderValid(s, ip: 14) && Naive.transportValid(s, ip: 14, l4: 34, proto: 6))
+            #expect(FrameBuilder.ipv4HeaderValid(s, ip: 14) && FrameBuilder.transportChecksumValid(s, ip: 14, l4: 34, proto: 6))
             #expect(Int(s.be16(16)) == s.count - 14)
         }
     }
 
     @Test func udpSegmentation() throws {
         // The 8254x segments UDP too (TUCMD.TCP = 0): each datagram gets a header.
-        let frame = TestFrames.udp(payload: TestFrames.payload(2500))
+        let frame = FrameBuilder.net.udp(payload: Payload.random(2500))
         let scratch = FrameScratchBuffer()
         let l = SegmentationLayout(network: .ipv4, transport: .udp, networkOffset: 14, transportOffset: 34, headerLength: 42, segmentSize: 1000)
         let segments = try withScattered(frame, cuts: [5]) { pieces in
@@ -126,23 +127,23 @@ func collectSegments(_ run: (_ emit: (UnsafeRawBufferPointer) -> Void) throws ->
         #expect(segments.map(\.count) == [1042, 1042, 542])
         for s in segments {
             #expect(Int(s.be16(38)) == s.count - 34)
-            #expect(Naive.transportValid(s, ip: 14, l4: 34, proto: 17) && Naive.ipv4HeaderValid(s, ip: 14))
+            #expect(FrameBuilder.transportChecksumValid(s, ip: 14, l4: 34, proto: 17) && FrameBuilder.ipv4HeaderValid(s, ip: 14))
         }
     }
 
     @Test func headerOnlyFrameIsOneSegment() throws {
-        let frame = TestFrames.tcp(flags: TestFrames.ack | TestFrames.fin, payload: [])
+        let frame = FrameBuilder.net.tcp(flags: [.ack, .fin], payload: [])
         let scratch = FrameScratchBuffer(capacity: 200)
         let segments = try withScattered(frame, cuts: []) { pieces in
             try collectSegments { emit in
                 try TSOSegmenter.segment(ScatteredFrame(pieces)!, layout: layout(ipv6: false, mss: 100, hdrExtra: 0), into: scratch.bytes, emit: emit)
             }
         }
-        #expect(segments.count == 1 && segments[0].count == 54 && segments[0][47] == TestFrames.ack | TestFrames.fin)
+        #expect(segments.count == 1 && segments[0].count == 54 && segments[0][47] == TCPFlags([.ack, .fin]).rawValue)
     }
 
     @Test func smallBufferCutsSegmentsSmaller() throws {
-        let frame = TestFrames.tcp(payload: TestFrames.payload(3000))
+        let frame = FrameBuilder.net.tcp(payload: Payload.random(3000))
         let scratch = FrameScratchBuffer(capacity: 54 + 500)
         let segments = try withScattered(frame, cuts: []) { pieces in
             try collectSegments { emit in
@@ -153,7 +154,7 @@ func collectSegments(_ run: (_ emit: (UnsafeRawBufferPointer) -> Void) throws ->
     }
 
     @Test func absurdLayoutsAreRejected() {
-        let frame = TestFrames.tcp(payload: TestFrames.payload(3000))
+        let frame = FrameBuilder.net.tcp(payload: Payload.random(3000))
         let scratch = FrameScratchBuffer()
         func attempt(_ l: SegmentationLayout, _ f: [UInt8] = frame) -> FrameError? {
             withScattered(f, cuts: [10]) { pieces -> FrameError? in
@@ -198,7 +199,7 @@ func collectSegments(_ run: (_ emit: (UnsafeRawBufferPointer) -> Void) throws ->
 
     @Test func randomLayoutsNeverTrap() {
         var r = TestRandom(seed: 77)
-        let frames = [TestFrames.tcp(payload: TestFrames.payload(4000)), TestFrames.tcp(ipv6: true, payload: TestFrames.payload(300))]
+        let frames = [FrameBuilder.net.tcp(payload: Payload.random(4000)), FrameBuilder.net.tcp(ipv6: true, payload: Payload.random(300))]
         let scratch = FrameScratchBuffer(capacity: 1600)
         for i in 0 ..< 3000 {
             var f = frames[i % 2]
@@ -217,12 +218,12 @@ func collectSegments(_ run: (_ emit: (UnsafeRawBufferPointer) -> Void) throws ->
 
 @Suite struct TSOExtensionHeaderTests {
     @Test func ipv6WithHopByHopThroughVirtioPath() throws {
-        let payload = TestFrames.payload(5000)
-        let tcp = TestFrames.tcpHeader(seq: 77, flags: TestFrames.ack | TestFrames.psh) + payload
+        let payload = Payload.random(5000)
+        let tcp = FrameBuilder.net.tcpHeader(seq: 77, flags: [.ack, .psh]) + payload
         let hbh: [UInt8] = [6, 0, 1, 4, 0, 0, 0, 0]
-        var frame = TestFrames.ethernet(0x86DD) + TestFrames.ipv6Header(payloadLength: hbh.count + tcp.count, next: 0) + hbh + tcp
+        var frame = FrameBuilder.net.ethernet(type: 0x86DD) + FrameBuilder.net.ipv6Header(payloadLength: hbh.count + tcp.count, next: 0) + hbh + tcp
         let l4 = 14 + 48
-        frame.put16(~TestFrames.pseudoSum(frame, ip: 14, proto: 6, length: tcp.count), at: l4 + 16)
+        frame.put16(~FrameBuilder.pseudoHeaderSum(frame, ip: 14, proto: 6, length: tcp.count), at: l4 + 16)
         let scratch = FrameScratchBuffer()
         let out = try withScattered(frame, cuts: [58]) { pieces in
             try collectSegments { emit in
@@ -236,15 +237,15 @@ func collectSegments(_ run: (_ emit: (UnsafeRawBufferPointer) -> Void) throws ->
             #expect(Int(s.be16(18)) == s.count - 54) // payload length covers the extension header
             #expect(Array(s[54 ..< 62]) == hbh)
             #expect(s.be32(l4 + 4) == 77 &+ UInt32(i * mss))
-            #expect(Naive.transportValid(s, ip: 14, l4: l4, proto: 6))
+            #expect(FrameBuilder.transportChecksumValid(s, ip: 14, l4: l4, proto: 6))
             #expect(ChecksumOffload.verify(s).transport == .good)
         }
     }
 
     @Test func routingHeaderIsNotVerified() throws {
-        let tcp = TestFrames.tcpHeader(seq: 1, flags: 0x10)
+        let tcp = FrameBuilder.net.tcpHeader(seq: 1, flags: [.ack])
         let routing: [UInt8] = [6, 2, 0, 0, 0, 0, 0, 0] + [UInt8](repeating: 0xAB, count: 16)
-        let frame = TestFrames.ethernet(0x86DD) + TestFrames.ipv6Header(payloadLength: routing.count + tcp.count, next: 43) + routing + tcp
+        let frame = FrameBuilder.net.ethernet(type: 0x86DD) + FrameBuilder.net.ipv6Header(payloadLength: routing.count + tcp.count, next: 43) + routing + tcp
         let p = try #require(FrameParser.parse(frame))
         #expect(p.hasIPv6RoutingHeader && p.isTCP)
         #expect(ChecksumOffload.verify(frame).transport == .notChecked)

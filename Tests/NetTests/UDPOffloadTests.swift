@@ -1,5 +1,6 @@
 import Testing
 @testable import VMMNet
+import VMMTestKit
 
 @Suite struct UDPOffloadTests {
     let ufo = VirtioNetHeader.GSOType.udp.rawValue
@@ -23,7 +24,7 @@ import Testing
             #expect(field & 0x4000 == 0, "fragment \(i) DF")
             #expect(f.be16(18) == 0x1234, "fragment \(i) keeps the identification")
             #expect(Int(f.be16(16)) == f.count - 14)
-            #expect(Naive.ipv4HeaderValid(f, ip: 14))
+            #expect(FrameBuilder.ipv4HeaderValid(f, ip: 14))
             if i < fragments.count - 1 { #expect((f.count - 34) % 8 == 0) }
             datagram += f[34...]
         }
@@ -31,9 +32,9 @@ import Testing
     }
 
     @Test func ufoFragmentsWithCompletedChecksum() throws {
-        let original = TestFrames.udp(payload: TestFrames.payload(20_000))
+        let original = FrameBuilder.net.udp(payload: Payload.random(20_000))
         var sent = original
-        sent.put16(TestFrames.pseudoSum(original, ip: 14, proto: 17, length: original.count - 34), at: 40) // NEEDS_CSUM form
+        sent.put16(FrameBuilder.pseudoHeaderSum(original, ip: 14, proto: 17, length: original.count - 34), at: 40) // NEEDS_CSUM form
         let header = VirtioNetHeader(flags: VirtioNetHeader.needsChecksum, gsoType: ufo, gsoSize: 1480, checksumStart: 34, checksumOffset: 6)
         let fragments = try run(sent, header, cuts: [7, 41, 1001, 15_000])
         #expect(fragments.count == (20_008 + 1479) / 1480)
@@ -42,7 +43,7 @@ import Testing
     }
 
     @Test func ufoWithoutNeedsChecksumKeepsTheField() throws {
-        var original = TestFrames.udp(payload: TestFrames.payload(3000))
+        var original = FrameBuilder.net.udp(payload: Payload.random(3000))
         original.put16(0, at: 40) // sent without a UDP checksum
         let fragments = try run(original, VirtioNetHeader(gsoType: ufo, gsoSize: 1000))
         #expect(fragments.map(\.count) == [34 + 1000, 34 + 1000, 34 + 1000, 34 + 8]) // 3008-byte datagram
@@ -50,12 +51,12 @@ import Testing
     }
 
     @Test func ufoRefusals() {
-        let v6 = TestFrames.udp(ipv6: true, payload: TestFrames.payload(3000))
+        let v6 = FrameBuilder.net.udp(ipv6: true, payload: Payload.random(3000))
         #expect(throws: FrameError.self) { _ = try run(v6, VirtioNetHeader(gsoType: ufo, gsoSize: 1000)) }
-        var fragment = TestFrames.udp(payload: TestFrames.payload(3000))
+        var fragment = FrameBuilder.net.udp(payload: Payload.random(3000))
         fragment.put16(0x2000, at: 20)
         #expect(throws: FrameError.self) { _ = try run(fragment, VirtioNetHeader(gsoType: ufo, gsoSize: 1000)) }
-        let udp = TestFrames.udp(payload: TestFrames.payload(3000))
+        let udp = FrameBuilder.net.udp(payload: Payload.random(3000))
         #expect(throws: FrameError.self) { _ = try run(udp, VirtioNetHeader(gsoType: ufo, gsoSize: 7)) }
         #expect(throws: FrameError.self) { _ = try run(udp, VirtioNetHeader(gsoType: ufo, gsoSize: 1000), maxFrameSize: 40) }
         #expect(throws: FrameError.self) {
@@ -67,14 +68,14 @@ import Testing
     @Test(arguments: [false, true])
     func usoSegmentsIntoDatagrams(ipv6: Bool) throws {
         let l4 = ipv6 ? 54 : 34
-        let frame = TestFrames.udp(ipv6: ipv6, payload: TestFrames.payload(4000))
+        let frame = FrameBuilder.net.udp(ipv6: ipv6, payload: Payload.random(4000))
         let header = VirtioNetHeader(flags: VirtioNetHeader.needsChecksum, gsoType: SoftwareOffload.gsoUDPL4, gsoSize: 1400,
                                      checksumStart: UInt16(l4), checksumOffset: 6)
         let out = try run(frame, header, cuts: [60])
         #expect(out.map { $0.count - l4 - 8 } == [1400, 1400, 1200])
         for s in out {
             #expect(Int(s.be16(l4 + 4)) == s.count - l4)
-            #expect(Naive.transportValid(s, ip: 14, l4: l4, proto: 17))
+            #expect(FrameBuilder.transportChecksumValid(s, ip: 14, l4: l4, proto: 17))
             #expect(ChecksumOffload.verify(s).transport == .good)
         }
         #expect(SoftwareOffload.isNeeded(for: header, backend: BackendCapabilities(virtioNetHeader: true, offloads: [.checksum, .tso4, .tso6, .ufo])))

@@ -1,9 +1,10 @@
 import Testing
 @testable import VMMNet
+import VMMTestKit
 
 @Suite struct VLANTests {
     @Test func insertThenStrip() throws {
-        let frame = TestFrames.udp(payload: [1, 2, 3, 4, 5])
+        let frame = FrameBuilder.net.udp(payload: [1, 2, 3, 4, 5])
         var out = [UInt8](repeating: 0, count: frame.count + 4)
         let n = out.withUnsafeMutableBytes { o in frame.withUnsafeBytes { VLAN.insert(tci: 0xA07B, into: o, from: $0) } }
         #expect(n == frame.count + 4)
@@ -21,7 +22,7 @@ import Testing
     }
 
     @Test func insertInPlaceAndScattered() throws {
-        let frame = TestFrames.tcp(payload: TestFrames.payload(50))
+        let frame = FrameBuilder.net.tcp(payload: Payload.random(50))
         var buffer = frame + [0, 0, 0, 0]
         let n = buffer.withUnsafeMutableBytes { VLAN.insert(tci: 7, inPlace: $0, length: frame.count) }
         #expect(n == frame.count + 4 && buffer.withUnsafeBytes { VLAN.tag(of: $0) } == 7)
@@ -33,7 +34,7 @@ import Testing
     }
 
     @Test func refusesWithoutTrapping() {
-        let frame = TestFrames.udp(payload: [1])
+        let frame = FrameBuilder.net.udp(payload: [1])
         var small = [UInt8](repeating: 0, count: frame.count + 3)
         #expect(small.withUnsafeMutableBytes { o in frame.withUnsafeBytes { VLAN.insert(tci: 1, into: o, from: $0) } } == nil)
         #expect(small.withUnsafeMutableBytes { VLAN.insert(tci: 1, inPlace: $0, length: frame.count) } == nil)
@@ -42,7 +43,7 @@ import Testing
         #expect(empty.withUnsafeMutableBytes { VLAN.insert(tci: 1, inPlace: $0, length: 0) } == nil)
         #expect(frame.withUnsafeBytes { VLAN.strip($0) } == nil)
         #expect(([0x81, 0x00] as [UInt8]).withUnsafeBytes { VLAN.tag(of: $0) } == nil)
-        var shortTagged = TestFrames.ethernet(0x8100)
+        var shortTagged = FrameBuilder.net.ethernet(type: 0x8100)
         #expect(shortTagged.withUnsafeMutableBytes { VLAN.strip(inPlace: $0) } == nil)
     }
 }

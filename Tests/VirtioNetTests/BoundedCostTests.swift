@@ -10,7 +10,7 @@ import VMMTestKit
 /// never spins.
 @Suite struct BoundedCostTests {
     func tcpGSO(size: UInt16, type: VirtioNetHeader.GSOType = .tcpv4, payload: Int = 3000) -> (VirtioNetHeader, [UInt8]) {
-        let frame = TestFrames.tcp4(payload: TestFrames.payload(payload))
+        let frame = FrameBuilder.virtioNet.tcp(payload: Payload.counting(payload), id: 7)
         var h = VirtioNetHeader()
         h.flags = VirtioNetHeader.needsChecksum
         h.gsoType = type.rawValue
@@ -49,12 +49,12 @@ import VMMTestKit
         let d = try VirtioNetDriver()
         d.bringUp(queueCount: 3)
         let (h, frame) = tcpGSO(size: 1400, payload: 60_000)
-        d.send(frame + TestFrames.payload(6_000), header: h) // 66 KiB in the chain
+        d.send(frame + Payload.counting(6_000), header: h) // 66 KiB in the chain
         #expect(d.endpoint.sent.isEmpty)
         d.send(frame, header: h)                              // 60 KiB: fine
         #expect(!d.endpoint.sent.isEmpty)
         _ = d.endpoint.takeSent()
-        d.send(frame + TestFrames.payload(6_000), header: h)
+        d.send(frame + Payload.counting(6_000), header: h)
         #expect(d.endpoint.sent.isEmpty)
     }
 
@@ -83,7 +83,7 @@ import VMMTestKit
         let d = try VirtioNetDriver()
         d.bringUp(queueCount: 3)
         d.postReceiveBuffers(2, size: 256)
-        let frame = TestFrames.ethernet(payload: TestFrames.payload(1400))
+        let frame = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(1400))
         #expect(d.endpoint.inject(frame) == false) // held by the backend
         #expect(d.machine.loop.runQueuedWork() == 0)   // no retry queued: nothing new was posted
         #expect(d.endpoint.resumeCount == 0)

@@ -36,7 +36,7 @@ struct ControlQueueTests {
     /// Injects a frame to `dst`; true when it reached the guest.
     func delivered(_ d: VirtioNetDriver, to dst: [UInt8]) -> Bool {
         let before = d.queues[0]?.usedIndex ?? 0
-        d.endpoint.inject(TestFrames.ethernet(dst: dst, payload: [1, 2, 3]))
+        d.endpoint.inject(FrameBuilder.virtioNet.addressed(to: dst).ethernet(payload: [1, 2, 3]))
         return d.queues[0]?.usedIndex != before
     }
 
@@ -52,7 +52,7 @@ struct ControlQueueTests {
         #expect(delivered(d, to: Self.other)) // power-on: promiscuous, as QEMU
         #expect(d.control(0, 0, [0]) == 0)    // PROMISC off
         #expect(!delivered(d, to: Self.other))
-        #expect(delivered(d, to: TestFrames.guestMAC))
+        #expect(delivered(d, to: FrameBuilder.virtioNet.destinationMAC))
         #expect(delivered(d, to: Self.broadcast))
         #expect(!delivered(d, to: Self.multicast))
         #expect(d.device?.counters.drops(.filtered) == 2)
@@ -63,9 +63,9 @@ struct ControlQueueTests {
         #expect(d.control(0, 2, [1]) == 0)    // ALLUNI
         #expect(delivered(d, to: Self.other))
         #expect(d.control(0, 4, [1]) == 0)    // NOUNI beats everything unicast but promisc
-        #expect(!delivered(d, to: TestFrames.guestMAC))
+        #expect(!delivered(d, to: FrameBuilder.virtioNet.destinationMAC))
         #expect(d.control(0, 0, [1]) == 0)
-        #expect(delivered(d, to: TestFrames.guestMAC))
+        #expect(delivered(d, to: FrameBuilder.virtioNet.destinationMAC))
     }
 
     @Test func macTableFilter() throws {
@@ -76,7 +76,7 @@ struct ControlQueueTests {
         #expect(delivered(d, to: Self.other))
         #expect(delivered(d, to: extraMulticast))
         #expect(!delivered(d, to: Self.multicast))
-        #expect(delivered(d, to: TestFrames.guestMAC))
+        #expect(delivered(d, to: FrameBuilder.virtioNet.destinationMAC))
         // An empty table removes them again.
         #expect(d.control(1, 0, d.macTable([], [])) == 0)
         #expect(!delivered(d, to: Self.other))
@@ -97,7 +97,7 @@ struct ControlQueueTests {
         #expect(d.control(1, 1, Self.other) == 0)
         #expect((0 ..< 6).map { UInt8(d.config(UInt64($0), 1)) } == Self.other)
         #expect(delivered(d, to: Self.other))
-        #expect(!delivered(d, to: TestFrames.guestMAC))
+        #expect(!delivered(d, to: FrameBuilder.virtioNet.destinationMAC))
         #expect(d.control(1, 1, Self.multicast) == 1) // a NIC address must be unicast
         #expect(d.control(1, 1, [1, 2, 3]) == 1)
         d.setStatus(0) // reset restores the configured address

@@ -11,17 +11,17 @@ struct DataPathTests {
         let d = try VirtioNetDriver()
         d.bringUp()
         let tx = try #require(d.queues[1])
-        let f1 = TestFrames.ethernet(payload: TestFrames.payload(60))
+        let f1 = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(60))
         d.send(f1, split: false)                          // header + frame in one descriptor
-        let f2 = TestFrames.ethernet(payload: TestFrames.payload(300, seed: 3))
+        let f2 = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(300, seed: 3))
         d.send(f2)                                        // header, frame
         // Header split over two descriptors and the frame over three (ANY_LAYOUT).
-        let f3 = TestFrames.ethernet(payload: TestFrames.payload(1000, seed: 5))
+        let f3 = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(1000, seed: 5))
         let h = headerBytes(VirtioNetHeader())
         tx.addChain([(d.buffer(Array(h[0 ..< 5])), 5, false), (d.buffer(Array(h[5...]) + f3[0 ..< 10]), 17, false),
                      (d.buffer(Array(f3[10 ..< 500])), 490, false), (d.buffer(Array(f3[500...])), UInt32(f3.count - 500), false)])
         d.kick(1)
-        let f4 = TestFrames.ethernet(payload: TestFrames.payload(200, seed: 9))
+        let f4 = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(200, seed: 9))
         tx.addIndirect([(d.buffer(h), 12, false), (d.buffer(Array(f4[0 ..< 50])), 50, false), (d.buffer(Array(f4[50...])), UInt32(f4.count - 50), false)],
                        allocator: d.machine.allocator)
         d.kick(1)
@@ -40,7 +40,7 @@ struct DataPathTests {
         let d = try VirtioNetDriver()
         d.bringUp()
         d.endpoint.setLink(up: false)
-        d.send(TestFrames.ethernet(payload: TestFrames.payload(60)))
+        d.send(FrameBuilder.virtioNet.ethernet(payload: Payload.counting(60)))
         #expect(d.endpoint.sent.isEmpty)
         #expect(d.queues[1]?.takeUsed().count == 1)
         #expect(d.device?.counters.drops(.linkDown) == 1)
@@ -50,7 +50,7 @@ struct DataPathTests {
         let d = try VirtioNetDriver()
         d.bringUp { $0 & ~NetF.mrgRxbuf }
         let bufs = d.postReceiveBuffers(2)
-        let frame = TestFrames.ethernet(payload: TestFrames.payload(100))
+        let frame = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(100))
         #expect(d.endpoint.inject(frame))
         let used = try #require(d.queues[0]).takeUsed()
         #expect(used.count == 1)
@@ -60,7 +60,7 @@ struct DataPathTests {
         #expect(d.bytes(at: try #require(bufs[0].checkedAdd(12)), frame.count) == frame)
         #expect(d.msiVectors == [1])
         // A frame bigger than a buffer is dropped; the buffer stays for the next frame.
-        #expect(d.endpoint.inject(TestFrames.ethernet(payload: TestFrames.payload(3000))))
+        #expect(d.endpoint.inject(FrameBuilder.virtioNet.ethernet(payload: Payload.counting(3000))))
         #expect(d.device?.counters.drops(.oversized) == 1)
         #expect(d.endpoint.inject(frame))
         #expect(d.queues[0]?.takeUsed().first?.id == 1)
@@ -70,7 +70,7 @@ struct DataPathTests {
         let d = try VirtioNetDriver()
         d.bringUp()
         let bufs = d.postReceiveBuffers(4, size: 1000)
-        let frame = TestFrames.ethernet(payload: TestFrames.payload(2500, seed: 1))
+        let frame = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(2500, seed: 1))
         #expect(d.endpoint.inject(frame))
         let used = try #require(d.queues[0]).takeUsed()
         let total = 12 + frame.count
@@ -80,14 +80,14 @@ struct DataPathTests {
         let joined = d.bytes(at: bufs[0], 1000) + d.bytes(at: bufs[1], 1000) + d.bytes(at: bufs[2], total - 2000)
         #expect(Array(joined[12...]) == frame)
         // A small frame takes one buffer, num_buffers 1.
-        #expect(d.endpoint.inject(TestFrames.ethernet(payload: TestFrames.payload(40))))
+        #expect(d.endpoint.inject(FrameBuilder.virtioNet.ethernet(payload: Payload.counting(40))))
         #expect(parseHeader(d.bytes(at: bufs[3], 12))?.numBuffers == 1)
     }
 
     @Test func receiveBackPressureAndResume() throws {
         let d = try VirtioNetDriver()
         d.bringUp()
-        let frame = TestFrames.ethernet(payload: TestFrames.payload(1400))
+        let frame = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(1400))
         #expect(!d.endpoint.inject(frame)) // no buffers: the backend keeps the frame
         #expect(d.device?.receiveStalls == 1)
         let resumes = d.endpoint.resumeCount
@@ -105,7 +105,7 @@ struct DataPathTests {
 
     @Test func framesBeforeDriverOKAreDroppedAndCounted() throws {
         let d = try VirtioNetDriver()
-        #expect(d.endpoint.inject(TestFrames.ethernet(payload: [1, 2, 3])))
+        #expect(d.endpoint.inject(FrameBuilder.virtioNet.ethernet(payload: [1, 2, 3])))
         #expect(d.device?.counters.drops(.linkDown) == 1)
     }
 
@@ -113,7 +113,7 @@ struct DataPathTests {
         let d = try VirtioNetDriver()
         d.negotiate()
         d.setupQueue(0); d.setupQueue(1); d.setupQueue(2)
-        let frame = TestFrames.ethernet(payload: TestFrames.payload(64))
+        let frame = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(64))
         d.send(frame)
         #expect(d.endpoint.sent.isEmpty)
         d.driverOK()
@@ -123,7 +123,7 @@ struct DataPathTests {
     @Test func multiQueueTransmitOnEveryPair() throws {
         let d = try VirtioNetDriver(options: "queues=2")
         d.bringUp(queueCount: 5)
-        let frames = (0 ..< 2).map { TestFrames.ethernet(payload: TestFrames.payload(80, seed: $0)) }
+        let frames = (0 ..< 2).map { FrameBuilder.virtioNet.ethernet(payload: Payload.counting(80, seed: $0)) }
         d.send(frames[0], queue: 1)
         d.send(frames[1], queue: 3)
         #expect(d.endpoint.sent.map(\.bytes) == frames)
@@ -138,7 +138,7 @@ struct DataPathTests {
         #expect(bells.map(\.offset) == (0 ..< 3).map { d.notifyCap.offset + UInt64($0) * UInt64(d.notifyCap.extra) })
         #expect(bells.allSatisfy { $0.bar == d.notifyCap.bar && $0.size == 2 && $0.value == nil })
         d.bringUp()
-        let frame = TestFrames.ethernet(payload: TestFrames.payload(70))
+        let frame = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(70))
         d.queues[1]?.addChain([(d.buffer(headerBytes(VirtioNetHeader()) + frame), UInt32(12 + frame.count), false)])
         bells[1].handler() // what the I/O loop runs when the ioeventfd fires
         #expect(d.endpoint.sent.map(\.bytes) == [frame])
@@ -149,7 +149,7 @@ struct DataPathTests {
         d.bringUp(queueCount: 9)
         for q in [0, 2, 4, 6] { d.postReceiveBuffers(40, queue: q) }
         func flow(_ port: UInt16) -> [UInt8] {
-            var f = TestFrames.tcp4(payload: [1, 2, 3])
+            var f = FrameBuilder.virtioNet.tcp(payload: [1, 2, 3], id: 7)
             f[34] = UInt8(port >> 8); f[35] = UInt8(port & 0xFF)
             return f
         }
@@ -166,6 +166,6 @@ struct DataPathTests {
         #expect(queues.allSatisfy { $0 != nil })
         // A flow always lands on the same queue; non-IP frames on queue 0.
         #expect(queueOf(flow(2005)) == queues[5])
-        #expect(queueOf(TestFrames.ethernet(payload: [9])) == 0)
+        #expect(queueOf(FrameBuilder.virtioNet.ethernet(payload: [9])) == 0)
     }
 }

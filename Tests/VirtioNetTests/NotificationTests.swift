@@ -12,7 +12,7 @@ struct NotificationTests {
         d.bringUp()
         let rx = try #require(d.queues[0])
         d.postReceiveBuffers(8)
-        let frame = TestFrames.ethernet(payload: TestFrames.payload(64))
+        let frame = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(64))
         d.endpoint.inject(frame) // the first completion always notifies
         #expect(d.msiVectors == [1])
         rx.setUsedEvent(3) // "interrupt me once used->idx passes 3" (§2.7.10)
@@ -27,7 +27,7 @@ struct NotificationTests {
     @Test func eventIndexDeviceSideAvailEvent() throws {
         let d = try VirtioNetDriver()
         d.bringUp()
-        for i in 0 ..< 3 { d.send(TestFrames.ethernet(payload: TestFrames.payload(60, seed: i))) }
+        for i in 0 ..< 3 { d.send(FrameBuilder.virtioNet.ethernet(payload: Payload.counting(60, seed: i))) }
         // After draining, the device asks to be kicked for the next chain only.
         #expect(d.queues[1]?.availEvent == 3)
         #expect(d.endpoint.sent.count == 3)
@@ -39,17 +39,17 @@ struct NotificationTests {
         let rx = try #require(d.queues[0])
         d.postReceiveBuffers(4)
         rx.setAvailFlags(1) // VIRTQ_AVAIL_F_NO_INTERRUPT
-        d.endpoint.inject(TestFrames.ethernet(payload: [1]))
+        d.endpoint.inject(FrameBuilder.virtioNet.ethernet(payload: [1]))
         #expect(d.msiVectors.isEmpty)
         // While buffers remain the device needs no RX kicks; out of buffers it asks again.
         #expect(rx.usedFlags == 1)
         rx.setAvailFlags(0)
-        for _ in 0 ..< 3 { d.endpoint.inject(TestFrames.ethernet(payload: [2])) }
+        for _ in 0 ..< 3 { d.endpoint.inject(FrameBuilder.virtioNet.ethernet(payload: [2])) }
         #expect(d.msiVectors == [1, 1, 1])
-        #expect(!d.endpoint.inject(TestFrames.ethernet(payload: [3])))
+        #expect(!d.endpoint.inject(FrameBuilder.virtioNet.ethernet(payload: [3])))
         #expect(rx.usedFlags == 0)
         // TX: notifications stay enabled after a drain.
-        d.send(TestFrames.ethernet(payload: [4]))
+        d.send(FrameBuilder.virtioNet.ethernet(payload: [4]))
         #expect(d.queues[1]?.usedFlags == 0)
     }
 
@@ -59,7 +59,7 @@ struct NotificationTests {
         d.postReceiveBuffers(2)
         let table = UInt64(0x4000), pba = UInt64(0x6000)
         d.nic.write32(bar: 0, offset: table + 16 * 1 + 12, 1) // mask vector 1 (RX)
-        d.endpoint.inject(TestFrames.ethernet(payload: [1]))
+        d.endpoint.inject(FrameBuilder.virtioNet.ethernet(payload: [1]))
         #expect(d.msiVectors.isEmpty)
         #expect(d.nic.read32(bar: 0, offset: pba) & 0b10 != 0) // pending bit
         d.nic.write32(bar: 0, offset: table + 16 * 1 + 12, 0)
@@ -70,7 +70,7 @@ struct NotificationTests {
         let control = d.nic.configRead(cap + 2, size: 2)
         d.nic.configWrite(cap + 2, size: 2, value: control | 0x4000)
         d.queues[0]?.setUsedEvent(1) // with EVENT_IDX the driver re-arms, as virtqueue_enable_cb does
-        d.endpoint.inject(TestFrames.ethernet(payload: [2]))
+        d.endpoint.inject(FrameBuilder.virtioNet.ethernet(payload: [2]))
         #expect(d.msiVectors == [1])
         d.nic.configWrite(cap + 2, size: 2, value: control & ~0x4000)
         #expect(d.msiVectors == [1, 1])
@@ -84,7 +84,7 @@ struct NotificationTests {
         d.setupQueue(1, vector: 2)
         d.driverOK()
         d.postReceiveBuffers(1)
-        d.endpoint.inject(TestFrames.ethernet(payload: [1]))
+        d.endpoint.inject(FrameBuilder.virtioNet.ethernet(payload: [1]))
         #expect(d.msiVectors.isEmpty)
         #expect(d.queues[0]?.takeUsed().count == 1)
     }
@@ -94,7 +94,7 @@ struct NotificationTests {
         d.bringUp(msix: false)
         let line = try #require(d.nic.function.interrupts.intxLine)
         d.postReceiveBuffers(1)
-        d.endpoint.inject(TestFrames.ethernet(payload: [1]))
+        d.endpoint.inject(FrameBuilder.virtioNet.ethernet(payload: [1]))
         #expect(d.machine.interrupts.level(line: line))
         #expect(d.readISR() == 1)
         #expect(!d.machine.interrupts.level(line: line)) // reading ISR lowers INTx (§4.1.4.5)

@@ -24,7 +24,7 @@ struct PackedRingTests {
         let tx = qs[1]
         var frames: [[UInt8]] = []
         for i in 0 ..< 20 {
-            let f = TestFrames.ethernet(payload: TestFrames.payload(60 + i, seed: i))
+            let f = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(60 + i, seed: i))
             frames.append(f)
             tx.addChain([(d.buffer(headerBytes(VirtioNetHeader())), 12, false), (d.buffer(f), UInt32(f.count), false)])
             d.kick(1)
@@ -32,7 +32,7 @@ struct PackedRingTests {
         }
         #expect(d.endpoint.sent.map(\.bytes) == frames)
         // Indirect: one ring slot for the whole chain.
-        let f = TestFrames.ethernet(payload: TestFrames.payload(100))
+        let f = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(100))
         let id = tx.addIndirect([(d.buffer(headerBytes(VirtioNetHeader())), 12, false), (d.buffer(f), UInt32(f.count), false)],
                                 allocator: d.machine.allocator)
         d.kick(1)
@@ -45,7 +45,7 @@ struct PackedRingTests {
         let d = try VirtioNetDriver(options: "packed=on")
         let qs = d.bringUpPacked(queueCount: 3, size: 8)
         let rx = qs[0]
-        let frame = TestFrames.ethernet(payload: TestFrames.payload(2500, seed: 3))
+        let frame = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(2500, seed: 3))
         var bufs = [d.machine.allocator.alloc(size: 1000)]
         rx.addChain([(bufs[0], 1000, true)])
         d.kick(0)
@@ -74,17 +74,17 @@ struct PackedRingTests {
         for _ in 0 ..< 6 { rx.addChain([(d.machine.allocator.alloc(size: 1526), 1526, true)]) }
         d.kick(0)
         rx.setDriverEvent(flags: 1) // disable
-        d.endpoint.inject(TestFrames.ethernet(payload: [1]))
+        d.endpoint.inject(FrameBuilder.virtioNet.ethernet(payload: [1]))
         #expect(d.msiVectors.isEmpty)
         rx.setDriverEvent(flags: 0) // enable
-        d.endpoint.inject(TestFrames.ethernet(payload: [2]))
+        d.endpoint.inject(FrameBuilder.virtioNet.ethernet(payload: [2]))
         #expect(d.msiVectors == [1])
         // EVENT_IDX: interrupt once the used descriptor at offset 4 (this lap) is written.
         rx.setDriverEvent(flags: 2, offWrap: 4 | 0x8000)
-        d.endpoint.inject(TestFrames.ethernet(payload: [3])) // slot 2
-        d.endpoint.inject(TestFrames.ethernet(payload: [4])) // slot 3
+        d.endpoint.inject(FrameBuilder.virtioNet.ethernet(payload: [3])) // slot 2
+        d.endpoint.inject(FrameBuilder.virtioNet.ethernet(payload: [4])) // slot 3
         #expect(d.msiVectors == [1])
-        d.endpoint.inject(TestFrames.ethernet(payload: [5])) // slot 4
+        d.endpoint.inject(FrameBuilder.virtioNet.ethernet(payload: [5])) // slot 4
         #expect(d.msiVectors == [1, 1])
         #expect(rx.takeUsed().count == 5)
     }
@@ -93,7 +93,7 @@ struct PackedRingTests {
         let d = try VirtioNetDriver(options: "packed=on")
         let tx = d.bringUpPacked(queueCount: 3, size: 4)[1]
         for i in 0 ..< 3 {
-            tx.addChain([(d.buffer(headerBytes(VirtioNetHeader()) + TestFrames.ethernet(payload: [UInt8(i)])), 27, false)])
+            tx.addChain([(d.buffer(headerBytes(VirtioNetHeader()) + FrameBuilder.virtioNet.ethernet(payload: [UInt8(i)])), 27, false)])
         }
         d.kick(1)
         // EVENT_IDX: "notify me when you make descriptor 3 of this lap available".
@@ -101,7 +101,7 @@ struct PackedRingTests {
         #expect(tx.deviceEventOffWrap == 3 | 0x8000)
         let e = try VirtioNetDriver(options: "packed=on,event_idx=off")
         let tx2 = e.bringUpPacked(queueCount: 3, size: 4)[1]
-        tx2.addChain([(e.buffer(headerBytes(VirtioNetHeader()) + TestFrames.ethernet(payload: [1])), 27, false)])
+        tx2.addChain([(e.buffer(headerBytes(VirtioNetHeader()) + FrameBuilder.virtioNet.ethernet(payload: [1])), 27, false)])
         e.kick(1)
         #expect(tx2.deviceEventFlags == 0)
         #expect(e.endpoint.sent.count == 1)
@@ -155,7 +155,7 @@ struct PackedRingTests {
         d.setStatus(0)
         #expect((0 ..< 3).allSatisfy { d.transport?.queue($0) == nil })
         let tx = d.bringUpPacked(queueCount: 3, size: 4)[1]
-        let f = TestFrames.ethernet(payload: [7])
+        let f = FrameBuilder.virtioNet.ethernet(payload: [7])
         tx.addChain([(d.buffer(headerBytes(VirtioNetHeader()) + f), UInt32(12 + f.count), false)])
         d.kick(1)
         #expect(d.endpoint.sent.map(\.bytes) == [f])

@@ -27,14 +27,14 @@ struct RobustnessTests {
         #expect(d.endpoint.sent.isEmpty)
         d.bringUp(queueCount: 3)
         #expect(d.status & Self.needsReset == 0)
-        let frame = TestFrames.ethernet(payload: TestFrames.payload(60))
+        let frame = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(60))
         d.send(frame)
         #expect(d.endpoint.sent.last?.bytes == frame)
     }
 
     @Test func descriptorLoop() throws {
         let (d, tx) = try ready()
-        let b = d.buffer(headerBytes(VirtioNetHeader()) + TestFrames.ethernet(payload: [1]))
+        let b = d.buffer(headerBytes(VirtioNetHeader()) + FrameBuilder.virtioNet.ethernet(payload: [1]))
         tx.writeDescriptor(0, address: b.raw, length: 27, flags: 1, next: 0) // next → itself
         tx.publish(0)
         d.kick(1)
@@ -70,7 +70,7 @@ struct RobustnessTests {
         // The RX path notices too, when a frame arrives.
         let (e, _) = try ready()
         e.queues[0]?.setAvailIndex(0x8000)
-        #expect(e.endpoint.inject(TestFrames.ethernet(payload: [1])))
+        #expect(e.endpoint.inject(FrameBuilder.virtioNet.ethernet(payload: [1])))
         #expect(e.status & Self.needsReset != 0)
     }
 
@@ -128,7 +128,7 @@ struct RobustnessTests {
 
     @Test func transmitBufferOutsideRAMDropsOnlyThatChain() throws {
         let (d, tx) = try ready()
-        let frame = TestFrames.ethernet(payload: TestFrames.payload(60))
+        let frame = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(60))
         for address: UInt64 in [0xE000_0000, 32 << 20, 0xFFFF_FFFF_FFFF_FFF0] {
             tx.addChain([(d.buffer(headerBytes(VirtioNetHeader())), 12, false), (GuestAddress(address), 100, false)])
         }
@@ -146,10 +146,10 @@ struct RobustnessTests {
             let rx = try #require(d.queues[0])
             rx.addChain([(GuestAddress(0xE000_0000), 2048, true)])
             let good = d.postReceiveBuffers(1)
-            #expect(d.endpoint.inject(TestFrames.ethernet(payload: [1])))
+            #expect(d.endpoint.inject(FrameBuilder.virtioNet.ethernet(payload: [1])))
             #expect(rx.takeUsed().map(\.length) == [0])
             #expect(d.device?.counters.drops(.malformed) == 1)
-            let frame = TestFrames.ethernet(payload: [2])
+            let frame = FrameBuilder.virtioNet.ethernet(payload: [2])
             #expect(d.endpoint.inject(frame))
             #expect(d.bytes(at: try #require(good[0].checkedAdd(12)), frame.count) == frame)
             #expect(d.status & Self.needsReset == 0)
@@ -180,29 +180,29 @@ struct RobustnessTests {
         let (d, _) = try ready()
         let rx = try #require(d.queues[0])
         for _ in 0 ..< 16 { rx.publish(0xFFFF) }
-        #expect(d.endpoint.inject(TestFrames.ethernet(payload: TestFrames.payload(5000))))
+        #expect(d.endpoint.inject(FrameBuilder.virtioNet.ethernet(payload: Payload.counting(5000))))
         #expect(d.status & Self.needsReset != 0)
-        #expect(d.endpoint.inject(TestFrames.ethernet(payload: [1]))) // dropped: device broken
+        #expect(d.endpoint.inject(FrameBuilder.virtioNet.ethernet(payload: [1]))) // dropped: device broken
     }
 
     @Test func resetMidTraffic() throws {
         let (d, tx) = try ready("")
         d.postReceiveBuffers(2)
-        #expect(d.endpoint.inject(TestFrames.ethernet(payload: [1])))
-        #expect(d.endpoint.inject(TestFrames.ethernet(payload: [2])))
-        #expect(!d.endpoint.inject(TestFrames.ethernet(payload: [3]))) // backend holds this one
+        #expect(d.endpoint.inject(FrameBuilder.virtioNet.ethernet(payload: [1])))
+        #expect(d.endpoint.inject(FrameBuilder.virtioNet.ethernet(payload: [2])))
+        #expect(!d.endpoint.inject(FrameBuilder.virtioNet.ethernet(payload: [3]))) // backend holds this one
         let resumes = d.endpoint.resumeCount
-        tx.addChain([(d.buffer(headerBytes(VirtioNetHeader()) + TestFrames.ethernet(payload: [4])), 27, false)]) // not kicked yet
+        tx.addChain([(d.buffer(headerBytes(VirtioNetHeader()) + FrameBuilder.virtioNet.ethernet(payload: [4])), 27, false)]) // not kicked yet
         d.setStatus(0)
         #expect(d.endpoint.resumeCount == resumes + 1) // the held frame is offered again…
-        #expect(d.endpoint.inject(TestFrames.ethernet(payload: [3]))) // …and dropped while reset
+        #expect(d.endpoint.inject(FrameBuilder.virtioNet.ethernet(payload: [3]))) // …and dropped while reset
         d.kick(1)
         #expect(d.endpoint.sent.isEmpty)
         #expect(d.read(0x1C, 2) == 0)
         // A fresh bring-up works from clean rings.
         d.bringUp(queueCount: 3)
         d.postReceiveBuffers(1)
-        let frame = TestFrames.ethernet(payload: [5])
+        let frame = FrameBuilder.virtioNet.ethernet(payload: [5])
         #expect(d.endpoint.inject(frame))
         d.send(frame)
         #expect(d.endpoint.sent.map(\.bytes) == [frame])

@@ -58,14 +58,14 @@ final class E1000Transmitter {
         descriptorsPerPacket = pieces.count + (tso ? 1 : 0)
         slots = E1000Transmitter.count / descriptorsPerPacket
         self.batch = max(1, min(batch, slots - 1))
-        let header = Frames.ethernetHeader + Frames.ipv4Header + Frames.tcpHeader
+        let header = TSO.headerLength
         for _ in 0 ..< slots {
             let buffer = try GuestView(machine: driver.machine, size: UInt64(frame.count), align: 64)
             buffer.copy(frame, at: 0)
             if tso {
                 // Context (§3.3.6): IPCSS/IPCSO/IPCSE, TUCSS/TUCSO, PAYLEN, TUCMD = TCP|IP|TSE, HDRLEN, MSS.
                 let low = UInt64(14) | UInt64(24) << 8 | UInt64(33) << 16 | UInt64(34) << 32 | UInt64(50) << 40
-                let high = UInt64(frame.count - header) | UInt64(0x20 | 0x07) << 24 | UInt64(header) << 40 | UInt64(Frames.tcpMSS) << 48
+                let high = UInt64(frame.count - header) | UInt64(0x20 | 0x07) << 24 | UInt64(header) << 40 | UInt64(TSO.mss) << 48
                 templates.append((low, high))
             }
             for (k, piece) in pieces.enumerated() {

@@ -8,7 +8,7 @@ enum FrameSize: CaseIterable {
         case .small: 64
         case .mtu: 1514
         case .jumbo: 9014
-        case .tso: Frames.tsoFrameLength
+        case .tso: TSO.frameLength
         }
     }
 

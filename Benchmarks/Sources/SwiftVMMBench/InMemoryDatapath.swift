@@ -67,11 +67,7 @@ struct InMemoryDatapath {
     // MARK: virtio-net
 
     func frame(_ size: FrameSize, towardDevice: Bool) -> [UInt8] {
-        let a = addressing
-        let (srcMAC, srcIP, dstMAC, dstIP) = towardDevice ? (a.peerMAC, a.peerIP, a.deviceMAC, a.deviceIP) : (a.deviceMAC, a.deviceIP, a.peerMAC, a.peerIP)
-        return size == .tso
-            ? Frames.tcp(length: size.length, from: srcMAC, srcIP, to: dstMAC, dstIP, port: a.port)
-            : Frames.udp(length: size.length, from: srcMAC, srcIP, to: dstMAC, dstIP, port: a.port)
+        addressing.frame(size, towardDevice: towardDevice)
     }
 
     static func virtioFeatures(_ size: FrameSize, mergeable: Bool) -> UInt64 {
@@ -87,7 +83,7 @@ struct InMemoryDatapath {
         let machine = try TestMachine(memorySize: 256 << 20, networkFactory: SinkFactory(sink))
         let driver = try VirtioBenchDriver(machine: machine, options: "mac=52:54:00:12:34:56,mtu=9000",
                                            features: InMemoryDatapath.virtioFeatures(size, mergeable: true))
-        let header = size == .tso ? Frames.tsoHeader : VirtioNetHeader()
+        let header = size == .tso ? TSO.header : VirtioNetHeader()
         let tx = try VirtioTransmitter(driver: driver, frame: frame(size, towardDevice: false), header: header,
                                        linear: size == .tso ? 54 : size.length)
         let software = !caps.virtioNetHeader && size == .tso
@@ -107,7 +103,7 @@ struct InMemoryDatapath {
         let bufferSize = mergeable ? (size.length > 1514 ? 4096 : 1536) : VirtioNetHeader.size + size.length
         let rx = try VirtioReceiver(driver: driver, bufferSize: bufferSize)
         let bytes = frame(size, towardDevice: true)
-        let header: VirtioNetHeader? = size == .tso ? Frames.tsoHeader : VirtioNetHeader()
+        let header: VirtioNetHeader? = size == .tso ? TSO.header : VirtioNetHeader()
         let perRound = max(1, driver.rx.size / max(1, (VirtioNetHeader.size + size.length + bufferSize - 1) / bufferSize) / 2)
         var refused = 0
         let m = bytes.withUnsafeBytes { frame in

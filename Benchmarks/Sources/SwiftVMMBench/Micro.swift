@@ -47,7 +47,7 @@ struct Micro {
         report(Measurement(name: "e1000 TX descriptor, legacy 1514 B", nanosecondsPerOp: legacy.nanosecondsPerOp,
                            bytesPerOp: 0, allocationsPerOp: legacy.allocationsPerOp), key: "micro.e1000.txd.legacy", unit: "descriptor")
         let tso = try datapath.e1000Transmit(.tso)
-        let descriptors = Double((Frames.tsoFrameLength + 4095) / 4096 + 1)
+        let descriptors = Double((TSO.frameLength + 4095) / 4096 + 1)
         report(Measurement(name: "e1000 TX descriptor, TSO (64 KiB send / \(Int(descriptors)) descriptors)",
                            nanosecondsPerOp: tso.nanosecondsPerOp / descriptors, bytesPerOp: 0,
                            allocationsPerOp: tso.allocationsPerOp / descriptors), key: "micro.e1000.txd.tso", unit: "descriptor")

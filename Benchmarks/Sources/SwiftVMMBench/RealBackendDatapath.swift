@@ -43,7 +43,7 @@ struct RealBackendDatapath {
         case (.virtioNet, .tx):
             let driver = try VirtioBenchDriver(machine: machine, options: options + mtu,
                                                features: InMemoryDatapath.virtioFeatures(size, mergeable: true))
-            let tx = try VirtioTransmitter(driver: driver, frame: frame(), header: size == .tso ? Frames.tsoHeader : VirtioNetHeader(),
+            let tx = try VirtioTransmitter(driver: driver, frame: frame(), header: size == .tso ? TSO.header : VirtioNetHeader(),
                                            linear: size == .tso ? 54 : size.length, batch: 32)
             (frames, elapsed) = timed { n in tx.send(n); settle(); return factory.backend?.accepted.load(ordering: .relaxed) ?? 0 }
         case (.e1000, .tx):
@@ -72,10 +72,7 @@ struct RealBackendDatapath {
     }
 
     private func frame() -> [UInt8] {
-        let a = addressing
-        return size == .tso
-            ? Frames.tcp(length: size.length, from: a.deviceMAC, a.deviceIP, to: a.peerMAC, a.peerIP, port: a.port)
-            : Frames.udp(length: size.length, from: a.deviceMAC, a.deviceIP, to: a.peerMAC, a.peerIP, port: a.port)
+        addressing.frame(size, towardDevice: false)
     }
 
     /// Runs `body(batch)` (which returns the backend's running count of accepted frames)

@@ -114,18 +114,8 @@ struct Soak {
 
     /// An ICMP echo request (RFC 792) of 98 bytes, as `ping` sends by default.
     static func echoRequest(_ a: FrameAddressing) -> [UInt8] {
-        var f = Frames.udp(length: 98, from: a.deviceMAC, a.deviceIP, to: a.peerMAC, a.peerIP, port: a.port)
-        let ip = Frames.ethernetHeader, icmp = ip + Frames.ipv4Header
-        f[ip + 9] = 1                                    // protocol ICMP
-        Frames.put16(&f, ip + 10, 0)
-        let ipSum = f.withUnsafeBytes { InternetChecksum.checksum(UnsafeRawBufferPointer(rebasing: $0[ip ..< icmp])) }
-        Frames.put16(&f, ip + 10, ipSum)
-        f[icmp] = 8; f[icmp + 1] = 0                     // echo request
-        Frames.put16(&f, icmp + 2, 0)
-        Frames.put16(&f, icmp + 4, 0x5357); Frames.put16(&f, icmp + 6, 1)   // identifier, sequence
-        let sum = f.withUnsafeBytes { InternetChecksum.checksum(UnsafeRawBufferPointer(rebasing: $0[icmp...])) }
-        Frames.put16(&f, icmp + 2, sum)
-        return f
+        let data = (14 + 20 + 8 ..< 98).map { UInt8(truncatingIfNeeded: $0) }   // each byte its offset in the frame
+        return a.flow(towardDevice: false).ipv4(proto: 1, id: 0, payload: FrameBuilder.icmpEchoRequest(id: 0x5357, seq: 1, data: data))
     }
 
     private func hex(_ b: UInt8) -> String {

@@ -27,10 +27,10 @@ func parseOptions(_ args: ArraySlice<String>) throws -> [String: String] {
 
 func addressing(_ o: [String: String]) throws -> FrameAddressing {
     var a = FrameAddressing()
-    if let v = o["device-mac"] { guard let m = Frames.parseMAC(v) else { throw BenchError.usage("--device-mac '\(v)'") }; a.deviceMAC = m }
-    if let v = o["peer-mac"] { guard let m = Frames.parseMAC(v) else { throw BenchError.usage("--peer-mac '\(v)'") }; a.peerMAC = m }
-    if let v = o["device-ip"] { guard let ip = Frames.parseIPv4(v) else { throw BenchError.usage("--device-ip '\(v)'") }; a.deviceIP = ip }
-    if let v = o["peer-ip"] { guard let ip = Frames.parseIPv4(v) else { throw BenchError.usage("--peer-ip '\(v)'") }; a.peerIP = ip }
+    if let v = o["device-mac"] { guard let m = FrameAddressing.parseMAC(v) else { throw BenchError.usage("--device-mac '\(v)'") }; a.deviceMAC = m }
+    if let v = o["peer-mac"] { guard let m = FrameAddressing.parseMAC(v) else { throw BenchError.usage("--peer-mac '\(v)'") }; a.peerMAC = m }
+    if let v = o["device-ip"] { guard let ip = FrameAddressing.parseIPv4(v) else { throw BenchError.usage("--device-ip '\(v)'") }; a.deviceIP = ip }
+    if let v = o["peer-ip"] { guard let ip = FrameAddressing.parseIPv4(v) else { throw BenchError.usage("--peer-ip '\(v)'") }; a.peerIP = ip }
     if let v = o["port"] { guard let p = UInt16(v) else { throw BenchError.usage("--port '\(v)'") }; a.port = p }
     return a
 }
@@ -41,13 +41,9 @@ func addressing(_ o: [String: String]) throws -> FrameAddressing {
 func writeFrames(directory: String, addressing a: FrameAddressing) throws {
     for size in FrameSize.allCases {
         for towardDevice in [false, true] {
-            let (srcMAC, srcIP, dstMAC, dstIP) = towardDevice
-                ? (a.peerMAC, a.peerIP, a.deviceMAC, a.deviceIP) : (a.deviceMAC, a.deviceIP, a.peerMAC, a.peerIP)
-            let frame = size == .tso
-                ? Frames.tcp(length: size.length, from: srcMAC, srcIP, to: dstMAC, dstIP, port: a.port)
-                : Frames.udp(length: size.length, from: srcMAC, srcIP, to: dstMAC, dstIP, port: a.port)
+            let frame = a.frame(size, towardDevice: towardDevice)
             var header = [UInt8](repeating: 0, count: VirtioNetHeader.size)
-            header.withUnsafeMutableBytes { (size == .tso ? Frames.tsoHeader : VirtioNetHeader()).write(to: $0) }
+            header.withUnsafeMutableBytes { (size == .tso ? TSO.header : VirtioNetHeader()).write(to: $0) }
             let bytes = header + frame
             let path = "\(directory)/\(towardDevice ? "rx" : "tx")-\(size.key).bin"
             guard let f = fopen(path, "wb") else { throw BenchError.setup("cannot write \(path)") }
