@@ -157,7 +157,7 @@ struct ControlQueueTests {
         #expect(changes.withLock { $0 } == 3)
         let info = try #require(link.receiveFilter)
         #expect(!info.promiscuous && info.multicast == .all && info.unicast == .normal && info.broadcastAllowed)
-        #expect(info.mainMAC == MACAddress(TestFrames.guestMAC))
+        #expect(info.mainMAC == MACAddress(FrameBuilder.virtioNet.destinationMAC))
         #expect(info.unicastTable == [MACAddress(Self.other)] && info.multicastTable == [MACAddress(Self.multicast)])
         #expect(d.control(0, 9, [1]) == 1)                                  // a bad command changes nothing
         #expect(changes.withLock { $0 } == 3)
