@@ -16,6 +16,7 @@
 #define MAX_SYSCALL 512
 static char syscall_names[MAX_SYSCALL][24];
 static int sandbox_mode = CSANDBOX_TRAP;
+static long drop_uid = -1, drop_gid = -1;
 static __thread const char *thread_role;
 
 static const char *role_names[] = { "main", "vcpu", "io-loop", "control", "disk", "disk-connect" };
@@ -91,8 +92,10 @@ static void on_sigsys(int sig, siginfo_t *info, void *ctx) {
     syscall(SYS_exit_group, 128 + SIGSYS);
 }
 
-int csandbox_prepare(int mode) {
+int csandbox_prepare(int mode, long runas_uid, long runas_gid) {
     sandbox_mode = mode;
+    drop_uid = runas_uid;
+    drop_gid = runas_gid;
     for (int nr = 0; nr < MAX_SYSCALL; nr++) {
         char *name = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
         if (name) {
@@ -130,6 +133,13 @@ int csandbox_enter(int role) {
         for (size_t i = 0; rc == 0 && i < sizeof allowed_ioctls / sizeof allowed_ioctls[0]; i++) {
             rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1, SCMP_A1(SCMP_CMP_EQ, allowed_ioctls[i]));
         }
+    }
+    // --runas: glibc makes every thread call setuid/setgid/setgroups (its setxid
+    // broadcast); only to the target identity.
+    if (rc == 0 && drop_uid >= 0 && drop_gid >= 0) {
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(setuid), 1, SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)drop_uid));
+        if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(setgid), 1, SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)drop_gid));
+        if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(setgroups), 1, SCMP_A0(SCMP_CMP_LE, 64));
     }
     // QMP quit on serve signals this process (and only it) to stop.
     if (rc == 0 && role == CSANDBOX_CONTROL) {

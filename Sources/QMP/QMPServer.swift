@@ -41,6 +41,9 @@ public final class QMPServer: @unchecked Sendable {
 
     deinit { close(stopFD); close(wakeFD) }
 
+    /// The socket file clients connect to.
+    public var socketPath: String { listener.path }
+
     public func start() {
         // NIC_RX_FILTER_CHANGED (qapi/net.json), throttled by NetworkLinks: once per NIC
         // until the client reads its filter with query-rx-filter.

@@ -30,12 +30,13 @@ public enum Sandbox {
     /// Turns confinement on for this process: threads that enter a role from now on are
     /// filtered. A thread whose filter cannot be installed ends the process (running
     /// unconfined when the user asked otherwise would be worse).
-    public static func activate(_ mode: Mode) throws {
+    public static func activate(_ mode: Mode, runAs: RunAs? = nil) throws {
         guard mode != .off else { return }
         // Log timestamps read /etc/localtime the first time; read it now, while opening
         // files is still allowed.
         tzset()
-        let rc = csandbox_prepare(mode == .log ? Int32(CSANDBOX_LOG.rawValue) : Int32(CSANDBOX_TRAP.rawValue))
+        let rc = csandbox_prepare(mode == .log ? Int32(CSANDBOX_LOG.rawValue) : Int32(CSANDBOX_TRAP.rawValue),
+                                  runAs.map { Int($0.uid) } ?? -1, runAs.map { Int($0.gid) } ?? -1)
         guard rc == 0 else { throw Failure(role: .main, errno: -rc) }
         ThreadConfinement.install { role in
             let rc = csandbox_enter(role.rawValue)

@@ -31,7 +31,7 @@ struct QTestCommand: ParsableCommand {
 
     func run() throws {
         let size = try QTestMachine.parseMemorySize(memory)
-        do { try SandboxArgument.activate(sandbox) } catch { throw reportUserError(error.description) }
+        do { try SandboxArgument.activate(sandbox, runAs: nil) } catch { throw reportUserError(error.description) }
         let machine = try QTestMachine(memorySize: size, devices: devices, registry: DeviceCatalog.registry,
                                        services: DeviceCatalog.makeServices())
         defer { machine.shutdown() }

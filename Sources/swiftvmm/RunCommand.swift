@@ -58,10 +58,17 @@ struct RunCommand: ParsableCommand {
     @Option(help: SandboxArgument.help)
     var sandbox: Sandbox.Mode = .on
 
+    @Option(help: SandboxArgument.runAsHelp)
+    var runas: String?
+
     func run() throws {
         let start = MonotonicTime.nanoseconds()
         Machine.blockStopSignals()
-        do { try SandboxArgument.activate(sandbox) } catch { throw reportUserError(error.description) }
+        let runAs: RunAs?
+        do {
+            runAs = try SandboxArgument.runAs(runas)
+            try SandboxArgument.activate(sandbox, runAs: runAs)
+        } catch { throw reportUserError(error.description) }
         let configuration: MachineConfiguration
         do {
             configuration = try makeConfiguration(start: start)
@@ -84,6 +91,15 @@ struct RunCommand: ParsableCommand {
             machine.bus.shutdown()
             throw reportUserError(error.description)
         }
+        if let runAs {
+            if let path = control?.socketPath { runAs.handOver(path) }
+            do { try runAs.drop() } catch {
+                control?.stop()
+                machine.bus.shutdown()
+                throw reportUserError("--runas \(runAs.user): \(error)")
+            }
+        }
+        ResourceLimits.limitDescriptors()
         let terminal = configuration.serial == .stdio ? TerminalRawMode() : nil
         let exit = machine.run()
         terminal?.restore()

@@ -40,6 +40,9 @@ struct ServeCommand: ParsableCommand {
     @Option(help: SandboxArgument.help)
     var sandbox: Sandbox.Mode = .on
 
+    @Option(help: SandboxArgument.runAsHelp)
+    var runas: String?
+
     func run() throws {
         // Stop signals are taken by sigwait below, never by a worker thread.
         var stopSignals = sigset_t()
@@ -58,7 +61,11 @@ struct ServeCommand: ParsableCommand {
             return handler
         }
         guard !devices.isEmpty else { throw reportUserError("--device is required (e.g. --device e1000,net=user)") }
-        do { try SandboxArgument.activate(sandbox) } catch { throw reportUserError(error.description) }
+        let runAs: RunAs?
+        do {
+            runAs = try SandboxArgument.runAs(runas)
+            try SandboxArgument.activate(sandbox, runAs: runAs)
+        } catch { throw reportUserError(error.description) }
         guard sockets.count == devices.count else {
             throw reportUserError("--socket: \(sockets.count) given for \(devices.count) --device; give one socket per device")
         }
@@ -106,6 +113,15 @@ struct ServeCommand: ParsableCommand {
             releaseAll()
             throw reportUserError(error.description)
         }
+        if let runAs {
+            for s in servers { runAs.handOver(s.listener.path) }
+            if let path = control?.socketPath { runAs.handOver(path) }
+            do { try runAs.drop() } catch {
+                releaseAll()
+                throw reportUserError("--runas \(runAs.user): \(error)")
+            }
+        }
+        ResourceLimits.limitDescriptors()
         loop.startThread(name: "io-loop")
         for s in servers {
             s.start()

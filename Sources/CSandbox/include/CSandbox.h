@@ -19,7 +19,10 @@ enum csandbox_mode { CSANDBOX_TRAP = 0, CSANDBOX_LOG = 1 };
 /// Once per process, before any thread enters: the SIGSYS handler and the table of
 /// system call names it prints from (built here, since the handler must not allocate).
 /// Returns 0, or -errno.
-int csandbox_prepare(int mode);
+/// `runas_uid`/`runas_gid` (or -1): the identity `--runas` drops to after the filters are
+/// in place; every thread must then take part in glibc's setxid broadcast, so each filter
+/// allows setuid/setgid to exactly these ids and setgroups, nothing else.
+int csandbox_prepare(int mode, long runas_uid, long runas_gid);
 
 /// Installs the calling thread's filter for `role` (it and the threads it creates from
 /// now on). Returns 0, or a negative errno from libseccomp.

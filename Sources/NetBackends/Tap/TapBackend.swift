@@ -35,7 +35,7 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
 
     /// `net=tap-fd:N|NAME`: a TAP opened by someone else, handed over as `fd` (owned from now on).
     public convenience init(adopting fd: Int32, label: String, eventLoop: EventLoop) throws(NetBackendError) {
-        self.init(tap: try TapDevice.adopt(fd: fd, option: "net", value: label), eventLoop: eventLoop)
+        self.init(tap: try TapDevice.adopt(fd: fd, option: "net", value: "tap-fd:\(label)"), eventLoop: eventLoop)
     }
 
     private init(tap: TapDevice, eventLoop: EventLoop) {

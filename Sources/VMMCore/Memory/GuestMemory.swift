@@ -83,6 +83,8 @@ public final class GuestMemory: @unchecked Sendable {
                 for r in built { munmap(r.host, Int(r.size)) }
                 throw .mmapFailed(size: size, errno: e)
             }
+            // A core dump of the VMM must not carry the guest's memory (Docs/security.md).
+            _ = madvise(p, Int(size), MADV_DONTDUMP)
             built.append(GuestMemoryRegion(base: GuestAddress(base), size: size, host: p))
         }
         regions = built

@@ -1,0 +1,48 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `--runas USER`: started as root to open what needs privilege (/dev/kvm, a TAP), the
+/// VMM then becomes USER (with USER's groups, e.g. `kvm`) for the rest of its life, as
+/// QEMU's `-runas` does. Socket files it created are handed to USER first, so it can still
+/// remove them at exit.
+public struct RunAs: Sendable {
+    public let user: String
+    public let uid: uid_t
+    public let gid: gid_t
+
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// Looks USER up; refused unless the process is root (nothing to drop otherwise).
+    public init(user: String) throws(Failure) {
+        guard geteuid() == 0 else {
+            throw Failure(description: "only a process started as root can drop to another user (this one runs as uid \(geteuid()))")
+        }
+        var entry = passwd()
+        var result: UnsafeMutablePointer<passwd>?
+        var buffer = [CChar](repeating: 0, count: 4096)
+        guard getpwnam_r(user, &entry, &buffer, buffer.count, &result) == 0, result != nil else {
+            throw Failure(description: "no user '\(user)'")
+        }
+        guard entry.pw_uid != 0 else { throw Failure(description: "'\(user)' is root: nothing would be dropped") }
+        self.user = user
+        uid = entry.pw_uid
+        gid = entry.pw_gid
+    }
+
+    /// Gives the file at `path` (a socket this process created) to the user.
+    public func handOver(_ path: String) { _ = chown(path, uid, gid) }
+
+    /// Becomes the user: its groups, its gid, its uid (real, effective and saved: setuid
+    /// as root sets all three, so root cannot come back).
+    public func drop() throws(Failure) {
+        guard initgroups(user, gid) == 0 else { throw Failure(description: "initgroups: \(String(cString: strerror(errno)))") }
+        guard setgid(gid) == 0 else { throw Failure(description: "setgid(\(gid)): \(String(cString: strerror(errno)))") }
+        guard setuid(uid) == 0 else { throw Failure(description: "setuid(\(uid)): \(String(cString: strerror(errno)))") }
+        guard getuid() == uid, geteuid() == uid, getgid() == gid else {
+            throw Failure(description: "the user ids did not all change to \(uid)")
+        }
+    }
+}
