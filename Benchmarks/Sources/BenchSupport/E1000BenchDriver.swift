@@ -44,6 +44,9 @@ package final class E1000Transmitter {
     private var slot = 0
     private let slots: Int
     package private(set) var incomplete = 0
+    /// Runs the device's deferred work when a TDT write left descriptors not done (see
+    /// `VirtioTransmitter.settle`).
+    package var settle: (() -> Void)?
 
     package init(driver: E1000BenchDriver, frame: [UInt8], tso: Bool, batch: Int = 64) throws {
         self.driver = driver
@@ -112,6 +115,8 @@ package final class E1000Transmitter {
                 if slot == slots { slot = 0 }
             }
             driver.w(E1000BenchDriver.Reg.tdt, UInt32(tail))
+            // Past its per-action budget the device continues on the I/O loop.
+            if ring.load(UInt8.self, at: 16 * lastDescriptor + 12) & 1 == 0, let settle { settle() }
             if ring.load(UInt8.self, at: 16 * lastDescriptor + 12) & 1 == 0 { incomplete += 1 }
             left -= b
         }

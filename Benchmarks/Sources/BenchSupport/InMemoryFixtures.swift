@@ -70,6 +70,7 @@ package enum InMemory {
         let tx = try VirtioTransmitter(driver: driver, frame: frame(size, towardDevice: false),
                                        header: size == .tso ? TSO.header : VirtioNetHeader(),
                                        linear: size == .tso ? 54 : size.length)
+        tx.settle = { machine.runQueuedWork() }
         return Workload(run: { n in withExtendedLifetime(machine) { tx.send(n) } }, failure: {
             tx.incomplete == 0 && sink.framesSent > 0 ? nil : "virtio-net TX \(size.key): device did not consume the ring (\(tx.incomplete) incomplete)"
         })
@@ -113,6 +114,7 @@ package enum InMemory {
         let machine = try TestMachine(memorySize: 256 << 20, networkFactory: SinkFactory(sink))
         let driver = try E1000BenchDriver(machine: machine, options: "mac=52:54:00:12:34:56")
         let tx = try E1000Transmitter(driver: driver, frame: frame(size, towardDevice: false), tso: size == .tso)
+        tx.settle = { machine.runQueuedWork() }
         return Workload(run: { n in withExtendedLifetime(machine) { tx.send(n) } }, failure: {
             tx.incomplete == 0 && sink.framesSent > 0 ? nil : "e1000 TX \(size.key): descriptors not done (\(tx.incomplete))"
         })
@@ -207,7 +209,9 @@ package enum InMemory {
         let view = UnsafeRawBufferPointer(bytes)
         return Workload { n in
             var sum: UInt16 = 0
-            for _ in 0 ..< n { sum ^= InternetChecksum.checksum(view) }
+            // The buffer goes through `opaqueValue` each call: the checksum of an unchanged
+            // buffer is loop-invariant, and the optimizer would compute it once.
+            for _ in 0 ..< n { sum ^= InternetChecksum.checksum(opaqueValue(view)) }
             opaque(UnsafeMutableRawPointer(bitPattern: UInt(sum) | 1))
         }
     }
@@ -216,18 +220,44 @@ package enum InMemory {
     /// writer's buffer plus its share of the write(2) when the buffer fills — to
     /// /dev/null (the writer alone) or to a tmpfs file (the kernel's page allocation
     /// included; the file is truncated now and then to stay small, and removed by the
-    /// caller's teardown through `pcapFile`).
+    /// benchmark's teardown). PcapWriter takes regular files only, so for /dev/null it
+    /// opens a file and its descriptor is then pointed at /dev/null (`dup2`).
     package static func capture(toFile: Bool) throws -> Workload {
-        let path = toFile ? pcapFile : "/dev/null"
+        let path = toFile ? pcapFile : pcapFile + ".null"
         let writer = try PcapWriter(path: path)
+        if !toFile {
+            guard let fd = descriptor(of: path) else { throw BenchError.setup("no descriptor open on \(path)") }
+            let null = open("/dev/null", O_WRONLY | O_CLOEXEC)
+            guard null >= 0, dup2(null, fd) == fd else { throw BenchError.setup("cannot point the pcap writer at /dev/null") }
+            close(null)
+            unlink(path)
+        }
         let bytes = UnsafeRawBufferPointer(copying: frame(.mtu, towardDevice: false))
         let segments = [bytes]
         var rounds = 0
         return Workload { n in
-            for _ in 0 ..< n { writer.write(segments) }
+            withExtendedLifetime(writer) {
+                for _ in 0 ..< n { writer.write(segments) }
+            }
             rounds += 1
             if toFile, rounds % 16 == 0 { _ = truncate(path, 0) }
         }
+    }
+
+    /// The descriptor this process has open on `path` (from /proc/self/fd).
+    private static func descriptor(of path: String) -> Int32? {
+        guard let dir = opendir("/proc/self/fd") else { return nil }
+        defer { closedir(dir) }
+        var target = [CChar](repeating: 0, count: 4096)
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            guard let fd = Int32(name) else { continue }
+            let n = readlink("/proc/self/fd/\(name)", &target, target.count - 1)
+            guard n > 0 else { continue }
+            target[n] = 0
+            if String(cString: target) == path { return fd }
+        }
+        return nil
     }
 
     /// Where `capture(toFile: true)` writes: tmpfs when there is one.
@@ -236,6 +266,9 @@ package enum InMemory {
 
 /// Keeps the optimizer from deleting a measured store.
 @inline(never) package func opaque(_ p: UnsafeMutableRawPointer?) { _ = p }
+
+/// Returns `x` without the optimizer knowing it is `x` (not optimized, never inlined).
+@_optimize(none) @inline(never) package func opaqueValue<T>(_ x: T) -> T { x }
 
 extension UnsafeRawBufferPointer {
     /// A copy of `bytes` that lives as long as the process (a benchmark's fixed frame).
