@@ -66,7 +66,7 @@ func main() -> Int32 {
     do {
         switch command {
         case "memory", "micro":
-            throw BenchError.usage("'\(command)' moved to package-benchmark: swift package --package-path Benchmarks benchmark --filter '^\(command == "memory" ? "mem" : "micro")\\.' (Docs/performance.md)")
+            throw BenchError.usage("'\(command)' moved to package-benchmark: swift package --package-path Benchmarks benchmark --filter '\(command == "memory" ? "mem" : "micro")\\..*' (Docs/performance.md)")
         case "frames":
             guard args.count >= 2 else { throw BenchError.usage("frames DIR [addr…]") }
             let dir = args[args.startIndex + 1]
