@@ -1,29 +1,52 @@
 // swift-tools-version:6.1
 import PackageDescription
 
-// Benchmarks for swiftvmm (issue 7). A separate package so that the main package's
-// `swift build` / `swift test` stay free of benchmark code. One executable,
-// `swiftvmm-bench`, drives the devices through the test kit (no KVM) against an
-// in-memory sink and the real backends (tap, vde, user); Tools/bench/run runs it next
-// to the raw C limits in Tools/bench/ and prints same-run ratios.
-//   swift build --package-path Benchmarks -c release
+// Benchmarks for swiftvmm (issues 7 and 16). A separate package so that the main package's
+// `swift build` / `swift test` stay free of benchmark code.
+//
+// - SwiftVMMBenchmarks (Benchmarks/SwiftVMMBenchmarks): the in-memory datapath and the
+//   micro-benchmarks on ordo-one/benchmark — its statistics (percentiles over many
+//   samples), allocation counting (the malloc interposer) and baselines/thresholds:
+//     swift package --package-path Benchmarks benchmark [--filter REGEX]
+// - swiftvmm-bench (Sources/SwiftVMMBench): the devices on the real backends (tap, vde,
+//   user) and the soak, which Tools/bench/run sets next to the raw C programs in
+//   Tools/bench/ and QEMU; no library does those comparisons.
+//     swift build --package-path Benchmarks -c release
 let package = Package(
     name: "swiftvmm-bench",
     platforms: [.macOS(.v15)],
     dependencies: [
         .package(name: "swiftvmm", path: ".."),
+        // The MallocInterposer trait alone: malloc counts through ordo-one/malloc-interposer
+        // (no jemalloc), and not the default RuntimeInterposer trait, whose package is not needed.
+        .package(url: "https://github.com/ordo-one/benchmark", exact: "1.38.1", traits: ["MallocInterposer"]),
     ],
     targets: [
-        // Counts malloc/calloc/realloc/memalign calls by interposing glibc's allocator,
-        // so a benchmark can report allocations per frame (the hot path must show 0).
-        .target(name: "CMallocCounter"),
-        .executableTarget(name: "SwiftVMMBench", dependencies: [
-            "CMallocCounter",
+        // What both executables drive: the guest-side drivers (virtio-net split virtqueues,
+        // e1000 descriptor rings), the frames, the in-memory sink and the workloads.
+        .target(name: "BenchSupport", dependencies: [
             .product(name: "VMMCore", package: "swiftvmm"),
             .product(name: "VMMNet", package: "swiftvmm"),
             .product(name: "Virtio", package: "swiftvmm"),
             .product(name: "VMMTestKit", package: "swiftvmm"),
             .product(name: "SwiftVMMDevices", package: "swiftvmm"),
         ]),
+        .executableTarget(name: "SwiftVMMBench", dependencies: [
+            "BenchSupport",
+            .product(name: "VMMCore", package: "swiftvmm"),
+            .product(name: "VMMNet", package: "swiftvmm"),
+            .product(name: "Virtio", package: "swiftvmm"),
+            .product(name: "VMMTestKit", package: "swiftvmm"),
+            .product(name: "SwiftVMMDevices", package: "swiftvmm"),
+        ]),
+        .executableTarget(
+            name: "SwiftVMMBenchmarks",
+            dependencies: [
+                "BenchSupport",
+                .product(name: "Benchmark", package: "benchmark"),
+            ],
+            path: "Benchmarks/SwiftVMMBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
     ]
 )

@@ -7,7 +7,7 @@ bench="$root/.build-soak/release/SwiftVMMBench"
 
 build_bench() {
   echo "== building swiftvmm-bench (release, .build-soak)" >&2
-  swift build --package-path "$root/Benchmarks" -c release --scratch-path "$root/.build-soak" >&2
+  swift build --package-path "$root/Benchmarks" -c release --scratch-path "$root/.build-soak" --product SwiftVMMBench >&2
 }
 
 need_root() {

@@ -5,6 +5,7 @@ import DeviceCatalog
 import Synchronization
 import NetBackends
 import VMMCore
+import BenchSupport
 import VMMNet
 import VMMTestKit
 
@@ -42,7 +43,7 @@ struct RealBackendDatapath {
         switch (device, direction) {
         case (.virtioNet, .tx):
             let driver = try VirtioBenchDriver(machine: machine, options: options + mtu,
-                                               features: InMemoryDatapath.virtioFeatures(size, mergeable: true))
+                                               features: InMemory.virtioFeatures(size, mergeable: true))
             let tx = try VirtioTransmitter(driver: driver, frame: frame(), header: size == .tso ? TSO.header : VirtioNetHeader(),
                                            linear: size == .tso ? 54 : size.length, batch: 32)
             (frames, elapsed) = timed { n in tx.send(n); settle(); return factory.backend?.accepted.load(ordering: .relaxed) ?? 0 }
@@ -52,7 +53,7 @@ struct RealBackendDatapath {
             (frames, elapsed) = timed { n in tx.send(n); settle(); return factory.backend?.accepted.load(ordering: .relaxed) ?? 0 }
         case (.virtioNet, .rx):
             let driver = try VirtioBenchDriver(machine: machine, options: options + mtu,
-                                               features: InMemoryDatapath.virtioFeatures(size, mergeable: true))
+                                               features: InMemory.virtioFeatures(size, mergeable: true))
             let rx = try VirtioReceiver(driver: driver, bufferSize: size.length > 1514 ? 4096 : 1536)
             let perFrame = (VirtioNetHeader.size + size.length + rx.bufferSize - 1) / rx.bufferSize
             (frames, elapsed) = polled { rx.refill(); return rx.delivered / perFrame }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import VMMCore
+import BenchSupport
 import VMMNet
 import VMMTestKit
 

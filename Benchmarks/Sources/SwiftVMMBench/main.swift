@@ -1,11 +1,13 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import BenchSupport
 import VMMNet
 
-/// swiftvmm-bench: the device-side benchmarks of issue 7 (see Docs/performance.md).
-///   swiftvmm-bench memory                 in-memory datapath, both NICs, all sizes
-///   swiftvmm-bench micro                  hot-path micro-benchmarks
+/// swiftvmm-bench: the real-backend side of the benchmarks of issue 7 (see Docs/performance.md),
+/// the runs Tools/bench/run sets next to the raw C programs. The in-memory datapath and the
+/// micro-benchmarks are package-benchmark benchmarks now (Benchmarks/Benchmarks/SwiftVMMBenchmarks,
+/// `swift package --package-path Benchmarks benchmark`).
 ///   swiftvmm-bench frames DIR [addr…]     writes the TX frames (vnet header + frame) for the raw C programs
 ///   swiftvmm-bench backend --device virtio-net|e1000 --direction tx|rx --size 64|1500|9000|tso64k
 ///                          --net tap:NAME|vde:URL|user --seconds S --key KEY [addr…]
@@ -58,18 +60,13 @@ func writeFrames(directory: String, addressing a: FrameAddressing) throws {
 func main() -> Int32 {
     let args = CommandLine.arguments.dropFirst()
     guard let command = args.first else {
-        print("usage: swiftvmm-bench memory | micro | frames DIR [addr…] | backend --device … --direction … --size … --net … --seconds … --key …")
+        print("usage: swiftvmm-bench frames DIR [addr…] | backend --device … --direction … --size … --net … --seconds … --key … | soak …")
         return 2
     }
     do {
-        let harness = Harness()
         switch command {
-        case "memory":
-            var suite = InMemoryDatapath(harness: harness)
-            suite.only = try parseOptions(args.dropFirst())["only"]
-            try suite.run()
-        case "micro":
-            try Micro(harness: harness, datapath: InMemoryDatapath(harness: harness)).run()
+        case "memory", "micro":
+            throw BenchError.usage("'\(command)' moved to package-benchmark: swift package --package-path Benchmarks benchmark --filter '\(command == "memory" ? "mem" : "micro")\\..*' (Docs/performance.md)")
         case "frames":
             guard args.count >= 2 else { throw BenchError.usage("frames DIR [addr…]") }
             let dir = args[args.startIndex + 1]

@@ -1,9 +1,9 @@
 /// The frame sizes of issue 7: minimum, standard MTU, jumbo MTU, and a 64 KiB TSO send.
-enum FrameSize: CaseIterable {
+package enum FrameSize: CaseIterable {
     case small, mtu, jumbo, tso
 
     /// Ethernet frame length, header onward, without FCS.
-    var length: Int {
+    package var length: Int {
         switch self {
         case .small: 64
         case .mtu: 1514
@@ -13,7 +13,7 @@ enum FrameSize: CaseIterable {
     }
 
     /// The key used in BENCH lines and the table.
-    var key: String {
+    package var key: String {
         switch self {
         case .small: "64"
         case .mtu: "1500"
@@ -22,7 +22,7 @@ enum FrameSize: CaseIterable {
         }
     }
 
-    var label: String {
+    package var label: String {
         switch self {
         case .small: "64 B"
         case .mtu: "1500 MTU (1514 B)"
@@ -31,5 +31,5 @@ enum FrameSize: CaseIterable {
         }
     }
 
-    static func parse(_ s: String) -> FrameSize? { allCases.first { $0.key == s } }
+    package static func parse(_ s: String) -> FrameSize? { allCases.first { $0.key == s } }
 }

@@ -9,21 +9,21 @@ import VirtioNet
 /// "publish a batch of chains, kick once, reap the used ring". Interrupts are
 /// suppressed (VIRTQ_AVAIL_F_NO_INTERRUPT) as a NAPI-polling driver does under load,
 /// so nothing but the device and its bus path is timed.
-final class VirtioBenchDriver {
-    enum Feature {
-        static let csum: UInt64 = 1 << 0, guestCsum: UInt64 = 1 << 1, mac: UInt64 = 1 << 5
-        static let guestTSO4: UInt64 = 1 << 7, hostTSO4: UInt64 = 1 << 11, mrgRxbuf: UInt64 = 1 << 15
-        static let version1: UInt64 = 1 << 32
+package final class VirtioBenchDriver {
+    package enum Feature {
+        package static let csum: UInt64 = 1 << 0, guestCsum: UInt64 = 1 << 1, mac: UInt64 = 1 << 5
+        package static let guestTSO4: UInt64 = 1 << 7, hostTSO4: UInt64 = 1 << 11, mrgRxbuf: UInt64 = 1 << 15
+        package static let version1: UInt64 = 1 << 32
     }
 
     /// One split virtqueue (virtio 1.2 §2.7) in guest memory.
-    final class Queue {
-        let index: Int, size: Int
-        let desc: GuestView, avail: GuestView, used: GuestView
-        var availIdx: UInt16 = 0
-        var lastUsed: UInt16 = 0
+    package final class Queue {
+        package let index: Int, size: Int
+        package let desc: GuestView, avail: GuestView, used: GuestView
+        package var availIdx: UInt16 = 0
+        package var lastUsed: UInt16 = 0
 
-        init(index: Int, size: Int, machine: TestMachine) throws {
+        package init(index: Int, size: Int, machine: TestMachine) throws {
             self.index = index
             self.size = size
             desc = try GuestView(machine: machine, size: UInt64(16 * size))
@@ -32,35 +32,35 @@ final class VirtioBenchDriver {
             avail.store(UInt16(1), at: 0)                 // VIRTQ_AVAIL_F_NO_INTERRUPT
         }
 
-        func setDescriptor(_ i: Int, address: UInt64, length: Int, flags: UInt16, next: Int) {
+        package func setDescriptor(_ i: Int, address: UInt64, length: Int, flags: UInt16, next: Int) {
             desc.store(address, at: 16 * i)
             desc.store(UInt32(length), at: 16 * i + 8)
             desc.store(flags, at: 16 * i + 12)
             desc.store(UInt16(next), at: 16 * i + 14)
         }
 
-        @inline(__always) func offer(_ head: Int) {
+        @inline(__always) package func offer(_ head: Int) {
             avail.store(UInt16(head), at: 4 + 2 * (Int(availIdx) % size))
             availIdx &+= 1
         }
 
         /// Makes the offered chains visible (avail->idx, after the ring entries).
-        @inline(__always) func publish() { avail.store(availIdx, at: 2) }
+        @inline(__always) package func publish() { avail.store(availIdx, at: 2) }
 
-        var usedIndex: UInt16 { used.load(UInt16.self, at: 2) }
-        var deviceWantsKick: Bool { used.load(UInt16.self, at: 0) & 1 == 0 }   // !VIRTQ_USED_F_NO_NOTIFY
-        func usedID(_ n: UInt16) -> Int { Int(used.load(UInt32.self, at: 4 + 8 * (Int(n) % size))) }
+        package var usedIndex: UInt16 { used.load(UInt16.self, at: 2) }
+        package var deviceWantsKick: Bool { used.load(UInt16.self, at: 0) & 1 == 0 }   // !VIRTQ_USED_F_NO_NOTIFY
+        package func usedID(_ n: UInt16) -> Int { Int(used.load(UInt32.self, at: 4 + 8 * (Int(n) % size))) }
     }
 
-    let machine: TestMachine
-    let nic: TestDevice
-    private(set) var features: UInt64 = 0
+    package let machine: TestMachine
+    package let nic: TestDevice
+    package private(set) var features: UInt64 = 0
     private var common = (bar: 0, offset: UInt64(0))
     private var notify = (bar: 0, offset: UInt64(0), multiplier: UInt64(0))
-    private(set) var rx: Queue!
-    private(set) var tx: Queue!
+    package private(set) var rx: Queue!
+    package private(set) var tx: Queue!
 
-    init(machine: TestMachine, options: String, features wanted: UInt64, queueSize: Int = 256) throws {
+    package init(machine: TestMachine, options: String, features wanted: UInt64, queueSize: Int = 256) throws {
         self.machine = machine
         nic = try machine.add(VirtioNetDevice.self, options: options)
         try discover()
@@ -115,7 +115,7 @@ final class VirtioBenchDriver {
     }
 
     /// vp_notify: a 16-bit write of the queue index to its notify address.
-    @inline(__always) func kick(_ q: Queue) {
+    @inline(__always) package func kick(_ q: Queue) {
         nic.write(bar: notify.bar, offset: notify.offset + UInt64(q.index) * notify.multiplier, size: 2, value: UInt64(q.index))
     }
 }
@@ -123,14 +123,19 @@ final class VirtioBenchDriver {
 /// TX: `slots` chains prepared once (header + frame, split into ≤4 KiB pages after the
 /// first `linear` bytes as an skb with page frags would be); each round offers a batch,
 /// kicks once and checks the device consumed it all.
-final class VirtioTransmitter {
-    let driver: VirtioBenchDriver
-    let slots: Int, descriptorsPerChain: Int
-    let batch: Int
+package final class VirtioTransmitter {
+    package let driver: VirtioBenchDriver
+    package let slots: Int, descriptorsPerChain: Int
+    package let batch: Int
     private var next = 0
-    private(set) var incomplete = 0
+    package private(set) var incomplete = 0
+    /// Runs the device's deferred work when a kick left chains unconsumed (the device
+    /// stops at its per-action budget, `ActionCostMeter.deferAt`, and continues from the
+    /// I/O loop); in memory that is the test machine's queued work, run on this thread
+    /// and timed with the rest. Nil where an I/O loop thread runs it (real backends).
+    package var settle: (() -> Void)?
 
-    init(driver: VirtioBenchDriver, frame: [UInt8], header: VirtioNetHeader, linear: Int, batch: Int = 64) throws {
+    package init(driver: VirtioBenchDriver, frame: [UInt8], header: VirtioNetHeader, linear: Int, batch: Int = 64) throws {
         self.driver = driver
         let q = driver.tx!
         var headerBytes = [UInt8](repeating: 0, count: VirtioNetHeader.size)
@@ -157,7 +162,7 @@ final class VirtioTransmitter {
     }
 
     /// Sends `n` frames in batches.
-    func send(_ n: Int) {
+    package func send(_ n: Int) {
         let q = driver.tx!
         var left = n
         while left > 0 {
@@ -169,6 +174,8 @@ final class VirtioTransmitter {
             }
             q.publish()
             driver.kick(q)
+            // Past its per-action budget the device continues on the I/O loop.
+            if q.usedIndex != q.availIdx, let settle { settle() }
             let used = q.usedIndex
             if used != q.availIdx { incomplete += 1 }
             q.lastUsed = used
@@ -180,13 +187,13 @@ final class VirtioTransmitter {
 /// RX: every descriptor of the RX queue is a posted buffer of `bufferSize` bytes;
 /// frames are injected from the backend side, and each batch the driver reaps the used
 /// ring and re-posts those buffers (kicking only when the device asks, as Linux does).
-final class VirtioReceiver {
-    let driver: VirtioBenchDriver
-    let bufferSize: Int
+package final class VirtioReceiver {
+    package let driver: VirtioBenchDriver
+    package let bufferSize: Int
     /// Buffers the device filled so far.
-    private(set) var delivered = 0
+    package private(set) var delivered = 0
 
-    init(driver: VirtioBenchDriver, bufferSize: Int) throws {
+    package init(driver: VirtioBenchDriver, bufferSize: Int) throws {
         self.driver = driver
         self.bufferSize = bufferSize
         let q = driver.rx!
@@ -200,7 +207,7 @@ final class VirtioReceiver {
     }
 
     /// Gives back every buffer the device used.
-    @inline(__always) func refill() {
+    @inline(__always) package func refill() {
         let q = driver.rx!
         let used = q.usedIndex
         guard used != q.lastUsed else { return }

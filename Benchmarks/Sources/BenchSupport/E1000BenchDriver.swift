@@ -7,45 +7,48 @@ import VMMTestKit
 /// §3.3): a receive and a transmit descriptor ring, written as the driver writes them,
 /// one TDT write per batch of packets, RDT moved once per refill. IMS stays 0 (NAPI
 /// polling under load), so no interrupt path is timed.
-final class E1000BenchDriver {
-    enum Reg {
-        static let ctrl: UInt64 = 0x0, ims: UInt64 = 0xD0, imc: UInt64 = 0xD8, rctl: UInt64 = 0x100, tctl: UInt64 = 0x400
-        static let rdbal: UInt64 = 0x2800, rdbah: UInt64 = 0x2804, rdlen: UInt64 = 0x2808, rdh: UInt64 = 0x2810, rdt: UInt64 = 0x2818
-        static let tdbal: UInt64 = 0x3800, tdbah: UInt64 = 0x3804, tdlen: UInt64 = 0x3808, tdh: UInt64 = 0x3810, tdt: UInt64 = 0x3818
+package final class E1000BenchDriver {
+    package enum Reg {
+        package static let ctrl: UInt64 = 0x0, ims: UInt64 = 0xD0, imc: UInt64 = 0xD8, rctl: UInt64 = 0x100, tctl: UInt64 = 0x400
+        package static let rdbal: UInt64 = 0x2800, rdbah: UInt64 = 0x2804, rdlen: UInt64 = 0x2808, rdh: UInt64 = 0x2810, rdt: UInt64 = 0x2818
+        package static let tdbal: UInt64 = 0x3800, tdbah: UInt64 = 0x3804, tdlen: UInt64 = 0x3808, tdh: UInt64 = 0x3810, tdt: UInt64 = 0x3818
     }
-    static let rctlEnable: UInt32 = 1 << 1, rctlLongPackets: UInt32 = 1 << 5, rctlBroadcast: UInt32 = 1 << 15
-    static let rctlSize16K: UInt32 = 1 << 16 | 1 << 25    // BSIZE=01 with BSEX: 16384-byte buffers
-    static let rctlStripCRC: UInt32 = 1 << 26
-    static let tctlEnable: UInt32 = 1 << 1, tctlPadShort: UInt32 = 1 << 3
+    package static let rctlEnable: UInt32 = 1 << 1, rctlLongPackets: UInt32 = 1 << 5, rctlBroadcast: UInt32 = 1 << 15
+    package static let rctlSize16K: UInt32 = 1 << 16 | 1 << 25    // BSIZE=01 with BSEX: 16384-byte buffers
+    package static let rctlStripCRC: UInt32 = 1 << 26
+    package static let tctlEnable: UInt32 = 1 << 1, tctlPadShort: UInt32 = 1 << 3
 
-    let machine: TestMachine
-    let nic: TestDevice
+    package let machine: TestMachine
+    package let nic: TestDevice
 
-    init(machine: TestMachine, options: String) throws {
+    package init(machine: TestMachine, options: String) throws {
         self.machine = machine
         nic = try machine.add(E1000Device.self, options: options)
         w(Reg.imc, 0xFFFF_FFFF)
         w(Reg.ctrl, 1 << 6)                 // SLU
     }
 
-    @inline(__always) func w(_ offset: UInt64, _ v: UInt32) { nic.write32(bar: 0, offset: offset, v) }
+    @inline(__always) package func w(_ offset: UInt64, _ v: UInt32) { nic.write32(bar: 0, offset: offset, v) }
 }
 
 /// TX ring of `count` descriptors; each packet has its own buffer prepared once. A packet
 /// is one legacy descriptor, or (TSO) a context descriptor and ≤4 KiB data descriptors
 /// as e1000_tx_map splits an skb (E1000_MAX_DATA_PER_TXD).
-final class E1000Transmitter {
-    static let count = 256
-    let driver: E1000BenchDriver
-    let ring: GuestView
-    let descriptorsPerPacket: Int
-    let batch: Int
+package final class E1000Transmitter {
+    package static let count = 256
+    package let driver: E1000BenchDriver
+    package let ring: GuestView
+    package let descriptorsPerPacket: Int
+    package let batch: Int
     private var templates: [(low: UInt64, high: UInt64)] = []
     private var slot = 0
     private let slots: Int
-    private(set) var incomplete = 0
+    package private(set) var incomplete = 0
+    /// Runs the device's deferred work when a TDT write left descriptors not done (see
+    /// `VirtioTransmitter.settle`).
+    package var settle: (() -> Void)?
 
-    init(driver: E1000BenchDriver, frame: [UInt8], tso: Bool, batch: Int = 64) throws {
+    package init(driver: E1000BenchDriver, frame: [UInt8], tso: Bool, batch: Int = 64) throws {
         self.driver = driver
         ring = try GuestView(machine: driver.machine, size: UInt64(16 * E1000Transmitter.count), align: 128)
         var pieces: [(Int, Int)] = []
@@ -93,7 +96,7 @@ final class E1000Transmitter {
 
     /// Sends `n` packets: per batch, writes each packet's descriptors fresh (status 0),
     /// moves TDT once, and checks the last descriptor came back done.
-    func send(_ n: Int) {
+    package func send(_ n: Int) {
         var left = n
         while left > 0 {
             let b = min(batch, left)
@@ -112,6 +115,8 @@ final class E1000Transmitter {
                 if slot == slots { slot = 0 }
             }
             driver.w(E1000BenchDriver.Reg.tdt, UInt32(tail))
+            // Past its per-action budget the device continues on the I/O loop.
+            if ring.load(UInt8.self, at: 16 * lastDescriptor + 12) & 1 == 0, let settle { settle() }
             if ring.load(UInt8.self, at: 16 * lastDescriptor + 12) & 1 == 0 { incomplete += 1 }
             left -= b
         }
@@ -120,15 +125,15 @@ final class E1000Transmitter {
 
 /// RX ring of `count` descriptors with `bufferSize` buffers. Frames come from the backend
 /// side; each refill the driver clears DD of finished descriptors and moves RDT once.
-final class E1000Receiver {
-    static let count = 256
-    let driver: E1000BenchDriver
-    let ring: GuestView
+package final class E1000Receiver {
+    package static let count = 256
+    package let driver: E1000BenchDriver
+    package let ring: GuestView
     private var next = 0
     /// Descriptors the device filled so far.
-    private(set) var delivered = 0
+    package private(set) var delivered = 0
 
-    init(driver: E1000BenchDriver, jumbo: Bool) throws {
+    package init(driver: E1000BenchDriver, jumbo: Bool) throws {
         self.driver = driver
         let bufferSize = jumbo ? 16384 : 2048
         ring = try GuestView(machine: driver.machine, size: UInt64(16 * E1000Receiver.count), align: 128)
@@ -150,7 +155,7 @@ final class E1000Receiver {
 
     /// e1000_clean_rx_irq + e1000_alloc_rx_buffers: take every descriptor with DD, clear
     /// it, and hand the ring back up to the one before the next to be filled.
-    @inline(__always) func refill() {
+    @inline(__always) package func refill() {
         var moved = false
         while ring.load(UInt8.self, at: 16 * next + 12) & 1 != 0 {
             ring.store(UInt64(0), at: 16 * next + 8)

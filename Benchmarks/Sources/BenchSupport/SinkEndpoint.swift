@@ -1,0 +1,46 @@
+import Synchronization
+import VMMCore
+import VMMNet
+
+/// A backend that consumes frames without copying or storing them, so an in-memory
+/// benchmark measures the device alone (the test kit's InMemoryEndpoint keeps a copy of
+/// each frame, which is right for tests and wrong for timing). It can also inject frames
+/// toward the device, as a backend's receive path would.
+package final class SinkEndpoint: NetworkBackend, @unchecked Sendable {
+    package let description = "sink"
+    package let capabilities: BackendCapabilities
+    package let counters = BackendCounters()
+    package var isLinkUp: Bool { true }
+    /// Frames handed to `send` (vCPU thread only in these benchmarks).
+    package private(set) var framesSent = 0
+    private var receiver: FrameReceiver?
+
+    package init(capabilities: BackendCapabilities) { self.capabilities = capabilities }
+
+    package func start(receiver: FrameReceiver) { self.receiver = receiver }
+
+    package func send(_ segments: [UnsafeRawBufferPointer], header: VirtioNetHeader?) -> SendResult {
+        framesSent &+= 1
+        return .sent
+    }
+
+    /// Hands `frame` to the device; false when the guest had no buffer for it.
+    @inline(__always)
+    package func inject(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
+        receiver?.receive(frame, header: header) ?? false
+    }
+
+    package func resumeReceive() {}
+    package func setReceiveOffloads(_ offloads: NetOffloads) {}
+    package func stop() { receiver = nil }
+}
+
+/// Gives the next device created the sink it was handed.
+package final class SinkFactory: NetworkBackendFactory, @unchecked Sendable {
+    package let sink: SinkEndpoint
+    package init(_ sink: SinkEndpoint) { self.sink = sink }
+    package func makeBackend(options: inout DeviceOptions, eventLoop: EventLoop, clock: DeviceClock) throws -> NetworkBackend {
+        _ = try options.take("net")
+        return sink
+    }
+}

@@ -1,0 +1,26 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Monotonic nanoseconds (clock_gettime), the clock the real-backend runs and the soak use.
+func monotonicNanoseconds() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+}
+
+/// Lines the driver script (Tools/bench/run) collects: `BENCH <key> <value>`, next to a
+/// human-readable line on stdout.
+enum Report {
+    static func value(_ key: String, _ v: Double) { print("BENCH \(key) \(format(v))") }
+
+    static func format(_ v: Double) -> String {
+        if v == 0 { return "0" }
+        let magnitude = abs(v)
+        let digits = magnitude >= 100 ? 0 : magnitude >= 1 ? 2 : 4
+        var scale = 1.0
+        for _ in 0 ..< digits { scale *= 10 }
+        let rounded = (v * scale).rounded() / scale
+        return digits == 0 ? String(Int(rounded)) : String(rounded)
+    }
+}
