@@ -26,6 +26,7 @@ let package = Package(
         .library(name: "KVM", targets: ["KVM"]),
         .library(name: "VFIOUser", targets: ["VFIOUser"]),
         .library(name: "QMP", targets: ["QMP"]),
+        .library(name: "Sandbox", targets: ["Sandbox"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

@@ -33,6 +33,8 @@ let package = Package(
         ]),
         .executableTarget(name: "SwiftVMMBench", dependencies: [
             "BenchSupport",
+            // --sandbox on: the threads run under swiftvmm's seccomp lists (what it costs).
+            .product(name: "Sandbox", package: "swiftvmm"),
             .product(name: "VMMCore", package: "swiftvmm"),
             .product(name: "VMMNet", package: "swiftvmm"),
             .product(name: "Virtio", package: "swiftvmm"),

@@ -130,6 +130,19 @@ def build(values, skips, info):
             out.append(f"| {label} | {fmt(s)} | {fmt(r)} | {fmt(ratio(s, r), 2)} |")
         out.append("")
 
+    # Sandbox cost.
+    if any(k.startswith("sandbox.") for k in values):
+        out.append("### What the seccomp sandbox costs (--sandbox on against off, median of 5 alternating runs; TAP: swiftvmm-bench with the I/O-loop and vCPU lists)\n")
+        out.append("| path | sandbox on | sandbox off | on ÷ off |\n|---|---|---|---|")
+        for kind, label in [("pio.eps", "exit path, port I/O (exits/s)"), ("mmio.eps", "exit path, MMIO to e1000 LEDCTL (exits/s)"),
+                            ("tap.virtio-net.tx.fps", "TAP, virtio-net TX 1514 B (frames/s)"),
+                            ("tap.e1000.tx.fps", "TAP, e1000 TX 1514 B (frames/s)"),
+                            ("tap.virtio-net.rx.fps", "TAP, virtio-net RX 1514 B (frames/s)")]:
+            on, off = v(f"sandbox.on.{kind}"), v(f"sandbox.off.{kind}")
+            if on is not None or off is not None:
+                out.append(f"| {label} | {fmt(on)} | {fmt(off)} | {fmt(ratio(on, off), 2)} |")
+        out.append("")
+
     # Boot and memory.
     if any(k.startswith("boot.") for k in values):
         out.append("### Boot to first serial output, and peak RSS (512 MiB guest, virtio-net + e1000 on user networking)\n")

@@ -6,6 +6,7 @@ import Synchronization
 import NetBackends
 import VMMCore
 import BenchSupport
+import Sandbox
 import VMMNet
 import VMMTestKit
 
@@ -26,10 +27,15 @@ struct RealBackendDatapath {
     let seconds: Double
     let addressing: FrameAddressing
     let key: String
+    let sandbox: Sandbox.Mode
 
     func run() throws {
         let factory = CountingFactory()
         let machine = try TestMachine(memorySize: 256 << 20, networkFactory: factory)
+        // Confinement as `swiftvmm run` has it: the I/O loop enters its role when its
+        // thread starts, this thread (which does what a vCPU does: doorbells, and on TX
+        // the backend's writes) once the device is set up, right before the timed part.
+        try Sandbox.activate(sandbox)
         machine.loop.startThread(name: "bench-io")
         defer { machine.loop.stop() }
         let options = "mac=\(addressing.deviceMAC.map { hex($0) }.joined(separator: ":")),net=\(net)"
@@ -79,6 +85,7 @@ struct RealBackendDatapath {
     /// Runs `body(batch)` (which returns the backend's running count of accepted frames)
     /// until `seconds` passed; returns the frames accepted meanwhile and the seconds.
     private func timed(_ body: (Int) -> Int) -> (Int, Double) {
+        ThreadConfinement.enter(.vcpu)
         let before = body(0)
         let start = monotonicNanoseconds()
         let end = start + UInt64(seconds * 1e9)
@@ -94,6 +101,7 @@ struct RealBackendDatapath {
     /// Polls `delivered` (a running count) every ~20 µs; counts from the first frame on,
     /// so a producer that starts late is not charged to the device.
     private func polled(_ delivered: () -> Int) -> (Int, Double) {
+        ThreadConfinement.enter(.vcpu)
         let deadline = monotonicNanoseconds() + UInt64((seconds + 5) * 1e9)
         var first: (count: Int, time: UInt64)?
         var pause = timespec(tv_sec: 0, tv_nsec: 20_000)

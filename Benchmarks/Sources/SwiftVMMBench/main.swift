@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import BenchSupport
+import Sandbox
 import VMMNet
 
 /// swiftvmm-bench: the real-backend side of the benchmarks of issue 7 (see Docs/performance.md),
@@ -10,7 +11,9 @@ import VMMNet
 /// `swift package --package-path Benchmarks benchmark`).
 ///   swiftvmm-bench frames DIR [addr…]     writes the TX frames (vnet header + frame) for the raw C programs
 ///   swiftvmm-bench backend --device virtio-net|e1000 --direction tx|rx --size 64|1500|9000|tso64k
-///                          --net tap:NAME|vde:URL|user --seconds S --key KEY [addr…]
+///                          --net tap:NAME|vde:URL|user --seconds S --key KEY [--sandbox on|off] [addr…]
+///                          --sandbox on: the I/O loop and the sending thread run under swiftvmm's
+///                          seccomp lists (io-loop and vcpu roles), to measure what they cost
 ///   swiftvmm-bench soak --seconds S [--batch N] [--pause-us U] --virtio-net NET[@ADDR] --e1000 NET[@ADDR]
 ///                          both NICs at once (Soak.swift); ADDR = devmac,devip,peermac,peerip
 /// addr: --device-mac M --peer-mac M --device-ip A --peer-ip A --port P
@@ -78,8 +81,9 @@ func main() -> Int32 {
                   let size = o["size"].flatMap(FrameSize.parse), let net = o["net"], let key = o["key"]
             else { throw BenchError.usage("backend needs --device virtio-net|e1000 --direction tx|rx --size 64|1500|9000|tso64k --net SPEC --key KEY") }
             let seconds = o["seconds"].flatMap(Double.init) ?? 2
+            guard let sandbox = Sandbox.Mode(rawValue: o["sandbox"] ?? "off") else { throw BenchError.usage("--sandbox on|off|log") }
             try RealBackendDatapath(device: d, direction: dir, size: size, net: net, seconds: seconds,
-                                    addressing: addressing(o), key: key).run()
+                                    addressing: addressing(o), key: key, sandbox: sandbox).run()
         case "soak":
             let o = try parseOptions(args.dropFirst())
             var specs: [(device: RealBackendDatapath.Device, net: String, addressing: FrameAddressing)] = []
