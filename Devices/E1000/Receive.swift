@@ -194,7 +194,7 @@ extension E1000Device {
 
     private func copy(_ source: UnsafeRawBufferPointer, to out: UnsafeMutableRawBufferPointer, at length: inout Int) {
         guard let src = source.baseAddress, let dst = out.baseAddress, source.count <= out.count - length else { return }
-        (dst + length).copyMemory(from: src, byteCount: source.count)
+        ByteCopy.copy(to: dst + length, from: src, count: source.count)
         length += source.count
     }
 

@@ -149,7 +149,7 @@ struct VirtioBlkRequestParser {
             if needed > 0 {
                 let n = min(needed, s.count)
                 into.withUnsafeMutableBytes { dst in
-                    dst.baseAddress.map { d in s.baseAddress.map { (d + copied).copyMemory(from: $0, byteCount: n) } }
+                    dst.baseAddress.map { d in s.baseAddress.map { ByteCopy.copy(to: d + copied, from: $0, count: n) } }
                 }
                 copied += n
                 needed -= n

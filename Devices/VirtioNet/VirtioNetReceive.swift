@@ -71,7 +71,7 @@ extension VirtioNet {
                     return nil
                 }
                 let copy = UnsafeMutableRawBufferPointer(rebasing: scratch.bytes[0 ..< frame.count])
-                copy.copyMemory(from: frame)
+                ByteCopy.copy(to: copy, from: frame)
                 do {
                     try ChecksumOffload.complete(copy, start: Int(h.checksumStart), offset: Int(h.checksumOffset))
                 } catch {
@@ -173,7 +173,7 @@ extension VirtioNet {
                 let dst = hostSegments[segment]
                 let n = min(dst.count - offset, source.count - done)
                 if n > 0, let d = dst.baseAddress, let s = source.baseAddress {
-                    (d + offset).copyMemory(from: s + done, byteCount: n)
+                    ByteCopy.copy(to: d + offset, from: s + done, count: n)
                 }
                 done += n
                 offset += n

@@ -203,14 +203,14 @@ public final class GuestMemory: @unchecked Sendable {
     /// Copies `bytes` into guest memory at `address` (may cross adjacent regions).
     public func write(_ bytes: UnsafeRawBufferPointer, at address: GuestAddress) throws(GuestMemoryError) {
         try forEachChunk(address, length: UInt64(bytes.count)) { chunk, off throws(GuestMemoryError) in
-            chunk.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[off ..< off + chunk.count]))
+            ByteCopy.copy(to: chunk, from: UnsafeRawBufferPointer(rebasing: bytes[off ..< off + chunk.count]))
         }
     }
 
     /// Copies guest memory at `address` into `buffer` (may cross adjacent regions).
     public func read(into buffer: UnsafeMutableRawBufferPointer, from address: GuestAddress) throws(GuestMemoryError) {
         try forEachChunk(address, length: UInt64(buffer.count)) { chunk, off throws(GuestMemoryError) in
-            UnsafeMutableRawBufferPointer(rebasing: buffer[off ..< off + chunk.count]).copyMemory(from: UnsafeRawBufferPointer(chunk))
+            ByteCopy.copy(to: UnsafeMutableRawBufferPointer(rebasing: buffer[off ..< off + chunk.count]), from: UnsafeRawBufferPointer(chunk))
         }
     }
 

@@ -1,3 +1,5 @@
+import VMMCore
+
 /// A frame as host views of guest buffers (what `NetworkBackend.send` gets).
 public enum ScatterList {
     /// The number of bytes in a scatter list, or nil if the sum overflows.
@@ -17,7 +19,7 @@ public enum ScatterList {
         var offset = 0
         for s in segments where s.count > 0 {
             guard let base = s.baseAddress, let dst = out.baseAddress, offset + s.count <= out.count else { break }
-            (dst + offset).copyMemory(from: base, byteCount: s.count)
+            ByteCopy.copy(to: dst + offset, from: base, count: s.count)
             offset += s.count
         }
         return offset

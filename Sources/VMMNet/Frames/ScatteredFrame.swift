@@ -1,3 +1,5 @@
+import VMMCore
+
 /// A frame given as several host buffers (views of guest descriptors), read in order
 /// without first copying it into one piece. A single contiguous buffer needs no array,
 /// so wrapping one allocates nothing.
@@ -86,7 +88,7 @@ public struct ScatteredFrame {
                 let piece = frame.piece(index)
                 let n = min(piece.count - offset, destination.count - done)
                 if n > 0, let src = piece.baseAddress, let dst = destination.baseAddress {
-                    (dst + done).copyMemory(from: src + offset, byteCount: n)
+                    ByteCopy.copy(to: dst + done, from: src + offset, count: n)
                 }
                 done += n
                 offset += n
