@@ -59,6 +59,8 @@ public final class E1000Device: PCIDevice, FrameReceiver, @unchecked Sendable {
     let transmitBuffer: FrameScratchBuffer
     let segmentBuffer: FrameScratchBuffer
     var sendSegments: [UnsafeRawBufferPointer] = []
+    /// The rest of a ring pass past the per-action budget (Transmit.swift).
+    lazy var transmitContinuation = makeTransmitContinuation()
 
     public init(options: inout DeviceOptions, context: PCIDeviceContext) throws {
         self.context = context

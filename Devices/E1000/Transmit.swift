@@ -31,7 +31,7 @@ extension E1000Device {
         // (QEMU's and Firecracker's TX loops yield the same way).
         while head != ring.tail {
             if cost.shouldDefer {
-                deferTransmit()
+                transmitContinuation.schedule()
                 break
             }
             cost.descriptors()
@@ -54,16 +54,11 @@ extension E1000Device {
         if head == ring.tail { raise(Cause.txqe) }
     }
 
-    /// Continues the ring pass from the I/O loop as a new action (once queued, once run).
-    private func deferTransmit() {
-        guard !transmit.continuationQueued else { return }
-        transmit.continuationQueued = true
-        context.eventLoop.execute { [weak self] in
+    /// Continues the ring pass from the I/O loop as a new action (queued at most once).
+    func makeTransmitContinuation() -> DeferredAction {
+        DeferredAction(on: context.eventLoop) { [weak self] in
             guard let self else { return }
-            self.context.lock.withLock {
-                self.transmit.continuationQueued = false
-                self.context.cost.measure { self.transmitPackets() }
-            }
+            self.context.lock.withLock { self.context.cost.measure { self.transmitPackets() } }
         }
     }
 

@@ -97,8 +97,6 @@ struct TransmitState {
     /// most one ring's worth, since every descriptor of an open packet counts above.
     var pendingWriteBacks: [GuestAddress] = []
     var pendingDelayed = true
-    /// A continuation of this ring pass is queued on the I/O loop (per-action budget).
-    var continuationQueued = false
 
     init() { pendingWriteBacks.reserveCapacity(64) }
 

@@ -51,6 +51,8 @@ public final class VirtioNet: VirtioDevice, FrameReceiver, @unchecked Sendable {
     var singleSegment: [UnsafeRawBufferPointer] = [UnsafeRawBufferPointer(start: nil, count: 0)]
     var receiveChains: [(head: UInt16, capacity: UInt64)] = []
     let scratch = FrameScratchBuffer()
+    /// Per TX queue pair, made on first use (VirtioNetTransmit.swift).
+    var transmitContinuations: [DeferredAction] = []
     var controlBytes: [UInt8] = []
 
     public required init(options: inout DeviceOptions, context: VirtioDeviceContext) throws {
