@@ -3,9 +3,9 @@
  * then resets the machine through the i8042 so the VMM exits 0.
  *
  * Command line words it understands:
- *   exits=N      also do N port-I/O writes and N MMIO writes (exit-path benchmark),
- *                bracketed by boot-marker writes 1, 2, 3 to port 0x440
- *   mmio=0xADDR  the MMIO address those writes go to (default: unclaimed 0xd0000000)
+ *   exits=N      also do N port-I/O writes, N MMIO writes and N MMIO reads (exit-path
+ *                benchmark), bracketed by boot-marker writes 1, 2, 3, 4 to port 0x440
+ *   mmio=0xADDR  the MMIO address those accesses go to (default: unclaimed 0xd0000000)
  *   nettest=1    drive every e1000 (INTx through the IOAPIC) and virtio-net (MSI-X) found:
  *                send an ARP request for 10.0.2.2 and wait for the reply (net=user answers)
  *   arpserve=1   be 10.0.2.2 on the first NIC: answer one ARP request (a second VM's nettest)
@@ -76,7 +76,11 @@ static void exit_benchmark(u32 n, u32 mmio) {
     outb(BOOT_MARKER, 2);
     for (u32 i = 0; i < n; i++) *reg = i;
     outb(BOOT_MARKER, 3);
-    puts("exits: "); putdec(n); puts(" pio + "); putdec(n); puts(" mmio at 0x"); puthex(mmio, 8); puts("\n");
+    u32 sum = 0;
+    for (u32 i = 0; i < n; i++) sum += *reg;
+    outb(BOOT_MARKER, 4);
+    puts("exits: "); putdec(n); puts(" pio + "); putdec(n); puts(" mmio writes + "); putdec(n);
+    puts(" mmio reads at 0x"); puthex(mmio, 8); puts(sum == 0xffffffffu ? " (all ones)\n" : "\n");
 }
 
 /* nettest: ask 10.0.2.2 for its MAC on every NIC. arpserve: be 10.0.2.2 on the first NIC
