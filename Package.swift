@@ -42,7 +42,8 @@ let package = Package(
         .target(name: "CSandbox", path: "Sources/CSandbox", linkerSettings: [.linkedLibrary("seccomp")]),
         .target(name: "CVDEPlug", path: "Sources/CVDEPlug", linkerSettings: [.linkedLibrary("vdeplug")]),
         .systemLibrary(name: "CSlirp", path: "Sources/CSlirp", pkgConfig: "slirp"),
-        .systemLibrary(name: "CNBD", path: "Sources/CNBD", pkgConfig: "libnbd", providers: [.apt(["libnbd-dev"])]),
+        // libnbd's header (libnbd-dev), its library loaded on first use (CNBD/loader.c).
+        .target(name: "CNBD", path: "Sources/CNBD"),
 
         .target(name: "VMMCore", dependencies: [
             .product(name: "Logging", package: "swift-log"),
