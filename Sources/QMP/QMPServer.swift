@@ -124,7 +124,7 @@ public final class QMPServer: @unchecked Sendable {
             var nfds: Int32 = 0, truncated: Int32 = 0
             let n = buffer.withUnsafeMutableBytes { raw -> Int in
                 guard let base = raw.baseAddress else { return -1 }
-                return clinux_recv_with_fds(fd, base, raw.count, &fds, Int32(fds.count), &nfds, &truncated)
+                return clinux_recv_with_fds(fd, base, raw.count, &fds, Int32(fds.count), &nfds, &truncated, 0)
             }
             commands.received(Array(fds.prefix(Int(max(0, min(nfds, Int32(fds.count)))))))
             if n < 0 && (errno == EINTR || errno == EAGAIN) { continue }

@@ -27,8 +27,9 @@ static inline int clinux_memfd_create(const char *name, unsigned int flags) { re
 
 /// recvmsg of up to `len` bytes, collecting SCM_RIGHTS descriptors (close-on-exec) into
 /// `fds` (at most `max_fds`; any beyond that, or beyond CLINUX_MAX_PASSED_FDS, are closed
-/// here or by the kernel, and `*truncated` is set). Returns recvmsg's result.
-static inline ssize_t clinux_recv_with_fds(int sock, void *buf, size_t len, int *fds, int max_fds, int *nfds, int *truncated) {
+/// here or by the kernel, and `*truncated` is set). `flags` adds recvmsg flags
+/// (MSG_DONTWAIT). Returns recvmsg's result.
+static inline ssize_t clinux_recv_with_fds(int sock, void *buf, size_t len, int *fds, int max_fds, int *nfds, int *truncated, int flags) {
     union { char space[CMSG_SPACE(sizeof(int) * CLINUX_MAX_PASSED_FDS)]; struct cmsghdr align; } control;
     struct iovec iov = { .iov_base = buf, .iov_len = len };
     struct msghdr msg;
@@ -39,7 +40,7 @@ static inline ssize_t clinux_recv_with_fds(int sock, void *buf, size_t len, int 
     msg.msg_controllen = sizeof control.space;
     *nfds = 0;
     *truncated = 0;
-    ssize_t n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    ssize_t n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | flags);
     if (n < 0) return n;
     if (msg.msg_flags & MSG_CTRUNC) *truncated = 1;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {

@@ -51,7 +51,7 @@ final class VFIOUserConnection {
             return .closed("message size \(h.messageSize) outside 16...\(maxMessageSize)")
         }
         var payload = [UInt8](repeating: 0, count: Int(h.messageSize) - VFIOUserHeader.size)
-        if !payload.isEmpty, let problem = readExactly(&payload, collecting: &fds) {
+        if !payload.isEmpty, let problem = readExactly(&payload, collecting: &fds, restOfMessage: true) {
             fds.forEach { _ = close($0) }
             return .closed(problem)
         }
@@ -59,20 +59,30 @@ final class VFIOUserConnection {
     }
 
     /// Fills `buffer`; nil on success, else why the connection ended ("" for a plain hang-up).
-    private func readExactly(_ buffer: inout [UInt8], collecting fds: inout [Int32]) -> String? {
+    ///
+    /// A message's header is awaited with `poll` (so a stop is seen while the client is
+    /// idle); the rest of a message is nearly always there already, so it is read without
+    /// waiting first and `poll` runs only if the socket is empty: one system call fewer
+    /// per message with a payload (every BAR access).
+    private func readExactly(_ buffer: inout [UInt8], collecting fds: inout [Int32], restOfMessage: Bool = false) -> String? {
         var done = 0
+        var tryFirst = restOfMessage
         while done < buffer.count {
-            var polls = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0)]
-            let p = poll(&polls, 2, -1)
-            if p < 0 { if errno == EINTR { continue }; return "poll: \(String(cString: strerror(errno)))" }
-            if polls[1].revents != 0 { return "server stopping" }
-            if polls[0].revents == 0 { continue }
+            if !tryFirst {
+                var polls = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0)]
+                let p = poll(&polls, 2, -1)
+                if p < 0 { if errno == EINTR { continue }; return "poll: \(String(cString: strerror(errno)))" }
+                if polls[1].revents != 0 { return "server stopping" }
+                if polls[0].revents == 0 { continue }
+            }
+            let flags = tryFirst ? Int32(MSG_DONTWAIT) : 0
+            tryFirst = false
             var got = [Int32](repeating: -1, count: Int(CLINUX_MAX_PASSED_FDS))
             var nfds: Int32 = 0, truncated: Int32 = 0
             let room = max(0, maxFDs - fds.count)
             let n = buffer.withUnsafeMutableBytes { raw -> Int in
                 guard let base = raw.baseAddress else { return 0 }
-                return clinux_recv_with_fds(fd, base + done, raw.count - done, &got, Int32(room), &nfds, &truncated)
+                return clinux_recv_with_fds(fd, base + done, raw.count - done, &got, Int32(room), &nfds, &truncated, flags)
             }
             fds.append(contentsOf: got.prefix(Int(nfds)))
             if n < 0 {
