@@ -58,7 +58,8 @@ public final class E1000Device: PCIDevice, FrameReceiver, @unchecked Sendable {
     var transmit = TransmitState()
     let transmitBuffer: FrameScratchBuffer
     let segmentBuffer: FrameScratchBuffer
-    var sendSegments: [UnsafeRawBufferPointer] = []
+    /// The one-segment scatter list a frame goes to the backend in (no array built per frame).
+    var sendSegments: [UnsafeRawBufferPointer] = [UnsafeRawBufferPointer(start: nil, count: 0)]
     /// The rest of a ring pass past the per-action budget (Transmit.swift).
     lazy var transmitContinuation = makeTransmitContinuation()
 
@@ -71,7 +72,6 @@ public final class E1000Device: PCIDevice, FrameReceiver, @unchecked Sendable {
         receiveBuffer = FrameScratchBuffer(capacity: Receive.maxFrameLength + Receive.fcsLength)
         transmitBuffer = FrameScratchBuffer(capacity: Transmit.maxPacketLength + HeaderSize.vlanTag)
         segmentBuffer = FrameScratchBuffer(capacity: SoftwareOffload.recommendedBufferSize)
-        sendSegments.reserveCapacity(1)
 
         context.config.setIdentity(PCIIdentity(
             vendorID: Self.vendorID, deviceID: Self.deviceID,

@@ -230,10 +230,9 @@ extension E1000Device {
             guestError(.backendFrameLimit, "\(frame.count)-byte frame exceeds the backend's \(backend.capabilities.maxFrameSize)")
             return false
         }
-        sendSegments.removeAll(keepingCapacity: true)
-        sendSegments.append(frame)
+        sendSegments[0] = frame
         let result = backend.send(sendSegments, header: header)
-        sendSegments.removeAll(keepingCapacity: true)
+        sendSegments[0] = UnsafeRawBufferPointer(start: nil, count: 0)
         guard result == .sent else { return false }
         let count = UInt32(clamping: segments)
         let repeatedHeaders = (segments - 1) * segmentHeaderLength

@@ -15,6 +15,9 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     /// so no send or delivery of the device is under way with the old one.
     public var inner: NetworkBackend { current.withLock { $0 } }
     private let current: Mutex<NetworkBackend>
+    /// The backend's capabilities, fixed per backend: kept here so the devices' per-frame
+    /// checks do not retain the backend and call through its existential each time.
+    private let currentCapabilities: Mutex<BackendCapabilities>
     private let deviceLock: DeviceLock?
     private let loop: EventLoop?
     private let makeBackend: (@Sendable (inout DeviceOptions) throws -> NetworkBackend)?
@@ -38,6 +41,7 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     public init(wrapping inner: NetworkBackend, deviceLock: DeviceLock? = nil, loop: EventLoop? = nil, clock: DeviceClock? = nil,
                 makeBackend: (@Sendable (inout DeviceOptions) throws -> NetworkBackend)? = nil) {
         current = Mutex(inner)
+        currentCapabilities = Mutex(inner.capabilities)
         self.deviceLock = deviceLock; self.loop = loop; self.clock = clock; self.makeBackend = makeBackend
     }
 
@@ -57,6 +61,7 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
             try loop.runAndWait(timeout: 5, { [self] in
                 deviceLock.withLock {
                     let old = current.withLock { c -> NetworkBackend in defer { c = fresh }; return c }
+                    currentCapabilities.withLock { $0 = fresh.capabilities }
                     let receiver = upstream
                     if isAdministrativelyUp { receiver?.linkStateChanged(up: false) }
                     let config = faults.withLock { f -> FaultConfig? in defer { f = nil }; return f?.config }
@@ -112,7 +117,7 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     func noteReceiveFilterChanged() { filterChangeHandler.withLock { $0 }?() }
 
     public var description: String { inner.description }
-    public var capabilities: BackendCapabilities { inner.capabilities }
+    public var capabilities: BackendCapabilities { currentCapabilities.withLock { $0 } }
     public var isLinkUp: Bool { administrativelyUp.load(ordering: .acquiring) && inner.isLinkUp }
     public var counters: BackendCounters { inner.counters }
     public var isAdministrativelyUp: Bool { administrativelyUp.load(ordering: .acquiring) }
