@@ -34,6 +34,12 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     /// filter between the device and the backend, changed only on the I/O loop under the
     /// device lock, like the backend itself.
     private let faults = Mutex<FaultFilter?>(nil)
+    /// A fault filter or a capture is in place. Frames skip both locks while neither is
+    /// (the usual case); changed only through `replaceFaults` and `replaceCapture`.
+    private let interposed = Atomic<Bool>(false)
+    /// Serializes those two, so the flag never ends up stale when the control socket
+    /// and the I/O loop change them at once.
+    private let interposerChange = Mutex(())
     private lazy var deviceSide = DeviceSide(link: self)
 
     /// - Parameters: the device's lock and loop, and how to open a backend from options
@@ -64,7 +70,7 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
                     currentCapabilities.withLock { $0 = fresh.capabilities }
                     let receiver = upstream
                     if isAdministrativelyUp { receiver?.linkStateChanged(up: false) }
-                    let config = faults.withLock { f -> FaultConfig? in defer { f = nil }; return f?.config }
+                    let config = replaceFaults(nil)?.config
                     old.stop()
                     if let offloads = lastOffloads.withLock({ $0 }) { fresh.setReceiveOffloads(offloads) }
                     if let config { installFaults(config, in: fresh) }
@@ -85,7 +91,7 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
         do {
             try loop.runAndWait(timeout: 5, { [self] in
                 deviceLock.withLock {
-                    faults.withLock { f -> FaultFilter? in defer { f = nil }; return f }?.detach()
+                    replaceFaults(nil)?.detach()
                     if let config, config.isActive { installFaults(config, in: inner) }
                 }
             })
@@ -101,7 +107,31 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
         guard let loop, let clock else { return }
         let filter = FaultFilter(wrapping: backend, config: config, eventLoop: loop, clock: clock)
         filter.attach(upstream: deviceSide)
-        faults.withLock { $0 = filter }
+        replaceFaults(filter)
+    }
+
+    /// Sets the fault filter and returns the one it replaces.
+    @discardableResult
+    private func replaceFaults(_ filter: FaultFilter?) -> FaultFilter? {
+        interposerChange.withLock { _ in
+            let previous = faults.withLock { f -> FaultFilter? in defer { f = filter }; return f }
+            updateInterposed()
+            return previous
+        }
+    }
+
+    /// Sets the capture and returns the one it replaces.
+    private func replaceCapture(_ writer: PcapWriter?) -> PcapWriter? {
+        interposerChange.withLock { _ in
+            let previous = capture.withLock { c -> PcapWriter? in defer { c = writer }; return c }
+            updateInterposed()
+            return previous
+        }
+    }
+
+    private func updateInterposed() {
+        let any = faults.withLock { $0 != nil } || capture.withLock { $0 != nil }
+        interposed.store(any, ordering: .releasing)
     }
 
     /// The device's receive filter, as its guest driver set it; nil when the device does
@@ -134,14 +164,13 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     /// Starts recording every frame this NIC sends or receives to a pcap file at `path`.
     public func startCapture(path: String) throws(PcapError) {
         let writer = try PcapWriter(path: path)
-        let previous = capture.withLock { c -> PcapWriter? in defer { c = writer }; return c }
-        try? previous?.close()
+        try? replaceCapture(writer)?.close()
     }
 
     /// Stops a capture; false when none was running.
     @discardableResult
     public func stopCapture() -> Bool {
-        guard let writer = capture.withLock({ c -> PcapWriter? in defer { c = nil }; return c }) else { return false }
+        guard let writer = replaceCapture(nil) else { return false }
         try? writer.close()
         return true
     }
@@ -158,6 +187,7 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
             counters.dropped(.linkDown)
             return .dropped(.linkDown)
         }
+        guard interposed.load(ordering: .acquiring) else { return inner.send(segments, header: header) }
         let result = faults.withLock({ $0 })?.send(segments, header: header) ?? inner.send(segments, header: header)
         if result == .sent, let writer = capture.withLock({ $0 }) { writer.write(segments) }
         return result
@@ -172,13 +202,13 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     }
     public func stop() {
         stopCapture()
-        faults.withLock { f -> FaultFilter? in defer { f = nil }; return f }?.detach()
+        replaceFaults(nil)?.detach()
         inner.stop()
     }
 
     public func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
         guard isAdministrativelyUp else { return true } // the cable is out: the frame is lost
-        if let filter = faults.withLock({ $0 }) { return filter.receive(frame, header: header) }
+        if interposed.load(ordering: .acquiring), let filter = faults.withLock({ $0 }) { return filter.receive(frame, header: header) }
         return deliverToDevice(frame, header: header)
     }
 
@@ -186,7 +216,7 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     fileprivate func deliverToDevice(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
         guard let receiver = upstream else { return true }
         guard receiver.receive(frame, header: header) else { return false }
-        if let writer = capture.withLock({ $0 }) { writer.write(frame) }
+        if interposed.load(ordering: .acquiring), let writer = capture.withLock({ $0 }) { writer.write(frame) }
         return true
     }
 
