@@ -37,8 +37,9 @@ extension VirtioNet {
     /// The continuation of a TX queue's pass past the per-action budget, made once per
     /// queue pair.
     private func transmitContinuation(queue index: Int) -> DeferredAction? {
+        guard index >= 1, index % 2 == 1 else { return nil }
         let pair = (index - 1) / 2
-        guard index >= 1, index % 2 == 1, pair < configuration.queuePairs else { return nil }
+        guard pair < configuration.queuePairs else { return nil }
         if transmitContinuations.isEmpty {
             transmitContinuations = (0 ..< configuration.queuePairs).map { pair in
                 DeferredAction(on: context.eventLoop) { [weak self] in

@@ -8,6 +8,10 @@
 #include <stdio.h>
 #include "CNBD.h"
 
+// Hidden: libnbd calls some of these names on itself (nbd_get_error, nbd_create, ...);
+// exported, the executable's trampolines would interpose on libnbd's own calls.
+#pragma GCC visibility push(hidden)
+
 #define NBD_FUNCTIONS(X) \
     X(nbd_create) X(nbd_close) X(nbd_get_error) X(nbd_get_errno) \
     X(nbd_set_uri_allow_transports) X(nbd_set_uri_allow_tls) X(nbd_set_uri_allow_local_file) \
@@ -90,3 +94,5 @@ int64_t nbd_aio_trim(struct nbd_handle *h, uint64_t count, uint64_t offset, nbd_
 int64_t nbd_aio_zero(struct nbd_handle *h, uint64_t count, uint64_t offset, nbd_completion_callback cb, uint32_t flags) {
     return real.nbd_aio_zero(h, count, offset, cb, flags);
 }
+
+#pragma GCC visibility pop

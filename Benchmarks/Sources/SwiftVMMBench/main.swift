@@ -11,7 +11,7 @@ import VMMNet
 /// `swift package --package-path Benchmarks benchmark`).
 ///   swiftvmm-bench frames DIR [addr…]     writes the TX frames (vnet header + frame) for the raw C programs
 ///   swiftvmm-bench backend --device virtio-net|e1000 --direction tx|rx --size 64|1500|9000|tso64k
-///                          --net tap:NAME|vde:URL|user --seconds S --key KEY [--sandbox on|off] [addr…]
+///                          --net tap:NAME|vde:URL|user --seconds S --key KEY [--sandbox on|off|log] [addr…]
 ///                          --sandbox on: the I/O loop and the sending thread run under swiftvmm's
 ///                          seccomp lists (io-loop and vcpu roles), to measure what they cost
 ///   swiftvmm-bench soak --seconds S [--batch N] [--pause-us U] --virtio-net NET[@ADDR] --e1000 NET[@ADDR]

@@ -16,6 +16,7 @@ public enum ByteCopy {
     /// Copies `count` bytes; the two ranges must not overlap.
     @inlinable
     public static func copy(to destination: UnsafeMutableRawPointer, from source: UnsafeRawPointer, count: Int) {
+        guard count > 0 else { return }
         let distance = (UInt(bitPattern: Int(bitPattern: destination)) &- UInt(bitPattern: Int(bitPattern: source))) & 4095
         guard count >= 256, distance != 0, distance < 64 else {
             destination.copyMemory(from: source, byteCount: count)
@@ -32,8 +33,8 @@ public enum ByteCopy {
     /// Copies all of `source` to the start of `destination`, which must be at least as large.
     @inlinable
     public static func copy(to destination: UnsafeMutableRawBufferPointer, from source: UnsafeRawBufferPointer) {
-        guard let d = destination.baseAddress, let s = source.baseAddress else { return }
         precondition(source.count <= destination.count, "ByteCopy: destination too small")
+        guard let d = destination.baseAddress, let s = source.baseAddress else { return }
         copy(to: d, from: s, count: source.count)
     }
 }

@@ -127,7 +127,9 @@ public final class EPollEventLoop: EventLoop, DeviceClock, @unchecked Sendable {
         let count = work.count
         work.removeAll(keepingCapacity: true)
         state.withLock { s in
-            if s.spareWork.capacity < work.capacity { s.spareWork = work }
+            // Kept for reuse up to a size a burst of devices plausibly needs; a rare
+            // larger burst's storage is freed.
+            if s.spareWork.capacity < work.capacity, work.capacity <= 4096 { s.spareWork = work }
         }
         return count
     }
