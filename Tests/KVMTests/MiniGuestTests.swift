@@ -47,9 +47,9 @@ struct MiniGuestTests {
         let vm = try BootedMachine(kernel: kernel(), cmdline: "exits=50", memory: 32 << 20)
         let (exit, out) = vm.boot(timeout: 30)
         #expect(exit == .reset)
-        #expect(out.contains("exits: 50 pio + 50 mmio at 0xd0000000"))
+        #expect(out.contains("exits: 50 pio + 50 mmio writes + 50 mmio reads at 0xd0000000"))
         let marks = vm.machine.bootMarker.recorded
-        #expect(marks.map(\.value) == [1, 2, 3])
+        #expect(marks.map(\.value) == [1, 2, 3, 4])
         #expect(marks.map(\.nanoseconds) == marks.map(\.nanoseconds).sorted())
     }
 
