@@ -49,6 +49,8 @@ public final class VirtioBlk: VirtioDevice, @unchecked Sendable {
     var generation: UInt64 = 0
     /// The backend refused a request (its queue was full): retry after a completion.
     var waitingForBackend = false
+    /// Per queue, made on first use (VirtioBlkRequests.swift).
+    var processContinuations: [DeferredAction] = []
 
     public required init(options: inout DeviceOptions, context: VirtioDeviceContext) throws {
         let configuration = try VirtioBlkConfiguration(options: &options, instanceIndex: context.instanceIndex)

@@ -257,3 +257,25 @@ extension VirtioBlkTests {
         #expect(d.queues[0]?.takeUsed().count == 7)
     }
 }
+
+@Suite struct VirtioBlkBudgetTests {
+    typealias D = VirtioBlkDriver
+
+    /// 200 flushes (400 descriptors, in a 512-entry queue) behind one kick: the kick
+    /// takes what fits the per-action budget, the rest continues from the I/O loop, and
+    /// every request completes.
+    @Test func aKickPastTheBudgetContinuesFromTheLoop() throws {
+        let d = try D(options: "queue-size=512")
+        d.bringUp()
+        let statuses = (0 ..< 200).map { _ in d.submit(type: D.T.flush, kick: false).status }
+        let meter = d.blk.function.cost
+        meter.resetWorst()
+        d.kick(0)
+        let taken = d.device?.inFlight[0].count ?? 0
+        #expect(taken > 0 && taken < 200, "one kick took \(taken) requests")
+        var turns = 0
+        while d.machine.loop.runQueuedWork() > 0 && turns < 100 { turns += 1 }
+        #expect(statuses.allSatisfy { d.status(at: $0) == D.S.ok })
+        #expect(meter.worst.fits(ActionCostMeter.defaultBudget), "worst action: \(meter.worst)")
+    }
+}
