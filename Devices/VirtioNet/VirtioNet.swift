@@ -53,6 +53,12 @@ public final class VirtioNet: VirtioDevice, FrameReceiver, @unchecked Sendable {
     let scratch = FrameScratchBuffer()
     /// Per TX queue pair, made on first use (VirtioNetTransmit.swift).
     var transmitContinuations: [DeferredAction] = []
+    /// Buffers arrived while the device asked for more: receive again on the next turn of
+    /// the loop (VirtioNetReceive.swift).
+    lazy var receiveResumption = DeferredAction(on: context.eventLoop) { [weak self] in
+        guard let self else { return }
+        self.context.lock.withLock { self.resumeReceive() }
+    }
     var controlBytes: [UInt8] = []
 
     public required init(options: inout DeviceOptions, context: VirtioDeviceContext) throws {

@@ -200,11 +200,6 @@ extension VirtioNet {
     /// the loop; otherwise on the driver's next kick. Never a busy loop.
     private func waitForBuffers(_ queue: any Virtqueue) {
         waitingForReceiveBuffers = true
-        if queue.enableNotificationsForMore() {
-            context.eventLoop.execute { [weak self] in
-                guard let self else { return }
-                self.context.lock.withLock { self.resumeReceive() }
-            }
-        }
+        if queue.enableNotificationsForMore() { receiveResumption.schedule() }
     }
 }
