@@ -6,20 +6,27 @@ import VMMCore
 public struct VirtioDeviceContext: DeviceEnvironment, @unchecked Sendable {
     public let transport: VirtioTransport
     private let environment: DeviceEnvironment
+    /// What the data paths use per descriptor and per frame, taken from the environment
+    /// once (an environment never changes them): read through the protocol, each access
+    /// was a witness call and a retain/release pair.
+    public let memory: GuestMemory
+    public let cost: ActionCostMeter
+    public let lock: DeviceLock
+    public let guestLog: RateLimitedLogger
 
     public init(environment: DeviceEnvironment, transport: VirtioTransport) {
         self.environment = environment
         self.transport = transport
+        memory = environment.memory
+        cost = environment.cost
+        lock = environment.lock
+        guestLog = environment.guestLog
     }
 
-    public var memory: GuestMemory { environment.memory }
     public var clock: DeviceClock { environment.clock }
     public var eventLoop: EventLoop { environment.eventLoop }
-    public var lock: DeviceLock { environment.lock }
     public var logger: Logger { environment.logger }
-    public var guestLog: RateLimitedLogger { environment.guestLog }
     public var services: ServiceRegistry { environment.services }
     public var instanceIndex: Int { environment.instanceIndex }
-    public var cost: ActionCostMeter { environment.cost }
     public var controlName: String { environment.controlName }
 }
