@@ -22,4 +22,13 @@ struct ByteCopyTests {
             }
         }
     }
+
+    /// The buffer form copies what fits instead of trapping on a smaller destination.
+    @Test func bufferFormCopiesWhatFits() {
+        let source: [UInt8] = Array(0 ..< 100)
+        var destination = [UInt8](repeating: 0xEE, count: 40)
+        let copied = source.withUnsafeBytes { s in destination.withUnsafeMutableBytes { ByteCopy.copy(to: $0, from: s) } }
+        #expect(copied == 40)
+        #expect(destination == Array(0 ..< 40))
+    }
 }

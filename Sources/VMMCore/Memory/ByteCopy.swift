@@ -30,11 +30,13 @@ public enum ByteCopy {
         }
     }
 
-    /// Copies all of `source` to the start of `destination`, which must be at least as large.
-    @inlinable
-    public static func copy(to destination: UnsafeMutableRawBufferPointer, from source: UnsafeRawBufferPointer) {
-        precondition(source.count <= destination.count, "ByteCopy: destination too small")
-        guard let d = destination.baseAddress, let s = source.baseAddress else { return }
-        copy(to: d, from: s, count: source.count)
+    /// Copies `source` to the start of `destination`, as much as fits (callers pass
+    /// buffers of equal size); returns the bytes copied. Never traps on a size mismatch.
+    @inlinable @discardableResult
+    public static func copy(to destination: UnsafeMutableRawBufferPointer, from source: UnsafeRawBufferPointer) -> Int {
+        let count = min(source.count, destination.count)
+        guard let d = destination.baseAddress, let s = source.baseAddress else { return 0 }
+        copy(to: d, from: s, count: count)
+        return count
     }
 }
