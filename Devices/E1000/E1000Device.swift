@@ -61,7 +61,7 @@ public final class E1000Device: PCIDevice, FrameReceiver, @unchecked Sendable {
     /// The one-segment scatter list a frame goes to the backend in (no array built per frame).
     var sendSegments: [UnsafeRawBufferPointer] = [UnsafeRawBufferPointer(start: nil, count: 0)]
     /// The rest of a ring pass past the per-action budget (Transmit.swift).
-    lazy var transmitContinuation = makeTransmitContinuation()
+    lazy var transmitContinuation = DeferredAction(continuing: context) { [weak self] in self?.transmitPackets() }
 
     public init(options: inout DeviceOptions, context: PCIDeviceContext) throws {
         self.context = context

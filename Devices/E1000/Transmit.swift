@@ -54,14 +54,6 @@ extension E1000Device {
         if head == ring.tail { raise(Cause.txqe) }
     }
 
-    /// Continues the ring pass from the I/O loop as a new action (queued at most once).
-    func makeTransmitContinuation() -> DeferredAction {
-        DeferredAction(on: context.eventLoop) { [weak self] in
-            guard let self else { return }
-            self.context.lock.withLock { self.context.cost.measure { self.transmitPackets() } }
-        }
-    }
-
     /// Handles one descriptor. Returns nil when no DD was written, else whether every
     /// descriptor written back asked for a delayed interrupt (IDE).
     private func processDescriptor(at address: GuestAddress, low: UInt64, high: UInt64, ringCount: UInt32) -> Bool? {

@@ -49,8 +49,11 @@ public final class VirtioBlk: VirtioDevice, @unchecked Sendable {
     var generation: UInt64 = 0
     /// The backend refused a request (its queue was full): retry after a completion.
     var waitingForBackend = false
-    /// Per queue, made on first use (VirtioBlkRequests.swift).
-    var processContinuations: [DeferredAction] = []
+    /// A queue's pass past the per-action budget (VirtioBlkRequests.swift). After a reset
+    /// it finds the queue disabled, or takes what the new driver posted, as a kick would.
+    lazy var processContinuations = DeferredActions(count: inFlight.count, continuing: context) { [weak self] queue in
+        self?.process(queue: queue)
+    }
 
     public required init(options: inout DeviceOptions, context: VirtioDeviceContext) throws {
         let configuration = try VirtioBlkConfiguration(options: &options, instanceIndex: context.instanceIndex)

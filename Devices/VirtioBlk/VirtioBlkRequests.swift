@@ -44,23 +44,7 @@ extension VirtioBlk {
             return
         }
         complete(queue: index)
-        if cost.shouldDefer { processContinuation(queue: index)?.schedule() }
-    }
-
-    /// The continuation of a queue's pass past the per-action budget, made once per queue.
-    /// (After a reset it finds the queue disabled, or takes what the new driver posted,
-    /// as a kick would.)
-    private func processContinuation(queue index: Int) -> DeferredAction? {
-        guard index >= 0, index < inFlight.count else { return nil }
-        if processContinuations.isEmpty {
-            processContinuations = (0 ..< inFlight.count).map { queue in
-                DeferredAction(on: context.eventLoop) { [weak self] in
-                    guard let self else { return }
-                    self.context.lock.withLock { self.context.cost.measure { self.process(queue: queue) } }
-                }
-            }
-        }
-        return processContinuations[index]
+        if cost.shouldDefer { processContinuations.schedule(index) }
     }
 
     private func start(_ chain: DescriptorChain, on queue: any Virtqueue, index: Int, limits: VirtioBlkLimits) {

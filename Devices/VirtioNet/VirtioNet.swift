@@ -51,14 +51,14 @@ public final class VirtioNet: VirtioDevice, FrameReceiver, @unchecked Sendable {
     var singleSegment: [UnsafeRawBufferPointer] = [UnsafeRawBufferPointer(start: nil, count: 0)]
     var receiveChains: [(head: UInt16, capacity: UInt64)] = []
     let scratch = FrameScratchBuffer()
-    /// Per TX queue pair, made on first use (VirtioNetTransmit.swift).
-    var transmitContinuations: [DeferredAction] = []
+    /// A TX pass past the per-action budget, per queue pair (VirtioNetTransmit.swift).
+    lazy var transmitContinuations = DeferredActions(count: configuration.queuePairs, continuing: context) { [weak self] pair in
+        guard let self, let queue = self.transmitQueue(pair: pair) else { return }
+        self.transmit(queue)
+    }
     /// Buffers arrived while the device asked for more: receive again on the next turn of
     /// the loop (VirtioNetReceive.swift).
-    lazy var receiveResumption = DeferredAction(on: context.eventLoop) { [weak self] in
-        guard let self else { return }
-        self.context.lock.withLock { self.resumeReceive() }
-    }
+    lazy var receiveResumption = DeferredAction(continuing: context) { [weak self] in self?.resumeReceive() }
     var controlBytes: [UInt8] = []
 
     public required init(options: inout DeviceOptions, context: VirtioDeviceContext) throws {

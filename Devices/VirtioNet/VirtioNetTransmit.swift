@@ -25,32 +25,13 @@ extension VirtioNet {
                 }
                 transport.completeUsed(queue)
                 if cost.shouldDefer {
-                    transmitContinuation(queue: queue.index)?.schedule()
+                    transmitContinuations.schedule(queue.index / 2)   // TX queue 2n + 1 is pair n
                     return
                 }
             } while queue.enableNotifications()
         } catch {
             transport.fail(queue, error)
         }
-    }
-
-    /// The continuation of a TX queue's pass past the per-action budget, made once per
-    /// queue pair.
-    private func transmitContinuation(queue index: Int) -> DeferredAction? {
-        guard index >= 1, index % 2 == 1 else { return nil }
-        let pair = (index - 1) / 2
-        guard pair < configuration.queuePairs else { return nil }
-        if transmitContinuations.isEmpty {
-            transmitContinuations = (0 ..< configuration.queuePairs).map { pair in
-                DeferredAction(on: context.eventLoop) { [weak self] in
-                    guard let self else { return }
-                    self.context.lock.withLock {
-                        self.context.cost.measure { if let q = self.transmitQueue(pair: pair) { self.transmit(q) } }
-                    }
-                }
-            }
-        }
-        return transmitContinuations[pair]
     }
 
     /// One TX chain: a virtio_net_hdr and the frame, laid out over the readable

@@ -35,3 +35,28 @@ public final class DeferredAction: Sendable {
     /// Whether a run is queued and has not started yet.
     public var isScheduled: Bool { pending.queued.load(ordering: .acquiring) }
 }
+
+extension DeferredAction {
+    /// A device's continuation as a new guest action: `work` runs under the device's lock
+    /// and is measured by its cost meter, like the register access or kick it continues.
+    public convenience init(continuing environment: some DeviceEnvironment, _ work: @escaping @Sendable () -> Void) {
+        let lock = environment.lock, cost = environment.cost
+        self.init(on: environment.eventLoop) { lock.withLock { cost.measure { work() } } }
+    }
+}
+
+/// One continuation per queue (or queue pair) of a device, each queued at most once.
+public final class DeferredActions: Sendable {
+    private let actions: [DeferredAction]
+
+    /// `work` gets the index whose continuation runs.
+    public init(count: Int, continuing environment: some DeviceEnvironment, _ work: @escaping @Sendable (Int) -> Void) {
+        actions = (0 ..< max(0, count)).map { index in DeferredAction(continuing: environment) { work(index) } }
+    }
+
+    /// Queues the continuation of `index`; an index out of range is ignored.
+    public func schedule(_ index: Int) {
+        guard actions.indices.contains(index) else { return }
+        actions[index].schedule()
+    }
+}
