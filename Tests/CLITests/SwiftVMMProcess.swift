@@ -25,6 +25,12 @@ enum SwiftVMMProcess {
     /// Runs with `arguments`; `whileRunning` gets the process (e.g. to signal it) before waiting.
     static func run(_ arguments: [String], timeout: Double = 60, whileRunning: ((Process) -> Void)? = nil) throws -> Result {
         guard let executable else { throw MissingExecutable() }
+        return try run(executable: executable, arguments, timeout: timeout, whileRunning: whileRunning)
+    }
+
+    /// Runs any program the same way (helpers such as `ip` and `setpriv`).
+    static func run(executable: String, _ arguments: [String], timeout: Double = 60,
+                    whileRunning: ((Process) -> Void)? = nil) throws -> Result {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable)
         p.arguments = arguments

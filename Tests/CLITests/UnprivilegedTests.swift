@@ -27,21 +27,8 @@ struct UnprivilegedTests {
         deinit { _ = Self.run("/usr/sbin/ip", ["netns", "delete", name]) }
 
         static func run(_ executable: String, _ arguments: [String]) -> (status: Int32, out: String, err: String) {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: executable)
-            p.arguments = arguments
-            let out = Pipe(), err = Pipe()
-            p.standardOutput = out
-            p.standardError = err
-            p.standardInput = FileHandle.nullDevice
-            guard (try? p.run()) != nil else { return (-1, "", "cannot start \(executable)") }
-            nonisolated(unsafe) var o = Data(), e = Data()
-            let group = DispatchGroup()
-            DispatchQueue.global().async(group: group) { o = out.fileHandleForReading.readDataToEndOfFile() }
-            DispatchQueue.global().async(group: group) { e = err.fileHandleForReading.readDataToEndOfFile() }
-            p.waitUntilExit()
-            group.wait()
-            return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+            guard let r = try? SwiftVMMProcess.run(executable: executable, arguments) else { return (-1, "", "cannot start \(executable)") }
+            return (r.status, r.stdout, r.stderr)
         }
         struct SetupFailed: Error { let command: [String] }
     }

@@ -214,7 +214,7 @@ import VMMTestKit
 
     /// Random register writes everywhere, then traffic: nothing traps, nothing hangs.
     @Test func randomRegisterWritesThenTraffic() throws {
-        var rng = SplitMix(seed: 0xE1000)
+        var rng = TestRandom(seed: 0xE1000)
         for round in 0 ..< 4 {
             let nic = try NIC()
             nic.setUpReceive(count: 16)
@@ -237,17 +237,5 @@ import VMMTestKit
             nic.dev.write32(bar: 1, offset: 0, UInt32(round))
             _ = nic.dev.read32(bar: 1, offset: 4)
         }
-    }
-}
-
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
