@@ -303,24 +303,34 @@ def disk_checks(image, metrics):
                                       "detail": f"{len(data)} bytes, md5 {host_sum}"}}
 
 
+def wait_for_sockets(paths):
+    """Waits up to 5 s for `swiftvmm serve` to create its sockets."""
+    for _ in range(100):
+        if all(os.path.exists(p) for p in paths):
+            return
+        time.sleep(0.05)
+
+
+def stop_serve(serve):
+    """SIGTERM, then SIGKILL after 10 s; returns the exit status."""
+    serve.send_signal(signal.SIGTERM)
+    try:
+        return serve.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        serve.kill()
+        return serve.wait()
+
+
 def run_swiftvmm_blk(args, ns, log, sockdir):
     image = make_disk(sockdir, "swiftvmm-disk.img")
     sock, qmp = os.path.join(sockdir, "blk.sock"), os.path.join(sockdir, "blk-qmp.sock")
     serve = ns.popen([args.swiftvmm, "serve", "--qmp", f"unix:{qmp},server=on,wait=off",
                       "--socket", sock, "--device", f"virtio-blk,disk={image},serial=tier-disk,id=d0"],
                      stdout=subprocess.DEVNULL, stderr=log)
-    for _ in range(100):
-        if os.path.exists(sock):
-            break
-        time.sleep(0.05)
+    wait_for_sockets([sock])
     nics = ["-device", json.dumps({"driver": "vfio-user-pci", "socket": {"type": "unix", "path": sock}})]
     checks, metrics, secs = run_guest(ns, qemu_command(find_qemu(), "virtio-blk", nics, "swiftvmm"), log, qmp)
-    serve.send_signal(signal.SIGTERM)
-    try:
-        status = serve.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        serve.kill()
-        status = serve.wait()
+    status = stop_serve(serve)
     checks["serve-clean-exit"] = {"pass": status == 0 and not os.path.exists(sock), "detail": f"status {status}"}
     checks.update(disk_checks(image, metrics))
     return checks, metrics, secs
@@ -335,20 +345,12 @@ def run_swiftvmm(args, ns, model, log, sockdir):
                       "--socket", s_user, "--device", f"{model},net=user,mac={USER_MAC},hostfwd=tcp:127.0.0.1:{HOSTFWD_PORT}-:8080,id=usernic",
                       "--socket", s_tap, "--device", f"{model},net=tap:lt0,mac={TAP_MAC},id=tapnic"],
                      stdout=subprocess.DEVNULL, stderr=log)
-    for _ in range(100):
-        if os.path.exists(s_user) and os.path.exists(s_tap):
-            break
-        time.sleep(0.05)
+    wait_for_sockets([s_user, s_tap])
     nics = ["-device", json.dumps({"driver": "vfio-user-pci", "socket": {"type": "unix", "path": s_user}}),
             "-device", json.dumps({"driver": "vfio-user-pci", "socket": {"type": "unix", "path": s_tap}})]
     checks, metrics, secs = run_guest(ns, qemu_command(find_qemu(), model, nics, "swiftvmm"), log, qmp,
                                       capture=os.path.join(sockdir, f"{model}-tap.pcap"), rx_filter=True)
-    serve.send_signal(signal.SIGTERM)
-    try:
-        status = serve.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        serve.kill()
-        status = serve.wait()
+    status = stop_serve(serve)
     checks["serve-clean-exit"] = {"pass": status == 0 and not any(os.path.exists(s) for s in (s_user, s_tap, qmp)),
                                   "detail": f"status {status}"}
     return checks, metrics, secs
