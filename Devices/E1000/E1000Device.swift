@@ -29,8 +29,9 @@ public final class E1000Device: PCIDevice, FrameReceiver, @unchecked Sendable {
     let backend: NetworkBackend
     public let mac: MACAddress
 
-    /// Registers without behaviour of their own, stored as written (dword-indexed).
-    var registers = [UInt32](repeating: 0, count: Int(E1000Device.registerSpaceSize / 4))
+    /// Registers without behaviour of their own, stored as written at their offsets. The
+    /// whole 128 KiB register space, of which a driver writes a few pages: zero until written.
+    let registers = ZeroFilledPages(byteCount: Int(E1000Device.registerSpaceSize))
     var eeprom: E1000EEPROM
     var phy = M88E1011PHY()
     var statistics = E1000Statistics()
@@ -197,7 +198,7 @@ public final class E1000Device: PCIDevice, FrameReceiver, @unchecked Sendable {
     }
 
     private func resetRegisters() {
-        for i in registers.indices { registers[i] = 0 }
+        registers.zero()
         setReg(Reg.ctrl, Ctrl.powerOn)
         setReg(Reg.tctl, Tctl.powerOn)
         setReg(Reg.rxcsum, RxCsum.ipOffload | RxCsum.tcpUDPOffload)
@@ -258,8 +259,15 @@ public final class E1000Device: PCIDevice, FrameReceiver, @unchecked Sendable {
 
     // MARK: Register storage helpers
 
-    @inline(__always) func reg(_ offset: Int) -> UInt32 { registers[offset >> 2] }
-    @inline(__always) func setReg(_ offset: Int, _ value: UInt32) { registers[offset >> 2] = value }
+    /// `offset` is inside BAR 0 (`readLanes`/`writeLanes` checked it); an aligned dword.
+    @inline(__always) func reg(_ offset: Int) -> UInt32 {
+        guard offset >= 0, offset < Int(Self.registerSpaceSize) else { return 0 }
+        return registers.bytes.load(fromByteOffset: offset & ~3, as: UInt32.self)
+    }
+    @inline(__always) func setReg(_ offset: Int, _ value: UInt32) {
+        guard offset >= 0, offset < Int(Self.registerSpaceSize) else { return }
+        registers.bytes.storeBytes(of: value, toByteOffset: offset & ~3, as: UInt32.self)
+    }
 
     func guestError(_ kind: E1000GuestError, _ message: @autoclosure () -> String) {
         guestErrors.record(kind)

@@ -154,7 +154,7 @@ def build(values, skips, info):
 
     # Boot and memory.
     if any(k.startswith("boot.") for k in values):
-        out.append("### Boot to first serial output, and peak RSS (512 MiB guest, virtio-net + e1000 on user networking)\n")
+        out.append("### Boot to first serial output, and peak RSS (512 MiB guest, virtio-net + e1000 on user networking; mini guest: median of 3 alternating runs)\n")
         out.append("| guest | swiftvmm ms | QEMU ms | × QEMU | swiftvmm peak RSS MiB | QEMU peak RSS MiB | × QEMU | swiftvmm PSS / anon MiB | QEMU PSS / anon MiB |\n|---|---|---|---|---|---|---|---|---|")
         for guest, label in [("mini", "mini guest (PVH ELF), to its first line"), ("vmlinux", "Debian vmlinux (PVH), to `Linux version`")]:
             s, q = v(f"boot.swiftvmm.{guest}.marker-ms"), v(f"boot.qemu.{guest}.marker-ms")
