@@ -108,21 +108,32 @@ extension E1000Device {
 
         context.cost.frames()
         context.cost.bytes(length)
-        let out = receiveBuffer.bytes
-        var filled = 0
-        if strip, let parts = VLAN.strip(frame) {
-            copy(parts.addresses, to: out, at: &filled)
-            copy(parts.rest, to: out, at: &filled)
+        // The `length` bytes the guest gets, and their checksum status (RXCSUM).
+        let bytes: UnsafeRawBufferPointer
+        let status: (bits: UInt8, errors: UInt8, packetChecksum: UInt16)
+        if !strip, !keepFCS, frame.count >= Receive.minimumFrameLength {
+            // The usual case (Linux's e1000 sets SECRC and strips no tags itself, frames
+            // need no padding): the frame goes to the guest as it is, with no staging copy.
+            bytes = frame
+            status = checksumStatus(frame)
         } else {
-            copy(frame, to: out, at: &filled)
-        }
-        for i in filled ..< max(filled, Receive.minimumFrameLength) { out[i] = 0 }
-        let packetLength = max(filled, Receive.minimumFrameLength)
-        let packet = UnsafeRawBufferPointer(rebasing: out[0 ..< packetLength])
-        let status = checksumStatus(packet)
-        if keepFCS {
-            let fcs = EthernetFCS.compute(packet)
-            for i in 0 ..< Receive.fcsLength { out[packetLength + i] = UInt8(truncatingIfNeeded: fcs >> UInt32(8 * i)) }
+            let out = receiveBuffer.bytes
+            var filled = 0
+            if strip, let parts = VLAN.strip(frame) {
+                copy(parts.addresses, to: out, at: &filled)
+                copy(parts.rest, to: out, at: &filled)
+            } else {
+                copy(frame, to: out, at: &filled)
+            }
+            for i in filled ..< max(filled, Receive.minimumFrameLength) { out[i] = 0 }
+            let packetLength = max(filled, Receive.minimumFrameLength)
+            let packet = UnsafeRawBufferPointer(rebasing: out[0 ..< packetLength])
+            status = checksumStatus(packet)
+            if keepFCS {
+                let fcs = EthernetFCS.compute(packet)
+                for i in 0 ..< Receive.fcsLength { out[packetLength + i] = UInt8(truncatingIfNeeded: fcs >> UInt32(8 * i)) }
+            }
+            bytes = UnsafeRawBufferPointer(rebasing: out[0 ..< length])
         }
 
         var index = ring.head
@@ -138,7 +149,7 @@ extension E1000Device {
             var written = UInt16(chunk)
             var errors: UInt8 = 0
             do {
-                try context.memory.write(UnsafeRawBufferPointer(rebasing: out[offset ..< offset + chunk]), at: GuestAddress(bufferAddress))
+                try context.memory.write(UnsafeRawBufferPointer(rebasing: bytes[offset ..< offset + chunk]), at: GuestAddress(bufferAddress))
             } catch {
                 guestError(.receiveBufferNotRAM, "receive buffer 0x\(String(bufferAddress, radix: 16)): \(error); frame truncated with RXE")
                 written = 0
