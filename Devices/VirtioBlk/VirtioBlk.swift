@@ -132,7 +132,10 @@ public final class VirtioBlk: VirtioDevice, @unchecked Sendable {
 
     public func reset() {
         generation &+= 1
-        for i in inFlight.indices { inFlight[i].removeAll(keepingCapacity: true) }
+        for i in inFlight.indices {
+            context.memory.giveBack(inFlight[i].count)   // what `admit` lent
+            inFlight[i].removeAll(keepingCapacity: true)
+        }
         writeback = configuration.writeback
         waitingForBackend = false
     }

@@ -54,8 +54,8 @@ extension VirtioBlk {
         } catch {
             badRequests &+= 1
             context.guestLog.warning("virtio-blk.bad-chain", "queue \(index): request without a status byte in RAM (\(error)); returned unused")
-            inFlight[index].append(InFlightRequest(id: nextID(), head: chain.head, statusByte: nil, writtenOnSuccess: 0,
-                                                   flushAfter: false, status: .ioError))
+            admit(InFlightRequest(id: nextID(), head: chain.head, statusByte: nil, writtenOnSuccess: 0,
+                                 flushAfter: false, status: .ioError), to: index)
             return
         }
         let id = nextID()
@@ -65,34 +65,50 @@ extension VirtioBlk {
         case let .immediate(status):
             if status != .ok { badRequests &+= 1 }
             entry.status = status
-            inFlight[index].append(entry)
+            admit(entry, to: index)
         case let .identify(buffer):
             // NUL-padded, no terminator when the serial is 20 bytes (§5.2.6 GET_ID).
             buffer.initializeMemory(as: UInt8.self, repeating: 0)
             for (i, b) in configuration.serial.utf8.prefix(virtioBlkIDBytes).enumerated() { buffer[i] = b }
             entry.status = .ok
-            inFlight[index].append(entry)
+            admit(entry, to: index)
         case let .backend(blockRequest):
-            inFlight[index].append(entry)
+            admit(entry, to: index)
             if !submit(blockRequest, queue: index, id: id) {
                 // The backend's queue is full: give the chain back and retry after a completion.
                 inFlight[index].removeLast()
+                context.memory.giveBack()
                 queue.unpop(1)
                 waitingForBackend = true
             }
         }
     }
 
+    /// A request joins the queue's list. Its status byte and buffers are host pointers the
+    /// device holds across lock releases (and a backend thread uses): lent out of guest
+    /// memory until the request leaves the list (`GuestMemory.lentOut`).
+    private func admit(_ entry: InFlightRequest, to index: Int) {
+        inFlight[index].append(entry)
+        context.memory.lend()
+    }
+
     private func submit(_ request: BlockRequest, queue index: Int, id: UInt64) -> Bool {
         let generation = self.generation
-        return backend.submit(request) { [weak self] result in
-            self?.completed(queue: index, id: id, generation: generation, result: result)
+        // The backend uses the request's buffers until it completes, even after a reset.
+        let memory = context.memory
+        memory.lend()
+        let accepted = backend.submit(request) { [weak self] result in
+            guard let self else { memory.giveBack(); return }
+            self.completed(queue: index, id: id, generation: generation, result: result)
         }
+        if !accepted { memory.giveBack() }
+        return accepted
     }
 
     /// A backend completion, on the I/O loop.
     private func completed(queue index: Int, id: UInt64, generation: UInt64, result: BlockResult) {
         context.lock.withLock {
+            defer { context.memory.giveBack() }   // what `submit` lent
             guard generation == self.generation, index < inFlight.count,
                   let slot = inFlight[index].firstIndex(where: { $0.id == id }) else { return }
             switch result {
@@ -138,6 +154,7 @@ extension VirtioBlk {
             transport.fail(queue, error)
         }
         inFlight[index].removeFirst(done)
+        context.memory.giveBack(done)
         if done > 0 { transport.completeUsed(queue) }
     }
 

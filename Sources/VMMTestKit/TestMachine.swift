@@ -24,10 +24,14 @@ public final class TestMachine: @unchecked Sendable {
     private var nextMMIO: UInt64 = PCMemoryMap.pciMMIO32.lowerBound
     private var nextIO: UInt64 = PCMemoryMap.pciIO.lowerBound
 
-    /// - Parameter networkFactory: replaces the in-memory endpoints (e.g. with real backends).
+    /// - Parameters:
+    ///   - networkFactory: replaces the in-memory endpoints (e.g. with real backends).
+    ///   - memory: guest RAM the test maps itself instead of `memorySize` bytes from 0
+    ///     (borrowed regions, to unmap and map again under a running device as a vfio-user
+    ///     client does).
     public init(memorySize: UInt64 = 32 << 20, networkFactory: NetworkBackendFactory? = nil,
-                logger: Logger = Logger(label: "swiftvmm.test")) throws {
-        memory = try GuestMemory(pcRAMSize: memorySize)
+                memory: GuestMemory? = nil, logger: Logger = Logger(label: "swiftvmm.test")) throws {
+        self.memory = try memory ?? GuestMemory(pcRAMSize: memorySize)
         pio = AddressSpace(kind: .io, logger: logger)
         mmio = AddressSpace(kind: .memory, logger: logger)
         clock = VirtualClock()
@@ -37,9 +41,9 @@ public final class TestMachine: @unchecked Sendable {
         network = InMemoryNetworkFactory()
         services.register(NetworkBackendFactory.self, networkFactory ?? network)
         services.register(BlockBackendFactory.self, disks)
-        bus = try PCIBus(memory: memory, pio: pio, mmio: mmio, interrupts: interrupts, clock: clock,
+        bus = try PCIBus(memory: self.memory, pio: pio, mmio: mmio, interrupts: interrupts, clock: clock,
                          eventLoop: loop, services: services, logger: logger)
-        allocator = GuestAllocator(memory: memory)
+        allocator = GuestAllocator(memory: self.memory)
         ports = ConfigPorts(pio: pio)
     }
 

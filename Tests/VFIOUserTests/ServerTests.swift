@@ -147,6 +147,40 @@ final class Served {
         #expect(s.device.memory.regions.isEmpty)
     }
 
+    /// Memory unmapped while a device holds pointers into it outside its lock (a block
+    /// request a backend thread fills) is not unmapped for good: its pages become private
+    /// zero pages at the same address, reclaimed once nothing is lent out; a client that
+    /// keeps unmapping under stuck I/O is refused past the region limit.
+    @Test func unmappedMemoryWithPointersLentOutIsRetiredNotUnmapped() throws {
+        let s = try Served()
+        let c = try s.client()
+        let mem = sealedMemfd(size: 0x10000)
+        defer { close(mem) }
+        #expect(try c.dmaMap(address: 0x100000, size: 0x10000, fd: mem).isError == false)
+        let host = try #require(s.device.memory.regions.first?.host)
+        s.device.memory.lend()
+        let unmap = le32(24) + le32(0) + le64(0x100000) + le64(0x10000)
+        #expect(try c.call(.dmaUnmap, unmap).isError == false)
+        #expect(s.device.memory.regions.isEmpty)
+        #expect(s.device.dma.retiredCount == 1)
+        #expect(host.load(fromByteOffset: 0x40, as: UInt32.self) == 0)   // still mapped, ours, zero
+        host.storeBytes(of: 0xDEAD_BEEF, toByteOffset: 0x40, as: UInt32.self)
+        let view = try #require(mmap(nil, 0x10000, PROT_READ, MAP_SHARED, mem, 0))
+        #expect(view.load(fromByteOffset: 0x40, as: UInt32.self) == 0)   // the client's file is untouched
+        munmap(view, 0x10000)
+
+        for _ in 1 ..< s.device.dma.limit {
+            #expect(try c.dmaMap(address: 0x100000, size: 0x10000, fd: mem).isError == false)
+            #expect(try c.call(.dmaUnmap, unmap).isError == false)
+        }
+        #expect(s.device.dma.retiredCount == s.device.dma.limit)
+        #expect(try c.dmaMap(address: 0x100000, size: 0x10000, fd: mem).isError == false)
+        #expect(try c.call(.dmaUnmap, unmap).isError)                   // the limit: refused
+        s.device.memory.giveBack()
+        #expect(try c.call(.dmaUnmap, unmap).isError == false)          // nothing lent: all unmapped
+        #expect(s.device.dma.retiredCount == 0)
+    }
+
     @Test func memoryThatCouldShrinkOrLiesAboutItsSizeIsRefused() throws {
         let s = try Served()
         let c = try s.client()

@@ -15,8 +15,8 @@ final class VirtioBlkDriver: VirtioTestDriver {
     var device: VirtioBlk? { (blk.function.device as? VirtioBlkDevice)?.device }
     var transport: VirtioPCITransport? { (blk.function.device as? VirtioBlkDevice)?.transport }
 
-    init(options: String = "", disk: InMemoryDisk = InMemoryDisk(size: 1 << 20)) throws {
-        let m = try TestMachine()
+    init(options: String = "", disk: InMemoryDisk = InMemoryDisk(size: 1 << 20), memory: GuestMemory? = nil) throws {
+        let m = try TestMachine(memory: memory)
         self.disk = disk
         m.disks.enqueue(disk)
         blk = try m.add(VirtioBlkDevice.self, options: options.isEmpty ? "disk=mem" : "disk=mem,\(options)")

@@ -11,12 +11,21 @@ import VMMCore
 /// because QEMU answers those from the main loop a vCPU waiting on us may hold).
 ///
 /// Every change happens with the device lock held (see `GuestMemory`), so a device
-/// never has an unmapped page in hand.
+/// never has an unmapped page in hand during one access; rings kept across accesses
+/// follow the layout (`RingReachability`). A device may also hold pointers outside its
+/// lock (`GuestMemory.lentOut`: a block request a backend thread is filling): the pages of
+/// a region unmapped meanwhile are replaced, at the same address, by private zero pages
+/// that nobody else sees, and unmapped for good only once nothing is lent out. A client
+/// that unmaps memory under in-flight I/O gets that I/O's data lost, never this process
+/// faulted or another mapping written.
 final class DMAMappings {
     let memory: GuestMemory
     private let lock: DeviceLock
     /// Regions announced without a descriptor: (address, size).
     private var unbacked: [(UInt64, UInt64)] = []
+    /// Address ranges of unmapped regions still reserved, for pointers lent out then.
+    private var retired: [(host: UnsafeMutableRawPointer, size: Int)] = []
+    var retiredCount: Int { retired.count }
     let limit: Int
 
     init(memory: GuestMemory, lock: DeviceLock, limit: Int) {
@@ -25,6 +34,7 @@ final class DMAMappings {
 
     func map(_ m: VFIOUserRequest.DMAMap, fd: Int32?) throws(VFIOUserError) {
         defer { if let fd { close(fd) } } // the mapping keeps the memory; the descriptor is not needed
+        reclaimRetired()
         guard m.size > 0, m.size <= UInt64(Int.max) else { throw .malformed("DMA_MAP of size \(m.size)") }
         let (_, wraps) = m.address.addingReportingOverflow(m.size - 1)
         guard !wraps else { throw .malformed("DMA_MAP range wraps past 2^64") }
@@ -76,6 +86,11 @@ final class DMAMappings {
 
     /// Unmaps every region wholly inside the range (all with `unmapsAll`).
     func unmap(_ u: VFIOUserRequest.DMAUnmap) throws(VFIOUserError) {
+        reclaimRetired()
+        // Bounds what a client that keeps unmapping under stuck I/O holds reserved.
+        guard retired.count < limit else {
+            throw .limit("DMA_UNMAP while \(retired.count) unmapped regions still have device I/O in flight")
+        }
         if u.unmapsAll {
             unmapAll()
             return
@@ -85,7 +100,7 @@ final class DMAMappings {
         let before = unbacked.count
         unbacked.removeAll { $0.0 >= u.address && $0.0 - u.address <= u.size && $0.1 <= u.size - ($0.0 - u.address) }
         let removed = lock.withLock { memory.remove(base: u.address, size: u.size) }
-        for r in removed { munmap(r.host, Int(r.size)) }
+        release(removed)
         guard !removed.isEmpty || unbacked.count != before else {
             throw .outOfRange("DMA_UNMAP 0x\(String(u.address, radix: 16))+0x\(String(u.size, radix: 16)) matches no mapping")
         }
@@ -94,8 +109,31 @@ final class DMAMappings {
     /// The client went away or asked to drop everything.
     func unmapAll() {
         unbacked.removeAll()
-        let removed = lock.withLock { memory.remove(base: 0, size: nil) }
-        for r in removed { munmap(r.host, Int(r.size)) }
+        release(lock.withLock { memory.remove(base: 0, size: nil) })
+    }
+
+    /// Unmaps removed regions, or retires them while pointers are lent out.
+    private func release(_ removed: [GuestMemoryRegion]) {
+        for r in removed {
+            let size = Int(r.size)   // mapped above, so it fits
+            // Same address, private zero pages: the client's file is let go now, and a
+            // lent pointer still lands in memory of ours.
+            let replaced = mmap(r.host, size, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+            if replaced == MAP_FAILED { _ = madvise(r.host, size, MADV_DONTNEED) }
+            retired.append((r.host, size))
+        }
+        reclaimRetired()
+    }
+
+    /// Unmaps the retired ranges once no device holds a pointer outside its lock. Under the
+    /// device lock: a device lends only under it, and only from regions still present.
+    private func reclaimRetired() {
+        guard !retired.isEmpty else { return }
+        lock.withLock {
+            guard memory.lentOut.load(ordering: .relaxed) == 0 else { return }
+            for r in retired { munmap(r.host, r.size) }
+            retired.removeAll()
+        }
     }
 
     deinit { unmapAll() }

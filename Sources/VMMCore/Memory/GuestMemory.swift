@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Synchronization
 
 /// One contiguous piece of guest RAM: anonymous host memory the VMM owns, or a mapping
 /// someone else handed over (a vfio-user client's memory file, mapped by the platform).
@@ -56,6 +57,15 @@ public enum GuestMemoryLayoutError: Error, CustomStringConvertible, Equatable {
 /// the unmap its next access fails as `notRAM`, never touching an unmapped page.
 public final class GuestMemory: @unchecked Sendable {
     public private(set) var regions: [GuestMemoryRegion]
+    /// Moves whenever `insert` or `remove` changes the regions (a vfio-user client's
+    /// DMA_MAP/DMA_UNMAP). A host view kept across calls (a virtqueue's rings) is valid only
+    /// for the generation it was taken in; read with the device lock held.
+    public private(set) var layoutGeneration: UInt64 = 0
+    /// Host pointers into this memory that a device holds outside its lock (a block
+    /// request's buffers while a backend thread reads or writes them, its status byte until
+    /// completion). While non-zero, the owner of borrowed regions must not unmap a removed
+    /// region's pages (`Sources/VFIOUser/Server/DMAMappings.swift` retires them instead).
+    public let lentOut = Atomic<Int>(0)
     /// Whether this object mapped the regions (and unmaps them in `deinit`).
     private let ownsRegions: Bool
     /// Most borrowed regions at once (each access scans them).
@@ -115,7 +125,13 @@ public final class GuestMemory: @unchecked Sendable {
         next.append(region)
         next.sort { $0.base.raw < $1.base.raw }
         regions = next
+        layoutGeneration &+= 1
     }
+
+    /// A device now holds `count` host pointers into this memory outside its lock.
+    public func lend(_ count: Int = 1) { lentOut.add(count, ordering: .relaxed) }
+    /// ...and has stopped using them.
+    public func giveBack(_ count: Int = 1) { lentOut.subtract(count, ordering: .relaxed) }
 
     /// Removes the borrowed regions that lie wholly inside `[base, base+size)` (all of
     /// them when `size` is nil) and returns them for the caller to unmap. Call only with
@@ -129,7 +145,9 @@ public final class GuestMemory: @unchecked Sendable {
             return start <= size && r.size <= size - start
         }
         let removed = regions.filter(inside)
+        guard !removed.isEmpty else { return [] }
         regions.removeAll(where: inside)
+        layoutGeneration &+= 1
         return removed
     }
 

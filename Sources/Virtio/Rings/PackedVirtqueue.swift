@@ -6,8 +6,8 @@ import VMMCore
 /// event-suppression structures (driver area: what the driver wants; device area: what
 /// the device wants).
 ///
-/// Like `SplitVirtqueue`, the ring is checked and mapped once at enable and everything in
-/// it is checked again on use. Chains must be returned in the order they were taken (the
+/// Like `SplitVirtqueue`, the ring is checked and mapped at enable (and again when guest
+/// memory is remapped, `RingReachability`) and everything in it is checked again on use. Chains must be returned in the order they were taken (the
 /// devices here do), which is what lets the used side advance by each chain's length.
 public final class PackedVirtqueue: Virtqueue, @unchecked Sendable {
     public let index: Int
@@ -25,9 +25,11 @@ public final class PackedVirtqueue: Virtqueue, @unchecked Sendable {
     private var inFlight: [(position: UInt16, wrap: Bool, slots: UInt16)] = []
     private var pending: [(slot: UInt16, wrap: Bool, id: UInt16, length: UInt32)] = []
 
-    private let ring: UnsafeMutableRawBufferPointer
-    private let driverEvent: VirtqEventSuppression
-    private let deviceEvent: VirtqEventSuppression
+    private let configuration: VirtqueueConfiguration
+    private var ring: UnsafeMutableRawBufferPointer
+    private var driverEvent: VirtqEventSuppression
+    private var deviceEvent: VirtqEventSuppression
+    private var reachability: RingReachability
 
     /// `queue_enable = 1` with a packed ring: any size from 1 to the maximum (§2.8: not
     /// necessarily a power of two), ring 16-byte aligned, event structures 4-byte aligned.
@@ -38,13 +40,29 @@ public final class PackedVirtqueue: Virtqueue, @unchecked Sendable {
         self.size = c.size
         self.memory = memory
         self.features = features
-        ring = try memory.mapRing("descriptor ring", c.descriptorArea, length: UInt64(VirtqPackedDescriptor.size) * UInt64(c.size), align: 16)
-        driverEvent = VirtqEventSuppression(memory: try memory.mapRing("driver event suppression", c.driverArea,
-                                                                       length: VirtqEventSuppression.length, align: 4))
-        deviceEvent = VirtqEventSuppression(memory: try memory.mapRing("device event suppression", c.deviceArea,
-                                                                       length: VirtqEventSuppression.length, align: 4))
+        configuration = c
+        reachability = RingReachability(memory: memory)
+        (ring, driverEvent, deviceEvent) = try Self.mapRings(c, memory: memory)
         inFlight.reserveCapacity(Int(c.size))
         pending.reserveCapacity(Int(c.size))
+    }
+
+    private static func mapRings(_ c: VirtqueueConfiguration, memory: GuestMemory) throws(VirtqueueError)
+        -> (UnsafeMutableRawBufferPointer, VirtqEventSuppression, VirtqEventSuppression) {
+        let ring = try memory.mapRing("descriptor ring", c.descriptorArea, length: UInt64(VirtqPackedDescriptor.size) * UInt64(c.size), align: 16)
+        let driverEvent = VirtqEventSuppression(memory: try memory.mapRing("driver event suppression", c.driverArea,
+                                                                           length: VirtqEventSuppression.length, align: 4))
+        let deviceEvent = VirtqEventSuppression(memory: try memory.mapRing("device event suppression", c.deviceArea,
+                                                                           length: VirtqEventSuppression.length, align: 4))
+        return (ring, driverEvent, deviceEvent)
+    }
+
+    /// Whether the ring can be touched now (`RingReachability`); maps it again first when
+    /// guest memory was remapped since.
+    private func ringsReachable() -> Bool {
+        reachability.check(memory) { () throws(VirtqueueError) in
+            (ring, driverEvent, deviceEvent) = try Self.mapRings(configuration, memory: memory)
+        }
     }
 
     func disable() { isEnabled = false }
@@ -70,7 +88,7 @@ public final class PackedVirtqueue: Virtqueue, @unchecked Sendable {
     public var pendingUsed: UInt16 { UInt16(truncatingIfNeeded: pending.count) }
 
     public func pop(into chain: inout DescriptorChain) throws(VirtqueueError) -> Bool {
-        guard isEnabled, isAvailable(at: nextAvail, wrap: availWrap) else { return false }
+        guard isEnabled, ringsReachable(), isAvailable(at: nextAvail, wrap: availWrap) else { return false }
         // The descriptors were written before the first one's flags (§2.8.21): acquire.
         atomicMemoryFence(ordering: .acquiring)
         chain.clear(head: 0)
@@ -134,6 +152,11 @@ public final class PackedVirtqueue: Virtqueue, @unchecked Sendable {
     public func addUsed(head: UInt16, length: UInt32) throws(VirtqueueError) {
         guard isEnabled else { return }
         guard !inFlight.isEmpty else { throw .usedRingOverflow }
+        // The ring left RAM while the chain was out (a block request in flight).
+        guard ringsReachable() else {
+            throw .ringNotInRAM(part: "descriptor ring", address: configuration.descriptorArea.raw,
+                                length: UInt64(VirtqPackedDescriptor.size) * UInt64(size))
+        }
         let taken = inFlight.removeFirst()
         pending.append((pendingNextUsed, pendingUsedWrap, head, length))
         advance(&pendingNextUsed, &pendingUsedWrap, by: taken.slots)
@@ -142,7 +165,7 @@ public final class PackedVirtqueue: Virtqueue, @unchecked Sendable {
     /// Writes IDs and lengths, then the flags — the first entry's last, so the driver
     /// sees the batch all at once (§2.8.21.3.1).
     public func publishUsed() {
-        guard isEnabled, let first = pending.first else { return }
+        guard isEnabled, let first = pending.first, ringsReachable() else { return }
         for p in pending { VirtqPackedDescriptor.storeUsed(ring, index: Int(p.slot), id: p.id, length: p.length) }
         atomicMemoryFence(ordering: .releasing)
         func flags(_ wrap: Bool) -> VirtqDescriptorFlags { wrap ? [.avail, .used] : [] }
@@ -155,7 +178,7 @@ public final class PackedVirtqueue: Virtqueue, @unchecked Sendable {
     }
 
     public func needsNotification() -> Bool {
-        guard isEnabled else { return false }
+        guard isEnabled, ringsReachable() else { return false }
         atomicMemoryFence(ordering: .sequentiallyConsistent)
         let old = signalledUsed
         let new = nextUsed
@@ -174,13 +197,13 @@ public final class PackedVirtqueue: Virtqueue, @unchecked Sendable {
     }
 
     public func enableNotifications() -> Bool {
-        guard isEnabled else { return false }
+        guard isEnabled, ringsReachable() else { return false }
         requestNotification(at: nextAvail, wrap: availWrap)
         return isAvailable(at: nextAvail, wrap: availWrap)
     }
 
     public func enableNotificationsForMore() -> Bool {
-        guard isEnabled else { return false }
+        guard isEnabled, ringsReachable() else { return false }
         // The first slot past what the driver has made available (at most one lap).
         var slot = nextAvail, wrap = availWrap, steps: UInt16 = 0
         while steps < size, isAvailable(at: slot, wrap: wrap) {
@@ -202,7 +225,7 @@ public final class PackedVirtqueue: Virtqueue, @unchecked Sendable {
     }
 
     public func disableNotifications() {
-        guard isEnabled else { return }
+        guard isEnabled, ringsReachable() else { return }
         deviceEvent.set(.disable)
     }
 }

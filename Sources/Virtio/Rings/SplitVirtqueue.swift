@@ -6,7 +6,8 @@ import VMMCore
 ///
 /// Built when the driver enables the queue: the size must be a power of two ≤ the
 /// maximum, each part aligned as §2.7 requires and wholly inside one RAM region; the
-/// device then keeps host views of them (guest RAM never moves). Everything read from them
+/// device then keeps host views of them, taken again when guest memory is remapped
+/// (`RingReachability`). Everything read from them
 /// afterwards — indices, heads, `next` links, indirect tables — is checked again on every
 /// use, since the guest can rewrite the rings at any time.
 ///
@@ -29,10 +30,11 @@ public final class SplitVirtqueue: Virtqueue, @unchecked Sendable {
     /// `used->idx` when the driver was last notified (EVENT_IDX, §2.7.10); nil forces one.
     private var signalledUsed: UInt16?
 
-    private let descriptors: UnsafeMutableRawBufferPointer
-    private let avail: VirtqAvailRing
-    private let used: VirtqUsedRing
-
+    private let configuration: VirtqueueConfiguration
+    private var descriptors: UnsafeMutableRawBufferPointer
+    private var avail: VirtqAvailRing
+    private var used: VirtqUsedRing
+    private var reachability: RingReachability
     /// `queue_enable = 1`: validates and maps the rings (§2.7: desc 16-, avail 2-, used 4-byte aligned).
     init(index: Int, configuration c: VirtqueueConfiguration, features: VirtqueueConfiguration.RingFeatures,
          memory: GuestMemory) throws(VirtqueueError) {
@@ -41,12 +43,28 @@ public final class SplitVirtqueue: Virtqueue, @unchecked Sendable {
         self.size = c.size
         self.memory = memory
         self.features = features
-        descriptors = try memory.mapRing("descriptor table", c.descriptorArea,
-                                         length: UInt64(VirtqDescriptor.size) * UInt64(c.size), align: 16)
-        avail = VirtqAvailRing(memory: try memory.mapRing("driver area", c.driverArea, length: VirtqAvailRing.length(size: c.size), align: 2),
-                               size: c.size)
-        used = VirtqUsedRing(memory: try memory.mapRing("device area", c.deviceArea, length: VirtqUsedRing.length(size: c.size), align: 4),
-                             size: c.size)
+        configuration = c
+        reachability = RingReachability(memory: memory)
+        (descriptors, avail, used) = try Self.mapRings(c, memory: memory)
+    }
+
+    private static func mapRings(_ c: VirtqueueConfiguration, memory: GuestMemory) throws(VirtqueueError)
+        -> (UnsafeMutableRawBufferPointer, VirtqAvailRing, VirtqUsedRing) {
+        let descriptors = try memory.mapRing("descriptor table", c.descriptorArea,
+                                             length: UInt64(VirtqDescriptor.size) * UInt64(c.size), align: 16)
+        let avail = VirtqAvailRing(memory: try memory.mapRing("driver area", c.driverArea, length: VirtqAvailRing.length(size: c.size), align: 2),
+                                   size: c.size)
+        let used = VirtqUsedRing(memory: try memory.mapRing("device area", c.deviceArea, length: VirtqUsedRing.length(size: c.size), align: 4),
+                                 size: c.size)
+        return (descriptors, avail, used)
+    }
+
+    /// Whether the rings can be touched now (`RingReachability`); maps them again first
+    /// when guest memory was remapped since.
+    private func ringsReachable() -> Bool {
+        reachability.check(memory) { () throws(VirtqueueError) in
+            (descriptors, avail, used) = try Self.mapRings(configuration, memory: memory)
+        }
     }
 
     /// Stops using the rings after an error, until the driver resets the device.
@@ -59,7 +77,7 @@ public final class SplitVirtqueue: Virtqueue, @unchecked Sendable {
     /// Chains the driver made available that the device has not taken. Throws when the
     /// index ran ahead by more than the queue size (§2.7.13.3: impossible for a sane driver).
     public func availableCount() throws(VirtqueueError) -> UInt16 {
-        guard isEnabled else { return 0 }
+        guard isEnabled, ringsReachable() else { return 0 }
         let now = avail.index
         let pending = now &- lastAvailIndex
         guard pending <= size else { throw .availIndexJump(lastSeen: lastAvailIndex, now: now, size: size) }
@@ -129,6 +147,10 @@ public final class SplitVirtqueue: Virtqueue, @unchecked Sendable {
     /// becomes visible to the driver at the next `publishUsed()`.
     public func addUsed(head: UInt16, length: UInt32) throws(VirtqueueError) {
         guard isEnabled else { return }
+        // The ring left RAM while the chain was out (a block request in flight).
+        guard ringsReachable() else {
+            throw .ringNotInRAM(part: "device area", address: configuration.deviceArea.raw, length: VirtqUsedRing.length(size: size))
+        }
         guard pendingUsed < size else { throw .usedRingOverflow }
         used.store(slot: (usedIndex &+ pendingUsed) & mask, id: UInt32(head), length: length)
         pendingUsed &+= 1
@@ -137,7 +159,7 @@ public final class SplitVirtqueue: Virtqueue, @unchecked Sendable {
     /// Publishes the pending used elements by moving `used->idx` (§2.7.8). The elements
     /// must be visible before the index (release).
     public func publishUsed() {
-        guard isEnabled, pendingUsed > 0 else { return }
+        guard isEnabled, pendingUsed > 0, ringsReachable() else { return }
         atomicMemoryFence(ordering: .releasing)
         usedIndex &+= pendingUsed
         pendingUsed = 0
@@ -147,7 +169,7 @@ public final class SplitVirtqueue: Virtqueue, @unchecked Sendable {
     /// Whether the driver wants a used-buffer notification for what was published since
     /// the last one (§2.7.10 with EVENT_IDX, else the NO_INTERRUPT flag, §2.7.7).
     public func needsNotification() -> Bool {
-        guard isEnabled else { return false }
+        guard isEnabled, ringsReachable() else { return false }
         // Our used->idx store must be visible before we read the driver's suppression
         // state, or both sides may decide the other will act (a lost interrupt).
         atomicMemoryFence(ordering: .sequentiallyConsistent)
@@ -167,13 +189,13 @@ public final class SplitVirtqueue: Virtqueue, @unchecked Sendable {
     /// instead of waiting). With EVENT_IDX this writes `avail_event`; otherwise it
     /// clears VIRTQ_USED_F_NO_NOTIFY.
     public func enableNotifications() -> Bool {
-        guard isEnabled else { return false }
+        guard isEnabled, ringsReachable() else { return false }
         requestNotification(after: lastAvailIndex)
         return avail.index != lastAvailIndex
     }
 
     public func enableNotificationsForMore() -> Bool {
-        guard isEnabled else { return false }
+        guard isEnabled, ringsReachable() else { return false }
         // vring_need_event fires once the driver's index passes what is there now.
         let seen = avail.index
         requestNotification(after: seen)
@@ -188,7 +210,7 @@ public final class SplitVirtqueue: Virtqueue, @unchecked Sendable {
     /// Tells the driver that notifications are not needed while the device is busy with
     /// the queue (VIRTQ_USED_F_NO_NOTIFY; with EVENT_IDX a stale `avail_event` does it).
     public func disableNotifications() {
-        guard isEnabled, !features.eventIndex else { return }
+        guard isEnabled, !features.eventIndex, ringsReachable() else { return }
         used.setFlags(VirtqUsedRing.noNotify)
     }
 }

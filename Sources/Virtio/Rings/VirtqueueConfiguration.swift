@@ -43,3 +43,31 @@ extension GuestMemory {
         }
     }
 }
+
+/// Whether a queue's host views of its rings still belong to guest memory. RAM can be
+/// unmapped and mapped again under a running device (a vfio-user client's DMA_UNMAP and
+/// DMA_MAP; QEMU's memory listener does it when it splits a section), so a view taken at
+/// enable is valid only for the memory layout it was taken in: when the layout moves, the
+/// queue maps its rings again, and while one is not wholly in RAM the device cannot reach
+/// it — as with bus mastering off, the queue does nothing until it is RAM again or the
+/// driver resets. A view from an older layout is never touched: its pages may be gone.
+struct RingReachability {
+    private var generation: UInt64
+    private var reachable = true
+
+    init(memory: GuestMemory) { generation = memory.layoutGeneration }
+
+    /// Runs `remap` when the layout moved since the last check; whether the rings are in RAM.
+    mutating func check(_ memory: GuestMemory, remap: () throws(VirtqueueError) -> Void) -> Bool {
+        let now = memory.layoutGeneration
+        guard now != generation else { return reachable }
+        generation = now
+        do {
+            try remap()
+            reachable = true
+        } catch {
+            reachable = false
+        }
+        return reachable
+    }
+}

@@ -1,0 +1,116 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinux
+import Testing
+import VMMCore
+import VMMTestKit
+@testable import Virtio
+@testable import VirtioBlk
+
+/// Guest RAM in a memory file, handed to `GuestMemory` as a borrowed region the way the
+/// vfio-user server maps a client's DMA_MAP, so a test can unmap it and map it again under
+/// a running device.
+private final class MemfdRAM {
+    let fd: Int32
+    let size: Int
+
+    init(size: Int) {
+        fd = clinux_memfd_create("test-ram", 0)
+        ftruncate(fd, off_t(size))
+        self.size = size
+    }
+
+    /// A fresh mapping of the whole file: another host address each time.
+    func region() throws -> GuestMemoryRegion {
+        let p = try #require(mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0))
+        try #require(p != MAP_FAILED)
+        return GuestMemoryRegion(base: GuestAddress(0), size: UInt64(size), host: p)
+    }
+
+    /// What the server leaves at an unmapped region's address: private zero pages.
+    static func retire(_ r: GuestMemoryRegion) {
+        _ = mmap(r.host, Int(r.size), PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+    }
+
+    deinit { close(fd) }
+}
+
+/// A vfio-user client may unmap guest RAM and map it again while the device runs (QEMU's
+/// memory listener does when it splits a section; a hostile client does it at will).
+@Suite struct RemappedMemoryTests {
+    typealias D = VirtioBlkDriver
+
+    /// The rings are mapped again from the current layout: a request after the remap
+    /// completes, and nothing is read from where the RAM used to be.
+    @Test func ringsFollowRAMMappedAgainAtAnotherAddress() throws {
+        let ram = MemfdRAM(size: 32 << 20)
+        let memory = GuestMemory(borrowedRegionLimit: 4)
+        try memory.insert(try ram.region())
+        let d = try D(memory: memory)
+        d.bringUp()
+        let pattern = [UInt8](repeating: 0xA5, count: 512)
+        let write = d.submit(type: D.T.write, sector: 1, write: pattern)
+        d.complete()
+        #expect(d.status(at: write.status) == D.S.ok)
+
+        let old = try #require(memory.remove(base: 0, size: nil).first)
+        try memory.insert(try ram.region())
+        MemfdRAM.retire(old)                 // a stale view would now read a zero avail index
+        defer { munmap(old.host, Int(old.size)) }
+
+        let read = d.submit(type: D.T.read, sector: 1, readLength: 512)
+        d.complete()
+        #expect(d.status(at: read.status) == D.S.ok)
+        #expect(d.bytes(at: read.data, 512) == pattern)
+        #expect(d.device?.badRequests == 0)
+        #expect(d.status & 0x40 == 0)  // not DEVICE_NEEDS_RESET
+    }
+
+    /// While the ring is not RAM the device cannot reach it and waits, as with bus
+    /// mastering off; once the RAM is back the next kick is served.
+    @Test func ringOutOfRAMWaitsUntilItIsMappedAgain() throws {
+        let ram = MemfdRAM(size: 32 << 20)
+        let memory = GuestMemory(borrowedRegionLimit: 4)
+        try memory.insert(try ram.region())
+        let d = try D(memory: memory)
+        d.bringUp()
+
+        let old = try #require(memory.remove(base: 0, size: nil).first)
+        MemfdRAM.retire(old)
+        defer { munmap(old.host, Int(old.size)) }
+        d.kick(0)                            // nothing to reach: no fault, no state change
+        d.complete()
+        #expect(d.status & 0x40 == 0)
+
+        try memory.insert(try ram.region())
+        let read = d.submit(type: D.T.read, sector: 0, readLength: 512)
+        d.complete()
+        #expect(d.status(at: read.status) == D.S.ok)
+    }
+
+    /// A request whose buffers a backend still fills counts as lent out of guest memory
+    /// (what the vfio-user server waits for before unmapping pages for good), and stops
+    /// counting when it completes or a reset drops it.
+    @Test func requestsInFlightAreLentOut() throws {
+        let d = try D()
+        d.bringUp()
+        let memory = d.machine.memory
+        d.disk.hold()
+        _ = d.submit(type: D.T.read, readLength: 512)
+        d.complete()
+        #expect(memory.lentOut.load(ordering: .relaxed) == 2)   // the list entry and the backend
+        d.disk.release()
+        d.complete()
+        #expect(memory.lentOut.load(ordering: .relaxed) == 0)
+
+        d.disk.hold()
+        _ = d.submit(type: D.T.read, readLength: 512)
+        d.complete()
+        d.setStatus(0)                                           // reset: the entry goes
+        #expect(memory.lentOut.load(ordering: .relaxed) == 1)    // the backend still has it
+        d.disk.release()
+        d.complete()
+        #expect(memory.lentOut.load(ordering: .relaxed) == 0)
+    }
+}
