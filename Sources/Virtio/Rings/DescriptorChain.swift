@@ -49,7 +49,9 @@ public enum VirtqueueError: Error, Equatable, Sendable, CustomStringConvertible 
     case misaligned(part: String, address: UInt64)
     case ringNotInRAM(part: String, address: UInt64, length: UInt64)
     /// `avail->idx` moved more than the queue size past what the device consumed (§2.7.13.3).
-    case availIndexJump(lastSeen: UInt16, now: UInt16, size: UInt16)
+    /// `used` is the device's used index then (published + pending), for the log: a sane
+    /// driver keeps `now` within `size` of it as well.
+    case availIndexJump(lastSeen: UInt16, now: UInt16, size: UInt16, used: UInt16)
     case headOutOfRange(UInt16)
     case nextOutOfRange(UInt16)
     /// The chain visited more descriptors than its table holds: a loop or a runaway chain.
@@ -71,7 +73,7 @@ public enum VirtqueueError: Error, Equatable, Sendable, CustomStringConvertible 
         case let .badQueueSize(s): "queue size \(s) is not a power of two in the allowed range"
         case let .misaligned(p, a): "\(p) at 0x\(String(a, radix: 16)) is misaligned"
         case let .ringNotInRAM(p, a, l): "\(p) 0x\(String(a, radix: 16))+0x\(String(l, radix: 16)) is not RAM"
-        case let .availIndexJump(l, n, s): "avail index jumped from \(l) to \(n) (queue size \(s))"
+        case let .availIndexJump(l, n, s, u): "avail index jumped from \(l) to \(n) (queue size \(s), used index \(u))"
         case let .headOutOfRange(h): "chain head \(h) is beyond the queue"
         case let .nextOutOfRange(n): "descriptor next \(n) is beyond its table"
         case let .chainTooLong(l): "descriptor chain longer than \(l) (loop?)"

@@ -80,7 +80,9 @@ public final class SplitVirtqueue: Virtqueue, @unchecked Sendable {
         guard isEnabled, ringsReachable() else { return 0 }
         let now = avail.index
         let pending = now &- lastAvailIndex
-        guard pending <= size else { throw .availIndexJump(lastSeen: lastAvailIndex, now: now, size: size) }
+        guard pending <= size else {
+            throw .availIndexJump(lastSeen: lastAvailIndex, now: now, size: size, used: usedIndex &+ pendingUsed)
+        }
         return pending
     }
 
