@@ -23,10 +23,13 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     private let makeBackend: (@Sendable (inout DeviceOptions) throws -> NetworkBackend)?
     private let lastOffloads = Mutex<NetOffloads?>(nil)
     private let administrativelyUp = Atomic<Bool>(true)
-    /// The device; weak, as in every filter: the device owns this link.
-    private struct WeakReceiver { weak var receiver: FrameReceiver? }
-    private let upstreamRef = Mutex(WeakReceiver())
-    private var upstream: FrameReceiver? { upstreamRef.withLock { $0.receiver } }
+    /// The device, held strongly from `start` to `stop` (a cycle with the device, which
+    /// owns this link, broken by `stop`): a frame reaches it with the lock held and no
+    /// reference taken. Through a weak reference each frame cost ~30 ns more, a side-table
+    /// retain and release (Docs/performance.md, in-memory item 5). Lock order: this, then
+    /// the device's lock (a delivery waits for it while holding this).
+    private let upstreamRef = Mutex<FrameReceiver?>(nil)
+    private var upstream: FrameReceiver? { upstreamRef.withLock { $0 } }
     /// A capture started over the control socket (QMP `x-swiftvmm-capture-start`).
     private let capture = Mutex<PcapWriter?>(nil)
     private let clock: DeviceClock?
@@ -178,7 +181,7 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     public var capturePath: String? { capture.withLock { $0?.path } }
 
     public func start(receiver: FrameReceiver) {
-        upstreamRef.withLock { $0.receiver = receiver }
+        upstreamRef.withLock { $0 = receiver }
         inner.start(receiver: self)
     }
 
@@ -204,6 +207,16 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
         stopCapture()
         replaceFaults(nil)?.detach()
         inner.stop()
+        releaseDevice()
+    }
+
+    /// Lets go of the device. `stop` runs with the device lock held (the device's
+    /// `shutdown`), and a delivery holds `upstreamRef` while it waits for that lock: never
+    /// wait here. If a delivery is under way, the loop, where frames are delivered, lets go
+    /// after it.
+    private func releaseDevice() {
+        guard upstreamRef.withLockIfAvailable({ $0 = nil }) == nil else { return }
+        loop?.execute { [self] in upstreamRef.withLock { $0 = nil } }
     }
 
     public func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
@@ -214,8 +227,8 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
 
     /// A frame reaches the device (from the backend, or out of the fault filter).
     fileprivate func deliverToDevice(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
-        guard let receiver = upstream else { return true }
-        guard receiver.receive(frame, header: header) else { return false }
+        // Without a device (stopped) the frame is dropped, as on a cable with no NIC.
+        guard upstreamRef.withLock({ $0?.receive(frame, header: header) }) ?? true else { return false }
         if interposed.load(ordering: .acquiring), let writer = capture.withLock({ $0 }) { writer.write(frame) }
         return true
     }
