@@ -13,6 +13,12 @@ struct InFlightRequest {
     var flushAfter: Bool
     /// nil while the backend works on it.
     var status: VirtioBlkStatus?
+    /// `GuestMemory.removals` when the buffers were resolved, and where the status byte is
+    /// in guest memory: if memory is unmapped while the request is out (a vfio-user
+    /// client's DMA_UNMAP), its host pointers may point at retired pages, so the request
+    /// fails and its status is written where the byte is now.
+    var removals: UInt64 = 0
+    var statusAddress: GuestAddress?
 }
 
 extension VirtioBlk {
@@ -61,6 +67,11 @@ extension VirtioBlk {
         let id = nextID()
         var entry = InFlightRequest(id: id, head: chain.head, statusByte: request.status, writtenOnSuccess: request.writtenOnSuccess,
                                     flushAfter: request.isWrite && !writeback, status: nil)
+        entry.removals = context.memory.removals
+        // The parser's status byte: the last byte of the last non-empty writable buffer.
+        if let last = chain.writable.last(where: { $0.length > 0 }) {
+            entry.statusAddress = last.address.checkedAdd(UInt64(last.length) - 1)
+        }
         switch request.operation {
         case let .immediate(status):
             if status != .ok { badRequests &+= 1 }
@@ -143,6 +154,14 @@ extension VirtioBlk {
                 guard let status = request.status else { break }
                 guard let statusByte = request.statusByte else {
                     try queue.addUsed(head: request.head, length: 0)
+                    done += 1
+                    continue
+                }
+                guard request.removals == context.memory.removals else {
+                    // Memory was unmapped while it was out: the data may have gone to retired pages.
+                    let now = request.statusAddress.flatMap { try? context.memory.hostRange($0, length: 1).baseAddress }
+                    now?.storeBytes(of: VirtioBlkStatus.ioError.rawValue, as: UInt8.self)
+                    try queue.addUsed(head: request.head, length: now == nil ? 0 : 1)
                     done += 1
                     continue
                 }

@@ -89,6 +89,31 @@ private final class MemfdRAM {
         #expect(d.status(at: read.status) == D.S.ok)
     }
 
+    /// Memory unmapped while a request is out: its data may have gone to retired pages,
+    /// so it fails (IOERR), and the status reaches the status byte where the guest's
+    /// memory is now, not the retired page.
+    @Test func aRequestWhoseMemoryWasUnmappedInFlightFails() throws {
+        let ram = MemfdRAM(size: 32 << 20)
+        let memory = GuestMemory(borrowedRegionLimit: 4)
+        try memory.insert(try ram.region())
+        let d = try D(memory: memory)
+        d.bringUp()
+        d.disk.hold()
+        let read = d.submit(type: D.T.read, sector: 0, readLength: 512)
+        d.complete()
+
+        let old = try #require(memory.remove(base: 0, size: nil).first)
+        try memory.insert(try ram.region())
+        MemfdRAM.retire(old)
+        defer { munmap(old.host, Int(old.size)) }
+        d.disk.release()
+        d.complete()
+        #expect(d.status(at: read.status) == D.S.ioError)
+        #expect(d.queues[0]?.takeUsed().map(\.length) == [1])
+        #expect(memory.lentOut.load(ordering: .relaxed) == 0)
+        #expect(d.status & 0x40 == 0)
+    }
+
     /// A request whose buffers a backend still fills counts as lent out of guest memory
     /// (what the vfio-user server waits for before unmapping pages for good), and stops
     /// counting when it completes or a reset drops it.

@@ -17,7 +17,7 @@ import VMMCore
 /// a region unmapped meanwhile are replaced, at the same address, by private zero pages
 /// that nobody else sees, and unmapped for good only once nothing is lent out. A client
 /// that unmaps memory under in-flight I/O gets that I/O's data lost, never this process
-/// faulted or another mapping written.
+/// faulted or another mapping written; the devices fail such I/O (virtio-blk: IOERR).
 final class DMAMappings {
     let memory: GuestMemory
     private let lock: DeviceLock
@@ -38,7 +38,12 @@ final class DMAMappings {
         guard m.size > 0, m.size <= UInt64(Int.max) else { throw .malformed("DMA_MAP of size \(m.size)") }
         let (_, wraps) = m.address.addingReportingOverflow(m.size - 1)
         guard !wraps else { throw .malformed("DMA_MAP range wraps past 2^64") }
-        guard memory.regions.count + unbacked.count < limit else { throw .limit("more than \(limit) DMA regions") }
+        // Retired ranges count too: a client that unmaps under stuck I/O (and reconnects)
+        // cannot make this process hold more than `limit` mappings.
+        guard memory.regions.count + unbacked.count + retired.count < limit else {
+            throw .limit(retired.isEmpty ? "more than \(limit) DMA regions"
+                                         : "more than \(limit) DMA regions, \(retired.count) of them unmapped with device I/O still in flight")
+        }
         // A read-only region cannot be mapped PROT_READ: a device write there (a receive
         // buffer in ROM) would fault the process. The device gets no access to it instead,
         // as to regions without a descriptor (QEMU's ROMs and non-memfd RAM).
@@ -87,10 +92,6 @@ final class DMAMappings {
     /// Unmaps every region wholly inside the range (all with `unmapsAll`).
     func unmap(_ u: VFIOUserRequest.DMAUnmap) throws(VFIOUserError) {
         reclaimRetired()
-        // Bounds what a client that keeps unmapping under stuck I/O holds reserved.
-        guard retired.count < limit else {
-            throw .limit("DMA_UNMAP while \(retired.count) unmapped regions still have device I/O in flight")
-        }
         if u.unmapsAll {
             unmapAll()
             return

@@ -61,6 +61,9 @@ public final class GuestMemory: @unchecked Sendable {
     /// DMA_MAP/DMA_UNMAP). A host view kept across calls (a virtqueue's rings) is valid only
     /// for the generation it was taken in; read with the device lock held.
     public private(set) var layoutGeneration: UInt64 = 0
+    /// Moves only when `remove` takes regions away: host pointers taken before may then
+    /// point at pages that are gone (what a request in flight checks on completion).
+    public private(set) var removals: UInt64 = 0
     /// Host pointers into this memory that a device holds outside its lock (a block
     /// request's buffers while a backend thread reads or writes them, its status byte until
     /// completion). While non-zero, the owner of borrowed regions must not unmap a removed
@@ -148,6 +151,7 @@ public final class GuestMemory: @unchecked Sendable {
         guard !removed.isEmpty else { return [] }
         regions.removeAll(where: inside)
         layoutGeneration &+= 1
+        removals &+= 1
         return removed
     }
 
