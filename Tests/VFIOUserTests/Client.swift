@@ -101,6 +101,11 @@ final class TestClient {
     func dmaMap(address: UInt64, size: UInt64, offset: UInt64 = 0, fd: Int32?, flags: UInt32 = 3) throws -> Reply {
         try call(.dmaMap, le32(32) + le32(flags) + le64(offset) + le64(address) + le64(size), fds: fd.map { [$0] } ?? [])
     }
+
+    /// `flags` 2 (VFIO_DMA_UNMAP_FLAG_ALL) with address and size 0 unmaps everything.
+    func dmaUnmap(address: UInt64, size: UInt64, flags: UInt32 = 0) throws -> Reply {
+        try call(.dmaUnmap, le32(24) + le32(flags) + le64(address) + le64(size))
+    }
 }
 
 struct ClientError: Error, CustomStringConvertible {

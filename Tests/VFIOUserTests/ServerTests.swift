@@ -140,7 +140,7 @@ final class Served {
         #expect(view.load(fromByteOffset: 0x40, as: UInt32.self) == 0xCAFE_F00D)
         munmap(view, 0x10000)
         // Unmap everything (QEMU's flag), then the same DMA fails inside the device.
-        let u = try c.call(.dmaUnmap, le32(24) + le32(2) + le64(0) + le64(0))
+        let u = try c.dmaUnmap(address: 0, size: 0, flags: 2)
         #expect(!u.isError)
         _ = try c.regionWrite(0, 0x10, le32(1))
         #expect(try c.regionRead(0, 0x18, 4).u32(16) == 2)
@@ -160,8 +160,7 @@ final class Served {
         #expect(try c.dmaMap(address: 0x100000, size: 0x10000, fd: mem).isError == false)
         let host = try #require(s.device.memory.regions.first?.host)
         s.device.memory.lend()
-        let unmap = le32(24) + le32(0) + le64(0x100000) + le64(0x10000)
-        #expect(try c.call(.dmaUnmap, unmap).isError == false)
+        #expect(try c.dmaUnmap(address: 0x100000, size: 0x10000).isError == false)
         #expect(s.device.memory.regions.isEmpty)
         #expect(s.device.dma.retiredCount == 1)
         #expect(host.load(fromByteOffset: 0x40, as: UInt32.self) == 0)   // still mapped, ours, zero
@@ -172,7 +171,7 @@ final class Served {
 
         for _ in 1 ..< s.device.dma.limit {
             #expect(try c.dmaMap(address: 0x100000, size: 0x10000, fd: mem).isError == false)
-            #expect(try c.call(.dmaUnmap, unmap).isError == false)
+            #expect(try c.dmaUnmap(address: 0x100000, size: 0x10000).isError == false)
         }
         #expect(s.device.dma.retiredCount == s.device.dma.limit)
         #expect(try c.dmaMap(address: 0x100000, size: 0x10000, fd: mem).isError)   // the limit: refused

@@ -11,29 +11,39 @@ import VMMTestKit
 /// Guest RAM in a memory file, handed to `GuestMemory` as a borrowed region the way the
 /// vfio-user server maps a client's DMA_MAP, so a test can unmap it and map it again under
 /// a running device.
-private final class MemfdRAM {
-    let fd: Int32
-    let size: Int
+private final class RemappableRAM {
+    let memory = GuestMemory(borrowedRegionLimit: 4)
+    private let fd: Int32
+    private let size: Int
+    private var retired: [GuestMemoryRegion] = []
 
-    init(size: Int) {
+    init(size: Int = 32 << 20) throws {
         fd = clinux_memfd_create("test-ram", 0)
         ftruncate(fd, off_t(size))
         self.size = size
+        try mapAgain()
     }
 
-    /// A fresh mapping of the whole file: another host address each time.
-    func region() throws -> GuestMemoryRegion {
+    /// DMA_MAP: the whole file as guest RAM from 0, at another host address each time.
+    func mapAgain() throws {
         let p = try #require(mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0))
         try #require(p != MAP_FAILED)
-        return GuestMemoryRegion(base: GuestAddress(0), size: UInt64(size), host: p)
+        try memory.insert(GuestMemoryRegion(base: GuestAddress(0), size: UInt64(size), host: p))
     }
 
-    /// What the server leaves at an unmapped region's address: private zero pages.
-    static func retire(_ r: GuestMemoryRegion) {
-        _ = mmap(r.host, Int(r.size), PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+    /// DMA_UNMAP: the RAM leaves guest memory, and its old host address holds private zero
+    /// pages (what the server leaves there), so a stale view reads zeros.
+    func unmap() {
+        for r in memory.remove(base: 0, size: nil) {
+            _ = mmap(r.host, Int(r.size), PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+            retired.append(r)
+        }
     }
 
-    deinit { close(fd) }
+    deinit {
+        for r in retired { munmap(r.host, Int(r.size)) }
+        close(fd)
+    }
 }
 
 /// A vfio-user client may unmap guest RAM and map it again while the device runs (QEMU's
@@ -44,20 +54,16 @@ private final class MemfdRAM {
     /// The rings are mapped again from the current layout: a request after the remap
     /// completes, and nothing is read from where the RAM used to be.
     @Test func ringsFollowRAMMappedAgainAtAnotherAddress() throws {
-        let ram = MemfdRAM(size: 32 << 20)
-        let memory = GuestMemory(borrowedRegionLimit: 4)
-        try memory.insert(try ram.region())
-        let d = try D(memory: memory)
+        let ram = try RemappableRAM()
+        let d = try D(memory: ram.memory)
         d.bringUp()
         let pattern = [UInt8](repeating: 0xA5, count: 512)
         let write = d.submit(type: D.T.write, sector: 1, write: pattern)
         d.complete()
         #expect(d.status(at: write.status) == D.S.ok)
 
-        let old = try #require(memory.remove(base: 0, size: nil).first)
-        try memory.insert(try ram.region())
-        MemfdRAM.retire(old)                 // a stale view would now read a zero avail index
-        defer { munmap(old.host, Int(old.size)) }
+        ram.unmap()                          // a stale view would now read a zero avail index
+        try ram.mapAgain()
 
         let read = d.submit(type: D.T.read, sector: 1, readLength: 512)
         d.complete()
@@ -70,20 +76,16 @@ private final class MemfdRAM {
     /// While the ring is not RAM the device cannot reach it and waits, as with bus
     /// mastering off; once the RAM is back the next kick is served.
     @Test func ringOutOfRAMWaitsUntilItIsMappedAgain() throws {
-        let ram = MemfdRAM(size: 32 << 20)
-        let memory = GuestMemory(borrowedRegionLimit: 4)
-        try memory.insert(try ram.region())
-        let d = try D(memory: memory)
+        let ram = try RemappableRAM()
+        let d = try D(memory: ram.memory)
         d.bringUp()
 
-        let old = try #require(memory.remove(base: 0, size: nil).first)
-        MemfdRAM.retire(old)
-        defer { munmap(old.host, Int(old.size)) }
+        ram.unmap()
         d.kick(0)                            // nothing to reach: no fault, no state change
         d.complete()
         #expect(d.status & 0x40 == 0)
 
-        try memory.insert(try ram.region())
+        try ram.mapAgain()
         let read = d.submit(type: D.T.read, sector: 0, readLength: 512)
         d.complete()
         #expect(d.status(at: read.status) == D.S.ok)
@@ -93,24 +95,20 @@ private final class MemfdRAM {
     /// so it fails (IOERR), and the status reaches the status byte where the guest's
     /// memory is now, not the retired page.
     @Test func aRequestWhoseMemoryWasUnmappedInFlightFails() throws {
-        let ram = MemfdRAM(size: 32 << 20)
-        let memory = GuestMemory(borrowedRegionLimit: 4)
-        try memory.insert(try ram.region())
-        let d = try D(memory: memory)
+        let ram = try RemappableRAM()
+        let d = try D(memory: ram.memory)
         d.bringUp()
         d.disk.hold()
         let read = d.submit(type: D.T.read, sector: 0, readLength: 512)
         d.complete()
 
-        let old = try #require(memory.remove(base: 0, size: nil).first)
-        try memory.insert(try ram.region())
-        MemfdRAM.retire(old)
-        defer { munmap(old.host, Int(old.size)) }
+        ram.unmap()
+        try ram.mapAgain()
         d.disk.release()
         d.complete()
         #expect(d.status(at: read.status) == D.S.ioError)
         #expect(d.queues[0]?.takeUsed().map(\.length) == [1])
-        #expect(memory.lentOut.load(ordering: .relaxed) == 0)
+        #expect(ram.memory.lentOut.load(ordering: .relaxed) == 0)
         #expect(d.status & 0x40 == 0)
     }
 

@@ -15,25 +15,35 @@ import Glibc
 public final class ZeroFilledPages: @unchecked Sendable {
     /// Whole pages, at least the requested count.
     public let bytes: UnsafeMutableRawBufferPointer
+    /// False when the mapping failed and the bytes came from the heap instead.
+    private let mapped: Bool
 
-    /// `byteCount` is the caller's constant (a buffer size), never a guest's value.
+    /// `byteCount` is the caller's buffer size, never a guest's value.
     public init(byteCount: Int) {
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let length = (max(byteCount, 1) + page - 1) / page * page
-        guard let p = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else {
-            // As `UnsafeMutableRawBufferPointer.allocate` does when malloc fails.
-            fatalError("out of memory: cannot map \(length) bytes (\(String(cString: strerror(errno))))")
+        let pages = max(byteCount, 1) / page + (max(byteCount, 1) % page == 0 ? 0 : 1)
+        let (length, overflow) = pages.multipliedReportingOverflow(by: page)
+        if !overflow, let p = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED {
+            bytes = UnsafeMutableRawBufferPointer(start: p, count: length)
+            mapped = true
+        } else {
+            // No mapping (address space or map count exhausted): the same zeroed bytes from
+            // the heap, resident at once, and failing as any allocation does.
+            bytes = .allocate(byteCount: max(byteCount, 1), alignment: 64)
+            bytes.initializeMemory(as: UInt8.self, repeating: 0)
+            mapped = false
         }
-        bytes = UnsafeMutableRawBufferPointer(start: p, count: length)
     }
 
-    /// Every byte reads as zero again; the pages stop counting as resident.
+    /// Every byte reads as zero again; mapped pages stop counting as resident.
     public func zero() {
         // MADV_DONTNEED on a private anonymous mapping: the next access faults in a zero page.
-        if madvise(bytes.baseAddress, bytes.count, MADV_DONTNEED) != 0 {
+        if !mapped || madvise(bytes.baseAddress, bytes.count, MADV_DONTNEED) != 0 {
             bytes.initializeMemory(as: UInt8.self, repeating: 0)
         }
     }
 
-    deinit { munmap(bytes.baseAddress, bytes.count) }
+    deinit {
+        if mapped { munmap(bytes.baseAddress, bytes.count) } else { bytes.deallocate() }
+    }
 }
