@@ -59,7 +59,8 @@ public final class E1000Device: PCIDevice, FrameReceiver, @unchecked Sendable {
     var transmit = TransmitState()
     let transmitBuffer: FrameScratchBuffer
     let segmentBuffer: FrameScratchBuffer
-    /// The one-segment scatter list a frame goes to the backend in (no array built per frame).
+    /// The scatter list a frame goes to the backend in: the head, then the pieces left in
+    /// guest memory (TransmitAssembly.swift). Its storage is reserved once, never per frame.
     var sendSegments: [UnsafeRawBufferPointer] = [UnsafeRawBufferPointer(start: nil, count: 0)]
     /// The rest of a ring pass past the per-action budget (Transmit.swift).
     lazy var transmitContinuation = DeferredAction(continuing: context) { [weak self] in self?.transmitPackets() }
@@ -73,6 +74,7 @@ public final class E1000Device: PCIDevice, FrameReceiver, @unchecked Sendable {
         receiveBuffer = FrameScratchBuffer(capacity: Receive.maxFrameLength + Receive.fcsLength)
         transmitBuffer = FrameScratchBuffer(capacity: Transmit.maxPacketLength + HeaderSize.vlanTag)
         segmentBuffer = FrameScratchBuffer(capacity: SoftwareOffload.recommendedBufferSize)
+        sendSegments.reserveCapacity(1 + Transmit.maxPieces)
 
         context.config.setIdentity(PCIIdentity(
             vendorID: Self.vendorID, deviceID: Self.deviceID,

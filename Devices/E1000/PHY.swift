@@ -36,12 +36,13 @@ struct M88E1011PHY {
         static let capabilities: UInt16 = 0x7949
     }
 
-    private(set) var registers = [UInt16](repeating: 0, count: 32)
+    /// Inline, not an array: `isLoopback` is read for every frame sent.
+    private(set) var registers = InlineArray<32, UInt16>(repeating: 0)
 
     init() { reset() }
 
     mutating func reset() {
-        registers = [UInt16](repeating: 0, count: 32)
+        registers = InlineArray(repeating: 0)
         registers[Register.control] = Control.powerOn
         registers[Register.id1] = 0x0141
         registers[Register.id2] = 0x0C20

@@ -7,8 +7,9 @@ import VMMNet
 /// the backend (which never blocks), then write DD back for descriptors with RS.
 ///
 /// DD is written only after the packet went out, so a driver polling DD on another vCPU
-/// never frees a buffer the device still reads. The packet is copied once into a
-/// device-owned buffer, because offloads rewrite headers and guest memory must not change.
+/// never frees a buffer the device still reads. Headers are copied into a device-owned
+/// buffer, because offloads rewrite them and guest memory must not change; the payload
+/// goes to the backend from guest memory where nothing rewrites it (TransmitAssembly.swift).
 extension E1000Device {
     func transmitPackets() {
         // Descriptor fetches are the function's own memory reads: none without bus
@@ -103,25 +104,6 @@ extension E1000Device {
         return delayed
     }
 
-    private func append(buffer: UInt64, length: Int) {
-        guard length > 0, !transmit.overflowed else { return }
-        guard length <= Transmit.maxPacketLength - transmit.length else {
-            transmit.overflowed = true
-            return
-        }
-        context.cost.bytes(length)
-        let destination = UnsafeMutableRawBufferPointer(rebasing: transmitBuffer.bytes[transmit.length ..< transmit.length + length])
-        do {
-            try context.memory.read(into: destination, from: GuestAddress(buffer))
-        } catch {
-            if !transmit.unreadable {
-                guestError(.transmitBufferNotRAM, "transmit buffer 0x\(String(buffer, radix: 16))+\(length): \(error); packet dropped")
-            }
-            transmit.unreadable = true
-        }
-        transmit.length += length
-    }
-
     private func finishPacket(kind: Transmit.Kind, high: UInt64) {
         defer { transmit.endPacket() }
         guard !transmit.overflowed else {
@@ -138,8 +120,13 @@ extension E1000Device {
         // VLE and the tag come from the EOP descriptor and need CTRL.VME (§3.3.3, §3.3.7).
         let tag: UInt16? = command & Transmit.vlanEnable != 0 && reg(Reg.ctrl) & Ctrl.vlanModeEnable != 0 && vlanTagsRecognized
             ? Transmit.special(high: high) : nil
+        if sendWithBackendOffload(kind: kind, high: high, tag: tag) { return }
+        if !loopbackActive, goesOutAsIs(kind: kind, command: command) {
+            sendPacket(tag: tag)
+            return
+        }
+        guard makeContiguous() else { return }
         let packet = UnsafeMutableRawBufferPointer(rebasing: transmitBuffer.bytes[0 ..< transmit.length])
-        if sendWithBackendOffload(packet, kind: kind, high: high, tag: tag) { return }
         if kind == .data, transmit.segmentation {
             segmentAndSend(packet, tag: tag)
             return
@@ -150,20 +137,20 @@ extension E1000Device {
             // The hardware would send a wrong checksum; so do we, and count the mistake.
             guestError(.offloadContextInvalid, "checksum insertion impossible: \(error)")
         }
-        var length = transmit.length
-        if length < Transmit.minimumFrameLength, reg(Reg.tctl) & Tctl.padShortPackets != 0 {
+        if transmit.length < Transmit.minimumFrameLength, reg(Reg.tctl) & Tctl.padShortPackets != 0 {
             // TCTL.PSP: short packets are padded on the wire (§13.4.33).
-            for i in length ..< Transmit.minimumFrameLength { transmitBuffer.bytes[i] = 0 }
-            length = Transmit.minimumFrameLength
+            for i in transmit.length ..< Transmit.minimumFrameLength { transmitBuffer.bytes[i] = 0 }
+            transmit.length = Transmit.minimumFrameLength
+            transmit.copied = Transmit.minimumFrameLength
         }
-        if let tag {
-            guard let tagged = VLAN.insert(tci: tag, inPlace: transmitBuffer.bytes, length: length) else {
-                guestError(.transmitPacketEmpty, "VLAN insertion into a \(length)-byte packet impossible")
-                return
-            }
-            length = tagged
-        }
-        send(UnsafeRawBufferPointer(rebasing: transmitBuffer.bytes[0 ..< length]))
+        sendPacket(tag: tag)
+    }
+
+    /// Nothing to do on the packet's bytes: no checksum to insert, no segmentation, no padding.
+    private func goesOutAsIs(kind: Transmit.Kind, command: UInt8) -> Bool {
+        guard transmit.length >= Transmit.minimumFrameLength else { return false }
+        if kind == .legacy { return command & Transmit.insertChecksum == 0 }
+        return !transmit.segmentation && transmit.options & (Transmit.insertIPChecksum | Transmit.insertTransportChecksum) == 0
     }
 
     /// Legacy IC with CSS/CSO (§3.3.3.1), or the context's IXSM/TXSM fields (§3.3.6).
@@ -209,32 +196,39 @@ extension E1000Device {
         }
     }
 
-    /// One frame to the backend, counted as the statistics registers define (§13.7). With
-    /// a GSO header it stands for `segments` frames on the wire, each carrying the headers.
+    /// One contiguous frame (a software segment, or a packet sent whole) to the backend.
     @discardableResult
-    func send(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader? = nil, segments: Int = 1, segmentHeaderLength: Int = 0) -> Bool {
+    func send(_ frame: UnsafeRawBufferPointer) -> Bool {
+        sendSegments[0] = frame
+        defer { sendSegments[0] = UnsafeRawBufferPointer(start: nil, count: 0) }
+        return transmitToBackend(length: frame.count, header: nil, segments: 1)
+    }
+
+    /// `sendSegments` (`length` bytes in all; only the first when looping back, where the
+    /// packet is always whole) to the backend, counted as the statistics registers define
+    /// (§13.7). With a GSO header it stands for `segments` frames on the wire, each
+    /// carrying the headers.
+    func transmitToBackend(length: Int, header: VirtioNetHeader?, segments: Int) -> Bool {
         context.cost.frames()
         if loopbackActive {
-            receiveLoopedBack(frame)
+            receiveLoopedBack(sendSegments[0])
             return true
         }
-        guard frame.count <= backend.capabilities.maxFrameSize else {
-            guestError(.backendFrameLimit, "\(frame.count)-byte frame exceeds the backend's \(backend.capabilities.maxFrameSize)")
+        guard length <= backend.capabilities.maxFrameSize else {
+            guestError(.backendFrameLimit, "\(length)-byte frame exceeds the backend's \(backend.capabilities.maxFrameSize)")
             return false
         }
-        sendSegments[0] = frame
-        let result = backend.send(sendSegments, header: header)
-        sendSegments[0] = UnsafeRawBufferPointer(start: nil, count: 0)
-        guard result == .sent else { return false }
+        guard backend.send(sendSegments, header: header) == .sent else { return false }
         let count = UInt32(clamping: segments)
+        let segmentHeaderLength = header?.isGSO == true ? Int(header?.headerLength ?? 0) : 0
         let repeatedHeaders = (segments - 1) * segmentHeaderLength
-        let wireLength = max(frame.count, Transmit.minimumFrameLength) + Receive.fcsLength
+        let wireLength = max(length, Transmit.minimumFrameLength) + Receive.fcsLength
         statistics.count(E1000Statistics.gptc, by: count)
         statistics.count(E1000Statistics.tpt, by: count)
         statistics.countOctets(E1000Statistics.gotcl, wireLength + repeatedHeaders + (segments - 1) * Receive.fcsLength)
         statistics.countOctets(E1000Statistics.totl, wireLength + repeatedHeaders + (segments - 1) * Receive.fcsLength)
         if segments == 1 { statistics.countSize(E1000Statistics.ptc64, length: wireLength) }
-        switch FrameAddressClass(destinationOf: frame) {
+        switch FrameAddressClass(destinationOf: sendSegments[0]) {
         case .broadcast: statistics.count(E1000Statistics.bptc, by: count)
         case .multicast: statistics.count(E1000Statistics.mptc, by: count)
         default: break

@@ -8,6 +8,12 @@ enum Transmit {
     /// headers fit with room to spare; larger ones are dropped and counted.
     static let maxPacketLength = 256 << 10
     static let minimumFrameLength = 60
+    /// Bytes of each packet copied as its descriptors come (TransmitAssembly.swift): every
+    /// header an offload rewrites lies within them, since HDRLEN is 8 bits (§3.3.6).
+    static let headLength = 256
+    /// Buffers past the head kept in guest memory per packet; a packet of more buffers
+    /// is copied as it grows, so the scatter list the backend gets stays this short.
+    static let maxPieces = TransmitPieces.Storage.count
 
     // CMD / DCMD / TUCMD bits (§3.3.3, §3.3.6, §3.3.7).
     static let endOfPacket: UInt8 = 0x01
@@ -78,10 +84,39 @@ struct TransmitContext {
     static func end(_ field: Int, length: Int) -> Int { field == 0 ? length : field + 1 }
 }
 
+/// A packet's buffer past its copied head, read from guest memory only when it goes out.
+struct TransmitPiece {
+    var address: GuestAddress
+    var length: Int
+}
+
+/// A packet's pieces, held inline: adding and clearing them per packet costs no array
+/// upkeep (no uniqueness check, no release).
+struct TransmitPieces {
+    typealias Storage = InlineArray<64, TransmitPiece>
+    private var storage = Storage(repeating: TransmitPiece(address: GuestAddress(0), length: 0))
+    private(set) var count = 0
+
+    var isEmpty: Bool { count == 0 }
+    var isFull: Bool { count == Storage.count }
+    /// Ignored when full: callers make room first (`makeContiguous`).
+    mutating func append(_ piece: TransmitPiece) {
+        guard count < Storage.count else { return }
+        storage[count] = piece
+        count += 1
+    }
+    mutating func removeAll() { count = 0 }
+    subscript(index: Int) -> TransmitPiece { storage[index] }
+}
+
 /// The packet being assembled from descriptors, across TDT writes if need be.
 struct TransmitState {
     var context = TransmitContext()
+    /// Bytes of the packet so far: the first `copied` in the device's transmit buffer,
+    /// the rest in `pieces`, in order.
     var length = 0
+    var copied = 0
+    var pieces = TransmitPieces()
     var inProgress = false
     /// The packet outgrew `Transmit.maxPacketLength`: dropped at EOP.
     var overflowed = false
@@ -110,7 +145,8 @@ struct TransmitState {
     }
 
     mutating func endPacket() {
-        length = 0; inProgress = false; overflowed = false; unreadable = false; descriptorCount = 0
+        length = 0; copied = 0; inProgress = false; overflowed = false; unreadable = false; descriptorCount = 0
+        pieces.removeAll()
         segmentation = false; options = 0
     }
 }

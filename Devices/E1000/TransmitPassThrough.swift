@@ -12,36 +12,31 @@ import VMMNet
 /// sum), so they are fixed up here. Anything that does not parse exactly as the context
 /// descriptor claims takes the software path, which checks everything.
 extension E1000Device {
-    /// Sends the assembled packet with a header and returns true, or returns false
-    /// (having changed nothing that matters) when the software path must do it.
-    func sendWithBackendOffload(_ packet: UnsafeMutableRawBufferPointer, kind: Transmit.Kind, high: UInt64, tag: UInt16?) -> Bool {
+    /// Sends the packet with a header and returns true, or returns false (having changed
+    /// nothing that matters) when the software path must do it. Only the copied head is
+    /// rewritten (TransmitAssembly.swift); the payload goes from guest memory.
+    func sendWithBackendOffload(kind: Transmit.Kind, high: UInt64, tag: UInt16?) -> Bool {
         let caps = backend.capabilities
         // Looped-back frames never reach the backend: they need finished checksums.
         guard !loopbackActive, caps.virtioNetHeader, caps.offloads.contains(.checksum) else { return false }
+        let head = UnsafeMutableRawBufferPointer(rebasing: transmitBuffer.bytes[0 ..< transmit.copied])
+        let length = transmit.length
         let c = transmit.context
-        var header: VirtioNetHeader
+        let header: VirtioNetHeader
         var segments = 1
         if kind == .data, transmit.segmentation {
             guard c.loaded, c.isTCP, c.segmentSize >= SegmentationLimits.minimumSegmentSize, caps.offloads.contains(c.isIPv4 ? .tso4 : .tso6),
-                  let h = segmentationHeader(packet, context: c) else { return false }
+                  let h = segmentationHeader(head, length: length, context: c) else { return false }
             header = h
-            let payload = packet.count - c.headerLength
+            let payload = length - c.headerLength
             segments = max(1, (payload + c.segmentSize - 1) / c.segmentSize)
-        } else if let h = checksumHeader(packet, kind: kind, high: high) {
+        } else if let h = checksumHeader(head, length: length, kind: kind, high: high) {
             header = h
         } else {
             return false
         }
-        var length = packet.count
-        if let tag {
-            guard let tagged = VLAN.insert(tci: tag, inPlace: transmitBuffer.bytes, length: length) else { return false }
-            length = tagged
-            header.checksumStart &+= UInt16(HeaderSize.vlanTag)
-            if header.isGSO { header.headerLength &+= UInt16(HeaderSize.vlanTag) }
-        }
-        guard length <= caps.maxFrameSize else { return false }
-        let frame = UnsafeRawBufferPointer(rebasing: transmitBuffer.bytes[0 ..< length])
-        if send(frame, header: header, segments: segments, segmentHeaderLength: Int(header.headerLength)), header.isGSO {
+        guard length + (tag == nil ? 0 : HeaderSize.vlanTag) <= caps.maxFrameSize else { return false }
+        if sendPacket(tag: tag, header: header, segments: segments), header.isGSO {
             statistics.count(E1000Statistics.tsctc)
         }
         return true
@@ -49,21 +44,22 @@ extension E1000Device {
 
     /// TSE: the context must match the parsed headers exactly; then lengths, the IPv4
     /// header checksum and the TCP pseudo-header seed are set for the whole packet.
-    private func segmentationHeader(_ packet: UnsafeMutableRawBufferPointer, context c: TransmitContext) -> VirtioNetHeader? {
-        let probe = min(packet.count, SoftwareOffload.maxHeaderBytes)
-        guard let parsed = FrameParser.parse(UnsafeRawBufferPointer(rebasing: packet[0 ..< probe]), lengths: .headersOnly),
+    /// `head` is the packet's first bytes, `length` its whole length; the headers must lie in the head.
+    private func segmentationHeader(_ head: UnsafeMutableRawBufferPointer, length: Int, context c: TransmitContext) -> VirtioNetHeader? {
+        let probe = min(head.count, SoftwareOffload.maxHeaderBytes)
+        guard let parsed = FrameParser.parse(UnsafeRawBufferPointer(rebasing: head[0 ..< probe]), lengths: .headersOnly),
               parsed.network == (c.isIPv4 ? .ipv4 : .ipv6), parsed.isTCP, parsed.vlanTCI == nil,
               parsed.networkOffset == c.ipStart, parsed.transportOffset == c.transportStart,
-              parsed.headerLength == c.headerLength, c.headerLength < packet.count
+              parsed.headerLength == c.headerLength, c.headerLength < length, c.headerLength <= head.count
         else { return nil }
-        let ipLength = packet.count - c.ipStart
-        let l4Length = packet.count - c.transportStart
+        let ipLength = length - c.ipStart
+        let l4Length = length - c.transportStart
         guard ipLength <= Int(UInt16.max), c.transportStart - c.ipStart <= ipLength else { return nil }
-        let ip = UnsafeMutableRawBufferPointer(rebasing: packet[c.ipStart ..< c.transportStart])
+        let ip = UnsafeMutableRawBufferPointer(rebasing: head[c.ipStart ..< c.transportStart])
         let seed: InternetChecksum?
         if c.isIPv4 {
             Self.storeBE16(UInt16(ipLength), in: ip, at: 2)
-            guard (try? ChecksumOffload.insertIPv4HeaderChecksum(packet, ipOffset: c.ipStart)) != nil else { return nil }
+            guard (try? ChecksumOffload.insertIPv4HeaderChecksum(head, ipOffset: c.ipStart)) != nil else { return nil }
             seed = InternetChecksum.pseudoHeaderIPv4(ipHeader: UnsafeRawBufferPointer(ip), protocol: IPProtocol.tcp, length: UInt16(l4Length))
         } else {
             let payloadLength = ipLength - HeaderSize.ipv6
@@ -72,7 +68,7 @@ extension E1000Device {
             seed = InternetChecksum.pseudoHeaderIPv6(ipHeader: UnsafeRawBufferPointer(ip), nextHeader: IPProtocol.tcp, length: UInt32(l4Length))
         }
         guard let seed else { return nil }
-        Self.storeBE16(seed.folded, in: packet, at: c.transportStart + 16)
+        Self.storeBE16(seed.folded, in: head, at: c.transportStart + 16)
         return VirtioNetHeader(flags: VirtioNetHeader.needsChecksum,
                                gsoType: (c.isIPv4 ? VirtioNetHeader.GSOType.tcpv4 : .tcpv6).rawValue,
                                headerLength: UInt16(c.headerLength), gsoSize: UInt16(c.segmentSize),
@@ -80,8 +76,9 @@ extension E1000Device {
     }
 
     /// A checksum "from start to the end, stored at field" is NEEDS_CSUM exactly (both sum
-    /// the field's seed as found). IXSM is done here first; TUCSE ≠ 0 goes the software way.
-    private func checksumHeader(_ packet: UnsafeMutableRawBufferPointer, kind: Transmit.Kind, high: UInt64) -> VirtioNetHeader? {
+    /// the field's seed as found). IXSM is done here first, when the IP header lies in the
+    /// head; TUCSE ≠ 0 goes the software way.
+    private func checksumHeader(_ head: UnsafeMutableRawBufferPointer, length: Int, kind: Transmit.Kind, high: UInt64) -> VirtioNetHeader? {
         let start: Int, field: Int
         if kind == .legacy {
             guard Transmit.command(high: high) & Transmit.insertChecksum != 0 else { return nil }
@@ -93,10 +90,11 @@ extension E1000Device {
             start = c.transportStart
             field = c.transportField
         }
-        guard start >= HeaderSize.ethernet, field >= start, field <= packet.count - 2 else { return nil }
+        guard start >= HeaderSize.ethernet, field >= start, field <= length - 2 else { return nil }
         if kind == .data, transmit.options & Transmit.insertIPChecksum != 0 {
+            // `insert` refuses a range past the head's end: that packet takes the software path.
             let c = transmit.context
-            guard (try? ChecksumOffload.insert(packet, start: c.ipStart, end: TransmitContext.end(c.ipEnd, length: packet.count), field: c.ipField)) != nil
+            guard (try? ChecksumOffload.insert(head, start: c.ipStart, end: TransmitContext.end(c.ipEnd, length: length), field: c.ipField)) != nil
             else { return nil }
         }
         return VirtioNetHeader(flags: VirtioNetHeader.needsChecksum, checksumStart: UInt16(start), checksumOffset: UInt16(field - start))

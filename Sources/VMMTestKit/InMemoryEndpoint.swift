@@ -8,6 +8,9 @@ public final class InMemoryEndpoint: NetworkBackend, @unchecked Sendable {
     public struct SentFrame: Equatable, Sendable {
         public let bytes: [UInt8]
         public let header: VirtioNetHeader?
+        /// How many pieces the device handed the frame over in (1: it copied the frame
+        /// whole; more: some came straight from guest memory).
+        public let segmentCount: Int
     }
 
     public let description = "memory"
@@ -42,7 +45,7 @@ public final class InMemoryEndpoint: NetworkBackend, @unchecked Sendable {
             return .dropped(.oversized)
         }
         counters.sent(bytes: bytes.count)
-        state.withLock { $0.sent.append(SentFrame(bytes: bytes, header: header)) }
+        state.withLock { $0.sent.append(SentFrame(bytes: bytes, header: header, segmentCount: segments.count)) }
         return .sent
     }
 

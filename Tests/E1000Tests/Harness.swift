@@ -41,8 +41,9 @@ final class NIC {
     var txTail: UInt32 = 0
     var rxNext = 0
 
-    init(options: String = "mac=52:54:00:12:34:56", memorySize: UInt64 = 32 << 20, endpoint: InMemoryEndpoint? = nil) throws {
-        machine = try TestMachine(memorySize: memorySize)
+    init(options: String = "mac=52:54:00:12:34:56", memorySize: UInt64 = 32 << 20, memory: GuestMemory? = nil,
+         endpoint: InMemoryEndpoint? = nil) throws {
+        machine = try TestMachine(memorySize: memorySize, memory: memory)
         if let endpoint { machine.network.enqueue(endpoint) }
         dev = try machine.add(E1000Device.self, options: options)
         guard let m = dev.function.device as? E1000Device else { throw TestFailure("not an E1000Device") }

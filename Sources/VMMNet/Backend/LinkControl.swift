@@ -16,8 +16,9 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     public var inner: NetworkBackend { current.withLock { $0 } }
     private let current: Mutex<NetworkBackend>
     /// The backend's capabilities, fixed per backend: kept here so the devices' per-frame
-    /// checks do not retain the backend and call through its existential each time.
-    private let currentCapabilities: Mutex<BackendCapabilities>
+    /// checks do not retain the backend and call through its existential each time, and
+    /// packed in one word so that reading them takes no lock.
+    private let currentCapabilities: Atomic<UInt64>
     private let deviceLock: DeviceLock?
     private let loop: EventLoop?
     private let makeBackend: (@Sendable (inout DeviceOptions) throws -> NetworkBackend)?
@@ -50,7 +51,7 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     public init(wrapping inner: NetworkBackend, deviceLock: DeviceLock? = nil, loop: EventLoop? = nil, clock: DeviceClock? = nil,
                 makeBackend: (@Sendable (inout DeviceOptions) throws -> NetworkBackend)? = nil) {
         current = Mutex(inner)
-        currentCapabilities = Mutex(inner.capabilities)
+        currentCapabilities = Atomic(inner.capabilities.packed)
         self.deviceLock = deviceLock; self.loop = loop; self.clock = clock; self.makeBackend = makeBackend
     }
 
@@ -70,7 +71,7 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
             try loop.runAndWait(timeout: 5, { [self] in
                 deviceLock.withLock {
                     let old = current.withLock { c -> NetworkBackend in defer { c = fresh }; return c }
-                    currentCapabilities.withLock { $0 = fresh.capabilities }
+                    currentCapabilities.store(fresh.capabilities.packed, ordering: .releasing)
                     let receiver = upstream
                     if isAdministrativelyUp { receiver?.linkStateChanged(up: false) }
                     let config = replaceFaults(nil)?.config
@@ -150,7 +151,7 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     func noteReceiveFilterChanged() { filterChangeHandler.withLock { $0 }?() }
 
     public var description: String { inner.description }
-    public var capabilities: BackendCapabilities { currentCapabilities.withLock { $0 } }
+    public var capabilities: BackendCapabilities { BackendCapabilities(packed: currentCapabilities.load(ordering: .acquiring)) }
     public var isLinkUp: Bool { administrativelyUp.load(ordering: .acquiring) && inner.isLinkUp }
     public var counters: BackendCounters { inner.counters }
     public var isAdministrativelyUp: Bool { administrativelyUp.load(ordering: .acquiring) }
@@ -289,4 +290,18 @@ public final class NetworkLinks: @unchecked Sendable {
     }
     public func link(named name: String) -> LinkControl? { links.withLock { l in l.first { $0.name == name }?.link } }
     public var all: [(name: String, link: LinkControl)] { links.withLock { $0 } }
+}
+
+private extension BackendCapabilities {
+    /// maxFrameSize in the low 32 bits (clamped: backends' limits are constants well
+    /// below), the offloads in the next 31, the header flag in the top bit.
+    var packed: UInt64 {
+        UInt64(UInt32(clamping: max(0, maxFrameSize))) | UInt64(offloads.rawValue & 0x7FFF_FFFF) << 32 | (virtioNetHeader ? 1 << 63 : 0)
+    }
+
+    init(packed: UInt64) {
+        self.init(virtioNetHeader: packed >> 63 != 0,
+                  offloads: NetOffloads(rawValue: UInt32(truncatingIfNeeded: packed >> 32) & 0x7FFF_FFFF),
+                  maxFrameSize: Int(UInt32(truncatingIfNeeded: packed)))
+    }
 }

@@ -1,0 +1,138 @@
+import Testing
+import VMMCore
+import VMMNet
+import VMMTestKit
+@testable import E1000
+
+/// A packet's headers are copied as its descriptors come and the rest leaves from guest
+/// memory (TransmitAssembly.swift): what goes out must be byte for byte what a whole copy
+/// would send, whatever shape the buffers have.
+@Suite struct TransmitAssemblyTests {
+    static let eop: UInt8 = 0x01, ifcs: UInt8 = 0x02, rs: UInt8 = 0x08, vle: UInt8 = 0x40
+    static let ixsm: UInt8 = 0x01, txsm: UInt8 = 0x02
+
+    static func legacyHigh(_ length: Int, cmd: UInt8) -> UInt64 { UInt64(length) | UInt64(cmd) << 24 }
+
+    @Test func aLongPacketLeavesFromGuestMemoryPastItsHead() throws {
+        let nic = try NIC()
+        nic.setUpTransmit()
+        let frame = FrameBuilder.e1000.udp(payload: Payload.counting(1472))
+        nic.legacy(frame, cmd: Self.eop | Self.ifcs | Self.rs)
+        nic.kickTx()
+        let sent = try #require(nic.endpoint.sent.first)
+        #expect(sent.bytes == frame)
+        #expect(sent.segmentCount == 2)                       // the head, then the guest's buffer
+        #expect(nic.txStatus(0) & 1 == 1)
+        #expect(nic.r(R.gotcl) == UInt32(frame.count + 4))
+    }
+
+    @Test func aShortPacketIsCopiedWhole() throws {
+        let nic = try NIC()
+        nic.setUpTransmit()
+        let frame = FrameBuilder.e1000.udp(payload: Payload.counting(100))
+        nic.legacy(frame, cmd: Self.eop | Self.ifcs | Self.rs)
+        nic.kickTx()
+        #expect(nic.endpoint.sent.first?.segmentCount == 1)
+        #expect(nic.endpoint.sent.first?.bytes == frame)
+    }
+
+    @Test func aBufferAcrossTwoRAMRegionsIsCopied() throws {
+        let half: UInt64 = 16 << 20
+        let memory = try GuestMemory(layout: [(base: 0, size: half), (base: half, size: half)])
+        let nic = try NIC(memory: memory)
+        nic.setUpTransmit()
+        let frame = FrameBuilder.e1000.udp(payload: Payload.counting(3000))
+        let buffer = GuestAddress(half - 1000)             // 1000 bytes in the first region, the rest in the second
+        try memory.writeBytes(frame, at: buffer)
+        nic.putTx(low: buffer.raw, high: Self.legacyHigh(frame.count, cmd: Self.eop | Self.ifcs | Self.rs))
+        nic.kickTx()
+        let sent = try #require(nic.endpoint.sent.first)
+        #expect(sent.bytes == frame)
+        #expect(sent.segmentCount == 1)
+    }
+
+    @Test func aPacketOfManyBuffersKeepsTheScatterListShort() throws {
+        let nic = try NIC()
+        nic.setUpTransmit(count: 256)
+        let frame = FrameBuilder.e1000.udp(payload: Payload.counting(20_000, seed: 3))
+        let pieces = stride(from: 0, to: frame.count, by: 100).map { Array(frame[$0 ..< min($0 + 100, frame.count)]) }
+        #expect(pieces.count > Transmit.maxPieces + 2)
+        for (i, piece) in pieces.enumerated() {
+            nic.legacy(piece, cmd: Self.ifcs | (i == pieces.count - 1 ? Self.eop | Self.rs : 0))
+        }
+        nic.kickTx()
+        let sent = try #require(nic.endpoint.sent.first)
+        #expect(sent.bytes == frame)
+        #expect(sent.segmentCount <= 1 + Transmit.maxPieces)
+    }
+
+    @Test func aVLANTagGoesIntoTheHead() throws {
+        let nic = try NIC()
+        nic.setUpTransmit()
+        nic.w(R.ctrl, nic.r(R.ctrl) | Bit.ctrlVME)
+        let frame = FrameBuilder.e1000.udp(payload: Payload.counting(1400))
+        nic.legacy(frame, cmd: Self.eop | Self.ifcs | Self.vle | Self.rs, special: 0x2123)
+        nic.kickTx()
+        let sent = try #require(nic.endpoint.sent.first)
+        #expect(sent.bytes == Array(frame[0 ..< 12]) + [0x81, 0x00, 0x21, 0x23] + Array(frame[12...]))
+        #expect(sent.segmentCount == 2)
+    }
+
+    @Test func aPayloadBufferOutsideRAMDropsThePacketOnce() throws {
+        let nic = try NIC()
+        nic.setUpTransmit()
+        let frame = FrameBuilder.e1000.udp(payload: Payload.counting(1000))
+        nic.legacy(Array(frame[0 ..< 600]), cmd: Self.ifcs)
+        nic.putTx(low: 0xE000_0000, high: Self.legacyHigh(400, cmd: Self.ifcs))          // the MMIO hole
+        nic.putTx(low: 0xFFFF_FFFF_FFFF_FF00, high: Self.legacyHigh(0x200, cmd: Self.eop | Self.ifcs | Self.rs)) // wraps
+        nic.kickTx()
+        #expect(nic.endpoint.sent.isEmpty)
+        #expect(nic.errors(.transmitBufferNotRAM) == 1)
+        #expect(nic.txStatus(2) & 1 == 1)
+        nic.legacy(frame, cmd: Self.eop | Self.ifcs | Self.rs)
+        nic.kickTx()
+        #expect(nic.endpoint.sent.map(\.bytes) == [frame])
+    }
+
+    /// A buffer whose head part fits but whose rest would run past 2^64.
+    @Test func aBufferWrappingPastTheHeadIsUnreadable() throws {
+        let nic = try NIC()
+        nic.setUpTransmit()
+        nic.putTx(low: 0xFFFF_FFFF_FFFF_FFC0, high: Self.legacyHigh(1000, cmd: Self.eop | Self.ifcs | Self.rs))
+        nic.kickTx()
+        #expect(nic.endpoint.sent.isEmpty)
+        #expect(nic.errors(.transmitBufferNotRAM) == 1)
+    }
+
+    /// Software checksums need the whole packet: it is copied first, and the guest's
+    /// buffer is left as it was.
+    @Test func checksumInSoftwareCopiesThePacketAndLeavesGuestMemoryAlone() throws {
+        let nic = try NIC()
+        nic.setUpTransmit()
+        let good = FrameBuilder.e1000.udp(payload: Payload.counting(1400), id: 1)
+        let frame = FrameBuilder.withPartialChecksum(good)
+        nic.context(ipcss: 14, ipcso: 24, ipcse: 33, tucss: 34, tucso: 40, tucse: 0, paylen: 0, tucmd: 0x02, hdrlen: 0, mss: 0)
+        let buffer = nic.machine.allocator.alloc(size: UInt64(frame.count))
+        try nic.machine.memory.writeBytes(frame, at: buffer)
+        nic.putTx(low: buffer.raw, high: UInt64(frame.count) | 1 << 20 | UInt64(0x20 | Self.eop | Self.ifcs | Self.rs) << 24
+                  | UInt64(Self.txsm) << 40)
+        nic.kickTx()
+        let sent = try #require(nic.endpoint.sent.first)
+        #expect(sent.bytes == good)
+        #expect(sent.segmentCount == 1)
+        #expect(try nic.machine.memory.readBytes(at: buffer, count: frame.count) == frame)
+    }
+
+    /// Through a backend that finishes offloads, a TSO send's payload is never copied.
+    @Test func aTSOPayloadLeavesFromGuestMemory() throws {
+        let nic = try OffloadPassThroughTests.offloadingNIC()
+        nic.setUpTransmit(count: 64)
+        var header = Array(FrameBuilder.e1000.tcp(ack: 0, flags: [.ack, .psh], payload: [])[0 ..< 54])
+        header[16] = 0; header[17] = 0; header[24] = 0; header[25] = 0
+        TransmitTests().sendTSO(nic, header: header, payload: Payload.counting(30_000), ipv4: true, mss: 1448)
+        let sent = try #require(nic.endpoint.sent.first)
+        #expect(sent.header?.isGSO == true)
+        #expect(sent.segmentCount > 1)
+        #expect(try OffloadPassThroughTests.expand(sent).count == 21)
+    }
+}
