@@ -99,7 +99,7 @@ extension E1000Device {
             if let status = address.checkedAdd(12) { try? context.memory.store(Transmit.statusDone, at: status) }
         }
         let delayed = transmit.pendingDelayed
-        transmit.pendingWriteBacks.removeAll(keepingCapacity: true)
+        transmit.pendingWriteBacks.removeAllKeepingStorage()
         transmit.pendingDelayed = true
         return delayed
     }

@@ -52,8 +52,8 @@ struct VirtioBlkRequestParser {
     }
 
     mutating func parse(_ chain: DescriptorChain, memory: GuestMemory, limits: VirtioBlkLimits) throws(VirtioBlkChainError) -> VirtioBlkParsedRequest {
-        writable.removeAll(keepingCapacity: true)
-        readable.removeAll(keepingCapacity: true)
+        writable.removeAllKeepingStorage()
+        readable.removeAllKeepingStorage()
         do { try memory.resolve(chain.writable, into: &writable) } catch { throw .notInRAM }
         // The status byte: the last byte of the last non-empty writable buffer.
         while let last = writable.last, last.count == 0 { writable.removeLast() }

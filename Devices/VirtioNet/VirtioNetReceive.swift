@@ -98,7 +98,7 @@ extension VirtioNet {
             counters.dropped(.oversized)
             return true
         }
-        hostSegments.removeAll(keepingCapacity: true)
+        hostSegments.removeAllKeepingStorage()
         do {
             try context.memory.resolve(chain.writable, into: &hostSegments)
         } catch {
@@ -114,8 +114,8 @@ extension VirtioNet {
     /// the first says how many (§5.1.6.4). Either all fit or nothing is taken.
     private func deliverMergeable(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, queue: any Virtqueue) throws(VirtqueueError) -> Bool {
         let needed = UInt64(VirtioNetHeader.size) + UInt64(frame.count)
-        receiveChains.removeAll(keepingCapacity: true)
-        hostSegments.removeAll(keepingCapacity: true)
+        receiveChains.removeAllKeepingStorage()
+        hostSegments.removeAllKeepingStorage()
         var capacity: UInt64 = 0
         var badBuffer: GuestMemoryError?
         while capacity < needed {

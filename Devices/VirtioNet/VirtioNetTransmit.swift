@@ -37,7 +37,7 @@ extension VirtioNet {
     /// One TX chain: a virtio_net_hdr and the frame, laid out over the readable
     /// descriptors in any way (VERSION_1 implies ANY_LAYOUT, §5.1.6.2).
     private func sendChain() {
-        hostSegments.removeAll(keepingCapacity: true)
+        hostSegments.removeAllKeepingStorage()
         do {
             try context.memory.resolve(chain.readable, into: &hostSegments)
         } catch {
@@ -45,7 +45,7 @@ extension VirtioNet {
             counters.dropped(.malformed)
             return
         }
-        frameSegments.removeAll(keepingCapacity: true)
+        frameSegments.removeAllKeepingStorage()
         for s in hostSegments where s.count > 0 { frameSegments.append(UnsafeRawBufferPointer(s)) }
         guard let header = takeHeader() else {
             context.guestLog.warning("virtio-net.tx-short", "TX chain \(chain.head) shorter than the virtio-net header; dropped")

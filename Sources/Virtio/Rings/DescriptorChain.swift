@@ -24,8 +24,8 @@ public struct DescriptorChain: Sendable {
 
     mutating func clear(head: UInt16) {
         self.head = head
-        readable.removeAll(keepingCapacity: true)
-        writable.removeAll(keepingCapacity: true)
+        readable.removeAllKeepingStorage()
+        writable.removeAllKeepingStorage()
         readableLength = 0
         writableLength = 0
     }

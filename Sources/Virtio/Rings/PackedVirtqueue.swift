@@ -172,7 +172,7 @@ public final class PackedVirtqueue: Virtqueue, @unchecked Sendable {
         for p in pending.dropFirst() { VirtqPackedDescriptor.storeFlags(ring, index: Int(p.slot), flags(p.wrap)) }
         atomicMemoryFence(ordering: .releasing)
         VirtqPackedDescriptor.storeFlags(ring, index: Int(first.slot), flags(first.wrap))
-        pending.removeAll(keepingCapacity: true)
+        pending.removeAllKeepingStorage()
         nextUsed = pendingNextUsed
         usedWrap = pendingUsedWrap
     }
