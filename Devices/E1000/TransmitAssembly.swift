@@ -28,7 +28,8 @@ extension E1000Device {
             remaining -= headPart
             guard remaining > 0 else { return finishAppend(length) }
             guard let rest = address.checkedAdd(UInt64(headPart)) else {
-                // A buffer running past 2^64 is never all RAM.
+                // A buffer running past 2^64 is never all RAM. Its bytes are in neither the
+                // head nor a piece; the packet is dropped at EOP (`unreadable`), unsent.
                 unreadableBuffer(address, length: length, reason: "it wraps past 2^64")
                 return finishAppend(length)
             }

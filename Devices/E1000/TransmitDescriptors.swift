@@ -8,8 +8,9 @@ enum Transmit {
     /// headers fit with room to spare; larger ones are dropped and counted.
     static let maxPacketLength = 256 << 10
     static let minimumFrameLength = 60
-    /// Bytes of each packet copied as its descriptors come (TransmitAssembly.swift): every
-    /// header an offload rewrites lies within them, since HDRLEN is 8 bits (§3.3.6).
+    /// Bytes of each packet copied as its descriptors come (TransmitAssembly.swift): the
+    /// headers TSO rewrites lie within them, since HDRLEN is 8 bits (§3.3.6). A checksum
+    /// range or field reaching past them sends the packet the software way, copied whole.
     static let headLength = 256
     /// Buffers past the head kept in guest memory per packet; a packet of more buffers
     /// is copied as it grows, so the scatter list the backend gets stays this short.
