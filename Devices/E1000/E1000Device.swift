@@ -193,7 +193,8 @@ public final class E1000Device: PCIDevice, FrameReceiver, @unchecked Sendable {
         nextInterruptAllowed = 0
         reportedLinkUp = linkIsUp
         if receiveStalled {
-            // The receiver is off now: let the backend hand over (and us drop) what it holds.
+            // The receiver is off now: what the backend holds is offered again and held
+            // again until the driver turns the receiver on (Receive.swift).
             receiveStalled = false
             backend.resumeReceive()
         }

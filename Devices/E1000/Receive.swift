@@ -47,9 +47,18 @@ extension E1000Device {
     ///   held, since nothing would offer it again.
     func receiveFrame(_ frame: UnsafeRawBufferPointer, looped: Bool = false) -> Bool {
         let rctl = reg(Reg.rctl)
-        // A stopped receiver or a down link never sees the frame (§3.2.1), and without bus
-        // mastering it cannot be written to memory (QEMU's e1000x_rx_ready agrees).
-        guard rctl & Rctl.enable != 0, looped || linkIsUp, context.config.busMasterEnabled else { return true }
+        // A stopped receiver takes nothing (§3.2.1): the backend holds the frame and stops
+        // reading until RCTL is written, as QEMU's e1000_can_receive is false without
+        // RCTL.EN. A guest with its receiver off (Linux's e1000_down) then costs no work per
+        // frame on the wire; dropping them would wake the I/O loop for each one.
+        guard rctl & Rctl.enable != 0 else {
+            if looped { return true }
+            receiveStalled = true
+            return false
+        }
+        // A down link never sees the frame, and without bus mastering it cannot be written
+        // to memory (QEMU's e1000x_rx_ready agrees).
+        guard looped || linkIsUp, context.config.busMasterEnabled else { return true }
         guard frame.count >= HeaderSize.ethernet else {
             statistics.count(E1000Statistics.ruc)
             return true

@@ -177,8 +177,8 @@ extension E1000Device {
 
     private func writeReceiveControl(_ value: UInt32) {
         setReg(Reg.rctl, value)
-        // Turning the receiver off or on: a frame the backend holds for us is delivered
-        // (or dropped by a stopped receiver) rather than held indefinitely.
+        // The receiver may have opened (or closed): a frame the backend holds for us is
+        // offered again, delivered now or held until it fits.
         if receiveStalled {
             receiveStalled = false
             backend.resumeReceive()

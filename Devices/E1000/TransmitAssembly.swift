@@ -35,8 +35,11 @@ extension E1000Device {
             }
             address = rest
         }
-        if transmit.pieces.isFull { makeContiguous() }
-        transmit.pieces.append(TransmitPiece(address: address, length: remaining))
+        let piece = TransmitPiece(address: address, length: remaining)
+        if !transmit.pieces.append(piece) {
+            makeContiguous()
+            _ = transmit.pieces.append(piece)   // into the emptied list: always taken
+        }
         finishAppend(length)
     }
 

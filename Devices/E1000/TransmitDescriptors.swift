@@ -99,12 +99,18 @@ struct TransmitPieces {
     private(set) var count = 0
 
     var isEmpty: Bool { count == 0 }
-    var isFull: Bool { count == Storage.count }
-    /// Ignored when full: callers make room first (`makeContiguous`).
-    mutating func append(_ piece: TransmitPiece) {
-        guard count < Storage.count else { return }
+    /// A piece that starts where the last one ends extends it (Linux's e1000_tx_map splits
+    /// a linear buffer at 4 KiB, E1000_MAX_DATA_PER_TXD): one host view, one iovec,
+    /// instead of one per descriptor. False, and nothing added, when full.
+    mutating func append(_ piece: TransmitPiece) -> Bool {
+        if count > 0, let end = storage[count - 1].address.checkedAdd(UInt64(storage[count - 1].length)), end == piece.address {
+            storage[count - 1].length += piece.length   // both within Transmit.maxPacketLength
+            return true
+        }
+        guard count < Storage.count else { return false }
         storage[count] = piece
         count += 1
+        return true
     }
     mutating func removeAll() { count = 0 }
     subscript(index: Int) -> TransmitPiece { storage[index] }

@@ -192,12 +192,16 @@ import VMMTestKit
         #expect(nic.irq && nic.r(R.icr) & Bit.rxdmt0 != 0)
     }
 
-    @Test func stoppedReceiverAndDownLinkDropSilently() throws {
+    /// A stopped receiver leaves the frame with the backend (which stops reading) and asks
+    /// for it again when RCTL is written; a down link drops it.
+    @Test func stoppedReceiverHoldsAndDownLinkDropsSilently() throws {
         let nic = try NIC()
         nic.setUpReceive(rctl: 0)
-        #expect(nic.endpoint.inject(FrameBuilder.e1000.tcp(ack: 0, payload: [1])))
-        #expect(!nic.rxDescriptor(0).done && nic.r(R.gprc) == 0)
+        #expect(!nic.endpoint.inject(FrameBuilder.e1000.tcp(ack: 0, payload: [1])))
+        #expect(!nic.rxDescriptor(0).done && nic.r(R.gprc) == 0 && nic.r(R.tpr) == 0)
+        #expect(nic.endpoint.resumeCount == 0)
         nic.w(R.rctl, Bit.rctlEN | Bit.rctlSECRC)
+        #expect(nic.endpoint.resumeCount == 1)
         nic.endpoint.setLink(up: false)
         #expect(nic.endpoint.inject(FrameBuilder.e1000.tcp(ack: 0, payload: [1])))
         #expect(!nic.rxDescriptor(0).done)

@@ -51,19 +51,44 @@ import VMMTestKit
         #expect(sent.segmentCount == 1)
     }
 
+    /// Buffers with gaps between them: each is a piece of its own until the list is full.
     @Test func aPacketOfManyBuffersKeepsTheScatterListShort() throws {
         let nic = try NIC()
         nic.setUpTransmit(count: 256)
         let frame = FrameBuilder.e1000.udp(payload: Payload.counting(20_000, seed: 3))
-        let pieces = stride(from: 0, to: frame.count, by: 100).map { Array(frame[$0 ..< min($0 + 100, frame.count)]) }
-        #expect(pieces.count > Transmit.maxPieces + 2)
-        for (i, piece) in pieces.enumerated() {
-            nic.legacy(piece, cmd: Self.ifcs | (i == pieces.count - 1 ? Self.eop | Self.rs : 0))
+        let starts = Array(stride(from: 0, to: frame.count, by: 100))
+        #expect(starts.count > Transmit.maxPieces + 2)
+        let area = nic.machine.allocator.alloc(size: UInt64(starts.count * 128))
+        for (i, start) in starts.enumerated() {
+            let piece = Array(frame[start ..< min(start + 100, frame.count)])
+            let address = GuestAddress(area.raw + UInt64(i * 128))
+            try nic.machine.memory.writeBytes(piece, at: address)
+            let cmd = Self.ifcs | (i == starts.count - 1 ? Self.eop | Self.rs : 0)
+            nic.putTx(low: address.raw, high: Self.legacyHigh(piece.count, cmd: cmd))
         }
         nic.kickTx()
         let sent = try #require(nic.endpoint.sent.first)
         #expect(sent.bytes == frame)
-        #expect(sent.segmentCount <= 1 + Transmit.maxPieces)
+        #expect(sent.segmentCount > 2 && sent.segmentCount <= 1 + Transmit.maxPieces)
+    }
+
+    /// Linux's e1000_tx_map splits one linear buffer at 4 KiB: descriptors whose buffers
+    /// follow each other in guest memory go out as one piece.
+    @Test func buffersThatFollowEachOtherAreOnePiece() throws {
+        let nic = try NIC()
+        nic.setUpTransmit(count: 32)
+        let frame = FrameBuilder.e1000.udp(payload: Payload.counting(9000, seed: 5))
+        let buffer = nic.machine.allocator.alloc(size: UInt64(frame.count))
+        try nic.machine.memory.writeBytes(frame, at: buffer)
+        let starts = Array(stride(from: 0, to: frame.count, by: 4096))
+        for (i, start) in starts.enumerated() {
+            let cmd = Self.ifcs | (i == starts.count - 1 ? Self.eop | Self.rs : 0)
+            nic.putTx(low: buffer.raw + UInt64(start), high: Self.legacyHigh(min(4096, frame.count - start), cmd: cmd))
+        }
+        nic.kickTx()
+        let sent = try #require(nic.endpoint.sent.first)
+        #expect(sent.bytes == frame)
+        #expect(sent.segmentCount == 2)
     }
 
     @Test func aVLANTagGoesIntoTheHead() throws {

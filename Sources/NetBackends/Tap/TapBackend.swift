@@ -23,6 +23,10 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
     /// The fd; nil once stopped or after the interface vanished. Send holds this lock
     /// across writev so the loop cannot close the fd underneath it.
     private let device: Mutex<Int32?>
+    /// The same fd for the loop's reads, or -1: taking `device` there would wait on a send
+    /// in progress (a 64 KiB writev holds it for microseconds, and Mutex spins first).
+    /// Changed only under `device`, when the fd closes.
+    private let readFD: Atomic<Int32>
     private let registration = Mutex<IORegistration?>(nil)
     /// One read buffer (header + largest frame a TSO-enabled TAP hands over), loop thread only.
     private let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: VirtioNetHeader.size + 65_550, alignment: 16)
@@ -51,6 +55,7 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
         createdInterface = tap.created
         loop = eventLoop
         device = Mutex(tap.fd)
+        readFD = Atomic(tap.fd)
         port = ReceiverPort(counters: counters, linkUp: true)
     }
 
@@ -148,6 +153,7 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
     public func stop() {
         if let reg = registration.withLock({ r -> IORegistration? in defer { r = nil }; return r }) { loop.unregister(reg) }
         device.withLock { fd in
+            readFD.store(-1, ordering: .releasing)
             if let fd { close(fd) }   // a TAP created here is non-persistent: closing deletes it
             fd = nil
         }
@@ -167,7 +173,8 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
     // MARK: Loop thread
 
     private func readable(_: IOEvents) {
-        guard let fd = device.withLock({ $0 }) else { return }
+        let fd = readFD.load(ordering: .acquiring)
+        guard fd >= 0 else { return }
         for _ in 0 ..< TapBackend.readBatch {
             if port.isHolding { pauseReading(); return }
             let n = read(fd, readBuffer.baseAddress, readBuffer.count)
@@ -206,6 +213,7 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
     private func interfaceGone() {
         if let reg = registration.withLock({ r -> IORegistration? in defer { r = nil }; return r }) { loop.unregister(reg) }
         device.withLock { fd in
+            readFD.store(-1, ordering: .releasing)
             if let fd { close(fd) }
             fd = nil
         }
