@@ -38,11 +38,13 @@ let package = Package(
             "FuzzSupport", .product(name: "VMMCore", package: "swiftvmm"), .product(name: "KVM", package: "swiftvmm"),
         ]),
         .executableTarget(name: "FuzzE1000", dependencies: [
-            "FuzzSupport", .product(name: "VMMCore", package: "swiftvmm"), .product(name: "VMMTestKit", package: "swiftvmm"),
+            "FuzzSupport", .product(name: "VMMCore", package: "swiftvmm"), .product(name: "VMMNet", package: "swiftvmm"),
+            .product(name: "VMMTestKit", package: "swiftvmm"),
             .product(name: "SwiftVMMDevices", package: "swiftvmm"),
         ]),
         .executableTarget(name: "FuzzVirtioNet", dependencies: [
-            "FuzzSupport", .product(name: "VMMCore", package: "swiftvmm"), .product(name: "VMMTestKit", package: "swiftvmm"),
+            "FuzzSupport", .product(name: "VMMCore", package: "swiftvmm"), .product(name: "VMMNet", package: "swiftvmm"),
+            .product(name: "VMMTestKit", package: "swiftvmm"),
             .product(name: "SwiftVMMDevices", package: "swiftvmm"),
         ]),
         .executableTarget(name: "FuzzVirtioBlk", dependencies: [

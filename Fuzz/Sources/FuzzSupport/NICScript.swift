@@ -14,9 +14,18 @@ public struct NICScript {
     /// Guest RAM the scripts use for rings and buffers (and scribble on).
     public static let ramSize: UInt64 = 2 << 20
 
-    public init?(_ type: any PCIDevice.Type, options: String = "") {
-        guard let machine = try? TestMachine(memorySize: NICScript.ramSize),
-              let device = try? machine.add(type, options: options) else { return nil }
+    /// A backend that finishes offloads itself, as TAP with a virtio-net header does: the
+    /// devices then hand it TSO and checksum requests whole, their payload straight from
+    /// guest memory (e1000's TransmitAssembly.swift), a path the plain backend never takes.
+    public static let offloadingBackend = BackendCapabilities(virtioNetHeader: true, offloads: [.checksum, .tso4, .tso6, .tsoECN],
+                                                              maxFrameSize: 65_535)
+
+    /// - Parameter backend: the capabilities of the device's in-memory backend; fixed for
+    ///   the device's life, since its link keeps them (`LinkControl`).
+    public init?(_ type: any PCIDevice.Type, options: String = "", backend: BackendCapabilities = BackendCapabilities()) {
+        guard let machine = try? TestMachine(memorySize: NICScript.ramSize) else { return nil }
+        machine.network.enqueue(InMemoryEndpoint(capabilities: backend))
+        guard let device = try? machine.add(type, options: options) else { return nil }
         self.machine = machine
         self.device = device
     }
