@@ -113,6 +113,28 @@ struct TapTests {
         _ = running
     }
 
+    /// A frame held for a receiver that takes nothing (a guest whose receiver is off) pauses
+    /// reading. Deleting the interface then must not make the loop offer the frame again
+    /// and again; the link goes down once the receiver takes frames again.
+    @Test func deletedInterfaceWhileAFrameIsHeld() throws {
+        let (ns, backend, receiver, running) = try setUp("h")
+        defer { backend.stop() }
+        receiver.setAccepting(false)
+        // A datagram to the guest's address: the namespace's kernel sends an ARP request.
+        _ = ns.exec(["bash", "-c", "echo x > /dev/udp/10.77.0.2/9"])
+        #expect(eventually(3) { receiver.refusals >= 1 })
+        let refusals = receiver.refusals
+        #expect(ns.ip(["link", "del", backend.interfaceName]).status == 0)
+        usleep(300_000)
+        #expect(receiver.refusals == refusals)          // still paused: nothing offered again
+        receiver.setAccepting(true)
+        backend.resumeReceive()
+        #expect(eventually(3) { receiver.links == [false] })
+        #expect(!receiver.frames.isEmpty)              // the held frame, then the deletion
+        #expect(backend.send(testFrame(1)) == .dropped(.linkDown))
+        _ = running
+    }
+
     @Test func createdInterfaceIsRemovedOnStop() throws {
         let running = try RunningLoop()
         let name = "svtr\(getpid() % 100_000)"
