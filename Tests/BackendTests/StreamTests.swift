@@ -154,6 +154,34 @@ func testFrame(_ n: Int, length: Int = 60) -> [UInt8] {
         #expect(receiver.frames.map(\.bytes) == (0 ..< 5).map { testFrame($0) })
     }
 
+    /// The peer hangs up while a frame waits for the device: nothing is offered in its
+    /// place (order kept, no busy loop on the unmaskable hang-up), the link goes down, and
+    /// the held frame still reaches the device when it takes frames again.
+    @Test func peerHangingUpWhileAFrameIsHeld() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.path + "/wire"
+        let listener = StreamPeer.listen(unix: path)
+        defer { close(listener) }
+        let running = try RunningLoop()
+        let backend = try StreamBackend(config: StreamConfig(address: .unix(path: path)), eventLoop: running.loop, clock: running.loop)
+        defer { backend.stop() }
+        var peer = StreamPeer.accept(listener)
+        let receiver = RecordingReceiver()
+        receiver.setAccepting(false)
+        backend.start(receiver: receiver)
+        for i in 0 ..< 3 { peer?.send(testFrame(i)) }
+        #expect(eventually { receiver.refusals >= 1 })
+        peer = nil   // closes
+        #expect(eventually { receiver.links == [false] })
+        usleep(50_000)
+        #expect(receiver.refusals == 1)
+        receiver.setAccepting(true)
+        backend.resumeReceive()
+        #expect(eventually { receiver.frames.count == 1 })
+        #expect(receiver.frames.first?.bytes == testFrame(0))
+        _ = peer
+    }
+
     @Test func clientReconnectsAfterThePeerGoes() throws {
         let dir = TemporaryDirectory()
         let path = dir.path + "/wire"

@@ -219,7 +219,16 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
 
     private func peerEvents(_ events: IOEvents) {
         if events.contains(.writable) { flushBacklog() }
-        if !events.isDisjoint(with: [.readable, .hangup]) { readPeer() }
+        guard !events.isDisjoint(with: [.readable, .hangup]) else { return }
+        // While a frame waits for the device nothing more is offered: it would take the
+        // held frame's place, out of order. Reading resumes with `resumeReceive`. A
+        // hang-up cannot be masked and would come back every loop turn, so the peer is
+        // taken as gone now; what it sent after the held frame is lost, as on a cable pull.
+        if port.isHolding {
+            if !events.isDisjoint(with: .hangup) { peerGone() } else { pauseReading() }
+            return
+        }
+        readPeer()
     }
 
     private func readPeer() {
