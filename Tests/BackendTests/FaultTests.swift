@@ -20,6 +20,21 @@ import VMMTestKit
         return (filter, wire, receiver, running)
     }
 
+    /// The device asks for frames again while the filter is being taken out (QMP): if the
+    /// filter is gone when the request runs, the backend must still hear it, since it may
+    /// hold a frame the device refused; otherwise receive stays stalled for good.
+    @Test func resumeReachesTheBackendAfterTheFilterIsGone() throws {
+        var o = try DeviceSpec.parse("e1000,fault-drop=10").options
+        let config = try #require(try NetBackendConfig.take(from: &o).faults)
+        let loop = try EPollEventLoop()   // not running: queued work waits for runQueuedWork
+        let wire = InMemoryEndpoint()
+        var filter: FaultFilter? = FaultFilter(wrapping: wire, config: config, eventLoop: loop, clock: loop)
+        filter?.resumeReceive()
+        filter = nil
+        _ = loop.runQueuedWork()
+        #expect(wire.resumeCount == 1)
+    }
+
     @Test func dropRateWithinToleranceAndReproducible() throws {
         var patterns: [[Bool]] = []
         for _ in 0 ..< 2 {

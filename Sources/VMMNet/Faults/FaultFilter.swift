@@ -146,7 +146,11 @@ public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendab
     }
 
     public func resumeReceive() {
-        loop.execute { [weak self] in self?.deliverHeld() }
+        // If the filter is taken out (and freed) before this runs, the device's request
+        // still reaches the backend, which may hold a frame the device refused.
+        loop.execute { [weak self, inner] in
+            if let self { self.deliverHeld() } else { inner.resumeReceive() }
+        }
     }
 
     public func setReceiveOffloads(_ offloads: NetOffloads) { inner.setReceiveOffloads(offloads) }
