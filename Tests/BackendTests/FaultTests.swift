@@ -35,6 +35,28 @@ import VMMTestKit
         #expect(wire.resumeCount == 1)
     }
 
+    /// A frame the device refused comes again from the backend: it keeps the decision drawn
+    /// for it the first time, so the drops fall as for a device that never refused (same seed).
+    @Test func aRefusedFrameKeepsItsDecision() throws {
+        func delivered(refusingFirstOffers refuse: Bool) throws -> [Bool] {
+            let (_, wire, receiver, running) = try makeFilter("fault-drop=30,fault-seed=7,fault-dir=rx")
+            var pattern: [Bool] = []
+            for i in 0 ..< 200 {
+                let before = receiver.frames.count
+                receiver.setAccepting(!refuse)
+                let taken = wire.inject(testFrame(i))
+                receiver.setAccepting(true)
+                if !taken { wire.inject(testFrame(i)) }   // the backend offers it again
+                pattern.append(receiver.frames.count > before)
+            }
+            _ = running
+            return pattern
+        }
+        let steady = try delivered(refusingFirstOffers: false)
+        #expect(steady.contains(false) && steady.contains(true))
+        #expect(try delivered(refusingFirstOffers: true) == steady)
+    }
+
     @Test func dropRateWithinToleranceAndReproducible() throws {
         var patterns: [[Bool]] = []
         for _ in 0 ..< 2 {

@@ -53,6 +53,9 @@ public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendab
         var reorderedSend: (bytes: [UInt8], header: VirtioNetHeader?)?
         /// A received frame held back until the next one has been delivered (reorder).
         var reorderedReceive: Held?
+        /// What was decided for the frame the device refused: the backend offers that same
+        /// frame again first, and it must not draw (or pay rate tokens) twice.
+        var refusedDecision: Decision?
     }
     private let state: Mutex<State>
     private let bucketBits: Double
@@ -176,6 +179,7 @@ public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendab
             s.held.removeAll()
             s.reorderedSend = nil
             s.reorderedReceive = nil
+            s.refusedDecision = nil
             defer { s.timers.removeAll(); s.innerPaused = false }
             return (s.timers, s.innerPaused)
         }
@@ -195,7 +199,8 @@ public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendab
         }
         if blocked { return false }
         guard config.direction != .tx else { return deliver(frame, header: header, to: upstream) }
-        let d = decide(length: frame.count)
+        let d = state.withLock { s -> Decision? in defer { s.refusedDecision = nil }; return s.refusedDecision }
+            ?? decide(length: frame.count)
         if d.drop {
             counters.dropped(.fault)
             return true
@@ -213,7 +218,10 @@ public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendab
             }
         }
         if d.corruptAt == nil, config.delay == 0 {
-            guard deliver(frame, header: header, to: upstream) else { return false }
+            guard deliver(frame, header: header, to: upstream) else {
+                state.withLock { $0.refusedDecision = d }
+                return false
+            }
             flushReorderedReceive()
             if d.duplicate {
                 hold(Array(frame), header: header, due: 0)
