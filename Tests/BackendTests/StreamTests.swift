@@ -74,16 +74,37 @@ func testFrame(_ n: Int, length: Int = 60) -> [UInt8] {
         .ethernet(payload: [UInt8](repeating: UInt8(truncatingIfNeeded: n), count: max(length - 14, 0)))
 }
 
+/// A stream backend connected as a client to a Unix socket the test listens on; the
+/// listener closes and the backend stops when this goes.
+final class UnixWire {
+    let dir = TemporaryDirectory()
+    let listener: Int32
+    let running: RunningLoop
+    let backend: StreamBackend
+
+    init() throws {
+        let path = dir.path + "/wire"
+        listener = StreamPeer.listen(unix: path)
+        running = try RunningLoop()
+        do {
+            backend = try StreamBackend(config: StreamConfig(address: .unix(path: path)), eventLoop: running.loop, clock: running.loop)
+        } catch {
+            close(listener)
+            throw error
+        }
+    }
+
+    deinit {
+        backend.stop()
+        close(listener)
+    }
+}
+
 @Suite(.serialized) struct StreamTests {
     @Test func clientExchangesFramesBothWays() throws {
-        let dir = TemporaryDirectory()
-        let path = dir.path + "/wire"
-        let listener = StreamPeer.listen(unix: path)
-        defer { close(listener) }
-        let running = try RunningLoop()
-        let backend = try StreamBackend(config: StreamConfig(address: .unix(path: path)), eventLoop: running.loop, clock: running.loop)
-        defer { backend.stop() }
-        let peer = try #require(StreamPeer.accept(listener))
+        let wire = try UnixWire()
+        let backend = wire.backend
+        let peer = try #require(StreamPeer.accept(wire.listener))
         let receiver = RecordingReceiver()
         backend.start(receiver: receiver)
         #expect(backend.isLinkUp)
@@ -110,14 +131,9 @@ func testFrame(_ n: Int, length: Int = 60) -> [UInt8] {
     }
 
     @Test func oversizedAndEmptyRecordsAreSkippedAndCounted() throws {
-        let dir = TemporaryDirectory()
-        let path = dir.path + "/wire"
-        let listener = StreamPeer.listen(unix: path)
-        defer { close(listener) }
-        let running = try RunningLoop()
-        let backend = try StreamBackend(config: StreamConfig(address: .unix(path: path)), eventLoop: running.loop, clock: running.loop)
-        defer { backend.stop() }
-        let peer = try #require(StreamPeer.accept(listener))
+        let wire = try UnixWire()
+        let backend = wire.backend
+        let peer = try #require(StreamPeer.accept(wire.listener))
         let receiver = RecordingReceiver()
         backend.start(receiver: receiver)
         peer.sendRaw([UInt8](be32: 70_000) + [UInt8](repeating: 0xAB, count: 70_000))
@@ -132,14 +148,9 @@ func testFrame(_ n: Int, length: Int = 60) -> [UInt8] {
     }
 
     @Test func backPressureKeepsTheFrameUntilResumed() throws {
-        let dir = TemporaryDirectory()
-        let path = dir.path + "/wire"
-        let listener = StreamPeer.listen(unix: path)
-        defer { close(listener) }
-        let running = try RunningLoop()
-        let backend = try StreamBackend(config: StreamConfig(address: .unix(path: path)), eventLoop: running.loop, clock: running.loop)
-        defer { backend.stop() }
-        let peer = try #require(StreamPeer.accept(listener))
+        let wire = try UnixWire()
+        let backend = wire.backend
+        let peer = try #require(StreamPeer.accept(wire.listener))
         let receiver = RecordingReceiver()
         receiver.setAccepting(false)
         backend.start(receiver: receiver)
@@ -158,14 +169,9 @@ func testFrame(_ n: Int, length: Int = 60) -> [UInt8] {
     /// place (order kept, no busy loop on the unmaskable hang-up), the link goes down, and
     /// the held frame still reaches the device when it takes frames again.
     @Test func peerHangingUpWhileAFrameIsHeld() throws {
-        let dir = TemporaryDirectory()
-        let path = dir.path + "/wire"
-        let listener = StreamPeer.listen(unix: path)
-        defer { close(listener) }
-        let running = try RunningLoop()
-        let backend = try StreamBackend(config: StreamConfig(address: .unix(path: path)), eventLoop: running.loop, clock: running.loop)
-        defer { backend.stop() }
-        var peer = StreamPeer.accept(listener)
+        let wire = try UnixWire()
+        let backend = wire.backend
+        var peer = StreamPeer.accept(wire.listener)
         let receiver = RecordingReceiver()
         receiver.setAccepting(false)
         backend.start(receiver: receiver)
@@ -183,21 +189,16 @@ func testFrame(_ n: Int, length: Int = 60) -> [UInt8] {
     }
 
     @Test func clientReconnectsAfterThePeerGoes() throws {
-        let dir = TemporaryDirectory()
-        let path = dir.path + "/wire"
-        let listener = StreamPeer.listen(unix: path)
-        defer { close(listener) }
-        let running = try RunningLoop()
-        let backend = try StreamBackend(config: StreamConfig(address: .unix(path: path)), eventLoop: running.loop, clock: running.loop)
-        defer { backend.stop() }
-        var peer = StreamPeer.accept(listener)
+        let wire = try UnixWire()
+        let backend = wire.backend
+        var peer = StreamPeer.accept(wire.listener)
         let receiver = RecordingReceiver()
         backend.start(receiver: receiver)
         peer = nil   // closes
         #expect(eventually { receiver.links == [false] })
         #expect(!backend.isLinkUp)
         #expect(backend.send(testFrame(1)) == .dropped(.linkDown))
-        let again = try #require(StreamPeer.accept(listener))
+        let again = try #require(StreamPeer.accept(wire.listener))
         #expect(eventually { receiver.links == [false, true] })
         again.send(testFrame(7))
         #expect(eventually { receiver.frames.count == 1 })

@@ -13,6 +13,15 @@ import VMMTestKit
 
     static func legacyHigh(_ length: Int, cmd: UInt8) -> UInt64 { UInt64(length) | UInt64(cmd) << 24 }
 
+    /// One packet in legacy descriptors over `buffers` (EOP and RS on the last), sent.
+    static func send(_ nic: NIC, _ buffers: [(GuestAddress, Int)]) throws -> InMemoryEndpoint.SentFrame {
+        for (i, (address, length)) in buffers.enumerated() {
+            nic.putTx(low: address.raw, high: legacyHigh(length, cmd: ifcs | (i == buffers.count - 1 ? eop | rs : 0)))
+        }
+        nic.kickTx()
+        return try #require(nic.endpoint.sent.first)
+    }
+
     @Test func aLongPacketLeavesFromGuestMemoryPastItsHead() throws {
         let nic = try NIC()
         nic.setUpTransmit()
@@ -44,9 +53,7 @@ import VMMTestKit
         let frame = FrameBuilder.e1000.udp(payload: Payload.counting(3000))
         let buffer = GuestAddress(half - 1000)             // 1000 bytes in the first region, the rest in the second
         try memory.writeBytes(frame, at: buffer)
-        nic.putTx(low: buffer.raw, high: Self.legacyHigh(frame.count, cmd: Self.eop | Self.ifcs | Self.rs))
-        nic.kickTx()
-        let sent = try #require(nic.endpoint.sent.first)
+        let sent = try Self.send(nic, [(buffer, frame.count)])
         #expect(sent.bytes == frame)
         #expect(sent.segmentCount == 1)
     }
@@ -59,15 +66,14 @@ import VMMTestKit
         let starts = Array(stride(from: 0, to: frame.count, by: 100))
         #expect(starts.count > Transmit.maxPieces + 2)
         let area = nic.machine.allocator.alloc(size: UInt64(starts.count * 128))
+        var buffers: [(GuestAddress, Int)] = []
         for (i, start) in starts.enumerated() {
             let piece = Array(frame[start ..< min(start + 100, frame.count)])
             let address = GuestAddress(area.raw + UInt64(i * 128))
             try nic.machine.memory.writeBytes(piece, at: address)
-            let cmd = Self.ifcs | (i == starts.count - 1 ? Self.eop | Self.rs : 0)
-            nic.putTx(low: address.raw, high: Self.legacyHigh(piece.count, cmd: cmd))
+            buffers.append((address, piece.count))
         }
-        nic.kickTx()
-        let sent = try #require(nic.endpoint.sent.first)
+        let sent = try Self.send(nic, buffers)
         #expect(sent.bytes == frame)
         #expect(sent.segmentCount > 2 && sent.segmentCount <= 1 + Transmit.maxPieces)
     }
@@ -80,13 +86,8 @@ import VMMTestKit
         let frame = FrameBuilder.e1000.udp(payload: Payload.counting(9000, seed: 5))
         let buffer = nic.machine.allocator.alloc(size: UInt64(frame.count))
         try nic.machine.memory.writeBytes(frame, at: buffer)
-        let starts = Array(stride(from: 0, to: frame.count, by: 4096))
-        for (i, start) in starts.enumerated() {
-            let cmd = Self.ifcs | (i == starts.count - 1 ? Self.eop | Self.rs : 0)
-            nic.putTx(low: buffer.raw + UInt64(start), high: Self.legacyHigh(min(4096, frame.count - start), cmd: cmd))
-        }
-        nic.kickTx()
-        let sent = try #require(nic.endpoint.sent.first)
+        let buffers = stride(from: 0, to: frame.count, by: 4096).map { (GuestAddress(buffer.raw + UInt64($0)), min(4096, frame.count - $0)) }
+        let sent = try Self.send(nic, buffers)
         #expect(sent.bytes == frame)
         #expect(sent.segmentCount == 2)
     }
