@@ -222,7 +222,8 @@ extension E1000Device {
     /// packet checksum from PCSS to the end of the frame for the descriptor.
     private func checksumStatus(_ packet: UnsafeRawBufferPointer) -> (bits: UInt8, errors: UInt8, packetChecksum: UInt16) {
         let rxcsum = reg(Reg.rxcsum)
-        let verdicts = ChecksumOffload.verify(packet)
+        let verdicts = rxcsum & (RxCsum.ipOffload | RxCsum.tcpUDPOffload) != 0
+            ? ChecksumOffload.verify(packet) : ChecksumOffload.Verdicts()
         var bits: UInt8 = 0, errors: UInt8 = 0
         if rxcsum & RxCsum.ipOffload != 0, verdicts.ipv4Header != .notChecked {
             bits |= Receive.statusIPChecksum
@@ -233,10 +234,24 @@ extension E1000Device {
             if verdicts.transport == .bad { errors |= Receive.errorTCPChecksum }
         }
         if bits == 0 { bits = Receive.statusIgnoreChecksum }
+        return (bits, errors, packetChecksum(packet, from: Int(rxcsum & RxCsum.startMask), verdicts.transportSegment))
+    }
+
+    /// The sum from PCSS to the end of the packet. Linux leaves PCSS at its reset value, 0
+    /// (e1000_configure_rx only sets TUOFL), so the TCP/UDP segment just verified lies
+    /// inside it: its sum is reused, and the payload is read once, not twice.
+    private func packetChecksum(_ packet: UnsafeRawBufferPointer, from start: Int,
+                                _ segment: ChecksumOffload.Verdicts.SummedRange?) -> UInt16 {
         var sum = InternetChecksum()
-        let start = Int(rxcsum & RxCsum.startMask)
-        if start < packet.count { sum.add(UnsafeRawBufferPointer(rebasing: packet[start...])) }
-        return (bits, errors, sum.folded)
+        guard start < packet.count else { return sum.folded }
+        if let segment, start <= segment.range.lowerBound, segment.range.upperBound <= packet.count {
+            sum.add(UnsafeRawBufferPointer(rebasing: packet[start ..< segment.range.lowerBound]))
+            sum.add(segment.sum)
+            sum.add(UnsafeRawBufferPointer(rebasing: packet[segment.range.upperBound...]))
+        } else {
+            sum.add(UnsafeRawBufferPointer(rebasing: packet[start...]))
+        }
+        return sum.folded
     }
 
     /// RDT moved: a frame the backend holds for us may fit now.

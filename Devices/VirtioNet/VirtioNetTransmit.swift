@@ -37,16 +37,14 @@ extension VirtioNet {
     /// One TX chain: a virtio_net_hdr and the frame, laid out over the readable
     /// descriptors in any way (VERSION_1 implies ANY_LAYOUT, §5.1.6.2).
     private func sendChain() {
-        hostSegments.removeAllKeepingStorage()
+        frameSegments.removeAllKeepingStorage()
         do {
-            try context.memory.resolve(chain.readable, into: &hostSegments)
+            try context.memory.resolve(chain.readable, into: &frameSegments)
         } catch {
             context.guestLog.warning("virtio-net.tx-buffer", "TX chain \(chain.head): \(error); dropped")
             counters.dropped(.malformed)
             return
         }
-        frameSegments.removeAllKeepingStorage()
-        for s in hostSegments where s.count > 0 { frameSegments.append(UnsafeRawBufferPointer(s)) }
         guard let header = takeHeader() else {
             context.guestLog.warning("virtio-net.tx-short", "TX chain \(chain.head) shorter than the virtio-net header; dropped")
             counters.dropped(.malformed)
@@ -120,27 +118,35 @@ extension VirtioNet {
     }
 
     /// Reads the 12-byte header from the front of `frameSegments` and removes it from
-    /// them, leaving the frame; nil when the chain is shorter than a header.
+    /// them, leaving the frame; nil when the chain is shorter than a header. Linux puts
+    /// the header in front of the frame in one buffer whenever the skb has room for it
+    /// (virtio_net.c `xmit_skb`, `can_push`), which is the first, cheap case.
     private func takeHeader() -> VirtioNetHeader? {
+        let size = VirtioNetHeader.size
+        if let first = frameSegments.first, first.count > size {
+            frameSegments[0] = UnsafeRawBufferPointer(rebasing: first[size...])
+            return VirtioNetHeader(UnsafeRawBufferPointer(rebasing: first[..<size]))
+        }
         var raw: (UInt64, UInt32) = (0, 0)
-        let complete = withUnsafeMutableBytes(of: &raw) { out -> Bool in
-            var filled = 0
-            while filled < VirtioNetHeader.size, let first = frameSegments.first {
-                let n = min(first.count, VirtioNetHeader.size - filled)
-                if let src = first.baseAddress, let dst = out.baseAddress {
-                    (dst + filled).copyMemory(from: src, byteCount: n)
-                }
+        var filled = 0
+        var consumed = 0
+        withUnsafeMutableBytes(of: &raw) { out in
+            while filled < size, consumed < frameSegments.count {
+                let segment = frameSegments[consumed]
+                let n = min(segment.count, size - filled)
+                ByteCopy.copy(to: UnsafeMutableRawBufferPointer(rebasing: out[filled ..< filled + n]),
+                              from: UnsafeRawBufferPointer(rebasing: segment[..<n]))
                 filled += n
-                if n == first.count {
-                    frameSegments.removeFirst()
+                if n == segment.count {
+                    consumed += 1
                 } else {
-                    frameSegments[0] = UnsafeRawBufferPointer(rebasing: first[n...])
+                    frameSegments[consumed] = UnsafeRawBufferPointer(rebasing: segment[n...])
                 }
             }
-            return filled == VirtioNetHeader.size
         }
-        guard complete else { return nil }
-        return withUnsafeBytes(of: &raw) { VirtioNetHeader(UnsafeRawBufferPointer(rebasing: $0[0 ..< VirtioNetHeader.size])) }
+        guard filled == size else { return nil }
+        frameSegments.removeFirst(consumed)   // `resolve` yields no empty views, nor does this
+        return withUnsafeBytes(of: &raw) { VirtioNetHeader(UnsafeRawBufferPointer(rebasing: $0[0 ..< size])) }
     }
 }
 

@@ -167,6 +167,25 @@ import VMMTestKit
         #expect(try #require(nic.receiveNext()).last.errors == 0)
     }
 
+    /// The descriptor's packet checksum is the ones'-complement sum from PCSS to the end
+    /// (§3.2.9), whether PCSS is before the TCP header (the segment's sum is reused), at an
+    /// odd offset, or inside the segment; and over the padding of a short frame.
+    @Test(arguments: [0, 15, 40, 57])
+    func packetChecksumStartsAtPCSS(pcss: Int) throws {
+        let nic = try NIC()
+        nic.setUpReceive()
+        nic.w(R.rxcsum, 1 << 9 | 1 << 8 | UInt32(pcss))
+        for frame in [FrameBuilder.e1000.tcp(ack: 0, payload: Payload.counting(301)),
+                      FrameBuilder.e1000.udp(payload: Payload.counting(3))] {
+            nic.endpoint.inject(frame)
+            let got = try #require(nic.receiveNext())
+            var expected = InternetChecksum()
+            if pcss < got.bytes.count { expected.add(Array(got.bytes[pcss...])) }
+            #expect(got.last.checksum == expected.folded)
+            #expect(got.last.status & 0x60 == 0x60 && got.last.errors == 0)
+        }
+    }
+
     @Test func noFreeDescriptorsHoldsTheFrameUntilRDTMoves() throws {
         let nic = try NIC()
         nic.setUpReceive(count: 8, post: 2)                             // two buffers given

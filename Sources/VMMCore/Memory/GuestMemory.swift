@@ -285,13 +285,14 @@ public final class GuestMemory: @unchecked Sendable {
     /// Resolves a list of guest buffers (a descriptor chain, an E1000 packet's data
     /// descriptors) into host views, appending to `segments` (reused by the caller to avoid
     /// allocating per frame). A buffer that crosses adjacent regions yields several views.
-    /// Throws, leaving `segments` as it was, if any buffer is not RAM.
+    /// Throws, leaving `segments` as it was, if any buffer is not RAM. A device that only
+    /// reads (a TX chain) collects read-only views directly, with no second pass.
     @inlinable
-    public func resolve(_ buffers: some Sequence<GuestBuffer>, into segments: inout [UnsafeMutableRawBufferPointer]) throws(GuestMemoryError) {
+    public func resolve<View: HostView>(_ buffers: some Sequence<GuestBuffer>, into segments: inout [View]) throws(GuestMemoryError) {
         let start = segments.count
         for b in buffers {
             do {
-                try forEachChunk(b.address, length: UInt64(b.length)) { chunk, _ in segments.append(chunk) }
+                try forEachChunk(b.address, length: UInt64(b.length)) { chunk, _ in segments.append(View(chunk)) }
             } catch {
                 segments.removeSubrange(start...)
                 throw error
@@ -299,3 +300,11 @@ public final class GuestMemory: @unchecked Sendable {
         }
     }
 }
+
+/// A host view of resolved guest memory: writable for buffers the device fills, read-only
+/// for buffers it only sends.
+public protocol HostView {
+    init(_ chunk: UnsafeMutableRawBufferPointer)
+}
+extension UnsafeMutableRawBufferPointer: HostView {}
+extension UnsafeRawBufferPointer: HostView {}

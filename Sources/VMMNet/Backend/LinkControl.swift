@@ -15,6 +15,10 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     /// so no send or delivery of the device is under way with the old one.
     public var inner: NetworkBackend { current.withLock { $0 } }
     private let current: Mutex<NetworkBackend>
+    /// The same backend for `send`, read without the mutex: devices send with their lock
+    /// held, and `swap` replaces the backend under that same lock, so a send never sees it
+    /// change. The mutex cost ~10 ns per frame (Docs/performance.md, issue 16).
+    private var sendingBackend: NetworkBackend
     /// The backend's capabilities, fixed per backend: kept here so the devices' per-frame
     /// checks do not retain the backend and call through its existential each time, and
     /// packed in one word so that reading them takes no lock.
@@ -51,6 +55,7 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     public init(wrapping inner: NetworkBackend, deviceLock: DeviceLock? = nil, loop: EventLoop? = nil, clock: DeviceClock? = nil,
                 makeBackend: (@Sendable (inout DeviceOptions) throws -> NetworkBackend)? = nil) {
         current = Mutex(inner)
+        sendingBackend = inner
         currentCapabilities = Atomic(inner.capabilities.packed)
         self.deviceLock = deviceLock; self.loop = loop; self.clock = clock; self.makeBackend = makeBackend
     }
@@ -71,6 +76,7 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
             try loop.runAndWait(timeout: 5, { [self] in
                 deviceLock.withLock {
                     let old = current.withLock { c -> NetworkBackend in defer { c = fresh }; return c }
+                    sendingBackend = fresh
                     currentCapabilities.store(fresh.capabilities.packed, ordering: .releasing)
                     let receiver = upstream
                     if isAdministrativelyUp { receiver?.linkStateChanged(up: false) }
@@ -191,8 +197,8 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
             counters.dropped(.linkDown)
             return .dropped(.linkDown)
         }
-        guard interposed.load(ordering: .acquiring) else { return inner.send(segments, header: header) }
-        let result = faults.withLock({ $0 })?.send(segments, header: header) ?? inner.send(segments, header: header)
+        guard interposed.load(ordering: .acquiring) else { return sendingBackend.send(segments, header: header) }
+        let result = faults.withLock({ $0 })?.send(segments, header: header) ?? sendingBackend.send(segments, header: header)
         if result == .sent, let writer = capture.withLock({ $0 }) { writer.write(segments) }
         return result
     }

@@ -69,6 +69,15 @@ public enum ChecksumOffload {
         public var transport: Verdict = .notChecked
         /// Whether `transport` concerns UDP (82544+ report UDPCS separately).
         public var transportIsUDP = false
+        /// Where the TCP/UDP segment lies in the frame and the sum of its bytes alone,
+        /// when `transport` was checked: a device that also sums the whole packet (the
+        /// e1000's packet checksum) adds it instead of reading the payload a second time.
+        public var transportSegment: SummedRange?
+
+        public struct SummedRange: Sendable, Equatable {
+            public var range: Range<Int>
+            public var sum: InternetChecksum
+        }
 
         public init() {}
 
@@ -112,7 +121,10 @@ public enum ChecksumOffload {
             pseudo = InternetChecksum.pseudoHeaderIPv6(ipHeader: ipHeader, nextHeader: parsed.transportProtocol, length: UInt32(segment.count))
         }
         guard var sum = pseudo else { return verdicts }
-        sum.add(segment)
+        var segmentSum = InternetChecksum()
+        segmentSum.add(segment)
+        sum.add(segmentSum)
+        verdicts.transportSegment = .init(range: l4 ..< l4 + segment.count, sum: segmentSum)
         // RFC 8200 §8.1: a zero UDP checksum over IPv6 is invalid (and sums to 0xFFFF too).
         let zeroUDPv6 = parsed.isUDP && network == .ipv6 && segment.be16(at: 6) == 0
         verdicts.transport = sum.folded == 0xFFFF && !zeroUDPv6 ? .good : .bad
