@@ -48,6 +48,8 @@ public final class VirtioNet: VirtioDevice, FrameReceiver, @unchecked Sendable {
     var chain = DescriptorChain()
     var hostSegments: [UnsafeMutableRawBufferPointer] = []
     var frameSegments: [UnsafeRawBufferPointer] = []
+    /// Frames sent in the current TX pass, added to `counters` when it ends.
+    var sentTally = BackendCounters.SentTally()
     var singleSegment: [UnsafeRawBufferPointer] = [UnsafeRawBufferPointer(start: nil, count: 0)]
     var receiveChains: [(head: UInt16, capacity: UInt64)] = []
     let scratch = FrameScratchBuffer()

@@ -13,6 +13,10 @@ extension VirtioNet {
     /// action, so a guest that keeps the queue full cannot hold a thread.
     func transmit(_ queue: any Virtqueue) {
         guard transport.isLive, queue.isEnabled else { return }
+        defer {
+            counters.sent(sentTally)
+            sentTally = BackendCounters.SentTally()
+        }
         let cost = context.cost
         do {
             repeat {
@@ -112,7 +116,7 @@ extension VirtioNet {
     private func record(_ result: SendResult, bytes: Int) {
         context.cost.frames()
         switch result {
-        case .sent: counters.sent(bytes: bytes)
+        case .sent: sentTally.add(bytes: bytes)
         case let .dropped(reason): counters.dropped(reason)
         }
     }

@@ -13,6 +13,26 @@ public final class BackendCounters: Sendable {
         txBytes.add(UInt64(max(bytes, 0)), ordering: .relaxed)
     }
 
+    /// Frames a device sent over one pass of a queue, added to the counters at its end:
+    /// two atomic additions per pass instead of per frame (~6 % of a 1514-byte virtio-net
+    /// send in memory). Kept under the device's lock.
+    public struct SentTally: Sendable {
+        public private(set) var frames: UInt64 = 0
+        public private(set) var bytes: UInt64 = 0
+        public init() {}
+        public mutating func add(bytes n: Int) {
+            frames &+= 1
+            bytes &+= UInt64(max(n, 0))
+        }
+    }
+
+    /// Adds a pass's tally.
+    public func sent(_ tally: SentTally) {
+        guard tally.frames > 0 else { return }
+        txFrames.add(tally.frames, ordering: .relaxed)
+        txBytes.add(tally.bytes, ordering: .relaxed)
+    }
+
     public func received(bytes: Int) {
         rxFrames.add(1, ordering: .relaxed)
         rxBytes.add(UInt64(max(bytes, 0)), ordering: .relaxed)
