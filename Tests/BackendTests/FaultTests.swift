@@ -176,6 +176,31 @@ import VMMTestKit
         #expect(eventually { receiver.frames.count == 2 })
     }
 
+    /// QMP swaps the backend while the fault filter delays a frame: the old filter goes
+    /// with the old backend, and its timer does not send to the stopped one later.
+    @Test func swapTakesTheOldFilterWithTheOldBackend() throws {
+        let running = try RunningLoop()
+        let clock = VirtualClock()
+        let old = InMemoryEndpoint()
+        let fresh = InMemoryEndpoint()
+        let link = LinkControl(wrapping: old, deviceLock: DeviceLock(), loop: running.loop, clock: clock,
+                               makeBackend: { _ in fresh })
+        link.start(receiver: RecordingReceiver())
+        var config = FaultConfig()
+        config.delay = 5_000_000                                // ns
+        config.direction = .tx
+        try link.setFaults(config)
+        #expect(link.send(testFrame(1)) == .sent)               // held on the clock
+        try link.swap(options: DeviceOptions(device: "e1000"))
+        clock.advance(by: 10_000_000)
+        usleep(50_000)
+        #expect(old.sent.isEmpty && fresh.sent.isEmpty)         // lost with the old wire, as on a cable swap
+        #expect(link.send(testFrame(2)) == .sent)               // the new filter delays as configured
+        clock.advance(by: 5_000_000)
+        #expect(eventually { fresh.sent.map(\.bytes) == [testFrame(2)] })
+        #expect(old.sent.isEmpty)
+    }
+
     @Test func reorderLetsTheNextFrameOvertake() throws {
         let (filter, wire, _, running) = try makeFilter("fault-reorder=50,fault-seed=3,fault-dir=tx")
         for i in 0 ..< 200 { _ = filter.send(testFrame(i)) }

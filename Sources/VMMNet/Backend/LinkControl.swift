@@ -80,7 +80,10 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
                     currentCapabilities.store(fresh.capabilities.packed, ordering: .releasing)
                     let receiver = upstream
                     if isAdministrativelyUp { receiver?.linkStateChanged(up: false) }
-                    let config = replaceFaults(nil)?.config
+                    // The old filter goes with the old backend, timers cancelled, as in `setFaults`.
+                    let oldFilter = replaceFaults(nil)
+                    oldFilter?.detach()
+                    let config = oldFilter?.config
                     old.stop()
                     if let offloads = lastOffloads.withLock({ $0 }) { fresh.setReceiveOffloads(offloads) }
                     if let config { installFaults(config, in: fresh) }
