@@ -256,8 +256,8 @@ public final class E1000Device: PCIDevice, FrameReceiver, @unchecked Sendable {
         context.lock.withLock { context.cost.measure { loopbackActive ? true : receiveFrame(frame) } }
     }
 
-    public func linkStateChanged(up: Bool) {
-        context.lock.withLock { linkMayHaveChanged() }
+    public func linkStateChanged(up _: Bool) {
+        context.lock.withLock { linkMayHaveChanged() }   // reads the link: a notice may be stale
     }
 
     // MARK: Register storage helpers

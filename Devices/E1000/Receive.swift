@@ -57,8 +57,10 @@ extension E1000Device {
             return false
         }
         // A down link never sees the frame, and without bus mastering it cannot be written
-        // to memory (QEMU's e1000x_rx_ready agrees).
-        guard looped || linkIsUp, context.config.busMasterEnabled else { return true }
+        // to memory (QEMU's e1000x_rx_ready agrees). The link as last reported (STATUS.LU,
+        // LSC): every change of the backend's or the PHY's updates it under this lock
+        // (`linkMayHaveChanged`), and it costs no call through the backend per frame.
+        guard looped || reportedLinkUp, context.config.busMasterEnabled else { return true }
         guard frame.count >= HeaderSize.ethernet else {
             statistics.count(E1000Statistics.ruc)
             return true

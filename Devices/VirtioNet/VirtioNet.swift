@@ -165,8 +165,10 @@ public final class VirtioNet: VirtioDevice, FrameReceiver, @unchecked Sendable {
 
     // MARK: FrameReceiver
 
-    public func linkStateChanged(up: Bool) {
+    public func linkStateChanged(up _: Bool) {
         context.lock.withLock {
+            // The link now, not the notice's value, which may be stale (FrameReceiver).
+            let up = backend.isLinkUp
             guard up != linkUp else { return }
             linkUp = up
             if configuration.status { transport.configurationChanged() }

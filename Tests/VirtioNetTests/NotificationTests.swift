@@ -105,6 +105,18 @@ struct NotificationTests {
         #expect(d.machine.interrupts.messages.isEmpty)
     }
 
+    /// A link notice that went stale on the way (QMP's set_link on one thread, the
+    /// backend's own change on the I/O loop) changes nothing: the device reads the link.
+    @Test func aStaleLinkNoticeLeavesTheStatusAlone() throws {
+        let d = try VirtioNetDriver()
+        d.bringUp()
+        d.endpoint.setLink(up: false)
+        #expect(d.config(6, 2) & 1 == 0 && d.msiVectors == [0])
+        try #require(d.device).linkStateChanged(up: true)
+        #expect(d.config(6, 2) & 1 == 0)
+        #expect(d.msiVectors == [0])
+    }
+
     @Test func linkChangeUpdatesStatusAndSendsConfigInterrupt() throws {
         let d = try VirtioNetDriver()
         d.bringUp()

@@ -28,6 +28,9 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     private let makeBackend: (@Sendable (inout DeviceOptions) throws -> NetworkBackend)?
     private let lastOffloads = Mutex<NetOffloads?>(nil)
     private let administrativelyUp = Atomic<Bool>(true)
+    /// A `swap` is under way: the link reads down, so the device sees the cable pulled
+    /// and plugged back whatever the two backends' own links say.
+    private let swapping = Atomic<Bool>(false)
     /// The device, held strongly from `start` to `stop` (a cycle with the device, which
     /// owns this link, broken by `stop`): a frame reaches it with the lock held and no
     /// reference taken. Through a weak reference each frame cost ~30 ns more, a side-table
@@ -79,7 +82,8 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
                     sendingBackend = fresh
                     currentCapabilities.store(fresh.capabilities.packed, ordering: .releasing)
                     let receiver = upstream
-                    if isAdministrativelyUp { receiver?.linkStateChanged(up: false) }
+                    swapping.store(true, ordering: .releasing)
+                    receiver?.linkStateChanged(up: false)
                     // The old filter goes with the old backend, timers cancelled, as in `setFaults`.
                     let oldFilter = replaceFaults(nil)
                     oldFilter?.detach()
@@ -88,7 +92,8 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
                     if let offloads = lastOffloads.withLock({ $0 }) { fresh.setReceiveOffloads(offloads) }
                     if let config { installFaults(config, in: fresh) }
                     fresh.start(receiver: self)
-                    if isLinkUp { receiver?.linkStateChanged(up: true) }
+                    swapping.store(false, ordering: .releasing)
+                    receiver?.linkStateChanged(up: isLinkUp)
                 }
             })
         } catch {
@@ -161,16 +166,19 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
 
     public var description: String { inner.description }
     public var capabilities: BackendCapabilities { BackendCapabilities(packed: currentCapabilities.load(ordering: .acquiring)) }
-    public var isLinkUp: Bool { administrativelyUp.load(ordering: .acquiring) && inner.isLinkUp }
+    public var isLinkUp: Bool {
+        administrativelyUp.load(ordering: .acquiring) && !swapping.load(ordering: .acquiring) && inner.isLinkUp
+    }
     public var counters: BackendCounters { inner.counters }
     public var isAdministrativelyUp: Bool { administrativelyUp.load(ordering: .acquiring) }
 
-    /// Sets the administrative link; the device hears of a change of what it sees.
+    /// Sets the administrative link. The device is told every time and reads `isLinkUp`
+    /// to see whether anything changed: deciding here from a before/after comparison could
+    /// find both equal while the backend's own change, on the I/O loop, was being reported
+    /// with a value this store has already made stale, leaving the device wrong for good.
     public func setLink(up: Bool) {
-        let before = isLinkUp
         administrativelyUp.store(up, ordering: .releasing)
-        let after = isLinkUp
-        if before != after { upstream?.linkStateChanged(up: after) }
+        upstream?.linkStateChanged(up: isLinkUp)
         if up { inner.resumeReceive() }
     }
 
@@ -243,9 +251,10 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
         return true
     }
 
+    /// The backend's link changed: the device hears of it with the link it sees (down
+    /// while the cable is administratively out).
     public func linkStateChanged(up: Bool) {
-        guard isAdministrativelyUp else { return }
-        upstream?.linkStateChanged(up: up)
+        upstream?.linkStateChanged(up: isLinkUp)
     }
 }
 

@@ -54,7 +54,11 @@ public protocol FrameReceiver: AnyObject, Sendable {
     /// stops reading, and offers it again after `NetworkBackend.resumeReceive()`.
     /// Back-pressure, never a silent drop and never a busy loop.
     func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool
-    /// The backend's link went up or down (a switch died, a peer disconnected…).
+    /// The backend's link went up or down (a switch died, a peer disconnected…), or may
+    /// have. `up` is the link as the caller saw it; notices from different threads (QMP's
+    /// set_link, a backend's own change on the I/O loop) can arrive in another order than
+    /// the changes, so a device reads its backend's `isLinkUp` under its lock and acts on
+    /// a difference from what it last reported: then the last notice leaves it right.
     func linkStateChanged(up: Bool)
 }
 
