@@ -86,7 +86,7 @@ let package = Package(
         .testTarget(name: "QTestTests", dependencies: ["QTest", "VMMTestKit", "DeviceCatalog"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "VMMCore", "DeviceCatalog"]),
         .testTarget(name: "CLITests", dependencies: ["DeviceCatalog", "VMMCore"]),
-        .testTarget(name: "BlockBackendTests", dependencies: ["BlockBackends", "VMMBlock", "VMMCore"]),
+        .testTarget(name: "BlockBackendTests", dependencies: ["BlockBackends", "VMMBlock", "VMMCore", "VMMTestKit"]),
         .testTarget(name: "QMPTests", dependencies: ["QMP"]),
         .testTarget(name: "VFIOUserTests", dependencies: ["VFIOUser", "VMMCore", "CLinux", .product(name: "Logging", package: "swift-log")]),
     ]

@@ -5,6 +5,7 @@ import NetBackends
 import Testing
 import VMMCore
 import VMMNet
+import VMMTestKit
 
 @Suite(.serialized) struct CaptureTests {
     /// Reads the pcap header fields back by hand (works without tshark).

@@ -1,6 +1,7 @@
 import NetBackends
 import Testing
 import VMMCore
+import VMMTestKit
 
 /// `net=` and friends parse exactly as documented (Docs/backends.md), and bad input is
 /// one typed error naming the option.

@@ -1,6 +1,7 @@
 @testable import BlockBackends
 import Testing
 import VMMCore
+import VMMTestKit
 
 @Suite struct ConfigTests {
     private func parse(_ spec: String) throws -> DiskBackendConfig {

@@ -6,6 +6,7 @@ import Synchronization
 import Testing
 import VMMBlock
 import VMMCore
+import VMMTestKit
 
 @Suite struct FileBackendTests {
     let dir = TemporaryDirectory()

@@ -6,6 +6,7 @@ import Synchronization
 import Testing
 import VMMBlock
 import VMMCore
+import VMMTestKit
 
 /// Against a real nbdkit on a unix socket in a temporary directory.
 @Suite(.serialized, .enabled(if: Host.hasNbdkit, Host.nbdkitMissing))

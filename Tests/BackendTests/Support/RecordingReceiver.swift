@@ -33,16 +33,6 @@ final class RecordingReceiver: FrameReceiver, @unchecked Sendable {
     func first(where match: ([UInt8]) -> Bool) -> [UInt8]? { frames.first { match($0.bytes) }?.bytes }
 }
 
-/// An I/O loop on its own thread for one test.
-final class RunningLoop {
-    let loop: EPollEventLoop
-    init() throws {
-        loop = try EPollEventLoop()
-        loop.startThread()
-    }
-    deinit { loop.stop() }
-}
-
 extension NetworkBackend {
     /// Sends one contiguous frame.
     @discardableResult

@@ -3,16 +3,7 @@ import Glibc
 #endif
 import VMMBlock
 import VMMCore
-
-/// A started EPollEventLoop for one test, stopped on deinit.
-final class RunningLoop {
-    let loop: EPollEventLoop
-    init() throws {
-        loop = try EPollEventLoop()
-        loop.startThread(name: "test-io")
-    }
-    deinit { loop.stop() }
-}
+import VMMTestKit
 
 /// Collects completions from the loop thread; tests wait for them. A completion that ran
 /// on the submitting thread (inline, on the "vCPU's" stack) is counted: the protocol forbids it.
