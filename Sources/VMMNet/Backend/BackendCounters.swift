@@ -14,8 +14,8 @@ public final class BackendCounters: Sendable {
     }
 
     /// Frames a device sent over one pass of a queue, added to the counters at its end:
-    /// two atomic additions per pass instead of per frame (~6 % of a 1514-byte virtio-net
-    /// send in memory). Kept under the device's lock.
+    /// two atomic additions per pass instead of per frame (a 1514-byte virtio-net send in
+    /// memory: 87 → 85 ns). Kept under the device's lock.
     public struct SentTally: Sendable {
         public private(set) var frames: UInt64 = 0
         public private(set) var bytes: UInt64 = 0
