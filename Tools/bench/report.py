@@ -120,6 +120,13 @@ def build(values, skips, info):
             out.append("| device | dir | frame | frames/s | Gbit/s | raw frames/s | × raw |\n|---|---|---|---|---|---|---|")
             out.extend(lines)
             out.append("")
+            # What a vCPU pays per doorbell: the e1000 sends within its TDT write.
+            tdt = [(size_label, v(f"{backend}.e1000.tx.{size}.tdt_ns"), v(f"{backend}.e1000.tx.{size}.tdt_batch"))
+                   for size, size_label in SIZES]
+            tdt = [(label, ns, n) for label, ns, n in tdt if ns is not None and n is not None]
+            if tdt:
+                out.append("Time the sending (vCPU) thread spends in one e1000 TDT write: "
+                           + ", ".join(f"{label} {fmt(ns / 1000)} µs for {int(n)} packets" for label, ns, n in tdt) + "\n")
 
     # Exit path.
     if v("exit.raw.pio.eps") is not None or v("exit.swiftvmm.pio.eps") is not None:

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import E1000
 import VMMCore
 import VMMNet
@@ -34,6 +37,12 @@ package final class E1000BenchDriver {
 /// TX ring of `count` descriptors; each packet has its own buffer prepared once. A packet
 /// is one legacy descriptor, or (TSO) a context descriptor and ≤4 KiB data descriptors
 /// as e1000_tx_map splits an skb (E1000_MAX_DATA_PER_TXD).
+///
+/// As Linux's e1000_xmit_frame and e1000_clean_tx_irq: a batch goes into descriptors
+/// the device has finished with, TDT moves once per batch, and the driver does not wait
+/// for the batch to go out; it reclaims finished packets (DD on their last descriptor)
+/// when it needs room. (Today's device sends within the TDT write; a device that walks
+/// the ring on another thread, tried in issue 16, needs the driver not to wait.)
 package final class E1000Transmitter {
     package static let count = 256
     package let driver: E1000BenchDriver
@@ -43,9 +52,23 @@ package final class E1000Transmitter {
     private var templates: [(low: UInt64, high: UInt64)] = []
     private var slot = 0
     private let slots: Int
+    private var tail = 0
+    /// The last descriptor of each packet handed over and not yet reclaimed, oldest at
+    /// `oldest`: a ring of `slots` entries (at most `count - 1` descriptors are in flight).
+    private var inFlight: [Int]
+    private var oldest = 0, inFlightPackets = 0
     package private(set) var incomplete = 0
-    /// Runs the device's deferred work when a TDT write left descriptors not done (see
-    /// `VirtioTransmitter.settle`).
+    /// Batches dropped because the device finished nothing for `stallLimit` (TX off, a
+    /// link that refuses without completing): the soak goes on instead of hanging.
+    package private(set) var stalled = 0
+    static let stallLimit: UInt64 = 100_000_000
+    /// Time this thread spent in TDT writes (what the vCPU pays per doorbell) and their number.
+    package private(set) var tailWriteNanoseconds: UInt64 = 0, tailWrites = 0
+    /// Runs the device's deferred work when a TDT write left the batch not done (past its
+    /// per-action budget the device continues on the I/O loop), then checks it is: in
+    /// memory that is the test machine's queued work, run on this thread and timed with
+    /// the rest (see `VirtioTransmitter.settle`). Nil where an I/O loop thread runs it
+    /// (real backends).
     package var settle: (() -> Void)?
 
     package init(driver: E1000BenchDriver, frame: [UInt8], tso: Bool, batch: Int = 64) throws {
@@ -61,6 +84,7 @@ package final class E1000Transmitter {
         descriptorsPerPacket = pieces.count + (tso ? 1 : 0)
         slots = E1000Transmitter.count / descriptorsPerPacket
         self.batch = max(1, min(batch, slots - 1))
+        inFlight = [Int](repeating: 0, count: slots)
         let header = TSO.headerLength
         for _ in 0 ..< slots {
             let buffer = try GuestView(machine: driver.machine, size: UInt64(frame.count), align: 64)
@@ -92,14 +116,16 @@ package final class E1000Transmitter {
         driver.w(E1000BenchDriver.Reg.tctl, E1000BenchDriver.tctlEnable | E1000BenchDriver.tctlPadShort)
     }
 
-    private var tail = 0
-
-    /// Sends `n` packets: per batch, writes each packet's descriptors fresh (status 0),
-    /// moves TDT once, and checks the last descriptor came back done.
+    /// Sends `n` packets: per batch, writes each packet's descriptors fresh (status 0)
+    /// into reclaimed room and moves TDT once.
     package func send(_ n: Int) {
         var left = n
         while left > 0 {
             let b = min(batch, left)
+            guard makeRoom(packets: b) else {
+                stalled += 1
+                return
+            }
             var lastDescriptor = 0
             for _ in 0 ..< b {
                 let base = slot * descriptorsPerPacket
@@ -111,14 +137,43 @@ package final class E1000Transmitter {
                     tail += 1
                     if tail == E1000Transmitter.count { tail = 0 }
                 }
+                inFlight[(oldest + inFlightPackets) % slots] = lastDescriptor
+                inFlightPackets += 1
                 slot += 1
                 if slot == slots { slot = 0 }
             }
+            let start = monotonicNanoseconds()
             driver.w(E1000BenchDriver.Reg.tdt, UInt32(tail))
-            // Past its per-action budget the device continues on the I/O loop.
-            if ring.load(UInt8.self, at: 16 * lastDescriptor + 12) & 1 == 0, let settle { settle() }
-            if ring.load(UInt8.self, at: 16 * lastDescriptor + 12) & 1 == 0 { incomplete += 1 }
+            tailWriteNanoseconds &+= monotonicNanoseconds() &- start
+            tailWrites += 1
+            if let settle {
+                if !isDone(lastDescriptor) { settle() }
+                if !isDone(lastDescriptor) { incomplete += 1 }
+            }
             left -= b
+        }
+    }
+
+    private func isDone(_ descriptor: Int) -> Bool { ring.load(UInt8.self, at: 16 * descriptor + 12) & 1 != 0 }
+
+    /// Reclaims finished packets until `packets` more fit (the ring keeps one descriptor
+    /// free: TDT == TDH means empty); false if the device finished nothing for `stallLimit`.
+    private func makeRoom(packets: Int) -> Bool {
+        var waitingSince: UInt64?
+        while true {
+            while inFlightPackets > 0, isDone(inFlight[oldest]) {
+                oldest = (oldest + 1) % slots
+                inFlightPackets -= 1
+                waitingSince = nil
+            }
+            if (inFlightPackets + packets) * descriptorsPerPacket < E1000Transmitter.count { return true }
+            let now = monotonicNanoseconds()
+            if let since = waitingSince {
+                if now - since > Self.stallLimit { return false }
+            } else {
+                waitingSince = now
+            }
+            if let settle { settle() } else { sched_yield() }
         }
     }
 }

@@ -2,13 +2,6 @@
 import Glibc
 #endif
 
-/// Monotonic nanoseconds (clock_gettime), the clock the real-backend runs and the soak use.
-func monotonicNanoseconds() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
-}
-
 /// Lines the driver script (Tools/bench/run) collects: `BENCH <key> <value>`, next to a
 /// human-readable line on stdout.
 enum Report {
