@@ -128,10 +128,28 @@ struct VirtqEventSuppression {
 }
 
 /// Ring fields are little-endian in virtio 1.x (§2.4), whatever the host's byte order.
+///
+/// The 16-bit fields (indices, event indices, flags) are read and written as one access,
+/// because the driver moves them while the device reads. The generic `loadUnaligned` is,
+/// in a debug build, a 2-byte `memcpy`, which glibc does as a byte load and then a word
+/// load: Linux's virtio_net moving `avail->idx` from 0x7AFB to 0x7B0x in between was read
+/// as 0x7BFB, a jump of 256, and the device set DEVICE_NEEDS_RESET
+/// (`RingFieldTearingTests`). A typed access through the pointer is one load or store at
+/// any optimisation level; `mapRing` checked the ring's alignment in guest memory, and
+/// the unaligned path remains for host memory that does not keep it.
 func ringLoad16(_ ring: UnsafeMutableRawBufferPointer, _ offset: Int) -> UInt16 {
-    UInt16(littleEndian: ring.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
+    guard let base = ring.baseAddress, offset >= 0, offset <= ring.count - 2 else { return 0 }
+    let field = base + offset
+    guard Int(bitPattern: field) & 1 == 0 else { return UInt16(littleEndian: field.loadUnaligned(as: UInt16.self)) }
+    return UInt16(littleEndian: field.assumingMemoryBound(to: UInt16.self).pointee)
 }
 
 func ringStore16(_ ring: UnsafeMutableRawBufferPointer, _ offset: Int, _ value: UInt16) {
-    ring.storeBytes(of: value.littleEndian, toByteOffset: offset, as: UInt16.self)
+    guard let base = ring.baseAddress, offset >= 0, offset <= ring.count - 2 else { return }
+    let field = base + offset
+    guard Int(bitPattern: field) & 1 == 0 else {
+        field.storeBytes(of: value.littleEndian, as: UInt16.self)
+        return
+    }
+    field.assumingMemoryBound(to: UInt16.self).pointee = value.littleEndian
 }
