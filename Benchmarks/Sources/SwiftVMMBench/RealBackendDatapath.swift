@@ -57,6 +57,7 @@ struct RealBackendDatapath {
         case (.e1000, .tx):
             let driver = try E1000BenchDriver(machine: machine, options: options)
             let tx = try E1000Transmitter(driver: driver, frame: frame(), tso: size == .tso, batch: 32)
+            tx.timesTailWrites = true
             (frames, elapsed) = timed { n in tx.send(n); settle(); return factory.backend?.accepted.load(ordering: .relaxed) ?? 0 }
             let perWrite = Double(tx.tailWriteNanoseconds) / Double(max(1, tx.tailWrites))
             Report.value("\(key).tdt_ns", perWrite)
