@@ -31,13 +31,13 @@ private final class WriterFlags: Sendable {
         let address = UInt(bitPattern: field.baseAddress)
         let flags = WriterFlags()
         let writer = Thread {
+            defer { flags.done.store(true, ordering: .releasing) }
             guard let index = UnsafeMutablePointer<UInt16>(bitPattern: address) else { return }
             var value: UInt16 = 255
             while !flags.stop.load(ordering: .relaxed) {
                 value = value == 255 ? 256 : 255
                 index.pointee = value.littleEndian
             }
-            flags.done.store(true, ordering: .releasing)
         }
         writer.start()
         var failure: VirtqueueError?
