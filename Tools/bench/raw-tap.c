@@ -1,6 +1,8 @@
 /* The raw limit for the TAP datapath: the same frames, the same TAP, one syscall per
  * frame, no device model. What swiftvmm's tap backend does per frame is compared to this.
- *   raw-tap tx IFNAME FRAMEFILE SECONDS KEY        write(2) the file (vnet header + frame) in a loop
+ *   raw-tap tx IFNAME FRAMEFILE SECONDS KEY [BUFFERS]  write(2) the file (vnet header + frame) in a loop;
+ *                                                  with BUFFERS, from that many copies in turn (a guest's
+ *                                                  ring sends from as many buffers: the bench's 256)
  *   raw-tap rx IFNAME SECONDS OFFLOAD KEY          read(2) frames for SECONDS after the first one
  *                                                  (OFFLOAD: csum or none, as the guest negotiated)
  *   raw-tap flood DEST_IP PORT FRAME_LENGTH SECONDS   UDP datagrams making FRAME_LENGTH-byte frames
@@ -30,15 +32,22 @@ static int open_tap(const char *name) {
     return fd;
 }
 
-static int tx(const char *name, const char *file, double seconds, const char *key) {
+static int tx(const char *name, const char *file, double seconds, const char *key, int buffers) {
     size_t length;
-    unsigned char *buf = read_file(file, &length);
+    unsigned char *frame = read_file(file, &length);
+    /* Each copy on its own cache lines, as guest buffers are. */
+    size_t stride = (length + 63) & ~(size_t)63;
+    unsigned char *copies = malloc(stride * (size_t)buffers);
+    if (!copies) { perror("malloc"); exit(1); }
+    for (int b = 0; b < buffers; b++) memcpy(copies + stride * (size_t)b, frame, length);
     int fd = open_tap(name);
     uint64_t start = now_ns(), end = start + (uint64_t)(seconds * 1e9), t = start;
     double frames = 0, errors = 0;
+    int next = 0;
     while (t < end) {
         for (int i = 0; i < 256; i++) {
-            if (write(fd, buf, length) == (ssize_t)length) frames++; else errors++;
+            if (write(fd, copies + stride * (size_t)next, length) == (ssize_t)length) frames++; else errors++;
+            if (++next == buffers) next = 0;
         }
         t = now_ns();
     }
@@ -86,9 +95,13 @@ static int flood(const char *ip, int port, int frame_length, double seconds) {
 }
 
 int main(int argc, char **argv) {
-    if (argc == 6 && !strcmp(argv[1], "tx")) return tx(argv[2], argv[3], atof(argv[4]), argv[5]);
+    if ((argc == 6 || argc == 7) && !strcmp(argv[1], "tx")) {
+        int buffers = argc == 7 ? atoi(argv[6]) : 1;
+        if (buffers < 1 || buffers > 4096) { fprintf(stderr, "raw-tap tx: BUFFERS must be 1-4096\n"); return 2; }
+        return tx(argv[2], argv[3], atof(argv[4]), argv[5], buffers);
+    }
     if (argc == 6 && !strcmp(argv[1], "rx")) return rx(argv[2], atof(argv[3]), argv[4], argv[5]);
     if (argc == 6 && !strcmp(argv[1], "flood")) return flood(argv[2], atoi(argv[3]), atoi(argv[4]), atof(argv[5]));
-    fprintf(stderr, "usage: raw-tap tx IFNAME FRAMEFILE SECONDS KEY | rx IFNAME SECONDS csum|none KEY | flood IP PORT FRAME_LENGTH SECONDS\n");
+    fprintf(stderr, "usage: raw-tap tx IFNAME FRAMEFILE SECONDS KEY [BUFFERS] | rx IFNAME SECONDS csum|none KEY | flood IP PORT FRAME_LENGTH SECONDS\n");
     return 2;
 }
