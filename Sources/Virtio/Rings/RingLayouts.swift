@@ -139,14 +139,13 @@ struct VirtqEventSuppression {
 /// host memory keeps (regions are mapped at page boundaries, vfio-user's checked to be
 /// page-aligned). The offsets come from indices already reduced modulo the queue size.
 func ringLoad16(_ ring: UnsafeMutableRawBufferPointer, _ offset: Int) -> UInt16 {
-    assert(offset >= 0 && offset <= ring.count - 2, "ring field outside its area")
-    // A ring area is never empty (`mapRing`), and callers index it within its length.
-    let field = ring.baseAddress.unsafelyUnwrapped + offset
-    return UInt16(littleEndian: field.assumingMemoryBound(to: UInt16.self).pointee)
+    // Callers index within the area (indices reduced modulo the queue size, `next` checked
+    // against the table); a field outside it reads as 0 rather than trapping.
+    guard offset >= 0, offset <= ring.count - 2, let base = ring.baseAddress else { return 0 }
+    return UInt16(littleEndian: (base + offset).assumingMemoryBound(to: UInt16.self).pointee)
 }
 
 func ringStore16(_ ring: UnsafeMutableRawBufferPointer, _ offset: Int, _ value: UInt16) {
-    assert(offset >= 0 && offset <= ring.count - 2, "ring field outside its area")
-    let field = ring.baseAddress.unsafelyUnwrapped + offset
-    field.assumingMemoryBound(to: UInt16.self).pointee = value.littleEndian
+    guard offset >= 0, offset <= ring.count - 2, let base = ring.baseAddress else { return }
+    (base + offset).assumingMemoryBound(to: UInt16.self).pointee = value.littleEndian
 }
