@@ -36,41 +36,11 @@ let benchmarks: @Sendable () -> Void = {
         thresholds: [.mallocCountTotal: .init(absolute: [.p90: 0])]
     )
 
-    // MARK: In-memory datapath: the device's own cost per frame, next to one memcpy of it
-
-    for size in FrameSize.allCases {
-        workload("mem.memcpy.\(size.key)") { InMemory.memcpyFloor(size) }
+    // The workloads and their names live in BenchSupport (WorkloadCatalog), which
+    // `swiftvmm-bench profile` also runs, one at a time, for perf and callgrind.
+    for entry in WorkloadCatalog.entries {
+        workload(entry.name, teardown: entry.teardown, entry.make)
     }
-    for size in FrameSize.allCases {
-        workload("mem.virtio.tx.\(size.key)") { try InMemory.virtioTransmit(size) }
-    }
-    // A 64 KiB TSO send to a backend without offloads: the device segments it in software.
-    workload("mem.virtio.tx.tso64k-sw") { try InMemory.virtioTransmit(.tso, caps: InMemory.bare) }
-    for size in FrameSize.allCases {
-        workload("mem.virtio.rx.\(size.key)") { try InMemory.virtioReceive(size, mergeable: false) }
-        workload("mem.virtio.rx-mrg.\(size.key)") { try InMemory.virtioReceive(size, mergeable: true) }
-    }
-    for size in FrameSize.allCases {
-        workload("mem.e1000.tx.\(size.key)") { try InMemory.e1000Transmit(size) }
-    }
-    for size in [FrameSize.small, .mtu, .jumbo] {
-        workload("mem.e1000.rx.\(size.key)") { try InMemory.e1000Receive(size) }
-    }
-
-    // MARK: Micro-benchmarks: the hot paths one at a time
-    // (The e1000 TX descriptor costs, legacy and per TSO descriptor, are mem.e1000.tx.1500
-    // and mem.e1000.tx.tso64k divided by their descriptors; Tools/bench/from-benchmark.py
-    // derives them.)
-
-    workload("micro.bar.read") { try InMemory.barAccess(write: false) }
-    workload("micro.bar.write") { try InMemory.barAccess(write: true) }
-    workload("micro.vq.tx") { try InMemory.virtqueueTransmitRound() }
-    workload("micro.vq.rx") { try InMemory.virtqueueReceiveRound(mergeable: false) }
-    workload("micro.vq.rx-mrg") { try InMemory.virtqueueReceiveRound(mergeable: true) }
-    workload("micro.checksum.1500") { InMemory.checksum(1500) }
-    workload("micro.checksum.65536") { InMemory.checksum(65_536) }
-    workload("micro.pcap") { try InMemory.capture(toFile: false) }
-    workload("micro.pcap-file", teardown: { unlink(InMemory.pcapFile) }) { try InMemory.capture(toFile: true) }
 }
 
 /// A benchmark over one workload: built once per benchmark process (setup, not timed),

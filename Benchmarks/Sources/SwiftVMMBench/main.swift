@@ -16,6 +16,9 @@ import VMMNet
 ///                          seccomp lists (io-loop and vcpu roles), to measure what they cost
 ///   swiftvmm-bench soak --seconds S [--batch N] [--pause-us U] --virtio-net NET[@ADDR] --e1000 NET[@ADDR]
 ///                          both NICs at once (Soak.swift); ADDR = devmac,devip,peermac,peerip
+///   swiftvmm-bench profile NAME [N]       runs one in-memory workload (a package-benchmark name,
+///                          mem.virtio.rx-mrg.1500 …) for N operations (default 1,000,000) and
+///                          nothing else, under `perf record` or `valgrind --tool=callgrind`
 /// addr: --device-mac M --peer-mac M --device-ip A --peer-ip A --port P
 /// Output: a readable line per result and `BENCH key value` lines for Tools/bench/run.
 func parseOptions(_ args: ArraySlice<String>) throws -> [String: String] {
@@ -60,10 +63,31 @@ func writeFrames(directory: String, addressing a: FrameAddressing) throws {
     }
 }
 
+/// `profile NAME [N]`: the workload is built, warmed with 10,000 operations, then run for
+/// N; prints the time per operation so a profile can be matched to the benchmark.
+func profile(_ args: ArraySlice<String>) throws {
+    let names = WorkloadCatalog.entries.map(\.name)
+    guard let name = args.first, let entry = WorkloadCatalog.entry(named: name) else {
+        throw BenchError.usage("profile NAME [N], NAME one of: \(names.joined(separator: " "))")
+    }
+    let count = try args.dropFirst().first.map { v -> Int in
+        guard let n = Int(v), n > 0, n <= 1_000_000_000 else { throw BenchError.usage("profile: N '\(v)' is not 1…1000000000") }
+        return n
+    } ?? 1_000_000
+    let workload = try entry.make()
+    defer { entry.teardown() }
+    workload.run(10_000)
+    let start = monotonicNanoseconds()
+    workload.run(count)
+    let elapsed = monotonicNanoseconds() - start
+    if let failure = workload.failure() { throw BenchError.setup(failure) }
+    print("\(name): \(count) operations, \(Double(elapsed) / Double(count)) ns each")
+}
+
 func main() -> Int32 {
     let args = CommandLine.arguments.dropFirst()
     guard let command = args.first else {
-        print("usage: swiftvmm-bench frames DIR [addr…] | backend --device … --direction … --size … --net … --seconds … --key … | soak …")
+        print("usage: swiftvmm-bench frames DIR [addr…] | backend --device … --direction … --size … --net … --seconds … --key … | soak … | profile NAME [N]")
         return 2
     }
     do {
@@ -101,6 +125,8 @@ func main() -> Int32 {
             guard !specs.isEmpty else { throw BenchError.usage("soak needs --virtio-net NET and/or --e1000 NET") }
             try Soak(seconds: o["seconds"].flatMap(Double.init) ?? 10, batch: o["batch"].flatMap(Int.init) ?? 16,
                      pauseMicroseconds: o["pause-us"].flatMap(Int.init) ?? 500, specs: specs).run()
+        case "profile":
+            try profile(args.dropFirst())
         default:
             throw BenchError.usage("unknown command '\(command)'")
         }
