@@ -94,9 +94,10 @@ extension E1000Device {
 
     private func writeBackPending() -> Bool? {
         guard !transmit.pendingWriteBacks.isEmpty else { return nil }
-        for address in transmit.pendingWriteBacks {
+        // By index: a for-in over the property retained and released the array each time.
+        for i in transmit.pendingWriteBacks.indices {
             // Byte 12 is STA in all three layouts; DD is its bit 0.
-            if let status = address.checkedAdd(12) { try? context.memory.store(Transmit.statusDone, at: status) }
+            if let status = transmit.pendingWriteBacks[i].checkedAdd(12) { try? context.memory.store(Transmit.statusDone, at: status) }
         }
         let delayed = transmit.pendingDelayed
         transmit.pendingWriteBacks.removeAllKeepingStorage()
@@ -218,7 +219,12 @@ extension E1000Device {
             guestError(.backendFrameLimit, "\(length)-byte frame exceeds the backend's \(backend.capabilities.maxFrameSize)")
             return false
         }
-        guard backend.send(sendSegments, header: header) == .sent else { return false }
+        // Lent to the backend as a local: passed as `self`'s property, the array was
+        // retained and released around every send (see `Array.take`).
+        let list = sendSegments.take()
+        let result = backend.send(list, header: header)
+        sendSegments = list
+        guard result == .sent else { return false }
         let count = UInt32(clamping: segments)
         let segmentHeaderLength = header?.isGSO == true ? Int(header?.headerLength ?? 0) : 0
         let repeatedHeaders = (segments - 1) * segmentHeaderLength

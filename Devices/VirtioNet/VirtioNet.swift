@@ -26,8 +26,9 @@ public final class VirtioNet: VirtioDevice, FrameReceiver, @unchecked Sendable {
     let backend: NetworkBackend
     let configuration: VirtioNetConfiguration
     public let layout: VirtioDeviceLayout
-    /// Frames and bytes the device moved, and the frames it could not deliver, by reason.
-    public let counters = BackendCounters()
+    /// Frames and bytes the device moved, and the frames it could not deliver, by reason
+    /// (updated under the device lock only).
+    public let counters = BackendCounters(serialized: true)
     /// Times a frame waited because the guest had no receive buffer (back-pressure, not a drop).
     public internal(set) var receiveStalls: UInt64 = 0
 
@@ -46,12 +47,11 @@ public final class VirtioNet: VirtioDevice, FrameReceiver, @unchecked Sendable {
 
     // Scratch state reused for every frame so the data path does not allocate.
     var chain = DescriptorChain()
-    var hostSegments: [UnsafeMutableRawBufferPointer] = []
     var frameSegments: [UnsafeRawBufferPointer] = []
     /// Frames sent in the current TX pass, added to `counters` when it ends.
     var sentTally = BackendCounters.SentTally()
     var singleSegment: [UnsafeRawBufferPointer] = [UnsafeRawBufferPointer(start: nil, count: 0)]
-    var receiveChains: [(head: UInt16, capacity: UInt64)] = []
+    var receiveScratch = ReceiveScratch()
     let scratch = FrameScratchBuffer()
     /// A TX pass past the per-action budget, per queue pair (VirtioNetTransmit.swift).
     lazy var transmitContinuations = DeferredActions(count: configuration.queuePairs, continuing: context) { [weak self] pair in
@@ -89,9 +89,9 @@ public final class VirtioNet: VirtioDevice, FrameReceiver, @unchecked Sendable {
         self.layout = VirtioDeviceLayout(features: configuration.offeredFeatures(backend: offers),
                                          configLength: VirtioNetDeviceConfig.length, queueCount: queueCount,
                                          maxQueueSize: configuration.queueSize, ring: configuration.ring)
-        hostSegments.reserveCapacity(64)
+        receiveScratch.segments.reserveCapacity(64)
         frameSegments.reserveCapacity(64)
-        receiveChains.reserveCapacity(Int(configuration.queueSize))
+        receiveScratch.chains.reserveCapacity(Int(configuration.queueSize))
         controlBytes.reserveCapacity(VirtioNet.maxControlCommand)
         resetFilter()
         backend.start(receiver: self)

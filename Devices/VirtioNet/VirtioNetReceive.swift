@@ -11,6 +11,20 @@ extension VirtioNet {
         context.lock.withLock { context.cost.measure { receiveLocked(frame, header: header) } }
     }
 
+    /// What one delivery fills: the chain, the host views of its buffers, and the chains
+    /// a mergeable frame spreads over. A delivery takes it out of the device into a local
+    /// and puts it back (`take`, no copy or allocation): used through `self`, the arrays
+    /// were retained and released around each call they were passed to.
+    struct ReceiveScratch {
+        var chain = DescriptorChain()
+        var segments: [UnsafeMutableRawBufferPointer] = []
+        var chains: [(head: UInt16, capacity: UInt64)] = []
+
+        mutating func take() -> ReceiveScratch {
+            ReceiveScratch(chain: chain.take(), segments: segments.take(), chains: chains.take())
+        }
+    }
+
     private func receiveLocked(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
         guard transport.isLive, let queue = receiveQueue(for: frame), queue.isEnabled else {
             counters.dropped(.linkDown)
@@ -27,10 +41,12 @@ extension VirtioNet {
             return true
         }
         guard let (payload, outHeader) = prepare(frame, header: header) else { return true }
+        var scratch = receiveScratch.take()
+        defer { receiveScratch = scratch }
         do {
             let delivered = transport.negotiated(VirtioNetFeature.mergeableRXBuffers)
-                ? try deliverMergeable(payload, header: outHeader, queue: queue)
-                : try deliverSingle(payload, header: outHeader, queue: queue)
+                ? try deliverMergeable(payload, header: outHeader, queue: queue, &scratch)
+                : try deliverSingle(payload, header: outHeader, queue: queue, &scratch)
             guard delivered else {
                 receiveStalls &+= 1
                 waitForBuffers(queue)
@@ -89,61 +105,67 @@ extension VirtioNet {
 
     /// Without MRG_RXBUF each frame takes one chain, which must hold header and frame
     /// (§5.1.6.3.1). A frame too large for the chain is dropped and the chain kept.
-    private func deliverSingle(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, queue: any Virtqueue) throws(VirtqueueError) -> Bool {
-        guard try queue.pop(into: &chain) else { return false }
+    private func deliverSingle(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, queue: any Virtqueue,
+                               _ scratch: inout ReceiveScratch) throws(VirtqueueError) -> Bool {
+        guard try queue.pop(into: &scratch.chain) else { return false }
         let needed = UInt64(VirtioNetHeader.size) + UInt64(frame.count)
-        guard chain.writableLength >= needed else {
+        guard scratch.chain.writableLength >= needed else {
             queue.unpop(1)
-            context.guestLog.debug("virtio-net.rx-too-big", "\(frame.count)-byte frame does not fit a \(chain.writableLength)-byte buffer")
+            context.guestLog.debug("virtio-net.rx-too-big", "\(frame.count)-byte frame does not fit a \(scratch.chain.writableLength)-byte buffer")
             counters.dropped(.oversized)
             return true
         }
-        hostSegments.removeAllKeepingStorage()
+        scratch.segments.removeAllKeepingStorage()
         do {
-            try context.memory.resolve(chain.writable, into: &hostSegments)
+            try context.memory.resolve(scratch.chain.writable, into: &scratch.segments)
         } catch {
-            return try dropWithBadBuffer(queue, heads: [chain.head], error)
+            scratch.chains.removeAllKeepingStorage()
+            scratch.chains.append((scratch.chain.head, 0))
+            return try dropWithBadBuffer(queue, chains: scratch.chains, error)
         }
-        writeFrame(frame, header: header)
-        try queue.addUsed(head: chain.head, length: UInt32(truncatingIfNeeded: needed))
+        writeFrame(frame, header: header, to: scratch.segments)
+        try queue.addUsed(head: scratch.chain.head, length: UInt32(truncatingIfNeeded: needed))
         finishDelivery(queue, bytes: frame.count)
         return true
     }
 
     /// With MRG_RXBUF a frame spreads over as many chains as it needs; `num_buffers` in
     /// the first says how many (§5.1.6.4). Either all fit or nothing is taken.
-    private func deliverMergeable(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, queue: any Virtqueue) throws(VirtqueueError) -> Bool {
+    private func deliverMergeable(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, queue: any Virtqueue,
+                                  _ scratch: inout ReceiveScratch) throws(VirtqueueError) -> Bool {
         let needed = UInt64(VirtioNetHeader.size) + UInt64(frame.count)
-        receiveChains.removeAllKeepingStorage()
-        hostSegments.removeAllKeepingStorage()
+        scratch.chains.removeAllKeepingStorage()
+        scratch.segments.removeAllKeepingStorage()
         var capacity: UInt64 = 0
         var badBuffer: GuestMemoryError?
         while capacity < needed {
-            guard try queue.pop(into: &chain) else {
-                queue.unpop(UInt16(truncatingIfNeeded: receiveChains.count))
+            guard try queue.pop(into: &scratch.chain) else {
+                queue.unpop(UInt16(truncatingIfNeeded: scratch.chains.count))
                 return false
             }
             do {
-                try context.memory.resolve(chain.writable, into: &hostSegments)
+                try context.memory.resolve(scratch.chain.writable, into: &scratch.segments)
             } catch {
                 badBuffer = error
             }
-            receiveChains.append((chain.head, chain.writableLength))
-            capacity &+= chain.writableLength
+            let length = scratch.chain.writableLength
+            scratch.chains.append((scratch.chain.head, length))
+            capacity &+= length
             // The header must sit in the first buffer, where the driver looks for it.
-            if receiveChains.count == 1 && chain.writableLength < UInt64(VirtioNetHeader.size) {
-                badBuffer = badBuffer ?? .notRAM(address: chain.writable.first?.address.raw ?? 0, length: chain.writableLength)
+            if scratch.chains.count == 1 && length < UInt64(VirtioNetHeader.size) {
+                badBuffer = badBuffer ?? .notRAM(address: scratch.chain.writable.first?.address.raw ?? 0, length: length)
             }
             if badBuffer != nil { break }
         }
         if let badBuffer {
-            return try dropWithBadBuffer(queue, heads: receiveChains.map(\.head), badBuffer)
+            return try dropWithBadBuffer(queue, chains: scratch.chains, badBuffer)
         }
         var header = header
-        header.numBuffers = UInt16(truncatingIfNeeded: receiveChains.count)
-        writeFrame(frame, header: header)
+        header.numBuffers = UInt16(truncatingIfNeeded: scratch.chains.count)
+        writeFrame(frame, header: header, to: scratch.segments)
         var remaining = needed
-        for c in receiveChains {
+        for i in scratch.chains.indices {
+            let c = scratch.chains[i]
             let n = min(remaining, c.capacity)
             try queue.addUsed(head: c.head, length: UInt32(truncatingIfNeeded: n))
             remaining -= n
@@ -154,16 +176,17 @@ extension VirtioNet {
 
     /// A receive chain pointing outside RAM: its buffers are returned empty (the driver
     /// drops a zero-length buffer and reposts it) and the frame is counted as lost.
-    private func dropWithBadBuffer(_ queue: any Virtqueue, heads: [UInt16], _ error: GuestMemoryError) throws(VirtqueueError) -> Bool {
-        context.guestLog.warning("virtio-net.rx-buffer", "RX chain \(heads.first ?? 0): \(error); frame dropped")
-        for h in heads { try queue.addUsed(head: h, length: 0) }
+    private func dropWithBadBuffer(_ queue: any Virtqueue, chains: [(head: UInt16, capacity: UInt64)],
+                                   _ error: GuestMemoryError) throws(VirtqueueError) -> Bool {
+        context.guestLog.warning("virtio-net.rx-buffer", "RX chain \(chains.first?.head ?? 0): \(error); frame dropped")
+        for c in chains { try queue.addUsed(head: c.head, length: 0) }
         transport.completeUsed(queue)
         counters.dropped(.malformed)
         return true
     }
 
     /// Copies header then frame across `hostSegments` (already checked to be large enough).
-    private func writeFrame(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader) {
+    private func writeFrame(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, to hostSegments: [UnsafeMutableRawBufferPointer]) {
         var raw: (UInt64, UInt32) = (0, 0)
         withUnsafeMutableBytes(of: &raw) { header.write(to: UnsafeMutableRawBufferPointer(rebasing: $0[0 ..< VirtioNetHeader.size])) }
         var segment = 0, offset = 0

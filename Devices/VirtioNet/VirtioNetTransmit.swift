@@ -13,7 +13,14 @@ extension VirtioNet {
     /// action, so a guest that keeps the queue full cannot hold a thread.
     func transmit(_ queue: any Virtqueue) {
         guard transport.isLive, queue.isEnabled else { return }
+        // The pass works on its own copies of the scratch chain and segment list, moved
+        // out of the device and back (no copy, no allocation): used through `self`, each
+        // frame retained and released both arrays, ~40 % of a send in memory.
+        var chain = self.chain.take()
+        var segments = frameSegments.take()
         defer {
+            self.chain = chain
+            frameSegments = segments
             counters.sent(sentTally)
             sentTally = BackendCounters.SentTally()
         }
@@ -23,7 +30,7 @@ extension VirtioNet {
                 queue.disableNotifications()
                 while !cost.shouldDefer, try queue.pop(into: &chain) {
                     cost.descriptors()
-                    sendChain()
+                    sendChain(chain, segments: &segments)
                     try queue.addUsed(head: chain.head, length: 0)
                     if queue.pendingUsed == queue.size { transport.completeUsed(queue) }
                 }
@@ -40,7 +47,7 @@ extension VirtioNet {
 
     /// One TX chain: a virtio_net_hdr and the frame, laid out over the readable
     /// descriptors in any way (VERSION_1 implies ANY_LAYOUT, §5.1.6.2).
-    private func sendChain() {
+    private func sendChain(_ chain: DescriptorChain, segments frameSegments: inout [UnsafeRawBufferPointer]) {
         frameSegments.removeAllKeepingStorage()
         do {
             try context.memory.resolve(chain.readable, into: &frameSegments)
@@ -49,7 +56,7 @@ extension VirtioNet {
             counters.dropped(.malformed)
             return
         }
-        guard let header = takeHeader() else {
+        guard let header = takeHeader(from: &frameSegments) else {
             context.guestLog.warning("virtio-net.tx-short", "TX chain \(chain.head) shorter than the virtio-net header; dropped")
             counters.dropped(.malformed)
             return
@@ -68,7 +75,7 @@ extension VirtioNet {
         }
         context.cost.bytes(Int(truncatingIfNeeded: frameLength))
         if SoftwareOffload.isNeeded(for: header, backend: caps) || frameLength > UInt64(caps.maxFrameSize) {
-            sendCompleted(header: header, caps: caps)
+            sendCompleted(frameSegments, head: chain.head, header: header, caps: caps)
         } else {
             // The backend takes the header (or no offload was asked): pass the guest's
             // buffers and header through without copying.
@@ -78,7 +85,7 @@ extension VirtioNet {
 
     /// Checksums and segments in software (shared with E1000 in VMMNet), then sends each
     /// resulting frame, none larger than the backend takes.
-    private func sendCompleted(header: VirtioNetHeader, caps: BackendCapabilities) {
+    private func sendCompleted(_ frameSegments: [UnsafeRawBufferPointer], head: UInt16, header: VirtioNetHeader, caps: BackendCapabilities) {
         do {
             try SoftwareOffload.complete(frameSegments, header: header, maxFrameSize: caps.maxFrameSize,
                                          buffer: scratch.bytes) { frame in
@@ -86,7 +93,7 @@ extension VirtioNet {
                 record(backend.send(singleSegment, header: nil), bytes: frame.count)
             }
         } catch {
-            context.guestLog.warning("virtio-net.tx-offload", "TX chain \(chain.head): \(error); dropped")
+            context.guestLog.warning("virtio-net.tx-offload", "TX chain \(head): \(error); dropped")
             counters.dropped(error.isOversize ? .oversized : .malformed)
         }
         singleSegment[0] = UnsafeRawBufferPointer(start: nil, count: 0)
@@ -125,7 +132,7 @@ extension VirtioNet {
     /// them, leaving the frame; nil when the chain is shorter than a header. Linux puts
     /// the header in front of the frame in one buffer whenever the skb has room for it
     /// (virtio_net.c `xmit_skb`, `can_push`), which is the first, cheap case.
-    private func takeHeader() -> VirtioNetHeader? {
+    private func takeHeader(from frameSegments: inout [UnsafeRawBufferPointer]) -> VirtioNetHeader? {
         let size = VirtioNetHeader.size
         if let first = frameSegments.first, first.count > size {
             frameSegments[0] = UnsafeRawBufferPointer(rebasing: first[size...])

@@ -12,4 +12,15 @@ extension Array {
         }
         while !isEmpty { removeLast() }
     }
+
+    /// The elements, leaving this array empty (and without storage): no copy and no
+    /// allocation. A device's pass moves its scratch arrays into locals this way and puts
+    /// them back when it ends; used in place through `self`, a class property is retained
+    /// and released around every call it is passed to.
+    @inlinable
+    public mutating func take() -> Array {
+        var out: Array = []
+        swap(&out, &self)
+        return out
+    }
 }

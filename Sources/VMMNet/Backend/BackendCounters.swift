@@ -1,16 +1,34 @@
 import Synchronization
 
-/// Frames and bytes each way, and drops by reason. Updated from any thread.
+/// Frames and bytes each way, and drops by reason. Read from any thread.
 public final class BackendCounters: Sendable {
     public let txFrames = Atomic<UInt64>(0), txBytes = Atomic<UInt64>(0)
     public let rxFrames = Atomic<UInt64>(0), rxBytes = Atomic<UInt64>(0)
     private let drops = Mutex<[DropReason: UInt64]>([:])
+    private let serialized: Bool
 
-    public init() {}
+    /// - Parameter serialized: every update of the frame and byte counts happens under
+    ///   one lock (a device's own counters, under the device lock). They are then a plain
+    ///   load and store (still atomic, so a reader never sees half a value) instead of a
+    ///   locked add, which cost ~20 ns per frame here, more than a tenth of a virtio-net
+    ///   receive in memory. Backends, whose sends can come from a fault filter's timer as
+    ///   well as from the device, keep the atomic adds.
+    public init(serialized: Bool = false) {
+        self.serialized = serialized
+    }
 
     public func sent(bytes: Int) {
-        txFrames.add(1, ordering: .relaxed)
-        txBytes.add(UInt64(max(bytes, 0)), ordering: .relaxed)
+        add(1, to: txFrames)
+        add(UInt64(max(bytes, 0)), to: txBytes)
+    }
+
+    @inline(__always)
+    private func add(_ n: UInt64, to counter: borrowing Atomic<UInt64>) {
+        if serialized {
+            counter.store(counter.load(ordering: .relaxed) &+ n, ordering: .relaxed)
+        } else {
+            counter.add(n, ordering: .relaxed)
+        }
     }
 
     /// Frames a device sent over one pass of a queue, added to the counters at its end:
@@ -29,13 +47,13 @@ public final class BackendCounters: Sendable {
     /// Adds a pass's tally.
     public func sent(_ tally: SentTally) {
         guard tally.frames > 0 else { return }
-        txFrames.add(tally.frames, ordering: .relaxed)
-        txBytes.add(tally.bytes, ordering: .relaxed)
+        add(tally.frames, to: txFrames)
+        add(tally.bytes, to: txBytes)
     }
 
     public func received(bytes: Int) {
-        rxFrames.add(1, ordering: .relaxed)
-        rxBytes.add(UInt64(max(bytes, 0)), ordering: .relaxed)
+        add(1, to: rxFrames)
+        add(UInt64(max(bytes, 0)), to: rxBytes)
     }
 
     /// Counts the outcome of one `send`.

@@ -22,6 +22,17 @@ public struct DescriptorChain: Sendable {
         writable.reserveCapacity(32)
     }
 
+    private init(unreserved: Void) {}
+
+    /// This chain with its storage, leaving an empty one without storage in its place (no
+    /// copy, no allocation): how a device's pass takes its scratch chain into a local and
+    /// gives it back at the end (see `Array.take`).
+    public mutating func take() -> DescriptorChain {
+        var out = DescriptorChain(unreserved: ())
+        swap(&out, &self)
+        return out
+    }
+
     mutating func clear(head: UInt16) {
         self.head = head
         readable.removeAllKeepingStorage()

@@ -33,3 +33,12 @@ public protocol Virtqueue: AnyObject {
     /// Tells the driver that notifications are not needed for now.
     func disableNotifications()
 }
+
+/// A ring as the transport holds it: a virtqueue it can also stop.
+protocol TransportRing: Virtqueue {
+    /// Stops using the rings after an error, until the driver resets the device.
+    func disable()
+}
+
+extension SplitVirtqueue: TransportRing {}
+extension PackedVirtqueue: TransportRing {}
