@@ -44,6 +44,8 @@ public final class VirtioNet: VirtioDevice, FrameReceiver, @unchecked Sendable {
     var activeQueuePairs = 1
     var receiveOffloads: NetOffloads = []
     var waitingForReceiveBuffers = false
+    /// Inside a backend's burst (`receiveBurst`): received frames are published at its end.
+    var receivingBurst = false
 
     // Scratch state reused for every frame so the data path does not allocate.
     var chain = DescriptorChain()

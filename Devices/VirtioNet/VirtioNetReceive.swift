@@ -11,6 +11,28 @@ extension VirtioNet {
         context.lock.withLock { context.cost.measure { receiveLocked(frame, header: header) } }
     }
 
+    /// A backend's burst (a TAP read loop's 64 frames at most): the frames are added to the
+    /// used rings as they come and published when the burst ends, with one fence and at
+    /// most one interrupt per queue, as vhost-net's `vhost_add_used_and_signal_n` does. The
+    /// driver sees nothing later than the end of the backend's loop turn. Bursts do not
+    /// nest (a backend delivers on the I/O loop); one inside another runs as part of it.
+    public func receiveBurst(_ deliver: () -> Void) {
+        let outermost = context.lock.withLock { () -> Bool in
+            defer { receivingBurst = true }
+            return !receivingBurst
+        }
+        deliver()
+        guard outermost else { return }
+        context.lock.withLock {
+            context.cost.measure {
+                receivingBurst = false
+                for pair in 0 ..< configuration.queuePairs {
+                    if let queue = transport.queue(2 * pair), queue.pendingUsed > 0 { transport.completeUsed(queue) }
+                }
+            }
+        }
+    }
+
     /// What one delivery fills: the chain, the host views of its buffers, and the chains
     /// a mergeable frame spreads over. A delivery takes it out of the device into a local
     /// and puts it back (`take`, no copy or allocation): used through `self`, the arrays
@@ -211,7 +233,7 @@ extension VirtioNet {
         context.cost.frames()
         context.cost.bytes(bytes)
         counters.received(bytes: bytes)
-        transport.completeUsed(queue)
+        if !receivingBurst { transport.completeUsed(queue) }
         // While frames flow the device does not need RX kicks (§2.7.10); it asks again
         // when it runs out (`waitForBuffers`).
         queue.disableNotifications()

@@ -58,6 +58,13 @@ public final class InMemoryEndpoint: NetworkBackend, @unchecked Sendable {
         return ok
     }
 
+    /// Runs `body` (which injects frames) as one burst of the device's, as a backend's
+    /// read loop delivers what one readiness event brings (`FrameReceiver.receiveBurst`).
+    public func burst(_ body: () -> Void) {
+        guard let r = state.withLock({ $0.receiver }) else { return body() }
+        r.receiveBurst(body)
+    }
+
     public func setLink(up: Bool) {
         let r = state.withLock { s -> FrameReceiver? in
             s.link = up

@@ -24,6 +24,43 @@ struct NotificationTests {
         #expect(rx.usedIndex == 4)
     }
 
+    /// A backend's burst is published when it ends: one used-index update and one
+    /// interrupt for all its frames (as vhost-net), none while it runs.
+    @Test func aBurstIsPublishedOnceAtItsEnd() throws {
+        let d = try VirtioNetDriver()
+        d.bringUp()
+        let rx = try #require(d.queues[0])
+        d.postReceiveBuffers(8)
+        let frame = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(64))
+        d.endpoint.burst {
+            for _ in 0 ..< 3 { #expect(d.endpoint.inject(frame)) }
+            #expect(rx.usedIndex == 0)
+            #expect(d.msiVectors.isEmpty)
+        }
+        #expect(rx.usedIndex == 3)
+        #expect(d.msiVectors == [1])
+        // Outside a burst each frame is published as it comes.
+        d.endpoint.inject(frame)
+        #expect(rx.usedIndex == 4)
+    }
+
+    /// The guest runs out of buffers inside a burst: what was filled is still published
+    /// at its end, and the refused frame stays with the backend.
+    @Test func aBurstThatRunsOutOfBuffersPublishesWhatItFilled() throws {
+        let d = try VirtioNetDriver()
+        d.bringUp()
+        let rx = try #require(d.queues[0])
+        d.postReceiveBuffers(2)
+        let frame = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(64))
+        var accepted: [Bool] = []
+        d.endpoint.burst {
+            for _ in 0 ..< 3 { accepted.append(d.endpoint.inject(frame)) }
+        }
+        #expect(accepted == [true, true, false])
+        #expect(rx.usedIndex == 2)
+        #expect(d.msiVectors == [1])
+    }
+
     @Test func eventIndexDeviceSideAvailEvent() throws {
         let d = try VirtioNetDriver()
         d.bringUp()

@@ -76,8 +76,9 @@ package enum InMemory {
         })
     }
 
-    /// RX: frames injected from the backend side, buffers re-posted per batch (half a
-    /// ring's worth), with or without MRG_RXBUF.
+    /// RX: frames injected from the backend side in bursts of at most 64 (TAP's read loop
+    /// per readiness event), buffers re-posted per batch (half a ring's worth), with or
+    /// without MRG_RXBUF.
     package static func virtioReceive(_ size: FrameSize, mergeable: Bool) throws -> Workload {
         let sink = SinkEndpoint(capabilities: tapLike)
         let machine = try TestMachine(memorySize: 256 << 20, networkFactory: SinkFactory(sink))
@@ -96,7 +97,14 @@ package enum InMemory {
                 var done = 0
                 while done < n {
                     let b = min(perRound, n - done)
-                    for _ in 0 ..< b where !sink.inject(bytes, header: header) { refused += 1 }
+                    var injected = 0
+                    while injected < b {
+                        let burst = min(64, b - injected)
+                        sink.burst {
+                            for _ in 0 ..< burst where !sink.inject(bytes, header: header) { refused += 1 }
+                        }
+                        injected += burst
+                    }
                     rx.refill()
                     done += b
                 }

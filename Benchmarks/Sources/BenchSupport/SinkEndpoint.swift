@@ -38,6 +38,13 @@ package final class SinkEndpoint: NetworkBackend, @unchecked Sendable {
         borrowedReceiver?._withUnsafeGuaranteedRef { $0.receiver.receive(frame, header: header) } ?? false
     }
 
+    /// Runs `deliver` (which injects frames) as one burst of the device's, as TAP's read
+    /// loop does with what one readiness event brings.
+    package func burst(_ deliver: () -> Void) {
+        guard let borrowedReceiver else { return deliver() }
+        borrowedReceiver._withUnsafeGuaranteedRef { $0.receiver.receiveBurst(deliver) }
+    }
+
     package func resumeReceive() {}
     package func setReceiveOffloads(_ offloads: NetOffloads) {}
     package func stop() {

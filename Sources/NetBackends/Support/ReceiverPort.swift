@@ -27,6 +27,13 @@ final class ReceiverPort: @unchecked Sendable {
     /// Forgets the receiver and any held frame (stop()).
     func detach() { state.withLock { $0.receiver = nil; $0.pending = nil } }
 
+    /// Runs `deliver` (which calls `offer` for each frame read now) as one burst of the
+    /// receiver's (`FrameReceiver.receiveBurst`).
+    func burst(_ deliver: () -> Void) {
+        guard let receiver = state.withLock({ $0.receiver }) else { return deliver() }
+        receiver.receiveBurst(deliver)
+    }
+
     /// Hands `frame` to the device. False: it was refused and is now held here; the
     /// caller stops reading until `retry()` succeeds.
     func offer(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {

@@ -186,30 +186,33 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
             if !events.isDisjoint(with: .hangup), interfaceVanished(fd) { interfaceGone() } else { pauseReading() }
             return
         }
-        for _ in 0 ..< TapBackend.readBatch {
-            if port.isHolding { pauseReading(); return }
-            let n = read(fd, readBuffer.baseAddress, readBuffer.count)
-            if n < 0 {
-                let e = errno
-                if ConnectionErrno.isTransient(e) { break }
-                if e == EIO { break }   // interface down: nothing to read, not gone
-                interfaceGone()
-                return
+        // One burst for the device: what this turn reads is published to the guest at once.
+        port.burst {
+            for _ in 0 ..< TapBackend.readBatch {
+                if port.isHolding { pauseReading(); return }
+                let n = read(fd, readBuffer.baseAddress, readBuffer.count)
+                if n < 0 {
+                    let e = errno
+                    if ConnectionErrno.isTransient(e) { break }
+                    if e == EIO { break }   // interface down: nothing to read, not gone
+                    interfaceGone()
+                    return
+                }
+                guard n >= VirtioNetHeader.size + minimumFrameSize else {
+                    if n == 0 { break }
+                    counters.dropped(.malformed)
+                    continue
+                }
+                let all = UnsafeRawBufferPointer(rebasing: readBuffer[0 ..< n])
+                let header = VirtioNetHeader(all)
+                let frame = UnsafeRawBufferPointer(rebasing: all[VirtioNetHeader.size...])
+                // A frame without GSO must fit the largest frame we promise; GSO frames are 64 KiB at most.
+                if header?.isGSO != true, frame.count > capabilities.maxFrameSize {
+                    counters.dropped(.oversized)
+                    continue
+                }
+                if !port.offer(frame, header: header) { pauseReading(); return }
             }
-            guard n >= VirtioNetHeader.size + minimumFrameSize else {
-                if n == 0 { break }
-                counters.dropped(.malformed)
-                continue
-            }
-            let all = UnsafeRawBufferPointer(rebasing: readBuffer[0 ..< n])
-            let header = VirtioNetHeader(all)
-            let frame = UnsafeRawBufferPointer(rebasing: all[VirtioNetHeader.size...])
-            // A frame without GSO must fit the largest frame we promise; GSO frames are 64 KiB at most.
-            if header?.isGSO != true, frame.count > capabilities.maxFrameSize {
-                counters.dropped(.oversized)
-                continue
-            }
-            if !port.offer(frame, header: header) { pauseReading(); return }
         }
     }
 

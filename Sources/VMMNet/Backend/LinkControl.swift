@@ -253,6 +253,13 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
         return deliverToDevice(frame, header: header)
     }
 
+    /// A burst from the backend reaches the device as one, unless a fault filter or a
+    /// capture is in place (the filter may hold frames back past the burst).
+    public func receiveBurst(_ deliver: () -> Void) {
+        guard isAdministrativelyUp, !interposed.load(ordering: .acquiring), let device = upstream else { return deliver() }
+        device.receiveBurst(deliver)
+    }
+
     /// A frame reaches the device (from the backend, or out of the fault filter).
     fileprivate func deliverToDevice(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
         // Without a device (stopped) the frame is dropped, as on a cable with no NIC.

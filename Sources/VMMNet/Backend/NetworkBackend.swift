@@ -60,6 +60,17 @@ public protocol FrameReceiver: AnyObject, Sendable {
     /// the changes, so a device reads its backend's `isLinkUp` under its lock and acts on
     /// a difference from what it last reported: then the last notice leaves it right.
     func linkStateChanged(up: Bool)
+    /// A burst: `deliver` calls `receive` for each frame the backend has now (a readiness
+    /// event's worth). The device may make them visible to the guest together when
+    /// `deliver` returns: one used-index publish, one fence and at most one interrupt for
+    /// the burst, as vhost-net's `vhost_add_used_and_signal_n`, instead of one per frame.
+    /// Frames delivered outside a burst are completed one by one.
+    func receiveBurst(_ deliver: () -> Void)
+}
+
+extension FrameReceiver {
+    /// Receivers that complete each frame as it comes just run the burst.
+    public func receiveBurst(_ deliver: () -> Void) { deliver() }
 }
 
 /// One network backend (tap, vde, user, stream) or a filter wrapping one (capture,
