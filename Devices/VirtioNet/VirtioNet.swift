@@ -51,7 +51,7 @@ public final class VirtioNet: VirtioDevice, FrameReceiver, @unchecked Sendable {
     var chain = DescriptorChain()
     var frameSegments: [UnsafeRawBufferPointer] = []
     /// Frames sent in the current TX pass, added to `counters` when it ends.
-    var sentTally = BackendCounters.SentTally()
+    var sentTally = BackendCounters.Tally()
     var singleSegment: [UnsafeRawBufferPointer] = [UnsafeRawBufferPointer(start: nil, count: 0)]
     var receiveScratch = ReceiveScratch()
     let scratch = FrameScratchBuffer()

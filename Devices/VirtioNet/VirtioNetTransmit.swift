@@ -22,7 +22,7 @@ extension VirtioNet {
             self.chain = chain
             frameSegments = segments
             counters.sent(sentTally)
-            sentTally = BackendCounters.SentTally()
+            sentTally = BackendCounters.Tally()
         }
         let cost = context.cost
         do {

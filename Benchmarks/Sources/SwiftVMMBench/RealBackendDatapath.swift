@@ -31,7 +31,7 @@ struct RealBackendDatapath {
     let sandbox: Sandbox.Mode
 
     func run() throws {
-        let factory = CountingFactory()
+        let factory = RecordingFactory()
         let machine = try TestMachine(memorySize: 256 << 20, networkFactory: factory)
         // Confinement as `swiftvmm run` has it: the I/O loop enters its role when its
         // thread starts, this thread (which does what a vCPU does: doorbells, and on TX
@@ -53,12 +53,12 @@ struct RealBackendDatapath {
                                                features: InMemory.virtioFeatures(size, mergeable: true))
             let tx = try VirtioTransmitter(driver: driver, frame: frame(), header: size == .tso ? TSO.header : VirtioNetHeader(),
                                            linear: size == .tso ? 54 : size.length, batch: 32)
-            (frames, elapsed) = timed { n in tx.send(n); settle(); return factory.backend?.accepted.load(ordering: .relaxed) ?? 0 }
+            (frames, elapsed) = timed { n in tx.send(n); settle(); return factory.backend?.acceptedFrames ?? 0 }
         case (.e1000, .tx):
             let driver = try E1000BenchDriver(machine: machine, options: options)
             let tx = try E1000Transmitter(driver: driver, frame: frame(), tso: size == .tso, batch: 32)
             tx.timesTailWrites = true
-            (frames, elapsed) = timed { n in tx.send(n); settle(); return factory.backend?.accepted.load(ordering: .relaxed) ?? 0 }
+            (frames, elapsed) = timed { n in tx.send(n); settle(); return factory.backend?.acceptedFrames ?? 0 }
             let perWrite = Double(tx.tailWriteNanoseconds) / Double(max(1, tx.tailWrites))
             Report.value("\(key).tdt_ns", perWrite)
             Report.value("\(key).tdt_batch", Double(tx.batch))
@@ -75,7 +75,7 @@ struct RealBackendDatapath {
             let rx = try E1000Receiver(driver: driver, jumbo: size.length > 1522)
             (frames, elapsed) = polled { rx.refill(); return rx.delivered }
         }
-        if direction == .tx, let refused = factory.backend?.refused.load(ordering: .relaxed), refused > 0 {
+        if direction == .tx, let refused = factory.backend?.refusedFrames, refused > 0 {
             Report.value("\(key).refused", Double(refused))
             print("(the backend refused \(refused) frames: would-block or dropped; not counted)")
         }

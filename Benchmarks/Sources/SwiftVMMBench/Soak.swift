@@ -18,7 +18,7 @@ import VMMTestKit
 struct Soak {
     struct NIC {
         let name: String
-        let backend: CountingBackend
+        let backend: NetworkBackend
         let send: (Int) -> Void
         let refill: () -> Void
         let delivered: () -> Int
@@ -31,7 +31,7 @@ struct Soak {
     let specs: [(device: RealBackendDatapath.Device, net: String, addressing: FrameAddressing)]
 
     func run() throws {
-        let factory = CountingFactory(realTimeBackends: true)
+        let factory = RecordingFactory(realTimeBackends: true)
         let machine = try TestMachine(memorySize: 256 << 20, networkFactory: factory)
         machine.loop.startThread(name: "soak-io")
         defer { machine.loop.stop() }

@@ -27,11 +27,26 @@ final class ReceiverPort: @unchecked Sendable {
     /// Forgets the receiver and any held frame (stop()).
     func detach() { state.withLock { $0.receiver = nil; $0.pending = nil } }
 
-    /// Runs `deliver` (which calls `offer` for each frame read now) as one burst of the
-    /// receiver's (`FrameReceiver.receiveBurst`).
-    func burst(_ deliver: () -> Void) {
-        guard let receiver = state.withLock({ $0.receiver }) else { return deliver() }
-        receiver.receiveBurst(deliver)
+    /// Runs `read` as one burst of the receiver's (`FrameReceiver.receiveBurst`): `read`
+    /// hands each frame it reads to the `offer` it is given, and stops at the first
+    /// `false` (the frame was refused and is held here, as with `offer`). The receiver is
+    /// looked up once and the frames are counted once, at the end: per frame that saves a
+    /// lock, a retain and release of the receiver and two atomic additions (~20 ns each
+    /// on the Xeon here; a TAP reads ~400k frames/s). Loop thread only, like `offer`.
+    func burst(_ read: (_ offer: (UnsafeRawBufferPointer, VirtioNetHeader?) -> Bool) -> Void) {
+        guard let receiver = state.withLock({ $0.receiver }) else { return read { _, _ in false } }
+        var tally = BackendCounters.Tally()
+        receiver.receiveBurst {
+            read { frame, header in
+                if receiver.receive(frame, header: header) {
+                    tally.add(bytes: frame.count)
+                    return true
+                }
+                hold(frame, header: header)
+                return false
+            }
+        }
+        counters.received(tally)
     }
 
     /// Hands `frame` to the device. False: it was refused and is now held here; the
@@ -44,9 +59,13 @@ final class ReceiverPort: @unchecked Sendable {
             counters.received(bytes: frame.count)
             return true
         }
+        hold(frame, header: header)
+        return false
+    }
+
+    private func hold(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) {
         let copy = Pending(bytes: Array(frame), header: header)
         state.withLock { $0.pending = copy }
-        return false
     }
 
     /// Offers the held frame again. True when nothing is held any more.

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CLinux
 import Synchronization
 import VMMCore
 import VMMNet
@@ -11,7 +12,8 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
     public let capabilities = BackendCapabilities(virtioNetHeader: true,
                                                   offloads: [.checksum, .tso4, .tso6, .tsoECN],
                                                   maxFrameSize: 65_535)
-    public let counters = BackendCounters()
+    /// Sends are counted under `device`, receives on the I/O loop: one writer each.
+    public let counters = BackendCounters(serialized: true)
     public let interfaceName: String
     /// True when the TAP was created here (and disappears on `stop()`).
     public let createdInterface: Bool
@@ -33,10 +35,11 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
     /// Frames taken per readiness event before letting other fds run.
     private static let readBatch = 64
     /// Frames up to this size go to the kernel as one buffer (header + frame copied into
-    /// `sendBuffer`), larger ones as an iovec list. tun's write path costs more per iovec
-    /// than copying a standard frame: 1514 B frames, same TAP, raw C loop: one buffer
-    /// 293k frames/s, header + frame as two iovecs 279k, copied then written 287k; at
-    /// 64 KiB the copy costs more than it saves (109k against 132k). Docs/performance.md.
+    /// `sendBuffer`), larger ones as an iovec list after the leading pieces that fit
+    /// (`gather`). tun's write path costs more per iovec than copying a standard frame:
+    /// 1514 B frames, same TAP, raw C loop: one buffer 293k frames/s, header + frame as
+    /// two iovecs 279k, copied then written 287k; at 64 KiB the copy costs more than it
+    /// saves (109k against 132k). Docs/performance.md.
     static let contiguousLimit = 2048
     /// Header + frame of a small frame; guarded by `device` (written under its lock).
     private let sendBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: VirtioNetHeader.size + contiguousLimit, alignment: 64)
@@ -82,36 +85,29 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
             counters.dropped(.malformed)
             return .dropped(.malformed)
         }
-        // The kernel always expects the header (IFF_VNET_HDR); no header means no offload.
-        var headerBytes = (UInt64(0), UInt32(0))
-        withUnsafeMutableBytes(of: &headerBytes) { (header ?? VirtioNetHeader()).write(to: $0) }
-        let outcome: (Int, Int32) = withUnsafeBytes(of: &headerBytes) { hdr in
-            if length <= TapBackend.contiguousLimit {
-                return device.withLock { fd -> (Int, Int32) in
-                    guard let fd else { return (closedMarker, 0) }
-                    let total = gather(header: hdr, segments)
-                    let n = write(fd, sendBuffer.baseAddress, total)
-                    return (n, n < 0 ? errno : 0)
+        let outcome = device.withLock { fd -> (Int, Int32) in
+            guard let fd else { return (closedMarker, 0) }
+            let (gathered, used) = gather(header: header, segments)
+            let n: Int
+            if gathered == segments.count {
+                n = clinux_write(fd, sendBuffer.baseAddress, used)
+            } else {
+                // The iovec array lives on the stack: no allocation per frame.
+                n = withUnsafeTemporaryAllocation(of: iovec.self, capacity: segments.count - gathered + 1) { iov in
+                    iov[0] = iovec(iov_base: sendBuffer.baseAddress, iov_len: used)
+                    for i in gathered ..< segments.count {
+                        iov[i - gathered + 1] = iovec(iov_base: UnsafeMutableRawPointer(mutating: segments[i].baseAddress),
+                                                      iov_len: segments[i].count)
+                    }
+                    return clinux_writev(fd, iov.baseAddress, Int32(iov.count))
                 }
             }
-            // The iovec array lives on the stack: no allocation per frame.
-            return withUnsafeTemporaryAllocation(of: iovec.self, capacity: segments.count + 1) { iov in
-                iov[0] = iovec(iov_base: UnsafeMutableRawPointer(mutating: hdr.baseAddress), iov_len: VirtioNetHeader.size)
-                for (i, s) in segments.enumerated() {
-                    iov[i + 1] = iovec(iov_base: UnsafeMutableRawPointer(mutating: s.baseAddress), iov_len: s.count)
-                }
-                return device.withLock { fd -> (Int, Int32) in
-                    guard let fd else { return (closedMarker, 0) }
-                    let n = writev(fd, iov.baseAddress, Int32(iov.count))
-                    return (n, n < 0 ? errno : 0)
-                }
-            }
+            if n < 0 { return (n, errno) }
+            counters.sent(bytes: length)   // under this lock: the counters are `serialized`
+            return (n, 0)
         }
         let (written, error) = outcome
-        if written >= 0 {
-            counters.sent(bytes: length)
-            return .sent
-        }
+        if written >= 0 { return .sent }
         // The interface already went away and its fd is closed: count, and don't queue
         // another teardown on the loop for every frame the guest keeps sending.
         if written == closedMarker {
@@ -160,14 +156,22 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
         port.detach()
     }
 
-    /// Copies the header and the frame's segments into `sendBuffer` (the caller holds
-    /// `device` and checked that they fit); returns the bytes to write.
-    private func gather(header: UnsafeRawBufferPointer, _ segments: [UnsafeRawBufferPointer]) -> Int {
-        var used = ByteCopy.copy(to: sendBuffer, from: header)
+    /// Writes the virtio-net header (the kernel always expects one, IFF_VNET_HDR; none
+    /// means no offload) into `sendBuffer`, then copies the frame's leading segments
+    /// after it for as long as they fit: all of a frame up to `contiguousLimit`, and the
+    /// e1000's rewritten headers (its first 256 bytes) ahead of a jumbo or TSO payload,
+    /// which leaves the kernel one iovec fewer. The caller holds `device`. Returns how
+    /// many segments were copied and the bytes used.
+    private func gather(header: VirtioNetHeader?, _ segments: [UnsafeRawBufferPointer]) -> (segments: Int, bytes: Int) {
+        (header ?? VirtioNetHeader()).write(to: sendBuffer)
+        var used = VirtioNetHeader.size
+        var gathered = 0
         for segment in segments {
+            guard segment.count <= sendBuffer.count - used else { break }
             used += ByteCopy.copy(to: UnsafeMutableRawBufferPointer(rebasing: sendBuffer[used...]), from: segment)
+            gathered += 1
         }
-        return used
+        return (gathered, used)
     }
 
     // MARK: Loop thread
@@ -187,10 +191,9 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
             return
         }
         // One burst for the device: what this turn reads is published to the guest at once.
-        port.burst {
+        port.burst { offer in
             for _ in 0 ..< TapBackend.readBatch {
-                if port.isHolding { pauseReading(); return }
-                let n = read(fd, readBuffer.baseAddress, readBuffer.count)
+                let n = clinux_read(fd, readBuffer.baseAddress, readBuffer.count)
                 if n < 0 {
                     let e = errno
                     if ConnectionErrno.isTransient(e) { break }
@@ -211,7 +214,7 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
                     counters.dropped(.oversized)
                     continue
                 }
-                if !port.offer(frame, header: header) { pauseReading(); return }
+                if !offer(frame, header) { pauseReading(); return }
             }
         }
     }

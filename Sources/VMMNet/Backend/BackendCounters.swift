@@ -7,12 +7,13 @@ public final class BackendCounters: Sendable {
     private let drops = Mutex<[DropReason: UInt64]>([:])
     private let serialized: Bool
 
-    /// - Parameter serialized: every update of the frame and byte counts happens under
-    ///   one lock (a device's own counters, under the device lock). They are then a plain
-    ///   load and store (still atomic, so a reader never sees half a value) instead of a
-    ///   locked add, which cost ~20 ns per frame here, more than a tenth of a virtio-net
-    ///   receive in memory. Backends, whose sends can come from a fault filter's timer as
-    ///   well as from the device, keep the atomic adds.
+    /// - Parameter serialized: each frame and byte count has one writer at a time (a
+    ///   device's own counters, under the device lock; a TAP's send counts, under its fd
+    ///   lock, and its receive counts, on the I/O loop). They are then a plain load and
+    ///   store (still atomic, so a reader never sees half a value) instead of a locked
+    ///   add, which cost ~20 ns per frame here, more than a tenth of a virtio-net receive
+    ///   in memory. Backends whose sends can come from more than one thread at once keep
+    ///   the atomic adds.
     public init(serialized: Bool = false) {
         self.serialized = serialized
     }
@@ -31,10 +32,10 @@ public final class BackendCounters: Sendable {
         }
     }
 
-    /// Frames a device sent over one pass of a queue, added to the counters at its end:
-    /// two atomic additions per pass instead of per frame (a 1514-byte virtio-net send in
-    /// memory: 87 → 85 ns). Kept under the device's lock.
-    public struct SentTally: Sendable {
+    /// Frames moved over one pass (a device's pass over a queue, a backend's read
+    /// burst), added to the counters at its end: two additions per pass instead of per
+    /// frame (a 1514-byte virtio-net send in memory: 87 → 85 ns).
+    public struct Tally: Sendable {
         public private(set) var frames: UInt64 = 0
         public private(set) var bytes: UInt64 = 0
         public init() {}
@@ -44,8 +45,8 @@ public final class BackendCounters: Sendable {
         }
     }
 
-    /// Adds a pass's tally.
-    public func sent(_ tally: SentTally) {
+    /// Adds a pass's tally of sent frames.
+    public func sent(_ tally: Tally) {
         guard tally.frames > 0 else { return }
         add(tally.frames, to: txFrames)
         add(tally.bytes, to: txBytes)
@@ -54,6 +55,13 @@ public final class BackendCounters: Sendable {
     public func received(bytes: Int) {
         add(1, to: rxFrames)
         add(UInt64(max(bytes, 0)), to: rxBytes)
+    }
+
+    /// Adds a pass's tally of received frames.
+    public func received(_ tally: Tally) {
+        guard tally.frames > 0 else { return }
+        add(tally.frames, to: rxFrames)
+        add(tally.bytes, to: rxBytes)
     }
 
     /// Counts the outcome of one `send`.
