@@ -63,8 +63,7 @@ public final class QMPServer: @unchecked Sendable {
 
     /// Ends the session and the accept loop, joins the thread, removes the socket.
     public func stop() {
-        var one: UInt64 = 1
-        _ = write(stopFD, &one, 8)
+        _ = clinux_eventfd_signal(stopFD)
         if let t = thread, !pthread_equal(t, pthread_self()).isTrue { pthread_join(t, nil) }
         thread = nil
         listener.closeAndRemove()
@@ -84,7 +83,7 @@ public final class QMPServer: @unchecked Sendable {
             e.queue.append(text)
             return true
         }
-        if queued { var one: UInt64 = 1; _ = write(wakeFD, &one, 8) }
+        if queued { _ = clinux_eventfd_signal(wakeFD) }
     }
 
     // MARK: Sessions

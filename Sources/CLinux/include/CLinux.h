@@ -38,6 +38,11 @@ static inline ssize_t clinux_write(int fd, const void *buf, size_t count) {
 static inline ssize_t clinux_writev(int fd, const struct iovec *iov, int iovcnt) {
     return (ssize_t)syscall(SYS_writev, fd, iov, iovcnt);
 }
+/// Adds 1 to an eventfd's counter (an interrupt to a vfio-user client, a loop wake-up).
+static inline int clinux_eventfd_signal(int fd) {
+    uint64_t one = 1;
+    return syscall(SYS_write, fd, &one, sizeof one) == (long)sizeof one ? 0 : -1;
+}
 
 // ---- TUN/TAP (used by NetBackends' tap backend) ----
 // The request numbers are _IOW macros Swift cannot import; struct ifreq's fields are

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CLinux
 import Synchronization
 import VMMCore
 
@@ -73,8 +74,7 @@ final class EventFDInterrupts: InterruptController, MessageVectorSink, @unchecke
     }
 
     private static func kick(_ fd: Int32) {
-        var one: UInt64 = 1
-        _ = write(fd, &one, 8)
+        _ = clinux_eventfd_signal(fd)
     }
 
     // MARK: From the client (DEVICE_SET_IRQS)

@@ -55,8 +55,7 @@ public final class VFIOUserServer: @unchecked Sendable {
 
     /// Ends the current session and the accept loop, joins the thread, removes the socket.
     public func stop() {
-        var one: UInt64 = 1
-        _ = write(stopFD, &one, 8)
+        _ = clinux_eventfd_signal(stopFD)
         if let t = thread { pthread_join(t, nil); thread = nil }
         listener.closeAndRemove()
     }

@@ -108,8 +108,7 @@ public final class EPollEventLoop: EventLoop, DeviceClock, @unchecked Sendable {
     // MARK: Running
 
     private func wake() {
-        var one: UInt64 = 1
-        _ = write(wakeFD, &one, 8)
+        _ = clinux_eventfd_signal(wakeFD)
     }
 
     /// Runs the work `execute` queued so far (not what that work queues in turn) on the
