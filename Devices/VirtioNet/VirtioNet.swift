@@ -109,8 +109,6 @@ public final class VirtioNet: VirtioDevice, FrameReceiver, @unchecked Sendable {
         return transport.negotiated(VirtioNetFeature.mq) ? 2 * configuration.queuePairs : 2
     }
 
-    var receiveQueue: (any Virtqueue)? { transport.queue(0) }
-
     func transmitQueue(pair: Int) -> (any Virtqueue)? { transport.queue(2 * pair + 1) }
 
     // MARK: VirtioDevice

@@ -48,10 +48,20 @@ extension VirtioNet {
     }
 
     private func receiveLocked(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
-        guard transport.isLive, let queue = receiveQueue(for: frame), queue.isEnabled else {
+        // The queue is borrowed, not retained (`withQueue`): this runs once per frame.
+        func deliver(_ queue: any Virtqueue) -> Bool { receive(frame, header: header, on: queue) }
+        let steered = receiveQueueIndex(for: frame)
+        guard transport.isLive,
+              let accepted = transport.withQueue(steered, deliver) ?? (steered != 0 ? transport.withQueue(0, deliver) : nil)
+        else {
             counters.dropped(.linkDown)
             return true
         }
+        return accepted
+    }
+
+    /// Delivers `frame` on `queue`. False: no buffers; the frame is kept by the backend.
+    private func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?, on queue: any Virtqueue) -> Bool {
         // Nothing a backend can deliver is larger (64 KiB GSO frames); this also keeps
         // every length below within 32 bits.
         guard frame.count <= VirtioNet.maximumReceiveFrame else {

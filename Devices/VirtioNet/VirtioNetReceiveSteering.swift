@@ -5,10 +5,11 @@ extension VirtioNet {
     /// The receive queue for `frame`. With several active pairs (VQ_PAIRS_SET), a hash of
     /// the flow — IP addresses and TCP/UDP ports — picks the pair, so a flow stays in order
     /// on one queue and different flows interrupt different vCPUs (§5.1.6.5.5 leaves the
-    /// choice to the device when RSS is not negotiated). Anything else goes to queue 0.
-    func receiveQueue(for frame: UnsafeRawBufferPointer) -> (any Virtqueue)? {
+    /// choice to the device when RSS is not negotiated). Anything else goes to queue 0,
+    /// as does a frame whose pair's queue is not enabled (the caller's fallback).
+    func receiveQueueIndex(for frame: UnsafeRawBufferPointer) -> Int {
         guard activeQueuePairs > 1, let parsed = FrameParser.parse(frame, lengths: .headersOnly),
-              let network = parsed.network else { return receiveQueue }
+              let network = parsed.network else { return 0 }
         // FNV-1a over the addresses (IPv4 12..<20, IPv6 8..<40 of the IP header) and ports.
         var hash: UInt32 = 2_166_136_261
         func mix(_ start: Int, _ count: Int) {
@@ -20,7 +21,6 @@ extension VirtioNet {
         case .ipv6: mix(parsed.networkOffset + 8, 32)
         }
         if parsed.isTCP || parsed.isUDP, let l4 = parsed.transportOffset { mix(l4, 4) }
-        let index = 2 * Int(hash % UInt32(activeQueuePairs))
-        return transport.queue(index) ?? receiveQueue
+        return 2 * Int(hash % UInt32(activeQueuePairs))
     }
 }

@@ -168,4 +168,24 @@ struct DataPathTests {
         #expect(queueOf(flow(2005)) == queues[5])
         #expect(queueOf(FrameBuilder.virtioNet.ethernet(payload: [9])) == 0)
     }
+
+    /// A driver that asks for four pairs but enabled only the first pair's queues (and the
+    /// control queue): a flow steered to a pair whose receive queue is not enabled lands
+    /// on receiveq1 instead of being dropped.
+    @Test func flowSteeredToAQueueNotEnabledFallsBackToTheFirst() throws {
+        let d = try VirtioNetDriver(options: "queues=4")
+        _ = d.negotiate()
+        d.programVectors(queueCount: 9)
+        for q in [0, 1, 8] { _ = d.setupQueue(q, vector: UInt16(q + 1)) }
+        d.driverOK()
+        d.postReceiveBuffers(40, queue: 0)
+        #expect(d.control(4, 0, [4, 0], queue: 8) == 0)
+        for port in 0 ..< 16 {
+            var f = FrameBuilder.virtioNet.tcp(payload: [1, 2, 3], id: 7)
+            f[34] = UInt8(3000 >> 8); f[35] = UInt8(port)
+            d.endpoint.inject(f)
+        }
+        #expect(d.queues[0]?.usedIndex == 16)
+        #expect(d.device?.counters.drops(.linkDown) == 0)
+    }
 }

@@ -10,6 +10,10 @@ public protocol VirtioTransport: AnyObject {
     var isLive: Bool { get }
     /// Queue `index` as the driver enabled it (split or packed); nil when it is not enabled.
     func queue(_ index: Int) -> (any Virtqueue)?
+    /// Runs `body` with queue `index` (as `queue` finds it) without taking a reference to
+    /// it, for paths that look a queue up per frame; nil when it is not enabled. `body`
+    /// must not reset the transport.
+    func withQueue<R>(_ index: Int, _ body: (any Virtqueue) -> R) -> R?
     /// Publishes what was added to `queue`'s used ring and interrupts the driver if it
     /// asked for it (§2.7.10). The one call devices make after returning buffers.
     func completeUsed(_ queue: any Virtqueue)
