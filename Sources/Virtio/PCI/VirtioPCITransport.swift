@@ -128,11 +128,11 @@ public final class VirtioPCITransport: VirtioTransport, @unchecked Sendable {
         return ring
     }
 
-    /// The ring borrowed from its unretained holder: no reference is counted, where
-    /// `queue` retained and released it once per received frame (13 % of a 1514-byte
-    /// virtio-net receive in memory, an atomic add and subtract). The holder lives as long
-    /// as the queue stays enabled, which only a reset or a new enable ends, and neither
-    /// can happen inside `body` (both are driver register writes, under the same lock).
+    /// The ring lent unretained: no reference is counted, where `queue` retained and
+    /// released it once per received frame (13 % of a 1514-byte virtio-net receive in
+    /// memory, an atomic add and subtract). `queues[index].ring` keeps it alive until a
+    /// reset or a new enable replaces it, and neither can happen inside `body` (both are
+    /// driver register writes, under the same lock).
     public func withQueue<R>(_ index: Int, _ body: (any Virtqueue) -> R) -> R? {
         guard index >= 0, index < queues.count, let ring = queues[index].unretained else { return nil }
         switch ring {
