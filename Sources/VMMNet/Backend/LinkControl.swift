@@ -22,8 +22,8 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     /// lock, so a send calls the backend without taking a reference; through a strong (or
     /// `unowned(unsafe)`) reference each send retained and released it (~17 % of a
     /// virtio-net send in memory).
-    private var sendingBackend: Unmanaged<Lent<NetworkBackend>>
-    private var sendingHolder: Lent<NetworkBackend>
+    private var sendingBackend: Unmanaged<LentBackend>
+    private var sendingHolder: LentBackend
     /// The backend's capabilities, fixed per backend: kept here so the devices' per-frame
     /// checks do not retain the backend and call through its existential each time, and
     /// packed in one word so that reading them takes no lock.
@@ -41,20 +41,20 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     /// reference taken. Through a weak reference each frame cost ~30 ns more, a side-table
     /// retain and release (Docs/performance.md, in-memory item 5). Lock order: this, then
     /// the device's lock (a delivery waits for it while holding this).
-    private let upstreamRef = Mutex<Lent<FrameReceiver>?>(nil)
+    private let upstreamRef = Mutex(DeviceSlot())
     private var upstream: FrameReceiver? {
         if let device = burstDeviceHere { return device.takeUnretainedValue().value }
-        return upstreamRef.withLock { $0?.value }
+        return upstreamRef.withLock { $0.device?.value }
     }
     /// The device while a burst (`receiveBurst`) holds `upstreamRef`: the burst's frames
     /// reach it without taking that lock again (two atomic operations per frame, ~40 ns
     /// here) and without counting a reference, and a link notice from inside the burst
     /// (a TAP that vanished) finds it without waiting on the lock its own thread holds.
     /// Written and read only by the thread in the burst, `burstThread`.
-    private var burstDevice: Unmanaged<Lent<FrameReceiver>>?
+    private var burstDevice: Unmanaged<LentDevice>?
     /// The thread in a burst (`pthread_self`), 0 outside one.
     private let burstThread = Atomic<UInt>(0)
-    private var burstDeviceHere: Unmanaged<Lent<FrameReceiver>>? {
+    private var burstDeviceHere: Unmanaged<LentDevice>? {
         burstThread.load(ordering: .relaxed) == pthread_self() ? burstDevice : nil
     }
     /// A capture started over the control socket (QMP `x-swiftvmm-capture-start`).
@@ -77,7 +77,7 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     public init(wrapping inner: NetworkBackend, deviceLock: DeviceLock? = nil, loop: EventLoop? = nil, clock: DeviceClock? = nil,
                 makeBackend: (@Sendable (inout DeviceOptions) throws -> NetworkBackend)? = nil) {
         current = Mutex(inner)
-        sendingHolder = Lent(inner)
+        sendingHolder = LentBackend(inner)
         sendingBackend = .passUnretained(sendingHolder)
         currentCapabilities = Atomic(inner.capabilities.packed)
         self.deviceLock = deviceLock; self.loop = loop; self.clock = clock; self.makeBackend = makeBackend
@@ -98,7 +98,7 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
         do {
             try loop.runAndWait(timeout: 5, { [self] in
                 deviceLock.withLock {
-                    sendingHolder = Lent(fresh)
+                    sendingHolder = LentBackend(fresh)
                     sendingBackend = .passUnretained(sendingHolder)
                     let old = current.withLock { c -> NetworkBackend in defer { c = fresh }; return c }
                     currentCapabilities.store(fresh.capabilities.packed, ordering: .releasing)
@@ -220,7 +220,7 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     public var capturePath: String? { capture.withLock { $0?.path } }
 
     public func start(receiver: FrameReceiver) {
-        upstreamRef.withLock { $0 = Lent(receiver) }
+        upstreamRef.withLock { $0.device = LentDevice(receiver) }
         inner.start(receiver: self)
     }
 
@@ -257,8 +257,8 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     /// wait here. If a delivery is under way, the loop, where frames are delivered, lets go
     /// after it.
     private func releaseDevice() {
-        guard upstreamRef.withLockIfAvailable({ $0 = nil }) == nil else { return }
-        loop?.execute { [self] in upstreamRef.withLock { $0 = nil } }
+        guard upstreamRef.withLockIfAvailable({ $0.device = nil }) == nil else { return }
+        loop?.execute { [self] in upstreamRef.withLock { $0.device = nil } }
     }
 
     public func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
@@ -273,15 +273,15 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     /// on the loop after it, as after a single delivery.
     public func receiveBurst(_ deliver: () -> Void) {
         guard isAdministrativelyUp, !interposed.load(ordering: .acquiring), burstDeviceHere == nil else { return deliver() }
-        let delivered = upstreamRef.withLock { target -> Bool in
-            guard let target else { return false }
-            burstDevice = .passUnretained(target)
+        let delivered = upstreamRef.withLock { slot -> Bool in
+            guard let target = slot.lent else { return false }
+            burstDevice = target
             burstThread.store(pthread_self(), ordering: .relaxed)
             defer {
                 burstThread.store(0, ordering: .relaxed)
                 burstDevice = nil
             }
-            target.value.receiveBurst(deliver)
+            target._withUnsafeGuaranteedRef { $0.value.receiveBurst(deliver) }
             return true
         }
         if !delivered { deliver() }
@@ -293,7 +293,7 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
         let accepted = if let device = burstDeviceHere {
             device._withUnsafeGuaranteedRef { $0.value.receive(frame, header: header) }
         } else {
-            upstreamRef.withLock({ $0?.value.receive(frame, header: header) }) ?? true
+            upstreamRef.withLock { $0.lent?._withUnsafeGuaranteedRef { $0.value.receive(frame, header: header) } } ?? true
         }
         guard accepted else { return false }
         if interposed.load(ordering: .acquiring), let writer = capture.withLock({ $0 }) { writer.write(frame) }
@@ -307,13 +307,31 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     }
 }
 
-/// A reference in a box that the link lends without counting it (the backend devices
-/// send to, the device frames go to): borrowed through `Unmanaged`, a call through the
+/// The backend devices send to and the device frames go to, each in a box that the link
+/// lends without counting a reference: borrowed through `Unmanaged`, a call through the
 /// box's constant costs no retain, where a call through an existential stored in the
-/// link retained and released it each time.
-private final class Lent<Value> {
-    let value: Value
-    init(_ value: Value) { self.value = value }
+/// link retained and released it each time. Two plain classes, not one generic box: the
+/// generic one retained the device on every frame of a burst (slow-path reference
+/// counting, since the device is the target of weak references: a quarter of an e1000
+/// receive in memory).
+private final class LentBackend: Sendable {
+    let value: NetworkBackend
+    init(_ value: NetworkBackend) { self.value = value }
+}
+
+private final class LentDevice: Sendable {
+    let value: FrameReceiver
+    init(_ value: FrameReceiver) { self.value = value }
+}
+
+/// The device the link holds from `start` to `stop`, and the same box unretained, which
+/// deliveries borrow (reading the box out of the slot to call through it retained the
+/// device each frame).
+private struct DeviceSlot: @unchecked Sendable {
+    var device: LentDevice? {
+        didSet { lent = device.map { .passUnretained($0) } }
+    }
+    private(set) var lent: Unmanaged<LentDevice>?
 }
 
 /// The device as the fault filter's upstream: frames it lets through reach the device
