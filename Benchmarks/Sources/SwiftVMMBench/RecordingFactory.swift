@@ -31,6 +31,8 @@ final class RecordingFactory: NetworkBackendFactory, @unchecked Sendable {
 extension NetworkBackend {
     /// Frames the backend took so far.
     var acceptedFrames: Int { Int(counters.txFrames.load(ordering: .relaxed)) }
-    /// Frames it refused so far (would-block, oversized, link down…).
+    /// Frames it refused so far (would-block, oversized, link down…). Drops of every
+    /// reason: a TX run's backend receives next to nothing (the namespace's rate-limited
+    /// ICMP replies), so nearly all are refused sends.
     var refusedFrames: Int { Int(counters.allDrops.values.reduce(0, &+)) }
 }

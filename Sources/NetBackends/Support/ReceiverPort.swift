@@ -13,6 +13,10 @@ final class ReceiverPort: @unchecked Sendable {
     }
     private let state: Mutex<State>
     let counters: BackendCounters
+    /// Bumped by `detach`: a burst that began before it stops at its next frame, as a
+    /// per-frame lookup of the receiver would (stop() can come from another thread while
+    /// the loop is in a burst, waiting for the device).
+    private let detachments = Atomic<UInt64>(0)
 
     init(counters: BackendCounters, linkUp: Bool) {
         self.counters = counters
@@ -25,19 +29,26 @@ final class ReceiverPort: @unchecked Sendable {
     func attach(_ receiver: FrameReceiver) { state.withLock { $0.receiver = receiver } }
 
     /// Forgets the receiver and any held frame (stop()).
-    func detach() { state.withLock { $0.receiver = nil; $0.pending = nil } }
+    func detach() {
+        state.withLock { $0.receiver = nil; $0.pending = nil }
+        detachments.add(1, ordering: .releasing)
+    }
 
     /// Runs `read` as one burst of the receiver's (`FrameReceiver.receiveBurst`): `read`
     /// hands each frame it reads to the `offer` it is given, and stops at the first
-    /// `false` (the frame was refused and is held here, as with `offer`). The receiver is
-    /// looked up once and the frames are counted once, at the end: per frame that saves a
-    /// lock, a retain and release of the receiver and two atomic additions (~20 ns each
-    /// on the Xeon here; a TAP reads ~400k frames/s). Loop thread only, like `offer`.
+    /// `false` (the frame was refused and is held here, as with `offer`; or the port was
+    /// detached meanwhile, and the frame is dropped). The receiver is looked up once and
+    /// the frames are counted once, at the end: per frame that saves a lock, a retain
+    /// and release of the receiver and two atomic additions (~20 ns each on the Xeon
+    /// here; a TAP reads ~400k frames/s). Loop thread only, like `offer`.
     func burst(_ read: (_ offer: (UnsafeRawBufferPointer, VirtioNetHeader?) -> Bool) -> Void) {
+        let detached = detachments.load(ordering: .acquiring)
         guard let receiver = state.withLock({ $0.receiver }) else { return read { _, _ in false } }
         var tally = BackendCounters.Tally()
         receiver.receiveBurst {
             read { frame, header in
+                // Detached since the burst began: the frame is dropped and reading stops.
+                guard detachments.load(ordering: .acquiring) == detached else { return false }
                 if receiver.receive(frame, header: header) {
                     tally.add(bytes: frame.count)
                     return true
