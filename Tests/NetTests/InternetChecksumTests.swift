@@ -39,6 +39,28 @@ import VMMTestKit
         #expect(InternetChecksum.checksum(big) == NaiveChecksum.checksum(big))
     }
 
+    /// Both loops, whichever this CPU would pick: the portable SIMD one and, where AVX2
+    /// runs, the 256-bit one (CChecksum), against the naive sum over lengths that end in
+    /// every tail, at every alignment, and across the wide loop's 16,384-round flush.
+    @Test(arguments: [false, true]) func bothLoopsMatchNaive(wide: Bool) {
+        guard !wide || InternetChecksum.wideLoopAvailable else { return }
+        var r = TestRandom(seed: wide ? 7 : 8)
+        let data = r.bytes(3_000)
+        for start in 0 ..< 33 {
+            for length in stride(from: 0, to: 2_900, by: 13) {
+                data.withUnsafeBytes { all in
+                    let slice = UnsafeRawBufferPointer(rebasing: all[start ..< start + length])
+                    #expect(InternetChecksum.sum16(slice, wide: wide) == ~NaiveChecksum.checksum(Array(slice)),
+                            "start \(start) length \(length)")
+                }
+            }
+        }
+        for count in [(1 << 20) + 3, (1 << 21) + 77] {
+            let ones = [UInt8](repeating: 0xFF, count: count)
+            ones.withUnsafeBytes { #expect(InternetChecksum.sum16($0, wide: wide) == ~NaiveChecksum.checksum(ones), "\(count) bytes") }
+        }
+    }
+
     /// All-ones words are the largest each lane adds; 2 MiB + 77 bytes runs the vector loop
     /// past two of its 16,384-round flushes and ends in the scalar tail.
     @Test func allOnesDoesNotOverflow() {

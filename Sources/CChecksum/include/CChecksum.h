@@ -1,0 +1,19 @@
+#ifndef CCHECKSUM_H
+#define CCHECKSUM_H
+// The Internet checksum's inner loop with 256-bit vectors where the CPU has them.
+// Swift compiles for the x86-64 baseline (SSE2) and has no per-function target
+// attribute; C does (`__attribute__((target("avx2")))`), so the wide loop lives here and
+// is chosen at run time. VMMNet's InternetChecksum keeps the portable loop and the tail.
+#include <stddef.h>
+#include <stdint.h>
+
+/// 1 when this CPU runs AVX2 and the kernel saves the 256-bit registers (CPUID leaf 7
+/// EBX bit 5; leaf 1 ECX OSXSAVE and AVX; XCR0 bits 1 and 2), else 0.
+int cchecksum_wide_available(void);
+
+/// The sum of the host-order 16-bit words in `rounds` 64-byte blocks at `bytes`, as a
+/// 64-bit integer to be folded by the caller. Call only when
+/// `cchecksum_wide_available()` returned 1.
+uint64_t cchecksum_sum16_wide(const void *bytes, size_t rounds);
+
+#endif
