@@ -22,8 +22,8 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     /// lock, so a send calls the backend without taking a reference; through a strong (or
     /// `unowned(unsafe)`) reference each send retained and released it (~17 % of a
     /// virtio-net send in memory).
-    private var sendingBackend: Unmanaged<LentBackend>
-    private var sendingHolder: LentBackend
+    private var sendingBackend: Unmanaged<Lent<NetworkBackend>>
+    private var sendingHolder: Lent<NetworkBackend>
     /// The backend's capabilities, fixed per backend: kept here so the devices' per-frame
     /// checks do not retain the backend and call through its existential each time, and
     /// packed in one word so that reading them takes no lock.
@@ -51,10 +51,10 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     /// here) and without counting a reference, and a link notice from inside the burst
     /// (a TAP that vanished) finds it without waiting on the lock its own thread holds.
     /// Written and read only by the thread in the burst, `burstThread`.
-    private var burstDevice: Unmanaged<LentDevice>?
+    private var burstDevice: Unmanaged<Lent<FrameReceiver>>?
     /// The thread in a burst (`pthread_self`), 0 outside one.
     private let burstThread = Atomic<UInt>(0)
-    private var burstDeviceHere: Unmanaged<LentDevice>? {
+    private var burstDeviceHere: Unmanaged<Lent<FrameReceiver>>? {
         burstThread.load(ordering: .relaxed) == pthread_self() ? burstDevice : nil
     }
     /// A capture started over the control socket (QMP `x-swiftvmm-capture-start`).
@@ -77,7 +77,7 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     public init(wrapping inner: NetworkBackend, deviceLock: DeviceLock? = nil, loop: EventLoop? = nil, clock: DeviceClock? = nil,
                 makeBackend: (@Sendable (inout DeviceOptions) throws -> NetworkBackend)? = nil) {
         current = Mutex(inner)
-        sendingHolder = LentBackend(inner)
+        sendingHolder = Lent(inner)
         sendingBackend = .passUnretained(sendingHolder)
         currentCapabilities = Atomic(inner.capabilities.packed)
         self.deviceLock = deviceLock; self.loop = loop; self.clock = clock; self.makeBackend = makeBackend
@@ -98,7 +98,7 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
         do {
             try loop.runAndWait(timeout: 5, { [self] in
                 deviceLock.withLock {
-                    sendingHolder = LentBackend(fresh)
+                    sendingHolder = Lent(fresh)
                     sendingBackend = .passUnretained(sendingHolder)
                     let old = current.withLock { c -> NetworkBackend in defer { c = fresh }; return c }
                     currentCapabilities.store(fresh.capabilities.packed, ordering: .releasing)
@@ -220,7 +220,7 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     public var capturePath: String? { capture.withLock { $0?.path } }
 
     public func start(receiver: FrameReceiver) {
-        upstreamRef.withLock { $0.device = LentDevice(receiver) }
+        upstreamRef.withLock { $0.device = Lent(receiver) }
         inner.start(receiver: self)
     }
 
@@ -307,31 +307,24 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     }
 }
 
-/// The backend devices send to and the device frames go to, each in a box that the link
-/// lends without counting a reference: borrowed through `Unmanaged`, a call through the
+/// A reference in a box that the link lends without counting it (the backend devices
+/// send to, the device frames go to): borrowed through `Unmanaged`, a call through the
 /// box's constant costs no retain, where a call through an existential stored in the
-/// link retained and released it each time. Two plain classes, not one generic box: the
-/// generic one retained the device on every frame of a burst (slow-path reference
-/// counting, since the device is the target of weak references: a quarter of an e1000
-/// receive in memory).
-private final class LentBackend: Sendable {
-    let value: NetworkBackend
-    init(_ value: NetworkBackend) { self.value = value }
-}
-
-private final class LentDevice: Sendable {
-    let value: FrameReceiver
-    init(_ value: FrameReceiver) { self.value = value }
+/// link (or in a box read out of a lock) retained and released it each time.
+private final class Lent<Value: Sendable>: Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
 }
 
 /// The device the link holds from `start` to `stop`, and the same box unretained, which
-/// deliveries borrow (reading the box out of the slot to call through it retained the
-/// device each frame).
+/// deliveries borrow: calling through the box read out of the slot retained the device
+/// on every frame (on the e1000, whose weak references send its counts down the slow
+/// path, a quarter of its receive in memory).
 private struct DeviceSlot: @unchecked Sendable {
-    var device: LentDevice? {
+    var device: Lent<FrameReceiver>? {
         didSet { lent = device.map { .passUnretained($0) } }
     }
-    private(set) var lent: Unmanaged<LentDevice>?
+    private(set) var lent: Unmanaged<Lent<FrameReceiver>>?
 }
 
 /// The device as the fault filter's upstream: frames it lets through reach the device
