@@ -45,6 +45,27 @@ import VMMTestKit
         #expect(device.events.withLock { Array($0.suffix(2)) } == ["link up", "frame 62"])
     }
 
+    /// `stop` while the burst holds the link's device lock (a device shut down from the
+    /// loop mid-burst): the link lets go of the device as the burst ends, with no loop to
+    /// defer to, and the frame after the stop is not delivered.
+    @Test func stopDuringABurstLetsGoOfTheDeviceAtItsEnd() {
+        let wire = InMemoryEndpoint()
+        let link = LinkControl(wrapping: wire)
+        weak var released: RecordingDevice?
+        do {
+            let device = RecordingDevice()
+            released = device
+            link.start(receiver: device)
+        }
+        wire.burst {
+            #expect(wire.inject(Self.frame(60)))
+            #expect(released != nil)
+            link.stop()
+            #expect(!wire.inject(Self.frame(61)))
+        }
+        #expect(released == nil)
+    }
+
     /// Frames delivered from another thread while a burst runs take the lock as usual
     /// and wait for the burst; they never use the burst's unlocked path.
     @Test func anotherThreadWaitsForTheBurst() {

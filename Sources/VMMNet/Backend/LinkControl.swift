@@ -57,6 +57,10 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     private var burstDeviceHere: Unmanaged<Lent<FrameReceiver>>? {
         burstThread.load(ordering: .relaxed) == pthread_self() ? burstDevice : nil
     }
+    /// `stop` found `upstreamRef` taken by a delivery or a burst: whoever holds it next
+    /// lets go of the device (the delivery or burst as it ends, or the loop), unless a
+    /// `start` came first.
+    private let releasePending = Atomic<Bool>(false)
     /// A capture started over the control socket (QMP `x-swiftvmm-capture-start`).
     private let capture = Mutex<PcapWriter?>(nil)
     private let clock: DeviceClock?
@@ -220,7 +224,10 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     public var capturePath: String? { capture.withLock { $0?.path } }
 
     public func start(receiver: FrameReceiver) {
-        upstreamRef.withLock { $0.device = Lent(receiver) }
+        upstreamRef.withLock {
+            releasePending.store(false, ordering: .relaxed)
+            $0.device = Lent(receiver)
+        }
         inner.start(receiver: self)
     }
 
@@ -254,11 +261,18 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
 
     /// Lets go of the device. `stop` runs with the device lock held (the device's
     /// `shutdown`), and a delivery holds `upstreamRef` while it waits for that lock: never
-    /// wait here. If a delivery is under way, the loop, where frames are delivered, lets go
-    /// after it.
+    /// wait here. If a delivery or a burst is under way, it lets go as it ends
+    /// (`releaseIfPending`), or else the loop does.
     private func releaseDevice() {
         guard upstreamRef.withLockIfAvailable({ $0.device = nil }) == nil else { return }
-        loop?.execute { [self] in upstreamRef.withLock { $0.device = nil } }
+        releasePending.store(true, ordering: .releasing)
+        loop?.execute { [self] in upstreamRef.withLock { releaseIfPending(&$0) } }
+    }
+
+    /// With `upstreamRef` held: completes a release `stop` could not make.
+    private func releaseIfPending(_ slot: inout DeviceSlot) {
+        guard releasePending.load(ordering: .acquiring), releasePending.exchange(false, ordering: .acquiring) else { return }
+        slot.device = nil
     }
 
     public func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
@@ -282,6 +296,7 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
                 burstDevice = nil
             }
             target._withUnsafeGuaranteedRef { $0.value.receiveBurst(deliver) }
+            releaseIfPending(&slot)
             return true
         }
         if !delivered { deliver() }
@@ -293,7 +308,10 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
         let accepted = if let device = burstDeviceHere {
             device._withUnsafeGuaranteedRef { $0.value.receive(frame, header: header) }
         } else {
-            upstreamRef.withLock { $0.lent?._withUnsafeGuaranteedRef { $0.value.receive(frame, header: header) } } ?? true
+            upstreamRef.withLock { slot in
+                defer { releaseIfPending(&slot) }
+                return slot.lent?._withUnsafeGuaranteedRef { $0.value.receive(frame, header: header) }
+            } ?? true
         }
         guard accepted else { return false }
         if interposed.load(ordering: .acquiring), let writer = capture.withLock({ $0 }) { writer.write(frame) }
