@@ -53,7 +53,8 @@ public final class VirtioNet: VirtioDevice, FrameReceiver, @unchecked Sendable {
     /// Frames sent in the current TX pass, added to `counters` when it ends.
     var sentTally = BackendCounters.Tally()
     var singleSegment: [UnsafeRawBufferPointer] = [UnsafeRawBufferPointer(start: nil, count: 0)]
-    var receiveScratch = ReceiveScratch()
+    /// Nil only while a delivery has it (`VirtioNetReceive.swift`).
+    var receiveScratch: ReceiveScratch? = ReceiveScratch()
     let scratch = FrameScratchBuffer()
     /// A TX pass past the per-action budget, per queue pair (VirtioNetTransmit.swift).
     lazy var transmitContinuations = DeferredActions(count: configuration.queuePairs, continuing: context) { [weak self] pair in
@@ -91,9 +92,9 @@ public final class VirtioNet: VirtioDevice, FrameReceiver, @unchecked Sendable {
         self.layout = VirtioDeviceLayout(features: configuration.offeredFeatures(backend: offers),
                                          configLength: VirtioNetDeviceConfig.length, queueCount: queueCount,
                                          maxQueueSize: configuration.queueSize, ring: configuration.ring)
-        receiveScratch.segments.reserveCapacity(64)
+        receiveScratch?.segments.reserveCapacity(64)
         frameSegments.reserveCapacity(64)
-        receiveScratch.chains.reserveCapacity(Int(configuration.queueSize))
+        receiveScratch?.chains.reserveCapacity(Int(configuration.queueSize))
         controlBytes.reserveCapacity(VirtioNet.maxControlCommand)
         resetFilter()
         backend.start(receiver: self)

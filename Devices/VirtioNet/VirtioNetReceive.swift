@@ -34,17 +34,14 @@ extension VirtioNet {
     }
 
     /// What one delivery fills: the chain, the host views of its buffers, and the chains
-    /// a mergeable frame spreads over. A delivery takes it out of the device into a local
-    /// and puts it back (`take`, no copy or allocation): used through `self`, the arrays
-    /// were retained and released around each call they were passed to.
+    /// a mergeable frame spreads over. A delivery moves it out of the device into a local
+    /// and back (`Optional.take`: no copy, no allocation, no empty arrays left in its
+    /// place to be made and released per frame): used through `self`, the arrays were
+    /// retained and released around each call they were passed to.
     struct ReceiveScratch {
         var chain = DescriptorChain()
         var segments: [UnsafeMutableRawBufferPointer] = []
         var chains: [(head: UInt16, capacity: UInt64)] = []
-
-        mutating func take() -> ReceiveScratch {
-            ReceiveScratch(chain: chain.take(), segments: segments.take(), chains: chains.take())
-        }
     }
 
     private func receiveLocked(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
@@ -73,7 +70,8 @@ extension VirtioNet {
             return true
         }
         guard let (payload, outHeader) = prepare(frame, header: header) else { return true }
-        var scratch = receiveScratch.take()
+        // Deliveries do not nest (the device lock); a fresh one would only allocate.
+        var scratch = receiveScratch.take() ?? ReceiveScratch()
         defer { receiveScratch = scratch }
         do {
             let delivered = transport.negotiated(VirtioNetFeature.mergeableRXBuffers)
