@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Dispatch
 import NetBackends
 import Testing
 import VMMCore
@@ -150,6 +151,56 @@ struct TapTests {
         _ = running
     }
 
+    /// `stop` from another thread (a device shut down while the loop runs, as `serve`
+    /// does) while a read burst waits in the device: the burst reads no further, even
+    /// from a descriptor that took the closed TAP's number meanwhile.
+    @Test func stoppedDuringABurstReadsNoMore() throws {
+        let ns = NetworkNamespace("svmm-s-\(getpid())")
+        let running = try RunningLoop()
+        let name = "svts\(getpid() % 100_000)"
+        let before = Set(Self.tunDescriptors())
+        let backend = try TapBackend(interface: name, eventLoop: running.loop)
+        let tapFD = try #require(Set(Self.tunDescriptors()).subtracting(before).first)
+        #expect(Shell.run("ip", ["link", "set", name, "netns", ns.name]).status == 0)
+        ns.ip(["addr", "add", "10.77.0.1/24", "dev", name])
+        ns.ip(["link", "set", name, "up"])
+        ns.ip(["neigh", "replace", "10.77.0.2", "lladdr", "52:54:00:aa:00:02", "dev", name, "nud", "permanent"])
+        let receiver = GatedReceiver()
+        backend.start(receiver: receiver)
+        // Three datagrams queue three frames; the first holds the loop in the device.
+        _ = ns.exec(["bash", "-c", "for i in 1 2 3; do echo x > /dev/udp/10.77.0.2/9; done"])
+        #expect(receiver.entered.wait(timeout: 3))
+        backend.stop()
+        // The TAP's number now names a non-blocking pipe holding five bytes.
+        var pipeFDs: [Int32] = [0, 0]
+        #expect(pipe(&pipeFDs) == 0)
+        #expect(fcntl(pipeFDs[0], F_SETFL, O_NONBLOCK) == 0)
+        #expect(dup2(pipeFDs[0], tapFD) == tapFD)
+        #expect(write(pipeFDs[1], "hello", 5) == 5)
+        receiver.gate.signal()
+        #expect(receiver.returned.wait(timeout: 3))
+        usleep(100_000)
+        var left = [UInt8](repeating: 0, count: 16)
+        #expect(read(tapFD, &left, left.count) == 5, "the loop read from the descriptor after stop")
+        for fd in [tapFD, pipeFDs[0], pipeFDs[1]] { close(fd) }
+        _ = running
+    }
+
+    /// Descriptors of this process open on /dev/net/tun.
+    static func tunDescriptors() -> [Int32] {
+        guard let dir = opendir("/proc/self/fd") else { return [] }
+        defer { closedir(dir) }
+        var found: [Int32] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard let fd = Int32(name) else { continue }
+            var target = [CChar](repeating: 0, count: 256)
+            let n = readlink("/proc/self/fd/\(name)", &target, target.count - 1)
+            if n > 0, String(decoding: target[0 ..< n].map { UInt8(bitPattern: $0) }, as: UTF8.self) == "/dev/net/tun" { found.append(fd) }
+        }
+        return found
+    }
+
     @Test func createdInterfaceIsRemovedOnStop() throws {
         let running = try RunningLoop()
         let name = "svtr\(getpid() % 100_000)"
@@ -177,4 +228,23 @@ struct TapTests {
             #expect("\(error)".hasPrefix("option 'net=tap:lo': TUNSETIFF failed"))
         }
     }
+}
+
+/// A receiver whose first frame waits at a gate: it holds the loop inside a read burst.
+private final class GatedReceiver: FrameReceiver, @unchecked Sendable {
+    let entered = DispatchSemaphore(value: 0), gate = DispatchSemaphore(value: 0), returned = DispatchSemaphore(value: 0)
+    private var first = true
+    func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
+        guard first else { return true }
+        first = false
+        entered.signal()
+        gate.wait()
+        returned.signal()
+        return true
+    }
+    func linkStateChanged(up _: Bool) {}
+}
+
+private extension DispatchSemaphore {
+    func wait(timeout seconds: Double) -> Bool { wait(timeout: .now() + seconds) == .success }
 }

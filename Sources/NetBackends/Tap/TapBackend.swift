@@ -193,6 +193,10 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
         // One burst for the device: what this turn reads is published to the guest at once.
         port.burst { offer in
             for _ in 0 ..< TapBackend.readBatch {
+                // `stop` on another thread (a device shut down while the loop runs, as
+                // `serve` does) closes the fd while a frame of this burst waits for the
+                // device: read no further from a number that may be reused meanwhile.
+                guard readFD.load(ordering: .acquiring) == fd else { break }
                 let n = clinux_read(fd, readBuffer.baseAddress, readBuffer.count)
                 if n < 0 {
                     let e = errno
