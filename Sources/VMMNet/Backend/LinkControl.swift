@@ -264,8 +264,11 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     /// wait here. If a delivery or a burst is under way, it lets go as it ends
     /// (`releaseIfPending`), or else the loop does.
     private func releaseDevice() {
-        guard upstreamRef.withLockIfAvailable({ $0.device = nil }) == nil else { return }
+        // Pending before the try: a burst that ends between a failed try and this store
+        // would see nothing to do, and a `start` right after it would then have its new
+        // device let go by the loop.
         releasePending.store(true, ordering: .releasing)
+        guard upstreamRef.withLockIfAvailable({ slot in releaseIfPending(&slot) }) == nil else { return }
         loop?.execute { [self] in upstreamRef.withLock { releaseIfPending(&$0) } }
     }
 
