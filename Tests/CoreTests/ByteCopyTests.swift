@@ -1,11 +1,13 @@
 import Testing
-import VMMCore
+@testable import VMMCore
 
 @Suite("ByteCopy")
 struct ByteCopyTests {
-    /// Every distance modulo 4 KiB (the backward path takes 1–63) and sizes around the
-    /// 256-byte and 64-byte-block edges copy exactly the bytes asked for, no more.
-    @Test func copiesExactlyAtEveryDistance() {
+    /// Every distance modulo 4 KiB (the backward path takes 1–63 on CPUs without FSRM)
+    /// and sizes around the 256-byte and 64-byte-block edges copy exactly the bytes asked
+    /// for, no more; the backward copy itself is checked on every CPU.
+    @Test(arguments: [false, true])
+    func copiesExactlyAtEveryDistance(backward: Bool) {
         let source = UnsafeMutableRawBufferPointer.allocate(byteCount: 70_000, alignment: 4096)
         let destination = UnsafeMutableRawBufferPointer.allocate(byteCount: 70_000 + 4096, alignment: 4096)
         defer { source.deallocate(); destination.deallocate() }
@@ -14,7 +16,11 @@ struct ByteCopyTests {
             for count in [0, 1, 63, 64, 255, 256, 257, 1514, 9014, 65_536] {
                 destination.initializeMemory(as: UInt8.self, repeating: 0xEE)
                 let d = destination.baseAddress! + distance
-                ByteCopy.copy(to: d, from: source.baseAddress!, count: count)
+                if backward {
+                    ByteCopy.copyBackward(to: d, from: source.baseAddress!, count: count)
+                } else {
+                    ByteCopy.copy(to: d, from: source.baseAddress!, count: count)
+                }
                 let copied = UnsafeRawBufferPointer(start: d, count: count)
                 #expect(copied.elementsEqual(UnsafeRawBufferPointer(rebasing: source[0 ..< count])), "distance \(distance), \(count) bytes")
                 #expect(destination[distance + count] == 0xEE, "distance \(distance), \(count) bytes: wrote past the end")

@@ -78,4 +78,19 @@ static inline int clinux_tun_get_iff(int fd, char *out_name, short *flags) {
 static inline int clinux_tun_set_vnet_hdr_size(int fd, int size) { return ioctl(fd, TUNSETVNETHDRSZ, &size); }
 static inline int clinux_tun_set_offload(int fd, unsigned int flags) { return ioctl(fd, TUNSETOFFLOAD, (unsigned long)flags); }
 
+/* Whether the CPU reports FSRM (Fast Short REP MOV, CPUID leaf 7, EDX bit 4). glibc's
+ * memmove then avoids `rep movsb` between buffers a short distance apart modulo 4 KiB
+ * (cpu_features.c: Avoid_Short_Distance_REP_MOVSB), so its copies need no help there
+ * (VMMCore's ByteCopy). */
+#if defined(__x86_64__)
+#include <cpuid.h>
+static inline int clinux_cpu_has_fsrm(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    return (int)((d >> 4) & 1);
+}
+#else
+static inline int clinux_cpu_has_fsrm(void) { return 0; }
+#endif
+
 #endif
