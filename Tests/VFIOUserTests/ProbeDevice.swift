@@ -7,7 +7,7 @@ import VMMCore
 /// |-------------|---------------------------------------|
 /// | 0x00        | INTx level (0 or 1)                   |
 /// | 0x04        | raise MSI-X vector N                  |
-/// | 0x08        | DMA address                           |
+/// | 0x08        | DMA address (reads back)              |
 /// | 0x10        | store the value at the DMA address    |
 /// | 0x18        | (read) the last DMA result: 1 ok, 2 failed |
 final class ProbeDevice: PCIDevice {
@@ -27,7 +27,14 @@ final class ProbeDevice: PCIDevice {
         context.interrupts.addMSIX(vectors: 4, tableBAR: 2, tableOffset: 0, pbaBAR: 2, pbaOffset: 0x2000)
     }
 
+    func reset() {
+        dmaAddress = 0
+        dmaResult = 0
+        stored = [:]
+    }
+
     func barRead(_ bar: Int, offset: UInt64, size: Int) -> UInt64 {
+        if bar == 0 && offset == 0x08 { return dmaAddress }
         if bar == 0 && offset == 0x18 { return dmaResult }
         return stored[offset] ?? 0
     }

@@ -222,20 +222,43 @@ final class Served {
         #expect(try next.regionRead(7, 0, 2).u32(16) & 0xFFFF == 0x1234)
     }
 
-    @Test func disconnectUnmapsMemoryClosesEventfdsAndKeepsDeviceState() throws {
+    /// A departed client's memory and eventfds go, and so does what it programmed into
+    /// the device (here bus mastering and a DMA address): the next client finds the
+    /// device at power-on, not pointed at addresses the last one chose.
+    @Test func disconnectUnmapsMemoryClosesEventfdsAndResetsTheDevice() throws {
         let s = try Served()
         do {
             let c = try s.client()
             let mem = sealedMemfd(size: 0x10000)
             defer { close(mem) }
             _ = try c.dmaMap(address: 0, size: 0x10000, fd: mem)
-            _ = try c.regionWrite(0, 0x20, le32(0x55))
+            _ = try c.regionWrite(7, 4, le16(0x6))                // memory space and bus master
+            _ = try c.regionWrite(0, 8, le64(0x40))               // the probe's DMA address
+            #expect(try c.regionRead(0, 8, 8).u64(16) == 0x40)
             #expect(s.device.memory.regions.count == 1)
         }
         let c2 = try s.client()
-        #expect(try c2.regionRead(0, 0x20, 4).u32(16) == 0x55)
+        #expect(try c2.regionRead(7, 4, 2).u32(16) & 0xFFFF == 0)
+        #expect(try c2.regionRead(0, 8, 8).u64(16) == 0)
         #expect(s.device.memory.regions.isEmpty)
         #expect(s.server.clients == 2)
+    }
+
+    /// Sealed memfds may be sparse and their mappings reserve nothing: the bytes mapped
+    /// in all are capped, so a client cannot fill the address space with a few messages.
+    @Test func mappedBytesAreCapped() throws {
+        let s = try Served()
+        let c = try s.client()
+        let half = Int(DMAMappings.mappedByteLimit / 2)
+        let mem = sealedMemfd(size: half)
+        defer { close(mem) }
+        #expect(try c.dmaMap(address: 0, size: UInt64(half), fd: mem).isError == false)
+        #expect(try c.dmaMap(address: UInt64(half), size: UInt64(half), fd: mem).isError == false)
+        let over = try c.dmaMap(address: 2 * UInt64(half), size: 0x1000, fd: mem)
+        #expect(over.isError)
+        #expect(s.device.memory.regions.count == 2)
+        #expect(try c.dmaUnmap(address: 0, size: 0, flags: 2).isError == false)
+        #expect(try c.dmaMap(address: 0, size: 0x1000, fd: mem).isError == false)   // room again
     }
 
     @Test func resetReturnsTheDeviceToPowerOn() throws {

@@ -27,6 +27,11 @@ final class DMAMappings {
     private var retired: [(host: UnsafeMutableRawPointer, size: Int)] = []
     var retiredCount: Int { retired.count }
     let limit: Int
+    /// The most bytes mapped at once, retired ranges included. Sealed memfds can be
+    /// sparse and their mappings reserve nothing, so without it a client could fill this
+    /// process's 128 TiB of address space with a few messages, and the next allocation
+    /// anywhere in it would fail. 16 TiB is beyond any guest a served device meets.
+    static let mappedByteLimit: UInt64 = 1 << 44
 
     init(memory: GuestMemory, lock: DeviceLock, limit: Int) {
         self.memory = memory; self.lock = lock; self.limit = limit
@@ -55,6 +60,10 @@ final class DMAMappings {
         guard m.address & 0xFFF == 0, m.size & 0xFFF == 0, m.fileOffset & 0xFFF == 0 else {
             throw .malformed("DMA_MAP not page aligned (address 0x\(String(m.address, radix: 16)), size 0x\(String(m.size, radix: 16)))")
         }
+        let mapped = memory.regions.reduce(UInt64(0)) { $0 &+ $1.size } &+ retired.reduce(UInt64(0)) { $0 &+ UInt64($1.size) }
+        guard m.size <= Self.mappedByteLimit, mapped <= Self.mappedByteLimit - m.size else {
+            throw .limit("DMA_MAP of 0x\(String(m.size, radix: 16)) bytes: more than \(Self.mappedByteLimit >> 40) TiB mapped in all")
+        }
         try checkBacking(fd, offset: m.fileOffset, size: m.size)
         guard m.fileOffset <= UInt64(Int.max),
               let p = mmap(nil, Int(m.size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, off_t(m.fileOffset)), p != MAP_FAILED else {
@@ -74,18 +83,21 @@ final class DMAMappings {
 
     /// The descriptor must be a memory file that holds the whole range and cannot shrink.
     private func checkBacking(_ fd: Int32, offset: UInt64, size: UInt64) throws(VFIOUserError) {
+        // A file the client could shrink later would turn device DMA into SIGBUS: only
+        // memfds sealed against shrinking (QEMU's memory-backend-memfd default) are taken.
+        // The seals first: once SHRINK is sealed the size can only grow, so the size read
+        // below still holds when the range is mapped (checked the other way round, a
+        // client thread could shrink the file and seal it in between).
+        let seals = fcntl(fd, CLINUX_F_GET_SEALS)
+        guard seals >= 0, seals & CLINUX_F_SEAL_SHRINK != 0 else {
+            throw .unsupported("DMA_MAP memory that can shrink: use memory-backend-memfd (seal=on, the default)")
+        }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw .system("DMA_MAP fstat", errno: errno) }
         guard st.st_mode & S_IFMT == S_IFREG else { throw .malformed("DMA_MAP descriptor is not a memory file") }
         let (end, wraps) = offset.addingReportingOverflow(size)
         guard !wraps, st.st_size >= 0, end <= UInt64(st.st_size) else {
             throw .malformed("DMA_MAP range 0x\(String(offset, radix: 16))+0x\(String(size, radix: 16)) beyond the file's \(st.st_size) bytes")
-        }
-        // A file the client could shrink later would turn device DMA into SIGBUS: only
-        // memfds sealed against shrinking (QEMU's memory-backend-memfd default) are taken.
-        let seals = fcntl(fd, CLINUX_F_GET_SEALS)
-        guard seals >= 0, seals & CLINUX_F_SEAL_SHRINK != 0 else {
-            throw .unsupported("DMA_MAP memory that can shrink: use memory-backend-memfd (seal=on, the default)")
         }
     }
 

@@ -4,7 +4,7 @@ import VMMCore
 /// One device model served over vfio-user, as a third platform beside KVM and the test
 /// machine: the device sits alone on its own PCI bus, its guest memory is whatever the
 /// current client lends (DMA_MAP), and its interrupts go out as eventfds. The device
-/// object and its state outlive clients; a client that attaches resets it.
+/// object outlives clients, and is reset whenever one leaves.
 public final class ServedDevice: @unchecked Sendable {
     /// The most DMA regions a client may map at once (QEMU's pc machine maps a handful).
     public static let dmaRegionLimit = 64
@@ -115,9 +115,14 @@ public final class ServedDevice: @unchecked Sendable {
     /// state back to power-on.
     public func resetDevice() { bus.reset() }
 
-    /// The client went away (vfio-user "Client Disconnection"): its memory is unmapped
-    /// and its eventfds closed; the device keeps its state for the next client.
+    /// The client went away (vfio-user "Client Disconnection"): the device is reset, then
+    /// the client's memory unmapped and its eventfds closed. Kept, the state would carry
+    /// the departed client's rings and buffer addresses (virtqueue areas, e1000 RDBA/TDBA)
+    /// over to the next one: QEMU maps its RAM while it realizes the device, before its
+    /// first DEVICE_RESET, and a device still receiving would write frames and used
+    /// entries at addresses the previous client chose, inside the new client's guest.
     func clientGone() {
+        bus.reset()
         dma.unmapAll()
         interrupts.closeAll()
     }
