@@ -129,9 +129,17 @@ struct VirtioBlkRequestParser {
         return VirtioBlkParsedRequest(operation: .backend(request), status: status, writtenOnSuccess: 1, isWrite: true)
     }
 
-    /// The byte offset of `sector`, when `length` bytes from there lie on the disk and
-    /// both are multiples of the logical block size (QEMU's virtio_blk_sect_range_ok).
+    /// The most bytes one request moves: QEMU's BDRV_REQUEST_MAX_SECTORS (INT_MAX >> 9
+    /// sectors), which its virtio_blk_sect_range_ok enforces. Descriptors may name the
+    /// same guest buffer again and again, so without it one request of 254 descriptors
+    /// could read or write the whole disk.
+    static let maxRequestBytes = UInt64(Int32.max >> 9) << 9
+
+    /// The byte offset of `sector`, when `length` bytes from there lie on the disk, are at
+    /// most `maxRequestBytes`, and both are multiples of the logical block size (QEMU's
+    /// virtio_blk_sect_range_ok).
     static func checkedRange(sector: UInt64, length: UInt64, limits: VirtioBlkLimits) -> UInt64? {
+        guard length <= maxRequestBytes else { return nil }
         let (offset, o1) = sector.multipliedReportingOverflow(by: virtioBlkSectorSize)
         let (end, o2) = offset.addingReportingOverflow(length)
         guard !o1, !o2, end <= limits.capacityBytes else { return nil }

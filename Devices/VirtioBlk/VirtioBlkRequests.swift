@@ -121,7 +121,13 @@ extension VirtioBlk {
         context.lock.withLock {
             defer { context.memory.giveBack() }   // what `submit` lent
             guard generation == self.generation, index < inFlight.count,
-                  let slot = inFlight[index].firstIndex(where: { $0.id == id }) else { return }
+                  let slot = inFlight[index].firstIndex(where: { $0.id == id }) else {
+                // A request from before a reset left the backend: room there again,
+                // which the new driver's first requests may be waiting for (they were
+                // refused while the old ones filled the backend's queue).
+                resumeAfterBackendRoom(orQueue: nil)
+                return
+            }
             switch result {
             case .ok where inFlight[index][slot].flushAfter:
                 inFlight[index][slot].flushAfter = false
@@ -132,14 +138,18 @@ extension VirtioBlk {
             case .unsupported: inFlight[index][slot].status = .unsupported
             }
             complete(queue: index)
-            // Room again: take what the driver added while the queue was full or the
-            // backend pushed back.
-            if waitingForBackend {
-                waitingForBackend = false
-                for i in inFlight.indices { process(queue: i) }
-            } else {
-                process(queue: index)
-            }
+            resumeAfterBackendRoom(orQueue: index)
+        }
+    }
+
+    /// Room again: takes what the driver added while the queue was full or the backend
+    /// pushed back (every queue when one waited for the backend, else `index`'s).
+    private func resumeAfterBackendRoom(orQueue index: Int?) {
+        if waitingForBackend {
+            waitingForBackend = false
+            for i in inFlight.indices { process(queue: i) }
+        } else if let index {
+            process(queue: index)
         }
     }
 

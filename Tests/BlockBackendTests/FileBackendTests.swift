@@ -109,6 +109,21 @@ import VMMTestKit
         #expect(throws: BlockBackendError.readOnly) { try ro.resize(to: 1 << 20) }
     }
 
+    /// A write, zeroing or discard checked against the size before a shrink (queued
+    /// when `block_resize` ran) fails instead of growing the file back.
+    @Test func writesPastAShrunkEndFail() throws {
+        let loop = try RunningLoop()
+        let path = dir.file("shrink.img", size: 1 << 20)
+        let disk = try open(path, loop: loop)
+        defer { disk.stop() }
+        try disk.resize(to: 512 * 1024)
+        let data = GuestBuffer(count: 4096, fill: 0x5A)
+        #expect(run(disk, .write(offset: 512 * 1024 - 4096, from: [data.all])) == .ok)   // the last block still fits
+        #expect(run(disk, .write(offset: 768 * 1024, from: [data.all])) == .ioError(errno: ENOSPC))
+        #expect(run(disk, .writeZeroes(offset: 512 * 1024, length: 4096, mayUnmap: false)) == .ioError(errno: ENOSPC))
+        #expect(fileSize(path) == 512 * 1024)
+    }
+
     @Test func readOnlyRefusesWrites() throws {
         let loop = try RunningLoop()
         let path = dir.file("ro.img", size: 65536)

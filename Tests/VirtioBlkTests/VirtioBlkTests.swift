@@ -205,6 +205,36 @@ import VMMTestKit
         #expect(d.status(at: r.status) == 0xEE)          // never written: the request belonged to the old driver
     }
 
+    /// The old driver's requests fill the backend's queue, the device is reset, and the
+    /// new driver's first request is refused for want of room. When the old requests
+    /// leave the backend, that room must reach the new driver: its request is answered.
+    @Test func resetWithTheBackendFullDoesNotStallTheNewDriver() throws {
+        let disk = InMemoryDisk(size: 1 << 20, geometry: BlockGeometry(size: 1 << 20, queueLimit: 2))
+        let d = try D(disk: disk)
+        d.bringUp()
+        disk.hold()
+        _ = (0 ..< 2).map { d.submit(type: D.T.read, sector: UInt64($0), readLength: 512) }
+        d.complete()
+        #expect(disk.queued == 2)
+        d.setStatus(0)
+        d.bringUp()
+        let fresh = d.submit(type: D.T.read, sector: 4, readLength: 512)
+        d.complete()
+        #expect(d.status(at: fresh.status) == 0xEE)          // waiting for the backend
+        disk.release()
+        d.complete()
+        #expect(d.status(at: fresh.status) == D.S.ok)
+    }
+
+    /// One request may move at most QEMU's BDRV_REQUEST_MAX_BYTES, however often its
+    /// descriptors name the same buffer.
+    @Test func aRequestLongerThanTheCapIsRefused() {
+        let limits = VirtioBlkLimits(capacityBytes: 1 << 40, logicalBlockSize: 512, readOnly: false, canDiscard: false,
+                                     canWriteZeroes: false, maxDiscardSectors: 0, maxWriteZeroesSectors: 0)
+        #expect(VirtioBlkRequestParser.checkedRange(sector: 0, length: VirtioBlkRequestParser.maxRequestBytes, limits: limits) == 0)
+        #expect(VirtioBlkRequestParser.checkedRange(sector: 0, length: VirtioBlkRequestParser.maxRequestBytes + 512, limits: limits) == nil)
+    }
+
     @Test func multiQueue() throws {
         let d = try D(options: "num-queues=4")
         #expect(d.deviceFeatures & (1 << 12) != 0)

@@ -152,6 +152,7 @@ public final class FileBackend: BlockBackend, @unchecked Sendable {
             if result == .ok { count(counters.reads, counters.bytesRead, bytes: segments.reduce(0) { $0 &+ $1.count }) }
         case let .write(offset, segments):
             guard !g.readOnly else { return failed(EROFS) }
+            guard Self.within(g, offset: offset, length: segments.reduce(UInt64(0)) { $0 &+ UInt64($1.count) }) else { return failed(ENOSPC) }
             result = outcome(io.write(offset: offset, from: segments))
             if result == .ok { count(counters.writes, counters.bytesWritten, bytes: segments.reduce(0) { $0 &+ $1.count }) }
         case .flush:
@@ -160,16 +161,26 @@ public final class FileBackend: BlockBackend, @unchecked Sendable {
         case let .discard(offset, length):
             guard !g.readOnly else { return failed(EROFS) }
             guard g.canDiscard else { return .unsupported }
+            guard Self.within(g, offset: offset, length: length) else { return failed(ENOSPC) }
             let e = io.punchHole(offset: offset, length: length)
             result = e == EOPNOTSUPP ? .unsupported : outcome(e)
             if result == .ok { counters.discards.add(1, ordering: .relaxed) }
         case let .writeZeroes(offset, length, mayUnmap):
             guard !g.readOnly else { return failed(EROFS) }
+            guard Self.within(g, offset: offset, length: length) else { return failed(ENOSPC) }
             result = outcome(zero(io, offset: offset, length: length, mayUnmap: mayUnmap && g.canDiscard))
             if result == .ok { counters.writeZeroes.add(1, ordering: .relaxed) }
         }
         if case .ioError = result { counters.errors.add(1, ordering: .relaxed) }
         return result
+    }
+
+    /// Whether a write-like request still ends on the disk. The device checked it against
+    /// the size when the guest asked; a `block_resize` that shrank the file since would be
+    /// undone by writing past the new end (the file grows back, the VM reports the smaller size).
+    private static func within(_ g: BlockGeometry, offset: UInt64, length: UInt64) -> Bool {
+        let (end, wraps) = offset.addingReportingOverflow(length)
+        return !wraps && end <= g.size
     }
 
     /// Cheapest first: deallocate (when allowed), let the filesystem zero the range, write zeroes.
