@@ -125,9 +125,13 @@ func sealedMemfd(size: Int, seal: Bool = true) -> Int32 {
     return fd
 }
 
-/// An eventfd and a way to read how often it fired (0 when it did not).
+/// An eventfd and a way to read how often it fired (0 when it did not within `seconds`:
+/// interrupts reach the client from the server's signalling thread, a little later
+/// than the reply to the access that raised them).
 func makeEventFD() -> Int32 { eventfd(0, Int32(EFD_NONBLOCK)) }
-func drain(_ fd: Int32) -> UInt64 {
+func drain(_ fd: Int32, within seconds: Double = 2) -> UInt64 {
+    var ready = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+    guard poll(&ready, 1, Int32(seconds * 1000)) == 1 else { return 0 }
     var v: UInt64 = 0
     return read(fd, &v, 8) == 8 ? v : 0
 }

@@ -17,16 +17,18 @@ final class EventFDInterrupts: InterruptController, MessageVectorSink, @unchecke
     enum Index: UInt32, CaseIterable { case intx = 0, msi = 1, msix = 2, err = 3, req = 4 }
 
     private struct State {
-        var fds: [[Int32]] = Array(repeating: [], count: Index.allCases.count)
+        var fds: [[ClientEventFD?]] = Array(repeating: [], count: Index.allCases.count)
         var intxLevel = false
         var intxMasked = false
         var signals: [UInt64] = Array(repeating: 0, count: Index.allCases.count)
     }
     private let state = Mutex(State())
+    /// Writes the eventfds, off the device's lock and the I/O loop (EventFDSignaller).
+    private let signaller: EventFDSignaller
     /// Vectors per index (INTx, MSI, MSI-X, ERR, REQ), from what the device declared.
     private(set) var vectorCounts: [Int] = Array(repeating: 0, count: Index.allCases.count)
 
-    init() {}
+    init() throws(VFIOUserError) { signaller = try EventFDSignaller() }
 
     /// Called once the device exists (the controller is needed to create it).
     func declare(intx: Bool, msi: Int, msix: Int) {
@@ -34,11 +36,20 @@ final class EventFDInterrupts: InterruptController, MessageVectorSink, @unchecke
         // "Could not enable error recovery" otherwise); this server never signals it.
         vectorCounts = [intx ? 1 : 0, msi, msix, 1, 0]
         state.withLock { s in
-            for i in 0 ..< vectorCounts.count { s.fds[i] = Array(repeating: -1, count: vectorCounts[i]) }
+            for i in 0 ..< vectorCounts.count { s.fds[i] = Array(repeating: nil, count: vectorCounts[i]) }
         }
     }
 
-    deinit { closeAll() }
+    deinit {
+        closeAll()
+        signaller.stop()
+    }
+
+    /// The server is stopping: the signalling thread ends.
+    func stop() {
+        closeAll()
+        signaller.stop()
+    }
 
     /// Signal counts per index (for tests and the robustness report).
     var signalCounts: [UInt64] { state.withLock { $0.signals } }
@@ -48,7 +59,7 @@ final class EventFDInterrupts: InterruptController, MessageVectorSink, @unchecke
     func setIRQ(_ line: Int, level: Bool) {
         state.withLock { s in
             s.intxLevel = level
-            if level { Self.fireINTx(&s) }
+            if level { fireINTx(&s) }
         }
     }
 
@@ -60,21 +71,17 @@ final class EventFDInterrupts: InterruptController, MessageVectorSink, @unchecke
         let index: Index = kind == .msix ? .msix : .msi
         state.withLock { s in
             let fds = s.fds[Int(index.rawValue)]
-            guard vector >= 0, vector < fds.count, fds[vector] >= 0 else { return }
-            Self.kick(fds[vector])
+            guard vector >= 0, vector < fds.count, let target = fds[vector] else { return }
+            signaller.signal(target)
             s.signals[Int(index.rawValue)] &+= 1
         }
     }
 
-    private static func fireINTx(_ s: inout State) {
-        guard s.intxLevel, !s.intxMasked, let fd = s.fds[0].first, fd >= 0 else { return }
-        kick(fd)
+    private func fireINTx(_ s: inout State) {
+        guard s.intxLevel, !s.intxMasked, let first = s.fds[0].first, let target = first else { return }
+        signaller.signal(target)
         s.signals[0] &+= 1
         s.intxMasked = true
-    }
-
-    private static func kick(_ fd: Int32) {
-        _ = clinux_eventfd_signal(fd)
     }
 
     // MARK: From the client (DEVICE_SET_IRQS)
@@ -111,25 +118,24 @@ final class EventFDInterrupts: InterruptController, MessageVectorSink, @unchecke
         case (.trigger, .eventFDs):
             state.withLock { s in
                 for v in 0 ..< count {
-                    let old = s.fds[Int(index.rawValue)][start + v]
-                    if old >= 0 { close(old) }
-                    s.fds[Int(index.rawValue)][start + v] = fds.isEmpty ? -1 : fds[v]
+                    // The one it replaces is closed once a signal queued for it is written.
+                    s.fds[Int(index.rawValue)][start + v] = fds.isEmpty ? nil : ClientEventFD(fds[v])
                 }
-                if index == .intx { Self.fireINTx(&s) }
+                if index == .intx { fireINTx(&s) }
             }
         case (.trigger, .none):
             state.withLock { s in
-                for v in start ..< start + count { if index == .intx { Self.fireINTxAnyway(&s) } else { Self.kickVector(&s, index, v) } }
+                for v in start ..< start + count { if index == .intx { fireINTxAnyway(&s) } else { kickVector(&s, index, v) } }
             }
         case let (.trigger, .bools(flags)):
             state.withLock { s in
-                for (i, on) in flags.enumerated() where on { Self.kickVector(&s, index, start + i) }
+                for (i, on) in flags.enumerated() where on { kickVector(&s, index, start + i) }
             }
         case (.unmask, .none), (.unmask, .bools):
             guard index == .intx else { return } // messages are masked by the client itself
             state.withLock { s in
                 s.intxMasked = false
-                Self.fireINTx(&s)
+                fireINTx(&s)
             }
         case (.mask, .none), (.mask, .bools):
             if index == .intx { state.withLock { $0.intxMasked = true } }
@@ -148,29 +154,29 @@ final class EventFDInterrupts: InterruptController, MessageVectorSink, @unchecke
         return String(decoding: buffer.prefix(n), as: UTF8.self) == "anon_inode:[eventfd]"
     }
 
-    private static func fireINTxAnyway(_ s: inout State) {
-        guard let fd = s.fds[0].first, fd >= 0 else { return }
-        kick(fd)
+    private func fireINTxAnyway(_ s: inout State) {
+        guard let first = s.fds[0].first, let target = first else { return }
+        signaller.signal(target)
         s.signals[0] &+= 1
     }
 
-    private static func kickVector(_ s: inout State, _ index: Index, _ v: Int) {
+    private func kickVector(_ s: inout State, _ index: Index, _ v: Int) {
         let fds = s.fds[Int(index.rawValue)]
-        guard v < fds.count, fds[v] >= 0 else { return }
-        kick(fds[v])
+        guard v < fds.count, let target = fds[v] else { return }
+        signaller.signal(target)
         s.signals[Int(index.rawValue)] &+= 1
     }
 
+    /// Lets go of an index's eventfds (each is closed once no queued signal holds it).
     private static func closeIndex(_ s: inout State, _ i: Int) {
-        for v in 0 ..< s.fds[i].count where s.fds[i][v] >= 0 {
-            close(s.fds[i][v])
-            s.fds[i][v] = -1
-        }
+        for v in 0 ..< s.fds[i].count { s.fds[i][v] = nil }
         if i == 0 { s.intxMasked = false }
     }
 
-    /// The client went away: its eventfds are closed; the line state stays.
+    /// The client went away: its eventfds are let go, and a write the client is blocking
+    /// is interrupted; the line state stays.
     func closeAll() {
         state.withLock { s in for i in 0 ..< s.fds.count { Self.closeIndex(&s, i) } }
+        signaller.abandon()
     }
 }

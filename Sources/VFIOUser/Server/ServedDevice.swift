@@ -21,7 +21,7 @@ public final class ServedDevice: @unchecked Sendable {
     public init(spec: DeviceSpec, registry: PCIDeviceRegistry, services: ServiceRegistry, loop: EPollEventLoop,
                 logger: Logger) throws {
         memory = GuestMemory(borrowedRegionLimit: Self.dmaRegionLimit)
-        interrupts = EventFDInterrupts()
+        interrupts = try EventFDInterrupts()
         // The bus's address spaces are private: the client addresses BARs by region index.
         bus = try PCIBus(memory: memory, pio: AddressSpace(kind: .io, logger: logger),
                          mmio: AddressSpace(kind: .memory, logger: logger), interrupts: interrupts,
@@ -127,9 +127,10 @@ public final class ServedDevice: @unchecked Sendable {
         interrupts.closeAll()
     }
 
-    /// The server is stopping: backends and timers released.
+    /// The server is stopping: backends, timers and the interrupt-signalling thread released.
     public func shutdown() {
         clientGone()
         bus.shutdown()
+        interrupts.stop()
     }
 }
