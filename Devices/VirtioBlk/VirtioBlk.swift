@@ -49,6 +49,9 @@ public final class VirtioBlk: VirtioDevice, @unchecked Sendable {
     var generation: UInt64 = 0
     /// The backend refused a request (its queue was full): retry after a completion.
     var waitingForBackend = false
+    /// Requests the backend holds, of any generation: after a reset, until they are back,
+    /// they still read into and write from the old driver's buffers (`isDraining`).
+    var backendPending = 0
     /// A queue's pass past the per-action budget (VirtioBlkRequests.swift). After a reset
     /// it finds the queue disabled, or takes what the new driver posted, as a kick would.
     lazy var processContinuations = DeferredActions(count: inFlight.count, continuing: context) { [weak self] queue in
@@ -141,6 +144,10 @@ public final class VirtioBlk: VirtioDevice, @unchecked Sendable {
     }
 
     public func queueNotified(_ index: Int) { process(queue: index) }
+
+    /// A driver's reset completes (the status reads 0) once the backend has given back
+    /// every request from before it, as QEMU drains its block layer on reset.
+    public var isDraining: Bool { backendPending > 0 }
 
     /// The disk's size changed (QMP block_resize, an NBD export that grew): the guest
     /// re-reads `capacity` on the configuration interrupt (virtblk_config_changed_work).

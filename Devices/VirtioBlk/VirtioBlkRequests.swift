@@ -112,7 +112,7 @@ extension VirtioBlk {
             guard let self else { memory.giveBack(); return }
             self.completed(queue: index, id: id, generation: generation, result: result)
         }
-        if !accepted { memory.giveBack() }
+        if accepted { backendPending += 1 } else { memory.giveBack() }
         return accepted
     }
 
@@ -120,6 +120,7 @@ extension VirtioBlk {
     private func completed(queue index: Int, id: UInt64, generation: UInt64, result: BlockResult) {
         context.lock.withLock {
             defer { context.memory.giveBack() }   // what `submit` lent
+            backendPending -= 1
             guard generation == self.generation, index < inFlight.count,
                   let slot = inFlight[index].firstIndex(where: { $0.id == id }) else {
                 // A request from before a reset left the backend: room there again,

@@ -39,6 +39,15 @@ public protocol VirtioDevice: AnyObject {
     func queueNotified(_ index: Int)
     /// The VM is going away: release backends, file descriptors, timers.
     func shutdown()
+    /// Work from before a reset is still using guest buffers (a block request a backend
+    /// has not finished). While it is, the transport reports a non-zero device status
+    /// after the driver wrote 0, and the driver waits (virtio 1.2 §4.1.4.3.2: it must
+    /// read 0 before reinitializing) instead of reusing those buffers. Default: false.
+    var isDraining: Bool { get }
+}
+
+extension VirtioDevice {
+    public var isDraining: Bool { false }
 }
 
 /// The shape of a virtio device: fixed when it is created.

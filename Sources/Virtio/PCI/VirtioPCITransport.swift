@@ -36,6 +36,8 @@ public final class VirtioPCITransport: VirtioTransport, @unchecked Sendable {
     }
 
     public private(set) var status = VirtioDeviceStatus()
+    /// A driver's reset (status 0) waits for the device to drain; the status read back meanwhile.
+    private var resetInProgress: VirtioDeviceStatus?
     /// Features the driver accepted; valid once FEATURES_OK is set.
     public private(set) var negotiatedFeatures: UInt64 = 0
     public private(set) var offeredFeatures: UInt64 = 0
@@ -194,6 +196,7 @@ public final class VirtioPCITransport: VirtioTransport, @unchecked Sendable {
 
     /// Device reset (status 0, §2.1; or a machine reset).
     public func reset() {
+        resetInProgress = nil
         status = []
         negotiatedFeatures = 0
         driverFeatures = 0
@@ -277,7 +280,7 @@ public final class VirtioPCITransport: VirtioTransport, @unchecked Sendable {
         case (C.driverFeature, 4): return featureWord(driverFeatures, driverFeatureSelect)
         case (C.configMSIXVector, 2): return UInt64(configVector)
         case (C.numQueues, 2): return UInt64(queues.count)
-        case (C.deviceStatus, 1): return UInt64(status.rawValue)
+        case (C.deviceStatus, 1): return UInt64(reportedStatus.rawValue)
         case (C.configGeneration, 1): return UInt64(configGeneration)
         case (C.queueSelect, 2): return UInt64(queueSelect)
         case (C.queueSize, 2): return UInt64(q?.size ?? 0)
@@ -393,9 +396,29 @@ public final class VirtioPCITransport: VirtioTransport, @unchecked Sendable {
 
     // MARK: Device status (§2.1, §3.1.1)
 
+    /// The status the driver reads: until the device has drained what it was doing before
+    /// a driver's reset (`VirtioDevice.isDraining`), the status from before it, so that the
+    /// driver keeps polling for 0 (Linux's `vp_reset`) before it reuses its buffers.
+    private var reportedStatus: VirtioDeviceStatus {
+        if let before = resetInProgress {
+            if device?.isDraining == true { return before }
+            resetInProgress = nil
+        }
+        return status
+    }
+
     private func writeStatus(_ value: UInt8) {
+        if resetInProgress != nil, value != 0 {
+            if device?.isDraining == true {
+                context.guestLog.warning("virtio.reset-pending", "status 0x\(String(value, radix: 16)) written before the reset completed (status read back 0); ignored")
+                return
+            }
+            resetInProgress = nil
+        }
         if value == 0 {
+            let before = status.isEmpty ? VirtioDeviceStatus.acknowledge : status
             reset()
+            if device?.isDraining == true { resetInProgress = before }
             return
         }
         var requested = VirtioDeviceStatus(rawValue: value)
