@@ -135,6 +135,44 @@ final class Served {
         #expect(drain(efd2) == 1)
     }
 
+    /// The same with a batch: the signalling thread blocks on one vector's eventfd while
+    /// two more signals queue, the client lets that write through, and the thread blocks
+    /// on the next of the batch. When the client leaves, the whole batch is dropped, so
+    /// the next client's interrupts arrive.
+    @Test func aBlockedBatchIsDroppedWhenTheClientLeaves() throws {
+        let s = try Served()
+        do {
+            let c = try s.client()
+            let fds = (0 ..< 3).map { _ in makeEventFD() }
+            defer { fds.forEach { close($0) } }
+            _ = try c.regionWrite(7, 4, le16(0x6))
+            let cap = Int(try c.regionRead(7, 0x34, 1).payload[16])
+            _ = try c.regionWrite(7, UInt64(cap + 2), le16(0x8000))      // MSI-X on
+            #expect(try c.setIRQs(flags: 0x4 | 0x20, index: 2, start: 1, count: 3, fds: fds).isError == false)
+            var full: UInt64 = 0xFFFF_FFFF_FFFF_FFFE
+            for fd in fds {
+                #expect(fcntl(fd, F_SETFL, 0) == 0)
+                #expect(write(fd, &full, 8) == 8)
+            }
+            _ = try c.regionWrite(0, 4, le32(1))                           // blocks on the first
+            usleep(50_000)
+            _ = try c.regionWrite(0, 4, le32(2))                           // queued
+            _ = try c.regionWrite(0, 4, le32(3))                           // queued
+            var value: UInt64 = 0
+            #expect(read(fds[0], &value, 8) == 8)                          // lets the first through
+            usleep(50_000)                                                 // blocked on the second
+        }
+        let c2 = try s.client()
+        let efd = makeEventFD()
+        defer { close(efd) }
+        _ = try c2.regionWrite(7, 4, le16(0x6))
+        let cap = Int(try c2.regionRead(7, 0x34, 1).payload[16])
+        _ = try c2.regionWrite(7, UInt64(cap + 2), le16(0x8000))
+        #expect(try c2.setIRQs(flags: 0x4 | 0x20, index: 2, start: 1, count: 1, fds: [efd]).isError == false)
+        _ = try c2.regionWrite(0, 4, le32(1))
+        #expect(drain(efd) == 1)
+    }
+
     @Test func msixVectorsFireOnTheirEventfdsWithoutTheCoresTable() throws {
         let s = try Served()
         let c = try s.client()

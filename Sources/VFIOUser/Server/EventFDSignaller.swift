@@ -26,12 +26,18 @@ final class ClientEventFD: @unchecked Sendable {
 /// our own; a write the client blocks is interrupted (`abandon`, SIGURG without
 /// SA_RESTART) when the client goes away or the server stops.
 final class EventFDSignaller: @unchecked Sendable {
-    private let queue = Mutex<[ClientEventFD]>([])
+    /// Signals waiting for the thread, and the abandonment epoch they belong to: both
+    /// change together, so a batch taken before `abandon` carries the epoch it abandoned.
+    private struct Queue {
+        var targets: [ClientEventFD] = []
+        var epoch: UInt64 = 0
+    }
+    private let queue = Mutex(Queue())
     private let wakeFD: Int32
     private let stopping = Atomic<Bool>(false)
-    /// Bumped by `abandon`: a write interrupted after it is dropped, not retried.
-    private let abandonments = Atomic<UInt64>(0)
-    /// The thread is inside a client write (for `abandon`).
+    /// The epoch now (bumped by `abandon`) and that of the write in progress, if any.
+    private let epoch = Atomic<UInt64>(0)
+    private let writingEpoch = Atomic<UInt64>(0)
     private let writing = Atomic<Bool>(false)
     private var thread: pthread_t?
 
@@ -53,15 +59,16 @@ final class EventFDSignaller: @unchecked Sendable {
             return nil
         }, box.toOpaque())
         guard started == 0 else {
-            box.release()
-            close(wakeFD)
+            box.release()   // deinit closes wakeFD; there is no thread to stop
             throw .system("pthread_create", errno: started)
         }
         thread = tid
     }
 
     /// SIGURG interrupts a blocked write (EINTR) instead of restarting it; its default
-    /// action is to ignore it, so nothing else in the process notices.
+    /// action is to ignore it, so nothing else in the process notices. Installed with
+    /// the first served device, on the main thread before it is confined (rt_sigaction
+    /// is on the main role's list only).
     private static let installInterruptHandler: Void = {
         var action = sigaction()
         action.__sigaction_handler.sa_handler = { _ in }
@@ -72,36 +79,50 @@ final class EventFDSignaller: @unchecked Sendable {
 
     /// Queues a signal for `target`; never blocks.
     func signal(_ target: ClientEventFD) {
-        guard !target.queued.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        queue.withLock { $0.append(target) }
+        guard !stopping.load(ordering: .acquiring),
+              !target.queued.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        queue.withLock { $0.targets.append(target) }
         _ = clinux_eventfd_signal(wakeFD)
     }
 
     /// Drops what is queued and interrupts a write in progress: the client went away.
+    /// Returns once no write of an earlier epoch is in progress, and none can start.
     func abandon() {
-        abandonments.add(1, ordering: .releasing)
-        let dropped = queue.withLock { q -> [ClientEventFD] in defer { q = [] }; return q }
+        let (dropped, now) = queue.withLock { q -> ([ClientEventFD], UInt64) in
+            q.epoch &+= 1
+            epoch.store(q.epoch, ordering: .sequentiallyConsistent)
+            defer { q.targets = [] }
+            return (q.targets, q.epoch)
+        }
         for target in dropped { target.queued.store(false, ordering: .releasing) }
-        interruptWrite()
+        interruptWrites(before: now)
     }
 
-    /// Stops and joins the thread. Idempotent.
+    /// Stops and joins the thread. Idempotent; the wake eventfd is closed by `deinit`.
     func stop() {
-        guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        guard !stopping.exchange(true, ordering: .sequentiallyConsistent) else { return }
         abandon()
+        guard let t = thread else { return }
         _ = clinux_eventfd_signal(wakeFD)
-        if let t = thread { pthread_join(t, nil); thread = nil }
+        pthread_join(t, nil)
+        thread = nil
+    }
+
+    deinit {
+        stop()
         close(wakeFD)
     }
 
-    deinit { stop() }
-
-    /// Signals the thread until it is out of a client write. A signal that lands just
-    /// before the write starts is lost, hence the repeats (1 ms apart, 5 s at most).
-    private func interruptWrite() {
+    /// Signals the thread while it is in a write of an epoch before `now`. A signal that
+    /// lands just before the write starts is lost, hence the repeats (1 ms apart). The
+    /// thread checks the epoch after announcing a write and after every EINTR, so once
+    /// a signal lands it drops that write and every other target of the old epoch.
+    private func interruptWrites(before now: UInt64) {
         guard let t = thread, pthread_equal(t, pthread_self()) == 0 else { return }
         var pause = timespec(tv_sec: 0, tv_nsec: 1_000_000)
-        for _ in 0 ..< 5_000 where writing.load(ordering: .acquiring) {
+        for _ in 0 ..< 10_000 {
+            guard writing.load(ordering: .sequentiallyConsistent),
+                  writingEpoch.load(ordering: .sequentiallyConsistent) < now else { return }
             pthread_kill(t, SIGURG)
             nanosleep(&pause, nil)
         }
@@ -113,18 +134,26 @@ final class EventFDSignaller: @unchecked Sendable {
         while !stopping.load(ordering: .acquiring) {
             _ = poll(&ready, 1, -1)
             _ = read(wakeFD, &value, 8)
-            let batch = queue.withLock { q -> [ClientEventFD] in defer { q = [] }; return q }
-            for target in batch { deliver(target) }
+            let (batch, batchEpoch) = queue.withLock { q -> ([ClientEventFD], UInt64) in
+                defer { q.targets = [] }
+                return (q.targets, q.epoch)
+            }
+            for target in batch { deliver(target, epoch: batchEpoch) }
         }
     }
 
-    private func deliver(_ target: ClientEventFD) {
+    private func deliver(_ target: ClientEventFD, epoch batchEpoch: UInt64) {
         target.queued.store(false, ordering: .releasing)
-        let epoch = abandonments.load(ordering: .acquiring)
-        writing.store(true, ordering: .releasing)
-        defer { writing.store(false, ordering: .releasing) }
+        writingEpoch.store(batchEpoch, ordering: .sequentiallyConsistent)
+        writing.store(true, ordering: .sequentiallyConsistent)
+        defer { writing.store(false, ordering: .sequentiallyConsistent) }
+        // Announced, then checked: `abandon` either sees this write or this sees its epoch.
+        func abandoned() -> Bool {
+            epoch.load(ordering: .sequentiallyConsistent) != batchEpoch || stopping.load(ordering: .sequentiallyConsistent)
+        }
+        guard !abandoned() else { return }
         while clinux_eventfd_signal(target.fd) < 0, errno == EINTR {
-            if abandonments.load(ordering: .acquiring) != epoch || stopping.load(ordering: .acquiring) { return }
+            if abandoned() { return }
         }
     }
 }
