@@ -40,10 +40,7 @@ final class EventFDInterrupts: InterruptController, MessageVectorSink, @unchecke
         }
     }
 
-    deinit {
-        closeAll()
-        signaller.stop()
-    }
+    deinit { stop() }
 
     /// The server is stopping: the signalling thread ends.
     func stop() {
@@ -94,7 +91,8 @@ final class EventFDInterrupts: InterruptController, MessageVectorSink, @unchecke
             fds.forEach { _ = close($0) }
             throw .malformed("SET_IRQS descriptor is not an eventfd")
         }
-        // Never block under the device lock on a descriptor the client controls.
+        // A client that keeps them so never blocks even the signalling thread (one
+        // that clears the flag again blocks only that thread: EventFDSignaller).
         for fd in fds { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
         guard let index = Index(rawValue: request.index) else {
             fds.forEach { _ = close($0) }

@@ -95,10 +95,12 @@ open class VirtioTestDriver {
 
     // MARK: Bring-up (virtio 1.2 §3.1.1)
 
-    /// Reset, ACKNOWLEDGE, DRIVER, features, FEATURES_OK and its check. Returns whether accepted.
+    /// Reset, ACKNOWLEDGE, DRIVER, features, FEATURES_OK and its check. Returns whether
+    /// accepted. `resetting: false` skips the reset, as a driver may right after a
+    /// machine reset (the status already reads 0): for tests of what that allows.
     @discardableResult
-    public func negotiate(_ choose: (UInt64) -> UInt64 = { $0 }) -> Bool {
-        setStatus(0)
+    public func negotiate(resetting: Bool = true, _ choose: (UInt64) -> UInt64 = { $0 }) -> Bool {
+        if resetting { setStatus(0) }
         setStatus(Status.acknowledge)
         setStatus(Status.acknowledge | Status.driver)
         features = choose(deviceFeatures)
@@ -149,9 +151,9 @@ open class VirtioTestDriver {
 
     /// The whole probe + open: features (filtered), queues 0..<count with MSI-X vectors
     /// (config 0, queue i → i+1) when `msix`, DRIVER_OK.
-    public func bringUp(queueCount: Int? = nil, msix: Bool = true, choose: (UInt64) -> UInt64 = { $0 }) {
+    public func bringUp(queueCount: Int? = nil, msix: Bool = true, resetting: Bool = true, choose: (UInt64) -> UInt64 = { $0 }) {
         let queueCount = queueCount ?? defaultQueueCount
-        negotiate(choose)
+        negotiate(resetting: resetting, choose)
         if msix { programVectors(queueCount: queueCount) }
         for i in 0 ..< queueCount { setupQueue(i, vector: msix ? UInt16(i + 1) : nil) }
         driverOK()
