@@ -17,7 +17,8 @@ import VMMCore
 /// a reconnect thread knocks with `NBDReconnectPolicy`'s backoff; after its timeout the
 /// queue fails with ENOTCONN and new requests fail at once until a reconnect succeeds.
 public final class NBDBackend: BlockBackend, @unchecked Sendable {
-    /// Commands in flight on the socket at once (requests beyond wait in the queue).
+    /// Commands in flight on the socket at once: a request with more is issued a window at
+    /// a time (`NBDPieceCursor`), and requests behind it wait in the queue.
     static let maxPiecesInFlight = 64
 
     public let description: String
@@ -33,6 +34,9 @@ public final class NBDBackend: BlockBackend, @unchecked Sendable {
         let completion: Completion
         /// Bumped when the request is re-sent after a reconnect: callbacks of older tries are ignored.
         var attempt: UInt32 = 0
+        /// The commands still to issue.
+        var cursor: NBDPieceCursor
+        /// Commands issued and not yet completed.
         var piecesLeft = 0
         var error: Int32 = 0
         var lost = false
@@ -56,6 +60,11 @@ public final class NBDBackend: BlockBackend, @unchecked Sendable {
         var pending: [Outstanding] = []
         var inFlight: [UInt64: Outstanding] = [:]
         var piecesInFlight = 0
+        /// The most commands ever in flight at once (tests check the window holds).
+        var peakPiecesInFlight = 0
+        /// The request in `inFlight` whose commands are not all issued yet (at most one:
+        /// requests are issued in order).
+        var issuing: UInt64?
         var nextRequestID: UInt64 = 1
         /// Monotonic ns when the connection was lost; nil while connected.
         var downSince: UInt64?
@@ -121,7 +130,8 @@ public final class NBDBackend: BlockBackend, @unchecked Sendable {
     public func submit(_ request: BlockRequest, completion: @escaping @Sendable (BlockResult) -> Void) -> Bool {
         var done: Done = []
         let accepted = lock.withLock { () -> Bool in
-            let o = Outstanding(id: state.nextRequestID, request: request, completion: completion)
+            let o = Outstanding(id: state.nextRequestID, request: request, completion: completion,
+                                    cursor: NBDPieceCursor(request))
             state.nextRequestID &+= 1
             if state.stopped {
                 finish(o, .ioError(errno: ECANCELED), &done)
@@ -147,6 +157,9 @@ public final class NBDBackend: BlockBackend, @unchecked Sendable {
         return accepted
     }
 
+    /// The most commands that were ever in flight at once (at most `maxPiecesInFlight`).
+    var peakPiecesInFlight: Int { lock.withLock { state.peakPiecesInFlight } }
+
     public func resize(to bytes: UInt64) throws(BlockBackendError) {
         throw .resizeUnsupported("an NBD export's size is set by its server")
     }
@@ -167,6 +180,7 @@ public final class NBDBackend: BlockBackend, @unchecked Sendable {
             let left = state.inFlight.values.sorted { $0.id < $1.id } + state.pending
             state.inFlight.removeAll()
             state.pending.removeAll()
+            state.issuing = nil
             state.piecesInFlight = 0
             for o in left { finish(o, .ioError(errno: ECANCELED), &done) }
             lock.broadcast()
@@ -210,45 +224,53 @@ public final class NBDBackend: BlockBackend, @unchecked Sendable {
 
     // MARK: Under the lock
 
-    /// Sends queued requests while the connection is up and the in-flight window allows.
+    /// Sends queued requests while the connection is up and the in-flight window allows:
+    /// the request being issued first, then the queue's, in order. Each turn of the loop
+    /// issues a command, or finishes, requeues or stops issuing a request.
     private func issuePending(_ done: inout Done) {
         guard let connection = state.connection else { return }
-        while !connection.isDead, !state.pending.isEmpty {
-            var o = state.pending[0]
-            if let refusal = refusal(of: o.request) {
-                state.pending.removeFirst()
-                finish(o, refusal, &done)
-                continue
+        while !connection.isDead, state.piecesInFlight < NBDBackend.maxPiecesInFlight {
+            var o: Outstanding
+            if let id = state.issuing, let partial = state.inFlight[id] {
+                o = partial
+            } else {
+                state.issuing = nil
+                guard !state.pending.isEmpty else { break }
+                o = state.pending.removeFirst()
+                if let refusal = refusal(of: o.request) {
+                    finish(o, refusal, &done)
+                    continue
+                }
+                if o.cursor.isMalformed {
+                    finish(o, .ioError(errno: EINVAL), &done)
+                    continue
+                }
             }
-            guard let pieces = NBDPiece.split(o.request, maxPayload: state.export.maximumPayload) else {
-                state.pending.removeFirst()
-                finish(o, .ioError(errno: EINVAL), &done)
-                continue
-            }
-            if pieces.isEmpty {
-                state.pending.removeFirst()
-                finish(o, .ok, &done)
-                continue
-            }
-            guard state.piecesInFlight == 0 || state.piecesInFlight + pieces.count <= NBDBackend.maxPiecesInFlight else { break }
-            state.pending.removeFirst()
-            var issued = 0
-            for piece in pieces {
+            while state.piecesInFlight < NBDBackend.maxPiecesInFlight,
+                  let piece = o.cursor.next(maxPayload: state.export.maximumPayload) {
                 if piece.issue(on: connection.handle, sink.callback(request: o.id, attempt: o.attempt)) < 0 {
                     if connection.isDead { o.lost = true } else { o.error = NBDConnection.lastError().errno }
+                    o.cursor.abandon()
                     break
                 }
-                issued += 1
+                o.piecesLeft += 1
+                state.piecesInFlight += 1
             }
-            o.piecesLeft = issued
-            state.piecesInFlight += issued
-            if issued > 0 {
+            state.peakPiecesInFlight = max(state.peakPiecesInFlight, state.piecesInFlight)
+            if o.piecesLeft > 0 || !o.cursor.isFinished {
                 state.inFlight[o.id] = o
-            } else if o.lost {
-                o.lost = false
-                state.pending.insert(o, at: 0)
-            } else {
+                state.issuing = o.cursor.isFinished ? nil : o.id
+                continue
+            }
+            // Nothing of it on the wire: done (an empty request), failed, or to resend.
+            state.inFlight[o.id] = nil
+            state.issuing = nil
+            if o.lost {
+                requeue([o])
+            } else if o.error != 0 {
                 finish(o, .ioError(errno: o.error), &done)
+            } else {
+                finish(o, .ok, &done)
             }
         }
         // Issuing runs libnbd's state machine: the connection may have died, commands completed.
@@ -285,12 +307,14 @@ public final class NBDBackend: BlockBackend, @unchecked Sendable {
             state.piecesInFlight = max(0, state.piecesInFlight - 1)
             if e.error != 0 {
                 if connectionLost && NBDConnectionLoss.contains(e.error) { o.lost = true } else if o.error == 0 { o.error = e.error }
+                o.cursor.abandon()   // the request has failed or will be resent: issue no more of it
             }
-            guard o.piecesLeft <= 0 else {
+            guard o.piecesLeft <= 0, o.cursor.isFinished else {
                 state.inFlight[o.id] = o
                 continue
             }
             state.inFlight[o.id] = nil
+            if state.issuing == o.id { state.issuing = nil }
             if o.error != 0 {
                 finish(o, .ioError(errno: o.error), &done)
             } else if o.lost {
@@ -309,6 +333,7 @@ public final class NBDBackend: BlockBackend, @unchecked Sendable {
             var o = o
             o.attempt &+= 1
             o.piecesLeft = 0
+            o.cursor.rewind()
             o.lost = false
             return o
         }
@@ -324,6 +349,7 @@ public final class NBDBackend: BlockBackend, @unchecked Sendable {
             if o.error != 0 { finish(o, .ioError(errno: o.error), &done) } else { keep.append(o) }
         }
         state.inFlight.removeAll()
+        state.issuing = nil
         state.piecesInFlight = 0
         requeue(keep)
         let now = MonotonicTime.nanoseconds()
