@@ -216,25 +216,38 @@ extension VirtioNet {
     }
 
     /// Copies header then frame across `hostSegments` (already checked to be large enough).
+    @inline(__always)
     private func writeFrame(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, to hostSegments: [UnsafeMutableRawBufferPointer]) {
-        var raw: (UInt64, UInt32) = (0, 0)
-        withUnsafeMutableBytes(of: &raw) { header.write(to: UnsafeMutableRawBufferPointer(rebasing: $0[0 ..< VirtioNetHeader.size])) }
-        var segment = 0, offset = 0
-        func copy(_ source: UnsafeRawBufferPointer) {
-            var done = 0
-            while done < source.count, segment < hostSegments.count {
-                let dst = hostSegments[segment]
-                let n = min(dst.count - offset, source.count - done)
-                if n > 0, let d = dst.baseAddress, let s = source.baseAddress {
-                    ByteCopy.copy(to: d + offset, from: s + done, count: n)
-                }
-                done += n
-                offset += n
-                if offset >= dst.count { segment += 1; offset = 0 }
+        var position = (segment: 0, offset: 0)
+        // Linux's buffers always hold the header whole (virtio_net.c `add_recvbuf_*` put it
+        // at the start of the first); a driver may split it, hence the general case.
+        if let first = hostSegments.first, first.count >= VirtioNetHeader.size {
+            header.write(to: first)
+            position.offset = VirtioNetHeader.size
+        } else {
+            var raw: (UInt64, UInt32) = (0, 0)
+            withUnsafeMutableBytes(of: &raw) { header.write(to: UnsafeMutableRawBufferPointer(rebasing: $0[0 ..< VirtioNetHeader.size])) }
+            withUnsafeBytes(of: &raw) {
+                Self.copy(UnsafeRawBufferPointer(rebasing: $0[0 ..< VirtioNetHeader.size]), to: hostSegments, at: &position)
             }
         }
-        withUnsafeBytes(of: &raw) { copy(UnsafeRawBufferPointer(rebasing: $0[0 ..< VirtioNetHeader.size])) }
-        copy(frame)
+        Self.copy(frame, to: hostSegments, at: &position)
+    }
+
+    /// Copies `source` across `hostSegments` from `position` on, as far as they reach.
+    private static func copy(_ source: UnsafeRawBufferPointer, to hostSegments: [UnsafeMutableRawBufferPointer],
+                             at position: inout (segment: Int, offset: Int)) {
+        var done = 0
+        while done < source.count, position.segment < hostSegments.count {
+            let dst = hostSegments[position.segment]
+            let n = min(dst.count - position.offset, source.count - done)
+            if n > 0, let d = dst.baseAddress, let s = source.baseAddress {
+                ByteCopy.copy(to: d + position.offset, from: s + done, count: n)
+            }
+            done += n
+            position.offset += n
+            if position.offset >= dst.count { position = (position.segment + 1, 0) }
+        }
     }
 
     private func finishDelivery(_ queue: any Virtqueue, bytes: Int) {

@@ -28,18 +28,23 @@ public struct VirtioNetHeader: Equatable, Sendable {
     /// Parses the first 12 bytes (little-endian, as virtio 1.x requires); nil if too short.
     public init?(_ bytes: UnsafeRawBufferPointer) {
         guard bytes.count >= VirtioNetHeader.size else { return nil }
-        func u16(_ o: Int) -> UInt16 { UInt16(bytes[o]) | UInt16(bytes[o + 1]) << 8 }
-        self.init(flags: bytes[0], gsoType: bytes[1], headerLength: u16(2), gsoSize: u16(4),
+        // Checked above: 12 bytes, loaded without per-byte bounds checks (once per frame).
+        func u16(_ o: Int) -> UInt16 { UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: o, as: UInt16.self)) }
+        self.init(flags: bytes.loadUnaligned(fromByteOffset: 0, as: UInt8.self),
+                  gsoType: bytes.loadUnaligned(fromByteOffset: 1, as: UInt8.self), headerLength: u16(2), gsoSize: u16(4),
                   checksumStart: u16(6), checksumOffset: u16(8), numBuffers: u16(10))
     }
 
     /// Writes the 12 bytes into `out` (which must hold at least 12).
     public func write(to out: UnsafeMutableRawBufferPointer) {
         guard out.count >= VirtioNetHeader.size else { return }
-        out[0] = flags; out[1] = gsoType
-        for (o, v) in [(2, headerLength), (4, gsoSize), (6, checksumStart), (8, checksumOffset), (10, numBuffers)] {
-            out[o] = UInt8(truncatingIfNeeded: v); out[o + 1] = UInt8(truncatingIfNeeded: v >> 8)
-        }
+        out.storeBytes(of: flags, toByteOffset: 0, as: UInt8.self)
+        out.storeBytes(of: gsoType, toByteOffset: 1, as: UInt8.self)
+        out.storeBytes(of: headerLength.littleEndian, toByteOffset: 2, as: UInt16.self)
+        out.storeBytes(of: gsoSize.littleEndian, toByteOffset: 4, as: UInt16.self)
+        out.storeBytes(of: checksumStart.littleEndian, toByteOffset: 6, as: UInt16.self)
+        out.storeBytes(of: checksumOffset.littleEndian, toByteOffset: 8, as: UInt16.self)
+        out.storeBytes(of: numBuffers.littleEndian, toByteOffset: 10, as: UInt16.self)
     }
 
     public var isGSO: Bool { gsoType & ~VirtioNetHeader.gsoECN != 0 }

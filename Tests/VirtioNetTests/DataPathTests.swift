@@ -66,6 +66,22 @@ struct DataPathTests {
         #expect(d.queues[0]?.takeUsed().first?.id == 1)
     }
 
+    /// A receive chain whose first descriptor is shorter than the header (ANY_LAYOUT
+    /// allows it; Linux never does it): header and frame run on across the descriptors.
+    @Test func receiveHeaderSplitAcrossDescriptors() throws {
+        let d = try VirtioNetDriver()
+        d.bringUp { $0 & ~NetF.mrgRxbuf }
+        let parts = [5, 9, 2000].map { d.machine.allocator.alloc(size: UInt64($0), align: 16) }
+        d.queues[0]?.addChain([(parts[0], 5, true), (parts[1], 9, true), (parts[2], 2000, true)])
+        d.kick(0)
+        let frame = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(100))
+        #expect(d.endpoint.inject(frame))
+        #expect(d.queues[0]?.takeUsed().first?.length == UInt32(12 + frame.count))
+        let written = d.bytes(at: parts[0], 5) + d.bytes(at: parts[1], 9) + d.bytes(at: parts[2], frame.count - 2)
+        #expect(parseHeader(Array(written[0 ..< 12])) == VirtioNetHeader(numBuffers: 1))
+        #expect(Array(written[12...]) == frame)
+    }
+
     @Test func receiveMergeableSpreadsOverBuffers() throws {
         let d = try VirtioNetDriver()
         d.bringUp()
