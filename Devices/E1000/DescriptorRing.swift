@@ -10,6 +10,13 @@ struct DescriptorRing {
     let count: UInt32
     let head: UInt32
     let tail: UInt32
+    /// The ring's host view when it lies in one RAM region (always, for a ring Linux
+    /// allocates: `dma_alloc_coherent`): descriptors are then read and written back
+    /// through it, one lookup per pass instead of one per descriptor access. A ring
+    /// across two adjacent regions goes through guest memory word by word. The view is
+    /// used only within the pass that made it, under the device lock, which a vfio-user
+    /// unmap also takes.
+    private let host: UnsafeMutableRawBufferPointer?
 
     enum Problem: Error, CustomStringConvertible {
         case empty
@@ -34,7 +41,9 @@ struct DescriptorRing {
         guard head < count else { throw .headBeyondEnd(head: head, count: count) }
         guard tail < count else { throw .tailBeyondEnd(tail: tail, count: count) }
         let base = UInt64(baseHigh) << 32 | UInt64(baseLow & ~0xF)
-        guard memory.isRAM(GuestAddress(base), length: UInt64(length)) else { throw .notRAM(base: base, length: UInt64(length)) }
+        let bytes = UInt64(count) * Self.descriptorSize
+        host = try? memory.hostRange(GuestAddress(base), length: bytes)
+        guard host != nil || memory.isRAM(GuestAddress(base), length: bytes) else { throw .notRAM(base: base, length: bytes) }
         self.base = GuestAddress(base)
         self.count = count
         self.head = head
@@ -49,5 +58,36 @@ struct DescriptorRing {
     /// The guest address of descriptor `index` (inside the ring checked to be RAM).
     func address(_ index: UInt32) -> GuestAddress? {
         base.checkedAdd(index: UInt64(index), stride: Self.descriptorSize)
+    }
+
+    /// Descriptor `index`'s two little-endian words (bytes 0…7 and 8…15); nil if `index`
+    /// is outside the ring or its memory cannot be read. `memory` is the one the ring was
+    /// checked against (not kept here: a reference would be retained per frame).
+    @inline(__always)
+    func load(_ index: UInt32, memory: GuestMemory) -> (low: UInt64, high: UInt64)? {
+        guard index < count else { return nil }
+        let offset = Int(index) &* Int(Self.descriptorSize)
+        if let host {
+            return (UInt64(littleEndian: host.loadUnaligned(fromByteOffset: offset, as: UInt64.self)),
+                    UInt64(littleEndian: host.loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self)))
+        }
+        guard let address = address(index), let second = address.checkedAdd(8),
+              let low = try? memory.load(UInt64.self, at: address), let high = try? memory.load(UInt64.self, at: second)
+        else { return nil }
+        return (low, high)
+    }
+
+    /// Writes bytes 8…15 of descriptor `index` (a receive write-back: length, checksum,
+    /// status, errors, special) as one 8-byte store where the ring is host-viewed, so the
+    /// driver never sees DD without the rest.
+    @inline(__always)
+    func storeHigh(_ value: UInt64, at index: UInt32, memory: GuestMemory) {
+        guard index < count else { return }
+        let offset = Int(index) &* Int(Self.descriptorSize) &+ 8
+        if let host {
+            host.storeBytes(of: value.littleEndian, toByteOffset: offset, as: UInt64.self)
+        } else if let fields = address(index)?.checkedAdd(8) {
+            try? memory.store(value, at: fields)
+        }
     }
 }

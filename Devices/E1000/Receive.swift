@@ -156,7 +156,7 @@ extension E1000Device {
         while offset < length {
             let chunk = min(bufferSize, length - offset)
             let last = offset + chunk == length
-            guard let descriptor = ring.address(index), let bufferAddress = try? context.memory.load(UInt64.self, at: descriptor) else {
+            guard let bufferAddress = ring.load(index, memory: context.memory)?.low else {
                 guestError(.descriptorUnreadable, "receive descriptor \(index) unreadable")
                 break
             }
@@ -185,7 +185,7 @@ extension E1000Device {
             // Bytes 8…15: length, checksum, status, errors, special — one store, status last in memory order.
             let writeBack = UInt64(written) | UInt64(checksum) << 16 | UInt64(statusBits) << 32
                 | UInt64(errors) << 40 | UInt64(special) << 48
-            if let fields = descriptor.checkedAdd(8) { try? context.memory.store(writeBack, at: fields) }
+            ring.storeHigh(writeBack, at: index, memory: context.memory)
             index = ring.next(index)
             offset += chunk
             fragments += 1

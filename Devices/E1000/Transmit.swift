@@ -36,10 +36,7 @@ extension E1000Device {
                 break
             }
             cost.descriptors()
-            guard let address = ring.address(head), let second = address.checkedAdd(8),
-                  let low = try? context.memory.load(UInt64.self, at: address),
-                  let high = try? context.memory.load(UInt64.self, at: second)
-            else {
+            guard let address = ring.address(head), let (low, high) = ring.load(head, memory: context.memory) else {
                 guestError(.descriptorUnreadable, "transmit descriptor \(head) unreadable")
                 break
             }

@@ -226,3 +226,48 @@ import VMMTestKit
         #expect(!nic.rxDescriptor(0).done)
     }
 }
+
+/// Rings the device reads through a host view of the whole ring when it lies in one RAM
+/// region, and word by word through guest memory when it spans two adjacent ones; the
+/// guest sees no difference.
+@Suite struct RingAcrossRegionsTests {
+    static let boundary: UInt64 = 16 << 20
+
+    private func nic() throws -> NIC {
+        try NIC(memory: GuestMemory(layout: [(0, Self.boundary), (Self.boundary, 16 << 20)]))
+    }
+
+    @Test func aReceiveRingAcrossTwoRegionsDeliversEveryFrame() throws {
+        let nic = try nic()
+        nic.setUpReceive(count: 8)
+        // Descriptors 0…3 below the boundary, 4…7 above it.
+        let ring = Self.boundary - 64
+        for (i, b) in nic.rxBuffers.enumerated() {
+            nic.store(b.raw, at: ring + UInt64(i * 16))
+            nic.store(0, at: ring + UInt64(i * 16) + 8)
+        }
+        nic.rxRing = GuestAddress(ring)
+        nic.w(R.rdbal, UInt32(truncatingIfNeeded: ring)); nic.w(R.rdbah, 0)
+        nic.w(R.rdh, 0); nic.w(R.rdt, 7)
+        for n in 0 ..< 6 {
+            let frame = FrameBuilder.e1000.ethernet(type: 0x88B5, payload: Payload.counting(100 + n, seed: n))
+            #expect(nic.endpoint.inject(frame))
+            let (bytes, d) = try #require(nic.receiveNext())
+            #expect(bytes == frame && d.eop)
+        }
+        #expect(nic.r(R.rdh) == 6)
+    }
+
+    @Test func aTransmitRingAcrossTwoRegionsSendsEveryPacket() throws {
+        let nic = try nic()
+        nic.setUpTransmit(count: 8)
+        let ring = Self.boundary - 64
+        nic.txRing = GuestAddress(ring)
+        nic.w(R.tdbal, UInt32(truncatingIfNeeded: ring)); nic.w(R.tdh, 0); nic.w(R.tdt, 0)
+        let frames = (0 ..< 6).map { FrameBuilder.e1000.ethernet(type: 0x88B5, payload: Payload.counting(100 + $0, seed: $0)) }
+        for f in frames { nic.legacy(f) }
+        nic.kickTx()
+        #expect(nic.endpoint.takeSent().map(\.bytes) == frames)
+        #expect((0 ..< 6).allSatisfy { nic.txStatus($0) & 1 != 0 })
+    }
+}
