@@ -34,7 +34,9 @@ static const char *common_calls[] = {
     NULL,
 };
 // Per role, on top of the common calls.
-static const char *main_calls[] = { "rt_sigtimedwait", "rt_sigaction", "unlink", "unlinkat", "ioctl", NULL };
+// accept: `swiftvmm qtest --socket` takes its one client on the main thread (the socket
+// was made before the sandbox), then removes the socket file, which the control role may not.
+static const char *main_calls[] = { "rt_sigtimedwait", "rt_sigaction", "unlink", "unlinkat", "ioctl", "accept", NULL };
 static const char *vcpu_calls[] = { NULL };
 static const char *io_calls[] = {
     // libslirp's per-flow host sockets, stream/VDE reconnects, a stream server's peer

@@ -14,7 +14,11 @@ public enum QTestTransportError: Error, CustomStringConvertible {
 
 /// Runs a qtest session over file descriptors: stdin/stdout, or one client of a unix socket.
 public enum QTestTransport {
-    /// Reads request lines from `input` until end of file, answering on `output`.
+    /// Reads request lines from `input` until end of file, answering on `output`. Each
+    /// read's bytes are searched once for newlines (a line arriving in 4 KiB pieces is
+    /// not rescanned from its start), and a line longer than `maxLineLength` is dropped
+    /// as it comes, so a peer that never sends a newline costs linear time and at most
+    /// `maxLineLength` + 4 KiB of memory.
     public static func serve(machine: QTestMachine, input: Int32, output: Int32) {
         let server = QTestServer(machine: machine) { line in writeAll(output, line) }
         var pending: [UInt8] = []
@@ -24,19 +28,21 @@ public enum QTestTransport {
             let n = buffer.withUnsafeMutableBytes { read(input, $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
             guard n > 0 else { break }
+            let scanFrom = pending.count   // what was there before holds no newline
             pending.append(contentsOf: buffer[0 ..< n])
-            while let nl = pending.firstIndex(of: UInt8(ascii: "\n")) {
-                let line = String(decoding: pending[..<nl], as: UTF8.self)
-                pending.removeSubrange(...nl)
+            var start = 0
+            while let nl = pending[max(start, scanFrom)...].firstIndex(of: UInt8(ascii: "\n")) {
                 if discarding {
                     discarding = false
                     server.reject("FAIL request longer than \(maxLineLength) bytes")
                 } else {
-                    server.handle(line: Substring(line))
+                    server.handle(line: Substring(String(decoding: pending[start ..< nl], as: UTF8.self)))
                 }
+                start = nl + 1
             }
-            if pending.count > maxLineLength {
-                pending.removeAll()
+            pending.removeSubrange(..<start)
+            if discarding || pending.count > maxLineLength {
+                pending.removeAll(keepingCapacity: true)
                 discarding = true
             }
         }
@@ -45,29 +51,62 @@ public enum QTestTransport {
     /// The longest sensible request: a `write` of `QTestServer.maxTransfer` bytes in hex.
     static let maxLineLength = Int(QTestServer.maxTransfer) * 2 + 64
 
-    /// Listens on a unix socket at `path`, serves the first client, then returns.
-    public static func serve(machine: QTestMachine, socketPath path: String) throws(QTestTransportError) {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw .socket(path: path, call: "socket", errno: errno) }
-        defer { close(fd) }
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        let capacity = MemoryLayout.size(ofValue: addr.sun_path)
-        guard path.utf8.count < capacity else { throw .socket(path: path, call: "bind", errno: ENAMETOOLONG) }
-        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
-            for (i, b) in path.utf8.enumerated() { raw[i] = b }
+    /// A listening unix socket for one qtest client. Made before the sandbox is on (its
+    /// lists allow `accept`, not `socket` or `bind`); the socket file is removed once the
+    /// client is in (as QEMU's libqtest does with its own), or when the listener goes.
+    public final class Listener {
+        private var fd: Int32
+        let path: String
+
+        public init(path: String) throws(QTestTransportError) {
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { throw .socket(path: path, call: "socket", errno: errno) }
+            var addr = sockaddr_un()
+            addr.sun_family = sa_family_t(AF_UNIX)
+            let capacity = MemoryLayout.size(ofValue: addr.sun_path)
+            guard path.utf8.count < capacity else {
+                close(fd)
+                throw .socket(path: path, call: "bind", errno: ENAMETOOLONG)
+            }
+            withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+                for (i, b) in path.utf8.enumerated() { raw[i] = b }
+            }
+            unlink(path)
+            let bound = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+            guard bound == 0 else {
+                let e = errno
+                close(fd)
+                throw .socket(path: path, call: "bind", errno: e)
+            }
+            guard listen(fd, 1) == 0 else {
+                let e = errno
+                close(fd)
+                unlink(path)
+                throw .socket(path: path, call: "listen", errno: e)
+            }
+            self.fd = fd
+            self.path = path
         }
-        unlink(path)
-        let bound = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+
+        /// Waits for the client; the listening socket and its file are gone afterwards.
+        public func acceptClient() throws(QTestTransportError) -> Int32 {
+            defer { closeListener() }
+            let client = accept(fd, nil, nil)
+            guard client >= 0 else { throw .socket(path: path, call: "accept", errno: errno) }
+            _ = fcntl(client, F_SETFD, FD_CLOEXEC)
+            return client
         }
-        guard bound == 0 else { throw .socket(path: path, call: "bind", errno: errno) }
-        defer { unlink(path) }
-        guard listen(fd, 1) == 0 else { throw .socket(path: path, call: "listen", errno: errno) }
-        let client = accept(fd, nil, nil)
-        guard client >= 0 else { throw .socket(path: path, call: "accept", errno: errno) }
-        defer { close(client) }
-        serve(machine: machine, input: client, output: client)
+
+        private func closeListener() {
+            guard fd >= 0 else { return }
+            close(fd)
+            fd = -1
+            unlink(path)
+        }
+
+        deinit { closeListener() }
     }
 
     static func writeAll(_ fd: Int32, _ text: String) {

@@ -2,7 +2,9 @@ import ArgumentParser
 import DeviceCatalog
 import QTest
 import Sandbox
-import VMMCore
+#if canImport(Glibc)
+import Glibc
+#endif
 import VMMCore
 
 /// `swiftvmm qtest`: a machine without vCPUs driven by QEMU's qtest line protocol, so the
@@ -31,14 +33,26 @@ struct QTestCommand: ParsableCommand {
 
     func run() throws {
         let size = try QTestMachine.parseMemorySize(memory)
+        // A client that goes away mid-answer must end the session, not the process (write
+        // then fails with EPIPE); the same for stdout as a closed pipe.
+        signal(SIGPIPE, SIG_IGN)
+        // The socket is made before the sandbox, which allows only `accept` on it.
+        var listener: QTestTransport.Listener?
+        if let socket {
+            do { listener = try QTestTransport.Listener(path: socket) } catch { throw reportUserError(error.description) }
+        }
         do { try SandboxArgument.activate(sandbox, runAs: nil) } catch { throw reportUserError(error.description) }
         let machine = try QTestMachine(memorySize: size, devices: devices, registry: DeviceCatalog.registry,
                                        services: DeviceCatalog.makeServices())
         defer { machine.shutdown() }
+        // The client is accepted and the socket file removed before this thread takes the
+        // control role, which may not unlink.
+        let client = try listener?.acceptClient()
+        defer { if let client { close(client) } }
         // Set up: this thread now answers the protocol (device accesses, the clock).
         ThreadConfinement.enter(.control)
-        if let socket {
-            try QTestTransport.serve(machine: machine, socketPath: socket)
+        if let client {
+            QTestTransport.serve(machine: machine, input: client, output: client)
         } else {
             QTestTransport.serve(machine: machine, input: 0, output: 1)
         }

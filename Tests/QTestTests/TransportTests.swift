@@ -31,4 +31,34 @@ import VMMCore
         // The unterminated last request is not a request.
         #expect(String(decoding: out, as: UTF8.self) == "OK\nOK 0xf11b36\nOK little\n")
     }
+
+    /// 16 MiB of one-letter words with no newline, in 4 KiB reads: each read is searched
+    /// once and the line split at most 8 times (rescanning the buffer per read and
+    /// splitting every word took minutes for 4 MiB). The suite's time limit is the check.
+    @Test func aLongLineOfManyWordsIsHandledInOnePass() throws {
+        let machine = try QTestMachine(devices: [], registry: PCIDeviceRegistry([TickerDevice.self]))
+        defer { machine.shutdown() }
+        let path = "/tmp/swiftvmm-qtest-long-\(getpid()).txt"
+        let input = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o600)
+        #expect(input >= 0)
+        defer { close(input); unlink(path) }
+        let chunk = [UInt8](repeating: 0, count: 1 << 20).enumerated().map { $0.offset % 2 == 0 ? UInt8(ascii: "a") : UInt8(ascii: " ") }
+        for _ in 0 ..< 16 { _ = chunk.withUnsafeBytes { write(input, $0.baseAddress, $0.count) } }
+        _ = Array("\nendianness\n".utf8).withUnsafeBytes { write(input, $0.baseAddress, $0.count) }
+        lseek(input, 0, SEEK_SET)
+        var fromServer: [Int32] = [0, 0]
+        #expect(pipe(&fromServer) == 0)
+        QTestTransport.serve(machine: machine, input: input, output: fromServer[1])
+        close(fromServer[1])
+        var out: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 256)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fromServer[0], $0.baseAddress, $0.count) }
+            guard n > 0 else { break }
+            out += buffer[0 ..< n]
+        }
+        close(fromServer[0])
+        let lines = String(decoding: out, as: UTF8.self).split(separator: "\n")
+        #expect(lines.count == 2 && lines.first?.hasPrefix("FAIL") == true && lines.last == "OK little")
+    }
 }
