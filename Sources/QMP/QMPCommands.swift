@@ -182,9 +182,14 @@ final class QMPCommands {
             try args.only(["fdset-id", "fd"])
             let id = try args.int("fdset-id")
             let fd = try args.value("fd") != nil ? args.int("fd") : nil
-            guard let set = Int(exactly: id), server.descriptors?.remove(set: set, fd: fd.flatMap { Int32(exactly: $0) }) == true else {
-                throw .generic("File descriptor set \(id)\(fd.map { " fd \($0)" } ?? "") not found")
+            let notFound = QMPError.generic("File descriptor set \(id)\(fd.map { " fd \($0)" } ?? "") not found")
+            // An fd given but out of range names no descriptor; it must not read as "the whole set".
+            var descriptor: Int32?
+            if let fd {
+                guard let narrowed = Int32(exactly: fd) else { throw notFound }
+                descriptor = narrowed
             }
+            guard let set = Int(exactly: id), server.descriptors?.remove(set: set, fd: descriptor) == true else { throw notFound }
             return .object([])
         case "query-fdsets":
             try args.only([])

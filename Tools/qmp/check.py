@@ -82,6 +82,10 @@ async def check_descriptors(q):
     added = await q.execute("add-fd", {"opaque": "a pipe"})
     sets = await q.execute("query-fdsets")
     check("serve: add-fd and query-fdsets", any(s["fdset-id"] == added["fdset-id"] and s["fds"][0].get("opaque") == "a pipe" for s in sets), str(sets))
+    # An fd beyond 32 bits names no descriptor: refused, the set left whole (it once read as "the whole set").
+    check("serve: remove-fd with an out-of-range fd", await expect_error(
+        q, "GenericError", "remove-fd", {"fdset-id": added["fdset-id"], "fd": 4294967296 + sets[0]["fds"][0]["fd"]}))
+    check("serve: the set survives it", len(await q.execute("query-fdsets")) == 1)
     await q.execute("remove-fd", {"fdset-id": added["fdset-id"]})
     check("serve: remove-fd", await q.execute("query-fdsets") == [])
     q.send_fd_scm(w)
