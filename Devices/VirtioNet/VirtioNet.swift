@@ -64,6 +64,11 @@ public final class VirtioNet: VirtioDevice, FrameReceiver, @unchecked Sendable {
     /// Buffers arrived while the device asked for more: receive again on the next turn of
     /// the loop (VirtioNetReceive.swift).
     lazy var receiveResumption = DeferredAction(continuing: context) { [weak self] in self?.resumeReceive() }
+    /// Control commands past the per-action budget (VirtioNetControl.swift).
+    lazy var controlContinuation = DeferredAction(continuing: context) { [weak self] in
+        guard let self, let index = self.controlQueueIndex, let queue = self.transport.queue(index) else { return }
+        self.processControl(queue)
+    }
     var controlBytes: [UInt8] = []
 
     public required init(options: inout DeviceOptions, context: VirtioDeviceContext) throws {

@@ -23,21 +23,28 @@ extension VirtioNet {
 
     func processControl(_ queue: any Virtqueue) {
         guard transport.isLive, queue.isEnabled else { return }
+        let cost = context.cost
         do {
-            // One queue's worth of commands per kick. Then publish avail_event (or clear
-            // NO_NOTIFY) and look again: with EVENT_IDX, Linux's virtqueue_kick_prepare
-            // kicks only past the event index we publish, so a queue that never updates
-            // it sees its second command never kicked, and 6.1's virtnet_send_command
-            // spins for the ack with RTNL held (the guest hangs at `ip link set up`).
-            var budget = Int(queue.size)
+            // Commands until the action's budget says stop, charged by the descriptors
+            // walked and the bytes copied (a chain can be a 1024-entry indirect table: a
+            // queue of them, once charged one unit each, took seconds per kick). The rest
+            // continues from the I/O loop. Then publish avail_event (or clear NO_NOTIFY)
+            // and look again: with EVENT_IDX, Linux's virtqueue_kick_prepare kicks only
+            // past the event index we publish, so a queue that never updates it sees its
+            // second command never kicked, and 6.1's virtnet_send_command spins for the
+            // ack with RTNL held (the guest hangs at `ip link set up`).
             repeat {
-                while budget > 0, try queue.pop(into: &chain) {
-                    budget -= 1
+                while !cost.shouldDefer, try queue.pop(into: &chain) {
+                    cost.descriptors(chain.readable.count + chain.writable.count)
                     let written = handleControlChain()
                     try queue.addUsed(head: chain.head, length: written)
                 }
                 transport.completeUsed(queue)
-            } while budget > 0 && queue.enableNotifications()
+                if cost.shouldDefer {
+                    controlContinuation.schedule()
+                    return
+                }
+            } while queue.enableNotifications()
         } catch {
             transport.fail(queue, error)
         }
@@ -65,14 +72,27 @@ extension VirtioNet {
         return 1
     }
 
+    /// Copies the command's readable bytes (at most `maxControlCommand`, checked by the
+    /// caller) into `controlBytes`, without an array per descriptor.
     private func readControlBytes() -> Bool {
+        let total = Int(chain.readableLength)
+        context.cost.bytes(total)
         controlBytes.removeAll(keepingCapacity: true)
-        for b in chain.readable {
-            guard let bytes = try? context.memory.readBytes(at: b.address, count: Int(b.length)) else {
-                context.guestLog.warning("virtio-net.ctrl-buffer", "control chain \(chain.head) points outside RAM")
-                return false
+        controlBytes.append(contentsOf: repeatElement(0, count: total))
+        var offset = 0
+        let copied = controlBytes.withUnsafeMutableBytes { out -> Bool in
+            for b in chain.readable {
+                let n = Int(b.length)
+                guard n <= total - offset,
+                      (try? context.memory.read(into: UnsafeMutableRawBufferPointer(rebasing: out[offset ..< offset + n]), from: b.address)) != nil
+                else { return false }
+                offset += n
             }
-            controlBytes.append(contentsOf: bytes)
+            return true
+        }
+        guard copied else {
+            context.guestLog.warning("virtio-net.ctrl-buffer", "control chain \(chain.head) points outside RAM")
+            return false
         }
         return controlBytes.count >= 2
     }

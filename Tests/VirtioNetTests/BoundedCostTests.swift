@@ -90,4 +90,34 @@ import VMMTestKit
         d.postReceiveBuffers(6, size: 256)             // enough now, and the kick says so
         #expect(d.endpoint.resumeCount == 1)
     }
+
+    /// A control queue of 1,024 chains, each a 1,024-entry indirect table copying 12 KiB:
+    /// one kick once walked a million descriptors uncharged. Now each chain is charged what
+    /// its walk visited and the bytes copied, a kick stops at the budget, and the I/O loop
+    /// finishes the queue in later actions, every one within the budget plus one chain.
+    @Test func controlCommandsAreChargedAndContinueFromTheLoop() throws {
+        let d = try VirtioNetDriver(options: "queue-size=1024")
+        d.bringUp(queueCount: 3)
+        let cq = try #require(d.queues[2])
+        let payload = d.buffer([UInt8](repeating: 0xEE, count: 12))   // class 0xEE: unknown, answered ERR
+        let ack = d.buffer(zeroed: 1)
+        var entries: [(address: GuestAddress, length: UInt32, writable: Bool)] = Array(repeating: (payload, 12, false), count: 1023)
+        entries.append((ack, 1, true))
+        let head = cq.addIndirect(entries, allocator: d.machine.allocator)
+        for _ in 1 ..< 1024 { cq.publish(head) }
+        let meter = d.nic.function.cost
+        meter.resetWorst()
+        d.kick(2)
+        let first = cq.takeUsed().count
+        #expect(first >= 1 && first < 1024, "one kick answered \(first) of 1024 commands")
+        var answered = first
+        for _ in 0 ..< 2000 where answered < 1024 {
+            _ = d.machine.loop.runQueuedWork()
+            answered += cq.takeUsed().count
+        }
+        #expect(answered == 1024)
+        // One chain of 1,024 descriptors past a budget of 256: the budget and one chain at most.
+        #expect(meter.worst.descriptors <= 256 + 1024, "worst action: \(meter.worst)")
+        #expect(meter.worst.descriptors >= 1024, "worst action: \(meter.worst)")
+    }
 }
