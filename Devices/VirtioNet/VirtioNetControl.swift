@@ -54,8 +54,10 @@ extension VirtioNet {
     /// the chain has nowhere to put it).
     private func handleControlChain() -> UInt32 {
         let ack: UInt8
-        if chain.readableLength < 2 || chain.readableLength > UInt64(VirtioNet.maxControlCommand) {
+        if chain.readableLength < 2 {
             ack = VirtioNetControl.error
+        } else if chain.readableLength > UInt64(VirtioNet.maxControlCommand) {
+            ack = largeMACTableSet() ? VirtioNetControl.ok : VirtioNetControl.error
         } else if readControlBytes() {
             ack = execute(controlBytes[0], controlBytes[1], data: controlBytes[2...])
         } else {
@@ -120,7 +122,10 @@ extension VirtioNet {
             return ok
         case .mac:
             if command == VirtioNetControl.macTableSet, transport.negotiated(F.ctrlRX) {
-                guard setMACTables(data) else { return err }
+                let tables = setMACTables(length: data.count) { offset, count in
+                    offset <= data.count - count ? Array(data.dropFirst(offset).prefix(count)) : nil
+                }
+                guard tables else { return err }
                 backend.receiveFilterChanged()
                 return ok
             }
@@ -154,28 +159,68 @@ extension VirtioNet {
 
     /// `struct virtio_net_ctrl_mac` twice: unicast then multicast, each `le32 entries;
     /// u8 macs[entries][6]` (§5.1.6.5.2), exactly filling the data.
-    private func setMACTables(_ data: ArraySlice<UInt8>) -> Bool {
-        var cursor = data.startIndex
-        var tables: [[MACAddress]] = []
+    /// MAC_TABLE_SET (§5.1.6.5.2): two tables `{le32 entries; u8 macs[entries][6]}`, the
+    /// command's `length` bytes after class and command, read through `read(offset, count)`.
+    /// A table above 64 entries puts its kind into overflow (accept all) without its
+    /// entries being read, as QEMU's `virtio_net_handle_mac` does: Linux's
+    /// `virtnet_set_rx_mode` sends every address the interface has, with no cap.
+    private func setMACTables(length: Int, read: (_ offset: Int, _ count: Int) -> [UInt8]?) -> Bool {
+        var cursor = 0
+        var tables: [[MACAddress]?] = []   // nil: overflow
         for _ in 0 ..< 2 {
-            guard data.endIndex - cursor >= 4, let n = le(data, cursor - data.startIndex, 4),
-                  n <= UInt64(data.endIndex - cursor - 4) / 6 else { return false }
+            guard let raw = read(cursor, 4), raw.count == 4 else { return false }
+            let n = raw.reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
             cursor += 4
-            var table: [MACAddress] = []
-            for _ in 0 ..< Int(n) {
-                table.append(MACAddress(Array(data[cursor ..< cursor + 6])))
-                cursor += 6
+            guard n <= UInt64(length - cursor) / 6 else { return false }
+            let bytes = Int(n) * 6   // ≤ length: no overflow
+            if n > UInt64(VirtioNetControl.macTableEntries) {
+                tables.append(nil)
+            } else {
+                guard let entries = read(cursor, bytes), entries.count == bytes else { return false }
+                tables.append(stride(from: 0, to: bytes, by: 6).map { MACAddress(Array(entries[$0 ..< $0 + 6])) })
             }
-            tables.append(table)
+            cursor += bytes
         }
-        guard cursor == data.endIndex, tables.count == 2 else { return false }
-        unicastOverflow = tables[0].count > VirtioNetControl.macTableEntries
-        multicastOverflow = tables[1].count > VirtioNetControl.macTableEntries
-        unicastTable = unicastOverflow ? [] : tables[0]
-        multicastTable = multicastOverflow ? [] : tables[1]
+        guard cursor == length, tables.count == 2 else { return false }
+        unicastOverflow = tables[0] == nil
+        multicastOverflow = tables[1] == nil
+        unicastTable = tables[0] ?? []
+        multicastTable = tables[1] ?? []
         refreshFilterAddresses()
         refreshFilterModes()
         return true
+    }
+
+    /// A command longer than `maxControlCommand` is read in place, not copied: only
+    /// MAC_TABLE_SET can be that long (tables of more than 1,024 addresses), and only its
+    /// counts and tables of at most 64 entries are read from the chain.
+    private func largeMACTableSet() -> Bool {
+        guard let head = readChain(at: 0, count: 2), head == [VirtioNetControl.Class.mac.rawValue, VirtioNetControl.macTableSet],
+              transport.negotiated(VirtioNetFeature.ctrlRX) else { return false }
+        let length = Int(clamping: chain.readableLength - 2)
+        guard setMACTables(length: length, read: { offset, count in readChain(at: UInt64(offset) + 2, count: count) }) else { return false }
+        backend.receiveFilterChanged()
+        return true
+    }
+
+    /// `count` bytes (at most a few hundred) at `offset` into the chain's readable buffers.
+    private func readChain(at offset: UInt64, count: Int) -> [UInt8]? {
+        var out: [UInt8] = []
+        var skip = offset
+        for b in chain.readable where out.count < count {
+            let length = UInt64(b.length)
+            if skip >= length {
+                skip -= length
+                continue
+            }
+            let n = min(Int(length - skip), count - out.count)
+            guard let address = b.address.checkedAdd(skip),
+                  let bytes = try? context.memory.readBytes(at: address, count: n) else { return nil }
+            out += bytes
+            skip = 0
+        }
+        context.cost.bytes(out.count)
+        return out.count == count ? out : nil
     }
 
     private func le(_ data: ArraySlice<UInt8>, _ offset: Int, _ size: Int) -> UInt64? {

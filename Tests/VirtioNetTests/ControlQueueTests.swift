@@ -91,6 +91,25 @@ struct ControlQueueTests {
         #expect(d.control(1, 0, []) == 1)
     }
 
+    /// Linux sends every address the interface has (`virtnet_set_rx_mode`, no cap): a
+    /// table of 2,100 multicast addresses, longer than any command the device copies, is
+    /// read in place and puts multicast into overflow (accept all), as in QEMU; the
+    /// unicast table beside it is kept. It was answered ERR, leaving the new groups filtered.
+    @Test func aMACTableOfThousandsOfAddressesOverflows() throws {
+        let d = try ready()
+        #expect(d.control(0, 0, [0]) == 0)   // promiscuous off: the tables decide
+        #expect(!delivered(d, to: Self.multicast))
+        let thousands = (0 ..< 2100).map { [0x01, 0x00, 0x5E, 0x01, UInt8($0 >> 8), UInt8($0 & 0xFF)] as [UInt8] }
+        #expect(d.control(1, 0, d.macTable([Self.other], thousands)) == 0)
+        #expect(d.device?.multicastOverflow == true && d.device?.unicastOverflow == false)
+        #expect(delivered(d, to: Self.multicast))
+        #expect(delivered(d, to: Self.other))
+        #expect(!delivered(d, to: [0x02, 0, 0, 0, 0, 0x42]))
+        // As long, but malformed (a count past the end) or another command: ERR.
+        #expect(d.control(1, 0, d.macTable([Self.other], thousands) + [0]) == 1)
+        #expect(d.control(1, 1, d.macTable([Self.other], thousands)) == 1)
+    }
+
     @Test func macAddressSetChangesConfigAndFilter() throws {
         let d = try ready()
         #expect(d.control(0, 0, [0]) == 0)
