@@ -130,6 +130,17 @@ public final class E1000Device: PCIDevice, FrameReceiver, @unchecked Sendable {
         }
     }
 
+    /// The command register's bus-master bit turning on lets the transmitter fetch what
+    /// the driver queued while it was off (`transmitPackets` stops without it, and would
+    /// otherwise wait for the next TDT or TCTL write). The core stores the write.
+    public func configWrite(offset: Int, size: Int, value: UInt32) -> Bool {
+        guard offset <= PCIConfigOffset.command, offset + size > PCIConfigOffset.command,
+              !context.config.busMasterEnabled else { return false }
+        context.config.write(offset: offset, size: size, value: value)
+        if context.config.busMasterEnabled { transmitPackets() }
+        return true
+    }
+
     /// Machine reset: the whole chip including the PHY returns to power-on state.
     public func reset() {
         phy.reset()

@@ -12,6 +12,8 @@ enum E1000GuestError: Int, CaseIterable, Sendable {
     case receiveFrameLargerThanRing
     case transmitPacketTooLarge
     case transmitPacketEmpty
+    /// VLE on a packet too short to hold the two addresses the tag goes after.
+    case transmitVLANInsertionImpossible
     case offloadContextInvalid
     case backendFrameLimit
     case mdicBadPHYAddress

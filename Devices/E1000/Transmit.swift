@@ -49,6 +49,8 @@ extension E1000Device {
         }
         setReg(Reg.tdh, head)
         if wroteBack { transmitInterruptDue(delayed: allDelayed) }
+        // TXQE when the pass ends with the ring empty, also a pass that found it empty, as
+        // QEMU's start_xmit sets it (its cause starts as E1000_ICS_TXQE); Linux masks it.
         if head == ring.tail { raise(Cause.txqe) }
     }
 

@@ -97,7 +97,7 @@ extension E1000Device {
         var header = header
         if let tag {
             guard let tagged = VLAN.insert(tci: tag, inPlace: transmitBuffer.bytes, length: headLength) else {
-                guestError(.transmitPacketEmpty, "VLAN insertion into a \(transmit.length)-byte packet impossible")
+                guestError(.transmitVLANInsertionImpossible, "VLAN insertion into a \(transmit.length)-byte packet impossible")
                 return false
             }
             headLength = tagged

@@ -19,8 +19,14 @@ extension E1000Device {
         let caps = backend.capabilities
         // Looped-back frames never reach the backend: they need finished checksums.
         guard !loopbackActive, caps.virtioNetHeader, caps.offloads.contains(.checksum) else { return false }
-        let head = UnsafeMutableRawBufferPointer(rebasing: transmitBuffer.bytes[0 ..< transmit.copied])
         let length = transmit.length
+        // Checked before any header is rewritten, since the software path starts from
+        // the packet as the guest wrote it: a packet larger than the backend takes, or
+        // a short one TCTL.PSP pads (§13.4.33; the backend would send it unpadded: a
+        // 54-byte TCP ACK with TXSM went out as 54 bytes on the wire).
+        guard length + (tag == nil ? 0 : HeaderSize.vlanTag) <= caps.maxFrameSize,
+              length >= Transmit.minimumFrameLength || reg(Reg.tctl) & Tctl.padShortPackets == 0 else { return false }
+        let head = UnsafeMutableRawBufferPointer(rebasing: transmitBuffer.bytes[0 ..< transmit.copied])
         let c = transmit.context
         let header: VirtioNetHeader
         var segments = 1
@@ -35,7 +41,6 @@ extension E1000Device {
         } else {
             return false
         }
-        guard length + (tag == nil ? 0 : HeaderSize.vlanTag) <= caps.maxFrameSize else { return false }
         if sendPacket(tag: tag, header: header, segments: segments), header.isGSO {
             statistics.count(E1000Statistics.tsctc)
         }

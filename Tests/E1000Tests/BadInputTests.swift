@@ -63,6 +63,19 @@ import VMMTestKit
         #expect(nic.r(R.tdh) == 0)
     }
 
+    /// VLE on a packet too short to hold the addresses the tag goes after (PSP off, so
+    /// nothing pads it first): dropped and counted as such (it was counted as an empty packet).
+    @Test func vlanInsertionIntoATooShortPacketIsCountedAsSuch() throws {
+        let nic = try NIC()
+        nic.setUpTransmit()
+        nic.w(R.ctrl, nic.r(R.ctrl) | Bit.ctrlVME)
+        nic.w(R.tctl, Bit.tctlEN)   // without PSP: the packet stays 8 bytes
+        nic.legacy([1, 2, 3, 4, 5, 6, 7, 8], cmd: Self.eop | Self.rs | 0x40, special: 5)   // VLE
+        nic.kickTx()
+        #expect(nic.endpoint.sent.isEmpty)
+        #expect(nic.errors(.transmitVLANInsertionImpossible) == 1 && nic.errors(.transmitPacketEmpty) == 0)
+    }
+
     @Test func zeroLengthAndHugeTransmitDescriptors() throws {
         let nic = try NIC()
         nic.setUpTransmit()

@@ -82,6 +82,24 @@ import VMMTestKit
         #expect(try Self.expand(sent) == [good])
     }
 
+    /// A 54-byte TCP ACK with TXSM and TCTL.PSP: the backend would send it as it is, so it
+    /// takes the software path, which sums and pads it to 60 bytes (§13.4.33). It went
+    /// out unpadded with a header.
+    @Test func aShortPacketThatPSPPadsTakesTheSoftwarePath() throws {
+        let nic = try Self.offloadingNIC()
+        nic.setUpTransmit()   // TCTL.EN | PSP
+        let good = FrameBuilder.e1000.tcp(ack: 0, payload: [])
+        #expect(good.count == 54)
+        var frame = FrameBuilder.withPartialChecksum(good)
+        frame[24] = 0; frame[25] = 0
+        nic.context(ipcss: 14, ipcso: 24, ipcse: 33, tucss: 34, tucso: 50, tucse: 0, paylen: 0, tucmd: 0x03, hdrlen: 0, mss: 0)
+        nic.data(frame, dcmd: 0x0B, popts: 0x03)
+        nic.kickTx()
+        let sent = try #require(nic.endpoint.sent.first)
+        #expect(sent.header == nil)
+        #expect(sent.bytes == good + [UInt8](repeating: 0, count: 6))
+    }
+
     @Test func vlanTagShiftsTheHeaderOffsets() throws {
         let nic = try Self.offloadingNIC()
         nic.setUpTransmit(count: 64)
