@@ -29,6 +29,13 @@ public final class QMPServer: @unchecked Sendable {
     static let readChunk = 4096
     /// How long one reply or event may take to leave, in seconds.
     static let sendTimeout = 5.0
+    /// How long a client that has not finished capabilities negotiation keeps the server
+    /// once another client is waiting to connect. Clients are served one at a time, as
+    /// QEMU's monitor serves them; without this a client that connects and says nothing
+    /// would keep every other out for as long as it liked. Alone, a client may take its
+    /// time (a person typing qmp_capabilities into socat), and a negotiated one keeps the
+    /// session for good, as libvirt's does.
+    static let negotiationGrace = 5.0
 
     public init(listener: UnixSocketListener, target: QMPTarget, links: NetworkLinks?, disks: BlockDisks? = nil,
                 descriptors: PassedFileDescriptors? = nil, logger: Logger) throws(QMPError) {
@@ -105,10 +112,29 @@ public final class QMPServer: @unchecked Sendable {
         guard send(fd, commands.greeting) else { return }
         var stream = QMPStream()
         var buffer = [UInt8](repeating: 0, count: Self.readChunk)
+        let graceEnds = MonotonicDeadline(secondsFromNow: Self.negotiationGrace)
+        var anotherClientWaits = false
         while true {
             var polls = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0),
                          pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
-            if poll(&polls, 3, -1) < 0 { if errno == EINTR { continue }; return }
+            var timeout: Int32 = -1
+            if !commands.negotiated {
+                if anotherClientWaits {
+                    timeout = Int32(clamping: (Int64(clamping: graceEnds.nanoseconds) - Int64(clamping: MonotonicTime.nanoseconds())) / 1_000_000)
+                    if timeout <= 0 {
+                        _ = send(fd, QMPCommands.errorReply(.generic("capabilities negotiation not completed within \(Int(Self.negotiationGrace)) s while another client waits"), id: nil))
+                        return
+                    }
+                } else {
+                    // Readable once a client is queued to connect; then the grace runs out.
+                    polls.append(pollfd(fd: listener.fd, events: Int16(POLLIN), revents: 0))
+                }
+            }
+            if poll(&polls, nfds_t(polls.count), timeout) < 0 { if errno == EINTR { continue }; return }
+            if polls.count > 3, polls[3].revents != 0 {
+                anotherClientWaits = true
+                continue
+            }
             // Events first: a SHUTDOWN queued just before the server stops still goes out.
             if polls[2].revents != 0 || polls[1].revents != 0 {
                 var v: UInt64 = 0

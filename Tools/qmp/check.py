@@ -46,12 +46,12 @@ async def expect_error(q, cls, cmd, args=None):
         return e.error_class == cls
 
 
-def raw_exchange(path, payload):
+def raw_exchange(path, payload, timeout=5):
     """Sends raw bytes after negotiating, then a query-status with id 7; returns the
     replies up to that one (error replies for the bad input come first)."""
     s = socket.socket(socket.AF_UNIX)
     s.connect(path)
-    s.settimeout(5)
+    s.settimeout(timeout)
     f = s.makefile("rb")
     f.readline()  # greeting
     s.sendall(b'{"execute":"qmp_capabilities"}')
@@ -174,6 +174,19 @@ async def check_serve(binary, tmp):
     r = raw_exchange(qmp, b'{"execute":"query-name","arguments":{"x":"' + b"A" * 200000 + b'"}}')
     check("serve: huge message refused", "error" in r[0] and r[-1].get("id") == 7, str(r)[:200])
     check("serve: still serving", p.poll() is None)
+
+    # A client that connects and says nothing keeps the server only until another client
+    # waits and the negotiation grace (5 s) has passed; then it is told why and closed.
+    squatter = socket.socket(socket.AF_UNIX)
+    squatter.connect(qmp)
+    squatter.settimeout(15)
+    greeting = squatter.makefile("rb").readline()
+    started = time.monotonic()
+    r = raw_exchange(qmp, b"", timeout=15)
+    check("serve: a silent client yields to a waiting one", r and r[-1].get("id") == 7 and time.monotonic() - started < 12, str(r)[:200])
+    rest = squatter.recv(4096)
+    check("serve: the silent client is told why", b"negotiation not completed" in rest and b"QMP" in greeting, str(rest)[:200])
+    squatter.close()
 
     q = QMPClient("serve-2")
     await q.connect(qmp)
