@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import VMMCore
 
 /// Errors setting up the qtest transport (user input: a socket path).
 public enum QTestTransportError: Error, CustomStringConvertible {
@@ -19,14 +20,31 @@ public enum QTestTransport {
     /// not rescanned from its start), and a line longer than `maxLineLength` is dropped
     /// as it comes, so a peer that never sends a newline costs linear time and at most
     /// `maxLineLength` + 4 KiB of memory.
+    ///
+    /// A socket client is served non-blocking: an answer or IRQ report that makes no
+    /// progress for `stallLimit` seconds (a client that stopped reading) ends the session,
+    /// instead of blocking the thread that sends it, which may be the I/O loop reporting
+    /// an interrupt with the device lock held. Stdio stays blocking (it is the caller's).
     public static func serve(machine: QTestMachine, input: Int32, output: Int32) {
-        let server = QTestServer(machine: machine) { line in writeAll(output, line) }
+        let isSocket = socketType(output)
+        if isSocket { _ = fcntl(output, F_SETFL, fcntl(output, F_GETFL) | O_NONBLOCK) }
+        let server = QTestServer(machine: machine) { line in
+            if !writeAll(output, line, giveUpAfter: isSocket ? stallLimit : nil) {
+                // The reader stopped or left: end the session (the read loop sees EOF).
+                shutdown(output, Int32(SHUT_RDWR))
+            }
+        }
         var pending: [UInt8] = []
         var discarding = false // inside a line that was too long: drop it up to its newline
         var buffer = [UInt8](repeating: 0, count: 4096)
         while true {
             let n = buffer.withUnsafeMutableBytes { read(input, $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
+            if n < 0 && errno == EAGAIN {
+                var p = pollfd(fd: input, events: Int16(POLLIN), revents: 0)
+                _ = poll(&p, 1, -1)
+                continue
+            }
             guard n > 0 else { break }
             let scanFrom = pending.count   // what was there before holds no newline
             pending.append(contentsOf: buffer[0 ..< n])
@@ -109,17 +127,40 @@ public enum QTestTransport {
         deinit { closeListener() }
     }
 
-    static func writeAll(_ fd: Int32, _ text: String) {
-        var bytes = Array(text.utf8)
+    /// Seconds an answer may make no progress before the session ends.
+    static let stallLimit = 5.0
+
+    private static func socketType(_ fd: Int32) -> Bool {
+        var st = stat()
+        return fstat(fd, &st) == 0 && st.st_mode & S_IFMT == S_IFSOCK
+    }
+
+    /// Writes `text` whole; false when the reader is gone, or (with `giveUpAfter`, given
+    /// for sockets) when nothing could be written for that many seconds.
+    @discardableResult
+    static func writeAll(_ fd: Int32, _ text: String, giveUpAfter stall: Double? = nil) -> Bool {
+        let bytes = Array(text.utf8)
         var done = 0
+        var deadline = stall.map { MonotonicDeadline(secondsFromNow: $0) }
         while done < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { raw -> Int in
+            let n = bytes.withUnsafeBytes { raw -> Int in
                 guard let base = raw.baseAddress else { return 0 }
-                return write(fd, base + done, raw.count - done)
+                // A socket's peer gone is EPIPE, not SIGPIPE (which would end the process).
+                return stall == nil ? write(fd, base + done, raw.count - done)
+                    : send(fd, base + done, raw.count - done, Int32(MSG_NOSIGNAL))
+            }
+            if n > 0 {
+                done += n
+                deadline = stall.map { MonotonicDeadline(secondsFromNow: $0) }
+                continue
             }
             if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { return } // the client went away
-            done += n
+            guard n < 0, errno == EAGAIN, let deadline else { return false } // the client went away
+            let left = (Int64(clamping: deadline.nanoseconds) - Int64(clamping: MonotonicTime.nanoseconds())) / 1_000_000
+            guard left > 0 else { return false }
+            var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+            _ = poll(&p, 1, Int32(clamping: left))
         }
+        return true
     }
 }

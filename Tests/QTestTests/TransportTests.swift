@@ -61,4 +61,24 @@ import VMMCore
         let lines = String(decoding: out, as: UTF8.self).split(separator: "\n")
         #expect(lines.count == 2 && lines.first?.hasPrefix("FAIL") == true && lines.last == "OK little")
     }
+
+    /// A socket client that asks for 8 MiB of answers and stops reading: the answer
+    /// stalls, and after `stallLimit` seconds without progress the session ends instead
+    /// of the thread blocking in write(2) for good (an IRQ report from the I/O loop would
+    /// have blocked it too, with the device lock held).
+    @Test func aClientThatStopsReadingEndsTheSession() throws {
+        let machine = try QTestMachine(devices: [], registry: PCIDeviceRegistry([TickerDevice.self]))
+        defer { machine.shutdown() }
+        var pair: [Int32] = [0, 0]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &pair) == 0)
+        defer { close(pair[0]); close(pair[1]) }
+        let request = Array("read 0x0 0x400000\nread 0x0 0x400000\n".utf8)
+        _ = request.withUnsafeBytes { write(pair[1], $0.baseAddress, $0.count) }
+        // Returns: the stalled answer ends the session (the client never reads or closes).
+        QTestTransport.serve(machine: machine, input: pair[0], output: pair[0])
+        var byte: UInt8 = 0
+        var drained = 0
+        while read(pair[1], &byte, 1) == 1 && drained < 100 { drained += 1 }
+        #expect(drained > 0)   // part of the answer went out before the stall
+    }
 }
