@@ -64,6 +64,9 @@ struct RunCommand: ParsableCommand {
     func run() throws {
         let start = MonotonicTime.nanoseconds()
         Machine.blockStopSignals()
+        // A console reader that goes away (`swiftvmm run | head`) ends the guest's output,
+        // not the VMM, as in QEMU (os_setup_signal_handling ignores SIGPIPE).
+        signal(SIGPIPE, SIG_IGN)
         let runAs: RunAs?
         do {
             runAs = try SandboxArgument.runAs(runas)

@@ -42,6 +42,41 @@ struct RunTests {
         #expect(r.stderr.contains("stopped by signal \(signal)"))
     }
 
+    /// The guest writes 20 KB of console into a one-page stdout pipe nobody reads: the
+    /// vCPU does not block (the I/O loop writes what the pipe takes and the rest is
+    /// dropped), and a stop signal still ends the VMM. The vCPU used to block in write(2)
+    /// holding the UART's lock, and SIGTERM left it alive until SIGKILL.
+    @Test(.enabled(if: CLIHost.miniGuest != nil, "needs gcc that can compile -m32 (apt-get install gcc)"))
+    func aConsoleNobodyReadsDoesNotWedgeTheVMM() throws {
+        let kernel = try #require(CLIHost.miniGuest)
+        let executable = try #require(SwiftVMMProcess.executable)
+        var pipeFDs: [Int32] = [0, 0]
+        #expect(pipe(&pipeFDs) == 0)
+        defer { close(pipeFDs[0]) }
+        _ = fcntl(pipeFDs[1], 1031, 4096)   // F_SETPIPE_SZ: one page
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = ["run", "--kernel", kernel, "--memory", "64M", "--cmdline", "ticks=1 " + String(repeating: "x", count: 20000)]
+        p.standardOutput = FileHandle(fileDescriptor: pipeFDs[1], closeOnDealloc: false)
+        p.standardError = FileHandle.nullDevice
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        close(pipeFDs[1])
+        var queued: Int32 = 0
+        for _ in 0 ..< 100 where queued < 4096 {
+            usleep(100_000)
+            _ = ioctl(pipeFDs[0], UInt(FIONREAD), &queued)
+        }
+        #expect(queued == 4096)
+        usleep(500_000)
+        kill(p.processIdentifier, SIGTERM)
+        for _ in 0 ..< 100 where p.isRunning { usleep(100_000) }
+        let stillRunning = p.isRunning
+        if stillRunning { kill(p.processIdentifier, SIGKILL) }
+        p.waitUntilExit()
+        #expect(!stillRunning, "SIGTERM did not end the VMM within 10 s")
+    }
+
     @Test func tripleFaultExitsNonZeroWithRegisterDump() throws {
         let kernel = try CLIHost.temporaryFile(MiniELF.make(code: [0x0F, 0x0B])) // ud2, no IDT
         defer { try? FileManager.default.removeItem(atPath: kernel) }

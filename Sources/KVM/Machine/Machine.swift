@@ -163,6 +163,7 @@ public final class Machine: @unchecked Sendable {
             let latch = self.latch
             console.attachInput(to: serial, loop: loop, onQuit: { latch.stop(.consoleQuit) })
         }
+        console.attachOutput(to: loop)
         loop.startThread(name: "io-loop")
         for v in vcpus { v.start() }
         // Set up: from here the calling thread only waits and tears down.
@@ -173,6 +174,7 @@ public final class Machine: @unchecked Sendable {
         for v in vcpus { v.join() }
         loop.stop()
         console.detachInput()
+        console.finishOutput()
         bus.shutdown()
         if signalFD >= 0 { close(signalFD) }
         return reason

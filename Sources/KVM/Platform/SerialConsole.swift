@@ -18,6 +18,8 @@ public enum SerialAttachment: Sendable, Equatable {
 final class SerialConsole: @unchecked Sendable {
     private let outputFD: Int32
     private let ownsOutput: Bool
+    /// The guest's bytes on their way out (nil with `--serial none`).
+    private let output: ConsoleOutput?
     private let start: UInt64
     private let logger: Logger
     private let firstOutput = Atomic<Bool>(false)
@@ -48,6 +50,7 @@ final class SerialConsole: @unchecked Sendable {
             outputFD = fd
             ownsOutput = true
         }
+        output = outputFD >= 0 ? ConsoleOutput(fd: outputFD, logger: logger) : nil
     }
 
     deinit {
@@ -59,10 +62,17 @@ final class SerialConsole: @unchecked Sendable {
             let ns = MonotonicTime.nanoseconds() &- start
             logger.info("first serial output after \(Double(ns / 1000) / 1000) ms")
         }
-        guard outputFD >= 0 else { return }
-        var b = byte
-        while write(outputFD, &b, 1) < 0 && errno == EINTR {}
+        output?.append(byte)
     }
+
+    /// The I/O loop writes the guest's output from here on (before the vCPUs start).
+    func attachOutput(to loop: EventLoop) { output?.attach(to: loop) }
+
+    /// After the loop stopped: the last buffered bytes, if the reader takes them soon.
+    func finishOutput() { output?.finish() }
+
+    /// Guest bytes lost to a reader that did not keep up or went away.
+    var droppedOutputBytes: UInt64 { output?.droppedBytes ?? 0 }
 
     /// Feeds stdin into `uart`; stdin that cannot be polled (a regular file) or ends is left alone.
     /// When stdin is a terminal, `onQuit` runs on Ctrl-A x.
