@@ -84,6 +84,30 @@ struct VDETests {
         #expect(rb.frames.last?.bytes == frame(from: Self.macA, to: FrameBuilder.broadcast, 4))
     }
 
+    /// A switch that writes on the control socket after the handshake (none does): the
+    /// byte is read and dropped, the link stays up. It was only peeked at, so the socket
+    /// stayed readable and the I/O loop spun at full CPU; the peer sees it unread.
+    @Test(.enabled(if: Host.has("python3"), "needs python3 for the chatty switch"))
+    func aByteOnTheControlSocketIsReadNotPeekedForEver() throws {
+        let dir = TemporaryDirectory()
+        let script = String(#filePath.dropLast("VDETests.swift".count)) + "Peers/chatty-vde-switch.py"
+        let peer = try #require(Shell.spawn("python3", [script, dir.path]))
+        defer { Shell.kill(peer) }
+        #expect(eventually(5) { access(dir.path + "/ready", F_OK) == 0 })
+        let running = try RunningLoop()
+        let backend = try VDEBackend(url: dir.path, eventLoop: running.loop, clock: running.loop)
+        defer { backend.stop() }
+        let receiver = RecordingReceiver()
+        backend.start(receiver: receiver)
+        #expect(eventually(5) { access(dir.path + "/result", F_OK) == 0 })
+        let fd = open(dir.path + "/result", O_RDONLY)
+        var buf = [UInt8](repeating: 0, count: 16)
+        let n = fd >= 0 ? read(fd, &buf, buf.count) : -1
+        if fd >= 0 { close(fd) }
+        #expect(n > 0 && String(decoding: buf[0 ..< max(n, 0)], as: UTF8.self) == "0", "bytes left unread on the control socket")
+        #expect(receiver.links.isEmpty)   // no link change: the switch is still there
+    }
+
     @Test func missingSwitchIsAClearError() throws {
         let running = try RunningLoop()
         do {

@@ -154,7 +154,14 @@ public final class VDEBackend: NetworkBackend, @unchecked Sendable {
         guard let (handle, fd) = state.withLock({ s in s.connection.map { ($0.handle, $0.dataFD) } }) else { return }
         for _ in 0 ..< 64 {
             if port.isHolding { return pauseReading() }
-            let n = vde_recv(handle, readBuffer.baseAddress, readBuffer.count, Int32(MSG_DONTWAIT))
+            // Read only while the connection read from is still the one in place: a
+            // delivery below may wait for the device lock while `stop` on another thread
+            // closes it (vde_close frees the handle).
+            let n = state.withLock { s -> Int in
+                guard let c = s.connection, c.handle == handle else { return -2 }
+                return vde_recv(handle, readBuffer.baseAddress, readBuffer.count, Int32(MSG_DONTWAIT))
+            }
+            if n == -2 { return }
             if n < 0 {
                 if ConnectionErrno.isTransient(errno) { return }
                 return switchGone()
@@ -162,7 +169,10 @@ public final class VDEBackend: NetworkBackend, @unchecked Sendable {
             if n == 0 {
                 // A datagram socket reads 0 only for an empty datagram; the stream kind means EOF.
                 var st = stat()
-                if fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFSOCK { continue }
+                if fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFSOCK {
+                    counters.dropped(.malformed)
+                    continue
+                }
                 return switchGone()
             }
             if n > VDEBackend.maxFrameSize { counters.dropped(.oversized); continue }
@@ -171,10 +181,13 @@ public final class VDEBackend: NetworkBackend, @unchecked Sendable {
         }
     }
 
+    /// The control socket readable: EOF (the switch is gone), or bytes a switch should not
+    /// send after the handshake, which are read and dropped (a bounded amount per event).
+    /// Only peeking at them left the socket readable for ever: the loop spun at full CPU.
     private func controlEvent() {
         guard let fd = state.withLock({ $0.connection?.controlFD }) else { return }
-        var byte: UInt8 = 0
-        let n = recv(fd, &byte, 1, Int32(MSG_DONTWAIT) | Int32(MSG_PEEK))
+        var discard = [UInt8](repeating: 0, count: 512)
+        let n = discard.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
         if n == 0 || (n < 0 && !ConnectionErrno.isTransient(errno)) { switchGone() }
     }
 
