@@ -147,6 +147,23 @@ final class UnixWire {
         #expect(backend.send([UInt8](repeating: 0, count: 70_000)) == .dropped(.oversized))
     }
 
+    /// 100,000 empty records in a row (4 bytes each), then a frame: a readiness event
+    /// handles 256 of them at most and the rest continues in later turns of the loop
+    /// (what is buffered raises no readiness of its own); all are counted, in tallies,
+    /// and the frame arrives.
+    @Test func aFloodOfEmptyRecordsIsWorkedOffInBoundedTurns() throws {
+        let wire = try UnixWire()
+        let backend = wire.backend
+        let peer = try #require(StreamPeer.accept(wire.listener))
+        let receiver = RecordingReceiver()
+        backend.start(receiver: receiver)
+        peer.sendRaw([UInt8](repeating: 0, count: 400_000))
+        peer.send(testFrame(7))
+        #expect(eventually(10) { receiver.frames.count == 1 })
+        #expect(receiver.frames.first?.bytes == testFrame(7))
+        #expect(backend.counters.drops(.malformed) == 100_000)
+    }
+
     @Test func backPressureKeepsTheFrameUntilResumed() throws {
         let wire = try UnixWire()
         let backend = wire.backend

@@ -31,12 +31,16 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
     private let address: SocketAddress?
     private let port: ReceiverPort
     private let decoder = LengthPrefixedDecoder(maxFrameSize: StreamBackend.maxFrameSize)
+    /// A read continues in a later loop turn (`continueLater`); loop thread only.
+    private var continuationQueued = false
 
     private struct State: @unchecked Sendable {
         var peer: Int32?
         var peerRegistration: IORegistration?
         var backlog: [UInt8] = []
         var readPaused = false
+        /// A failed send queued the peer's teardown on the loop.
+        var goneQueued = false
         var listener: Int32?
         var listenerRegistration: IORegistration?
         /// A non-blocking connect in progress (client reconnect).
@@ -162,7 +166,11 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
                 }
                 let e = errno
                 if ConnectionErrno.isTransient(e) { return .dropped(.wouldBlock) }
-                loop.execute { [weak self] in self?.peerGone() }
+                // Once per peer: later failed sends find it queued.
+                if !s.goneQueued {
+                    s.goneQueued = true
+                    loop.execute { [weak self] in self?.peerGone(fd) }
+                }
                 return .dropped(.linkDown)
             }
         }
@@ -231,32 +239,81 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
         readPeer()
     }
 
+    /// Frames and dropped records handled per readiness event at most: a peer streaming
+    /// empty records (4 bytes each, ~32,000 per read) bought millions of them per event
+    /// before, starving every other backend and timer on the loop.
+    static let itemsPerEvent = 256
+
     private func readPeer() {
+        var budget = StreamBackend.itemsPerEvent
         for _ in 0 ..< 64 {
-            guard deliverBuffered() else { return pauseReading() }
+            switch deliverBuffered(budget: &budget) {
+            case .refused: return pauseReading()
+            case .budgetSpent: return continueLater()
+            case .drained: break
+            }
             guard let fd = state.withLock({ $0.peer }) else { return }
             let space = decoder.readSpace()
             let n = recv(fd, space.baseAddress, space.count, Int32(MSG_DONTWAIT))
-            if n == 0 { return peerGone() }
+            if n == 0 { return peerGone(fd) }
             if n < 0 {
                 if ConnectionErrno.isTransient(errno) { return }
-                return peerGone()
+                return peerGone(fd)
             }
             decoder.didRead(n)
         }
-        _ = deliverBuffered() ? () : pauseReading()
+        switch deliverBuffered(budget: &budget) {
+        case .refused: pauseReading()
+        case .budgetSpent: continueLater()
+        case .drained: break
+        }
     }
 
-    /// Offers every complete frame already read. False when the receiver refused one.
-    private func deliverBuffered() -> Bool {
-        while true {
+    /// What is already read waits in the decoder, where readiness will not report it:
+    /// go on in a later turn of the loop, after the other work queued there.
+    private func continueLater() {
+        guard !continuationQueued else { return }
+        continuationQueued = true
+        loop.execute { [weak self] in
+            guard let self else { return }
+            self.continuationQueued = false
+            guard !self.port.isHolding, self.state.withLock({ $0.peer != nil && !$0.readPaused }) else { return }
+            self.readPeer()
+        }
+    }
+
+    private enum Delivery { case drained, refused, budgetSpent }
+
+    /// Offers the complete frames already read, while `budget` lasts (a frame or a
+    /// dropped record spends one); drops are counted once per call.
+    private func deliverBuffered(budget: inout Int) -> Delivery {
+        var oversized = 0, empty = 0
+        defer {
+            if oversized > 0 { counters.dropped(.oversized, count: oversized) }
+            if empty > 0 { counters.dropped(.malformed, count: empty) }
+        }
+        while budget > 0 {
+            budget -= 1
             switch decoder.next() {
             case let .frame(frame):
-                if !port.offer(frame, header: nil) { return false }
-            case .oversized: counters.dropped(.oversized)
-            case .empty: counters.dropped(.malformed)
-            case .needMore: return true
+                if !port.offer(frame, header: nil) { return .refused }
+            case .oversized: oversized += 1
+            case .empty: empty += 1
+            case .needMore: return .drained
             }
+        }
+        return .budgetSpent
+    }
+
+    /// Offers every complete frame already read (`resumeReceive`, bounded like a read).
+    private func deliverBuffered() -> Bool {
+        var budget = StreamBackend.itemsPerEvent
+        switch deliverBuffered(budget: &budget) {
+        case .refused: return false
+        case .budgetSpent:
+            continueLater()
+            return true
+        case .drained: return true
         }
     }
 
@@ -286,15 +343,20 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
         s.peerRegistration = nil
         s.backlog.removeAll()
         s.readPaused = false
+        s.goneQueued = false
     }
 
-    /// The peer closed or failed: link down; a client retries, a server waits for the next peer.
-    private func peerGone() {
-        state.withLock { s in
-            guard s.peer != nil else { return }
+    /// The peer `fd` closed or failed (nil: whichever is connected): link down; a client
+    /// retries, a server waits for the next peer. A notice about a peer already replaced
+    /// (a send that failed before the loop took the next one) is ignored.
+    private func peerGone(_ fd: Int32? = nil) {
+        let gone = state.withLock { s -> Bool in
+            guard let peer = s.peer, fd == nil || fd == peer else { return false }
             closePeer(&s)
             if !config.listen { scheduleReconnect(&s) }
+            return true
         }
+        guard gone else { return }
         decoder.reset()
         port.setLink(up: false)
     }
@@ -302,10 +364,28 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
     private func acceptPeer() {
         guard let listener = state.withLock({ $0.listener }) else { return }
         let fd = accept(listener, nil, nil)
-        guard fd >= 0 else { return }
+        guard fd >= 0 else {
+            let e = errno
+            if e == EAGAIN || e == EWOULDBLOCK || e == EINTR || e == ECONNABORTED { return }
+            // Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS): the connection stays
+            // queued and the listener readable, so the loop would spin on it. Try again later.
+            state.withLock { s in if let r = s.listenerRegistration { loop.update(r, events: []) } }
+            _ = clock.schedule(at: clock.now &+ StreamBackend.minimumBackoff) { [weak self] in
+                guard let self else { return }
+                self.loop.execute { [weak self] in self?.resumeListening() }
+            }
+            return
+        }
         _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
         setNonBlocking(fd)
         adopt(fd)
+    }
+
+    private func resumeListening() {
+        state.withLock { s in
+            guard !s.stopped, let r = s.listenerRegistration else { return }
+            loop.update(r, events: .readable)
+        }
     }
 
     /// Makes `fd` the connected peer (only one at a time: a second is turned away).

@@ -72,8 +72,10 @@ public final class BackendCounters: Sendable {
         }
     }
 
-    public func dropped(_ reason: DropReason) {
-        drops.withLock { $0[reason, default: 0] += 1 }
+    /// Counts `count` drops for `reason` (a burst's tally: one lock, not one per frame).
+    public func dropped(_ reason: DropReason, count: Int = 1) {
+        guard count > 0 else { return }
+        drops.withLock { $0[reason, default: 0] &+= UInt64(count) }
     }
 
     public func drops(_ reason: DropReason) -> UInt64 { drops.withLock { $0[reason] ?? 0 } }
