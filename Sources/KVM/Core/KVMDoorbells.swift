@@ -20,9 +20,11 @@ public final class KVMDoorbells: DoorbellAccelerator, @unchecked Sendable {
         let address: UInt64
         let size: Int
         let value: UInt64?
-        init(eventFD: Int32, registration: IORegistration, space: AddressSpaceKind, address: UInt64, size: Int, value: UInt64?) {
+        let handler: @Sendable () -> Void
+        init(eventFD: Int32, registration: IORegistration, space: AddressSpaceKind, address: UInt64, size: Int, value: UInt64?,
+             handler: @escaping @Sendable () -> Void) {
             self.eventFD = eventFD; self.registration = registration; self.space = space
-            self.address = address; self.size = size; self.value = value
+            self.address = address; self.size = size; self.value = value; self.handler = handler
         }
     }
 
@@ -53,13 +55,23 @@ public final class KVMDoorbells: DoorbellAccelerator, @unchecked Sendable {
             close(efd)
             return nil
         }
-        return Token(eventFD: efd, registration: registration, space: space, address: address, size: size, value: value)
+        return Token(eventFD: efd, registration: registration, space: space, address: address, size: size, value: value,
+                     handler: handler)
     }
 
     public func detach(_ token: AnyObject) {
         guard let t = token as? Token else { return }
         try? vm.ioeventfd(eventFD: t.eventFD, space: t.space, address: t.address, size: t.size, value: t.value, deassign: true)
         loop.unregister(t.registration)
-        close(t.eventFD)
+        // A kick counted but not read yet is delivered, not lost with the eventfd. The fd
+        // is closed on the loop, after any handler of the current epoll batch that may
+        // still read it, so its number is not reused under that handler's feet.
+        let efd = t.eventFD, handler = t.handler
+        loop.execute {
+            var count: UInt64 = 0
+            let pending = read(efd, &count, 8) == 8
+            close(efd)
+            if pending { handler() }
+        }
     }
 }

@@ -1,4 +1,5 @@
 import Logging
+import Synchronization
 
 public enum PCIBusError: Error, Equatable, CustomStringConvertible {
     case slotInUse(Int)
@@ -35,6 +36,9 @@ public final class PCIBus: @unchecked Sendable {
     public private(set) var functions: [PCIFunction] = []
     private let hostBridge: PCIConfigSpace
     private let lock = DeviceLock()
+    /// Functions with a BAR refused for overlapping another's mapping: tried again when
+    /// some mapping goes away (on hardware the BAR decodes once the conflict is gone).
+    private let refusedMappings = Mutex<[ObjectIdentifier: PCIFunction]>([:])
     private var configAddress: UInt32 = 0
 
     /// Default wiring: INTA–INTD of slot s go to IOAPIC pins 16–23, rotating per slot
@@ -174,6 +178,7 @@ public final class PCIBus: @unchecked Sendable {
     /// Re-derives where `fn`'s BARs decode after a command or BAR write (called with fn.lock held).
     func remap(_ fn: PCIFunction) {
         let cmd = fn.config.command
+        var changed = false, released = false, refused = false
         for bar in 0 ..< 6 {
             guard let kind = fn.config.bars[bar] else { continue }
             let enabled = kind.isIO ? cmd.contains(.ioSpace) : cmd.contains(.memorySpace)
@@ -187,8 +192,12 @@ public final class PCIBus: @unchecked Sendable {
                 if !wraps && end <= limit { wanted = base ..< end }
             }
             guard wanted != fn.mappedBARs[bar] else { continue }
+            changed = true
             let space = kind.isIO ? pio : mmio
-            if let id = fn.mappingIDs[bar] { space.unmap(id) }
+            if let id = fn.mappingIDs[bar] {
+                space.unmap(id)
+                released = true
+            }
             fn.mappingIDs[bar] = nil
             fn.mappedBARs[bar] = nil
             guard let range = wanted else { continue }
@@ -201,9 +210,24 @@ public final class PCIBus: @unchecked Sendable {
                 fn.mappedBARs[bar] = range
             } catch {
                 guestLog.warning("pci.bar-overlap", "\(fn.name) BAR\(bar) not decoded: \(error)")
+                refused = true
             }
         }
-        refreshDoorbells(fn)
+        // Only a moved mapping moves doorbells: a command write that changes Bus Master
+        // or Interrupt Disable (Linux's pci_intx, pci_clear_master) re-created every
+        // ioeventfd of the device under its lock, and could lose a kick counted meanwhile.
+        if changed { refreshDoorbells(fn) }
+        let id = ObjectIdentifier(fn)
+        let others = refusedMappings.withLock { r -> [PCIFunction] in
+            if refused { r[id] = fn } else if changed { r[id] = nil }
+            return released ? r.values.filter { $0 !== fn } : []
+        }
+        // Retried on the loop, each under its own lock (this one's is held here).
+        if !others.isEmpty {
+            eventLoop.execute { [weak self] in
+                for other in others { other.lock.withLock { self?.remap(other) } }
+            }
+        }
     }
 
     private func refreshDoorbells(_ fn: PCIFunction) {
