@@ -6,9 +6,11 @@ import VMMCore
 /// Errors setting up the qtest transport (user input: a socket path).
 public enum QTestTransportError: Error, CustomStringConvertible {
     case socket(path: String, call: String, errno: Int32)
+    case listener(UnixSocketListenerError)
     public var description: String {
         switch self {
-        case let .socket(p, call, e): "qtest socket \(p): \(call) failed: \(String(cString: strerror(e)))"
+        case let .socket(p, call, e): "--socket \(p): \(call) failed: \(String(cString: strerror(e)))"
+        case let .listener(e): "--socket: \(e)"
         }
     }
 }
@@ -71,60 +73,24 @@ public enum QTestTransport {
 
     /// A listening unix socket for one qtest client. Made before the sandbox is on (its
     /// lists allow `accept`, not `socket` or `bind`); the socket file is removed once the
-    /// client is in (as QEMU's libqtest does with its own), or when the listener goes.
+    /// client is in (as QEMU's libqtest does with its own), or when the listener goes. An
+    /// existing path that is not a socket, or a socket someone listens on, is refused
+    /// (`UnixSocketListener`): it was replaced, whatever it held.
     public final class Listener {
-        private var fd: Int32
-        let path: String
+        private let socket: UnixSocketListener
 
         public init(path: String) throws(QTestTransportError) {
-            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard fd >= 0 else { throw .socket(path: path, call: "socket", errno: errno) }
-            var addr = sockaddr_un()
-            addr.sun_family = sa_family_t(AF_UNIX)
-            let capacity = MemoryLayout.size(ofValue: addr.sun_path)
-            guard path.utf8.count < capacity else {
-                close(fd)
-                throw .socket(path: path, call: "bind", errno: ENAMETOOLONG)
-            }
-            withUnsafeMutableBytes(of: &addr.sun_path) { raw in
-                for (i, b) in path.utf8.enumerated() { raw[i] = b }
-            }
-            unlink(path)
-            let bound = withUnsafePointer(to: &addr) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-            }
-            guard bound == 0 else {
-                let e = errno
-                close(fd)
-                throw .socket(path: path, call: "bind", errno: e)
-            }
-            guard listen(fd, 1) == 0 else {
-                let e = errno
-                close(fd)
-                unlink(path)
-                throw .socket(path: path, call: "listen", errno: e)
-            }
-            self.fd = fd
-            self.path = path
+            do { socket = try UnixSocketListener(path: path) } catch { throw .listener(error) }
         }
 
         /// Waits for the client; the listening socket and its file are gone afterwards.
         public func acceptClient() throws(QTestTransportError) -> Int32 {
-            defer { closeListener() }
-            let client = accept(fd, nil, nil)
-            guard client >= 0 else { throw .socket(path: path, call: "accept", errno: errno) }
+            defer { socket.closeAndRemove() }
+            let client = accept(socket.fd, nil, nil)
+            guard client >= 0 else { throw .socket(path: socket.path, call: "accept", errno: errno) }
             _ = fcntl(client, F_SETFD, FD_CLOEXEC)
             return client
         }
-
-        private func closeListener() {
-            guard fd >= 0 else { return }
-            close(fd)
-            fd = -1
-            unlink(path)
-        }
-
-        deinit { closeListener() }
     }
 
     /// Seconds an answer may make no progress before the session ends.

@@ -32,7 +32,8 @@ struct QTestCommand: ParsableCommand {
     var sandbox: Sandbox.Mode = .on
 
     func run() throws {
-        let size = try QTestMachine.parseMemorySize(memory)
+        let size: UInt64
+        do { size = try QTestMachine.parseMemorySize(memory) } catch { throw reportUserError("--memory: \(error)") }
         // A client that goes away mid-answer must end the session, not the process (write
         // then fails with EPIPE); the same for stdout as a closed pipe.
         signal(SIGPIPE, SIG_IGN)
@@ -42,8 +43,13 @@ struct QTestCommand: ParsableCommand {
             do { listener = try QTestTransport.Listener(path: socket) } catch { throw reportUserError(error.description) }
         }
         do { try SandboxArgument.activate(sandbox, runAs: nil) } catch { throw reportUserError(error.description) }
-        let machine = try QTestMachine(memorySize: size, devices: devices, registry: DeviceCatalog.registry,
+        let machine: QTestMachine
+        do {
+            machine = try QTestMachine(memorySize: size, devices: devices, registry: DeviceCatalog.registry,
                                        services: DeviceCatalog.makeServices())
+        } catch {
+            throw reportUserError("--device: \(error)")
+        }
         defer { machine.shutdown() }
         // The client is accepted and the socket file removed before this thread takes the
         // control role, which may not unlink.

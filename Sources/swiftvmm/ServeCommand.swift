@@ -87,9 +87,15 @@ struct ServeCommand: ParsableCommand {
             for d in served { d.shutdown() }
             loop.stop()
         }
+        // Each served device has a bus of its own, where an id is unique anyway; QMP
+        // names them across the process, so they must be unique here (as `run` requires).
+        var ids: Set<String> = []
         for text in devices {
             do {
                 let spec = try DeviceSpec.parse(text)
+                if let id = spec.options.pairs.last(where: { $0.key == "id" })?.value, !ids.insert(id).inserted {
+                    throw OptionError.badValue(key: "id", value: id, reason: "another device already has this id")
+                }
                 _ = try DeviceCatalog.registry.lookup(spec.name)
                 served.append(try ServedDevice(spec: spec, registry: DeviceCatalog.registry, services: services,
                                                loop: loop, logger: Logger(label: "swiftvmm.\(spec.name)")))

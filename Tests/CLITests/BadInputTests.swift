@@ -25,6 +25,51 @@ struct BadInputTests {
         try expectOneLineError(["run", "--kernel", "/tmp"], mentions: "--kernel", "/tmp")
     }
 
+    /// A FIFO is refused at once (opening one for reading waited for a writer for ever).
+    @Test func kernelIsAFIFO() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("swiftvmm-fifo-\(getpid())").path
+        #expect(mkfifo(path, 0o600) == 0)
+        defer { unlink(path) }
+        try expectOneLineError(["run", "--kernel", path], mentions: "--kernel", path, "not a regular file")
+    }
+
+    /// A refused command line leaves `--serial file:` as it found it: a new file is not
+    /// created, an existing one keeps its contents (it was created or emptied on open).
+    @Test func aRefusedCommandLineLeavesTheSerialFileAlone() throws {
+        let kernel = try CLIHost.temporaryFile(MiniELF.spin)
+        defer { try? FileManager.default.removeItem(atPath: kernel) }
+        let dir = FileManager.default.temporaryDirectory
+        let fresh = dir.appendingPathComponent("swiftvmm-serial-new-\(getpid()).log").path
+        let old = dir.appendingPathComponent("swiftvmm-serial-old-\(getpid()).log").path
+        FileManager.default.createFile(atPath: old, contents: Data("keep".utf8))
+        defer { unlink(fresh); unlink(old) }
+        for path in [fresh, old] {
+            try expectOneLineError(["run", "--kernel", kernel, "--serial", "file:" + path, "--device", "e1000,colour=blue"], mentions: "colour")
+        }
+        #expect(!FileManager.default.fileExists(atPath: fresh))
+        #expect(FileManager.default.contents(atPath: old) == Data("keep".utf8))
+    }
+
+    /// qtest's errors are one line naming the option, as run's; `--socket` refuses to
+    /// replace a file that is not a socket (it was unlinked, whatever it held).
+    @Test func qtestErrorsNameTheOptionAndKeepFiles() throws {
+        try expectOneLineError(["qtest", "--device", "e1000,mac=zz"], mentions: "--device", "mac")
+        try expectOneLineError(["qtest", "--memory", "0"], mentions: "--memory")
+        let path = try CLIHost.temporaryFile(Array("precious".utf8))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try expectOneLineError(["qtest", "--socket", path], mentions: "--socket", "not a socket")
+        #expect(FileManager.default.contents(atPath: path) == Data("precious".utf8))
+    }
+
+    /// `serve` gives each device a bus of its own, but ids name devices across the process.
+    @Test func serveRefusesADuplicateID() throws {
+        let dir = FileManager.default.temporaryDirectory
+        let a = dir.appendingPathComponent("swiftvmm-dup-a-\(getpid()).sock").path, b = dir.appendingPathComponent("swiftvmm-dup-b-\(getpid()).sock").path
+        try expectOneLineError(["serve", "--socket", a, "--device", "e1000,id=n,net=user", "--socket", b, "--device", "e1000,id=n,net=user"],
+                               mentions: "id", "another device already has this id")
+        #expect(!FileManager.default.fileExists(atPath: a) && !FileManager.default.fileExists(atPath: b))
+    }
+
     @Test func kernelIsNotAKernel() throws {
         let path = try CLIHost.temporaryFile(Array("#!/bin/sh\necho not a kernel\n".utf8))
         defer { try? FileManager.default.removeItem(atPath: path) }

@@ -63,11 +63,13 @@ struct RunTests {
         try p.run()
         close(pipeFDs[1])
         var queued: Int32 = 0
-        for _ in 0 ..< 100 where queued < 4096 {
+        // Full, or as full as non-blocking writes of the guest's bytes make it (a write
+        // larger than the room left may be refused whole, leaving a few bytes free).
+        for _ in 0 ..< 100 where queued < 4000 {
             usleep(100_000)
             _ = ioctl(pipeFDs[0], UInt(FIONREAD), &queued)
         }
-        #expect(queued == 4096)
+        #expect(queued >= 4000)
         usleep(500_000)
         kill(p.processIdentifier, SIGTERM)
         for _ in 0 ..< 100 where p.isRunning { usleep(100_000) }

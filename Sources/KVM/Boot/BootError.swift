@@ -6,6 +6,7 @@ import Glibc
 /// user named), so every case says which file and what is wrong with it.
 public enum BootError: Error, CustomStringConvertible, Equatable {
     case unreadable(path: String, errno: Int32)
+    case notARegularFile(path: String)
     case notAKernel(path: String)
     case badELF(path: String, reason: String)
     case noPVHEntry(path: String)
@@ -16,6 +17,7 @@ public enum BootError: Error, CustomStringConvertible, Equatable {
     public var description: String {
         switch self {
         case let .unreadable(p, e): "cannot read \(p): \(String(cString: strerror(e)))"
+        case let .notARegularFile(p): "\(p) is not a regular file"
         case let .notAKernel(p): "\(p) is not a kernel (expected an ELF with a PVH entry note or a bzImage)"
         case let .badELF(p, r): "\(p): bad ELF kernel: \(r)"
         case let .noPVHEntry(p): "\(p): ELF kernel has no PVH entry point (Xen ELF note 18, XEN_ELFNOTE_PHYS32_ENTRY)"
@@ -28,12 +30,14 @@ public enum BootError: Error, CustomStringConvertible, Equatable {
 
 /// Reads a whole file the user named.
 func readWholeFile(_ path: String) throws(BootError) -> [UInt8] {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    // O_NONBLOCK: opening a FIFO for reading would wait for a writer; a FIFO, a device or
+    // a directory is refused before anything is read (a regular file reads the same).
+    let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
     guard fd >= 0 else { throw .unreadable(path: path, errno: errno) }
     defer { close(fd) }
     var st = stat()
     guard fstat(fd, &st) == 0 else { throw .unreadable(path: path, errno: errno) }
-    guard st.st_mode & S_IFMT == S_IFREG else { throw .unreadable(path: path, errno: EISDIR) }
+    guard st.st_mode & S_IFMT == S_IFREG else { throw .notARegularFile(path: path) }
     let size = Int(st.st_size)
     var bytes = [UInt8](repeating: 0, count: size)
     var done = 0

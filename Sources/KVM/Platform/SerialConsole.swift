@@ -20,6 +20,13 @@ final class SerialConsole: @unchecked Sendable {
     private let ownsOutput: Bool
     /// The guest's bytes on their way out (nil with `--serial none`).
     private let output: ConsoleOutput?
+    /// `--serial file:` that did not exist before: removed again if the VM never runs
+    /// (a later option was refused), so bad input leaves nothing behind.
+    private let createdFile: String?
+    /// The file is emptied when the VM starts, not when it is opened: an existing console
+    /// log survives a command line that is refused after `--serial`.
+    private var truncateOnStart = false
+    private var started = false
     private let start: UInt64
     private let logger: Logger
     private let firstOutput = Atomic<Bool>(false)
@@ -41,20 +48,27 @@ final class SerialConsole: @unchecked Sendable {
         case .stdio:
             outputFD = STDOUT_FILENO
             ownsOutput = false
+            createdFile = nil
         case .none:
             outputFD = -1
             ownsOutput = false
+            createdFile = nil
         case let .file(path):
-            let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            var st = stat()
+            let existed = lstat(path, &st) == 0
+            let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
             guard fd >= 0 else { throw .serialFile(path: path, errno: errno) }
             outputFD = fd
             ownsOutput = true
+            createdFile = existed ? nil : path
+            truncateOnStart = true
         }
         output = outputFD >= 0 ? ConsoleOutput(fd: outputFD, logger: logger) : nil
     }
 
     deinit {
         if ownsOutput { close(outputFD) }
+        if !started, let createdFile { unlink(createdFile) }
     }
 
     func emit(_ byte: UInt8) {
@@ -66,7 +80,11 @@ final class SerialConsole: @unchecked Sendable {
     }
 
     /// The I/O loop writes the guest's output from here on (before the vCPUs start).
-    func attachOutput(to loop: EventLoop) { output?.attach(to: loop) }
+    func attachOutput(to loop: EventLoop) {
+        started = true
+        if truncateOnStart { _ = ftruncate(outputFD, 0) }
+        output?.attach(to: loop)
+    }
 
     /// After the loop stopped: the last buffered bytes, if the reader takes them soon.
     func finishOutput() { output?.finish() }
