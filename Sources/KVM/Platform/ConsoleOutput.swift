@@ -58,10 +58,11 @@ final class ConsoleOutput: @unchecked Sendable {
             self.fd = dup(fd)
             kind = .socket
         } else {
+            // Without /proc the shared description stays blocking (O_NONBLOCK on it would
+            // reach the shell's terminal): a full reader then holds the loop, never a vCPU.
             let own = open("/proc/self/fd/\(fd)", O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
             self.fd = own >= 0 ? own : dup(fd)
             kind = .pollable
-            if own < 0, self.fd >= 0 { _ = fcntl(self.fd, F_SETFL, fcntl(self.fd, F_GETFL) | O_NONBLOCK) }
         }
     }
 
