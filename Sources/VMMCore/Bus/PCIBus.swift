@@ -218,14 +218,20 @@ public final class PCIBus: @unchecked Sendable {
         // ioeventfd of the device under its lock, and could lose a kick counted meanwhile.
         if changed { refreshDoorbells(fn) }
         let id = ObjectIdentifier(fn)
-        let others = refusedMappings.withLock { r -> [PCIFunction] in
+        let retry = refusedMappings.withLock { r -> Bool in
             if refused { r[id] = fn } else if changed { r[id] = nil }
-            return released ? r.values.filter { $0 !== fn } : []
+            return released && r.keys.contains { $0 != id }
         }
-        // Retried on the loop, each under its own lock (this one's is held here).
-        if !others.isEmpty {
+        // Retried on the loop, each under its own lock (this one's is held here). The
+        // closure holds only the bus, weakly: a function it held would keep the loop that
+        // holds the closure alive through the function's context (a cycle, leaked by a
+        // machine torn down before the loop ran it).
+        if retry {
             eventLoop.execute { [weak self] in
-                for other in others { other.lock.withLock { self?.remap(other) } }
+                guard let self else { return }
+                for other in self.refusedMappings.withLock({ Array($0.values) }) {
+                    other.lock.withLock { self.remap(other) }
+                }
             }
         }
     }
