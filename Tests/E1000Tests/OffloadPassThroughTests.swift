@@ -67,15 +67,21 @@ import VMMTestKit
         #expect(offloading.r(R.gotcl) == plain.r(R.gotcl))
     }
 
-    @Test func checksumRequestGoesAsNeedsChecksum() throws {
-        let nic = try Self.offloadingNIC()
-        nic.setUpTransmit()
-        let good = FrameBuilder.e1000.tcp(ack: 0, payload: Payload.counting(300))
+    /// `good` as Linux's e1000 hands over a CHECKSUM_PARTIAL TCP packet: the IPv4 header
+    /// checksum zeroed, the TCP one seeded, a context asking for IXSM and TXSM.
+    func sendWithChecksumRequest(_ good: [UInt8], on nic: NIC) {
         var frame = FrameBuilder.withPartialChecksum(good)
         frame[24] = 0; frame[25] = 0
         nic.context(ipcss: 14, ipcso: 24, ipcse: 33, tucss: 34, tucso: 50, tucse: 0, paylen: 0, tucmd: 0x03, hdrlen: 0, mss: 0)
         nic.data(frame, dcmd: 0x0B, popts: 0x03)
         nic.kickTx()
+    }
+
+    @Test func checksumRequestGoesAsNeedsChecksum() throws {
+        let nic = try Self.offloadingNIC()
+        nic.setUpTransmit()
+        let good = FrameBuilder.e1000.tcp(ack: 0, payload: Payload.counting(300))
+        sendWithChecksumRequest(good, on: nic)
         let sent = try #require(nic.endpoint.sent.first)
         #expect(sent.header == VirtioNetHeader(flags: VirtioNetHeader.needsChecksum, checksumStart: 34, checksumOffset: 16))
         #expect(FrameBuilder.ipv4HeaderValid(sent.bytes))                      // IXSM done by the device
@@ -90,11 +96,7 @@ import VMMTestKit
         nic.setUpTransmit()   // TCTL.EN | PSP
         let good = FrameBuilder.e1000.tcp(ack: 0, payload: [])
         #expect(good.count == 54)
-        var frame = FrameBuilder.withPartialChecksum(good)
-        frame[24] = 0; frame[25] = 0
-        nic.context(ipcss: 14, ipcso: 24, ipcse: 33, tucss: 34, tucso: 50, tucse: 0, paylen: 0, tucmd: 0x03, hdrlen: 0, mss: 0)
-        nic.data(frame, dcmd: 0x0B, popts: 0x03)
-        nic.kickTx()
+        sendWithChecksumRequest(good, on: nic)
         let sent = try #require(nic.endpoint.sent.first)
         #expect(sent.header == nil)
         #expect(sent.bytes == good + [UInt8](repeating: 0, count: 6))

@@ -20,14 +20,7 @@ import VMMCore
         QTestTransport.serve(machine: machine, input: toServer[0], output: fromServer[1])
         close(toServer[0])
         close(fromServer[1])
-        var out: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 256)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { read(fromServer[0], $0.baseAddress, $0.count) }
-            guard n > 0 else { break }
-            out += buffer[0 ..< n]
-        }
-        close(fromServer[0])
+        let out = readToEnd(fromServer[0])
         // The unterminated last request is not a request.
         #expect(String(decoding: out, as: UTF8.self) == "OK\nOK 0xf11b36\nOK little\n")
     }
@@ -50,14 +43,7 @@ import VMMCore
         #expect(pipe(&fromServer) == 0)
         QTestTransport.serve(machine: machine, input: input, output: fromServer[1])
         close(fromServer[1])
-        var out: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 256)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { read(fromServer[0], $0.baseAddress, $0.count) }
-            guard n > 0 else { break }
-            out += buffer[0 ..< n]
-        }
-        close(fromServer[0])
+        let out = readToEnd(fromServer[0])
         let lines = String(decoding: out, as: UTF8.self).split(separator: "\n")
         #expect(lines.count == 2 && lines.first?.hasPrefix("FAIL") == true && lines.last == "OK little")
     }
@@ -81,4 +67,17 @@ import VMMCore
         while read(pair[1], &byte, 1) == 1 && drained < 100 { drained += 1 }
         #expect(drained > 0)   // part of the answer went out before the stall
     }
+}
+
+/// Everything left to read on `fd`, which is then closed.
+private func readToEnd(_ fd: Int32) -> [UInt8] {
+    var out: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 256)
+    while true {
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        guard n > 0 else { break }
+        out += buffer[0 ..< n]
+    }
+    close(fd)
+    return out
 }
