@@ -178,6 +178,26 @@ import VMMTestKit
         #expect(d.msiVectors.last == 0)
     }
 
+    /// A request the device accepted may reach the disk after the disk shrank under it
+    /// (FuzzVirtioBlk found the test disk copying past its end): a read gets zeroes past
+    /// the new end, as pread past a file's end does, and a write fails.
+    @Test func requestsHeldAcrossAShrinkStayInsideTheDisk() throws {
+        let d = try D()
+        d.bringUp()
+        d.disk.write([UInt8](repeating: 0x77, count: 1 << 20), at: 0)
+        d.disk.hold()
+        let read = d.submit(type: D.T.read, sector: 1023, readLength: 1024)   // straddles the new end
+        let write = d.submit(type: D.T.write, sector: 2040, write: [UInt8](repeating: 9, count: 512))
+        d.complete()
+        try d.disk.resize(to: 512 << 10)
+        d.disk.release()
+        d.complete()
+        #expect(d.status(at: read.status) == D.S.ok)
+        #expect(d.bytes(at: read.data, 1024) == [UInt8](repeating: 0x77, count: 512) + [UInt8](repeating: 0, count: 512))
+        #expect(d.status(at: write.status) == D.S.ioError)
+        #expect(d.disk.contents.count == 512 << 10)
+    }
+
     /// cache_type_store: "write through" writes 0 to writeback; every write is then flushed
     /// before it completes.
     @Test func writeThroughFlushesEveryWrite() throws {

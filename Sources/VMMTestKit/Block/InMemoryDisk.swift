@@ -71,19 +71,35 @@ public final class InMemoryDisk: BlockBackend, @unchecked Sendable {
         return true
     }
 
+    /// Runs `request` against the disk as it is now. The device checked the request against
+    /// the capacity it saw when it accepted it, but the disk may have shrunk since (a held
+    /// request, then `resize`), so every range is checked again here: reads past the end
+    /// get zeroes, as `pread` past a file's end does (FileIO); writes past it fail with
+    /// ENOSPC; discards and write-zeroes stop at the end.
     private func perform(_ request: BlockRequest) -> BlockResult {
         state.withLock { s -> BlockResult in
             if let f = s.failNext { s.failNext = nil; counters.errors.add(1, ordering: .relaxed); return f }
             switch request {
             case let .read(offset, buffers):
-                var o = Int(offset)
+                var position = offset
                 for b in buffers {
-                    s.bytes.withUnsafeBytes { src in b.copyMemory(from: UnsafeRawBufferPointer(rebasing: src[o ..< o + b.count])) }
-                    o += b.count
+                    let copied = s.bytes.withUnsafeBytes { src -> Int in
+                        let part = Self.overlap(of: position, count: b.count, withSize: src.count)
+                        if let from = part.first { b.copyMemory(from: UnsafeRawBufferPointer(rebasing: src[from ..< from + part.count])) }
+                        return part.count
+                    }
+                    if copied < b.count, let tail = b.baseAddress?.advanced(by: copied) {
+                        tail.initializeMemory(as: UInt8.self, repeating: 0, count: b.count - copied)
+                    }
+                    position = position.addingReportingOverflow(UInt64(b.count)).partialValue
                 }
                 counters.reads.add(1, ordering: .relaxed)
             case let .write(offset, buffers):
                 guard !s.geometry.readOnly else { return .ioError(errno: 30) } // EROFS
+                let total = buffers.reduce(0) { $0 + $1.count }
+                guard Self.overlap(of: offset, count: total, withSize: s.bytes.count).count == total else {
+                    return .ioError(errno: 28) // ENOSPC: the disk does not grow
+                }
                 var o = Int(offset)
                 for b in buffers {
                     s.bytes.withUnsafeMutableBytes { dst in UnsafeMutableRawBufferPointer(rebasing: dst[o ..< o + b.count]).copyMemory(from: b) }
@@ -93,11 +109,20 @@ public final class InMemoryDisk: BlockBackend, @unchecked Sendable {
             case .flush:
                 counters.flushes.add(1, ordering: .relaxed)
             case let .discard(offset, length), let .writeZeroes(offset, length, _):
-                s.bytes.replaceSubrange(Int(offset) ..< Int(offset + length), with: repeatElement(0, count: Int(length)))
+                let part = Self.overlap(of: offset, count: Int(clamping: length), withSize: s.bytes.count)
+                if let from = part.first { s.bytes.replaceSubrange(from ..< from + part.count, with: repeatElement(0, count: part.count)) }
                 counters.discards.add(1, ordering: .relaxed)
             }
             return .ok
         }
+    }
+
+    /// The part of `[offset, offset + count)` that lies inside a disk of `size` bytes, as
+    /// its first index (nil when nothing does) and length.
+    private static func overlap(of offset: UInt64, count: Int, withSize size: Int) -> (first: Int?, count: Int) {
+        guard offset < UInt64(size) else { return (nil, 0) }
+        let first = Int(offset)
+        return (first, min(count, size - first))
     }
 
     public func resize(to bytes: UInt64) throws(BlockBackendError) {
