@@ -112,6 +112,13 @@ check down-up $(wait_carrier $T && ping -c 2 -W 2 10.9.0.1 >/dev/null 2>&1; echo
 
 if [ "$model" = e1000 ]; then
     res=$(ethtool -t $T offline 2>&1)
+    # Loopback result 14 alone (e1000_run_loopback_test: all 64 frames came back correct,
+    # but the guest took 2 jiffies or more to check them) is the TCG guest's timing on a
+    # busy host, not the device: that one result earns one more run, which must pass.
+    if ! echo "$res" | grep -q "result is PASS" && echo "$res" | grep -qE "Loopback test.*[[:space:]]14$" \
+        && [ "$(echo "$res" | grep -E "test .*\(.*\)[[:space:]]+[0-9]+$" | grep -cvE "[[:space:]]0$")" = 1 ]; then
+        res="second run after loopback result 14 (slow, frames correct): $(ethtool -t $T offline 2>&1)"
+    fi
     check ethtool-selftest $(echo "$res" | grep -q "result is PASS"; echo $?) "$(echo "$res" | tr '\n' ' ' | tr -s ' ')"
     configure_tap $T
 fi
