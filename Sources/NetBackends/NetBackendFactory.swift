@@ -41,7 +41,7 @@ public struct NetBackendFactory: NetworkBackendFactory {
         case let .stream(stream): backend = try StreamBackend(config: stream, eventLoop: eventLoop, clock: clock)
         }
         if let path = config.capturePath {
-            do { backend = try CaptureFilter(wrapping: backend, path: path) } catch {
+            do { backend = try CaptureFilter(wrapping: backend, path: path, eventLoop: eventLoop) } catch {
                 backend.stop()
                 throw error
             }

@@ -33,8 +33,9 @@ struct BadInputTests {
         try expectOneLineError(["run", "--kernel", path], mentions: "--kernel", path, "not a regular file")
     }
 
-    /// A refused command line leaves `--serial file:` as it found it: a new file is not
-    /// created, an existing one keeps its contents (it was created or emptied on open).
+    /// A refused command line leaves `--serial file:` and a NIC's `capture=` as it found
+    /// them: a new file is not created, an existing one keeps its contents (both were
+    /// created or emptied on open).
     @Test func aRefusedCommandLineLeavesTheSerialFileAlone() throws {
         let kernel = try CLIHost.temporaryFile(MiniELF.spin)
         defer { try? FileManager.default.removeItem(atPath: kernel) }
@@ -45,6 +46,9 @@ struct BadInputTests {
         defer { unlink(fresh); unlink(old) }
         for path in [fresh, old] {
             try expectOneLineError(["run", "--kernel", kernel, "--serial", "file:" + path, "--device", "e1000,colour=blue"], mentions: "colour")
+            #expect(!FileManager.default.fileExists(atPath: fresh))
+            try expectOneLineError(["run", "--kernel", kernel, "--device", "e1000,net=user,capture=" + path, "--device", "e1000,colour=blue"],
+                                   mentions: "colour")
         }
         #expect(!FileManager.default.fileExists(atPath: fresh))
         #expect(FileManager.default.contents(atPath: old) == Data("keep".utf8))

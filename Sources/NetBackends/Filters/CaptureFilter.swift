@@ -16,9 +16,14 @@ public final class CaptureFilter: NetworkBackend, FrameReceiver, @unchecked Send
     public var isLinkUp: Bool { inner.isLinkUp }
     public var counters: BackendCounters { inner.counters }
 
-    public init(wrapping inner: NetworkBackend, path: String) throws(NetBackendError) {
+    private let eventLoop: EventLoop
+
+    public init(wrapping inner: NetworkBackend, path: String, eventLoop: EventLoop) throws(NetBackendError) {
         self.inner = inner
-        do { writer = try PcapWriter(path: path) } catch {
+        self.eventLoop = eventLoop
+        // The path is opened and checked now, so a bad one is refused with the command
+        // line, but the file is emptied only once the machine runs (below).
+        do { writer = try PcapWriter(path: path, startLater: true) } catch {
             switch error {
             case let .open(_, e), let .write(_, e):
                 throw .system(option: "capture", value: path, call: "open", errno: e, hint: nil)
@@ -28,9 +33,14 @@ public final class CaptureFilter: NetworkBackend, FrameReceiver, @unchecked Send
         }
     }
 
+    /// The NIC starts its backend while the command line is still being read; the I/O
+    /// loop runs only once the machine does. Starting the capture on the loop's next turn
+    /// (or at its first frame, `PcapWriter.write`) leaves an existing file untouched, and
+    /// removes a new one, when a later option is refused and the machine never runs.
     public func start(receiver: FrameReceiver) {
         upstream = receiver
         inner.start(receiver: self)
+        eventLoop.execute { [writer] in try? writer.start() }
     }
 
     public func send(_ segments: [UnsafeRawBufferPointer], header: VirtioNetHeader?) -> SendResult {

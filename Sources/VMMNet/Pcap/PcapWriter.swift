@@ -36,16 +36,27 @@ public final class PcapWriter: Sendable {
         var used = 0
         var lastFlush: UInt64
         var writeError: Int32 = 0
+        /// Emptied and given its header: frames are written from then on.
+        var started = false
     }
     private let state: Mutex<State>
     private let flushInterval: UInt64
+    /// `path` did not exist before `init`: removed again by `close()` if the capture never
+    /// started, so a command line refused after `capture=` leaves nothing behind.
+    private let createdFile: Bool
 
-    /// Creates (truncates) `path` and writes the file header. Only a regular file is
-    /// accepted: frames are written under the device's lock, and a FIFO or a device node
-    /// that stops reading would stall the NIC (O_NONBLOCK keeps the open itself from waiting
-    /// for a FIFO's reader).
+    /// Opens `path` (creating it) and, unless `startLater`, empties it and writes the file
+    /// header. With `startLater` an existing file is left as it is until `start()` or the
+    /// first frame: a backend's capture is opened while the command line is checked, so
+    /// that a bad path is refused at once, but a refused command line must not have
+    /// emptied an old capture.
+    /// Only a regular file is accepted: frames are written under the device's lock, and a
+    /// FIFO or a device node that stops reading would stall the NIC (O_NONBLOCK keeps the
+    /// open itself from waiting for a FIFO's reader).
     public init(path: String, snapLength: Int = 262_144, bufferSize: Int = 1 << 20,
-                flushIntervalNanoseconds: UInt64 = 100_000_000) throws(PcapError) {
+                flushIntervalNanoseconds: UInt64 = 100_000_000, startLater: Bool = false) throws(PcapError) {
+        var before = stat()
+        let existed = lstat(path, &before) == 0
         let fd = open(path, O_WRONLY | O_CREAT | O_NONBLOCK | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw .open(path: path, errno: errno) }
         var info = stat()
@@ -53,23 +64,36 @@ public final class PcapWriter: Sendable {
             Glibc.close(fd)
             throw .notRegularFile(path: path)
         }
-        guard ftruncate(fd, 0) == 0 else {
-            let e = errno
-            Glibc.close(fd)
-            throw .open(path: path, errno: e)
-        }
         self.path = path
         self.snapLength = max(snapLength, 64)
         flushInterval = flushIntervalNanoseconds
+        createdFile = !existed
         buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(bufferSize, 4096), alignment: 8)
         state = Mutex(State(fd: fd, lastFlush: MonotonicTime.nanoseconds()))
-        // struct pcap_file_header: magic, version 2.4, thiszone, sigfigs, snaplen, linktype.
-        let header: [UInt32] = [0xA1B2_C3D4, 0x0004_0002, 0, 0, UInt32(self.snapLength), PcapWriter.linkTypeEthernet]
-        state.withLock { s in
-            header.withUnsafeBytes { h in buffer.copyMemory(from: h) }
-            s.used = 24
+        if !startLater {
+            try start()
+            try flush()
         }
-        try flush()
+    }
+
+    /// Empties the file and writes its header (struct pcap_file_header); frames are
+    /// recorded from here on. Idempotent.
+    public func start() throws(PcapError) {
+        let error = state.withLock { s -> Int32 in
+            begin(&s)
+            return s.writeError
+        }
+        if error != 0 { throw .open(path: path, errno: error) }
+    }
+
+    private func begin(_ s: inout State) {
+        guard s.fd >= 0, !s.started else { return }
+        guard ftruncate(s.fd, 0) == 0 else { s.writeError = errno; return }
+        s.started = true
+        // magic, version 2.4, thiszone, sigfigs, snaplen, linktype.
+        let header: [UInt32] = [0xA1B2_C3D4, 0x0004_0002, 0, 0, UInt32(snapLength), PcapWriter.linkTypeEthernet]
+        header.withUnsafeBytes { h in buffer.copyMemory(from: h) }
+        s.used = 24
     }
 
     deinit {
@@ -92,7 +116,8 @@ public final class PcapWriter: Sendable {
         // The views stay valid for this call; the lock only orders writers.
         nonisolated(unsafe) let segments = segments
         state.withLock { s in
-            guard s.fd >= 0, let base = buffer.baseAddress else { return }
+            begin(&s)                                  // a frame before `start()`: the capture starts now
+            guard s.started, let base = buffer.baseAddress else { return }
             let recordSize = 16 + captured
             if s.used + recordSize > buffer.count { drain(&s) }
             // pcap_pkthdr: seconds, microseconds, captured length, original length (host order,
@@ -136,13 +161,15 @@ public final class PcapWriter: Sendable {
         if error != 0 { throw .write(path: path, errno: error) }
     }
 
-    /// Flushes and closes the file. Idempotent.
+    /// Flushes and closes the file (removing it if it never started and `init` created
+    /// it). Idempotent.
     public func close() throws(PcapError) {
         let error = state.withLock { s -> Int32 in
             guard s.fd >= 0 else { return 0 }
             drain(&s)
             Glibc.close(s.fd)
             s.fd = -1
+            if !s.started && createdFile { unlink(path) }
             return s.writeError
         }
         if error != 0 { throw .write(path: path, errno: error) }
