@@ -3,15 +3,13 @@ import VMMCore
 import VMMNet
 import VMMTestKit
 
-/// Errors building a qtest machine from user input (the device list, the memory size).
+/// Errors building a qtest machine from user input (the device list).
 public enum QTestMachineError: Error, Equatable, CustomStringConvertible {
     case badSlot(device: String, value: String)
-    case badMemorySize(String)
 
     public var description: String {
         switch self {
         case let .badSlot(d, v): "bad value '\(v)' for option 'slot' of device \(d): expected a PCI slot 1-31"
-        case let .badMemorySize(v): "bad memory size '\(v)': expected a number of bytes with an optional K, M or G suffix"
         }
     }
 }
@@ -56,20 +54,5 @@ public final class QTestMachine: @unchecked Sendable {
     public func shutdown() {
         machine.loop.stop()
         machine.bus.shutdown()
-    }
-
-    /// Parses `128M`, `1G`, `65536`.
-    public static func parseMemorySize(_ text: String) throws(QTestMachineError) -> UInt64 {
-        var digits = Substring(text)
-        var shift: UInt64 = 0
-        switch digits.last?.uppercased() {
-        case "K": shift = 10
-        case "M": shift = 20
-        case "G": shift = 30
-        default: break
-        }
-        if shift != 0 { digits = digits.dropLast() }
-        guard let n = UInt64(digits), n > 0, n <= (UInt64(1) << 40) >> shift else { throw .badMemorySize(text) }
-        return n << shift
     }
 }

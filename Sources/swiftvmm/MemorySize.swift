@@ -1,3 +1,5 @@
+import KVM
+
 /// Parses `--memory` values: a number with an optional K/M/G/T suffix (binary units);
 /// a bare number means MiB, as in bhyve's `-m`.
 enum MemorySize {
@@ -19,5 +21,15 @@ enum MemorySize {
         let (bytes, overflow) = n.multipliedReportingOverflow(by: UInt64(1) << shift)
         guard !overflow else { throw UserInputError("--memory '\(text)' is too large") }
         return bytes
+    }
+
+    /// `--memory` for a guest in the PC layout (`run`, `qtest`): parsed, and within what
+    /// the layout holds below the 64-bit PCI window.
+    static func parseGuestRAM(_ text: String) throws(UserInputError) -> UInt64 {
+        let size = try parse(text)
+        guard (PlatformLayout.minimumMemory ... PlatformLayout.maximumMemory).contains(size) else {
+            throw UserInputError("--memory '\(text)' is out of range (\(PlatformLayout.minimumMemory >> 20)M to \(PlatformLayout.maximumMemory >> 30)G)")
+        }
+        return size
     }
 }

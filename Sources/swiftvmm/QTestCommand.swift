@@ -22,7 +22,7 @@ struct QTestCommand: ParsableCommand {
     @Option(name: .customLong("device"), help: "A device: NAME[,slot=N][,key=value...]. Repeatable.")
     var devices: [String] = []
 
-    @Option(name: .customLong("memory"), help: "Guest RAM size, e.g. 128M or 1G.")
+    @Option(name: .customLong("memory"), help: "Guest RAM size, e.g. 128M or 1G (a bare number is MiB, as in run).")
     var memory: String = "128M"
 
     @Option(name: .customLong("socket"), help: "Listen on this unix socket path for one client instead of using stdio.")
@@ -33,7 +33,7 @@ struct QTestCommand: ParsableCommand {
 
     func run() throws {
         let size: UInt64
-        do { size = try QTestMachine.parseMemorySize(memory) } catch { throw reportUserError("--memory: \(error)") }
+        do { size = try MemorySize.parseGuestRAM(memory) } catch { throw reportUserError(error.description) }
         // A client that goes away mid-answer must end the session, not the process (write
         // then fails with EPIPE); the same for stdout as a closed pipe.
         signal(SIGPIPE, SIG_IGN)

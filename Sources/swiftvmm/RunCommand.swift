@@ -144,10 +144,7 @@ struct RunCommand: ParsableCommand {
         if let initrd {
             do { initrdBytes = try KernelImage.readFile(initrd) } catch { throw UserInputError("--initrd: \(error)") }
         }
-        let size = try MemorySize.parse(memory)
-        guard (PlatformLayout.minimumMemory ... PlatformLayout.maximumMemory).contains(size) else {
-            throw UserInputError("--memory '\(memory)' is out of range (\(PlatformLayout.minimumMemory >> 20)M to \(PlatformLayout.maximumMemory >> 30)G)")
-        }
+        let size = try MemorySize.parseGuestRAM(memory)
         guard (1 ... Machine.maximumCPUs).contains(cpus) else {
             throw UserInputError("--cpus \(cpus) is out of range (1 to \(Machine.maximumCPUs))")
         }

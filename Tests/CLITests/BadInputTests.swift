@@ -86,11 +86,14 @@ struct BadInputTests {
         try expectOneLineError(["run", "--kernel", path], mentions: path, "bad ELF kernel")
     }
 
+    /// `run` and `qtest` read `--memory` alike (a bare number is MiB) and hold it to the
+    /// PC layout's range.
     @Test(arguments: ["12Q", "abc", "", "-5M", "0"])
     func badMemorySize(_ size: String) throws {
         let kernel = try CLIHost.temporaryFile(MiniELF.halt)
         defer { try? FileManager.default.removeItem(atPath: kernel) }
         try expectOneLineError(["run", "--kernel", kernel, "--memory=\(size)"], mentions: size.isEmpty ? "--memory" : "--memory '\(size)'")
+        try expectOneLineError(["qtest", "--memory=\(size)"], mentions: size.isEmpty ? "--memory" : "--memory '\(size)'")
     }
 
     @Test(arguments: ["1M", "4096G", "99999999999999999999"])
@@ -98,6 +101,7 @@ struct BadInputTests {
         let kernel = try CLIHost.temporaryFile(MiniELF.halt)
         defer { try? FileManager.default.removeItem(atPath: kernel) }
         try expectOneLineError(["run", "--kernel", kernel, "--memory=\(size)"], mentions: "--memory '\(size)'")
+        try expectOneLineError(["qtest", "--memory=\(size)"], mentions: "--memory '\(size)'")
     }
 
     @Test func missingInitrd() throws {

@@ -153,11 +153,5 @@ import VMMCore
             try QTestMachine(devices: ["ticker,speed=9"], registry: PCIDeviceRegistry([TickerDevice.self]))
         }
         #expect(throws: OptionError.self) { try QTestMachine(devices: ["nic"], registry: PCIDeviceRegistry([])) }
-        #expect(try QTestMachine.parseMemorySize("128M") == 128 << 20)
-        #expect(try QTestMachine.parseMemorySize("2g") == 2 << 30)
-        #expect(try QTestMachine.parseMemorySize("65536") == 65536)
-        #expect(throws: QTestMachineError.badMemorySize("12X")) { try QTestMachine.parseMemorySize("12X") }
-        #expect(throws: QTestMachineError.self) { try QTestMachine.parseMemorySize("0") }
-        #expect(throws: QTestMachineError.self) { try QTestMachine.parseMemorySize("99999999G") }
     }
 }
