@@ -25,6 +25,8 @@ import VMMTestKit
         #expect(try parse("virtio-blk,disk=nbd://host:10809/exp") == DiskBackendConfig(kind: .nbd(uri: "nbd://host:10809/exp", reconnectTimeout: 30)))
         #expect(try parse("virtio-blk,disk=nbd+unix:///e?socket=/tmp/s,reconnect-timeout=2.5")
             == DiskBackendConfig(kind: .nbd(uri: "nbd+unix:///e?socket=/tmp/s", reconnectTimeout: 2.5)))
+        #expect(try parse("virtio-blk,disk=nbd://[::1]:10809/exp") == DiskBackendConfig(kind: .nbd(uri: "nbd://[::1]:10809/exp", reconnectTimeout: 30)))
+        #expect(try parse("virtio-blk,disk=nbd://[::1]/exp") == DiskBackendConfig(kind: .nbd(uri: "nbd://[::1]/exp", reconnectTimeout: 30)))
     }
 
     @Test func badInputNamesTheOption() {
@@ -41,6 +43,10 @@ import VMMTestKit
         #expect(error("virtio-blk,disk=http://h/e")?.contains("unknown URI scheme 'http'") == true)
         #expect(error("virtio-blk,disk=nbd+unix:///e")?.contains("socket=PATH") == true)
         #expect(error("virtio-blk,disk=nbd:///e")?.contains("nbd://HOST") == true)
+        for port in ["0", "65536", "http", "", "-1"] {
+            #expect(error("virtio-blk,disk=nbd://h:\(port)/e")?.contains("port '\(port)' is not a TCP port (1-65535)") == true)
+        }
+        #expect(error("virtio-blk,disk=nbd://[::1]:99999/e")?.contains("port '99999'") == true)
         #expect(error("virtio-blk,disk=a,bogus=1") == "unknown option 'bogus' for device virtio-blk")
     }
 

@@ -13,12 +13,25 @@ enum NBDAddress {
         return scheme
     }
 
+    /// The text after HOST's `:`, if there is one (`[::1]:10809`: an IPv6 address in
+    /// brackets, RFC 3986 §3.2.2). libnbd would hand anything there to getaddrinfo as a
+    /// service name and fail later with a resolver error that does not say which part.
+    private static func port(of authority: Substring) -> Substring? {
+        var rest = authority
+        if rest.hasPrefix("["), let close = rest.firstIndex(of: "]") { rest = rest[rest.index(after: close)...] }
+        guard let colon = rest.lastIndex(of: ":") else { return nil }
+        return rest[rest.index(after: colon)...]
+    }
+
     static func validate(_ uri: String, scheme: Substring) throws(OptionError) {
         let rest = uri.dropFirst(scheme.count + 3)
         switch scheme {
         case "nbd":
             guard let host = rest.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false).first, !host.isEmpty else {
                 throw .badValue(key: "disk", value: uri, reason: "expected nbd://HOST[:PORT]/EXPORT")
+            }
+            if let port = Self.port(of: host), !(UInt16(port).map { $0 > 0 } ?? false) {
+                throw .badValue(key: "disk", value: uri, reason: "port '\(port)' is not a TCP port (1-65535)")
             }
         case "nbd+unix":
             guard rest.hasPrefix("/"), let q = rest.firstIndex(of: "?"),
