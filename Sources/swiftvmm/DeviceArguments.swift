@@ -44,6 +44,13 @@ enum DeviceArguments {
                 throw UserInputError("\(r.text): PCI slot \(slot):\(r.function) is used twice")
             }
         }
+        // A guest looks at functions 1-7 of a slot only when function 0 answers (Linux's
+        // pci_scan_slot stops at an empty function 0: "must have zero function").
+        for r in requests where r.function != 0 {
+            guard let slot = r.slot, used.contains([slot, 0]) else {
+                throw UserInputError("\(r.text): slot \(r.slot ?? 0) has no function 0, so a guest would never see function \(r.function)")
+            }
+        }
         for r in requests {
             do { _ = try registry.lookup(r.spec.name) } catch { throw UserInputError("\(r.text): \(error)") }
         }

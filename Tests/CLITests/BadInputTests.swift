@@ -125,6 +125,15 @@ struct BadInputTests {
                                mentions: "-s '3:0,virtio-net'", "slot 3:0 is used twice")
     }
 
+    /// Functions 1-7 of a slot are seen only behind a function 0 (pci_scan_slot).
+    @Test func aFunctionWithoutFunctionZeroIsRefused() throws {
+        let kernel = try CLIHost.temporaryFile(MiniELF.halt)
+        defer { try? FileManager.default.removeItem(atPath: kernel) }
+        try expectOneLineError(["run", "--kernel", kernel, "-s", "3:1,e1000"], mentions: "-s '3:1,e1000'", "slot 3 has no function 0")
+        try expectOneLineError(["run", "--kernel", kernel, "-s", "4,e1000", "--device", "e1000,slot=3:2"],
+                               mentions: "--device 'e1000,slot=3:2'", "slot 3 has no function 0")
+    }
+
     @Test func duplicateSlotAcrossDeviceAndSlotSyntax() throws {
         let kernel = try CLIHost.temporaryFile(MiniELF.halt)
         defer { try? FileManager.default.removeItem(atPath: kernel) }
