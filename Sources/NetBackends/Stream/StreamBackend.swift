@@ -35,7 +35,14 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
     private var continuationQueued = false
 
     private struct State: @unchecked Sendable {
-        var peer: Int32?
+        private(set) var peer: Int32?
+        /// Counts the peers this backend has had: a teardown queued for one peer must not
+        /// close the next, which may have been given the same descriptor number.
+        private(set) var peerGeneration: UInt64 = 0
+        mutating func setPeer(_ fd: Int32?) {
+            peer = fd
+            if fd != nil { peerGeneration &+= 1 }
+        }
         var peerRegistration: IORegistration?
         var backlog: [UInt8] = []
         var readPaused = false
@@ -80,7 +87,7 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
             boundPort = StreamBackend.localPort(of: fd)
         } else {
             let fd = try StreamBackend.connectNow(to: address, option: option, value: value)
-            state.withLock { $0.peer = fd }
+            state.withLock { $0.setPeer(fd) }
             port.setLink(up: true)
         }
     }
@@ -105,7 +112,7 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
         self.clock = clock
         address = nil
         port = ReceiverPort(counters: counters, linkUp: true)
-        state.withLock { $0.peer = fd }
+        state.withLock { $0.setPeer(fd) }
     }
 
     deinit { stop() }
@@ -169,7 +176,8 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
                 // Once per peer: later failed sends find it queued.
                 if !s.goneQueued {
                     s.goneQueued = true
-                    loop.execute { [weak self] in self?.peerGone(fd) }
+                    let generation = s.peerGeneration
+                    loop.execute { [weak self] in self?.peerGone(generation) }
                 }
                 return .dropped(.linkDown)
             }
@@ -252,13 +260,13 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
             case .budgetSpent: return continueLater()
             case .drained: break
             }
-            guard let fd = state.withLock({ $0.peer }) else { return }
+            guard let (fd, generation) = state.withLock({ s in s.peer.map { ($0, s.peerGeneration) } }) else { return }
             let space = decoder.readSpace()
             let n = recv(fd, space.baseAddress, space.count, Int32(MSG_DONTWAIT))
-            if n == 0 { return peerGone(fd) }
+            if n == 0 { return peerGone(generation) }
             if n < 0 {
                 if ConnectionErrno.isTransient(errno) { return }
-                return peerGone(fd)
+                return peerGone(generation)
             }
             decoder.didRead(n)
         }
@@ -339,19 +347,19 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
     private func closePeer(_ s: inout State) {
         if let r = s.peerRegistration { loop.unregister(r) }
         if let p = s.peer { close(p) }
-        s.peer = nil
+        s.setPeer(nil)
         s.peerRegistration = nil
         s.backlog.removeAll()
         s.readPaused = false
         s.goneQueued = false
     }
 
-    /// The peer `fd` closed or failed (nil: whichever is connected): link down; a client
-    /// retries, a server waits for the next peer. A notice about a peer already replaced
-    /// (a send that failed before the loop took the next one) is ignored.
-    private func peerGone(_ fd: Int32? = nil) {
+    /// The peer of `generation` closed or failed (nil: whichever is connected): link down;
+    /// a client retries, a server waits for the next peer. A notice about a peer already
+    /// replaced (a send that failed before the loop took the next one) is ignored.
+    private func peerGone(_ generation: UInt64? = nil) {
         let gone = state.withLock { s -> Bool in
-            guard let peer = s.peer, fd == nil || fd == peer else { return false }
+            guard s.peer != nil, generation == nil || generation == s.peerGeneration else { return false }
             closePeer(&s)
             if !config.listen { scheduleReconnect(&s) }
             return true
@@ -392,7 +400,7 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
     private func adopt(_ fd: Int32) {
         let accepted = state.withLock { s -> Bool in
             guard !s.stopped, s.peer == nil else { return false }
-            s.peer = fd
+            s.setPeer(fd)
             s.backoff = StreamBackend.minimumBackoff
             if s.started {
                 s.peerRegistration = try? loop.register(fd: fd, events: .readable) { [weak self] ev in self?.peerEvents(ev) }
