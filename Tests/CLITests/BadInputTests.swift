@@ -62,6 +62,8 @@ struct BadInputTests {
         let path = try CLIHost.temporaryFile(Array("precious".utf8))
         defer { try? FileManager.default.removeItem(atPath: path) }
         try expectOneLineError(["qtest", "--socket", path], mentions: "--socket", "not a socket")
+        try expectOneLineError(["qtest", "--socket", ""], mentions: "--socket", "the socket path is empty")
+        try expectOneLineError(["serve", "--socket", "", "--device", "e1000,net=user"], mentions: "--socket", "the socket path is empty")
         #expect(FileManager.default.contents(atPath: path) == Data("precious".utf8))
     }
 

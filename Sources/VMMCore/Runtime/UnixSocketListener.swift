@@ -4,6 +4,7 @@ import Glibc
 import CLinux
 
 public enum UnixSocketListenerError: Error, Equatable, CustomStringConvertible {
+    case emptyPath
     case pathTooLong(String)
     case notASocket(String)
     case inUse(String)
@@ -11,6 +12,7 @@ public enum UnixSocketListenerError: Error, Equatable, CustomStringConvertible {
 
     public var description: String {
         switch self {
+        case .emptyPath: "the socket path is empty"
         case let .pathTooLong(p): "socket path '\(p)' is too long (at most 107 bytes)"
         case let .notASocket(p): "'\(p)' exists and is not a socket; refusing to replace it"
         case let .inUse(p): "socket '\(p)' is in use by another process"
@@ -31,6 +33,7 @@ public final class UnixSocketListener: @unchecked Sendable {
 
     public init(path: String, backlog: Int32 = 1) throws(UnixSocketListenerError) {
         var addr = sockaddr_un()
+        guard !path.isEmpty else { throw .emptyPath }
         guard clinux_sockaddr_un(&addr, path) == 0 else { throw .pathTooLong(path) }
         var st = stat()
         if lstat(path, &st) == 0 {
