@@ -31,7 +31,7 @@ extension VirtioNet {
                 while !cost.shouldDefer, try queue.pop(into: &chain) {
                     // Charged by what the walk visited: one chain may be a 1024-entry indirect table.
                     cost.descriptors(chain.readable.count &+ chain.writable.count)
-                    sendChain(chain, segments: &segments)
+                    sendChain(&chain, segments: &segments)
                     try queue.addUsed(head: chain.head, length: 0)
                     if queue.pendingUsed == queue.size { transport.completeUsed(queue) }
                 }
@@ -48,7 +48,10 @@ extension VirtioNet {
 
     /// One TX chain: a virtio_net_hdr and the frame, laid out over the readable
     /// descriptors in any way (VERSION_1 implies ANY_LAYOUT, §5.1.6.2).
-    private func sendChain(_ chain: DescriptorChain, segments frameSegments: inout [UnsafeRawBufferPointer]) {
+    /// `chain` is `inout` though only read: passed by value from the loop's `var`, the
+    /// compiler copied it and retained and released both of its arrays around every frame
+    /// (callgrind: 961 → 859 instructions per 1514-byte frame).
+    private func sendChain(_ chain: inout DescriptorChain, segments frameSegments: inout [UnsafeRawBufferPointer]) {
         frameSegments.removeAllKeepingStorage()
         do {
             try context.memory.resolve(chain.readable, into: &frameSegments)
