@@ -68,7 +68,7 @@ let package = Package(
         // The one place that lists device types and backends: adding a device is one line here.
         .target(name: "DeviceCatalog", dependencies: ["VMMCore", "VMMNet", "VMMBlock", "E1000", "VirtioNet", "VirtioBlk", "NetBackends", "BlockBackends"]),
         .target(name: "VMMTestKit", dependencies: ["VMMCore", "VMMNet", "VMMBlock"]),
-        .target(name: "QTest", dependencies: ["VMMCore", "VMMNet", "VMMTestKit", "DeviceCatalog"]),
+        .target(name: "QTest", dependencies: ["VMMCore", "VMMNet", "VMMBlock", "VMMTestKit", "DeviceCatalog"]),
         .target(name: "KVM", dependencies: ["VMMCore", "VMMNet", "CKVM", "CLinux"]),
         .target(name: "Sandbox", dependencies: ["VMMCore", "CSandbox"]),
         // The control socket: QEMU's Machine Protocol (QMP) for `run` and `serve`.

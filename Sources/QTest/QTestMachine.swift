@@ -1,4 +1,5 @@
 import Logging
+import VMMBlock
 import VMMCore
 import VMMNet
 import VMMTestKit
@@ -30,12 +31,13 @@ public final class QTestMachine: @unchecked Sendable {
     ///   - memorySize: guest RAM (QEMU's `pc` default is 128 MiB).
     ///   - devices: device list entries (`e1000,net=user,slot=4`); `slot=N` places the device.
     ///   - registry: the device types (`DeviceCatalog.registry` in the CLI).
-    ///   - services: where a real `NetworkBackendFactory` comes from; without one, NICs get
-    ///     in-memory endpoints.
+    ///   - services: where a real `NetworkBackendFactory` and `BlockBackendFactory` come
+    ///     from (the CLI's: `disk=` opens files and NBD exports as under `run`); without
+    ///     them, NICs get in-memory endpoints and block devices in-memory disks.
     public init(memorySize: UInt64 = 128 << 20, devices: [String], registry: PCIDeviceRegistry,
                 services: ServiceRegistry? = nil, logger: Logger = Logger(label: "swiftvmm.qtest")) throws {
         machine = try TestMachine(memorySize: memorySize, networkFactory: services?.resolve(NetworkBackendFactory.self),
-                                  logger: logger)
+                                  blockFactory: services?.resolve(BlockBackendFactory.self), logger: logger)
         for text in devices {
             let spec = try DeviceSpec.parse(text)
             var options = spec.options

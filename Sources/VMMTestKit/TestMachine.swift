@@ -26,11 +26,12 @@ public final class TestMachine: @unchecked Sendable {
 
     /// - Parameters:
     ///   - networkFactory: replaces the in-memory endpoints (e.g. with real backends).
+    ///   - blockFactory: replaces the in-memory disks (e.g. with files and NBD exports).
     ///   - memory: guest RAM the test maps itself instead of `memorySize` bytes from 0
     ///     (borrowed regions, to unmap and map again under a running device as a vfio-user
     ///     client does).
     public init(memorySize: UInt64 = 32 << 20, networkFactory: NetworkBackendFactory? = nil,
-                memory: GuestMemory? = nil, logger: Logger = Logger(label: "swiftvmm.test")) throws {
+                blockFactory: BlockBackendFactory? = nil, memory: GuestMemory? = nil, logger: Logger = Logger(label: "swiftvmm.test")) throws {
         self.memory = try memory ?? GuestMemory(pcRAMSize: memorySize)
         pio = AddressSpace(kind: .io, logger: logger)
         mmio = AddressSpace(kind: .memory, logger: logger)
@@ -40,7 +41,7 @@ public final class TestMachine: @unchecked Sendable {
         services = ServiceRegistry()
         network = InMemoryNetworkFactory()
         services.register(NetworkBackendFactory.self, networkFactory ?? network)
-        services.register(BlockBackendFactory.self, disks)
+        services.register(BlockBackendFactory.self, blockFactory ?? disks)
         bus = try PCIBus(memory: self.memory, pio: pio, mmio: mmio, interrupts: interrupts, clock: clock,
                          eventLoop: loop, services: services, logger: logger)
         allocator = GuestAllocator(memory: self.memory)

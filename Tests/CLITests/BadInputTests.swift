@@ -63,6 +63,12 @@ struct BadInputTests {
         defer { try? FileManager.default.removeItem(atPath: path) }
         try expectOneLineError(["qtest", "--socket", path], mentions: "--socket", "not a socket")
         try expectOneLineError(["qtest", "--socket", ""], mentions: "--socket", "the socket path is empty")
+        // disk= opens the named disk as under `run` (it was ignored for an in-memory disk).
+        try expectOneLineError(["qtest", "--device", "virtio-blk,disk=/nonexistent/disk.img"], mentions: "--device", "/nonexistent/disk.img")
+        let disk = try CLIHost.temporaryFile([UInt8](repeating: 0, count: 1 << 20))
+        defer { try? FileManager.default.removeItem(atPath: disk) }
+        let r = try SwiftVMMProcess.run(["qtest", "--device", "virtio-blk,disk=\(disk)"])   // stdin at EOF: the session ends
+        #expect(r.status == 0, "stderr: \(r.stderr)")
         try expectOneLineError(["serve", "--socket", "", "--device", "e1000,net=user"], mentions: "--socket", "the socket path is empty")
         #expect(FileManager.default.contents(atPath: path) == Data("precious".utf8))
     }
