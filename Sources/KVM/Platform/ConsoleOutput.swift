@@ -78,7 +78,7 @@ final class ConsoleOutput: @unchecked Sendable {
             b.flushPending = true
             return true
         }
-        if schedule { loop.execute { [self] in flush() } }
+        if schedule { loop.execute { [weak self] in self?.flush() } }
     }
 
     /// One guest byte (any thread; no system call).
@@ -94,7 +94,7 @@ final class ConsoleOutput: @unchecked Sendable {
             b.flushPending = true
             return true
         }
-        if schedule, let loop { loop.execute { [self] in flush() } }
+        if schedule, let loop { loop.execute { [weak self] in self?.flush() } }
     }
 
     /// On the loop: writes what is buffered, at most `chunk` bytes a system call and the
@@ -131,7 +131,7 @@ final class ConsoleOutput: @unchecked Sendable {
             return
         }
         // A full buffer's worth this turn: continue on the next one, after other work.
-        loop?.execute { [self] in flush() }
+        loop?.execute { [weak self] in self?.flush() }
     }
 
     /// Copies the next bytes (at most `chunk`, up to the buffer's wrap) into `outgoing`;
@@ -175,7 +175,7 @@ final class ConsoleOutput: @unchecked Sendable {
             loop.update(registration, events: .writable)
         } else {
             registration = try? loop.register(fd: fd, events: .writable) { [weak self] _ in self?.flush() }
-            if registration == nil { loop.execute { [self] in flush() } }   // cannot be watched: try again next turn
+            if registration == nil { loop.execute { [weak self] in self?.flush() } }   // cannot be watched: try again next turn
         }
     }
 
