@@ -12,6 +12,13 @@ extension VirtioNet {
     /// (`ActionCostMeter.shouldDefer`); the rest continues from the I/O loop as a new
     /// action, so a guest that keeps the queue full cannot hold a thread.
     func transmit(_ queue: any Virtqueue) {
+        // Linux drives a split ring unless VIRTIO_F_RING_PACKED was negotiated: the pass
+        // specialized for it calls the ring directly, not through the protocol's witness
+        // table (four calls per frame).
+        if let split = queue as? SplitVirtqueue { transmitPass(split) } else { transmitPass(queue) }
+    }
+
+    private func transmitPass<Queue: Virtqueue>(_ queue: Queue) {
         guard transport.isLive, queue.isEnabled else { return }
         // The pass works on its own copies of the scratch chain and segment list, moved
         // out of the device and back (no copy, no allocation): used through `self`, each
