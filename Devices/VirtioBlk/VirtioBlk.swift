@@ -49,6 +49,9 @@ public final class VirtioBlk: VirtioDevice, @unchecked Sendable {
     var generation: UInt64 = 0
     /// The backend refused a request (its queue was full): retry after a completion.
     var waitingForBackend = false
+    /// Where the next room in the backend goes first (`resumeAfterBackendRoom`): turns
+    /// through the queues so a busy queue 0 cannot take every freed slot.
+    var nextQueueToResume = 0
     /// Requests the backend holds, of any generation: after a reset, until they are back,
     /// they still read into and write from the old driver's buffers (`isDraining`).
     var backendPending = 0
@@ -130,6 +133,11 @@ public final class VirtioBlk: VirtioDevice, @unchecked Sendable {
     }
 
     public func activate() {
+        // A driver that did not take FLUSH cannot make writes durable, so it treats the
+        // cache as write-through (Linux's virtblk_get_cache_mode: without CONFIG_WCE,
+        // write-back only with VIRTIO_BLK_F_FLUSH; QEMU's virtio_blk_set_status turns the
+        // write cache off then): every write is flushed before it completes.
+        if !transport.negotiated(VirtioBlkFeature.flush) { writeback = false }
         for i in inFlight.indices { process(queue: i) }
     }
 
@@ -141,6 +149,7 @@ public final class VirtioBlk: VirtioDevice, @unchecked Sendable {
         }
         writeback = configuration.writeback
         waitingForBackend = false
+        nextQueueToResume = 0
     }
 
     public func queueNotified(_ index: Int) { process(queue: index) }

@@ -11,6 +11,8 @@ struct InFlightRequest {
     let writtenOnSuccess: UInt32
     /// In write-through mode a write is followed by a flush before it completes.
     var flushAfter: Bool
+    /// The write is done and its flush waits for room in the backend (`flushesWaiting`).
+    var flushWaiting = false
     /// nil while the backend works on it.
     var status: VirtioBlkStatus?
     /// `GuestMemory.removals` when the buffers were resolved, and where the status byte is
@@ -133,7 +135,17 @@ extension VirtioBlk {
             case .ok where inFlight[index][slot].flushAfter:
                 inFlight[index][slot].flushAfter = false
                 if submit(.flush, queue: index, id: id) { return }
-                inFlight[index][slot].status = .ioError // no room to make it durable: do not claim it is
+                // The backend is full: other completions freed its slot first and later
+                // requests took it. The write succeeded; its flush waits for the next room,
+                // which a request still in the backend will make. With nothing there
+                // (a stopped backend) it cannot be made durable: do not claim it is.
+                guard backendPending > 0 else {
+                    inFlight[index][slot].status = .ioError
+                    break
+                }
+                inFlight[index][slot].flushWaiting = true
+                waitingForBackend = true
+                return
             case .ok: inFlight[index][slot].status = .ok
             case .ioError: inFlight[index][slot].status = .ioError
             case .unsupported: inFlight[index][slot].status = .unsupported
@@ -148,17 +160,44 @@ extension VirtioBlk {
     private func resumeAfterBackendRoom(orQueue index: Int?) {
         if waitingForBackend {
             waitingForBackend = false
-            for i in inFlight.indices { process(queue: i) }
+            guard submitWaitingFlushes() else { return }
+            // Starting from a different queue each time: the first takes the room.
+            let count = inFlight.count
+            let first = nextQueueToResume % max(count, 1)
+            nextQueueToResume = (first + 1) % max(count, 1)
+            for step in 0 ..< count { process(queue: (first + step) % count) }
         } else if let index {
             process(queue: index)
         }
+    }
+
+    /// Sends the flushes of write-through writes that found the backend full, before any
+    /// new request (they are older). False when the backend is full again.
+    private func submitWaitingFlushes() -> Bool {
+        for i in inFlight.indices {
+            for slot in inFlight[i].indices where inFlight[i][slot].flushWaiting {
+                guard submit(.flush, queue: i, id: inFlight[i][slot].id) else {
+                    waitingForBackend = true
+                    return false
+                }
+                inFlight[i][slot].flushWaiting = false
+            }
+        }
+        return true
     }
 
     /// Returns finished requests from the front of the queue's list, in order, writing
     /// each status byte before its used element (virtio 1.2 §2.7.8: the device writes the
     /// buffer before the used index moves).
     func complete(queue index: Int) {
-        guard let queue = transport.queue(index) else { return }
+        guard let queue = transport.queue(index) else {
+            dropFinished(queue: index)
+            return
+        }
+        // With bus mastering off the function may not write memory (PCI 3.0 §6.2.2; Linux
+        // clears it before kexec): finished requests wait in the list for the driver's
+        // next kick once it is back on (`process` ends here), or leave at its reset.
+        guard transport.isLive else { return }
         var done = 0
         do {
             for request in inFlight[index] {
@@ -186,6 +225,17 @@ extension VirtioBlk {
         inFlight[index].removeFirst(done)
         context.memory.giveBack(done)
         if done > 0 { transport.completeUsed(queue) }
+    }
+
+    /// The queue is gone (the device needs a reset after a ring error): finished requests
+    /// can never be returned, so they leave the list and give back the guest memory they
+    /// held; otherwise mappings a vfio-user client unmapped stay retired for good
+    /// (`GuestMemory.lentOut`). Requests still in the backend leave when they finish.
+    private func dropFinished(queue index: Int) {
+        guard index >= 0, index < inFlight.count else { return }
+        let before = inFlight[index].count
+        inFlight[index].removeAll { $0.status != nil }
+        context.memory.giveBack(before - inFlight[index].count)
     }
 
     private func nextID() -> UInt64 {

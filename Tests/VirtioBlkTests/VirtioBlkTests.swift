@@ -213,6 +213,68 @@ import VMMTestKit
         #expect(d.config(32, 1) == 1)
     }
 
+    /// In write-through mode a write's flush may find the backend full: other completions
+    /// ran first and new requests took the room. The write succeeded, so it must not be
+    /// answered IOERR (a Linux filesystem then aborts its journal); its flush waits for
+    /// the next room.
+    @Test func aWriteThroughFlushThatFindsTheBackendFullWaitsForRoom() throws {
+        let d = try D()
+        d.bringUp()
+        d.writeConfig(32, 1, 0)                              // write-through
+        d.disk.hold()
+        let write = d.submit(type: D.T.write, write: [UInt8](repeating: 3, count: 512))
+        let read = d.submit(type: D.T.read, sector: 8, readLength: 512)   // still in the backend when the flush is refused
+        d.complete()
+        d.disk.refuseNext(1)
+        d.disk.release()
+        d.complete()
+        #expect(d.status(at: write.status) == D.S.ok)
+        #expect(d.status(at: read.status) == D.S.ok)
+        #expect(d.disk.counters.flushes.load(ordering: .relaxed) == 1)
+    }
+
+    /// A driver that does not take VIRTIO_BLK_F_FLUSH treats the cache as write-through
+    /// (virtblk_get_cache_mode), so the device must make each write durable itself.
+    @Test func aDriverWithoutFlushGetsWriteThrough() throws {
+        let d = try D()
+        d.bringUp { $0 & ~(1 << 9) }
+        #expect(d.config(32, 1) == 0)
+        let w = d.submit(type: D.T.write, write: [UInt8](repeating: 7, count: 512))
+        d.complete()
+        #expect(d.status(at: w.status) == D.S.ok)
+        #expect(d.disk.counters.flushes.load(ordering: .relaxed) == 1)
+    }
+
+    /// After a ring error the queue is gone until the driver resets: requests that finish
+    /// then give back the guest memory they held (or a vfio-user client's unmapped pages
+    /// would stay retired), and with bus mastering off nothing is written to the guest.
+    @Test func finishedRequestsNeitherWriteWithoutBusMasteringNorHoldMemoryAfterARingError() throws {
+        let d = try D()
+        d.bringUp()
+        d.disk.hold()
+        let r = d.submit(type: D.T.read, readLength: 512)
+        d.complete()
+        #expect(d.machine.memory.lentOut.load(ordering: .relaxed) > 0)
+        let command = d.function.configRead(4, size: 2)
+        d.function.configWrite(4, size: 2, value: command & ~4)          // bus mastering off
+        d.disk.release()
+        d.complete()
+        #expect(d.status(at: r.status) == 0xEE)
+        #expect(d.queues[0]?.takeUsed().isEmpty == true)
+        d.function.configWrite(4, size: 2, value: command)               // back on: the next kick returns it
+        d.kick(0)
+        d.complete()
+        #expect(d.status(at: r.status) == D.S.ok)
+
+        d.disk.hold()
+        _ = d.submit(type: D.T.read, readLength: 512)
+        d.complete()
+        d.transport?.fail(nil, .usedRingOverflow)
+        d.disk.release()
+        d.complete()
+        #expect(d.machine.memory.lentOut.load(ordering: .relaxed) == 0)
+    }
+
     /// A reset forgets the requests in flight, and a driver's reset waits for those the
     /// backend still holds: the status reads back non-zero (the driver polls for 0 before
     /// it frees or reuses its buffers, as Linux's vp_reset does) and a new bring-up is

@@ -16,6 +16,7 @@ public final class InMemoryDisk: BlockBackend, @unchecked Sendable {
         var held: [@Sendable () -> Void] = []
         var hold = false
         var failNext: BlockResult?
+        var refuse = 0
         var resizeHandler: (@Sendable (UInt64) -> Void)?
         var stopped = false
     }
@@ -44,10 +45,14 @@ public final class InMemoryDisk: BlockBackend, @unchecked Sendable {
     }
     /// The next request completes with `result` instead of running.
     public func failNext(with result: BlockResult) { state.withLock { $0.failNext = result } }
+    /// The next `count` submissions are refused as if the queue were full (back-pressure
+    /// at a chosen moment, e.g. between a write and its flush).
+    public func refuseNext(_ count: Int) { state.withLock { $0.refuse = count } }
 
     public func submit(_ request: BlockRequest, completion: @escaping @Sendable (BlockResult) -> Void) -> Bool {
         let accepted = state.withLock { s -> Bool in
             guard !s.stopped, s.queued < s.geometry.queueLimit else { return false }
+            if s.refuse > 0 { s.refuse -= 1; return false }
             s.queued += 1
             return true
         }
