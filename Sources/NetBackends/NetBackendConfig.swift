@@ -48,8 +48,13 @@ public struct NetBackendConfig: Equatable, Sendable {
             guard !reference.isEmpty, reference.utf8.count <= 64 else {
                 throw NetBackendError.badValue(option: "net", value: net, reason: "expected a descriptor number or a name given with QMP getfd")
             }
-            if reference.allSatisfy(\.isNumber), (Int32(reference) ?? 0) < 3 {
-                throw NetBackendError.badValue(option: "net", value: net, reason: "descriptors 0-2 are the standard streams")
+            if reference.allSatisfy(\.isNumber) {
+                guard reference.allSatisfy(\.isASCII), let fd = Int32(reference) else {
+                    throw NetBackendError.badValue(option: "net", value: net, reason: "'\(reference)' is not a descriptor number")
+                }
+                guard fd >= 3 else {
+                    throw NetBackendError.badValue(option: "net", value: net, reason: "descriptors 0-2 are the standard streams")
+                }
             }
             kind = net.hasPrefix("tap-fd:") ? .tapDescriptor(reference) : .streamDescriptor(reference)
         } else if net.hasPrefix("vde:") {

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import VMMCore
 import VMMNet
 
@@ -57,6 +60,11 @@ public struct NetBackendFactory: NetworkBackendFactory {
         if reference.allSatisfy(\.isNumber) {
             guard let fd = Int32(reference) else {
                 throw .badValue(option: "net", value: "\(kind):\(reference)", reason: "not a descriptor number")
+            }
+            guard PassedFileDescriptors.takeInherited(fd) else {
+                let reason = fcntl(fd, F_GETFD) < 0 ? "file descriptor \(fd) is not open"
+                    : "file descriptor \(fd) was not passed to swiftvmm when it started, or another device already took it"
+                throw .badValue(option: "net", value: "\(kind):\(reference)", reason: reason)
             }
             return fd
         }

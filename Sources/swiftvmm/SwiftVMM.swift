@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import ArgumentParser
+import VMMCore
 
 @main
 struct SwiftVMM: ParsableCommand {
@@ -14,6 +15,8 @@ struct SwiftVMM: ParsableCommand {
     /// Like ArgumentParser's `main`, except that a command-line error is one line on stderr
     /// (`swiftvmm: error: …`, status 2) rather than an error followed by the usage text.
     static func main() {
+        // Before anything of our own is open: what `tap-fd:N` and `stream-fd:N` may name.
+        PassedFileDescriptors.recordInherited()
         var command: ParsableCommand
         do {
             command = try parseAsRoot()

@@ -104,6 +104,29 @@ import VMMTestKit
         #expect(throws: NetBackendError.self) { try factory.makeBackend(options: &o, eventLoop: running.loop, clock: running.loop) }
         #expect(access(sock, F_OK) != 0, "the listening socket file was removed")
     }
+
+    /// `tap-fd:N` names only a descriptor the process was started with, and each once: a
+    /// number the VMM opened itself (here /dev/null standing in for KVM or a disk) was
+    /// adopted, failed the TAP check and was closed under its owner.
+    @Test func aDescriptorNumberMustBeInheritedAndIsTakenOnce() throws {
+        let running = try RunningLoop()
+        let factory = NetBackendFactory()
+        PassedFileDescriptors.recordInherited()
+        let own = open("/dev/null", O_RDWR | O_CLOEXEC)
+        defer { close(own) }
+        for kind in ["tap-fd", "stream-fd"] {
+            var o = try DeviceSpec.parse("e1000,net=\(kind):\(own)").options
+            do {
+                _ = try factory.makeBackend(options: &o, eventLoop: running.loop, clock: running.loop)
+                Issue.record("\(kind) adopted a descriptor the process opened itself")
+            } catch {
+                #expect("\(error)".contains("was not passed to swiftvmm when it started"))
+            }
+            #expect(fcntl(own, F_GETFD) >= 0, "still open")
+        }
+        #expect(error("net=tap-fd:99999999999")?.contains("is not a descriptor number") == true)
+        #expect(error("net=tap-fd:2") == "bad value 'tap-fd:2' for option 'net': descriptors 0-2 are the standard streams")
+    }
 }
 
 #if canImport(Glibc)

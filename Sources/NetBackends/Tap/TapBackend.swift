@@ -29,6 +29,9 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
     /// in progress (a 64 KiB writev holds it for microseconds, and Mutex spins first).
     /// Changed only under `device`, when the fd closes.
     private let readFD: Atomic<Int32>
+    /// A failed send queued `interfaceGone` on the loop: the frames the guest sends until
+    /// it runs do not queue one each (the loop's queue has no limit of its own).
+    private let teardownQueued = Atomic<Bool>(false)
     private let registration = Mutex<IORegistration?>(nil)
     /// One read buffer (header + largest frame a TSO-enabled TAP hands over), loop thread only.
     private let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: VirtioNetHeader.size + 65_550, alignment: 16)
@@ -122,7 +125,9 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
         case EINVAL: reason = .malformed   // the kernel rejected the virtio-net header
         default:
             if ConnectionErrno.isGone(error) {
-                loop.execute { [weak self] in self?.interfaceGone() }
+                if !teardownQueued.exchange(true, ordering: .relaxed) {
+                    loop.execute { [weak self] in self?.interfaceGone() }
+                }
                 reason = .linkDown
             } else {
                 reason = .backendError
@@ -210,6 +215,13 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
                     counters.dropped(.malformed)
                     continue
                 }
+                // tun_put_user returns the frame's whole length even when it copied only
+                // what fit; a header size raised by another holder of the TAP
+                // (TUNSETVNETHDRSZ) can make that more than the buffer.
+                guard n <= readBuffer.count else {
+                    counters.dropped(.oversized)
+                    continue
+                }
                 let all = UnsafeRawBufferPointer(rebasing: readBuffer[0 ..< n])
                 let header = VirtioNetHeader(all)
                 let frame = UnsafeRawBufferPointer(rebasing: all[VirtioNetHeader.size...])
@@ -233,10 +245,10 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
         if let reg = registration.withLock({ $0 }) { loop.update(reg, events: []) }
     }
 
-    /// The interface was deleted (EBADFD): the link is down for good.
     /// What the write closure returns when the fd was already closed by `interfaceGone`.
     private let closedMarker = -2
 
+    /// The interface was deleted (EBADFD): the link is down for good.
     private func interfaceGone() {
         if let reg = registration.withLock({ r -> IORegistration? in defer { r = nil }; return r }) { loop.unregister(reg) }
         device.withLock { fd in

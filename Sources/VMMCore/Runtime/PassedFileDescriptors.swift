@@ -100,6 +100,33 @@ public final class PassedFileDescriptors: Sendable {
 
     public var names: [String] { named.withLock { $0.keys.sorted() } }
 
+    // MARK: Descriptors inherited at start (`tap-fd:N`, `stream-fd:N`)
+
+    /// Descriptors 3 and up that the process was started with, as `recordInherited()`
+    /// found them; nil before it ran. A number in `tap-fd:N` must be one of them, and each
+    /// is taken once: a number the VMM opened itself (KVM, a disk, the epoll set), or one
+    /// another device already owns, would be closed by a failed adoption and then reused.
+    private static let inherited = Mutex<Set<Int32>?>(nil)
+
+    /// Notes the descriptors open now; the CLI calls it first thing in `main`.
+    public static func recordInherited() {
+        var found: Set<Int32> = []
+        if let dir = opendir("/proc/self/fd") {
+            let own = dirfd(dir)
+            while let entry = readdir(dir) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                if let fd = Int32(name), fd >= 3, fd != own { found.insert(fd) }
+            }
+            closedir(dir)
+        }
+        inherited.withLock { $0 = found }
+    }
+
+    /// Whether `fd` was inherited and not taken yet; takes it.
+    public static func takeInherited(_ fd: Int32) -> Bool {
+        inherited.withLock { $0?.remove(fd) != nil }
+    }
+
     deinit {
         for fd in named.withLock({ $0.values }) { Glibc.close(fd) }
         for list in sets.withLock({ $0.values }) { for e in list { Glibc.close(e.fd) } }
