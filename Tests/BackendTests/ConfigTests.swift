@@ -75,6 +75,12 @@ import VMMTestKit
         #expect(error("net=user,hostfwd=tcp:1.2.3:1-:2")?.contains("not an IPv4 address") == true)
         #expect(error("net=user,hostfwd=tcp::1-:0")?.contains("guest port") == true)
         #expect(error("net=user,user-net=10.0.2.0/31")?.contains("'user-net'") == true)
+        // Networks too small for the defaults are refused, not handed to libslirp.
+        #expect(error("net=user,user-net=10.0.2.0/28") == "bad value '10.0.2.0/28' for option 'user-net': the default dhcp-start 10.0.2.15 is not a host address in it; give dhcp-start= too")
+        #expect(error("net=user,user-net=10.0.2.0/29")?.contains("the default dhcp-start 10.0.2.15") == true)
+        #expect(error("net=user,user-net=10.0.2.0/30")?.contains("the default user-dns 10.0.2.3") == true)
+        #expect(error("net=user,user-net=10.0.2.0/28,dhcp-start=10.0.2.8") == nil)
+        #expect(error("net=user,dhcp-start=10.0.2.3") == "bad value '10.0.2.3' for option 'dhcp-start': the first DHCP lease 10.0.2.3 is the host's or the DNS server's address")
         #expect(error("net=user,user-host=192.168.1.1")?.contains("'user-host'") == true)
         #expect(error("net=user,user-mtu=70000")?.contains("'user-mtu'") == true)
         #expect(error("net=tap:t0,hostfwd=tcp::1-:2") == "option 'hostfwd' does not apply to net=tap")

@@ -36,6 +36,7 @@ public struct UserNetworkConfig: Equatable, Sendable {
             c.dns = IPv4Address(c.network.value | 3)
             c.dhcpStart = IPv4Address(c.network.value | 15)
         }
+        var given: Set<String> = []
         for (key, keyPath) in [("user-host", \UserNetworkConfig.host), ("user-dns", \.dns), ("dhcp-start", \.dhcpStart)] {
             guard let v = try options.take(key) else { continue }
             guard let a = IPv4Address(v) else { throw NetBackendError.badValue(option: key, value: v, reason: "expected an IPv4 address") }
@@ -43,6 +44,20 @@ public struct UserNetworkConfig: Equatable, Sendable {
                 throw NetBackendError.badValue(option: key, value: v, reason: "not a host address in \(c.network)/\(c.prefixLength)")
             }
             c[keyPath: keyPath] = a
+            given.insert(key)
+        }
+        // The defaults too (QEMU's net_slirp_init checks them the same way): in a /28 the
+        // first lease .15 is the broadcast address, in a /29 outside the network, and in a
+        // /30 the DNS .3 is the broadcast address.
+        let network = "\(c.network)/\(c.prefixLength)"
+        for (key, a) in [("user-host", c.host), ("user-dns", c.dns), ("dhcp-start", c.dhcpStart)] where !c.isHostAddress(a) {
+            throw NetBackendError.badValue(option: "user-net", value: network,
+                                           reason: "the default \(key) \(a) is not a host address in it; give \(key)= too")
+        }
+        if c.dhcpStart == c.host || c.dhcpStart == c.dns {
+            let key = given.contains("dhcp-start") ? "dhcp-start" : "user-net"
+            throw NetBackendError.badValue(option: key, value: given.contains("dhcp-start") ? "\(c.dhcpStart)" : network,
+                                           reason: "the first DHCP lease \(c.dhcpStart) is the host's or the DNS server's address")
         }
         if let v = try options.takeBool("ipv6") { c.ipv6 = v }
         if let v = try options.takeInteger("user-mtu", in: 576 ... UserNetworkConfig.maxMTU) { c.mtu = v }
