@@ -10,8 +10,13 @@ import VMMNet
 public struct NetBackendFactory: NetworkBackendFactory {
     /// Descriptors handed over by name (QMP `getfd`) that `tap-fd:`/`stream-fd:` may use.
     public let passedDescriptors: PassedFileDescriptors?
+    /// When a `capture=` file is emptied: at the machine's start (nil: at once).
+    public let machineStart: MachineStart?
 
-    public init(passedDescriptors: PassedFileDescriptors? = nil) { self.passedDescriptors = passedDescriptors }
+    public init(passedDescriptors: PassedFileDescriptors? = nil, machineStart: MachineStart? = nil) {
+        self.passedDescriptors = passedDescriptors
+        self.machineStart = machineStart
+    }
 
     public func makeBackend(options: inout DeviceOptions, eventLoop: EventLoop, clock: DeviceClock) throws -> NetworkBackend {
         try open(NetBackendConfig.take(from: &options), eventLoop: eventLoop, clock: clock)
@@ -44,7 +49,7 @@ public struct NetBackendFactory: NetworkBackendFactory {
         case let .stream(stream): backend = try StreamBackend(config: stream, eventLoop: eventLoop, clock: clock)
         }
         if let path = config.capturePath {
-            do { backend = try CaptureFilter(wrapping: backend, path: path, eventLoop: eventLoop) } catch {
+            do { backend = try CaptureFilter(wrapping: backend, path: path, machineStart: machineStart) } catch {
                 backend.stop()
                 throw error
             }

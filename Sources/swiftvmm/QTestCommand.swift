@@ -44,12 +44,14 @@ struct QTestCommand: ParsableCommand {
         }
         do { try SandboxArgument.activate(sandbox, runAs: nil) } catch { throw reportUserError(error.description) }
         let machine: QTestMachine
+        let services = DeviceCatalog.makeServices()
         do {
             machine = try QTestMachine(memorySize: size, devices: devices, registry: DeviceCatalog.registry,
-                                       services: DeviceCatalog.makeServices())
+                                       services: services)
         } catch {
             throw reportUserError("--device: \(error)")
         }
+        services.resolve(MachineStart.self)?.start()   // the command line is accepted
         defer { machine.shutdown() }
         // The client is accepted and the socket file removed before this thread takes the
         // control role, which may not unlink.

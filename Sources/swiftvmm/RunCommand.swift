@@ -103,6 +103,7 @@ struct RunCommand: ParsableCommand {
             }
         }
         ResourceLimits.limitDescriptors()
+        services.resolve(MachineStart.self)?.start()   // the command line is accepted
         let terminal = configuration.serial == .stdio ? TerminalRawMode() : nil
         let exit = machine.run()
         terminal?.restore()

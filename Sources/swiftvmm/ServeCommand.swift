@@ -128,6 +128,7 @@ struct ServeCommand: ParsableCommand {
             }
         }
         ResourceLimits.limitDescriptors()
+        services.resolve(MachineStart.self)?.start()   // the command line is accepted
         loop.startThread(name: "io-loop")
         for s in servers {
             s.start()

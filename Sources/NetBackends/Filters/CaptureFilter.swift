@@ -16,13 +16,14 @@ public final class CaptureFilter: NetworkBackend, FrameReceiver, @unchecked Send
     public var isLinkUp: Bool { inner.isLinkUp }
     public var counters: BackendCounters { inner.counters }
 
-    private let eventLoop: EventLoop
-
-    public init(wrapping inner: NetworkBackend, path: String, eventLoop: EventLoop) throws(NetBackendError) {
+    /// The path is opened and checked now, so a bad one is refused with the command line,
+    /// but the file is emptied only when the machine starts (`machineStart`; at once
+    /// without one): a command line refused after this option leaves an existing capture
+    /// as it was and removes a new one (`PcapWriter.close`). The emptying runs on the
+    /// thread that starts the machine, before the sandbox, since the threads that write
+    /// frames may not truncate files.
+    public init(wrapping inner: NetworkBackend, path: String, machineStart: MachineStart?) throws(NetBackendError) {
         self.inner = inner
-        self.eventLoop = eventLoop
-        // The path is opened and checked now, so a bad one is refused with the command
-        // line, but the file is emptied only once the machine runs (below).
         do { writer = try PcapWriter(path: path, startLater: true) } catch {
             switch error {
             case let .open(_, e), let .write(_, e):
@@ -31,16 +32,18 @@ public final class CaptureFilter: NetworkBackend, FrameReceiver, @unchecked Send
                 throw .badValue(option: "capture", value: path, reason: "exists and is not a regular file")
             }
         }
+        if let machineStart {
+            machineStart.whenStarted { [weak writer] in try? writer?.start() }
+        } else {
+            do { try writer.start() } catch {
+                if case let .open(_, e) = error { throw .system(option: "capture", value: path, call: "ftruncate", errno: e, hint: nil) }
+            }
+        }
     }
 
-    /// The NIC starts its backend while the command line is still being read; the I/O
-    /// loop runs only once the machine does. Starting the capture on the loop's next turn
-    /// (or at its first frame, `PcapWriter.write`) leaves an existing file untouched, and
-    /// removes a new one, when a later option is refused and the machine never runs.
     public func start(receiver: FrameReceiver) {
         upstream = receiver
         inner.start(receiver: self)
-        eventLoop.execute { [writer] in try? writer.start() }
     }
 
     public func send(_ segments: [UnsafeRawBufferPointer], header: VirtioNetHeader?) -> SendResult {

@@ -46,10 +46,10 @@ public final class PcapWriter: Sendable {
     private let createdFile: Bool
 
     /// Opens `path` (creating it) and, unless `startLater`, empties it and writes the file
-    /// header. With `startLater` an existing file is left as it is until `start()` or the
-    /// first frame: a backend's capture is opened while the command line is checked, so
-    /// that a bad path is refused at once, but a refused command line must not have
-    /// emptied an old capture.
+    /// header. With `startLater` an existing file is left as it is, and frames are not
+    /// recorded, until `start()`: a backend's capture is opened while the command line is
+    /// checked, so that a bad path is refused at once, but a refused command line must not
+    /// have emptied an old capture.
     /// Only a regular file is accepted: frames are written under the device's lock, and a
     /// FIFO or a device node that stops reading would stall the NIC (O_NONBLOCK keeps the
     /// open itself from waiting for a FIFO's reader).
@@ -116,7 +116,8 @@ public final class PcapWriter: Sendable {
         // The views stay valid for this call; the lock only orders writers.
         nonisolated(unsafe) let segments = segments
         state.withLock { s in
-            begin(&s)                                  // a frame before `start()`: the capture starts now
+            // Frames before `start()` are not recorded: emptying the file here would be a
+            // truncate on a thread that may not make one (`MachineStart`).
             guard s.started, let base = buffer.baseAddress else { return }
             let recordSize = 16 + captured
             if s.used + recordSize > buffer.count { drain(&s) }
