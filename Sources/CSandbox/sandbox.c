@@ -54,8 +54,10 @@ static const char *control_calls[] = {
 static const char *disk_calls[] = { "fdatasync", "fsync", "fallocate", "ftruncate", NULL };
 static const char *disk_connect_calls[] = {
     // NBD reconnects; a TCP export's host name is looked up again (read-only opens of
-    // /etc/hosts, /etc/resolv.conf and the like)
-    "socket", "connect", "setsockopt", "getsockname", "getpeername", "bind", NULL,
+    // /etc/hosts, /etc/resolv.conf and the like; glibc's stub resolver sends the A and
+    // AAAA queries with one sendmmsg, and a reloaded resolv.conf without a search line
+    // asks gethostname, which is uname)
+    "socket", "connect", "setsockopt", "getsockname", "getpeername", "bind", "sendmmsg", "uname", NULL,
 };
 static const char **role_calls[] = { main_calls, vcpu_calls, io_calls, control_calls, disk_calls, disk_connect_calls };
 
@@ -150,7 +152,10 @@ int csandbox_enter(int role) {
     // Name lookups open files read-only, nothing else: NBD reconnects to a TCP host, and
     // libslirp re-reading the host's DNS servers (/etc/resolv.conf) for DHCP and DNS.
     if (rc == 0 && (role == CSANDBOX_DISK_CONNECT || role == CSANDBOX_IO)) {
-        rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(openat), 1, SCMP_A2(SCMP_CMP_MASKED_EQ, O_ACCMODE, O_RDONLY));
+        // Read-only means no O_CREAT, O_TRUNC or O_TMPFILE either: O_RDONLY|O_TRUNC
+        // empties a file, O_RDONLY|O_CREAT makes one.
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(openat), 1,
+                              SCMP_A2(SCMP_CMP_MASKED_EQ, O_ACCMODE | O_CREAT | O_TRUNC | __O_TMPFILE, O_RDONLY));
     }
     if (rc == 0) rc = seccomp_load(ctx);
     seccomp_release(ctx);
@@ -162,6 +167,7 @@ const char *csandbox_current_role(void) { return thread_role; }
 
 #include <sys/ptrace.h>
 #include <sys/socket.h>
+#include <sys/utsname.h>
 
 long csandbox_probe(int which) {
     switch (which) {
@@ -172,6 +178,10 @@ long csandbox_probe(int which) {
     case 4: return fork();
     case 5: return write(1, "allowed\n", 8);
     case 6: return ioctl(-1, KVM_RUN, 0);
+    // Creating a file where a read-only open is allowed (in /proc, so it fails if allowed).
+    case 7: return open("/proc/swiftvmm-sandbox-probe", O_RDONLY | O_CREAT, 0600);
+    case 8: { struct utsname u; return uname(&u); }
+    case 9: return sendmmsg(-1, NULL, 0, 0);
     default: return -EINVAL;
     }
 }

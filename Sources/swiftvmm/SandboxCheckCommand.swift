@@ -13,11 +13,11 @@ struct SandboxCheckCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "sandbox-check", shouldDisplay: false)
 
     enum Call: String, ExpressibleByArgument, CaseIterable {
-        case open, execve, socket, ptrace, fork, write, kvmRun = "kvm-run"
+        case open, execve, socket, ptrace, fork, write, kvmRun = "kvm-run", openCreate = "open-create", uname, sendmmsg
     }
 
     @Argument(help: "main, vcpu, io, control, disk or disk-connect") var role: String
-    @Argument(help: "open, execve, socket, ptrace, fork, write") var call: Call
+    @Argument(help: "open, open-create, execve, socket, ptrace, fork, write, kvm-run, uname, sendmmsg") var call: Call
 
     func run() throws {
         let roles: [String: ThreadRole] = ["main": .main, "vcpu": .vcpu, "io": .io, "control": .control,
@@ -33,6 +33,9 @@ struct SandboxCheckCommand: ParsableCommand {
         case .fork: 4
         case .write: 5
         case .kvmRun: 6
+        case .openCreate: 7
+        case .uname: 8
+        case .sendmmsg: 9
         }
         let result = csandbox_probe(which)
         print("returned \(result)")

@@ -9,7 +9,7 @@ struct SandboxTests {
     /// and the role; allowed ones go through.
     @Test(arguments: [("vcpu", "open", "openat"), ("io", "execve", "execve"), ("vcpu", "socket", "socket"),
                       ("control", "ptrace", "ptrace"), ("io", "fork", "clone"), ("disk", "open", "openat"),
-                      ("main", "execve", "execve")])
+                      ("main", "execve", "execve"), ("io", "open-create", "openat"), ("disk-connect", "open-create", "openat")])
     func forbiddenCallsEndTheProcessAndAreNamed(_ role: String, _ call: String, _ syscall: String) throws {
         let r = try SwiftVMMProcess.run(["sandbox-check", role, call])
         #expect(r.status == 159, "stderr: \(r.stderr)")
@@ -17,7 +17,8 @@ struct SandboxTests {
         #expect(r.stderr.contains("forbidden system call: \(syscall) ("), "stderr: \(r.stderr)")
     }
 
-    @Test(arguments: [("vcpu", "write"), ("vcpu", "kvm-run"), ("io", "socket")])
+    @Test(arguments: [("vcpu", "write"), ("vcpu", "kvm-run"), ("io", "socket"), ("io", "open"),
+                      ("disk-connect", "uname"), ("disk-connect", "sendmmsg")])
     func allowedCallsGoThrough(_ role: String, _ call: String) throws {
         let r = try SwiftVMMProcess.run(["sandbox-check", role, call])
         #expect(r.status == 0, "stderr: \(r.stderr)")

@@ -213,7 +213,10 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
             s.connecting = nil
             if let t = s.reconnectTimer { clock.cancel(t) }
             s.reconnectTimer = nil
-            if let path = s.ownedSocketPath { unlink(path) }
+            // A live swap away from this backend stops it on the io-loop thread, which the
+            // sandbox does not let remove files: the socket stays, stale, and the next
+            // `server=on` at that path replaces it.
+            if let path = s.ownedSocketPath, !ThreadConfinement.currentThreadIsConfined { unlink(path) }
             s.ownedSocketPath = nil
         }
         port.detach()

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CVDEPlug
+import Logging
 import Synchronization
 import VMMCore
 import VMMNet
@@ -39,6 +40,7 @@ public final class VDEBackend: NetworkBackend, @unchecked Sendable {
         var stopped = false
     }
     private let state = Mutex(State())
+    private let log = RateLimitedLogger(Logger(label: "swiftvmm.net.vde"))
     /// Send gathers the scatter list here (vde_send takes one buffer); guarded by `state`.
     private nonisolated(unsafe) let sendBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: VDEBackend.maxFrameSize, alignment: 16)
     /// Loop thread only.
@@ -219,6 +221,13 @@ public final class VDEBackend: NetworkBackend, @unchecked Sendable {
         let connected = state.withLock { s -> Bool in
             s.reconnectTimer = nil
             guard !s.stopped, s.connection == nil else { return false }
+            // libvdeplug's vde_open looks the user up, makes and chmods its own socket file
+            // and may dlopen a plugin: more than the io-loop's sandbox allows (the first
+            // connect ran before it). Under the sandbox the link stays down.
+            guard !ThreadConfinement.currentThreadIsConfined else {
+                log.warning("vde.reconnect", "\(url): the switch went away; the sandbox does not allow reconnecting (libvdeplug needs calls the I/O thread may not make), so the link stays down (--sandbox off reconnects)")
+                return false
+            }
             guard var c = VDEBackend.open(url) else {
                 scheduleReconnect(&s)
                 return false
