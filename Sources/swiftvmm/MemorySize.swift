@@ -27,6 +27,8 @@ enum MemorySize {
     /// the layout holds below the 64-bit PCI window.
     static func parseGuestRAM(_ text: String) throws(UserInputError) -> UInt64 {
         let size = try parse(text)
+        // KVM maps guest memory in whole pages (KVM_SET_USER_MEMORY_REGION refuses the rest).
+        guard size % 4096 == 0 else { throw UserInputError("--memory '\(text)' is not a whole number of 4 KiB pages") }
         guard (PlatformLayout.minimumMemory ... PlatformLayout.maximumMemory).contains(size) else {
             throw UserInputError("--memory '\(text)' is out of range (\(PlatformLayout.minimumMemory >> 20)M to \(PlatformLayout.maximumMemory >> 30)G)")
         }

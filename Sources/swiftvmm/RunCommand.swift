@@ -139,13 +139,14 @@ struct RunCommand: ParsableCommand {
             return handler
         }
         guard let kernel else { throw UserInputError("--kernel is required (a PVH ELF such as vmlinux, or a bzImage)") }
+        // The memory size first: a kernel or initrd larger than it is refused unread.
+        let size = try MemorySize.parseGuestRAM(memory)
         let image: KernelImage
-        do { image = try KernelImage(path: kernel) } catch { throw UserInputError("--kernel: \(error)") }
+        do { image = try KernelImage(path: kernel, limit: size) } catch { throw UserInputError("--kernel: \(error)") }
         var initrdBytes: [UInt8]?
         if let initrd {
-            do { initrdBytes = try KernelImage.readFile(initrd) } catch { throw UserInputError("--initrd: \(error)") }
+            do { initrdBytes = try KernelImage.readFile(initrd, limit: size) } catch { throw UserInputError("--initrd: \(error)") }
         }
-        let size = try MemorySize.parseGuestRAM(memory)
         guard (1 ... Machine.maximumCPUs).contains(cpus) else {
             throw UserInputError("--cpus \(cpus) is out of range (1 to \(Machine.maximumCPUs))")
         }

@@ -54,6 +54,26 @@ struct BadInputTests {
         #expect(FileManager.default.contents(atPath: old) == Data("keep".utf8))
     }
 
+    /// A FIFO as the console file is refused at once (opening it waited for a reader for
+    /// ever, with SIGINT and SIGTERM blocked); so are a kernel or initrd larger than the
+    /// guest's memory, before a byte of them is read (a 1 TiB sparse initrd trapped the
+    /// allocation), and a memory size that is not whole pages.
+    @Test func consoleFIFOsHugeImagesAndPartialPagesAreRefused() throws {
+        let kernel = try CLIHost.temporaryFile(MiniELF.halt)
+        defer { try? FileManager.default.removeItem(atPath: kernel) }
+        let fifo = FileManager.default.temporaryDirectory.appendingPathComponent("swiftvmm-serial-fifo-\(getpid())").path
+        #expect(mkfifo(fifo, 0o600) == 0)
+        defer { unlink(fifo) }
+        try expectOneLineError(["run", "--kernel", kernel, "--serial", "file:" + fifo], mentions: "--serial file:" + fifo)
+        let huge = FileManager.default.temporaryDirectory.appendingPathComponent("swiftvmm-huge-\(getpid())").path
+        #expect(FileManager.default.createFile(atPath: huge, contents: nil))
+        #expect(truncate(huge, 1 << 40) == 0)
+        defer { unlink(huge) }
+        try expectOneLineError(["run", "--kernel", kernel, "--memory", "32M", "--initrd", huge], mentions: "--initrd", "does not fit in guest memory")
+        try expectOneLineError(["run", "--kernel", huge, "--memory", "32M"], mentions: "--kernel", "does not fit in guest memory")
+        try expectOneLineError(["run", "--kernel", kernel, "--memory", "16385K"], mentions: "--memory '16385K'", "4 KiB pages")
+    }
+
     /// qtest's errors are one line naming the option, as run's; `--socket` refuses to
     /// replace a file that is not a socket (it was unlinked, whatever it held).
     @Test func qtestErrorsNameTheOptionAndKeepFiles() throws {

@@ -28,8 +28,9 @@ public enum BootError: Error, CustomStringConvertible, Equatable {
     }
 }
 
-/// Reads a whole file the user named.
-func readWholeFile(_ path: String) throws(BootError) -> [UInt8] {
+/// Reads a whole file the user named, refusing one larger than `limit` bytes (the guest's
+/// memory: nothing larger can be loaded) before anything is allocated for it.
+func readWholeFile(_ path: String, limit: UInt64) throws(BootError) -> [UInt8] {
     // O_NONBLOCK: opening a FIFO for reading would wait for a writer; a FIFO, a device or
     // a directory is refused before anything is read (a regular file reads the same).
     let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
@@ -38,6 +39,7 @@ func readWholeFile(_ path: String) throws(BootError) -> [UInt8] {
     var st = stat()
     guard fstat(fd, &st) == 0 else { throw .unreadable(path: path, errno: errno) }
     guard st.st_mode & S_IFMT == S_IFREG else { throw .notARegularFile(path: path) }
+    guard st.st_size >= 0, UInt64(st.st_size) <= limit else { throw .doesNotFit(what: path, size: UInt64(max(st.st_size, 0))) }
     let size = Int(st.st_size)
     var bytes = [UInt8](repeating: 0, count: size)
     var done = 0

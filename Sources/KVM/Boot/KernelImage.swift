@@ -11,8 +11,9 @@ public struct KernelImage: Sendable {
     let bytes: [UInt8]
 
     /// Reads and validates `path` (an ELF with a PVH note, or a bzImage).
-    public init(path: String) throws(BootError) {
-        try self.init(bytes: readWholeFile(path), path: path)
+    /// `limit`: the guest's memory size; a larger file is refused before it is read.
+    public init(path: String, limit: UInt64 = PlatformLayout.maximumMemory) throws(BootError) {
+        try self.init(bytes: readWholeFile(path, limit: limit), path: path)
     }
 
     public init(bytes: [UInt8], path: String) throws(BootError) {
@@ -46,5 +47,5 @@ public struct KernelImage: Sendable {
 
 extension KernelImage {
     /// Reads a file the user named (an initrd) with the same checks as the kernel.
-    public static func readFile(_ path: String) throws(BootError) -> [UInt8] { try readWholeFile(path) }
+    public static func readFile(_ path: String, limit: UInt64) throws(BootError) -> [UInt8] { try readWholeFile(path, limit: limit) }
 }

@@ -8,6 +8,7 @@ public enum MachineError: Error, CustomStringConvertible {
     case memorySize(UInt64)
     case cpuCount(Int)
     case serialFile(path: String, errno: Int32)
+    case serialFileKind(path: String)
     case initrd(BootError)
     case device(spec: String, underlying: String)
     case kvm(KVMError)
@@ -20,6 +21,7 @@ public enum MachineError: Error, CustomStringConvertible {
             "--memory \(s >> 20)M is out of range (\(PlatformLayout.minimumMemory >> 20)M to \(PlatformLayout.maximumMemory >> 30)G)"
         case let .cpuCount(n): "--cpus \(n) is out of range (1 to \(Machine.maximumCPUs))"
         case let .serialFile(p, e): "--serial file:\(p): \(String(cString: strerror(e)))"
+        case let .serialFileKind(p): "--serial file:\(p): not a regular file or a terminal"
         case let .initrd(e): "--initrd: \(e)"
         case let .device(spec, u): "\(spec): \(u)"
         case let .kvm(e): "KVM: \(e)"

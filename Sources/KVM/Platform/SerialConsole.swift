@@ -56,8 +56,18 @@ final class SerialConsole: @unchecked Sendable {
         case let .file(path):
             var st = stat()
             let existed = lstat(path, &st) == 0
-            let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+            // O_NONBLOCK: opening a FIFO for writing would wait for a reader for ever, with
+            // SIGINT and SIGTERM already blocked for the VMM's own handling.
+            let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0o644)
             guard fd >= 0 else { throw .serialFile(path: path, errno: errno) }
+            // A file or a character device (a terminal, /dev/null); a FIFO or a socket that
+            // stops reading would only fill the console buffer.
+            var info = stat()
+            guard fstat(fd, &info) == 0, [S_IFREG, S_IFCHR].contains(info.st_mode & S_IFMT) else {
+                close(fd)
+                if !existed { unlink(path) }
+                throw .serialFileKind(path: path)
+            }
             outputFD = fd
             ownsOutput = true
             createdFile = existed ? nil : path
