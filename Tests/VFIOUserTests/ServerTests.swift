@@ -135,6 +135,29 @@ final class Served {
         #expect(drain(efd2) == 1)
     }
 
+    /// While one write is blocked, a client that keeps replacing the eventfd and
+    /// triggering it must not pile up queued signals, each holding a descriptor (it could
+    /// fill the process's descriptor table): a replaced eventfd leaves the queue.
+    @Test func replacedEventfdsDoNotPileUpBehindABlockedWrite() throws {
+        let s = try Served()
+        let c = try s.client()
+        let efd = makeEventFD()
+        defer { close(efd) }
+        #expect(try c.setIRQs(flags: 0x4 | 0x20, index: 0, start: 0, count: 1, fds: [efd]).isError == false)
+        #expect(fcntl(efd, F_SETFL, 0) == 0)
+        var full: UInt64 = 0xFFFF_FFFF_FFFF_FFFE
+        #expect(write(efd, &full, 8) == 8)
+        _ = try c.regionWrite(0, 0, le32(1))                           // the signalling thread blocks
+        usleep(50_000)
+        func openDescriptors() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0 }
+        let before = openDescriptors()
+        for _ in 0 ..< 300 {
+            _ = try c.setIRQs(flags: 0x4 | 0x20, index: 0, start: 0, count: 1, fds: [efd])   // a new server-side descriptor each time
+            _ = try c.setIRQs(flags: 0x1 | 0x20, index: 0, start: 0, count: 1, fds: [])      // and a signal for it
+        }
+        #expect(openDescriptors() - before <= 16)
+    }
+
     /// The same with a batch: the signalling thread blocks on one vector's eventfd while
     /// two more signals queue, the client lets that write through, and the thread blocks
     /// on the next of the batch. When the client leaves, the whole batch is dropped, so

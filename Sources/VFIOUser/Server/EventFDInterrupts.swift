@@ -103,7 +103,7 @@ final class EventFDInterrupts: InterruptController, MessageVectorSink, @unchecke
         // count 0 with DATA_NONE + TRIGGER tears the whole index down (vfio.h).
         if count == 0 {
             if case .none = request.data, request.action == .trigger {
-                state.withLock { s in Self.closeIndex(&s, Int(index.rawValue)) }
+                state.withLock { s in signaller.withdraw(Self.closeIndex(&s, Int(index.rawValue))) }
                 return
             }
             throw .malformed("SET_IRQS with count 0 must be DATA_NONE|ACTION_TRIGGER")
@@ -115,10 +115,13 @@ final class EventFDInterrupts: InterruptController, MessageVectorSink, @unchecke
         switch (request.action, request.data) {
         case (.trigger, .eventFDs):
             state.withLock { s in
+                var replaced: [ClientEventFD] = []
                 for v in 0 ..< count {
-                    // The one it replaces is closed once a signal queued for it is written.
+                    if let old = s.fds[Int(index.rawValue)][start + v] { replaced.append(old) }
                     s.fds[Int(index.rawValue)][start + v] = fds.isEmpty ? nil : ClientEventFD(fds[v])
                 }
+                // A replaced eventfd leaves the signal queue (closed unless being written).
+                signaller.withdraw(replaced)
                 if index == .intx { fireINTx(&s) }
             }
         case (.trigger, .none):
@@ -129,14 +132,18 @@ final class EventFDInterrupts: InterruptController, MessageVectorSink, @unchecke
             state.withLock { s in
                 for (i, on) in flags.enumerated() where on { kickVector(&s, index, start + i) }
             }
-        case (.unmask, .none), (.unmask, .bools):
+        case (.unmask, .none), (.unmask, .bools), (.mask, .none), (.mask, .bools):
             guard index == .intx else { return } // messages are masked by the client itself
+            // With DATA_BOOL only a true entry acts (vfio.h: false leaves the vector alone).
+            if case let .bools(flags) = request.data, flags.first != true { return }
             state.withLock { s in
-                s.intxMasked = false
-                fireINTx(&s)
+                if request.action == .unmask {
+                    s.intxMasked = false
+                    fireINTx(&s)
+                } else {
+                    s.intxMasked = true
+                }
             }
-        case (.mask, .none), (.mask, .bools):
-            if index == .intx { state.withLock { $0.intxMasked = true } }
         case (.mask, .eventFDs), (.unmask, .eventFDs):
             fds.forEach { _ = close($0) }
             throw .unsupported("SET_IRQS mask/unmask through an eventfd (KVM resampling) is not supported")
@@ -165,16 +172,18 @@ final class EventFDInterrupts: InterruptController, MessageVectorSink, @unchecke
         s.signals[Int(index.rawValue)] &+= 1
     }
 
-    /// Lets go of an index's eventfds (each is closed once no queued signal holds it).
-    private static func closeIndex(_ s: inout State, _ i: Int) {
+    /// Lets go of an index's eventfds; returns them, for `EventFDSignaller.withdraw`.
+    private static func closeIndex(_ s: inout State, _ i: Int) -> [ClientEventFD] {
+        let released = s.fds[i].compactMap { $0 }
         for v in 0 ..< s.fds[i].count { s.fds[i][v] = nil }
         if i == 0 { s.intxMasked = false }
+        return released
     }
 
     /// The client went away: its eventfds are let go, and a write the client is blocking
     /// is interrupted; the line state stays.
     func closeAll() {
-        state.withLock { s in for i in 0 ..< s.fds.count { Self.closeIndex(&s, i) } }
+        state.withLock { s in for i in 0 ..< s.fds.count { _ = Self.closeIndex(&s, i) } }
         signaller.abandon()
     }
 }

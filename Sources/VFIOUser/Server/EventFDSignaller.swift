@@ -85,6 +85,18 @@ final class EventFDSignaller: @unchecked Sendable {
         _ = clinux_eventfd_signal(wakeFD)
     }
 
+    /// Takes `targets` out of the queue: the client replaced or tore down their vectors.
+    /// Without this every replaced eventfd stayed queued, holding its descriptor open,
+    /// while the client kept one write blocked: a client could fill the process's
+    /// descriptor table. Now at most the installed eventfds and the one being written
+    /// are held.
+    func withdraw(_ targets: [ClientEventFD]) {
+        guard !targets.isEmpty else { return }
+        let ids = Set(targets.map(ObjectIdentifier.init))
+        queue.withLock { q in q.targets.removeAll { ids.contains(ObjectIdentifier($0)) } }
+        for target in targets { target.queued.store(false, ordering: .releasing) }
+    }
+
     /// Drops what is queued and interrupts a write in progress: the client went away.
     /// Returns once no write of an earlier epoch is in progress, and none can start.
     func abandon() {

@@ -86,7 +86,16 @@ public final class UnixSocketListener: @unchecked Sendable {
                 _ = fcntl(c, F_SETFD, FD_CLOEXEC)
                 return c
             }
-            if errno == EINTR || errno == ECONNABORTED || errno == EAGAIN { continue }
+            let e = errno
+            if e == EINTR || e == ECONNABORTED || e == EAGAIN { continue }
+            // Out of descriptors or memory (a client of another device may have used them
+            // up): the connection stays queued, so wait a moment (or for the stop) and try
+            // again, rather than end this listener's server for good.
+            if e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM {
+                var stop = [pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0)]
+                if poll(&stop, 1, 100) > 0 { return nil }
+                continue
+            }
             return nil
         }
     }
