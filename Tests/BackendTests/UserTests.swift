@@ -1,7 +1,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import NetBackends
+import Foundation
+@testable import NetBackends
 import Testing
 import VMMCore
 import VMMNet
@@ -55,6 +56,35 @@ func freeLoopbackPort() -> UInt16 { HostListener().port }
         }
         backend.start(receiver: receiver)
         return (backend, receiver, running)
+    }
+
+    /// libslirp opens a host socket per guest UDP source port (kept 240 s); a guest
+    /// rotating ports took every descriptor the process had. At the limit, frames that
+    /// would open more are dropped and counted; ICMPv6 echoes to outside addresses (one
+    /// g_critical line each in libslirp 4.7) never reach it.
+    @Test func theGuestCannotTakeEveryHostDescriptor() throws {
+        let (backend, _, running) = try start()
+        defer { backend.stop(); _ = running }
+        func openDescriptors() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0 }
+        let before = openDescriptors()
+        for port in 0 ..< 1_500 {
+            var b = UserTests.guest
+            b.udpPorts = FrameBuilder.Ports(UInt16(20_000 + port), 9)
+            while backend.send(b.udp(payload: [1, 2, 3, 4])) == .dropped(.wouldBlock) { usleep(1_000) }  // the transmit queue is full
+        }
+        var waited = 0
+        while backend.counters.drops(.wouldBlock) == 0, waited < 5_000 { usleep(1_000); waited += 1 }
+        usleep(100_000)
+        #expect(openDescriptors() - before <= SlirpFlowGuard.hostSocketLimit + 16)
+        #expect(backend.counters.drops(.wouldBlock) > 0)
+        var v6 = UserTests.guest
+        v6.destinationIPv6 = [0x20, 0x01, 0x0D, 0xB8] + [UInt8](repeating: 0, count: 11) + [1]
+        let echo = v6.ethernet(type: 0x86DD, payload: v6.ipv6Header(payloadLength: 8, next: 58) + [128, 0, 0, 0, 0, 1, 0, 1])
+        let filtered = backend.counters.drops(.filtered)
+        _ = backend.send(echo)
+        waited = 0
+        while backend.counters.drops(.filtered) == filtered, waited < 2_000 { usleep(1_000); waited += 1 }
+        #expect(backend.counters.drops(.filtered) == filtered + 1)
     }
 
     @Test func dhcpOfferArpAndTcpThroughTheNat() throws {

@@ -43,6 +43,7 @@ public final class UserBackend: NetworkBackend, @unchecked Sendable {
     private nonisolated(unsafe) let pollSet: SlirpPollSet
     private nonisolated(unsafe) var pollTimer: (token: TimerToken, deadline: UInt64)?
     private nonisolated(unsafe) var timers: [ObjectIdentifier: SlirpTimer] = [:]
+    private nonisolated(unsafe) var flowGuard = SlirpFlowGuard()
     private let callbacks: UnsafeMutablePointer<SlirpCb>
 
     private let receiveQueue = Mutex<[[UInt8]]>([])
@@ -175,10 +176,18 @@ public final class UserBackend: NetworkBackend, @unchecked Sendable {
     }
 
     private func input(_ frame: [UInt8]) {
-        lock.withLock { _ in
-            guard let s = slirp else { return }
+        let refused = lock.withLock { _ -> DropReason? in
+            guard let s = slirp else { return nil }
+            if let reason = frame.withUnsafeBytes({ flowGuard.refusal($0) }) { return reason }
             frame.withUnsafeBufferPointer { slirp_input(s, $0.baseAddress, Int32($0.count)) }
             refill()
+            return nil
+        }
+        if let refused {
+            counters.dropped(refused)
+            if refused == .wouldBlock {
+                guestLog.warning("user.host-sockets", "libslirp holds \(SlirpFlowGuard.hostSocketLimit) host sockets for the guest; frames that would open more are dropped until some close")
+            }
         }
         deliverOutbox()
     }
@@ -306,8 +315,13 @@ public final class UserBackend: NetworkBackend, @unchecked Sendable {
                 b.loop.execute { b.fireTimer(t, generation: generation) }
             }
         }
-        cb.register_poll_fd = { _, _ in }
-        cb.unregister_poll_fd = { fd, opaque in UserBackend.from(opaque).pollSet.forget(fd: fd) }
+        // Called inside libslirp, so with the slirp lock held.
+        cb.register_poll_fd = { fd, opaque in UserBackend.from(opaque).flowGuard.registered(fd: fd) }
+        cb.unregister_poll_fd = { fd, opaque in
+            let b = UserBackend.from(opaque)
+            b.flowGuard.unregistered(fd: fd)
+            b.pollSet.forget(fd: fd)
+        }
         cb.notify = { opaque in
             let b = UserBackend.from(opaque)
             b.loop.execute { [weak b] in b?.cycle(poll: false) }
