@@ -52,4 +52,19 @@ import VMMTestKit
         wire.setLink(up: false)
         #expect(device.seen == [false, true, false])
     }
+
+    /// A frame that arrives while the cable is out, or after the device let go, is lost
+    /// and counted as such, not silently.
+    @Test func framesLostToTheLinkAreCounted() {
+        let wire = InMemoryEndpoint()
+        let link = LinkControl(wrapping: wire)
+        link.start(receiver: ReadingReceiver())
+        link.setLink(up: false)
+        _ = wire.inject([UInt8](repeating: 0xAB, count: 60))
+        #expect(link.counters.drops(.linkDown) == 1)
+        link.setLink(up: true)
+        link.stop()
+        _ = link.receive(UnsafeRawBufferPointer(start: nil, count: 0), header: nil)
+        #expect(link.counters.drops(.linkDown) == 2)
+    }
 }

@@ -279,7 +279,10 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     }
 
     public func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
-        guard isAdministrativelyUp else { return true } // the cable is out: the frame is lost
+        guard isAdministrativelyUp else {   // the cable is out: the frame is lost, and counted
+            counters.dropped(.linkDown)
+            return true
+        }
         if interposed.load(ordering: .acquiring), let filter = faults.withLock({ $0 }) { return filter.receive(frame, header: header) }
         return deliverToDevice(frame, header: header)
     }
@@ -314,7 +317,10 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
             upstreamRef.withLock { slot in
                 defer { releaseIfPending(&slot) }
                 return slot.lent?._withUnsafeGuaranteedRef { $0.value.receive(frame, header: header) }
-            } ?? true
+            } ?? {
+                counters.dropped(.linkDown)
+                return true
+            }()
         }
         guard accepted else { return false }
         if interposed.load(ordering: .acquiring), let writer = capture.withLock({ $0 }) { writer.write(frame) }
