@@ -118,7 +118,7 @@ public final class PcapWriter: Sendable {
         state.withLock { s in
             // Frames before `start()` are not recorded: emptying the file here would be a
             // truncate on a thread that may not make one (`MachineStart`).
-            guard s.started, let base = buffer.baseAddress else { return }
+            guard s.fd >= 0, s.started, let base = buffer.baseAddress else { return }
             let recordSize = 16 + captured
             if s.used + recordSize > buffer.count { drain(&s) }
             // pcap_pkthdr: seconds, microseconds, captured length, original length (host order,
