@@ -10,8 +10,8 @@ import VMMBlock
 struct VirtioBlkParsedRequest {
     enum Operation {
         case backend(BlockRequest)
-        /// GET_ID: the answer is written by the device itself.
-        case identify(UnsafeMutableRawBufferPointer)
+        /// GET_ID: the answer is written by the device itself, across these buffers.
+        case identify([UnsafeMutableRawBufferPointer])
         /// Completes at once with this status (a bad request, or nothing to do).
         case immediate(VirtioBlkStatus)
     }
@@ -89,12 +89,11 @@ struct VirtioBlkRequestParser {
         case .flush, .legacyFlushOut:
             return VirtioBlkParsedRequest(operation: .backend(.flush), status: status, writtenOnSuccess: 1)
         case .getID:
-            // The driver supplies exactly 20 bytes (§5.2.6.1); take one buffer of them.
-            guard writableData >= UInt64(virtioBlkIDBytes), let first = writable.first, first.count >= virtioBlkIDBytes else {
-                return done(.ioError)
-            }
-            return VirtioBlkParsedRequest(operation: .identify(UnsafeMutableRawBufferPointer(rebasing: first[0 ..< virtioBlkIDBytes])),
-                                          status: status, writtenOnSuccess: UInt32(virtioBlkIDBytes + 1))
+            // The driver supplies 20 bytes (§5.2.6.1), split across descriptors as it likes
+            // (§2.7.4; QEMU copies the serial over them with iov_from_buf).
+            guard writableData >= UInt64(virtioBlkIDBytes) else { return done(.ioError) }
+            return VirtioBlkParsedRequest(operation: .identify(writable), status: status,
+                                          writtenOnSuccess: UInt32(virtioBlkIDBytes + 1))
         case .discard, .writeZeroes:
             return rangeRequest(type, data: data, length: readableData, status: status, limits: limits)
         }

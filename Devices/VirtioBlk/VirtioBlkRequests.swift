@@ -79,10 +79,17 @@ extension VirtioBlk {
             if status != .ok { badRequests &+= 1 }
             entry.status = status
             admit(entry, to: index)
-        case let .identify(buffer):
-            // NUL-padded, no terminator when the serial is 20 bytes (§5.2.6 GET_ID).
-            buffer.initializeMemory(as: UInt8.self, repeating: 0)
-            for (i, b) in configuration.serial.utf8.prefix(virtioBlkIDBytes).enumerated() { buffer[i] = b }
+        case let .identify(buffers):
+            // NUL-padded, no terminator when the serial is 20 bytes (§5.2.6 GET_ID); the
+            // 20 bytes go over the driver's buffers in order.
+            var id = Array(configuration.serial.utf8.prefix(virtioBlkIDBytes))
+            id += [UInt8](repeating: 0, count: virtioBlkIDBytes - id.count)
+            var written = 0
+            for buffer in buffers where written < id.count {
+                let n = min(buffer.count, id.count - written)
+                id[written ..< written + n].withUnsafeBytes { buffer.copyMemory(from: $0) }
+                written += n
+            }
             entry.status = .ok
             admit(entry, to: index)
         case let .backend(blockRequest):

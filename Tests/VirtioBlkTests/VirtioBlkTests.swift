@@ -82,6 +82,14 @@ import VMMTestKit
         #expect(d.status(at: r.status) == D.S.ok)
         #expect(d.bytes(at: r.data, 20) == Array("vol-7".utf8) + [UInt8](repeating: 0, count: 15))
         #expect(throws: OptionError.self) { _ = try D(options: "serial=this-serial-is-too-long-for-it") }
+        // Split over three descriptors, as §2.7.4 allows (QEMU answers it too).
+        let h = d.buffer(D.header(type: D.T.getID)), a = d.buffer(zeroed: 3), b = d.buffer(zeroed: 9), c = d.buffer(zeroed: 8)
+        let status = d.buffer([0xEE])
+        d.queues[0]?.addChain([(h, 16, false), (a, 3, true), (b, 9, true), (c, 8, true), (status, 1, true)])
+        d.kick(0)
+        d.complete()
+        #expect(d.status(at: status) == D.S.ok)
+        #expect(d.bytes(at: a, 3) + d.bytes(at: b, 9) + d.bytes(at: c, 8) == Array("vol-7".utf8) + [UInt8](repeating: 0, count: 15))
     }
 
     /// §2.7.4 Message Framing: no assumption about how header, data and status are split.
