@@ -129,6 +129,13 @@ func sealedMemfd(size: Int, seal: Bool = true) -> Int32 {
 /// interrupts reach the client from the server's signalling thread, a little later
 /// than the reply to the access that raised them).
 func makeEventFD() -> Int32 { eventfd(0, Int32(EFD_NONBLOCK)) }
+/// What a hostile client does to an eventfd it shares with the server: clears O_NONBLOCK
+/// (the open file is shared) and fills the counter, so the server's next write blocks.
+/// False when either step failed.
+func makeBlocking(_ fd: Int32) -> Bool {
+    var full: UInt64 = 0xFFFF_FFFF_FFFF_FFFE
+    return fcntl(fd, F_SETFL, 0) == 0 && write(fd, &full, 8) == 8
+}
 func drain(_ fd: Int32, within seconds: Double = 2) -> UInt64 {
     var ready = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
     guard poll(&ready, 1, Int32(seconds * 1000)) == 1 else { return 0 }

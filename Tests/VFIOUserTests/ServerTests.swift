@@ -120,9 +120,7 @@ final class Served {
             let efd = makeEventFD()
             defer { close(efd) }
             #expect(try c.setIRQs(flags: 0x4 | 0x20, index: 0, start: 0, count: 1, fds: [efd]).isError == false)
-            #expect(fcntl(efd, F_SETFL, 0) == 0)                       // blocking, for the server too
-            var full: UInt64 = 0xFFFF_FFFF_FFFF_FFFE
-            #expect(write(efd, &full, 8) == 8)
+            #expect(makeBlocking(efd))                                 // blocking, for the server too
             _ = try c.regionWrite(0, 0, le32(1))                       // INTx high: a signal that cannot be written
             usleep(50_000)
             #expect(try c.regionRead(7, 0, 2).u32(16) & 0xFFFF == 0x1234)   // still answered
@@ -144,9 +142,7 @@ final class Served {
         let efd = makeEventFD()
         defer { close(efd) }
         #expect(try c.setIRQs(flags: 0x4 | 0x20, index: 0, start: 0, count: 1, fds: [efd]).isError == false)
-        #expect(fcntl(efd, F_SETFL, 0) == 0)
-        var full: UInt64 = 0xFFFF_FFFF_FFFF_FFFE
-        #expect(write(efd, &full, 8) == 8)
+        #expect(makeBlocking(efd))
         _ = try c.regionWrite(0, 0, le32(1))                           // the signalling thread blocks
         usleep(50_000)
         func openDescriptors() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0 }
@@ -172,11 +168,7 @@ final class Served {
             let cap = Int(try c.regionRead(7, 0x34, 1).payload[16])
             _ = try c.regionWrite(7, UInt64(cap + 2), le16(0x8000))      // MSI-X on
             #expect(try c.setIRQs(flags: 0x4 | 0x20, index: 2, start: 1, count: 3, fds: fds).isError == false)
-            var full: UInt64 = 0xFFFF_FFFF_FFFF_FFFE
-            for fd in fds {
-                #expect(fcntl(fd, F_SETFL, 0) == 0)
-                #expect(write(fd, &full, 8) == 8)
-            }
+            for fd in fds { #expect(makeBlocking(fd)) }
             _ = try c.regionWrite(0, 4, le32(1))                           // blocks on the first
             usleep(50_000)
             _ = try c.regionWrite(0, 4, le32(2))                           // queued
