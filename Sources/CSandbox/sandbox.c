@@ -7,8 +7,10 @@
 #include <linux/if_tun.h>
 #include <seccomp.h>
 #include <signal.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <termios.h>
 #include <unistd.h>
@@ -16,19 +18,20 @@
 #define MAX_SYSCALL 512
 static char syscall_names[MAX_SYSCALL][24];
 static int sandbox_mode = CSANDBOX_TRAP;
-static long drop_uid = -1, drop_gid = -1;
+static long drop_uid = -1, drop_gid = -1, drop_group_count = -1;
 static __thread const char *thread_role;
 
 static const char *role_names[] = { "main", "vcpu", "io-loop", "control", "disk", "disk-connect" };
 
-// What every thread needs once running: memory, time, futexes, signals to its own
-// threads, I/O on descriptors it already has, leaving.
+// What every thread needs once running: memory, time, futexes, I/O on descriptors it
+// already has, leaving. mmap/mprotect (no executable pages) and tgkill (own threads
+// only) have argument rules in csandbox_enter.
 static const char *common_calls[] = {
     "read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev", "close",
     "futex", "clock_gettime", "clock_nanosleep", "nanosleep", "gettimeofday", "getpid", "gettid", "getrandom",
-    "mmap", "munmap", "mprotect", "madvise", "brk", "mremap",
+    "munmap", "madvise", "brk", "mremap",
     "rt_sigprocmask", "rt_sigreturn", "sigaltstack", "sched_yield", "sched_getaffinity",
-    "exit", "exit_group", "tgkill", "restart_syscall", "fcntl", "fstat", "newfstatat", "lseek",
+    "exit", "exit_group", "restart_syscall", "fcntl", "fstat", "newfstatat", "lseek",
     "poll", "ppoll", "epoll_wait", "epoll_pwait", "epoll_ctl", "eventfd2",
     "sendmsg", "recvmsg", "sendto", "recvfrom", "getsockopt", "shutdown", "set_robust_list", "rseq",
     NULL,
@@ -96,10 +99,11 @@ static void on_sigsys(int sig, siginfo_t *info, void *ctx) {
     syscall(SYS_exit_group, 128 + SIGSYS);
 }
 
-int csandbox_prepare(int mode, long runas_uid, long runas_gid) {
+int csandbox_prepare(int mode, long runas_uid, long runas_gid, long runas_group_count) {
     sandbox_mode = mode;
     drop_uid = runas_uid;
     drop_gid = runas_gid;
+    drop_group_count = runas_group_count;
     for (int nr = 0; nr < MAX_SYSCALL; nr++) {
         char *name = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
         if (name) {
@@ -131,6 +135,19 @@ int csandbox_enter(int role) {
     if (!ctx) return -ENOMEM;
     int rc = allow_list(ctx, common_calls);
     if (rc == 0) rc = allow_list(ctx, role_calls[role]);
+    // Memory, never executable: nothing is loaded once the VM runs (libnbd and libvdeplug's
+    // plugins are opened during setup; no new threads, so no new stacks), and code that got
+    // hold of a write primitive cannot map or flip pages to run what it wrote. Refused with
+    // EPERM rather than ended: glibc's name lookup in disk-connect may dlopen an NSS module
+    // that nsswitch.conf names, and then fails that source cleanly.
+    uint32_t exec_refused = sandbox_mode == CSANDBOX_LOG ? SCMP_ACT_LOG : SCMP_ACT_ERRNO(EPERM);
+    if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mmap), 1, SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
+    if (rc == 0) rc = seccomp_rule_add(ctx, exec_refused, SCMP_SYS(mmap), 1, SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, PROT_EXEC));
+    if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mprotect), 1, SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
+    if (rc == 0) rc = seccomp_rule_add(ctx, exec_refused, SCMP_SYS(mprotect), 1, SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, PROT_EXEC));
+    // Signals to this process's own threads only (glibc's raise, pthread_kill and setxid
+    // broadcast all name their own thread group).
+    if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(tgkill), 1, SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)getpid()));
     // ioctl only with the request numbers above (the main thread may also ask anything of
     // descriptors it owns while tearing down: its list has plain ioctl).
     if (rc == 0 && role != CSANDBOX_MAIN) {
@@ -139,11 +156,12 @@ int csandbox_enter(int role) {
         }
     }
     // --runas: glibc makes every thread call setuid/setgid/setgroups (its setxid
-    // broadcast); only to the target identity.
-    if (rc == 0 && drop_uid >= 0 && drop_gid >= 0) {
+    // broadcast); only to the target identity (setgroups: as many groups as the user has;
+    // seccomp cannot read the list itself).
+    if (rc == 0 && drop_uid >= 0 && drop_gid >= 0 && drop_group_count >= 0) {
         rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(setuid), 1, SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)drop_uid));
         if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(setgid), 1, SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)drop_gid));
-        if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(setgroups), 1, SCMP_A0(SCMP_CMP_LE, 64));
+        if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(setgroups), 1, SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)drop_group_count));
     }
     // QMP quit on serve signals this process (and only it) to stop.
     if (rc == 0 && role == CSANDBOX_CONTROL) {
@@ -182,6 +200,16 @@ long csandbox_probe(int which) {
     case 7: return open("/proc/swiftvmm-sandbox-probe", O_RDONLY | O_CREAT, 0600);
     case 8: { struct utsname u; return uname(&u); }
     case 9: return sendmmsg(-1, NULL, 0, 0);
+    // An executable mapping: -errno when refused.
+    case 10: {
+        void *p = mmap(NULL, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) return -errno;
+        munmap(p, 4096);
+        return 0;
+    }
+    // Signal 0 (nothing delivered) to another process's thread, then to this thread.
+    case 11: return syscall(SYS_tgkill, 1, 1, 0);
+    case 12: return syscall(SYS_tgkill, getpid(), gettid(), 0);
     default: return -EINVAL;
     }
 }

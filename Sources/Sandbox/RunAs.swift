@@ -10,6 +10,9 @@ public struct RunAs: Sendable {
     public let user: String
     public let uid: uid_t
     public let gid: gid_t
+    /// USER's groups (its primary group first), looked up once: `drop` sets exactly these,
+    /// and the sandbox allows `setgroups` with exactly this many.
+    public let groups: [gid_t]
 
     public struct Failure: Error, CustomStringConvertible {
         public let description: String
@@ -30,6 +33,22 @@ public struct RunAs: Sendable {
         self.user = user
         uid = entry.pw_uid
         gid = entry.pw_gid
+        groups = try Self.groups(of: user, primary: entry.pw_gid)
+    }
+
+    /// getgrouplist, asked again with the count it reports when 64 is too few; Linux
+    /// takes at most NGROUPS_MAX (65,536) in one setgroups.
+    private static func groups(of user: String, primary: gid_t) throws(Failure) -> [gid_t] {
+        var count: Int32 = 64
+        for _ in 0 ..< 3 {
+            var list = [gid_t](repeating: 0, count: Int(count))
+            let asked = count
+            if getgrouplist(user, primary, &list, &count) >= 0, count <= asked {
+                return Array(list.prefix(Int(count)))
+            }
+            guard count > asked, count <= 65_536 else { break }
+        }
+        throw Failure(description: "cannot list the groups of '\(user)' (at most 65,536)")
     }
 
     /// Gives the file at `path` (a socket this process created) to the user.
@@ -38,7 +57,7 @@ public struct RunAs: Sendable {
     /// Becomes the user: its groups, its gid, its uid (real, effective and saved: setuid
     /// as root sets all three, so root cannot come back).
     public func drop() throws(Failure) {
-        guard initgroups(user, gid) == 0 else { throw Failure(description: "initgroups: \(String(cString: strerror(errno)))") }
+        guard setgroups(groups.count, groups) == 0 else { throw Failure(description: "setgroups: \(String(cString: strerror(errno)))") }
         guard setgid(gid) == 0 else { throw Failure(description: "setgid(\(gid)): \(String(cString: strerror(errno)))") }
         guard setuid(uid) == 0 else { throw Failure(description: "setuid(\(uid)): \(String(cString: strerror(errno)))") }
         guard getuid() == uid, geteuid() == uid, getgid() == gid else {

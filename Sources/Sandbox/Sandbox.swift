@@ -36,7 +36,8 @@ public enum Sandbox {
         // files is still allowed.
         tzset()
         let rc = csandbox_prepare(mode == .log ? Int32(CSANDBOX_LOG.rawValue) : Int32(CSANDBOX_TRAP.rawValue),
-                                  runAs.map { Int($0.uid) } ?? -1, runAs.map { Int($0.gid) } ?? -1)
+                                  runAs.map { Int($0.uid) } ?? -1, runAs.map { Int($0.gid) } ?? -1,
+                                  runAs.map { $0.groups.count } ?? -1)
         guard rc == 0 else { throw Failure(role: .main, errno: -rc) }
         ThreadConfinement.install { role in
             let rc = csandbox_enter(role.rawValue)

@@ -13,11 +13,13 @@ struct SandboxCheckCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "sandbox-check", shouldDisplay: false)
 
     enum Call: String, ExpressibleByArgument, CaseIterable {
-        case open, execve, socket, ptrace, fork, write, kvmRun = "kvm-run", openCreate = "open-create", uname, sendmmsg
+        case open, execve, socket, ptrace, fork, write, kvmRun = "kvm-run", openCreate = "open-create", uname, sendmmsg,
+             mmapExec = "mmap-exec", tgkillOther = "tgkill-other", tgkillSelf = "tgkill-self"
     }
 
     @Argument(help: "main, vcpu, io, control, disk or disk-connect") var role: String
-    @Argument(help: "open, open-create, execve, socket, ptrace, fork, write, kvm-run, uname, sendmmsg") var call: Call
+    @Argument(help: "open, open-create, execve, socket, ptrace, fork, write, kvm-run, uname, sendmmsg, mmap-exec, tgkill-other, tgkill-self")
+    var call: Call
 
     func run() throws {
         let roles: [String: ThreadRole] = ["main": .main, "vcpu": .vcpu, "io": .io, "control": .control,
@@ -36,6 +38,9 @@ struct SandboxCheckCommand: ParsableCommand {
         case .openCreate: 7
         case .uname: 8
         case .sendmmsg: 9
+        case .mmapExec: 10
+        case .tgkillOther: 11
+        case .tgkillSelf: 12
         }
         let result = csandbox_probe(which)
         print("returned \(result)")

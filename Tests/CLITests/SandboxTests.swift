@@ -9,7 +9,8 @@ struct SandboxTests {
     /// and the role; allowed ones go through.
     @Test(arguments: [("vcpu", "open", "openat"), ("io", "execve", "execve"), ("vcpu", "socket", "socket"),
                       ("control", "ptrace", "ptrace"), ("io", "fork", "clone"), ("disk", "open", "openat"),
-                      ("main", "execve", "execve"), ("io", "open-create", "openat"), ("disk-connect", "open-create", "openat")])
+                      ("main", "execve", "execve"), ("io", "open-create", "openat"), ("disk-connect", "open-create", "openat"),
+                      ("vcpu", "tgkill-other", "tgkill"), ("control", "tgkill-other", "tgkill")])
     func forbiddenCallsEndTheProcessAndAreNamed(_ role: String, _ call: String, _ syscall: String) throws {
         let r = try SwiftVMMProcess.run(["sandbox-check", role, call])
         #expect(r.status == 159, "stderr: \(r.stderr)")
@@ -18,10 +19,20 @@ struct SandboxTests {
     }
 
     @Test(arguments: [("vcpu", "write"), ("vcpu", "kvm-run"), ("io", "socket"), ("io", "open"),
-                      ("disk-connect", "uname"), ("disk-connect", "sendmmsg")])
+                      ("disk-connect", "uname"), ("disk-connect", "sendmmsg"), ("vcpu", "tgkill-self"), ("main", "tgkill-self")])
     func allowedCallsGoThrough(_ role: String, _ call: String) throws {
         let r = try SwiftVMMProcess.run(["sandbox-check", role, call])
         #expect(r.status == 0, "stderr: \(r.stderr)")
+    }
+
+    /// No role may map executable memory: the call fails with EPERM (so a library that
+    /// tries, such as an NSS module's dlopen during a name lookup, fails cleanly) and the
+    /// process goes on.
+    @Test(arguments: ["main", "vcpu", "io", "control", "disk", "disk-connect"])
+    func executableMappingsAreRefused(_ role: String) throws {
+        let r = try SwiftVMMProcess.run(["sandbox-check", role, "mmap-exec"])
+        #expect(r.status == 0, "stderr: \(r.stderr)")
+        #expect(r.stdout.contains("returned \(-EPERM)"), "stdout: \(r.stdout)")
     }
 
     /// /proc/PID/task/*/status: Seccomp 2 (filter) on every thread once the VM runs.

@@ -19,10 +19,11 @@ enum csandbox_mode { CSANDBOX_TRAP = 0, CSANDBOX_LOG = 1 };
 /// Once per process, before any thread enters: the SIGSYS handler and the table of
 /// system call names it prints from (built here, since the handler must not allocate).
 /// Returns 0, or -errno.
-/// `runas_uid`/`runas_gid` (or -1): the identity `--runas` drops to after the filters are
-/// in place; every thread must then take part in glibc's setxid broadcast, so each filter
-/// allows setuid/setgid to exactly these ids and setgroups, nothing else.
-int csandbox_prepare(int mode, long runas_uid, long runas_gid);
+/// `runas_uid`/`runas_gid`/`runas_group_count` (or -1): the identity `--runas` drops to
+/// after the filters are in place; every thread must then take part in glibc's setxid
+/// broadcast, so each filter allows setuid/setgid to exactly these ids and setgroups with
+/// exactly that many groups, nothing else.
+int csandbox_prepare(int mode, long runas_uid, long runas_gid, long runas_group_count);
 
 /// Installs the calling thread's filter for `role` (it and the threads it creates from
 /// now on). Returns 0, or a negative errno from libseccomp.
@@ -32,7 +33,9 @@ int csandbox_enter(int role);
 const char *csandbox_current_role(void);
 
 /// For `swiftvmm sandbox-check` (tests): makes one system call — 0 open, 1 execve,
-/// 2 socket, 3 ptrace, 4 fork, 5 write, 6 ioctl(KVM_RUN) on a bad descriptor — and returns
+/// 2 socket, 3 ptrace, 4 fork, 5 write, 6 ioctl(KVM_RUN) on a bad descriptor, 7 open with
+/// O_CREAT, 8 uname, 9 sendmmsg, 10 an executable mmap (-errno), 11 tgkill of another
+/// process, 12 tgkill of this thread (signal 0) — and returns
 /// its result. Inside a sandbox that forbids it, the process ends instead.
 long csandbox_probe(int which);
 
