@@ -37,6 +37,8 @@ public final class FileBackend: BlockBackend, @unchecked Sendable {
     private var workers: [WorkerThread] = []
     /// Cleared the first time FALLOC_FL_ZERO_RANGE is refused: then zeroes are written.
     private let zeroRangeWorks = Atomic<Bool>(true)
+    /// Writes check their range and write inside it; a resize waits for them.
+    private let resizeGate = ResizeGate()
 
     public convenience init(path: String, readOnly: Bool, direct: Bool, blockSize: UInt32?, queueLimit: Int = DiskBackendConfig.defaultQueueLimit,
                             workers: Int = FileBackend.defaultWorkers, eventLoop: EventLoop) throws(DiskBackendError) {
@@ -97,13 +99,15 @@ public final class FileBackend: BlockBackend, @unchecked Sendable {
             throw .resizeUnsupported("\(bytes) is not a multiple of the block size \(g.logicalBlockSize)")
         }
         guard let length = off_t(exactly: bytes) else { throw .resizeUnsupported("\(bytes) bytes is too large") }
-        let handler = try state.withLock { s throws(BlockBackendError) -> (@Sendable (UInt64) -> Void)? in
-            guard !s.stopped else { throw .system(call: "resize", errno: EBADF) }
-            while ftruncate(disk.fd, length) != 0 {
-                if errno != EINTR { throw .system(call: "ftruncate", errno: errno) }
+        let handler = try resizeGate.resize { () throws(BlockBackendError) in
+            try state.withLock { s throws(BlockBackendError) -> (@Sendable (UInt64) -> Void)? in
+                guard !s.stopped else { throw .system(call: "resize", errno: EBADF) }
+                while ftruncate(disk.fd, length) != 0 {
+                    if errno != EINTR { throw .system(call: "ftruncate", errno: errno) }
+                }
+                s.geometry.size = bytes
+                return s.onResize
             }
-            s.geometry.size = bytes
-            return s.onResize
         }
         if let handler { loop.execute { handler(bytes) } }
     }
@@ -144,6 +148,15 @@ public final class FileBackend: BlockBackend, @unchecked Sendable {
     }
 
     private func perform(_ request: BlockRequest, _ io: FileIO) -> BlockResult {
+        switch request {
+        case .read, .flush: performInside(request, io)
+        case .write, .discard, .writeZeroes: resizeGate.write { performInside(request, io) }
+        }
+    }
+
+    /// Write-like requests run inside the resize gate: the size they check is the size
+    /// their write meets.
+    private func performInside(_ request: BlockRequest, _ io: FileIO) -> BlockResult {
         let g = geometry
         let result: BlockResult
         switch request {
@@ -177,7 +190,8 @@ public final class FileBackend: BlockBackend, @unchecked Sendable {
 
     /// Whether a write-like request still ends on the disk. The device checked it against
     /// the size when the guest asked; a `block_resize` that shrank the file since would be
-    /// undone by writing past the new end (the file grows back, the VM reports the smaller size).
+    /// undone by writing past the new end (the file grows back, the VM reports the smaller
+    /// size). Checked inside the resize gate, so no shrink comes between this and the write.
     private static func within(_ g: BlockGeometry, offset: UInt64, length: UInt64) -> Bool {
         let (end, wraps) = offset.addingReportingOverflow(length)
         return !wraps && end <= g.size

@@ -1,0 +1,64 @@
+import Foundation
+@testable import BlockBackends
+import Testing
+
+/// A `block_resize` waits for the writes already checked against the old size, and
+/// writes that come while it waits go after it (FileBackend's ResizeGate).
+@Suite struct ResizeGateTests {
+    /// What the threads did, in order.
+    final class Events: @unchecked Sendable {
+        private let lock = NSLock()
+        private var list: [String] = []
+        func append(_ event: String) { lock.withLock { list.append(event) } }
+        var all: [String] { lock.withLock { list } }
+    }
+
+    @Test func aResizeWaitsForTheWriteInsideAndHoldsLaterOnesBack() {
+        let gate = ResizeGate()
+        let events = Events()
+        let writeInside = DispatchSemaphore(value: 0)
+        let finishWrite = DispatchSemaphore(value: 0)
+        let done = DispatchGroup()
+
+        DispatchQueue.global().async(group: done) {
+            gate.write {
+                events.append("write 1 checked")
+                writeInside.signal()
+                finishWrite.wait()
+                events.append("write 1 written")
+            }
+        }
+        writeInside.wait()
+        DispatchQueue.global().async(group: done) {
+            gate.resize { events.append("resized") }
+        }
+        usleep(100_000)   // the resize is waiting at the gate now
+        DispatchQueue.global().async(group: done) {
+            gate.write { events.append("write 2 checked") }
+        }
+        usleep(100_000)
+        #expect(events.all == ["write 1 checked"])
+        finishWrite.signal()
+        #expect(done.wait(timeout: .now() + 10) == .success)
+        #expect(events.all == ["write 1 checked", "write 1 written", "resized", "write 2 checked"])
+    }
+
+    /// The second write enters while the first is still inside: the first waits for it.
+    @Test func writesPassTogether() {
+        let gate = ResizeGate()
+        let events = Events()
+        let secondInside = DispatchSemaphore(value: 0)
+        let done = DispatchGroup()
+        DispatchQueue.global().async(group: done) {
+            gate.write {
+                let saw = secondInside.wait(timeout: .now() + 10) == .success
+                events.append(saw ? "first saw the second inside" : "first alone")
+            }
+        }
+        DispatchQueue.global().async(group: done) {
+            gate.write { _ = secondInside.signal() }
+        }
+        #expect(done.wait(timeout: .now() + 20) == .success)
+        #expect(events.all == ["first saw the second inside"])
+    }
+}
