@@ -23,6 +23,10 @@ public final class SplitVirtqueue: Virtqueue, @unchecked Sendable {
 
     /// The next avail ring slot the device will read.
     public private(set) var lastAvailIndex: UInt16 = 0
+    /// `avail->idx` as last read (and checked): the chains before it are known to be there
+    /// without reading it again, as vhost keeps `vq->avail_idx`. A burst of chains costs
+    /// one read of the index and one acquire fence, not one per chain.
+    private var seenAvailIndex: UInt16 = 0
     /// `used->idx` as last published.
     public private(set) var usedIndex: UInt16 = 0
     /// Used entries written but not yet published by `publishUsed()`.
@@ -83,15 +87,22 @@ public final class SplitVirtqueue: Virtqueue, @unchecked Sendable {
         guard pending <= size else {
             throw .availIndexJump(lastSeen: lastAvailIndex, now: now, size: size, used: usedIndex &+ pendingUsed)
         }
+        seenAvailIndex = now
         return pending
     }
 
     /// Takes the next available chain into `chain`; false when there is none.
     public func pop(into chain: inout DescriptorChain) throws(VirtqueueError) -> Bool {
-        guard try availableCount() > 0 else { return false }
-        // The ring entry and the descriptors were written before avail->idx (§2.7.13):
-        // read them only after the index (acquire).
-        atomicMemoryFence(ordering: .acquiring)
+        if lastAvailIndex == seenAvailIndex {
+            guard try availableCount() > 0 else { return false }
+            // The ring entry and the descriptors were written before avail->idx (§2.7.13):
+            // read them only after the index (acquire).
+            atomicMemoryFence(ordering: .acquiring)
+        } else {
+            // Chains up to the index read before, after its fence. `unpop` only moves
+            // `lastAvailIndex` back inside what that read checked (≤ size ahead).
+            guard isEnabled, ringsReachable() else { return false }
+        }
         try walk(head: avail.head(at: lastAvailIndex & mask), into: &chain)
         lastAvailIndex &+= 1
         return true
