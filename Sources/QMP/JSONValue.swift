@@ -164,11 +164,45 @@ public struct JSONParser {
         let start = i
         while let c = peek, (c >= 0x30 && c <= 0x39) || c == UInt8(ascii: "-") || c == UInt8(ascii: "+")
             || c == UInt8(ascii: ".") || c == UInt8(ascii: "e") || c == UInt8(ascii: "E") { i += 1 }
-        guard i > start, i - start <= 64 else { throw JSONParseError("bad number") }
+        guard i > start, i - start <= 64, Self.isJSONNumber(bytes[start ..< i]) else { throw JSONParseError("bad number") }
         let text = String(decoding: bytes[start ..< i], as: UTF8.self)
         if let n = Int64(text) { return .int(n) }
         if let d = Double(text), d.isFinite { return .double(d) }
         throw JSONParseError("bad number '\(text)'")
+    }
+
+    /// RFC 8259 §6: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?` — no `+5`,
+    /// `01`, `.5` or `5.`, which Swift's parsers would take and QEMU's lexer refuses.
+    private static func isJSONNumber(_ text: ArraySlice<UInt8>) -> Bool {
+        var j = text.startIndex
+        func at(_ k: Int) -> UInt8? { k < text.endIndex ? text[k] : nil }
+        func digits() -> Int { let s = j; while let c = at(j), c >= 0x30, c <= 0x39 { j += 1 }; return j - s }
+        if at(j) == UInt8(ascii: "-") { j += 1 }
+        if at(j) == UInt8(ascii: "0") { j += 1 } else if digits() == 0 { return false }
+        if at(j) == UInt8(ascii: ".") { j += 1; guard digits() > 0 else { return false } }
+        if at(j) == UInt8(ascii: "e") || at(j) == UInt8(ascii: "E") {
+            j += 1
+            if at(j) == UInt8(ascii: "+") || at(j) == UInt8(ascii: "-") { j += 1 }
+            guard digits() > 0 else { return false }
+        }
+        return j == text.endIndex
+    }
+
+    /// Four hex digits at `k` (a `\u` escape's), nothing else (no sign, no space).
+    private func hex4(at k: Int) -> UInt32? {
+        guard k >= 0, k + 4 <= bytes.count else { return nil }
+        var v: UInt32 = 0
+        for c in bytes[k ..< k + 4] {
+            let d: UInt8
+            switch c {
+            case UInt8(ascii: "0") ... UInt8(ascii: "9"): d = c - UInt8(ascii: "0")
+            case UInt8(ascii: "a") ... UInt8(ascii: "f"): d = c - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A") ... UInt8(ascii: "F"): d = c - UInt8(ascii: "A") + 10
+            default: return nil
+            }
+            v = v << 4 | UInt32(d)
+        }
+        return v
     }
 
     private mutating func string() throws(JSONParseError) -> String {
@@ -195,11 +229,18 @@ public struct JSONParser {
             case UInt8(ascii: "r"): scalars.append("\r")
             case UInt8(ascii: "t"): scalars.append("\t")
             case UInt8(ascii: "u"):
-                guard i + 4 <= bytes.count, let v = UInt32(String(decoding: bytes[i ..< i + 4], as: UTF8.self), radix: 16) else {
-                    throw JSONParseError("bad \\u escape")
-                }
+                guard let v = hex4(at: i) else { throw JSONParseError("bad \\u escape") }
                 i += 4
-                scalars.append(Unicode.Scalar(v) ?? "\u{FFFD}") // lone surrogates become U+FFFD
+                // RFC 8259 §7: a character outside the BMP is a high surrogate escape
+                // followed by a low one (what Python's json.dumps writes for any emoji).
+                if (0xD800 ... 0xDBFF).contains(v), i + 6 <= bytes.count,
+                   bytes[i] == UInt8(ascii: "\\"), bytes[i + 1] == UInt8(ascii: "u"),
+                   let low = hex4(at: i + 2), (0xDC00 ... 0xDFFF).contains(low) {
+                    i += 6
+                    scalars.append(Unicode.Scalar(0x10000 + ((v - 0xD800) << 10) + (low - 0xDC00)) ?? "\u{FFFD}")
+                } else {
+                    scalars.append(Unicode.Scalar(v) ?? "\u{FFFD}") // lone surrogates become U+FFFD
+                }
             default: throw JSONParseError("bad escape")
             }
         }

@@ -73,11 +73,16 @@ final class QMPCommands {
         guard let members = request.objectMembers else {
             return Self.errorReply(.generic("QMP input must be a JSON object"), id: nil)
         }
-        for (key, _) in members where !["execute", "arguments", "id", "exec-oob"].contains(key) {
+        // `exec-oob` too: out-of-band execution is never negotiated here (the `oob`
+        // capability is refused), and QEMU then refuses the member as well.
+        for (key, _) in members where !["execute", "arguments", "id"].contains(key) {
             return Self.errorReply(.generic("QMP input member '\(key)' is unexpected"), id: id)
         }
-        guard let command = request["execute"]?.stringValue else {
+        guard let executeMember = request["execute"] else {
             return Self.errorReply(.generic("QMP input lacks member 'execute'"), id: id)
+        }
+        guard let command = executeMember.stringValue else {
+            return Self.errorReply(.generic("QMP input member 'execute' must be a string"), id: id)
         }
         let arguments = request["arguments"] ?? .object([])
         guard arguments.objectMembers != nil else {
@@ -107,8 +112,12 @@ final class QMPCommands {
         switch command {
         case "qmp_capabilities":
             if negotiated { throw .commandNotFound("Capabilities negotiation is already complete, command ignored") }
-            if case let .array(enable)? = args.value("enable"), !enable.isEmpty {
-                throw .generic("Capability '\(enable[0].stringValue ?? "?")' not available")
+            if let enable = args.value("enable") {
+                guard case let .array(list) = enable else { throw .generic("Invalid parameter type for 'enable', expected: array") }
+                if let first = list.first {
+                    guard let name = first.stringValue else { throw .generic("Invalid parameter type for 'enable', expected: array of strings") }
+                    throw .generic("Capability '\(name)' not available")
+                }
             }
             try args.only(["enable"])
             negotiated = true
@@ -213,7 +222,9 @@ final class QMPCommands {
             return .object([])
         case "system_reset":
             try args.only([])
-            server.emit("RESET", data: .object([("guest", .bool(false)), ("reason", .string("host-qmp-system-reset"))]))
+            if !target.resetEndsMachine {
+                server.emit("RESET", data: .object([("guest", .bool(false)), ("reason", .string("host-qmp-system-reset"))]))
+            }
             target.reset()
             return .object([])
         case "system_powerdown":
@@ -278,7 +289,11 @@ final class QMPCommands {
             config.reorderPercent = try args.percent("reorder")
             let delay = try args.number("delay-ms", in: 0 ... 60_000) ?? 0
             config.delay = UInt64(delay * 1_000_000)
-            if let rate = try args.number("rate-mbps", in: 0 ... 1_000_000), rate > 0 { config.rateBitsPerSecond = UInt64(rate * 1_000_000) }
+            if let rate = try args.number("rate-mbps", in: 0 ... 1_000_000), rate > 0 {
+                // Below 1 bit/s the rate would round to 0, which means "no limit".
+                guard rate >= 1e-6 else { throw .generic("Parameter 'rate-mbps' must be 0 (no limit) or at least 0.000001") }
+                config.rateBitsPerSecond = UInt64(rate * 1_000_000)
+            }
             if args.value("seed") != nil {
                 let seed = try args.int("seed")
                 guard seed >= 0 else { throw .generic("Parameter 'seed' must not be negative") }
@@ -349,7 +364,8 @@ final class QMPCommands {
     static func describe(_ fn: PCIFunction) -> JSONValue {
         fn.lock.withLock {
             let c = fn.config
-            let classCode = UInt32(c.read(offset: PCIConfigOffset.classCode, size: 4) >> 8)
+            // QEMU's class_info.class: the class and subclass bytes (0x0B, 0x0A) as one word.
+            let classAndSubclass = c.read(offset: PCIConfigOffset.classCode + 1, size: 2)
             var regions: [JSONValue] = []
             for bar in 0 ..< 6 {
                 guard let kind = c.bars[bar] else { continue }
@@ -365,7 +381,7 @@ final class QMPCommands {
             }
             var info: [(String, JSONValue)] = [
                 ("bus", .int(0)), ("slot", .int(Int64(fn.slot))), ("function", .int(Int64(fn.function))),
-                ("class_info", .object([("class", .int(Int64(classCode >> 8)))])),
+                ("class_info", .object([("class", .int(Int64(classAndSubclass)))])),
                 ("id", .object([("device", .int(Int64(c.deviceID))), ("vendor", .int(Int64(c.vendorID))),
                                 ("subsystem", .int(Int64(c.read(offset: PCIConfigOffset.subsystemID, size: 2)))),
                                 ("subsystem-vendor", .int(Int64(c.read(offset: PCIConfigOffset.subsystemVendorID, size: 2))))])),

@@ -101,7 +101,13 @@ public final class QMPServer: @unchecked Sendable {
             // that reads a byte at a time cannot hold the server (and its stop) for long.
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
             session(fd)
-            events.withLock { $0 = ([], 0, false) }
+            let dropped = events.withLock { e -> Int in
+                defer { e = ([], 0, false) }
+                return e.dropped
+            }
+            if dropped > 0 {
+                logger.warning("qmp: \(dropped) events were dropped for a client that did not read them (at most \(Self.eventQueueLimit) wait)")
+            }
             close(fd)
         }
     }
@@ -122,6 +128,7 @@ public final class QMPServer: @unchecked Sendable {
                 if anotherClientWaits {
                     timeout = Int32(clamping: (Int64(clamping: graceEnds.nanoseconds) - Int64(clamping: MonotonicTime.nanoseconds())) / 1_000_000)
                     if timeout <= 0 {
+                        logger.info("qmp: closing a client that did not negotiate within \(Int(Self.negotiationGrace)) s: another client waits")
                         _ = send(fd, QMPCommands.errorReply(.generic("capabilities negotiation not completed within \(Int(Self.negotiationGrace)) s while another client waits"), id: nil))
                         return
                     }

@@ -15,6 +15,10 @@ public protocol QMPTarget: AnyObject, Sendable {
     func resume()
     /// `system_reset`.
     func reset()
+    /// Whether `reset()` ends the machine, as a VM without reboot does (QEMU's
+    /// `-no-reboot`): then the client hears SHUTDOWN (reason `host-qmp-system-reset`) and
+    /// no RESET, as from QEMU; otherwise RESET.
+    var resetEndsMachine: Bool { get }
     /// `quit`: the process ends with status 0, backends released.
     func quit()
 }

@@ -42,6 +42,7 @@ final class MachineControl: QMPTarget, @unchecked Sendable {
     func resume() { machine.resume() }
     /// A reset ends a swiftvmm VM, as a guest reset does (QEMU's -no-reboot).
     func reset() { machine.stop(.controlRequest("system_reset")) }
+    var resetEndsMachine: Bool { true }
     func quit() { machine.stop(.controlRequest("quit")) }
 }
 
@@ -57,6 +58,7 @@ final class ServeControl: QMPTarget, @unchecked Sendable {
     func pause() {}
     func resume() {}
     func reset() { for d in devices { d.resetDevice() } }
+    var resetEndsMachine: Bool { false }
     /// Ends `serve` the way SIGTERM does: sockets removed, backends closed, status 0.
     func quit() { kill(getpid(), SIGTERM) }
 }

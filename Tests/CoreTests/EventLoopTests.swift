@@ -67,6 +67,16 @@ import VMMCore
         loop.stop() // idempotent
     }
 
+    /// Work handed to a stopped loop would never run, so it is not kept (a QMP client
+    /// flooding set_link while the VM shuts down cannot grow the queue).
+    @Test func aStoppedLoopKeepsNoWork() throws {
+        let loop = try EPollEventLoop()
+        loop.startThread()
+        loop.stop()
+        for _ in 0 ..< 1000 { loop.execute {} }
+        #expect(loop.runQueuedWork() == 0)
+    }
+
     /// Control commands hand work to the loop and wait; a stopped loop must not hold them
     /// forever, and work given up on must never run later.
     @Test func runAndWaitRunsOnTheLoopAndGivesUpOnAStoppedOne() throws {

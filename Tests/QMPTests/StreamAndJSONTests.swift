@@ -44,8 +44,25 @@ import Testing
         #expect(try JSONParser.parse(Array(v.serialized.utf8)) == v)
     }
 
+    /// RFC 8259 §7: a character outside the BMP arrives as two escapes (Python's
+    /// json.dumps writes every emoji so); a lone half still becomes U+FFFD.
+    @Test func surrogatePairsMakeOneCharacter() throws {
+        #expect(try JSONParser.parse(Array(#""\ud83d\ude00""#.utf8)).stringValue == "😀")
+        #expect(try JSONParser.parse(Array(#""\uD83D\uDE00x""#.utf8)).stringValue == "😀x")
+        #expect(try JSONParser.parse(Array(#""\ud83dx""#.utf8)).stringValue == "\u{FFFD}x")
+        #expect(try JSONParser.parse(Array(#""\ude00\ud83d""#.utf8)).stringValue == "\u{FFFD}\u{FFFD}")
+    }
+
+    @Test func numbersFollowTheGrammar() throws {
+        for (text, value) in [("0", JSONValue.int(0)), ("-0", .int(0)), ("10", .int(10)), ("1e3", .double(1000)), ("-1.25E-2", .double(-0.0125))] {
+            #expect(try JSONParser.parse(Array(text.utf8)) == value, "\(text)")
+        }
+    }
+
     @Test func malformedInputIsATypedError() {
-        for text in ["", "{", "{\"a\"}", "[1,]", "tru", "\"\\q\"", "1 2", "{\"a\":1,}", "\"\u{01}\"", "[" + String(repeating: "[", count: 40)] {
+        for text in ["", "{", "{\"a\"}", "[1,]", "tru", "\"\\q\"", "1 2", "{\"a\":1,}", "\"\u{01}\"", "[" + String(repeating: "[", count: 40)] + [
+            "+5", "01", ".5", "5.", "1e", "--1", "1.e3", #""\u+041""#, #""\u-000""#, #""\u 041""#,
+        ] {
             #expect(throws: JSONParseError.self, "\(text)") { try JSONParser.parse(Array(text.utf8), maxDepth: 32) }
         }
     }

@@ -134,6 +134,10 @@ async def check_serve(binary, tmp):
     devices = (await q.execute("query-pci"))[0]["devices"]
     ids = sorted((d["qdev_id"], d["id"]["vendor"], d["id"]["device"]) for d in devices)
     check("serve: query-pci", ids == [("disk0", 0x1AF4, 0x1042), ("nic0", 0x8086, 0x100E), ("nic1", 0x1AF4, 0x1041)], str(ids))
+    # class << 8 | subclass, as QEMU reports it: mass storage (SCSI, as QEMU's
+    # virtio-blk-pci), Ethernet controller twice.
+    classes = sorted((d["qdev_id"], d["class_info"]["class"]) for d in devices)
+    check("serve: query-pci classes", classes == [("disk0", 0x0100), ("nic0", 0x0200), ("nic1", 0x0200)], str(classes))
     blocks = await q.execute("query-block")
     check("serve: query-block", [(b["device"], b["inserted"]["image"]["virtual-size"]) for b in blocks] == [("disk0", 8 << 20)], str(blocks))
     await q.execute("block_resize", {"device": "disk0", "size": 16 << 20})
@@ -173,6 +177,12 @@ async def check_serve(binary, tmp):
     s.close()
     r = raw_exchange(qmp, b'{"execute":"query-name","arguments":{"x":"' + b"A" * 200000 + b'"}}')
     check("serve: huge message refused", "error" in r[0] and r[-1].get("id") == 7, str(r)[:200])
+    r = raw_exchange(qmp, b'{"execute":"query-status","exec-oob":"x","id":1}{"execute":5,"id":2}')
+    check("serve: exec-oob refused (no OOB negotiated), execute must be a string",
+          r[0].get("id") == 1 and "'exec-oob' is unexpected" in r[0]["error"]["desc"]
+          and r[1].get("id") == 2 and "must be a string" in r[1]["error"]["desc"] and r[-1].get("id") == 7, str(r)[:300])
+    r = raw_exchange(qmp, '{"execute":"query-name","id":"\\ud83d\\ude00"}'.encode())
+    check("serve: an id escaped as a surrogate pair comes back as one character", r[0].get("id") == "\U0001F600", str(r)[:200])
     check("serve: still serving", p.poll() is None)
 
     # A client that connects and says nothing keeps the server only until another client
@@ -190,6 +200,9 @@ async def check_serve(binary, tmp):
 
     q = QMPClient("serve-2")
     await q.connect(qmp)
+    reset = asyncio.ensure_future(wait_event(q, "RESET"))
+    await q.execute("system_reset")
+    check("serve: system_reset resets the devices and goes on (RESET)", await reset)
     shutdown = asyncio.ensure_future(wait_event(q, "SHUTDOWN"))
     await q.execute("quit")
     check("serve: SHUTDOWN event", await shutdown)
@@ -198,6 +211,20 @@ async def check_serve(binary, tmp):
     status = p.wait(timeout=10)
     check("serve: quit exits 0", status == 0, p.stderr.read().decode()[-500:])
     check("serve: sockets removed", not any(os.path.exists(x) for x in (qmp, d0, d1, d2)))
+
+
+async def events_until(q, name, timeout=5.0):
+    """The events' names and data up to and including the first NAME (None if it never came)."""
+    seen = []
+    try:
+        async with asyncio.timeout(timeout):
+            async for event in q.events:
+                seen.append((event["event"], event.get("data", {})))
+                if event["event"] == name:
+                    return seen
+    except TimeoutError:
+        return None
+    return None
 
 
 async def wait_event(q, name, timeout=5.0):
@@ -262,6 +289,24 @@ async def check_run(binary, mini, tmp):
     status = p.wait(timeout=10)
     check("run: quit exits 0", status == 0, p.stderr.read().decode()[-500:])
     check("run: socket removed", not os.path.exists(qmp))
+
+    # system_reset ends a swiftvmm VM (QEMU's -no-reboot): SHUTDOWN with the reset's
+    # reason, and no RESET before it, as QEMU sends.
+    p = subprocess.Popen([binary, "run", "--kernel", mini, "--memory", "32M", "--cmdline", "ticks=50",
+                          "--serial", "none", "--qmp", f"unix:{qmp},server=on,wait=off"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    children.append(p)
+    check("run: QMP socket appears again", wait_for(qmp))
+    q = QMPClient("run-reset")
+    await q.connect(qmp)
+    events = asyncio.ensure_future(events_until(q, "SHUTDOWN"))
+    await q.execute("system_reset")
+    events = await events
+    check("run: system_reset is one SHUTDOWN (host-qmp-system-reset)",
+          events == [("SHUTDOWN", {"guest": False, "reason": "host-qmp-system-reset"})], str(events))
+    with contextlib.suppress(Exception):
+        await q.disconnect()
+    p.wait(timeout=10)
 
 
 async def main():

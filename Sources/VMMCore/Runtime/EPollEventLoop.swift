@@ -81,8 +81,14 @@ public final class EPollEventLoop: EventLoop, DeviceClock, @unchecked Sendable {
     }
 
     public func execute(_ work: @escaping @Sendable () -> Void) {
-        state.withLock { $0.work.append(QueuedWork(body: work)) }
-        wake()
+        // A stopped loop never runs work again: queued now, it would only pile up (a
+        // QMP client flooding set_link while the VM shuts down).
+        let queued = state.withLock { s -> Bool in
+            guard !s.stopped else { return false }
+            s.work.append(QueuedWork(body: work))
+            return true
+        }
+        if queued { wake() }
     }
 
     // MARK: DeviceClock

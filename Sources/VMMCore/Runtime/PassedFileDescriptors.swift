@@ -28,14 +28,16 @@ public final class PassedFileDescriptors: Sendable {
         public var description: String {
             switch self {
             case .full: "no more than \(PassedFileDescriptors.limit) named file descriptors are kept"
-            case let .badName(n): "'\(n)' is not a usable descriptor name (1-64 characters, not all digits)"
+            case let .badName(n): "'\(n)' is not a usable descriptor name (1-64 characters, not all digits, not /dev/fdset/…)"
             }
         }
     }
 
     /// Keeps `fd` under `name` (taking ownership: it is closed if refused).
     public func keep(_ fd: Int32, as name: String) throws(Failure) {
-        guard (1 ... 64).contains(name.utf8.count), !name.allSatisfy(\.isNumber) else {
+        // `/dev/fdset/N` names a set (`take`): kept under that name, a descriptor could
+        // never be taken or closed again.
+        guard (1 ... 64).contains(name.utf8.count), !name.allSatisfy(\.isNumber), !name.hasPrefix(Self.setPrefix) else {
             Glibc.close(fd)
             throw .badName(name)
         }
@@ -52,7 +54,8 @@ public final class PassedFileDescriptors: Sendable {
     /// Hands the descriptor to its new owner and forgets the name (`/dev/fdset/N`: the
     /// oldest descriptor of set N).
     public func take(_ name: String) -> Int32? {
-        if name.hasPrefix("/dev/fdset/"), let id = Int(name.dropFirst("/dev/fdset/".count)) {
+        if name.hasPrefix(Self.setPrefix) {
+            guard let id = Int(name.dropFirst(Self.setPrefix.count)) else { return nil }
             return sets.withLock { s -> Int32? in
                 guard var list = s[id], !list.isEmpty else { return nil }
                 let first = list.removeFirst()
@@ -90,10 +93,13 @@ public final class PassedFileDescriptors: Sendable {
     /// QMP `query-fdsets`.
     public var fdSets: [(id: Int, entries: [SetEntry])] { sets.withLock { $0.sorted { $0.key < $1.key }.map { ($0.key, $0.value) } } }
 
-    /// Closes a kept descriptor (QMP `closefd`); false when the name is unknown.
+    static let setPrefix = "/dev/fdset/"
+
+    /// Closes a kept descriptor (QMP `closefd`); false when the name is unknown. Sets are
+    /// `remove-fd`'s: QEMU's `closefd` does not reach them either.
     @discardableResult
     public func close(named name: String) -> Bool {
-        guard let fd = take(name) else { return false }
+        guard let fd = named.withLock({ $0.removeValue(forKey: name) }) else { return false }
         Glibc.close(fd)
         return true
     }
