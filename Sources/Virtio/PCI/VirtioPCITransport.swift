@@ -206,7 +206,12 @@ public final class VirtioPCITransport: VirtioTransport, @unchecked Sendable {
         queueSelect = 0
         isr = 0
         context.interrupts.setINTx(false)
-        for i in queues.indices { queues[i] = QueueState(configuration: VirtqueueConfiguration(maxSize: queues[i].configuration.maxSize)) }
+        for i in queues.indices {
+            // A ring someone still holds must not write used entries into the memory of
+            // the driver's next setup.
+            queues[i].ring?.disable()
+            queues[i] = QueueState(configuration: VirtqueueConfiguration(maxSize: queues[i].configuration.maxSize))
+        }
         device?.reset()
     }
 
@@ -321,6 +326,13 @@ public final class VirtioPCITransport: VirtioTransport, @unchecked Sendable {
             queues[i].configuration.size = v16
         case (C.queueEnable, 2):
             guard v16 == 1, let i = configurableQueue() else { return }
+            // The ring's layout (split or packed, EVENT_IDX, indirect) is the negotiated
+            // one, so it exists only once features are (§3.1.1: queues are set up in step
+            // 7, after FEATURES_OK in step 5; Linux's virtio_dev_probe agrees).
+            guard status.contains(.featuresOK) else {
+                context.guestLog.warning("virtio.queue-enable", "queue \(i) enabled before FEATURES_OK; ignored")
+                return
+            }
             enable(i)
         case (C.queueDescriptor, _), (C.queueDescriptor + 4, 4):
             guard let i = configurableQueue() else { return }
@@ -441,7 +453,7 @@ public final class VirtioPCITransport: VirtioTransport, @unchecked Sendable {
         if added.contains(.featuresOK) && status.contains(.featuresOK) {
             negotiatedFeatures = driverFeatures
         }
-        if added.contains(.driverOK) && status.contains(.driverOK) && !status.contains(.needsReset) {
+        if added.contains(.driverOK) && status.contains(.driverOK) && !status.contains(.needsReset) && !status.contains(.failed) {
             device?.activate()
         }
     }

@@ -78,6 +78,10 @@ public enum VirtqueueError: Error, Equatable, Sendable, CustomStringConvertible 
     /// §2.7.4.2: device-readable descriptors must precede device-writable ones.
     case readableAfterWritable
     case usedRingOverflow
+    /// A chain offered while the device already holds as many as the queue has entries:
+    /// the driver re-offered descriptors the device has not returned (QEMU's "Virtqueue
+    /// size exceeded").
+    case queueSizeExceeded(size: UInt16)
 
     public var description: String {
         switch self {
@@ -95,6 +99,7 @@ public enum VirtqueueError: Error, Equatable, Sendable, CustomStringConvertible 
         case let .indirectNotInRAM(a, l): "indirect table 0x\(String(a, radix: 16))+0x\(String(l, radix: 16)) is not RAM"
         case .readableAfterWritable: "device-readable descriptor after a device-writable one"
         case .usedRingOverflow: "more used entries than the queue holds"
+        case let .queueSizeExceeded(size): "more than \(size) chains taken and not returned: the driver offered descriptors still in use"
         }
     }
 }

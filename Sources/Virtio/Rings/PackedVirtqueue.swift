@@ -92,6 +92,9 @@ public final class PackedVirtqueue: Virtqueue, @unchecked Sendable {
         // The descriptors were written before the first one's flags (§2.8.21): acquire.
         atomicMemoryFence(ordering: .acquiring)
         chain.clear(head: 0)
+        // At most `size` chains out at once: a driver that flips the wrap bit of slots the
+        // device still holds would otherwise be served them again, without end.
+        guard inFlight.count < Int(size) else { throw .queueSizeExceeded(size: size) }
         var position = nextAvail, wrap = availWrap
         var slots: UInt16 = 0
         var seenWritable = false

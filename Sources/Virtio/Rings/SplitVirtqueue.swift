@@ -103,6 +103,9 @@ public final class SplitVirtqueue: Virtqueue, @unchecked Sendable {
             // `lastAvailIndex` back inside what that read checked (≤ size ahead).
             guard isEnabled, ringsReachable() else { return false }
         }
+        // At most `size` chains out at once: a driver that moves avail->idx on while the
+        // device holds every entry re-offers descriptors still in use (§2.7.13.3).
+        guard lastAvailIndex &- usedIndex &- pendingUsed < size else { throw .queueSizeExceeded(size: size) }
         try walk(head: avail.head(at: lastAvailIndex & mask), into: &chain)
         lastAvailIndex &+= 1
         return true
