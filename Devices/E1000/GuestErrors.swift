@@ -16,6 +16,8 @@ enum E1000GuestError: Int, CaseIterable, Sendable {
     case transmitVLANInsertionImpossible
     case offloadContextInvalid
     case backendFrameLimit
+    /// A TSO packet in loopback with more segments than one action may receive.
+    case loopbackSegmentsLost
     case mdicBadPHYAddress
     case unknownRegister
 }

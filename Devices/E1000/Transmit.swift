@@ -69,6 +69,7 @@ extension E1000Device {
                 transmit.inProgress = true
                 transmit.segmentation = kind == .data && command & Transmit.segmentation != 0
                 transmit.options = kind == .data ? Transmit.dataOptions(high: high) : 0
+                transmit.firstHigh = high
             }
             append(buffer: low, length: Transmit.length(high: high, kind: kind))
         }
@@ -117,9 +118,11 @@ extension E1000Device {
             return
         }
         let command = Transmit.command(high: high)
-        // VLE and the tag come from the EOP descriptor and need CTRL.VME (§3.3.3, §3.3.7).
-        let tag: UInt16? = command & Transmit.vlanEnable != 0 && reg(Reg.ctrl) & Ctrl.vlanModeEnable != 0 && vlanTagsRecognized
-            ? Transmit.special(high: high) : nil
+        // VLE and the tag come from the EOP descriptor (§3.3.3), with TSE from the first
+        // data descriptor (§3.3.7.1), and need CTRL.VME.
+        let vlanHigh = transmit.segmentation ? transmit.firstHigh : high
+        let tag: UInt16? = Transmit.command(high: vlanHigh) & Transmit.vlanEnable != 0 && reg(Reg.ctrl) & Ctrl.vlanModeEnable != 0
+            && vlanTagsRecognized ? Transmit.special(high: vlanHigh) : nil
         if sendWithBackendOffload(kind: kind, high: high, tag: tag) { return }
         if !loopbackActive, goesOutAsIs(kind: kind, command: command) {
             sendPacket(tag: tag)
@@ -156,19 +159,29 @@ extension E1000Device {
     /// Legacy IC with CSS/CSO (§3.3.3.1), or the context's IXSM/TXSM fields (§3.3.6).
     private func insertChecksums(_ packet: UnsafeMutableRawBufferPointer, kind: Transmit.Kind, high: UInt64) throws(FrameError) {
         if kind == .legacy {
-            guard Transmit.command(high: high) & Transmit.insertChecksum != 0 else { return }
-            try ChecksumOffload.insert(packet, start: Transmit.legacyChecksumStart(high: high), end: packet.count,
-                                       field: Transmit.legacyChecksumOffset(high: high))
+            // IC and CSO from the EOP descriptor, CSS from the first; "IC is ignored if
+            // CSS ≥ length" (§3.3.3.1).
+            let start = Transmit.legacyChecksumStart(high: transmit.firstHigh)
+            guard Transmit.command(high: high) & Transmit.insertChecksum != 0, start < packet.count else { return }
+            try ChecksumOffload.insert(packet, start: start, end: packet.count, field: Transmit.legacyChecksumOffset(high: high))
             return
         }
+        // Each insertion on its own: an IP range that does not fit the packet costs the
+        // IP checksum only, not the TCP/UDP one (§3.3.6).
         let c = transmit.context
+        var failure: FrameError?
         if transmit.options & Transmit.insertIPChecksum != 0 {
-            try ChecksumOffload.insert(packet, start: c.ipStart, end: TransmitContext.end(c.ipEnd, length: packet.count), field: c.ipField)
+            do {
+                try ChecksumOffload.insert(packet, start: c.ipStart, end: TransmitContext.end(c.ipEnd, length: packet.count), field: c.ipField)
+            } catch { failure = error }
         }
         if transmit.options & Transmit.insertTransportChecksum != 0 {
-            try ChecksumOffload.insert(packet, start: c.transportStart, end: TransmitContext.end(c.transportEnd, length: packet.count),
-                                       field: c.transportField)
+            do {
+                try ChecksumOffload.insert(packet, start: c.transportStart, end: TransmitContext.end(c.transportEnd, length: packet.count),
+                                           field: c.transportField)
+            } catch { failure = failure ?? error }
         }
+        if let failure { throw failure }
     }
 
     /// TSE (§3.5): the context's IPCSS/TUCSS/HDRLEN/MSS describe the headers; each
@@ -184,10 +197,21 @@ extension E1000Device {
                                         networkOffset: c.ipStart, transportOffset: c.transportStart,
                                         headerLength: c.headerLength, segmentSize: c.segmentSize)
         let room = min(segmentBuffer.bytes.count, max(backend.capabilities.maxFrameSize, HeaderSize.ethernet))
+        var looped = 0, lost = 0
         do {
             try TSOSegmenter.segment(ScatteredFrame(UnsafeRawBufferPointer(packet)), layout: layout, vlanTag: tag,
                                      into: UnsafeMutableRawBufferPointer(rebasing: segmentBuffer.bytes[0 ..< room])) { segment in
+                if loopbackActive {
+                    looped += 1
+                    guard looped <= Transmit.loopbackSegmentLimit else { lost += 1; return }
+                }
                 send(segment)
+            }
+            if lost > 0 {
+                // What an overrun receive FIFO loses (§13.4.17 RXO, §13.7 MPC).
+                guestError(.loopbackSegmentsLost, "TSO packet of \(looped) segments in loopback: the last \(lost) were lost")
+                statistics.count(E1000Statistics.mpc, by: UInt32(clamping: lost))
+                raise(Cause.rxo)
             }
             statistics.count(E1000Statistics.tsctc)
         } catch {

@@ -23,6 +23,12 @@ enum Transmit {
     static let reportStatus: UInt8 = 0x08
     static let extended: UInt8 = 0x20           // DEXT
     static let vlanEnable: UInt8 = 0x40         // VLE
+    /// In PHY or MAC loopback a TSO packet's segments are also received, inside the TDT
+    /// write that sent them. Past this many the rest are lost, as from an overrun receive
+    /// FIFO, so that one write stays within `ActionCostMeter.defaultBudget` (a 256 KiB
+    /// packet at MSS 8 would otherwise receive 32,768 frames on top of sending them).
+    /// Linux never loops TSO back: its ethtool test sends plain frames.
+    static let loopbackSegmentLimit = ActionCostMeter.deferAt.frames
     static let interruptDelay: UInt8 = 0x80     // IDE
     static let statusDone: UInt8 = 0x01         // DD, in byte 12 of every layout
 
@@ -132,6 +138,10 @@ struct TransmitState {
     /// From the packet's first data descriptor: TSE and POPTS (§3.3.7).
     var segmentation = false
     var options: UInt8 = 0
+    /// The packet's first descriptor's upper half: where a legacy packet's CSS is read
+    /// (§3.3.3: "CSS must be set in the first descriptor of the packet") and, with TSE, VLE
+    /// and the VLAN tag (§3.3.7.1: valid only in the first data descriptor).
+    var firstHigh: UInt64 = 0
     /// Descriptors of any kind consumed while this packet is open: one that laps the ring
     /// is dropped. Saturates at the ring size, the most it needs to tell.
     var descriptorCount: UInt32 = 0
@@ -154,6 +164,6 @@ struct TransmitState {
     mutating func endPacket() {
         length = 0; copied = 0; inProgress = false; overflowed = false; unreadable = false; descriptorCount = 0
         pieces.removeAll()
-        segmentation = false; options = 0
+        segmentation = false; options = 0; firstHigh = 0
     }
 }

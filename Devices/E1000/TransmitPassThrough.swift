@@ -87,7 +87,7 @@ extension E1000Device {
         let start: Int, field: Int
         if kind == .legacy {
             guard Transmit.command(high: high) & Transmit.insertChecksum != 0 else { return nil }
-            start = Transmit.legacyChecksumStart(high: high)
+            start = Transmit.legacyChecksumStart(high: transmit.firstHigh) // CSS: the first descriptor's (§3.3.3)
             field = Transmit.legacyChecksumOffset(high: high)
         } else {
             let c = transmit.context
