@@ -87,6 +87,27 @@ func freeLoopbackPort() -> UInt16 { HostListener().port }
         #expect(backend.counters.drops(.filtered) == filtered + 1)
     }
 
+    /// IPv4 fragments after the first carry no ports, so they passed the socket count,
+    /// and libslirp keeps every datagram in reassembly for 30 s on one list. At most
+    /// `fragmentGroupLimit` datagrams may be in reassembly at once, none at the socket limit.
+    @Test func fragmentsCountAgainstTheLimits() {
+        var flowGuard = SlirpFlowGuard()
+        let b = UserTests.guest
+        func fragment(id: UInt16, first: Bool) -> [UInt8] {
+            var ip = b.ipv4Header(payloadLength: 8, proto: 17, id: id)
+            ip[6] = first ? 0x20 : 0; ip[7] = first ? 0 : 1   // MF, or fragment offset 8 bytes
+            return b.ethernet(type: 0x0800, payload: ip + [UInt8](repeating: 0, count: 8))
+        }
+        func refusal(_ frame: [UInt8], at t: UInt64) -> DropReason? { frame.withUnsafeBytes { flowGuard.refusal($0, now: t) } }
+        for id in 0 ..< UInt16(SlirpFlowGuard.fragmentGroupLimit) { #expect(refusal(fragment(id: id, first: true), at: 0) == nil) }
+        #expect(refusal(fragment(id: 0, first: false), at: 1) == nil)              // a datagram already in reassembly
+        #expect(refusal(fragment(id: 999, first: true), at: 1) == .wouldBlock)    // one too many
+        let later = SlirpFlowGuard.fragmentLifetime + 1
+        #expect(refusal(fragment(id: 999, first: true), at: later) == nil)        // the others expired
+        for fd in 0 ..< Int32(SlirpFlowGuard.hostSocketLimit) { flowGuard.registered(fd: fd) }
+        #expect(refusal(fragment(id: 999, first: false), at: later + 1) == .wouldBlock)   // at the socket limit
+    }
+
     @Test func dhcpOfferArpAndTcpThroughTheNat() throws {
         let (backend, receiver, running) = try start()
         defer { backend.stop() }

@@ -108,6 +108,28 @@ struct VDETests {
         #expect(receiver.links.isEmpty)   // no link change: the switch is still there
     }
 
+    /// libvdeplug's `seqpacket://FD` plugin on one end of a socketpair. A seqpacket peer
+    /// that closes reads as 0 bytes, like an empty datagram; the backend took it for one
+    /// (every socket is S_IFSOCK) and counted 64 "empty frames" per loop turn for ever,
+    /// with the link up. Now the socket's type decides: link down, once.
+    @Test func aSeqpacketPeerThatClosesTakesTheLinkDown() throws {
+        var fds: [Int32] = [-1, -1]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue), 0, &fds) == 0)
+        let running = try RunningLoop()
+        let backend = try VDEBackend(url: "seqpacket://\(fds[0])", eventLoop: running.loop, clock: running.loop)   // owns fds[0]
+        defer { backend.stop() }
+        let receiver = RecordingReceiver()
+        backend.start(receiver: receiver)
+        let f = frame(from: Self.macB, to: Self.macA, 7)
+        #expect(send(fds[1], f, f.count, 0) == f.count)
+        #expect(eventually { receiver.frames.first?.bytes == f })
+        close(fds[1])
+        #expect(eventually(3) { receiver.links == [false] })
+        usleep(200_000)
+        #expect(backend.counters.drops(.malformed) == 0)
+        #expect(receiver.links == [false])
+    }
+
     @Test func missingSwitchIsAClearError() throws {
         let running = try RunningLoop()
         do {

@@ -14,9 +14,26 @@ import VMMNet
 /// And libslirp 4.7 answers each ICMPv6 echo to an address outside its own prefix with
 /// a g_critical log line ("external icmpv6 not supported yet") and nothing else, so a
 /// guest's `ping -6 -f` flooded stderr: those are dropped here (filtered).
+///
+/// IPv4 fragments carry no ports after the first, so they pass the socket count: a
+/// guest that sent first fragments while under the limit and the rest later had libslirp
+/// reassemble each datagram and open a socket for it (700 against 512, measured). And
+/// libslirp keeps every datagram being reassembled for 30 s (`IPFRAGTTL` 60 at 2 Hz, in
+/// its ip.h) on one list it scans per fragment, with no limit. So at the socket limit no
+/// fragment passes, and at most `fragmentGroupLimit` datagrams (source, destination,
+/// id, protocol) may be in reassembly within that time; fragments of further ones are
+/// dropped (would-block).
 struct SlirpFlowGuard {
     static let hostSocketLimit = 512
+    static let fragmentGroupLimit = 256
+    static let fragmentLifetime: UInt64 = 30_000_000_000
     private(set) var hostSockets = 0
+    /// Datagrams whose fragments passed, and when each stops counting (ns, monotonic).
+    private var fragmentGroups: [FragmentGroup: UInt64] = [:]
+
+    private struct FragmentGroup: Hashable {
+        let source: UInt32, destination: UInt32, id: UInt16, proto: UInt8
+    }
     /// The first 8 bytes of libslirp's IPv6 prefix (fec0::/64, `UserBackend`).
     static let ipv6Prefix: [UInt8] = [0xFE, 0xC0, 0, 0, 0, 0, 0, 0]
 
@@ -24,12 +41,23 @@ struct SlirpFlowGuard {
         offset >= 0 && offset < frame.count ? frame[offset] : nil
     }
 
+    private static func bigEndian(_ frame: UnsafeRawBufferPointer, _ offset: Int, bytes: Int) -> UInt32? {
+        var value: UInt32 = 0
+        for i in 0 ..< bytes {
+            guard let b = byte(frame, offset + i) else { return nil }
+            value = value << 8 | UInt32(b)
+        }
+        return value
+    }
+
     mutating func registered(fd: Int32) { if fd >= 0 { hostSockets += 1 } }
     mutating func unregistered(fd: Int32) { if fd >= 0 { hostSockets = max(0, hostSockets - 1) } }
 
-    /// Why `frame` must not reach libslirp, or nil.
-    func refusal(_ frame: UnsafeRawBufferPointer) -> DropReason? {
-        guard let parsed = FrameParser.parse(frame), let network = parsed.network, let transport = parsed.transportOffset else { return nil }
+    /// Why `frame` must not reach libslirp, or nil. `now`: monotonic nanoseconds.
+    mutating func refusal(_ frame: UnsafeRawBufferPointer, now: UInt64) -> DropReason? {
+        guard let parsed = FrameParser.parse(frame), let network = parsed.network else { return nil }
+        if network == .ipv4, parsed.isFragment { return fragmentRefusal(frame, parsed, now: now) }
+        guard let transport = parsed.transportOffset else { return nil }
         let icmpv6EchoRequest: UInt8 = 128
         if network == .ipv6, parsed.transportProtocol == IPProtocol.icmpv6, Self.byte(frame, transport) == icmpv6EchoRequest {
             let destination = parsed.networkOffset + 24   // RFC 8200 §3: after version…hop limit and the source
@@ -49,5 +77,20 @@ struct SlirpFlowGuard {
         default:
             return nil
         }
+    }
+
+    private mutating func fragmentRefusal(_ frame: UnsafeRawBufferPointer, _ parsed: ParsedFrame, now: UInt64) -> DropReason? {
+        guard hostSockets < Self.hostSocketLimit else { return .wouldBlock }
+        let ip = parsed.networkOffset
+        guard let source = Self.bigEndian(frame, ip + 12, bytes: 4), let destination = Self.bigEndian(frame, ip + 16, bytes: 4),
+              let id = Self.bigEndian(frame, ip + 4, bytes: 2) else { return nil }
+        let group = FragmentGroup(source: source, destination: destination, id: UInt16(truncatingIfNeeded: id), proto: parsed.transportProtocol)
+        if let until = fragmentGroups[group], until > now { return nil }
+        if fragmentGroups.count >= Self.fragmentGroupLimit {
+            fragmentGroups = fragmentGroups.filter { $0.value > now }
+            guard fragmentGroups.count < Self.fragmentGroupLimit else { return .wouldBlock }
+        }
+        fragmentGroups[group] = now &+ Self.fragmentLifetime
+        return nil
     }
 }

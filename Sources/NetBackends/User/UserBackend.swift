@@ -178,7 +178,7 @@ public final class UserBackend: NetworkBackend, @unchecked Sendable {
     private func input(_ frame: [UInt8]) {
         let refused = lock.withLock { _ -> DropReason? in
             guard let s = slirp else { return nil }
-            if let reason = frame.withUnsafeBytes({ flowGuard.refusal($0) }) { return reason }
+            if let reason = frame.withUnsafeBytes({ flowGuard.refusal($0, now: MonotonicTime.nanoseconds()) }) { return reason }
             frame.withUnsafeBufferPointer { slirp_input(s, $0.baseAddress, Int32($0.count)) }
             refill()
             return nil

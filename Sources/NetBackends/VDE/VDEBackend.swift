@@ -38,6 +38,8 @@ public final class VDEBackend: NetworkBackend, @unchecked Sendable {
         var reconnectTimer: TimerToken?
         var started = false
         var stopped = false
+        /// A `switchGone` is queued for the loop: sends that fail meanwhile queue no more.
+        var teardownQueued = false
     }
     private let state = Mutex(State())
     private let log = RateLimitedLogger(Logger(label: "swiftvmm.net.vde"))
@@ -98,7 +100,10 @@ public final class VDEBackend: NetworkBackend, @unchecked Sendable {
             let e = errno
             if ConnectionErrno.isTransient(e) { return .dropped(.wouldBlock) }
             if ConnectionErrno.isGone(e) {
-                loop.execute { [weak self] in self?.switchGone() }
+                if !s.teardownQueued {
+                    s.teardownQueued = true
+                    loop.execute { [weak self] in self?.switchGone() }
+                }
                 return .dropped(.linkDown)
             }
             return .dropped(.backendError)
@@ -137,7 +142,7 @@ public final class VDEBackend: NetworkBackend, @unchecked Sendable {
     }
 
     private func register(_ c: inout Connection) {
-        c.dataRegistration = try? loop.register(fd: c.dataFD, events: .readable) { [weak self] _ in self?.readData() }
+        c.dataRegistration = try? loop.register(fd: c.dataFD, events: .readable) { [weak self] events in self?.readData(events) }
         // The control socket says nothing after the handshake; readable means EOF: the switch is gone.
         if c.controlFD >= 0, c.controlFD != c.dataFD {
             c.controlRegistration = try? loop.register(fd: c.controlFD, events: .readable) { [weak self] _ in self?.controlEvent() }
@@ -150,12 +155,15 @@ public final class VDEBackend: NetworkBackend, @unchecked Sendable {
         if let r = c.controlRegistration { loop.unregister(r) }
         vde_close(c.handle)
         s.connection = nil
+        s.teardownQueued = false
     }
 
-    private func readData() {
+    private func readData(_ events: IOEvents) {
         guard let (handle, fd) = state.withLock({ s in s.connection.map { ($0.handle, $0.dataFD) } }) else { return }
         for _ in 0 ..< 64 {
-            if port.isHolding { return pauseReading() }
+            // Paused for a held frame, a stream or seqpacket peer's hangup still fires on
+            // every turn of the loop: it is the end, not a reason to pause again.
+            if port.isHolding { return events.isDisjoint(with: .hangup) ? pauseReading() : switchGone() }
             // Read only while the connection read from is still the one in place: a
             // delivery below may wait for the device lock while `stop` on another thread
             // closes it (vde_close frees the handle).
@@ -169,9 +177,13 @@ public final class VDEBackend: NetworkBackend, @unchecked Sendable {
                 return switchGone()
             }
             if n == 0 {
-                // A datagram socket reads 0 only for an empty datagram; the stream kind means EOF.
-                var st = stat()
-                if fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFSOCK {
+                // A datagram socket reads 0 only for an empty datagram; a stream or
+                // seqpacket one (`vde:seqpacket://`, a plain file) means the peer is gone.
+                // Not S_IFSOCK: every socket is one, and a dead seqpacket peer then spun the
+                // loop for ever, counting 64 empty frames a turn.
+                var type: Int32 = 0
+                var size = socklen_t(MemoryLayout<Int32>.size)
+                if getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &size) == 0, type == Int32(SOCK_DGRAM.rawValue) {
                     counters.dropped(.malformed)
                     continue
                 }
