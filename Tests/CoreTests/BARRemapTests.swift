@@ -61,4 +61,39 @@ final class CountingDoorbells: DoorbellAccelerator, @unchecked Sendable {
         a.write32(bar: 0, offset: 0, 0x1234)
         #expect(a.read32(bar: 0, offset: 0) == 0x1234)
     }
+
+    /// The same within one function: BAR0 refused for sitting on BAR4 decodes once BAR4
+    /// moves away (BARs are handled in index order, so BAR0 was refused before BAR4 left).
+    @Test func aBARRefusedForItsOwnFunctionsBARDecodesOnceThatMoves() throws {
+        let machine = try TestMachine()
+        let dev = try machine.add(SampleDevice.self)
+        let bar4 = dev.barAddress(4)
+        dev.configWrite(0x10, value: UInt32(bar4))
+        #expect(dev.function.mappedBARs[0] == nil)
+        dev.configWrite(0x20, value: 0xE000_0000)
+        _ = machine.loop.runQueuedWork()
+        #expect(dev.function.mappedBARs[4] == 0xE000_0000 ..< 0xE001_0000)
+        #expect(dev.function.mappedBARs[0] == UInt64(bar4) ..< UInt64(bar4) + 0x1000)
+    }
+
+    /// A BAR that stays refused is no reason to re-create the doorbells: toggling
+    /// Interrupt Disable did so for every doorbell of the device, every time.
+    @Test func aBARStillRefusedLeavesDoorbellsAlone() throws {
+        let machine = try TestMachine()
+        let doorbells = CountingDoorbells()
+        machine.bus.doorbellAccelerator = doorbells
+        let dev = try machine.add(SampleDevice.self, enable: false)
+        for q in 0 ..< 16 { dev.function.doorbells.register(bar: 4, offset: UInt64(q) * 4, size: 2) {} }
+        dev.enable()
+        dev.configWrite(0x10, value: UInt32(dev.barAddress(4)))   // BAR0 onto BAR4: refused
+        #expect(dev.function.mappedBARs[0] == nil)
+        let before = doorbells.counts.withLock { $0 }
+        let command = dev.configRead(0x04, size: 2)
+        for _ in 0 ..< 20 {
+            dev.configWrite(0x04, size: 2, value: command ^ interruptDisable)
+            dev.configWrite(0x04, size: 2, value: command)
+        }
+        let after = doorbells.counts.withLock { $0 }
+        #expect(after.attach == before.attach && after.detach == before.detach)
+    }
 }

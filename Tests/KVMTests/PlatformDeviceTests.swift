@@ -67,6 +67,18 @@ struct Serial16550Tests {
         #expect(uart.read(offset: 7, size: 1) == 0) // scratch
         #expect(uart.read(offset: 9, size: 1) == 0xFF) // outside the 8 registers
     }
+
+    /// A word access is two byte accesses, as QEMU splits it: `outw` of the divisor with
+    /// DLAB set writes DLL and DLM; it wrote DLL only.
+    @Test func wordAccessesReachBothRegisters() {
+        let (uart, w) = make()
+        uart.write(offset: 3, size: 1, value: 0x80) // DLAB
+        uart.write(offset: 0, size: 2, value: 0x0180)
+        #expect(uart.read(offset: 0, size: 1) == 0x80)
+        #expect(uart.read(offset: 1, size: 1) == 0x01)
+        #expect(uart.read(offset: 0, size: 2) == 0x0180)
+        #expect(w.out.withLock { $0 }.isEmpty)
+    }
 }
 
 struct I8042Tests {
@@ -119,6 +131,15 @@ struct CMOSTests {
             let v = cmos.read(offset: 1, size: 1)
             #expect(v & 0x0F <= 9 && v >> 4 <= 9, "register \(register) = \(v) is not BCD")
         }
+    }
+
+    /// `outw` to 0x70 selects the register and writes its data in one, as QEMU splits it.
+    @Test func aWordWriteSelectsAndWrites() {
+        let cmos = CMOS()
+        cmos.write(offset: 0, size: 2, value: 0x5540)
+        cmos.write(offset: 0, size: 1, value: 0x40)
+        #expect(cmos.read(offset: 1, size: 1) == 0x55)
+        #expect(cmos.read(offset: 0, size: 2) == 0x5540)
     }
 
     @Test func nvramKeepsWritesButNotTimeRegisters() {

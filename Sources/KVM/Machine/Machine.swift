@@ -87,6 +87,7 @@ public final class Machine: @unchecked Sendable {
             do { try bus.assignResources() } catch { throw MachineError.platform("\(error)") }
             try Self.mapPlatformDevices(pio: pio, serial: serial, bootMarker: bootMarker,
                                         i8042: I8042(onReset: { latch.stop(.reset) }))
+            bus.resetRequest = { latch.stop(.reset) }   // 0xCF9, Linux's reboot=pci
             let boot: BootCPUState
             do {
                 boot = try c.kernel.load(into: memory, initrd: c.initrd, cmdline: c.cmdline)

@@ -15,17 +15,25 @@ public final class CMOS: AccessHandler, @unchecked Sendable {
 
     public init() {}
 
+    /// A word access is the index then the data byte, as QEMU splits it (`outw` to 0x70
+    /// selects and writes in one).
     public func read(offset: UInt64, size: Int) -> UInt64 {
         lock.withLock {
-            if offset == 0 { return UInt64(index) }
-            return UInt64(register(index & 0x7F))
+            var value: UInt64 = 0
+            for i in 0 ..< min(max(size, 1), 2) where offset &+ UInt64(i) < 2 {
+                let byte = offset &+ UInt64(i) == 0 ? index : register(index & 0x7F)
+                value |= UInt64(byte) << (8 * UInt64(i))
+            }
+            return value
         }
     }
 
     public func write(offset: UInt64, size: Int, value: UInt64) {
         lock.withLock {
-            let byte = UInt8(truncatingIfNeeded: value)
-            if offset == 0 { index = byte } else if index & 0x7F >= 0x0E { nvram[Int(index & 0x7F)] = byte }
+            for i in 0 ..< min(max(size, 1), 2) where offset &+ UInt64(i) < 2 {
+                let byte = UInt8(truncatingIfNeeded: value >> (8 * UInt64(i)))
+                if offset &+ UInt64(i) == 0 { index = byte } else if index & 0x7F >= 0x0E { nvram[Int(index & 0x7F)] = byte }
+            }
         }
     }
 

@@ -53,7 +53,22 @@ public final class Serial16550: AccessHandler, @unchecked Sendable {
 
     // MARK: Registers (data sheet table 2)
 
+    /// A wider access is that many byte accesses to consecutive registers, as QEMU's
+    /// memory core splits it for a byte-wide device (a word write with DLAB set writes
+    /// DLL and DLM).
     public func read(offset: UInt64, size: Int) -> UInt64 {
+        guard size > 1 else { return UInt64(readByte(offset: offset)) }
+        var value: UInt64 = 0
+        for i in 0 ..< min(size, 8) { value |= UInt64(readByte(offset: offset &+ UInt64(i))) << (8 * UInt64(i)) }
+        return value
+    }
+
+    public func write(offset: UInt64, size: Int, value: UInt64) {
+        guard size > 1 else { return writeByte(offset: offset, UInt8(truncatingIfNeeded: value)) }
+        for i in 0 ..< min(size, 8) { writeByte(offset: offset &+ UInt64(i), UInt8(truncatingIfNeeded: value >> (8 * UInt64(i)))) }
+    }
+
+    private func readByte(offset: UInt64) -> UInt8 {
         var wakeInput = false
         let value: UInt8 = lock.withLock {
             let v: UInt8
@@ -77,11 +92,10 @@ public final class Serial16550: AccessHandler, @unchecked Sendable {
             return v
         }
         if wakeInput { onRoomForInput?() }
-        return UInt64(value)
+        return value
     }
 
-    public func write(offset: UInt64, size: Int, value: UInt64) {
-        let byte = UInt8(truncatingIfNeeded: value)
+    private func writeByte(offset: UInt64, _ byte: UInt8) {
         lock.withLock {
             switch offset {
             case 0:

@@ -33,6 +33,9 @@ public final class PCIBus: @unchecked Sendable {
     /// Which interrupt line (GSI) a slot's pin (1 = INTA) is wired to.
     public let intxRoute: @Sendable (_ slot: Int, _ pin: Int) -> Int
     public var doorbellAccelerator: DoorbellAccelerator?
+    /// The chipset's reset line, pulled through the Reset Control Register at 0xCF9 (set
+    /// by the platform before the VM runs; nil: the register only holds its bits).
+    public var resetRequest: (@Sendable () -> Void)?
     public private(set) var functions: [PCIFunction] = []
     private let hostBridge: PCIConfigSpace
     private let lock = DeviceLock()
@@ -40,6 +43,8 @@ public final class PCIBus: @unchecked Sendable {
     /// some mapping goes away (on hardware the BAR decodes once the conflict is gone).
     private let refusedMappings = Mutex<[ObjectIdentifier: PCIFunction]>([:])
     private var configAddress: UInt32 = 0
+    /// Reset Control Register bits kept (SYS_RST, bit 1; FULL_RST, bit 3).
+    private var resetControl: UInt8 = 0
 
     /// Default wiring: INTA–INTD of slot s go to IOAPIC pins 16–23, rotating per slot
     /// (the swizzle of PCI-to-PCI bridge spec §9.1), so up to 8 devices get their own line.
@@ -142,6 +147,20 @@ public final class PCIBus: @unchecked Sendable {
     fileprivate func configAddressRead() -> UInt32 { lock.withLock { configAddress } }
     fileprivate func configAddressWrite(_ v: UInt32) { lock.withLock { configAddress = v & 0x80FF_FFFC } }
 
+    /// The PIIX3/ICH Reset Control Register, a byte port at 0xCF9 inside CONFIG_ADDRESS's
+    /// dword. Linux's `reboot=pci` (and its DMI quirks) writes SYS_RST (0x02), then that
+    /// with RST_CPU (0x06, or 0x0E for a cold reset); RST_CPU going to 1 resets the
+    /// machine, as QEMU's piix `rcr_write` does.
+    fileprivate func resetControlRead() -> UInt8 { lock.withLock { resetControl } }
+    fileprivate func resetControlWrite(_ v: UInt8) {
+        let reset = lock.withLock { () -> Bool in
+            let pulled = v & 0x04 != 0
+            resetControl = v & 0x0A
+            return pulled
+        }
+        if reset, let resetRequest { resetRequest() }
+    }
+
     /// Bus/device/function/register of the current CONFIG_ADDRESS, if enabled and on bus 0.
     private func selected() -> (slot: Int, function: Int, register: Int)? {
         let a = configAddressRead()
@@ -192,11 +211,11 @@ public final class PCIBus: @unchecked Sendable {
                 if !wraps && end <= limit { wanted = base ..< end }
             }
             guard wanted != fn.mappedBARs[bar] else { continue }
-            changed = true
             let space = kind.isIO ? pio : mmio
             if let id = fn.mappingIDs[bar] {
                 space.unmap(id)
                 released = true
+                changed = true
             }
             fn.mappingIDs[bar] = nil
             fn.mappedBARs[bar] = nil
@@ -208,6 +227,7 @@ public final class PCIBus: @unchecked Sendable {
             do {
                 fn.mappingIDs[bar] = try space.map(range, owner: "\(fn.name) BAR\(bar)", handler: BARHandler(function: fn, bar: bar))
                 fn.mappedBARs[bar] = range
+                changed = true
             } catch {
                 guestLog.warning("pci.bar-overlap", "\(fn.name) BAR\(bar) not decoded: \(error)")
                 refused = true
@@ -216,11 +236,15 @@ public final class PCIBus: @unchecked Sendable {
         // Only a moved mapping moves doorbells: a command write that changes Bus Master
         // or Interrupt Disable (Linux's pci_intx, pci_clear_master) re-created every
         // ioeventfd of the device under its lock, and could lose a kick counted meanwhile.
+        // A BAR refused again (still overlapping) changed nothing either.
         if changed { refreshDoorbells(fn) }
         let id = ObjectIdentifier(fn)
+        // Any refused BAR is retried once something was released: another function's, or
+        // one of this function's own that this pass refused before a later BAR of the
+        // same function moved out of its way.
         let retry = refusedMappings.withLock { r -> Bool in
-            if refused { r[id] = fn } else if changed { r[id] = nil }
-            return released && r.keys.contains { $0 != id }
+            if refused { r[id] = fn } else { r[id] = nil }
+            return released && !r.isEmpty
         }
         // Retried on the loop, each under its own lock (this one's is held here). The
         // closure holds only the bus, weakly: a function it held would keep the loop that
@@ -313,12 +337,17 @@ public final class PCIBus: @unchecked Sendable {
 private final class ConfigAddressPort: AccessHandler, @unchecked Sendable {
     unowned let bus: PCIBus
     init(bus: PCIBus) { self.bus = bus }
-    // Only 32-bit accesses reach CONFIG_ADDRESS (§3.2.2.3.2); others pass through as unclaimed I/O.
+    // Only 32-bit accesses reach CONFIG_ADDRESS (§3.2.2.3.2), and a byte at 0xCF9 is the
+    // Reset Control Register; other accesses read all ones and are dropped, as QEMU's
+    // pci_host_config_read/write answer them.
     func read(offset: UInt64, size: Int) -> UInt64 {
-        size == 4 && offset == 0 ? UInt64(bus.configAddressRead()) : (size >= 8 ? .max : (1 << (UInt64(size) * 8)) - 1)
+        if size == 4 && offset == 0 { return UInt64(bus.configAddressRead()) }
+        if size == 1 && offset == 1 { return UInt64(bus.resetControlRead()) }
+        return size >= 8 ? .max : (1 << (UInt64(size) * 8)) - 1
     }
     func write(offset: UInt64, size: Int, value: UInt64) {
         if size == 4 && offset == 0 { bus.configAddressWrite(UInt32(truncatingIfNeeded: value)) }
+        if size == 1 && offset == 1 { bus.resetControlWrite(UInt8(truncatingIfNeeded: value)) }
     }
 }
 
