@@ -117,6 +117,10 @@ public final class VirtioNet: VirtioDevice, FrameReceiver, @unchecked Sendable {
 
     func transmitQueue(pair: Int) -> (any Virtqueue)? { transport.queue(2 * pair + 1) }
 
+    /// The queue pairs the driver may use: without MQ only the first (§5.1.2: receiveq1,
+    /// transmitq1, controlq), whatever `queues=` offers; QEMU deletes the others.
+    var usableQueuePairs: Int { transport.negotiated(VirtioNetFeature.mq) ? configuration.queuePairs : 1 }
+
     // MARK: VirtioDevice
 
     public func acceptsFeatures(_ features: UInt64) -> Bool {
@@ -143,7 +147,7 @@ public final class VirtioNet: VirtioDevice, FrameReceiver, @unchecked Sendable {
         receiveOffloads = VirtioNetFeature.receiveOffloads(transport.negotiatedFeatures)
         backend.setReceiveOffloads(receiveOffloads)
         // Chains made available before DRIVER_OK are handled now.
-        for pair in 0 ..< configuration.queuePairs { if let q = transmitQueue(pair: pair) { transmit(q) } }
+        for pair in 0 ..< usableQueuePairs { if let q = transmitQueue(pair: pair) { transmit(q) } }
         if let c = controlQueueIndex, let q = transport.queue(c) { processControl(q) }
         resumeReceive()
     }
@@ -162,6 +166,8 @@ public final class VirtioNet: VirtioDevice, FrameReceiver, @unchecked Sendable {
         guard let queue = transport.queue(index) else { return }
         if index == controlQueueIndex {
             processControl(queue)
+        } else if index / 2 >= usableQueuePairs {
+            context.guestLog.debug("virtio-net.queue", "queue \(index) is not one of the \(usableQueuePairs) pairs negotiated; kick ignored")
         } else if index % 2 == 1 {
             transmit(queue)
         } else {

@@ -53,6 +53,15 @@ extension VirtioNet {
     /// Runs one command; returns the bytes written into the chain (1 for the ack, 0 when
     /// the chain has nowhere to put it).
     private func handleControlChain() -> UInt32 {
+        // §5.1.6.5: `ack` is the device-writable part's first byte (QEMU writes it at offset
+        // 0 of the writable buffers). A chain without one is not run: the driver could not
+        // learn its outcome (QEMU refuses it as "ctrl missing headers").
+        guard let ackBuffer = chain.writable.first(where: { $0.length > 0 }),
+              (try? context.memory.hostRange(ackBuffer.address, length: 1)) != nil
+        else {
+            context.guestLog.warning("virtio-net.ctrl-ack", "control chain \(chain.head) has no writable ack byte in RAM; not run")
+            return 0
+        }
         let ack: UInt8
         if chain.readableLength < 2 {
             ack = VirtioNetControl.error
@@ -63,15 +72,7 @@ extension VirtioNet {
         } else {
             ack = VirtioNetControl.error
         }
-        // The ack is the last writable byte (§5.1.6.5: the device writes it at the end).
-        guard let last = chain.writable.last(where: { $0.length > 0 }),
-              let at = last.address.checkedAdd(UInt64(last.length) - 1),
-              (try? context.memory.store(ack, at: at)) != nil
-        else {
-            context.guestLog.warning("virtio-net.ctrl-ack", "control chain \(chain.head) has no writable ack byte in RAM")
-            return 0
-        }
-        return 1
+        return (try? context.memory.store(ack, at: ackBuffer.address)) != nil ? 1 : 0
     }
 
     /// Copies the command's readable bytes (at most `maxControlCommand`, checked by the

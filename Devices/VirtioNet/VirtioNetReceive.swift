@@ -4,6 +4,13 @@ import Virtio
 
 extension VirtioNet {
     static let maximumReceiveFrame = 1 << 20
+    /// The most descriptors one received frame may spread over, across all its chains:
+    /// one action's share (`ActionCostMeter.deferAt`; vhost-net allows UIO_MAXIOV, 1024, in
+    /// `get_rx_bufs`). Linux posts mergeable buffers of 1.5 KiB and more, one descriptor
+    /// each, so a 64 KiB frame takes 44. Chains of empty writable descriptors (2,047 a
+    /// chain with an indirect table) had one frame attempt walk two million of them, on
+    /// every kick, uncharged.
+    static let maximumReceiveDescriptors = ActionCostMeter.deferAt.descriptors
 
     /// One frame from the backend (on the I/O loop). Returns false only when the guest has
     /// no room for it: the backend keeps it and offers it again after `resumeReceive()`.
@@ -138,6 +145,7 @@ extension VirtioNet {
     private func deliverSingle(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, queue: any Virtqueue,
                                _ scratch: inout ReceiveScratch) throws(VirtqueueError) -> Bool {
         guard try queue.pop(into: &scratch.chain) else { return false }
+        context.cost.descriptors(scratch.chain.readable.count + scratch.chain.writable.count)
         let needed = UInt64(VirtioNetHeader.size) + UInt64(frame.count)
         guard scratch.chain.writableLength >= needed else {
             queue.unpop(1)
@@ -151,7 +159,7 @@ extension VirtioNet {
         } catch {
             scratch.chains.removeAllKeepingStorage()
             scratch.chains.append((scratch.chain.head, 0))
-            return try dropWithBadBuffer(queue, chains: scratch.chains, error)
+            return try dropWithBadBuffer(queue, chains: scratch.chains, "\(error)")
         }
         writeFrame(frame, header: header, to: scratch.segments)
         try queue.addUsed(head: scratch.chain.head, length: UInt32(truncatingIfNeeded: needed))
@@ -167,23 +175,30 @@ extension VirtioNet {
         scratch.chains.removeAllKeepingStorage()
         scratch.segments.removeAllKeepingStorage()
         var capacity: UInt64 = 0
-        var badBuffer: GuestMemoryError?
+        var descriptors = 0
+        var badBuffer: String?
         while capacity < needed {
             guard try queue.pop(into: &scratch.chain) else {
                 queue.unpop(UInt16(truncatingIfNeeded: scratch.chains.count))
                 return false
             }
+            let walked = scratch.chain.readable.count + scratch.chain.writable.count
+            context.cost.descriptors(walked)
+            descriptors += walked
             do {
                 try context.memory.resolve(scratch.chain.writable, into: &scratch.segments)
             } catch {
-                badBuffer = error
+                badBuffer = "\(error)"
             }
             let length = scratch.chain.writableLength
             scratch.chains.append((scratch.chain.head, length))
             capacity &+= length
             // The header must sit in the first buffer, where the driver looks for it.
             if scratch.chains.count == 1 && length < UInt64(VirtioNetHeader.size) {
-                badBuffer = badBuffer ?? .notRAM(address: scratch.chain.writable.first?.address.raw ?? 0, length: length)
+                badBuffer = badBuffer ?? "the first buffer holds \(length) bytes, less than the \(VirtioNetHeader.size)-byte header"
+            }
+            if descriptors > Self.maximumReceiveDescriptors {
+                badBuffer = badBuffer ?? "the frame would spread over more than \(Self.maximumReceiveDescriptors) descriptors"
             }
             if badBuffer != nil { break }
         }
@@ -207,8 +222,8 @@ extension VirtioNet {
     /// A receive chain pointing outside RAM: its buffers are returned empty (the driver
     /// drops a zero-length buffer and reposts it) and the frame is counted as lost.
     private func dropWithBadBuffer(_ queue: any Virtqueue, chains: [(head: UInt16, capacity: UInt64)],
-                                   _ error: GuestMemoryError) throws(VirtqueueError) -> Bool {
-        context.guestLog.warning("virtio-net.rx-buffer", "RX chain \(chains.first?.head ?? 0): \(error); frame dropped")
+                                   _ why: String) throws(VirtqueueError) -> Bool {
+        context.guestLog.warning("virtio-net.rx-buffer", "RX chain \(chains.first?.head ?? 0): \(why); frame dropped")
         for c in chains { try queue.addUsed(head: c.head, length: 0) }
         transport.completeUsed(queue)
         counters.dropped(.malformed)

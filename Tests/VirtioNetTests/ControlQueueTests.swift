@@ -154,6 +154,22 @@ struct ControlQueueTests {
         #expect(d.status & 64 == 0)
     }
 
+    /// §5.1.6.5: the ack is the writable part's first byte, and a command with nowhere to
+    /// put it is not run (it was: a readable-only MAC_ADDR_SET changed the MAC).
+    @Test func theAckIsTheFirstWritableByteAndACommandWithoutOneIsNotRun() throws {
+        let d = try ready()
+        let mac = (0 ..< 6).map { d.config(UInt64($0), 1) }
+        d.queues[2]?.addChain([(d.buffer([1, 1, 0x02, 0x11, 0x22, 0x33, 0x44, 0x55]), 8, false)])
+        d.kick(2)
+        #expect(d.queues[2]?.takeUsed().first?.length == 0)
+        #expect((0 ..< 6).map { d.config(UInt64($0), 1) } == mac)
+        let ack = d.buffer([0xAA, 0xAA])
+        d.queues[2]?.addChain([(d.buffer([0, 0, 1]), 3, false), (ack, 2, true)])   // RX PROMISC on
+        d.kick(2)
+        #expect(d.queues[2]?.takeUsed().first?.length == 1)
+        #expect(d.bytes(at: ack, 2) == [0x00, 0xAA])
+    }
+
     @Test func controlFeaturesRequireNegotiation() throws {
         let d = try VirtioNetDriver()
         d.bringUp(queueCount: 3) { $0 & ~(NetF.ctrlRXExtra | NetF.ctrlMACAddr) }

@@ -146,6 +146,18 @@ struct DataPathTests {
         #expect(d.msiVectors.contains(2) && d.msiVectors.contains(4))
     }
 
+    /// §5.1.2: without MQ the device has one pair (and the control queue after it), whatever
+    /// `queues=` offered; a kick on another pair's queue is ignored (it was served).
+    @Test func withoutMQOnlyTheFirstPairIsServed() throws {
+        let d = try VirtioNetDriver(options: "queues=2")
+        d.bringUp(queueCount: 4) { $0 & ~NetF.mq }
+        let frame = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(80))
+        d.send(frame, queue: 3)
+        #expect(d.endpoint.sent.isEmpty)
+        d.send(frame, queue: 1)
+        #expect(d.endpoint.sent.map(\.bytes) == [frame])
+    }
+
     @Test func notifyRegistersAreDoorbells() throws {
         let d = try VirtioNetDriver()
         // One doorbell per queue, at the address the notify capability gives (for ioeventfd).

@@ -156,6 +156,25 @@ struct RobustnessTests {
         }
     }
 
+    /// A frame may spread over at most `maximumReceiveDescriptors` descriptors: chains of
+    /// a byte each made one frame attempt walk them all (with empty ones and indirect
+    /// tables, two million per kick), uncharged. The chains come back empty, the frame is
+    /// counted as malformed, and the action stays within its budget.
+    @Test func aFrameOverTooManyDescriptorsIsDropped() throws {
+        let (d, _) = try ready("queue-size=1024")
+        let rx = try #require(d.queues[0])
+        d.postReceiveBuffers(1, size: 12, kick: false)       // the header's
+        d.postReceiveBuffers(999, size: 1)
+        let meter = try #require(d.nic.function.cost)
+        meter.resetWorst()
+        #expect(d.endpoint.inject(FrameBuilder.virtioNet.ethernet(payload: Payload.counting(900))))
+        let used = rx.takeUsed()
+        #expect(used.count == VirtioNet.maximumReceiveDescriptors + 1 && used.allSatisfy { $0.length == 0 })
+        #expect(d.device?.counters.drops(.malformed) == 1)
+        #expect(meter.worst.fits(ActionCostMeter.defaultBudget), "worst action: \(meter.worst)")
+        #expect(d.status & Self.needsReset == 0)
+    }
+
     @Test func ringsOutsideRAMOrMisaligned() throws {
         for (part, address) in [(UInt64(0x20), UInt64(0xE000_0000)), (0x28, 0x4000_0000_0000), (0x30, 0x10_0002), (0x20, 0x10_0008)] {
             let d = try VirtioNetDriver()
