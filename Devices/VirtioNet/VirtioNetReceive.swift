@@ -45,6 +45,21 @@ extension VirtioNet {
     /// and back (`Optional.take`: no copy, no allocation, no empty arrays left in its
     /// place to be made and released per frame): used through `self`, the arrays were
     /// retained and released around each call they were passed to.
+    /// Why receive chains cannot take a frame (they go back empty, the frame is dropped).
+    enum BadReceiveBuffer: CustomStringConvertible {
+        case notRAM(GuestMemoryError)
+        case headerDoesNotFit(length: UInt64)
+        case tooManyDescriptors
+
+        var description: String {
+            switch self {
+            case let .notRAM(error): "\(error)"
+            case let .headerDoesNotFit(length): "the first buffer holds \(length) bytes, less than the \(VirtioNetHeader.size)-byte header"
+            case .tooManyDescriptors: "the frame would spread over more than \(VirtioNet.maximumReceiveDescriptors) descriptors"
+            }
+        }
+    }
+
     struct ReceiveScratch {
         var chain = DescriptorChain()
         var segments: [UnsafeMutableRawBufferPointer] = []
@@ -159,7 +174,7 @@ extension VirtioNet {
         } catch {
             scratch.chains.removeAllKeepingStorage()
             scratch.chains.append((scratch.chain.head, 0))
-            return try dropWithBadBuffer(queue, chains: scratch.chains, "\(error)")
+            return try dropWithBadBuffer(queue, chains: scratch.chains, .notRAM(error))
         }
         writeFrame(frame, header: header, to: scratch.segments)
         try queue.addUsed(head: scratch.chain.head, length: UInt32(truncatingIfNeeded: needed))
@@ -176,7 +191,7 @@ extension VirtioNet {
         scratch.segments.removeAllKeepingStorage()
         var capacity: UInt64 = 0
         var descriptors = 0
-        var badBuffer: String?
+        var badBuffer: BadReceiveBuffer?
         while capacity < needed {
             guard try queue.pop(into: &scratch.chain) else {
                 queue.unpop(UInt16(truncatingIfNeeded: scratch.chains.count))
@@ -188,17 +203,17 @@ extension VirtioNet {
             do {
                 try context.memory.resolve(scratch.chain.writable, into: &scratch.segments)
             } catch {
-                badBuffer = "\(error)"
+                badBuffer = .notRAM(error)
             }
             let length = scratch.chain.writableLength
             scratch.chains.append((scratch.chain.head, length))
             capacity &+= length
             // The header must sit in the first buffer, where the driver looks for it.
             if scratch.chains.count == 1 && length < UInt64(VirtioNetHeader.size) {
-                badBuffer = badBuffer ?? "the first buffer holds \(length) bytes, less than the \(VirtioNetHeader.size)-byte header"
+                badBuffer = badBuffer ?? .headerDoesNotFit(length: length)
             }
             if descriptors > Self.maximumReceiveDescriptors {
-                badBuffer = badBuffer ?? "the frame would spread over more than \(Self.maximumReceiveDescriptors) descriptors"
+                badBuffer = badBuffer ?? .tooManyDescriptors
             }
             if badBuffer != nil { break }
         }
@@ -222,7 +237,7 @@ extension VirtioNet {
     /// A receive chain pointing outside RAM: its buffers are returned empty (the driver
     /// drops a zero-length buffer and reposts it) and the frame is counted as lost.
     private func dropWithBadBuffer(_ queue: any Virtqueue, chains: [(head: UInt16, capacity: UInt64)],
-                                   _ why: String) throws(VirtqueueError) -> Bool {
+                                   _ why: BadReceiveBuffer) throws(VirtqueueError) -> Bool {
         context.guestLog.warning("virtio-net.rx-buffer", "RX chain \(chains.first?.head ?? 0): \(why); frame dropped")
         for c in chains { try queue.addUsed(head: c.head, length: 0) }
         transport.completeUsed(queue)
