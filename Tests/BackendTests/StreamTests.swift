@@ -138,11 +138,12 @@ final class UnixWire {
         backend.start(receiver: receiver)
         peer.sendRaw([UInt8](be32: 70_000) + [UInt8](repeating: 0xAB, count: 70_000))
         peer.sendRaw([UInt8](be32: 0))
+        peer.sendRaw([UInt8](be32: 13) + [UInt8](repeating: 0xCD, count: 13))   // less than an Ethernet header
         peer.send(testFrame(9))
         #expect(eventually { receiver.frames.count == 1 })
         #expect(receiver.frames.first?.bytes == testFrame(9))
         #expect(backend.counters.drops(.oversized) == 1)
-        #expect(backend.counters.drops(.malformed) == 1)
+        #expect(backend.counters.drops(.malformed) == 2)
         // And the guest side: a frame over 64 KiB is refused and counted, never asserted.
         #expect(backend.send([UInt8](repeating: 0, count: 70_000)) == .dropped(.oversized))
     }

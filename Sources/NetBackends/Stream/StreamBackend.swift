@@ -298,7 +298,7 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
     /// Offers the complete frames already read, while `budget` lasts (a frame or a
     /// dropped record spends one); drops are counted once per call.
     private func deliverBuffered(budget: inout Int) -> Delivery {
-        var oversized = 0, empty = 0
+        var oversized = 0, empty = 0   // empty: records of no frame or less than a header
         defer {
             if oversized > 0 { counters.dropped(.oversized, count: oversized) }
             if empty > 0 { counters.dropped(.malformed, count: empty) }
@@ -307,6 +307,8 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
             budget -= 1
             switch decoder.next() {
             case let .frame(frame):
+                // Shorter than an Ethernet header: malformed, as TAP and VDE count it.
+                guard frame.count >= minimumFrameSize else { empty += 1; continue }
                 if !port.offer(frame, header: nil) { return .refused }
             case .oversized: oversized += 1
             case .empty: empty += 1
