@@ -112,6 +112,23 @@ import VMMTestKit
         #expect(wire.sent.first?.bytes == testFrame(1) && receiver.frames.first?.bytes == testFrame(2))
     }
 
+    /// A receive delay adds latency, not a throughput cap: frames arriving while others
+    /// wait out their delay join behind them (the backend was held back until the first
+    /// had gone, one frame per delay period).
+    @Test func delayedReceivedFramesDoNotHoldNewOnesBack() throws {
+        let clock = VirtualClock()
+        let (_, wire, receiver, running) = try makeFilter("fault-delay=5", clock: clock)
+        let accepted = Mutex(0)
+        for i in 0 ..< 10 {
+            running.loop.execute { if wire.inject(testFrame(i)) { accepted.withLock { $0 += 1 } } }
+        }
+        #expect(eventually { accepted.withLock { $0 } == 10 })
+        #expect(receiver.frames.isEmpty)
+        clock.advance(by: 5_000_000)
+        #expect(eventually { receiver.frames.count == 10 })
+        #expect(receiver.frames.map(\.bytes) == (0 ..< 10).map { testFrame($0) })
+    }
+
     @Test func rateLimitPolicesBursts() throws {
         let clock = VirtualClock()
         // 1 Mbit/s: the bucket holds 64 KiB; 100 frames of 1514 bytes at once overflow it.

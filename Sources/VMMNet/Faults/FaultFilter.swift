@@ -45,6 +45,9 @@ public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendab
         var held: [Held] = []
         /// We refused the inner backend a frame: it waits for resumeReceive.
         var innerPaused = false
+        /// The device refused a held frame that was due: new frames wait behind it (order,
+        /// back-pressure). Frames held only for their delay do not stop new ones.
+        var upstreamRefused = false
         var timers: Set<TimerToken> = []
         var stopped = false
         /// Sent frames waiting in timers (delay).
@@ -180,6 +183,7 @@ public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendab
             s.reorderedSend = nil
             s.reorderedReceive = nil
             s.refusedDecision = nil
+            s.upstreamRefused = false
             defer { s.timers.removeAll(); s.innerPaused = false }
             return (s.timers, s.innerPaused)
         }
@@ -192,10 +196,13 @@ public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendab
 
     public func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
         guard let upstream else { return false }
-        // Keep order: while frames are held, the backend keeps its frame too.
-        let blocked = state.withLock { s -> Bool in
-            if !s.held.isEmpty { s.innerPaused = true }
-            return !s.held.isEmpty
+        // While the device refuses a due frame, or `maxHeld` wait, the backend keeps its
+        // frame too. Frames that only wait for their delay let new ones join behind them:
+        // holding the backend back then passed one frame per delay period.
+        let (blocked, queued) = state.withLock { s -> (Bool, Bool) in
+            let blocked = s.upstreamRefused || s.held.count >= Self.maxHeld
+            if blocked { s.innerPaused = true }
+            return (blocked, !s.held.isEmpty)
         }
         if blocked { return false }
         guard config.direction != .tx else { return deliver(frame, header: header, to: upstream) }
@@ -205,7 +212,7 @@ public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendab
             counters.dropped(.fault)
             return true
         }
-        if d.reorder, config.delay == 0, d.corruptAt == nil {
+        if d.reorder, config.delay == 0, d.corruptAt == nil, !queued {
             // Delivered after the next frame (or when the reorder window ends).
             let stashed = state.withLock { s -> Bool in
                 guard s.reorderedReceive == nil else { return false }
@@ -217,7 +224,7 @@ public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendab
                 return true
             }
         }
-        if d.corruptAt == nil, config.delay == 0 {
+        if d.corruptAt == nil, config.delay == 0, !queued {
             guard deliver(frame, header: header, to: upstream) else {
                 state.withLock { $0.refusedDecision = d }
                 return false
@@ -280,11 +287,17 @@ public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendab
             guard let upstream,
                   let next = state.withLock({ s -> Held? in s.held.first.flatMap { $0.due <= now ? $0 : nil } })
             else { break }
-            guard next.bytes.withUnsafeBytes({ deliver($0, header: next.header, to: upstream) }) else { return }
-            state.withLock { _ = $0.held.removeFirst() }
+            guard next.bytes.withUnsafeBytes({ deliver($0, header: next.header, to: upstream) }) else {
+                state.withLock { $0.upstreamRefused = true }
+                return
+            }
+            state.withLock { s in
+                _ = s.held.removeFirst()
+                s.upstreamRefused = false
+            }
         }
         let resumeInner = state.withLock { s -> Bool in
-            guard s.held.isEmpty else { return false }
+            guard !s.upstreamRefused, s.held.count < Self.maxHeld else { return false }
             defer { s.innerPaused = false }
             return s.innerPaused
         }
