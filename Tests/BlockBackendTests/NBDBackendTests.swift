@@ -288,6 +288,30 @@ struct NBDBackendTests {
         #expect(eventually(6) { run(disk, .read(offset: 0, into: [b.bytes])) == .ok })
     }
 
+    /// A server that drops the connection at a request (it crashes on that request, or
+    /// answers it with a protocol error: libnbd fails the commands of a dropped connection
+    /// alike) and accepts the next connection: the request is sent `maxSends` times, then
+    /// fails with EIO. Each successful handshake restarted the reconnect timeout, so it
+    /// was resent for ever (79 reconnects in 8 s) and the guest never got an answer.
+    @Test(.enabled(if: Host.path(of: "python3") != nil, "needs python3 for the fake NBD server"))
+    func aRequestThatKillsEveryConnectionFailsAfterMaxSends() throws {
+        let loop = try RunningLoop()
+        let socketPath = dir.path + "/drops.sock"
+        let script = String(#filePath.dropLast("NBDBackendTests.swift".count)) + "Peers/nbd-drops-every-request.py"
+        let peer = try #require(Shell.spawn("python3", [script, socketPath]))
+        defer { Shell.kill(peer) }
+        #expect(eventually(5) { access(socketPath + ".ready", F_OK) == 0 })
+        let disk = try NBDBackend(uri: "nbd+unix:///?socket=\(socketPath)", readOnly: false, blockSize: nil, queueLimit: 16,
+                                  reconnectTimeout: 1, eventLoop: loop.loop)
+        defer { disk.stop() }
+        let b = GuestBuffer(count: 4096)
+        let c = Completions()
+        #expect(disk.submit(.read(offset: 0, into: [b.bytes]), completion: c.handler(1)))
+        let result = c.wait(for: 1, seconds: 15)
+        #expect(result == .ioError(errno: EIO), "\(String(describing: result))")
+        #expect(disk.counters.reconnects.load(ordering: .relaxed) >= UInt64(NBDBackend.maxSends - 1))
+    }
+
     @Test func exportGrownOnReconnectIsReported() throws {
         let loop = try RunningLoop()
         let path = dir.file("grow.img", size: 1 << 20)

@@ -266,7 +266,7 @@ public final class NBDBackend: BlockBackend, @unchecked Sendable {
             state.inFlight[o.id] = nil
             state.issuing = nil
             if o.lost {
-                requeue([o])
+                requeue([o], &done)
             } else if o.error != 0 {
                 finish(o, .ioError(errno: o.error), &done)
             } else {
@@ -323,19 +323,31 @@ public final class NBDBackend: BlockBackend, @unchecked Sendable {
                 finish(o, .ok, &done)
             }
         }
-        requeue(retry)
+        requeue(retry, &done)
     }
 
-    /// Puts requests back at the front of the queue, for the next connection.
-    private func requeue(_ requests: [Outstanding]) {
+    /// How many connections one request may be sent on. libnbd fails every command of a
+    /// connection it drops with ENOTCONN, protocol errors included, and each successful
+    /// handshake restarts the reconnect timeout: a server that drops the connection at one
+    /// request (it crashes on it, or answers it with a cookie it was never sent) had that
+    /// request resent for ever, ten reconnects a second, and the guest never answered.
+    static let maxSends: UInt32 = 5
+
+    /// Puts requests back at the front of the queue, for the next connection; one sent
+    /// `maxSends` times fails with EIO instead.
+    private func requeue(_ requests: [Outstanding], _ done: inout Done) {
         guard !requests.isEmpty else { return }
-        let again = requests.sorted { $0.id < $1.id }.map { o -> Outstanding in
-            var o = o
+        var again: [Outstanding] = []
+        for var o in requests.sorted(by: { $0.id < $1.id }) {
+            guard o.attempt &+ 1 < NBDBackend.maxSends else {
+                finish(o, .ioError(errno: EIO), &done)
+                continue
+            }
             o.attempt &+= 1
             o.piecesLeft = 0
             o.cursor.rewind()
             o.lost = false
-            return o
+            again.append(o)
         }
         state.pending.insert(contentsOf: again, at: 0)
     }
@@ -351,7 +363,7 @@ public final class NBDBackend: BlockBackend, @unchecked Sendable {
         state.inFlight.removeAll()
         state.issuing = nil
         state.piecesInFlight = 0
-        requeue(keep)
+        requeue(keep, &done)
         let now = MonotonicTime.nanoseconds()
         if state.downSince == nil { state.downSince = now }
         state.policy.reset()
