@@ -140,11 +140,14 @@ int csandbox_enter(int role) {
     // hold of a write primitive cannot map or flip pages to run what it wrote. Refused with
     // EPERM rather than ended: glibc's name lookup in disk-connect may dlopen an NSS module
     // that nsswitch.conf names, and then fails that source cleanly.
-    uint32_t exec_refused = sandbox_mode == CSANDBOX_LOG ? SCMP_ACT_LOG : SCMP_ACT_ERRNO(EPERM);
+    // (In --sandbox=log the default action already logs the executable case; libseccomp
+    // refuses a rule whose action is the default one.)
     if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mmap), 1, SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
-    if (rc == 0) rc = seccomp_rule_add(ctx, exec_refused, SCMP_SYS(mmap), 1, SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, PROT_EXEC));
     if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mprotect), 1, SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
-    if (rc == 0) rc = seccomp_rule_add(ctx, exec_refused, SCMP_SYS(mprotect), 1, SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, PROT_EXEC));
+    if (rc == 0 && sandbox_mode != CSANDBOX_LOG) {
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(mmap), 1, SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, PROT_EXEC));
+        if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(mprotect), 1, SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, PROT_EXEC));
+    }
     // Signals to this process's own threads only (glibc's raise, pthread_kill and setxid
     // broadcast all name their own thread group).
     if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(tgkill), 1, SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)getpid()));
