@@ -89,7 +89,8 @@ func freeLoopbackPort() -> UInt16 { HostListener().port }
 
     /// IPv4 fragments after the first carry no ports, so they passed the socket count,
     /// and libslirp keeps every datagram in reassembly for 30 s on one list. At most
-    /// `fragmentGroupLimit` datagrams may be in reassembly at once, none at the socket limit.
+    /// `fragmentGroupLimit` datagrams may be in reassembly at once (one leaves with its
+    /// last fragment), and none starts at the socket limit.
     @Test func fragmentsCountAgainstTheLimits() {
         var flowGuard = SlirpFlowGuard()
         let b = UserTests.guest
@@ -99,13 +100,19 @@ func freeLoopbackPort() -> UInt16 { HostListener().port }
             return b.ethernet(type: 0x0800, payload: ip + [UInt8](repeating: 0, count: 8))
         }
         func refusal(_ frame: [UInt8], at t: UInt64) -> DropReason? { frame.withUnsafeBytes { flowGuard.refusal($0, now: t) } }
+        // Steady fragmented traffic (each datagram's fragments in turn) is never refused.
+        for id in UInt16(1000) ..< 3000 {
+            #expect(refusal(fragment(id: id, first: true), at: 0) == nil && refusal(fragment(id: id, first: false), at: 0) == nil)
+        }
         for id in 0 ..< UInt16(SlirpFlowGuard.fragmentGroupLimit) { #expect(refusal(fragment(id: id, first: true), at: 0) == nil) }
-        #expect(refusal(fragment(id: 0, first: false), at: 1) == nil)              // a datagram already in reassembly
         #expect(refusal(fragment(id: 999, first: true), at: 1) == .wouldBlock)    // one too many
+        #expect(refusal(fragment(id: 0, first: false), at: 1) == nil)              // datagram 0's last fragment: it leaves
+        #expect(refusal(fragment(id: 999, first: true), at: 2) == nil)            // so 999 fits
         let later = SlirpFlowGuard.fragmentLifetime + 1
-        #expect(refusal(fragment(id: 999, first: true), at: later) == nil)        // the others expired
+        #expect(refusal(fragment(id: 4000, first: true), at: later) == nil)       // the unfinished ones expired
         for fd in 0 ..< Int32(SlirpFlowGuard.hostSocketLimit) { flowGuard.registered(fd: fd) }
-        #expect(refusal(fragment(id: 999, first: false), at: later + 1) == .wouldBlock)   // at the socket limit
+        #expect(refusal(fragment(id: 4001, first: true), at: later + 1) == .wouldBlock)   // at the socket limit: no new datagram
+        #expect(refusal(fragment(id: 4000, first: false), at: later + 1) == nil)          // one already admitted completes
     }
 
     @Test func dhcpOfferArpAndTcpThroughTheNat() throws {

@@ -15,14 +15,15 @@ import VMMNet
 /// a g_critical log line ("external icmpv6 not supported yet") and nothing else, so a
 /// guest's `ping -6 -f` flooded stderr: those are dropped here (filtered).
 ///
-/// IPv4 fragments carry no ports after the first, so they pass the socket count: a
+/// IPv4 fragments carry no ports after the first, so they passed the socket count: a
 /// guest that sent first fragments while under the limit and the rest later had libslirp
 /// reassemble each datagram and open a socket for it (700 against 512, measured). And
-/// libslirp keeps every datagram being reassembled for 30 s (`IPFRAGTTL` 60 at 2 Hz, in
-/// its ip.h) on one list it scans per fragment, with no limit. So at the socket limit no
-/// fragment passes, and at most `fragmentGroupLimit` datagrams (source, destination,
-/// id, protocol) may be in reassembly within that time; fragments of further ones are
-/// dropped (would-block).
+/// libslirp keeps every datagram being reassembled for up to 30 s (`IPFRAGTTL` 60 at
+/// 2 Hz, in its ip.h) on one list it scans per fragment, with no limit. So at most
+/// `fragmentGroupLimit` datagrams (source, destination, id, protocol) may be in
+/// reassembly at once: one leaves with its last fragment (MF clear), or after 30 s;
+/// fragments of a further one are dropped (would-block), and at the socket limit no new
+/// datagram is admitted (at most that many more sockets than the limit, not without end).
 struct SlirpFlowGuard {
     static let hostSocketLimit = 512
     static let fragmentGroupLimit = 256
@@ -80,17 +81,21 @@ struct SlirpFlowGuard {
     }
 
     private mutating func fragmentRefusal(_ frame: UnsafeRawBufferPointer, _ parsed: ParsedFrame, now: UInt64) -> DropReason? {
-        guard hostSockets < Self.hostSocketLimit else { return .wouldBlock }
         let ip = parsed.networkOffset
         guard let source = Self.bigEndian(frame, ip + 12, bytes: 4), let destination = Self.bigEndian(frame, ip + 16, bytes: 4),
-              let id = Self.bigEndian(frame, ip + 4, bytes: 2) else { return nil }
+              let id = Self.bigEndian(frame, ip + 4, bytes: 2), let flags = Self.byte(frame, ip + 6) else { return nil }
         let group = FragmentGroup(source: source, destination: destination, id: UInt16(truncatingIfNeeded: id), proto: parsed.transportProtocol)
-        if let until = fragmentGroups[group], until > now { return nil }
+        let last = flags & 0x20 == 0   // MF clear (RFC 791 §3.1)
+        if let until = fragmentGroups[group], until > now {
+            if last { fragmentGroups[group] = nil }
+            return nil
+        }
+        guard hostSockets < Self.hostSocketLimit else { return .wouldBlock }
         if fragmentGroups.count >= Self.fragmentGroupLimit {
             fragmentGroups = fragmentGroups.filter { $0.value > now }
             guard fragmentGroups.count < Self.fragmentGroupLimit else { return .wouldBlock }
         }
-        fragmentGroups[group] = now &+ Self.fragmentLifetime
+        if !last { fragmentGroups[group] = now &+ Self.fragmentLifetime }
         return nil
     }
 }
