@@ -82,22 +82,28 @@ public final class SplitVirtqueue: Virtqueue, @unchecked Sendable {
     /// index ran ahead by more than the queue size (§2.7.13.3: impossible for a sane driver).
     public func availableCount() throws(VirtqueueError) -> UInt16 {
         guard isEnabled, ringsReachable() else { return 0 }
-        let now = avail.index
+        return try pending(avail.index)
+    }
+
+    private func pending(_ now: UInt16) throws(VirtqueueError) -> UInt16 {
         let pending = now &- lastAvailIndex
         guard pending <= size else {
             throw .availIndexJump(lastSeen: lastAvailIndex, now: now, size: size, used: usedIndex &+ pendingUsed)
         }
-        seenAvailIndex = now
         return pending
     }
 
     /// Takes the next available chain into `chain`; false when there is none.
     public func pop(into chain: inout DescriptorChain) throws(VirtqueueError) -> Bool {
         if lastAvailIndex == seenAvailIndex {
-            guard try availableCount() > 0 else { return false }
+            guard isEnabled, ringsReachable() else { return false }
+            let now = avail.index
+            guard try pending(now) > 0 else { return false }
             // The ring entry and the descriptors were written before avail->idx (§2.7.13):
-            // read them only after the index (acquire).
+            // read them only after the index (acquire). The index is cached only here,
+            // next to its fence.
             atomicMemoryFence(ordering: .acquiring)
+            seenAvailIndex = now
         } else {
             // Chains up to the index read before, after its fence. `unpop` only moves
             // `lastAvailIndex` back inside what that read checked (≤ size ahead).
