@@ -30,7 +30,7 @@ import Testing
         }
         writeInside.wait()
         DispatchQueue.global().async(group: done) {
-            gate.resize { events.append("resized") }
+            _ = gate.resize(waitingAtMost: 10) { events.append("resized") }
         }
         usleep(100_000)   // the resize is waiting at the gate now
         DispatchQueue.global().async(group: done) {
@@ -41,6 +41,30 @@ import Testing
         finishWrite.signal()
         #expect(done.wait(timeout: .now() + 10) == .success)
         #expect(events.all == ["write 1 checked", "write 1 written", "resized", "write 2 checked"])
+    }
+
+    /// A write that never finishes (a hung NFS server) does not hang the resize, which runs
+    /// on the QMP thread: it gives up, changes nothing, and leaves the gate open.
+    @Test func aResizeGivesUpOnAWriteThatDoesNotFinish() {
+        let gate = ResizeGate()
+        let writeInside = DispatchSemaphore(value: 0)
+        let finishWrite = DispatchSemaphore(value: 0)
+        let done = DispatchGroup()
+        DispatchQueue.global().async(group: done) {
+            gate.write {
+                writeInside.signal()
+                finishWrite.wait()
+            }
+        }
+        writeInside.wait()
+        var ran = false
+        #expect(gate.resize(waitingAtMost: 0.2) { ran = true } == nil)
+        #expect(!ran)
+        var second = false
+        gate.write { second = true }   // the gate is open again
+        #expect(second)
+        finishWrite.signal()
+        #expect(done.wait(timeout: .now() + 10) == .success)
     }
 
     /// The second write enters while the first is still inside: the first waits for it.

@@ -10,6 +10,8 @@ import VMMCore
 /// Requests wait in a bounded FIFO; completions are posted to the I/O loop.
 public final class FileBackend: BlockBackend, @unchecked Sendable {
     public static let defaultWorkers = 4
+    /// How long a `block_resize` waits for the writes already in progress (`ResizeGate`).
+    static let resizeWait = 10.0
     /// Bounce (O_DIRECT) and zero-writing buffer per worker.
     static let scratchSize = 1 << 20
 
@@ -99,7 +101,7 @@ public final class FileBackend: BlockBackend, @unchecked Sendable {
             throw .resizeUnsupported("\(bytes) is not a multiple of the block size \(g.logicalBlockSize)")
         }
         guard let length = off_t(exactly: bytes) else { throw .resizeUnsupported("\(bytes) bytes is too large") }
-        let handler = try resizeGate.resize { () throws(BlockBackendError) in
+        let resized = try resizeGate.resize(waitingAtMost: Self.resizeWait) { () throws(BlockBackendError) in
             try state.withLock { s throws(BlockBackendError) -> (@Sendable (UInt64) -> Void)? in
                 guard !s.stopped else { throw .system(call: "resize", errno: EBADF) }
                 while ftruncate(disk.fd, length) != 0 {
@@ -109,7 +111,10 @@ public final class FileBackend: BlockBackend, @unchecked Sendable {
                 return s.onResize
             }
         }
-        if let handler { loop.execute { handler(bytes) } }
+        guard let resized else {
+            throw .resizeUnsupported("writes in progress did not finish within \(Int(Self.resizeWait)) s; nothing was changed")
+        }
+        if let handler = resized { loop.execute { handler(bytes) } }
     }
 
     public func onResize(_ handler: @escaping @Sendable (UInt64) -> Void) {

@@ -27,13 +27,23 @@ final class ResizeGate: @unchecked Sendable {
         return body()
     }
 
-    /// Runs a size change once no write is inside, with new ones held back meanwhile.
-    func resize<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
-        condition.withLock {
-            _ = condition.wait { !resizing }
+    /// Runs a size change once no write is inside, with new ones held back meanwhile; nil
+    /// when the writes inside did not finish within `seconds`. The caller is the QMP
+    /// thread: a write hung on a dead NFS server or FUSE image must not take the control
+    /// socket (and `quit`) with it.
+    func resize<R, E: Error>(waitingAtMost seconds: Double, _ body: () throws(E) -> R) throws(E) -> R? {
+        let deadline = MonotonicDeadline(secondsFromNow: seconds)
+        let drained = condition.withLock { () -> Bool in
+            guard condition.wait(until: deadline, { !resizing }) else { return false }
             resizing = true
-            _ = condition.wait { writesInside == 0 }
+            guard condition.wait(until: deadline, { writesInside == 0 }) else {
+                resizing = false
+                condition.broadcast()
+                return false
+            }
+            return true
         }
+        guard drained else { return nil }
         defer {
             condition.withLock {
                 resizing = false
