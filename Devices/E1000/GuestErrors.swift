@@ -16,7 +16,7 @@ enum E1000GuestError: Int, CaseIterable, Sendable {
     case transmitVLANInsertionImpossible
     case offloadContextInvalid
     case backendFrameLimit
-    /// A TSO packet in loopback with more segments than one action may receive.
+    /// A TSO packet in loopback with more segments than one action may receive: lost.
     case loopbackSegmentsLost
     case mdicBadPHYAddress
     case unknownRegister

@@ -197,21 +197,21 @@ extension E1000Device {
                                         networkOffset: c.ipStart, transportOffset: c.transportStart,
                                         headerLength: c.headerLength, segmentSize: c.segmentSize)
         let room = min(segmentBuffer.bytes.count, max(backend.capabilities.maxFrameSize, HeaderSize.ethernet))
-        var looped = 0, lost = 0
+        if loopbackActive, c.segmentSize > 0, c.headerLength < packet.count {
+            let segments = (packet.count - c.headerLength + c.segmentSize - 1) / c.segmentSize
+            guard segments <= Transmit.loopbackSegmentLimit else {
+                // Lost whole, as from an overrun receive FIFO (§13.4.17 RXO, §13.7 MPC),
+                // before any segment is built.
+                guestError(.loopbackSegmentsLost, "TSO packet of \(segments) segments in loopback: lost")
+                statistics.count(E1000Statistics.mpc, by: UInt32(clamping: segments))
+                raise(Cause.rxo)
+                return
+            }
+        }
         do {
             try TSOSegmenter.segment(ScatteredFrame(UnsafeRawBufferPointer(packet)), layout: layout, vlanTag: tag,
                                      into: UnsafeMutableRawBufferPointer(rebasing: segmentBuffer.bytes[0 ..< room])) { segment in
-                if loopbackActive {
-                    looped += 1
-                    guard looped <= Transmit.loopbackSegmentLimit else { lost += 1; return }
-                }
                 send(segment)
-            }
-            if lost > 0 {
-                // What an overrun receive FIFO loses (§13.4.17 RXO, §13.7 MPC).
-                guestError(.loopbackSegmentsLost, "TSO packet of \(looped) segments in loopback: the last \(lost) were lost")
-                statistics.count(E1000Statistics.mpc, by: UInt32(clamping: lost))
-                raise(Cause.rxo)
             }
             statistics.count(E1000Statistics.tsctc)
         } catch {

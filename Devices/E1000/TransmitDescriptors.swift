@@ -24,10 +24,11 @@ enum Transmit {
     static let extended: UInt8 = 0x20           // DEXT
     static let vlanEnable: UInt8 = 0x40         // VLE
     /// In PHY or MAC loopback a TSO packet's segments are also received, inside the TDT
-    /// write that sent them. Past this many the rest are lost, as from an overrun receive
-    /// FIFO, so that one write stays within `ActionCostMeter.defaultBudget` (a 256 KiB
-    /// packet at MSS 8 would otherwise receive 32,768 frames on top of sending them).
-    /// Linux never loops TSO back: its ethtool test sends plain frames.
+    /// write that sent them. A packet of more segments is lost whole, as from an overrun
+    /// receive FIFO, before any is built, so that one write stays within
+    /// `ActionCostMeter.defaultBudget` in frames and in work (a 256 KiB packet at MSS 8
+    /// would otherwise build and receive 32,768 frames on top of sending them). Linux
+    /// never loops TSO back: its ethtool test sends plain frames.
     static let loopbackSegmentLimit = ActionCostMeter.deferAt.frames
     static let interruptDelay: UInt8 = 0x80     // IDE
     static let statusDone: UInt8 = 0x01         // DD, in byte 12 of every layout
