@@ -180,6 +180,16 @@ import VMMTestKit
         }
     }
 
+    /// O_DIRECT wants every segment's length a multiple of the device's logical block size
+    /// (4096 on a 4K-sector disk): a page-aligned 512-byte segment next to a 3584-byte one
+    /// is bounced, not handed to preadv (which answered EINVAL there).
+    @Test func directIOBouncesSegmentsThatAreNotWholePages() {
+        let page = GuestBuffer(count: 8192)
+        let whole = UnsafeRawBufferPointer(page.slice(0 ..< 4096))
+        #expect(FileIO.isAligned([whole]))
+        #expect(!FileIO.isAligned([UnsafeRawBufferPointer(page.slice(0 ..< 512)), UnsafeRawBufferPointer(page.slice(4096 ..< 7680))]))
+    }
+
     @Test func directIOWithUnalignedBuffers() throws {
         let loop = try RunningLoop()
         let path = dir.file("direct.img", size: 1 << 20)

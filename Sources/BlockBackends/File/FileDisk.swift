@@ -33,7 +33,9 @@ struct FileDisk {
         default: throw .notADisk(path: path, reason: "is not a regular file or a block device")
         }
 
-        var flags = (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC
+        // O_NONBLOCK until the opened descriptor is checked: a path swapped for a FIFO
+        // after the stat above would otherwise block the open for ever.
+        var flags = (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK
         if direct { flags |= CLINUX_O_DIRECT }
         let fd = Glibc.open(path, flags)
         guard fd >= 0 else {
@@ -60,6 +62,11 @@ struct FileDisk {
     private static func probe(fd: Int32, path: String, kind: Kind, readOnly: Bool) throws(DiskBackendError) -> FileDisk {
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw .system(option: "disk", value: path, call: "fstat", errno: errno, hint: nil) }
+        // What was opened, not what `stat` saw: the path may have changed in between.
+        guard st.st_mode & S_IFMT == (kind == .regularFile ? S_IFREG : S_IFBLK) else {
+            throw .notADisk(path: path, reason: "changed while it was opened")
+        }
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
         let preferred = Int(clamping: st.st_blksize)
         switch kind {
         case .regularFile:

@@ -30,9 +30,14 @@ struct FileIO {
         return transfer(offset: offset, segments, write: true)
     }
 
+    /// Whether O_DIRECT can take the segments as they are: addresses and lengths in whole
+    /// pages. Linux wants each segment's length a multiple of the device's logical block
+    /// size (`bdev_iter_is_aligned` in blkdev_dio_unaligned, iomap_dio_bio_iter), which is
+    /// 4096 on 4K-sector disks and not known for a file's filesystem; a page fits every
+    /// device, and Linux guests' page-cache I/O comes in pages anyway. Others are bounced.
     static func isAligned(_ segments: [UnsafeRawBufferPointer]) -> Bool {
         segments.allSatisfy { s in
-            s.count % 512 == 0 && (s.baseAddress.map { UInt(bitPattern: $0) % UInt(directAlignment) == 0 } ?? (s.count == 0))
+            s.count % directAlignment == 0 && (s.baseAddress.map { UInt(bitPattern: $0) % UInt(directAlignment) == 0 } ?? (s.count == 0))
         }
     }
 
