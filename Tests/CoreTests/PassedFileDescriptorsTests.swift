@@ -7,29 +7,36 @@ import VMMCore
 /// `getfd` names and `add-fd` sets stay apart, as in QEMU: `/dev/fdset/N` always means
 /// set N, and `closefd` reaches only named descriptors.
 @Suite struct PassedFileDescriptorsTests {
-    private func pipeEnd() -> Int32 {
-        var fds: [Int32] = [0, 0]
-        _ = pipe(&fds)
-        close(fds[1])
-        return fds[0]
+    /// One end of a socket pair to hand over, and the other to tell whether it was closed
+    /// (a closed descriptor's number may be reused at once by a test running beside this).
+    private func socketPair() -> (handed: Int32, watch: Int32) {
+        var fds: [Int32] = [-1, -1]
+        _ = socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds)
+        return (fds[0], fds[1])
     }
 
-    private func isOpen(_ fd: Int32) -> Bool { fcntl(fd, F_GETFD) != -1 }
+    /// EOF on the watching end: the handed end was closed.
+    private func peerClosed(_ watch: Int32) -> Bool {
+        var byte: UInt8 = 0
+        return recv(watch, &byte, 1, Int32(MSG_DONTWAIT)) == 0
+    }
 
     @Test func aSetNameIsNoDescriptorName() {
         let passed = PassedFileDescriptors()
-        let fd = pipeEnd()
+        let (fd, watch) = socketPair()
+        defer { close(watch) }
         #expect(throws: PassedFileDescriptors.Failure.badName("/dev/fdset/0")) { try passed.keep(fd, as: "/dev/fdset/0") }
-        #expect(!isOpen(fd))   // refused, so closed: nothing held that could never be taken
+        #expect(peerClosed(watch))   // refused, so closed: nothing held that could never be taken
         #expect(passed.names.isEmpty)
     }
 
     @Test func closefdLeavesSetsAlone() throws {
         let passed = PassedFileDescriptors()
-        let fd = pipeEnd()
+        let (fd, watch) = socketPair()
+        defer { close(watch) }
         let set = try passed.add(fd, toSet: nil, opaque: nil)
         #expect(!passed.close(named: "/dev/fdset/\(set)"))
-        #expect(isOpen(fd))
+        #expect(!peerClosed(watch))
         #expect(passed.take("/dev/fdset/\(set)") == fd)
         close(fd)
     }
