@@ -43,6 +43,9 @@ public final class VirtioNet: VirtioDevice, FrameReceiver, @unchecked Sendable {
     var allUnicastMode = false, allMulticastMode = false
     var activeQueuePairs = 1
     var receiveOffloads: NetOffloads = []
+    /// The longest non-GSO frame the guest may be handed: mtu + the Ethernet header once
+    /// VIRTIO_NET_F_MTU is negotiated (§5.1.4.1), else the device's own limit.
+    var receiveFrameLimit = VirtioNet.maximumReceiveFrame
     var waitingForReceiveBuffers = false
     /// Inside a backend's burst (`receiveBurst`): received frames are published at its end.
     var receivingBurst = false
@@ -146,6 +149,7 @@ public final class VirtioNet: VirtioDevice, FrameReceiver, @unchecked Sendable {
     public func activate() {
         receiveOffloads = VirtioNetFeature.receiveOffloads(transport.negotiatedFeatures)
         backend.setReceiveOffloads(receiveOffloads)
+        receiveFrameLimit = transport.negotiated(VirtioNetFeature.mtu) ? Int(mtu) + HeaderSize.ethernet : VirtioNet.maximumReceiveFrame
         // Chains made available before DRIVER_OK are handled now.
         for pair in 0 ..< usableQueuePairs { if let q = transmitQueue(pair: pair) { transmit(q) } }
         if let c = controlQueueIndex, let q = transport.queue(c) { processControl(q) }
@@ -156,6 +160,7 @@ public final class VirtioNet: VirtioDevice, FrameReceiver, @unchecked Sendable {
         mac = configuration.mac
         activeQueuePairs = 1
         receiveOffloads = []
+        receiveFrameLimit = VirtioNet.maximumReceiveFrame
         backend.setReceiveOffloads([])
         resetFilter()
         // A backend holding a frame for us must offer it again (it will be dropped now).

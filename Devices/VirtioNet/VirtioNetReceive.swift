@@ -87,6 +87,14 @@ extension VirtioNet {
             counters.dropped(.oversized)
             return true
         }
+        // §5.1.4.1: with VIRTIO_NET_F_MTU the device "MUST NOT pass received packets that
+        // exceed mtu (plus low level ethernet header length) size with gso_type NONE or
+        // ECN"; an 802.1Q tag is part of that header.
+        if frame.count > receiveFrameLimit, header?.isGSO != true,
+           frame.count - (VLAN.tag(of: frame) == nil ? 0 : HeaderSize.vlanTag) > receiveFrameLimit {
+            counters.dropped(.oversized)
+            return true
+        }
         guard filter.evaluate(frame).accepted else {
             counters.dropped(.filtered)
             return true

@@ -158,6 +158,21 @@ struct DataPathTests {
         #expect(d.endpoint.sent.map(\.bytes) == [frame])
     }
 
+    /// §5.1.4.1: with VIRTIO_NET_F_MTU the device does not pass non-GSO frames longer
+    /// than mtu plus the Ethernet header (an 802.1Q tag counts as header).
+    @Test func framesAboveTheNegotiatedMTUAreNotPassed() throws {
+        let d = try VirtioNetDriver(options: "mtu=1500")
+        d.bringUp()
+        d.postReceiveBuffers(8, size: 2048)
+        let fits = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(1500))
+        let tagged = FrameBuilder.virtioNet.ethernet(vlan: 7, payload: Payload.counting(1500))
+        let tooLong = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(1501))
+        #expect(fits.count == 1514 && tagged.count == 1518)
+        for f in [fits, tagged, tooLong] { #expect(d.endpoint.inject(f)) }
+        #expect(d.queues[0]?.takeUsed().count == 2)
+        #expect(d.device?.counters.drops(.oversized) == 1)
+    }
+
     @Test func notifyRegistersAreDoorbells() throws {
         let d = try VirtioNetDriver()
         // One doorbell per queue, at the address the notify capability gives (for ioeventfd).
