@@ -38,19 +38,6 @@ struct SlirpFlowGuard {
     /// The first 8 bytes of libslirp's IPv6 prefix (fec0::/64, `UserBackend`).
     static let ipv6Prefix: [UInt8] = [0xFE, 0xC0, 0, 0, 0, 0, 0, 0]
 
-    private static func byte(_ frame: UnsafeRawBufferPointer, _ offset: Int) -> UInt8? {
-        offset >= 0 && offset < frame.count ? frame[offset] : nil
-    }
-
-    private static func bigEndian(_ frame: UnsafeRawBufferPointer, _ offset: Int, bytes: Int) -> UInt32? {
-        var value: UInt32 = 0
-        for i in 0 ..< bytes {
-            guard let b = byte(frame, offset + i) else { return nil }
-            value = value << 8 | UInt32(b)
-        }
-        return value
-    }
-
     mutating func registered(fd: Int32) { if fd >= 0 { hostSockets += 1 } }
     mutating func unregistered(fd: Int32) { if fd >= 0 { hostSockets = max(0, hostSockets - 1) } }
 
@@ -60,9 +47,9 @@ struct SlirpFlowGuard {
         if network == .ipv4, parsed.isFragment { return fragmentRefusal(frame, parsed, now: now) }
         guard let transport = parsed.transportOffset else { return nil }
         let icmpv6EchoRequest: UInt8 = 128
-        if network == .ipv6, parsed.transportProtocol == IPProtocol.icmpv6, Self.byte(frame, transport) == icmpv6EchoRequest {
+        if network == .ipv6, parsed.transportProtocol == IPProtocol.icmpv6, frame.byte(at: transport) == icmpv6EchoRequest {
             let destination = parsed.networkOffset + 24   // RFC 8200 §3: after version…hop limit and the source
-            let prefix = (0 ..< 8).map { Self.byte(frame, destination + $0) }
+            let prefix = (0 ..< 8).map { frame.byte(at: destination + $0) }
             if prefix != Self.ipv6Prefix.map(Optional.some) { return .filtered }
         }
         guard hostSockets >= Self.hostSocketLimit else { return nil }
@@ -70,10 +57,10 @@ struct SlirpFlowGuard {
         case IPProtocol.udp, IPProtocol.icmp:
             return .wouldBlock
         case IPProtocol.icmpv6:
-            return Self.byte(frame, transport) == icmpv6EchoRequest ? .wouldBlock : nil
+            return frame.byte(at: transport) == icmpv6EchoRequest ? .wouldBlock : nil
         case IPProtocol.tcp:
             // SYN without ACK (RFC 9293 §3.1: flags in byte 13): a new connection.
-            guard let flags = Self.byte(frame, transport + 13) else { return nil }
+            guard let flags = frame.byte(at: transport + 13) else { return nil }
             return flags & 0x12 == 0x02 ? .wouldBlock : nil
         default:
             return nil
@@ -82,9 +69,9 @@ struct SlirpFlowGuard {
 
     private mutating func fragmentRefusal(_ frame: UnsafeRawBufferPointer, _ parsed: ParsedFrame, now: UInt64) -> DropReason? {
         let ip = parsed.networkOffset
-        guard let source = Self.bigEndian(frame, ip + 12, bytes: 4), let destination = Self.bigEndian(frame, ip + 16, bytes: 4),
-              let id = Self.bigEndian(frame, ip + 4, bytes: 2), let flags = Self.byte(frame, ip + 6) else { return nil }
-        let group = FragmentGroup(source: source, destination: destination, id: UInt16(truncatingIfNeeded: id), proto: parsed.transportProtocol)
+        guard let source = frame.be32(at: ip + 12), let destination = frame.be32(at: ip + 16),
+              let id = frame.be16(at: ip + 4), let flags = frame.byte(at: ip + 6) else { return nil }
+        let group = FragmentGroup(source: source, destination: destination, id: id, proto: parsed.transportProtocol)
         let last = flags & 0x20 == 0   // MF clear (RFC 791 §3.1)
         if let until = fragmentGroups[group], until > now {
             if last { fragmentGroups[group] = nil }

@@ -4,17 +4,17 @@
 // trapping: frames come from guests and backends and are never trusted.
 
 extension UnsafeRawBufferPointer {
-    @inlinable func byte(at offset: Int) -> UInt8? {
+    @inlinable public func byte(at offset: Int) -> UInt8? {
         guard offset >= 0, offset < count else { return nil }
         return self[offset]
     }
 
-    @inlinable func be16(at offset: Int) -> UInt16? {
+    @inlinable public func be16(at offset: Int) -> UInt16? {
         guard offset >= 0, offset <= count - 2 else { return nil }
         return UInt16(bigEndian: loadUnaligned(fromByteOffset: offset, as: UInt16.self))
     }
 
-    @inlinable func be32(at offset: Int) -> UInt32? {
+    @inlinable public func be32(at offset: Int) -> UInt32? {
         guard offset >= 0, offset <= count - 4 else { return nil }
         return UInt32(bigEndian: loadUnaligned(fromByteOffset: offset, as: UInt32.self))
     }
