@@ -67,37 +67,37 @@ import VMMTestKit
         #expect(sent.allSatisfy { Array($0[12 ..< 16]) == [0x81, 0x00, 0x01, 0x23] })
     }
 
-    /// In PHY loopback a TSO packet's segments are received inside the same TDT write; a
-    /// packet of more than `loopbackSegmentLimit` is lost whole as from an overrun FIFO
-    /// (MPC, RXO) before any segment is built, and the write stays within the action
-    /// budget (a 256 KiB packet at MSS 8 received 32,768 frames on top of sending them).
-    @Test func loopbackTSOOfFewSegmentsIsReceived() throws {
+    /// A TCP/IPv4 TSO packet of `payload` bytes sent in PHY loopback, as Linux's e1000_tso
+    /// builds it (sendTSO), with `receive` descriptors posted; returns the worst action.
+    private func loopbackTSO(payload: Int, mss: Int, receive: Int) throws -> (NIC, ActionCost) {
         let nic = try NIC()
-        nic.setUpReceive(count: 16)
-        nic.setUpTransmit(count: 64)
-        nic.w(R.mdic, 1 << 26 | 1 << 21 | 0 << 16 | 0x4140) // PHY control: loopback
-        var header = Array(FrameBuilder.e1000.tcp(ack: 0, flags: [.ack], payload: [])[0 ..< 54])
-        header[16] = 0; header[17] = 0; header[24] = 0; header[25] = 0
-        TransmitTests().sendTSO(nic, header: header, payload: Payload.counting(4000), ipv4: true, mss: 1460)
-        #expect(nic.endpoint.sent.isEmpty)
-        var received = 0
-        while nic.receiveNext() != nil { received += 1 }
-        #expect(received == 3)
-        #expect(nic.r(R.mpc) == 0)
-    }
-
-    @Test func loopbackTSOStaysWithinTheActionBudget() throws {
-        let nic = try NIC()
-        nic.setUpReceive(count: 512)
+        nic.setUpReceive(count: receive)
         nic.setUpTransmit(count: 128)
         nic.w(R.mdic, 1 << 26 | 1 << 21 | 0 << 16 | 0x4140) // PHY control: loopback
         var header = Array(FrameBuilder.e1000.tcp(ack: 0, flags: [.ack], payload: [])[0 ..< 54])
         header[16] = 0; header[17] = 0; header[24] = 0; header[25] = 0
         let meter = nic.dev.function.cost
         meter.resetWorst()
-        TransmitTests().sendTSO(nic, header: header, payload: Payload.counting(200_000), ipv4: true, mss: 8)
+        TransmitTests().sendTSO(nic, header: header, payload: Payload.counting(payload), ipv4: true, mss: mss)
         #expect(nic.endpoint.sent.isEmpty)
-        #expect(meter.worst.fits(ActionCostMeter.defaultBudget), "worst action: \(meter.worst)")
+        return (nic, meter.worst)
+    }
+
+    @Test func loopbackTSOOfFewSegmentsIsReceived() throws {
+        let (nic, _) = try loopbackTSO(payload: 4000, mss: 1460, receive: 16)
+        var received = 0
+        while nic.receiveNext() != nil { received += 1 }
+        #expect(received == 3)
+        #expect(nic.r(R.mpc) == 0)
+    }
+
+    /// In PHY loopback a TSO packet's segments are received inside the same TDT write; a
+    /// packet of more than `loopbackSegmentLimit` is lost whole as from an overrun FIFO
+    /// (MPC, RXO) before any segment is built, and the write stays within the action
+    /// budget (a 256 KiB packet at MSS 8 received 32,768 frames on top of sending them).
+    @Test func loopbackTSOStaysWithinTheActionBudget() throws {
+        let (nic, worst) = try loopbackTSO(payload: 200_000, mss: 8, receive: 512)
+        #expect(worst.fits(ActionCostMeter.defaultBudget), "worst action: \(worst)")
         #expect(nic.r(R.mpc) == 25_000)
         #expect(nic.receiveNext() == nil)
         #expect(nic.errors(.loopbackSegmentsLost) == 1)
