@@ -13,33 +13,41 @@ import Testing
         var all: [String] { lock.withLock { list } }
     }
 
+    /// A write that has entered the gate and stays inside until `finish` is signalled.
+    private struct HeldWrite {
+        let finish = DispatchSemaphore(value: 0)
+        let done = DispatchGroup()
+
+        init(_ gate: ResizeGate, events: Events? = nil) {
+            let inside = DispatchSemaphore(value: 0)
+            let finish = finish
+            DispatchQueue.global().async(group: done) {
+                gate.write {
+                    events?.append("write 1 checked")
+                    inside.signal()
+                    finish.wait()
+                    events?.append("write 1 written")
+                }
+            }
+            inside.wait()
+        }
+    }
+
     @Test func aResizeWaitsForTheWriteInsideAndHoldsLaterOnesBack() {
         let gate = ResizeGate()
         let events = Events()
-        let writeInside = DispatchSemaphore(value: 0)
-        let finishWrite = DispatchSemaphore(value: 0)
-        let done = DispatchGroup()
-
-        DispatchQueue.global().async(group: done) {
-            gate.write {
-                events.append("write 1 checked")
-                writeInside.signal()
-                finishWrite.wait()
-                events.append("write 1 written")
-            }
-        }
-        writeInside.wait()
-        DispatchQueue.global().async(group: done) {
+        let held = HeldWrite(gate, events: events)
+        DispatchQueue.global().async(group: held.done) {
             _ = gate.resize(waitingAtMost: 10) { events.append("resized") }
         }
         usleep(100_000)   // the resize is waiting at the gate now
-        DispatchQueue.global().async(group: done) {
+        DispatchQueue.global().async(group: held.done) {
             gate.write { events.append("write 2 checked") }
         }
         usleep(100_000)
         #expect(events.all == ["write 1 checked"])
-        finishWrite.signal()
-        #expect(done.wait(timeout: .now() + 10) == .success)
+        held.finish.signal()
+        #expect(held.done.wait(timeout: .now() + 10) == .success)
         #expect(events.all == ["write 1 checked", "write 1 written", "resized", "write 2 checked"])
     }
 
@@ -47,24 +55,15 @@ import Testing
     /// on the QMP thread: it gives up, changes nothing, and leaves the gate open.
     @Test func aResizeGivesUpOnAWriteThatDoesNotFinish() {
         let gate = ResizeGate()
-        let writeInside = DispatchSemaphore(value: 0)
-        let finishWrite = DispatchSemaphore(value: 0)
-        let done = DispatchGroup()
-        DispatchQueue.global().async(group: done) {
-            gate.write {
-                writeInside.signal()
-                finishWrite.wait()
-            }
-        }
-        writeInside.wait()
+        let held = HeldWrite(gate)
         var ran = false
         #expect(gate.resize(waitingAtMost: 0.2) { ran = true } == nil)
         #expect(!ran)
         var second = false
         gate.write { second = true }   // the gate is open again
         #expect(second)
-        finishWrite.signal()
-        #expect(done.wait(timeout: .now() + 10) == .success)
+        held.finish.signal()
+        #expect(held.done.wait(timeout: .now() + 10) == .success)
     }
 
     /// The second write enters while the first is still inside: the first waits for it.
