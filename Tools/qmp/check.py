@@ -244,16 +244,21 @@ def ticks(path):
     return int(found[-1]) if found else -1
 
 
+async def start_run(binary, mini, qmp, name, args):
+    """`swiftvmm run` of the mini guest with a QMP socket, and a client connected to it."""
+    p = subprocess.Popen([binary, "run", "--kernel", mini, "--memory", "32M", *args,
+                          "--qmp", f"unix:{qmp},server=on,wait=off"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    children.append(p)
+    check(f"{name}: QMP socket appears", wait_for(qmp))
+    q = QMPClient(name)
+    await q.connect(qmp)
+    return p, q
+
+
 async def check_run(binary, mini, tmp):
     qmp, serial = os.path.join(tmp, "run-qmp.sock"), os.path.join(tmp, "serial.txt")
-    p = subprocess.Popen([binary, "run", "--kernel", mini, "--memory", "32M", "--cmdline", "ticks=5", "--name", "mini",
-                          "--serial", f"file:{serial}", "--device", "e1000,net=user,id=nic0",
-                          "--device", "virtio-net,net=user,id=nic1", "--qmp", f"unix:{qmp},server=on,wait=off"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    children.append(p)
-    check("run: QMP socket appears", wait_for(qmp))
-    q = QMPClient("run")
-    await q.connect(qmp)
+    p, q = await start_run(binary, mini, qmp, "run", ["--cmdline", "ticks=5", "--name", "mini", "--serial", f"file:{serial}",
+                                                      "--device", "e1000,net=user,id=nic0", "--device", "virtio-net,net=user,id=nic1"])
     check("run: query-name", (await q.execute("query-name")) == {"name": "mini"})
     end = time.monotonic() + 10
     while ticks(serial) < 2 and time.monotonic() < end:
@@ -292,13 +297,7 @@ async def check_run(binary, mini, tmp):
 
     # system_reset ends a swiftvmm VM (QEMU's -no-reboot): SHUTDOWN with the reset's
     # reason, and no RESET before it, as QEMU sends.
-    p = subprocess.Popen([binary, "run", "--kernel", mini, "--memory", "32M", "--cmdline", "ticks=50",
-                          "--serial", "none", "--qmp", f"unix:{qmp},server=on,wait=off"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    children.append(p)
-    check("run: QMP socket appears again", wait_for(qmp))
-    q = QMPClient("run-reset")
-    await q.connect(qmp)
+    p, q = await start_run(binary, mini, qmp, "run-reset", ["--cmdline", "ticks=50", "--serial", "none"])
     events = asyncio.ensure_future(events_until(q, "SHUTDOWN"))
     await q.execute("system_reset")
     events = await events
