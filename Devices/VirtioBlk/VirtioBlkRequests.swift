@@ -38,7 +38,7 @@ extension VirtioBlk {
         do {
             while true {
                 while canTake(), !cost.shouldDefer, try queue.pop(into: &chain) {
-                    cost.descriptors(chain.readable.count + chain.writable.count)
+                    cost.descriptors(chain.descriptorCount)
                     start(chain, on: queue, index: index, limits: limits)
                 }
                 if cost.shouldDefer { break } // the continuation below picks up the rest

@@ -35,7 +35,7 @@ extension VirtioNet {
             // ack with RTNL held (the guest hangs at `ip link set up`).
             repeat {
                 while !cost.shouldDefer, try queue.pop(into: &chain) {
-                    cost.descriptors(chain.readable.count + chain.writable.count)
+                    cost.descriptors(chain.descriptorCount)
                     let written = handleControlChain()
                     try queue.addUsed(head: chain.head, length: written)
                 }

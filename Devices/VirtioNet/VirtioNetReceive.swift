@@ -40,11 +40,6 @@ extension VirtioNet {
         }
     }
 
-    /// What one delivery fills: the chain, the host views of its buffers, and the chains
-    /// a mergeable frame spreads over. A delivery moves it out of the device into a local
-    /// and back (`Optional.take`: no copy, no allocation, no empty arrays left in its
-    /// place to be made and released per frame): used through `self`, the arrays were
-    /// retained and released around each call they were passed to.
     /// Why receive chains cannot take a frame (they go back empty, the frame is dropped).
     enum BadReceiveBuffer: CustomStringConvertible {
         case notRAM(GuestMemoryError)
@@ -60,6 +55,11 @@ extension VirtioNet {
         }
     }
 
+    /// What one delivery fills: the chain, the host views of its buffers, and the chains
+    /// a mergeable frame spreads over. A delivery moves it out of the device into a local
+    /// and back (`Optional.take`: no copy, no allocation, no empty arrays left in its
+    /// place to be made and released per frame): used through `self`, the arrays were
+    /// retained and released around each call they were passed to.
     struct ReceiveScratch {
         var chain = DescriptorChain()
         var segments: [UnsafeMutableRawBufferPointer] = []
@@ -168,7 +168,7 @@ extension VirtioNet {
     private func deliverSingle(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, queue: any Virtqueue,
                                _ scratch: inout ReceiveScratch) throws(VirtqueueError) -> Bool {
         guard try queue.pop(into: &scratch.chain) else { return false }
-        context.cost.descriptors(scratch.chain.readable.count + scratch.chain.writable.count)
+        context.cost.descriptors(scratch.chain.descriptorCount)
         let needed = UInt64(VirtioNetHeader.size) + UInt64(frame.count)
         guard scratch.chain.writableLength >= needed else {
             queue.unpop(1)
@@ -205,7 +205,7 @@ extension VirtioNet {
                 queue.unpop(UInt16(truncatingIfNeeded: scratch.chains.count))
                 return false
             }
-            let walked = scratch.chain.readable.count + scratch.chain.writable.count
+            let walked = scratch.chain.descriptorCount
             context.cost.descriptors(walked)
             descriptors += walked
             do {
@@ -242,8 +242,9 @@ extension VirtioNet {
         return true
     }
 
-    /// A receive chain pointing outside RAM: its buffers are returned empty (the driver
-    /// drops a zero-length buffer and reposts it) and the frame is counted as lost.
+    /// Receive chains that cannot take the frame (`BadReceiveBuffer`): their buffers are
+    /// returned empty (the driver drops a zero-length buffer and reposts it) and the frame
+    /// is counted as lost.
     private func dropWithBadBuffer(_ queue: any Virtqueue, chains: [(head: UInt16, capacity: UInt64)],
                                    _ why: BadReceiveBuffer) throws(VirtqueueError) -> Bool {
         context.guestLog.warning("virtio-net.rx-buffer", "RX chain \(chains.first?.head ?? 0): \(why); frame dropped")

@@ -37,7 +37,7 @@ extension VirtioNet {
                 queue.disableNotifications()
                 while !cost.shouldDefer, try queue.pop(into: &chain) {
                     // Charged by what the walk visited: one chain may be a 1024-entry indirect table.
-                    cost.descriptors(chain.readable.count &+ chain.writable.count)
+                    cost.descriptors(chain.descriptorCount)
                     sendChain(&chain, segments: &segments)
                     try queue.addUsed(head: chain.head, length: 0)
                     if queue.pendingUsed == queue.size { transport.completeUsed(queue) }

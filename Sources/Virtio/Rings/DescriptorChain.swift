@@ -16,6 +16,9 @@ public struct DescriptorChain: Sendable {
     /// of < 4 GiB each, so these cannot overflow).
     public internal(set) var readableLength: UInt64 = 0
     public internal(set) var writableLength: UInt64 = 0
+    /// Descriptors the walk visited (an indirect table's entries, not the table's own
+    /// descriptor): what a device charges to the action's cost.
+    @inlinable public var descriptorCount: Int { readable.count &+ writable.count }
 
     public init() {
         readable.reserveCapacity(32)
