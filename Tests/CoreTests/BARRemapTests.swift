@@ -3,16 +3,41 @@ import Testing
 import VMMCore
 import VMMTestKit
 
-/// Counts what the bus asks of a doorbell accelerator (KVMDoorbells' place in a test).
+/// Counts what the bus asks of a doorbell accelerator (KVMDoorbells' place in a test), and
+/// refuses a place another doorbell holds, as KVM_IOEVENTFD answers EEXIST.
 final class CountingDoorbells: DoorbellAccelerator, @unchecked Sendable {
-    let counts = Mutex<(attach: Int, detach: Int)>((0, 0))
-    final class Token {}
-    func attach(space: AddressSpaceKind, address: UInt64, size: Int, value: UInt64?,
-                handler: @escaping @Sendable () -> Void) -> AnyObject? {
-        counts.withLock { $0.attach += 1 }
-        return Token()
+    struct Counts { var made = 0, moves = 0 }
+    let counts = Mutex(Counts())
+    /// Places taken, by this accelerator's doorbells or by `occupy` (another device's
+    /// doorbell that has not moved away yet).
+    let taken = Mutex<[DoorbellPlace]>([])
+
+    final class Doorbell: AcceleratedDoorbell, @unchecked Sendable {
+        let owner: CountingDoorbells
+        var place: DoorbellPlace?
+        init(owner: CountingDoorbells) { self.owner = owner }
+        func move(to new: DoorbellPlace?) -> Bool {
+            guard new != place else { return true }
+            owner.counts.withLock { $0.moves += 1 }
+            return owner.taken.withLock { taken in
+                if let old = place, let i = taken.firstIndex(of: old) { taken.remove(at: i) }
+                place = nil
+                guard let new else { return true }
+                if taken.contains(new) { return false }
+                taken.append(new)
+                place = new
+                return true
+            }
+        }
     }
-    func detach(_ token: AnyObject) { counts.withLock { $0.detach += 1 } }
+
+    func makeDoorbell(size: Int, value: UInt64?, handler: @escaping @Sendable () -> Void) -> AcceleratedDoorbell? {
+        counts.withLock { $0.made += 1 }
+        return Doorbell(owner: self)
+    }
+
+    func occupy(_ place: DoorbellPlace) { taken.withLock { $0.append(place) } }
+    func vacate(_ place: DoorbellPlace) { taken.withLock { $0.removeAll { $0 == place } } }
 }
 
 /// What a command or BAR write changes in decoding, and what it leaves alone (found by a
@@ -30,18 +55,63 @@ final class CountingDoorbells: DoorbellAccelerator, @unchecked Sendable {
         for q in 0 ..< 256 { dev.function.doorbells.register(bar: 4, offset: UInt64(q) * 4, size: 2) {} }
         dev.enable()
         let before = doorbells.counts.withLock { $0 }
-        #expect(before.attach == 256)
+        #expect(before.made == 256 && before.moves == 256)
         let command = dev.configRead(0x04, size: 2)
         for _ in 0 ..< 10 {
             dev.configWrite(0x04, size: 2, value: command ^ interruptDisable)
             dev.configWrite(0x04, size: 2, value: command)
         }
         let after = doorbells.counts.withLock { $0 }
-        #expect(after.attach == before.attach && after.detach == before.detach)
+        #expect(after.made == before.made && after.moves == before.moves)
         // Turning memory decoding off and on does move them.
         dev.configWrite(0x04, size: 2, value: command & ~2)
         dev.configWrite(0x04, size: 2, value: command)
-        #expect(doorbells.counts.withLock { $0 }.attach == before.attach + 256)
+        #expect(doorbells.counts.withLock { $0 }.moves == before.moves + 512)
+    }
+
+    /// A `rep outsw` toggling memory decoding a thousand times in one exit made a new
+    /// eventfd per doorbell per toggle and closed the old ones later on the I/O loop, so
+    /// descriptors piled up until the loop ran. A doorbell is now made once and only
+    /// moved (QEMU keeps a queue's host notifier across BAR moves the same way).
+    @Test func decodingTogglesMoveDoorbellsWithoutMakingNewOnes() throws {
+        let machine = try TestMachine()
+        let doorbells = CountingDoorbells()
+        machine.bus.doorbellAccelerator = doorbells
+        let dev = try machine.add(SampleDevice.self, enable: false)
+        for q in 0 ..< 8 { dev.function.doorbells.register(bar: 4, offset: UInt64(q) * 4, size: 2) {} }
+        dev.enable()
+        let command = dev.configRead(0x04, size: 2)
+        for _ in 0 ..< 1000 {
+            dev.configWrite(0x04, size: 2, value: command & ~2)
+            dev.configWrite(0x04, size: 2, value: command)
+        }
+        #expect(doorbells.counts.withLock { $0 }.made == 8)
+        let bar4 = UInt64(dev.barAddress(4))
+        #expect(doorbells.taken.withLock { $0 }.map(\.address).sorted() == (0 ..< 8).map { bar4 + UInt64($0) * 4 })
+    }
+
+    /// Two vCPUs moving BARs at once: device A's BAR moves onto where device B's was while
+    /// B's doorbell still holds the place (KVM answers EEXIST). A's doorbell stayed on the
+    /// exit path until A's next move; it is now placed again once something is released.
+    @Test func aDoorbellRefusedForAnotherDevicesIsPlacedOnceThatMoves() throws {
+        let machine = try TestMachine()
+        let doorbells = CountingDoorbells()
+        machine.bus.doorbellAccelerator = doorbells
+        let a = try machine.add(SampleDevice.self, enable: false)
+        let b = try machine.add(SampleDevice.self)
+        a.function.doorbells.register(bar: 4, offset: 0, size: 2) {}
+        a.enable()
+        let command = a.configRead(0x04, size: 2)
+        a.configWrite(0x04, size: 2, value: command & ~2)
+        let stale = DoorbellPlace(space: .memory, address: UInt64(a.barAddress(4)))
+        doorbells.occupy(stale)
+        a.configWrite(0x04, size: 2, value: command)   // decodes again; its doorbell is refused
+        #expect(a.function.mappedBARs[4] != nil)
+        #expect(doorbells.taken.withLock { $0 } == [stale])
+        doorbells.vacate(stale)
+        b.configWrite(0x10, value: 0xF000_0000)   // any release retries what was refused
+        _ = machine.loop.runQueuedWork()
+        #expect(doorbells.taken.withLock { $0 } == [stale])
     }
 
     /// A BAR refused for overlapping another device's BAR decodes once that BAR moves
@@ -94,6 +164,6 @@ final class CountingDoorbells: DoorbellAccelerator, @unchecked Sendable {
             dev.configWrite(0x04, size: 2, value: command)
         }
         let after = doorbells.counts.withLock { $0 }
-        #expect(after.attach == before.attach && after.detach == before.detach)
+        #expect(after.made == before.made && after.moves == before.moves)
     }
 }

@@ -9,69 +9,83 @@ import VMMCore
 /// Doorbells on ioeventfd: a guest write to a registered notify address signals an eventfd
 /// inside KVM (no exit to userspace); the I/O loop reads it and calls the device's handler.
 public final class KVMDoorbells: DoorbellAccelerator, @unchecked Sendable {
-    private let vm: KVMVirtualMachine
-    private let loop: EventLoop
-    private let logger: Logger
-
-    final class Token {
-        let eventFD: Int32
-        let registration: IORegistration
-        let space: AddressSpaceKind
-        let address: UInt64
-        let size: Int
-        let value: UInt64?
-        let handler: @Sendable () -> Void
-        init(eventFD: Int32, registration: IORegistration, space: AddressSpaceKind, address: UInt64, size: Int, value: UInt64?,
-             handler: @escaping @Sendable () -> Void) {
-            self.eventFD = eventFD; self.registration = registration; self.space = space
-            self.address = address; self.size = size; self.value = value; self.handler = handler
-        }
-    }
+    let vm: KVMVirtualMachine
+    let loop: EventLoop
+    let logger: Logger
 
     public init(vm: KVMVirtualMachine, loop: EventLoop, logger: Logger) {
         self.vm = vm; self.loop = loop; self.logger = logger
     }
 
-    public func attach(space: AddressSpaceKind, address: UInt64, size: Int, value: UInt64?,
-                       handler: @escaping @Sendable () -> Void) -> AnyObject? {
+    public func makeDoorbell(size: Int, value: UInt64?, handler: @escaping @Sendable () -> Void) -> AcceleratedDoorbell? {
         guard [1, 2, 4, 8].contains(size) else { return nil }
-        let efd = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
-        guard efd >= 0 else { return nil }
-        let registration: IORegistration
+        let made = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
+        guard made >= 0 else { return nil }
+        let eventFD = OwnedEventFD(made)
         do {
-            registration = try loop.register(fd: efd, events: .readable) { _ in
+            // The loop's handler holds the eventfd: it is closed when the last of the
+            // doorbell and a handler still running in the loop's batch lets go, never
+            // under that handler's feet.
+            let registration = try loop.register(fd: made, events: .readable) { _ in
                 var count: UInt64 = 0
-                if read(efd, &count, 8) == 8 { handler() }
+                if read(eventFD.fd, &count, 8) == 8 { handler() }
             }
+            return KVMDoorbell(owner: self, eventFD: eventFD, registration: registration, size: size, value: value)
         } catch {
-            close(efd)
             return nil
         }
-        do {
-            try vm.ioeventfd(eventFD: efd, space: space, address: address, size: size, value: value)
-        } catch {
-            logger.debug("doorbell at 0x\(String(address, radix: 16)) stays on the exit path: \(error)")
-            loop.unregister(registration)
-            close(efd)
-            return nil
-        }
-        return Token(eventFD: efd, registration: registration, space: space, address: address, size: size, value: value,
-                     handler: handler)
+    }
+}
+
+/// An eventfd closed when its last holder lets go.
+final class OwnedEventFD: Sendable {
+    let fd: Int32
+    init(_ fd: Int32) { self.fd = fd }
+    deinit { close(fd) }
+}
+
+/// One ioeventfd-backed doorbell; it moves between addresses with its eventfd (and any
+/// kick counted in it) kept.
+final class KVMDoorbell: AcceleratedDoorbell, @unchecked Sendable {
+    /// Weak: the machine's VM and loop outlive their devices' doorbells, or are gone with them.
+    private weak var owner: KVMDoorbells?
+    private let eventFD: OwnedEventFD
+    private let registration: IORegistration
+    private let size: Int
+    private let value: UInt64?
+    /// Where KVM signals this doorbell now (nil: nowhere). Moved only under the device's lock.
+    private var place: DoorbellPlace?
+
+    init(owner: KVMDoorbells, eventFD: OwnedEventFD, registration: IORegistration, size: Int, value: UInt64?) {
+        self.owner = owner; self.eventFD = eventFD; self.registration = registration; self.size = size; self.value = value
     }
 
-    public func detach(_ token: AnyObject) {
-        guard let t = token as? Token else { return }
-        try? vm.ioeventfd(eventFD: t.eventFD, space: t.space, address: t.address, size: t.size, value: t.value, deassign: true)
-        loop.unregister(t.registration)
-        // A kick counted but not read yet is delivered, not lost with the eventfd. The fd
-        // is closed on the loop, after any handler of the current epoll batch that may
-        // still read it, so its number is not reused under that handler's feet.
-        let efd = t.eventFD, handler = t.handler
-        loop.execute {
-            var count: UInt64 = 0
-            let pending = read(efd, &count, 8) == 8
-            close(efd)
-            if pending { handler() }
+    func move(to new: DoorbellPlace?) -> Bool {
+        guard new != place, let owner else { return true }
+        if let old = place {
+            try? owner.vm.ioeventfd(eventFD: eventFD.fd, space: old.space, address: old.address, size: size, value: value,
+                                    deassign: true)
+            place = nil
         }
+        guard let new else { return true }
+        do {
+            try owner.vm.ioeventfd(eventFD: eventFD.fd, space: new.space, address: new.address, size: size, value: value)
+            place = new
+            return true
+        } catch {
+            owner.logger.debug("doorbell at 0x\(String(new.address, radix: 16)) stays on the exit path: \(error)")
+            // EEXIST: another device's doorbell has not left this place yet.
+            if case let .ioctl(_, errno: e) = error, e == EEXIST { return false }
+            return true
+        }
+    }
+
+    deinit {
+        guard let owner else { return }
+        if let old = place {
+            try? owner.vm.ioeventfd(eventFD: eventFD.fd, space: old.space, address: old.address, size: size, value: value,
+                                    deassign: true)
+        }
+        owner.loop.unregister(registration)
     }
 }

@@ -234,16 +234,15 @@ public final class PCIBus: @unchecked Sendable {
             }
         }
         // Only a moved mapping moves doorbells: a command write that changes Bus Master
-        // or Interrupt Disable (Linux's pci_intx, pci_clear_master) re-created every
-        // ioeventfd of the device under its lock, and could lose a kick counted meanwhile.
-        // A BAR refused again (still overlapping) changed nothing either.
-        if changed { refreshDoorbells(fn) }
+        // or Interrupt Disable (Linux's pci_intx, pci_clear_master) leaves them alone, and
+        // so does a BAR refused again (still overlapping).
+        if changed || fn.doorbellRefused { fn.doorbellRefused = !placeDoorbells(fn) }
         let id = ObjectIdentifier(fn)
-        // Any refused BAR is retried once something was released: another function's, or
-        // one of this function's own that this pass refused before a later BAR of the
-        // same function moved out of its way.
+        // Any refused BAR or doorbell is retried once something was released: another
+        // function's, or one of this function's own that this pass refused before a later
+        // BAR of the same function moved out of its way.
         let retry = refusedMappings.withLock { r -> Bool in
-            if refused { r[id] = fn } else { r[id] = nil }
+            if refused || fn.doorbellRefused { r[id] = fn } else { r[id] = nil }
             return released && !r.isEmpty
         }
         // Retried on the loop, each under its own lock (this one's is held here). The
@@ -260,20 +259,27 @@ public final class PCIBus: @unchecked Sendable {
         }
     }
 
-    private func refreshDoorbells(_ fn: PCIFunction) {
-        guard let accel = doorbellAccelerator else { return }
-        for t in fn.doorbellTokens { accel.detach(t) }
-        fn.doorbellTokens = []
-        for d in fn.doorbells.doorbells {
-            guard (0 ..< 6).contains(d.bar), let range = fn.mappedBARs[d.bar], let kind = fn.config.bars[d.bar],
-                  d.offset < UInt64(range.count) else { continue }
-            let address = range.lowerBound + d.offset
-            let handler = d.handler, lock = fn.lock, cost = fn.cost
-            let measured: @Sendable () -> Void = { lock.withLock { cost.measure { handler() } } }
-            if let token = accel.attach(space: kind.isIO ? .io : .memory, address: address, size: d.size, value: d.value, handler: measured) {
-                fn.doorbellTokens.append(token)
+    /// Points each of `fn`'s doorbells at where its BAR decodes now (or nowhere); false if
+    /// the platform refused a place. A doorbell is made once and then only moved.
+    private func placeDoorbells(_ fn: PCIFunction) -> Bool {
+        guard let accel = doorbellAccelerator else { return true }
+        var allPlaced = true
+        for (i, d) in fn.doorbells.doorbells.enumerated() {
+            var place: DoorbellPlace?
+            if (0 ..< 6).contains(d.bar), let range = fn.mappedBARs[d.bar], let kind = fn.config.bars[d.bar],
+               d.offset < UInt64(range.count) {
+                place = DoorbellPlace(space: kind.isIO ? .io : .memory, address: range.lowerBound + d.offset)
             }
+            if fn.acceleratedDoorbells.count <= i { fn.acceleratedDoorbells.append(nil) }
+            if fn.acceleratedDoorbells[i] == nil, place != nil {
+                let handler = d.handler, lock = fn.lock, cost = fn.cost
+                fn.acceleratedDoorbells[i] = accel.makeDoorbell(size: d.size, value: d.value) {
+                    lock.withLock { cost.measure { handler() } }
+                }
+            }
+            if let doorbell = fn.acceleratedDoorbells[i], !doorbell.move(to: place) { allPlaced = false }
         }
+        return allPlaced
     }
 
     // MARK: Firmware duties

@@ -17,7 +17,12 @@ public final class PCIFunction: @unchecked Sendable {
     /// Where each BAR is currently mapped (nil: not decoding).
     public internal(set) var mappedBARs: [Range<UInt64>?] = Array(repeating: nil, count: 6)
     var mappingIDs: [UInt64?] = Array(repeating: nil, count: 6)
-    var doorbellTokens: [AnyObject] = []
+    /// The accelerator's doorbell for each of `doorbells` (same index), made at the first
+    /// placement and kept for the function's life.
+    var acceleratedDoorbells: [AcceleratedDoorbell?] = []
+    /// A doorbell the platform refused at its place (another device's, not yet moved away
+    /// on another vCPU): retried with refused BARs.
+    var doorbellRefused = false
 
     init(slot: Int, function: Int, device: PCIDevice, config: PCIConfigSpace, interrupts: PCIInterrupts,
          lock: DeviceLock, doorbells: DoorbellRegistry, cost: ActionCostMeter, id: String?) {

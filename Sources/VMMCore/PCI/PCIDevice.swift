@@ -121,8 +121,26 @@ public final class DoorbellRegistry: @unchecked Sendable {
 
 /// What a platform (KVM) offers to accelerate doorbells; absent in tests.
 public protocol DoorbellAccelerator: AnyObject, Sendable {
-    /// Makes writes to `address` (port I/O or MMIO) fire `handler` on the I/O loop without
-    /// a vCPU exit. Returns a token to remove it, or nil when it cannot.
-    func attach(space: AddressSpaceKind, address: UInt64, size: Int, value: UInt64?, handler: @escaping @Sendable () -> Void) -> AnyObject?
-    func detach(_ token: AnyObject)
+    /// A doorbell that fires `handler` on the I/O loop, without a vCPU exit, for writes of
+    /// `size` bytes (of `value` only, when given) to wherever it is placed; nil when the
+    /// platform cannot make one. It is placed nowhere yet.
+    func makeDoorbell(size: Int, value: UInt64?, handler: @escaping @Sendable () -> Void) -> AcceleratedDoorbell?
+}
+
+/// One accelerated doorbell. It keeps its eventfd while it moves, as QEMU keeps a virtio
+/// queue's host notifier across BAR moves: a kick counted before a move is still
+/// delivered, and a guest toggling decoding costs ioctls, not new descriptors.
+public protocol AcceleratedDoorbell: AnyObject, Sendable {
+    /// Moves the doorbell to `place`, or off the bus for nil. Writes to a place the
+    /// platform refused take the exit path. False only when another doorbell still holds
+    /// the place (another vCPU is moving that device's BAR away): worth trying again once
+    /// it has moved.
+    func move(to place: DoorbellPlace?) -> Bool
+}
+
+/// Where a doorbell answers: an address in port I/O or MMIO space.
+public struct DoorbellPlace: Equatable, Sendable {
+    public let space: AddressSpaceKind
+    public let address: UInt64
+    public init(space: AddressSpaceKind, address: UInt64) { self.space = space; self.address = address }
 }
