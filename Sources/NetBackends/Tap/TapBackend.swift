@@ -27,8 +27,10 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
     private let device: Mutex<Int32?>
     /// The same fd for the loop's reads, or -1: taking `device` there would wait on a send
     /// in progress (a 64 KiB writev holds it for microseconds, and Mutex spins first).
-    /// Changed only under `device`, when the fd closes.
-    private let readFD: Atomic<Int32>
+    /// Changed only under `device`, when the fd closes; each read holds this lock, so
+    /// `stop` on another thread (`serve` shutting down) cannot close the fd, and let its
+    /// number be reused by another open, in the middle of one.
+    private let readFD: Mutex<Int32>
     /// A failed send queued `interfaceGone` on the loop: the frames the guest sends until
     /// it runs do not queue one each (the loop's queue has no limit of its own).
     private let teardownQueued = Atomic<Bool>(false)
@@ -61,7 +63,7 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
         createdInterface = tap.created
         loop = eventLoop
         device = Mutex(tap.fd)
-        readFD = Atomic(tap.fd)
+        readFD = Mutex(tap.fd)
         port = ReceiverPort(counters: counters, linkUp: true)
     }
 
@@ -154,7 +156,7 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
     public func stop() {
         if let reg = registration.withLock({ r -> IORegistration? in defer { r = nil }; return r }) { loop.unregister(reg) }
         device.withLock { fd in
-            readFD.store(-1, ordering: .releasing)
+            readFD.withLock { $0 = -1 }
             if let fd { close(fd) }   // a TAP created here is non-persistent: closing deletes it
             fd = nil
         }
@@ -182,7 +184,7 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
     // MARK: Loop thread
 
     private func readable(_ events: IOEvents) {
-        let fd = readFD.load(ordering: .acquiring)
+        let fd = readFD.withLock { $0 }
         guard fd >= 0 else { return }
         // Paused with a frame held, the fd can still report an error or hang-up: epoll
         // delivers those whatever the mask, and tun's poll answers EPOLLERR once the
@@ -199,12 +201,10 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
         port.burst { offer in
             for _ in 0 ..< TapBackend.readBatch {
                 // `stop` on another thread (a device shut down while the loop runs, as
-                // `serve` does) closes the fd while a frame of this burst waits for the
-                // device: read no further from a number that may be reused meanwhile.
-                guard readFD.load(ordering: .acquiring) == fd else { break }
-                let n = clinux_read(fd, readBuffer.baseAddress, readBuffer.count)
+                // `serve` does) may close the fd while a frame of this burst waits for
+                // the device: read no further from a number that may be reused meanwhile.
+                guard let (n, e) = readLocked(fd, count: readBuffer.count) else { break }
                 if n < 0 {
-                    let e = errno
                     if ConnectionErrno.isTransient(e) { break }
                     if e == EIO { break }   // interface down: nothing to read, not gone
                     interfaceGone()
@@ -235,9 +235,18 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
         }
     }
 
+    /// One read into `readBuffer` while `fd` is still the open TAP: the result and errno,
+    /// or nil once `stop` or `interfaceGone` closed it.
+    private func readLocked(_ fd: Int32, count: Int) -> (Int, Int32)? {
+        readFD.withLock { current -> (Int, Int32)? in
+            guard current == fd else { return nil }
+            let n = clinux_read(fd, readBuffer.baseAddress, count)
+            return (n, errno)
+        }
+    }
+
     private func interfaceVanished(_ fd: Int32) -> Bool {
-        guard read(fd, readBuffer.baseAddress, 0) < 0 else { return false }
-        let e = errno
+        guard let (n, e) = readLocked(fd, count: 0), n < 0 else { return false }
         return !ConnectionErrno.isTransient(e) && e != EIO   // EIO: down, not gone
     }
 
@@ -252,7 +261,7 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
     private func interfaceGone() {
         if let reg = registration.withLock({ r -> IORegistration? in defer { r = nil }; return r }) { loop.unregister(reg) }
         device.withLock { fd in
-            readFD.store(-1, ordering: .releasing)
+            readFD.withLock { $0 = -1 }
             if let fd { close(fd) }
             fd = nil
         }
