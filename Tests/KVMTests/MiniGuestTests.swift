@@ -103,6 +103,18 @@ struct MiniGuestNetworkTests {
         #expect(out.contains("nettest: 1 devices, ok"))
     }
 
+    /// Memory decoding off and on 200 times first: each time the bus takes the
+    /// virtio-net's doorbells off KVM's I/O bus and puts them back (the same eventfds,
+    /// `KVMDoorbell.move`), and the notifies after that still reach the device.
+    @Test func virtioNetWorksAfter200DecodingToggles() throws {
+        let vm = try BootedMachine(kernel: try Guests.mini.get(), cmdline: "nettest=1 toggles=200", memory: 32 << 20,
+                                   devices: ["virtio-net,net=user"])
+        let (exit, out) = vm.boot(timeout: 60)
+        #expect(exit == .reset)
+        #expect(out.contains("memory decoding toggled 200 times"))
+        #expect(out.contains("nettest: 1 devices, ok"))
+    }
+
     @Test func bothNICsInOneMachine() throws {
         let vm = try BootedMachine(kernel: try Guests.mini.get(), cmdline: "nettest=1", memory: 32 << 20,
                                    devices: ["virtio-net,net=user", "e1000,net=user"])

@@ -284,7 +284,10 @@ async def check_run(binary, mini, tmp):
     end = time.monotonic() + 10
     while ticks(serial) <= before and time.monotonic() < end:
         await asyncio.sleep(0.1)
-    check("run: vCPUs resumed", ticks(serial) > before)
+    with open(serial, errors="replace") as f:
+        tail = f.read()[-160:]
+    check("run: vCPUs resumed", ticks(serial) > before,
+          f"tick {before} before cont, {ticks(serial)} 10 s after; serial ends {tail!r}; status {(await q.execute('query-status'))['status']}")
     await q.execute("set_link", {"name": "nic0", "up": False})
     shutdown = asyncio.ensure_future(wait_event(q, "SHUTDOWN"))
     await q.execute("quit")

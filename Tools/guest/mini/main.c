@@ -9,6 +9,8 @@
  *   nettest=1    drive every e1000 (INTx through the IOAPIC) and virtio-net (MSI-X) found:
  *                send an ARP request for 10.0.2.2 and wait for the reply (net=user answers)
  *   arpserve=1   be 10.0.2.2 on the first NIC: answer one ARP request (a second VM's nettest)
+ *   toggles=N    with nettest, first turn each NIC's memory decoding off and on N times
+ *                (the VMM moves the device's doorbells off the bus and back each time)
  *   blktest=1    write, read back, flush and identify sector 1 of every virtio-blk found
  * Port I/O costs an exit each (~15 us under software-assisted KVM), so it stays sparse. */
 #include "mini.h"
@@ -110,7 +112,17 @@ static int run_nic(struct nic *nic, int serve) {
     return ok && got && nic->report_interrupts() ? 0 : -1;
 }
 
-static void net_test(int serve) {
+/* Memory decoding off and on, n times: what a driver probing BARs does, many times over. */
+static void toggle_decoding(u32 slot, u32 n) {
+    u32 command = pci_read(slot, 4) & 0xffff; /* status (upper half) is write-1-to-clear: 0 */
+    for (u32 i = 0; i < n; i++) {
+        pci_write(slot, 4, command & ~2u);
+        pci_write(slot, 4, command);
+    }
+    puts("pci 00:"); puthex(slot, 2); puts(".0: memory decoding toggled "); putdec(n); puts(" times\n");
+}
+
+static void net_test(int serve, u32 toggles) {
     irq_init();
     timer_start();
     int failures = 0, tested = 0;
@@ -122,6 +134,7 @@ static void net_test(int serve) {
         else if (id == 0x10411af4u) opened = virtio_net_open(slot, &nic);
         else continue;
         tested++;
+        if (opened == 0 && toggles) toggle_decoding(slot, toggles);
         failures += opened != 0 || run_nic(&nic, serve) != 0;
         if (opened == 0) nic.stop();
     }
@@ -163,8 +176,10 @@ void mini_main(const struct start_info *si) {
         cmdline_value(cmdline, "mmio", &mmio);
         exit_benchmark(n, mmio);
     }
-    if (cmdline_value(cmdline, "nettest", &n) && n) net_test(0);
-    if (cmdline_value(cmdline, "arpserve", &n) && n) net_test(1);
+    u32 toggles = 0;
+    cmdline_value(cmdline, "toggles", &toggles);
+    if (cmdline_value(cmdline, "nettest", &n) && n) net_test(0, toggles);
+    if (cmdline_value(cmdline, "arpserve", &n) && n) net_test(1, 0);
     if (cmdline_value(cmdline, "blktest", &n) && n) blk_test();
     if (cmdline_value(cmdline, "ticks", &n) && n) {
         /* Runs until stopped from outside, printing a counter about every n ms of busy
