@@ -98,7 +98,8 @@ struct ServeCommand: ParsableCommand {
                 }
                 _ = try DeviceCatalog.registry.lookup(spec.name)
                 served.append(try ServedDevice(spec: spec, registry: DeviceCatalog.registry, services: services,
-                                               loop: loop, logger: Logger(label: "swiftvmm.\(spec.name)")))
+                                               loop: loop, logger: Logger(label: "swiftvmm.\(spec.name)"),
+                                               instanceIndex: served.count))
             } catch {
                 releaseAll()
                 throw reportUserError("--device '\(text)': \(error)")

@@ -213,6 +213,27 @@ async def check_serve(binary, tmp):
     check("serve: sockets removed", not any(os.path.exists(x) for x in (qmp, d0, d1, d2)))
 
 
+async def check_serve_unnamed(binary, tmp):
+    """Two NICs served without `id=` or `mac=`: each sits alone on its own bus, yet they
+    must be told apart by name (`dev0`, `dev1`) and by default MAC, as under `run`."""
+    qmp, d0, d1 = (os.path.join(tmp, n) for n in ("qmp-u.sock", "u0.sock", "u1.sock"))
+    p = subprocess.Popen([binary, "serve", "--socket", d0, "--device", "e1000,net=user",
+                          "--socket", d1, "--device", "virtio-net,net=user",
+                          "--qmp", f"unix:{qmp},server=on,wait=off"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children.append(p)
+    check("serve unnamed: sockets appear", wait_for(qmp) and wait_for(d1))
+    q = QMPClient("serve-unnamed")
+    await q.connect(qmp)
+    filters = await q.execute("query-rx-filter")
+    names, macs = [f["name"] for f in filters], [f["main-mac"] for f in filters]
+    check("serve unnamed: devN names and default MACs differ", sorted(names) == ["dev0", "dev1"] and len(set(macs)) == 2,
+          f"{names} {macs}")
+    await q.execute("quit")
+    with contextlib.suppress(Exception):
+        await q.disconnect()
+    p.wait(timeout=10)
+
+
 async def events_until(q, name, timeout=5.0):
     """The events' names and data up to and including the first NAME (None if it never came)."""
     seen = []
@@ -320,6 +341,7 @@ async def main():
         try:
             async with asyncio.timeout(120):
                 await check_serve(args.swiftvmm, tmp)
+                await check_serve_unnamed(args.swiftvmm, tmp)
                 if args.mini and os.access("/dev/kvm", os.R_OK | os.W_OK):
                     await check_run(args.swiftvmm, args.mini, tmp)
                 else:

@@ -17,16 +17,18 @@ public final class ServedDevice: @unchecked Sendable {
     let dma: DMAMappings
 
     /// Creates the device from `spec` (as for `swiftvmm run`). Throws the device's own
-    /// option errors; nothing is left behind on failure.
+    /// option errors; nothing is left behind on failure. `instanceIndex` is its place
+    /// among the devices the process serves: each sits alone on a bus, so the bus cannot
+    /// number them, and two NICs without `mac=` or `id=` would share a MAC and a name.
     public init(spec: DeviceSpec, registry: PCIDeviceRegistry, services: ServiceRegistry, loop: EPollEventLoop,
-                logger: Logger) throws {
+                logger: Logger, instanceIndex: Int = 0) throws {
         memory = GuestMemory(borrowedRegionLimit: Self.dmaRegionLimit)
         interrupts = try EventFDInterrupts()
         // The bus's address spaces are private: the client addresses BARs by region index.
         bus = try PCIBus(memory: memory, pio: AddressSpace(kind: .io, logger: logger),
                          mmio: AddressSpace(kind: .memory, logger: logger), interrupts: interrupts,
                          clock: loop, eventLoop: loop, services: services, logger: logger)
-        let fn = try bus.add(spec: spec, registry: registry, slot: 1)
+        let fn = try bus.add(spec: spec, registry: registry, slot: 1, instanceIndex: instanceIndex)
         function = fn
         name = fn.name
         fn.routeMessageVectors(to: interrupts)

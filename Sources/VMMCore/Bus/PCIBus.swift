@@ -68,8 +68,11 @@ public final class PCIBus: @unchecked Sendable {
     // MARK: Adding devices
 
     /// Creates a device of `type` from `options` at `slot` (automatic when nil).
+    /// `instanceIndex` numbers it among the process's devices (its default MAC and its
+    /// control name `devN`); by default its place on this bus.
     @discardableResult
-    public func add(_ type: any PCIDevice.Type, options: inout DeviceOptions, slot: Int? = nil, function: Int = 0) throws -> PCIFunction {
+    public func add(_ type: any PCIDevice.Type, options: inout DeviceOptions, slot: Int? = nil, function: Int = 0,
+                    instanceIndex: Int? = nil) throws -> PCIFunction {
         let s = try lock.withLock { () throws(PCIBusError) -> Int in
             if let slot {
                 guard (1 ... 31).contains(slot), (0 ... 7).contains(function) else { throw .badSlot(slot, function: function) }
@@ -98,7 +101,7 @@ public final class PCIBus: @unchecked Sendable {
         let doorbells = DoorbellRegistry()
         // Counted over every device, not per type, so an e1000 and a virtio-net without
         // `mac=` get different default MACs (as QEMU numbers its NICs).
-        let index = lock.withLock { functions.count }
+        let index = instanceIndex ?? lock.withLock { functions.count }
         let context = PCIDeviceContext(memory: memory, config: config, interrupts: interrupts, clock: clock,
                                        eventLoop: eventLoop, lock: devLock,
                                        logger: Logger(label: "swiftvmm.\(type.typeName)"), guestLog: guestLog,
@@ -133,9 +136,10 @@ public final class PCIBus: @unchecked Sendable {
 
     /// Parses `NAME,key=value…` and adds it.
     @discardableResult
-    public func add(spec: DeviceSpec, registry: PCIDeviceRegistry, slot: Int? = nil, function: Int = 0) throws -> PCIFunction {
+    public func add(spec: DeviceSpec, registry: PCIDeviceRegistry, slot: Int? = nil, function: Int = 0,
+                    instanceIndex: Int? = nil) throws -> PCIFunction {
         var options = spec.options
-        return try add(registry.lookup(spec.name), options: &options, slot: slot, function: function)
+        return try add(registry.lookup(spec.name), options: &options, slot: slot, function: function, instanceIndex: instanceIndex)
     }
 
     public func function(slot: Int, function: Int = 0) -> PCIFunction? {
