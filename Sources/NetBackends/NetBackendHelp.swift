@@ -27,6 +27,7 @@ public enum NetBackendHelp {
         OptionHelp("fault-drop", "PCT", "drop this percentage of frames"),
         OptionHelp("fault-dup", "PCT", "duplicate this percentage of frames"),
         OptionHelp("fault-corrupt", "PCT", "flip a byte in this percentage of frames"),
+        OptionHelp("fault-reorder", "PCT", "hold this percentage of frames until the next one has gone (at most 5 ms)"),
         OptionHelp("fault-delay", "MS", "delay every frame"),
         OptionHelp("fault-rate", "MBPS", "rate-limit (token bucket)"),
         OptionHelp("fault-seed", "N", "seed, so a run is reproducible"),
