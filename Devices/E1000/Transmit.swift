@@ -108,7 +108,8 @@ extension E1000Device {
     private func finishPacket(kind: Transmit.Kind, high: UInt64) {
         defer { transmit.endPacket() }
         guard !transmit.overflowed else {
-            guestError(.transmitPacketTooLarge, "transmit packet larger than \(Transmit.maxPacketLength) bytes dropped")
+            let limit = transmit.segmentation ? Transmit.maxPacketLength : Transmit.maxPacketLengthWithoutTSO
+            guestError(.transmitPacketTooLarge, "transmit packet larger than \(limit) bytes dropped")
             if transmit.segmentation { statistics.count(E1000Statistics.tsctfc) }
             return
         }

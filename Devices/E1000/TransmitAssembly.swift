@@ -12,10 +12,12 @@ import VMMNet
 /// Guest memory changes only under the device lock (`GuestMemory`), which every step
 /// below holds, and the backend is done with the views when `send` returns.
 extension E1000Device {
-    /// Adds one data buffer to the packet (at most `Transmit.maxPacketLength` in all).
+    /// Adds one data buffer to the packet (at most `Transmit.maxPacketLength` in all with
+    /// TSO, `Transmit.maxPacketLengthWithoutTSO` without).
     func append(buffer: UInt64, length: Int) {
         guard length > 0, !transmit.overflowed else { return }
-        guard length <= Transmit.maxPacketLength - transmit.length else {
+        let limit = transmit.segmentation ? Transmit.maxPacketLength : Transmit.maxPacketLengthWithoutTSO
+        guard length <= limit - transmit.length else {
             transmit.overflowed = true
             return
         }

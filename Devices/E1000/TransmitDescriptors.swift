@@ -7,6 +7,9 @@ enum Transmit {
     /// The largest packet assembled from data descriptors: a 64 KiB TSO payload and
     /// headers fit with room to spare; larger ones are dropped and counted.
     static let maxPacketLength = 256 << 10
+    /// Without TSO a packet is at most 16,288 bytes: §3.3.3 (Table 3-9) allows "16288
+    /// bytes total", the largest transmit packet (the FIFO's); a larger one is dropped.
+    static let maxPacketLengthWithoutTSO = 16_288
     static let minimumFrameLength = 60
     /// Bytes of each packet copied as its descriptors come (TransmitAssembly.swift): the
     /// headers TSO rewrites lie within them, since HDRLEN is 8 bits (§3.3.6). A checksum

@@ -96,6 +96,22 @@ import VMMTestKit
         #expect(nic.r(R.tdh) == nic.txTail)
     }
 
+    /// Without TSO a packet is at most 16,288 bytes (SDM §3.3.3, Table 3-9); a 256 KiB
+    /// one went out whole.
+    @Test func packetsWithoutTSOStopAtTheManualsLimit() throws {
+        let nic = try NIC()
+        nic.setUpTransmit()
+        let frame = FrameBuilder.e1000.tcp(ack: 0, payload: [UInt8](repeating: 7, count: 16_288 - 54))
+        #expect(frame.count == 16_288)
+        nic.legacy(frame, cmd: Self.eop | Self.rs)
+        nic.kickTx()
+        #expect(nic.endpoint.sent.count == 1 && nic.errors(.transmitPacketTooLarge) == 0)
+        nic.legacy(frame + [0], cmd: Self.eop | Self.rs)
+        nic.kickTx()
+        #expect(nic.endpoint.sent.count == 1 && nic.errors(.transmitPacketTooLarge) == 1)
+        #expect(nic.txStatus(1) & 1 == 1)                               // still completed
+    }
+
     @Test func packetThatLapsTheRingWithoutEOP() throws {
         let nic = try NIC()
         nic.setUpTransmit(count: 8)
