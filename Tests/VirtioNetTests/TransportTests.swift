@@ -132,6 +132,24 @@ struct TransportTests {
         #expect(d.status == 1)
     }
 
+    /// §4.1.4.9.1: a write of pci_cfg_data writes the window's first cap.length bytes, so
+    /// a narrower write merges with what the window holds; it used the access's own value,
+    /// and only at the window's first byte.
+    @Test func pciConfigWindowWritesWhatTheWindowHolds() throws {
+        let d = try VirtioNetDriver()
+        let cap = try #require(d.capabilities[5]).configOffset
+        let queueSelect = UInt64(d.common.offset) + 0x16
+        d.nic.configWrite(cap + 4, size: 1, value: 0)
+        d.nic.configWrite(cap + 8, value: UInt32(queueSelect))
+        d.nic.configWrite(cap + 12, value: 2)
+        d.nic.configWrite(cap + 16, size: 2, value: 2)                  // queue_select = 2 through the window
+        #expect(d.nic.read(bar: 0, offset: queueSelect, size: 2) == 2)
+        d.nic.write(bar: 0, offset: queueSelect, size: 2, value: 0)
+        d.nic.configWrite(cap + 17, size: 1, value: 0)                  // the high byte: writes 0x0002 again
+        #expect(d.nic.read(bar: 0, offset: queueSelect, size: 2) == 2)
+        #expect(d.nic.configRead(cap + 16, size: 2) == 2)               // a read fills the window from the BAR
+    }
+
     @Test func oddAccessesAreHarmless() throws {
         let d = try VirtioNetDriver()
         d.bringUp()

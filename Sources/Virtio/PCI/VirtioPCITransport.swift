@@ -257,16 +257,26 @@ public final class VirtioPCITransport: VirtioTransport, @unchecked Sendable {
 
     // MARK: PCI_CFG window (forwarded by the device)
 
+    // §4.1.4.9.1: a read of pci_cfg_data reads cap.length bytes at cap.offset of cap.bar
+    // into pci_cfg_data; a write of it writes the first cap.length bytes of pci_cfg_data
+    // there. Both go through the window itself, so an access of another width than
+    // cap.length reads or writes what the window holds (as Linux's lguest launcher does).
+
     public func configRead(offset: Int, size: Int) -> UInt32? {
-        guard let w = configWindow, w.dataRange.contains(offset), let t = w.target(in: context.config) else { return nil }
-        let v = barRead(t.bar, offset: t.offset, size: t.size)
-        return UInt32(truncatingIfNeeded: v >> (UInt64(offset - w.dataRange.lowerBound) * 8))
+        guard let w = configWindow, w.dataRange.contains(offset) else { return nil }
+        if let t = w.target(in: context.config) {
+            let v = barRead(t.bar, offset: t.offset, size: t.size)
+            context.config.write(offset: w.dataRange.lowerBound, size: t.size, value: UInt32(truncatingIfNeeded: v))
+        }
+        return context.config.read(offset: offset, size: size)
     }
 
     public func configWrite(offset: Int, size: Int, value: UInt32) -> Bool {
         guard let w = configWindow, w.dataRange.contains(offset) else { return false }
-        if let t = w.target(in: context.config), offset == w.dataRange.lowerBound {
-            barWrite(t.bar, offset: t.offset, size: t.size, value: UInt64(value))
+        context.config.write(offset: offset, size: size, value: value)
+        if let t = w.target(in: context.config) {
+            let data = context.config.read(offset: w.dataRange.lowerBound, size: t.size)
+            barWrite(t.bar, offset: t.offset, size: t.size, value: UInt64(data))
         }
         return true
     }
