@@ -108,6 +108,41 @@ struct VDETests {
         #expect(receiver.links.isEmpty)   // no link change: the switch is still there
     }
 
+    /// A "switch" whose control socket accepts connections (the kernel's backlog does)
+    /// and never answers: libvdeplug's handshake waited in recv for ever, and `run` hung
+    /// where SIGTERM could not end it. It now gives up after the handshake timeout,
+    /// leaving no data socket in the directory.
+    @Test func aSwitchThatNeverAnswersIsGivenUpOn() throws {
+        let dir = TemporaryDirectory()
+        let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let path = dir.path + "/ctl"
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (i, b) in path.utf8.prefix(raw.count - 1).enumerated() { raw[i] = b }
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        #expect(bound == 0 && listen(listener, 4) == 0)
+        let running = try RunningLoop()
+        let start = MonotonicTime.nanoseconds()
+        #expect(throws: NetBackendError.self) {
+            _ = try VDEBackend(url: dir.path, eventLoop: running.loop, clock: running.loop, handshakeTimeoutMilliseconds: 300)
+        }
+        #expect(MonotonicTime.nanoseconds() - start < 3_000_000_000)
+        var left: [String] = []
+        if let d = opendir(dir.path) {
+            while let entry = readdir(d) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                if name != "." && name != ".." { left.append(name) }
+            }
+            closedir(d)
+        }
+        #expect(left == ["ctl"], "left behind: \(left)")
+    }
+
     /// libvdeplug's `seqpacket://FD` plugin on one end of a socketpair. A seqpacket peer
     /// that closes reads as 0 bytes, like an empty datagram; the backend took it for one
     /// (every socket is S_IFSOCK) and counted 64 "empty frames" per loop turn for ever,

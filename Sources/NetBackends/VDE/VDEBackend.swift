@@ -15,6 +15,9 @@ public final class VDEBackend: NetworkBackend, @unchecked Sendable {
     /// VDE_ETHBUFSIZE: the largest frame libvdeplug carries (9216-byte MTU + Ethernet + 802.1Q).
     public static let maxFrameSize = 9216 + 14 + 4
     static let reconnectInterval: UInt64 = 1_000_000_000
+    /// How long the handshake with a switch may take (a switch that accepts and never
+    /// answers would otherwise hold the opening thread for good), as NBD's handshake.
+    public static let handshakeTimeoutMilliseconds: UInt32 = 5_000
 
     public let url: String
     public let capabilities = BackendCapabilities(virtioNetHeader: false, offloads: [], maxFrameSize: VDEBackend.maxFrameSize)
@@ -48,16 +51,19 @@ public final class VDEBackend: NetworkBackend, @unchecked Sendable {
     /// Loop thread only.
     private nonisolated(unsafe) let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: VDEBackend.maxFrameSize + 64, alignment: 16)
 
-    public init(url: String, eventLoop: EventLoop, clock: DeviceClock) throws(NetBackendError) {
+    public init(url: String, eventLoop: EventLoop, clock: DeviceClock,
+                handshakeTimeoutMilliseconds: UInt32 = VDEBackend.handshakeTimeoutMilliseconds) throws(NetBackendError) {
         self.url = url
         loop = eventLoop
         self.clock = clock
-        guard let connection = VDEBackend.open(url) else {
+        guard let connection = VDEBackend.open(url, handshakeTimeoutMilliseconds: handshakeTimeoutMilliseconds) else {
             let e = errno
             sendBuffer.deallocate()
             readBuffer.deallocate()
             throw .system(option: "net", value: "vde:\(url)", call: "vde_open", errno: e == 0 ? ENOENT : e,
-                          hint: "is a vde_switch running there? e.g. vde_switch -d -s \(url.hasPrefix("/") ? url : "/tmp/sw")")
+                          hint: e == ETIMEDOUT
+                              ? "the switch accepted the connection but did not answer within \(Double(handshakeTimeoutMilliseconds) / 1000) s"
+                              : "is a vde_switch running there? e.g. vde_switch -d -s \(url.hasPrefix("/") ? url : "/tmp/sw")")
         }
         state.withLock { $0.connection = connection }
         port = ReceiverPort(counters: counters, linkUp: true)
@@ -69,8 +75,9 @@ public final class VDEBackend: NetworkBackend, @unchecked Sendable {
         readBuffer.deallocate()
     }
 
-    private static func open(_ url: String) -> Connection? {
-        guard let handle = cvde_open(url, "swiftvmm") else { return nil }
+    private static func open(_ url: String, handshakeTimeoutMilliseconds: UInt32 = VDEBackend.handshakeTimeoutMilliseconds) -> Connection? {
+        var timedOut: Int32 = 0
+        guard let handle = cvde_open_within(url, "swiftvmm", handshakeTimeoutMilliseconds, &timedOut) else { return nil }
         let data = vde_datafd(handle)
         let control = vde_ctlfd(handle)
         setNonBlocking(data)
