@@ -30,6 +30,27 @@ struct RunTests {
         #expect(console.contains("mini: done"))
     }
 
+    /// A `net=stream:unix:PATH,server=on` socket is the VMM's own: created mode 0600 and
+    /// removed at exit, under the default sandbox too (the main thread may unlink; the
+    /// backend skipped it whenever its thread was confined). A path that is not a socket
+    /// is refused, not taken for "Address already in use".
+    @Test(.enabled(if: CLIHost.miniGuest != nil, "needs gcc that can compile -m32 (apt-get install gcc)"))
+    func streamServerSocketIsRemovedAtExit() throws {
+        let kernel = try #require(CLIHost.miniGuest)
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("swiftvmm-stream-\(UUID().uuidString).sock").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let r = try SwiftVMMProcess.run(["run", "--kernel", kernel, "--memory", "32M", "--serial", "none",
+                                         "--device", "e1000,net=stream:unix:\(path),server=on"])
+        #expect(r.status == 0, "stderr: \(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: path), "\(path) left behind")
+        FileManager.default.createFile(atPath: path, contents: Data())
+        let refused = try SwiftVMMProcess.run(["run", "--kernel", kernel, "--memory", "32M", "--serial", "none",
+                                               "--device", "e1000,net=stream:unix:\(path),server=on"])
+        #expect(refused.status == 2 && refused.errorLines.count == 1 && refused.stderr.contains("exists and is not a socket"),
+                "stderr: \(refused.stderr)")
+        #expect(FileManager.default.fileExists(atPath: path))
+    }
+
     /// A `capture=` file is emptied when the machine starts, on the main thread before the
     /// sandbox: the io-loop thread, which did it for a while, may not truncate (SIGSYS at
     /// start, found by a hostile read).

@@ -216,7 +216,7 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
             // A live swap away from this backend stops it on the io-loop thread, which the
             // sandbox does not let remove files: the socket stays, stale, and the next
             // `server=on` at that path replaces it.
-            if let path = s.ownedSocketPath, !ThreadConfinement.currentThreadIsConfined { unlink(path) }
+            if let path = s.ownedSocketPath, ThreadConfinement.currentThreadMayRemoveFiles { unlink(path) }
             s.ownedSocketPath = nil
         }
         port.detach()
@@ -498,24 +498,29 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
         return fd
     }
 
-    /// Binds and listens. A Unix socket file left by a dead process is replaced; one a
-    /// live process answers on is an error.
+    /// Binds and listens. A Unix socket follows the rules of every socket the VMM listens
+    /// on (`UnixSocketListener`): mode 0600, a path that is not a socket refused, one a live
+    /// process answers on refused, a stale one replaced; the path is returned to be
+    /// removed at stop.
     private static func listen(on address: SocketAddress, config: StreamConfig, option: String, value: String)
         throws(NetBackendError) -> (Int32, String?) {
-        var ownedPath: String?
         if case let .unix(path) = config.address {
-            if let probe = try? connectNow(to: address, option: option, value: value) {
-                close(probe)
-                throw .system(option: option, value: value, call: "bind", errno: EADDRINUSE, hint: "another process listens on \(path)")
+            let listener: UnixSocketListener
+            do {
+                listener = try UnixSocketListener(path: path)
+            } catch {
+                throw .badValue(option: option, value: value, reason: error.description)
             }
-            var st = stat()
-            if lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFSOCK { unlink(path) }
-            ownedPath = path
+            // Accepted from the I/O loop: a client gone between readiness and accept must
+            // not block it.
+            let fd = listener.handOver()
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            return (fd, listener.path)
         }
         let fd = address.makeSocket()
         guard fd >= 0 else { throw .system(option: option, value: value, call: "socket", errno: errno, hint: nil) }
         var one: Int32 = 1
-        if address.family != AF_UNIX { setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size)) }
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
         guard address.withSockaddr({ bind(fd, $0, $1) }) == 0 else {
             let e = errno
             close(fd)
@@ -524,9 +529,8 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
         guard Glibc.listen(fd, 1) == 0 else {
             let e = errno
             close(fd)
-            if let p = ownedPath { unlink(p) }
             throw .system(option: option, value: value, call: "listen", errno: e, hint: nil)
         }
-        return (fd, ownedPath)
+        return (fd, nil)
     }
 }

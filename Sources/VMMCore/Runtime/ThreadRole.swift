@@ -33,6 +33,13 @@ public enum ThreadConfinement {
     /// sockets beyond what its role needs (a backend swap then takes descriptors instead).
     public static var currentThreadIsConfined: Bool { pthread_getspecific(confinedKey) != nil }
 
+    /// Whether the calling thread may remove files: unconfined, or the main thread, whose
+    /// allow-list has `unlink` for the sockets the VMM removes at exit (Docs/security.md).
+    public static var currentThreadMayRemoveFiles: Bool {
+        guard let role = pthread_getspecific(confinedKey) else { return true }
+        return Int(bitPattern: role) - 1 == Int(ThreadRole.main.rawValue)
+    }
+
     private static let confinedKey: pthread_key_t = {
         var key = pthread_key_t()
         pthread_key_create(&key, nil)

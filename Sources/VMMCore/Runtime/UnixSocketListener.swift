@@ -100,6 +100,14 @@ public final class UnixSocketListener: @unchecked Sendable {
         }
     }
 
+    /// Gives the listening descriptor to the caller, who from then on closes it and
+    /// removes the file (the stream backend accepts from the I/O loop and removes the file
+    /// only where its thread may).
+    public func handOver() -> Int32 {
+        closed = true
+        return fd
+    }
+
     /// Stops listening and removes the socket file.
     public func closeAndRemove() {
         guard !closed else { return }
