@@ -83,12 +83,16 @@ public enum QTestTransport {
             do { socket = try UnixSocketListener(path: path) } catch { throw .listener(error) }
         }
 
-        /// Waits for the client; the listening socket and its file are gone afterwards.
-        public func acceptClient() throws(QTestTransportError) -> Int32 {
+        /// Waits for the client, or returns nil once `stopFD` is readable (a stop signal
+        /// through a signalfd); the listening socket and its file are gone afterwards.
+        public func acceptClient(stopFD: Int32) throws(QTestTransportError) -> Int32? {
             defer { socket.closeAndRemove() }
-            let client = accept(socket.fd, nil, nil)
-            guard client >= 0 else { throw .socket(path: socket.path, call: "accept", errno: errno) }
-            _ = fcntl(client, F_SETFD, FD_CLOEXEC)
+            guard let client = socket.accept(stopFD: stopFD) else {
+                let e = errno
+                var stop = [pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0)]
+                if poll(&stop, 1, 0) > 0 { return nil }
+                throw .socket(path: socket.path, call: "accept", errno: e)
+            }
             return client
         }
     }

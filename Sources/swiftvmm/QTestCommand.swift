@@ -1,4 +1,5 @@
 import ArgumentParser
+import CLinux
 import DeviceCatalog
 import QTest
 import Sandbox
@@ -37,11 +38,21 @@ struct QTestCommand: ParsableCommand {
         // A client that goes away mid-answer must end the session, not the process (write
         // then fails with EPIPE); the same for stdout as a closed pipe.
         signal(SIGPIPE, SIG_IGN)
-        // The socket is made before the sandbox, which allows only `accept` on it.
+        // The socket is made before the sandbox, which allows only `accept` on it. While no
+        // client has come, SIGINT and SIGTERM arrive through a signalfd and end the wait
+        // with the socket file removed (they used to end the process and leave it).
         var listener: QTestTransport.Listener?
+        var stopSignals = sigset_t()
+        sigemptyset(&stopSignals)
+        sigaddset(&stopSignals, SIGINT)
+        sigaddset(&stopSignals, SIGTERM)
+        var stopFD: Int32 = -1
         if let socket {
             do { listener = try QTestTransport.Listener(path: socket) } catch { throw reportUserError(error.description) }
+            pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
+            stopFD = signalfd(-1, &stopSignals, Int32(SFD_CLOEXEC | SFD_NONBLOCK))
         }
+        defer { if stopFD >= 0 { close(stopFD) } }
         do { try SandboxArgument.activate(sandbox, runAs: nil) } catch { throw reportUserError(error.description) }
         let machine: QTestMachine
         let services = DeviceCatalog.makeServices()
@@ -55,7 +66,13 @@ struct QTestCommand: ParsableCommand {
         defer { machine.shutdown() }
         // The client is accepted and the socket file removed before this thread takes the
         // control role, which may not unlink.
-        let client = try listener?.acceptClient()
+        var client: Int32?
+        if let listener {
+            guard let accepted = try listener.acceptClient(stopFD: stopFD) else { return }   // stopped while waiting
+            client = accepted
+            // With a client, a stop signal ends the process as before (nothing is left to remove).
+            pthread_sigmask(SIG_UNBLOCK, &stopSignals, nil)
+        }
         defer { if let client { close(client) } }
         // Set up: this thread now answers the protocol (device accesses, the clock).
         ThreadConfinement.enter(.control)

@@ -22,6 +22,20 @@ struct QTestSocketTests {
         return nil
     }
 
+    /// Stopped (SIGTERM or Ctrl-C) while no client has come: it ended by the signal and
+    /// left its socket file; it now exits 0 with the file removed.
+    @Test(arguments: [SIGTERM, SIGINT])
+    func aStopSignalWhileWaitingRemovesTheSocket(_ signal: Int32) throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("swiftvmm-qtest-\(UUID().uuidString.prefix(8)).sock").path
+        let r = try SwiftVMMProcess.run(["qtest", "--socket", path], timeout: 30) { p in
+            for _ in 0 ..< 400 where !FileManager.default.fileExists(atPath: path) { usleep(25_000) }
+            usleep(100_000)   // past the listener's creation, into the wait
+            kill(p.processIdentifier, signal)
+        }
+        #expect(r.status == 0, "status \(r.status), stderr: \(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: path))
+    }
+
     @Test func aClientThatLeavesMidAnswerEndsTheSessionNotTheProcess() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("swiftvmm-qtest-\(UUID().uuidString.prefix(8)).sock").path
         let r = try SwiftVMMProcess.run(["qtest", "--socket", path, "--memory", "64M"], timeout: 30) { _ in
