@@ -22,8 +22,13 @@ struct SwiftVMM: ParsableCommand {
             command = try parseAsRoot()
         } catch {
             if exitCode(for: error) == .success { exit(withError: error) } // --help, --version
-            let message = message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
-            exit(withError: reportUserError(message))
+            // The parser's message up to its first blank line, joined: "one of the following:"
+            // is followed by the choices, one per line.
+            let lines = message(for: error).split(separator: "\n", omittingEmptySubsequences: false)
+            let paragraph = lines.prefix { !$0.allSatisfy { $0 == " " } }.map { line in
+                String(line.drop { $0 == " " || $0 == "-" }.drop { $0 == " " })
+            }
+            exit(withError: reportUserError(paragraph.isEmpty ? "\(error)" : paragraph.joined(separator: " ")))
         }
         do {
             try command.run()

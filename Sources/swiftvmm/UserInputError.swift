@@ -10,8 +10,18 @@ struct UserInputError: Error, CustomStringConvertible {
 }
 
 /// Prints `swiftvmm: error: MESSAGE` (one line) and returns the exit code to throw.
+/// Control characters in it (a newline in a path or value the user typed) are written as
+/// escapes, so the message stays one line.
 func reportUserError(_ message: String) -> ExitCode {
-    let line = "swiftvmm: error: \(message)\n"
+    let escaped = message.unicodeScalars.map { s -> String in
+        switch s {
+        case "\n": "\\n"
+        case "\r": "\\r"
+        case "\t": "\\t"
+        default: s.value < 0x20 || s.value == 0x7F ? "\\u{\(String(s.value, radix: 16))}" : String(s)
+        }
+    }.joined()
+    let line = "swiftvmm: error: \(escaped)\n"
     _ = line.withCString { write(STDERR_FILENO, $0, strlen($0)) }
     return ExitCode(2)
 }

@@ -74,6 +74,15 @@ struct BadInputTests {
         try expectOneLineError(["run", "--kernel", kernel, "--memory", "16385K"], mentions: "--memory '16385K'", "4 KiB pages")
     }
 
+    /// A newline or other control character in what the user typed is written as an
+    /// escape: the error stays one line. A parser error's list of choices is joined onto it.
+    @Test func controlCharactersInInputStayOnOneLine() throws {
+        try expectOneLineError(["run", "--kernel", "/no\nsuch"], mentions: "--kernel", "/no\\nsuch")
+        try expectOneLineError(["qtest", "--device", "e1000,net=tap:a\nb"], mentions: "--device")
+        try expectOneLineError(["run", "--log-level", "a\tb"], mentions: "--log-level", "a\\tb")
+        try expectOneLineError(["sandbox-check", "main", "bogus"], mentions: "bogus", "tgkill-self")
+    }
+
     /// qtest's errors are one line naming the option, as run's; `--socket` refuses to
     /// replace a file that is not a socket (it was unlinked, whatever it held).
     @Test func qtestErrorsNameTheOptionAndKeepFiles() throws {
