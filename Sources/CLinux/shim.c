@@ -15,3 +15,8 @@ int clinux_fallocate(int fd, int mode, int64_t offset, int64_t length) { return 
 int clinux_block_device_size(int fd, uint64_t *size) { return ioctl(fd, BLKGETSIZE64, size); }
 
 int clinux_block_device_sector_size(int fd, int *size) { return ioctl(fd, BLKSSZGET, size); }
+
+int clinux_lock_whole_file(int fd, int exclusive) {
+    struct flock lock = { .l_type = exclusive ? F_WRLCK : F_RDLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0 };
+    return fcntl(fd, F_OFD_SETLK, &lock);
+}

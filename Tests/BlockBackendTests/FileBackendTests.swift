@@ -104,9 +104,28 @@ import VMMTestKit
         try disk.resize(to: 512 * 1024)
         #expect(fileSize(path) == 512 * 1024)
 
-        let ro = try open(path, readOnly: true, loop: loop)
+        let ro = try open(dir.file("grow-ro.img", size: 1 << 20), readOnly: true, loop: loop)
         defer { ro.stop() }
         #expect(throws: BlockBackendError.readOnly) { try ro.resize(to: 1 << 20) }
+    }
+
+    /// Two writers on one image corrupt it: as QEMU locks its images, a disk open
+    /// read-write is refused to any other open, a read-only one is shared among readers,
+    /// and the lock goes with the backend.
+    @Test func anImageInUseIsRefused() throws {
+        let loop = try RunningLoop()
+        let path = dir.file("locked.img", size: 1 << 20)
+        let writer = try open(path, loop: loop)
+        #expect(throws: DiskBackendError.self) { _ = try open(path, loop: loop) }
+        #expect(throws: DiskBackendError.self) { _ = try open(path, readOnly: true, loop: loop) }
+        writer.stop()
+        let reader1 = try open(path, readOnly: true, loop: loop)
+        let reader2 = try open(path, readOnly: true, loop: loop)
+        #expect(throws: DiskBackendError.self) { _ = try open(path, loop: loop) }
+        reader1.stop()
+        reader2.stop()
+        let again = try open(path, loop: loop)
+        again.stop()
     }
 
     /// A write, zeroing or discard checked against the size before a shrink (queued

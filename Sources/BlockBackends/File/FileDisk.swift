@@ -67,6 +67,17 @@ struct FileDisk {
             throw .notADisk(path: path, reason: "changed while it was opened")
         }
         _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
+        // Two writers on one image corrupt it: a disk opened read-write is locked for this
+        // process alone, a read-only one shared among readers, as QEMU locks its images
+        // (file-posix.c, locking=auto: a filesystem without OFD locks is used unlocked).
+        if clinux_lock_whole_file(fd, readOnly ? 0 : 1) != 0 {
+            let e = errno
+            if e == EAGAIN || e == EACCES {
+                throw .notADisk(path: path, reason: readOnly
+                    ? "is in use read-write by another process (or another disk= of this one)"
+                    : "is in use by another process (or another disk= of this one); it is locked")
+            }
+        }
         let preferred = Int(clamping: st.st_blksize)
         switch kind {
         case .regularFile:

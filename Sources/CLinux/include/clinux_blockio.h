@@ -19,4 +19,10 @@ int clinux_block_device_size(int fd, uint64_t *size);
 /// The logical sector size of the block device open on `fd` (BLKSSZGET); 0 or -1 with errno.
 int clinux_block_device_sector_size(int fd, int *size);
 
+/// An open-file-description lock over the whole file (F_OFD_SETLK, _GNU_SOURCE-only):
+/// exclusive for a writer, shared for a reader. 0, or -1 with errno EAGAIN or EACCES when
+/// another open of the file holds a conflicting one (QEMU's image locks too: they lock
+/// single bytes of the same file).
+int clinux_lock_whole_file(int fd, int exclusive);
+
 #endif
