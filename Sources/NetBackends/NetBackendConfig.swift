@@ -39,8 +39,8 @@ public struct NetBackendConfig: Equatable, Sendable {
         } else if net.hasPrefix("tap:") {
             let name = String(net.dropFirst(4))
             guard !name.isEmpty else { throw NetBackendError.badValue(option: "net", value: net, reason: "tap: needs an interface name (net=tap:tap0)") }
-            guard name.utf8.count <= TapDevice.maxNameLength, !name.contains("/"), !name.contains(" ") else {
-                throw NetBackendError.badValue(option: "net", value: net, reason: "not a valid interface name (at most \(TapDevice.maxNameLength) bytes, no '/' or spaces)")
+            guard TapDevice.isValidName(name) else {
+                throw NetBackendError.badValue(option: "net", value: net, reason: "not a valid interface name (at most \(TapDevice.maxNameLength) bytes, not '.' or '..', no '/', ':' or white space, '%' only as one '%d')")
             }
             kind = .tap(name: name)
         } else if net.hasPrefix("tap-fd:") || net.hasPrefix("stream-fd:") {

@@ -66,6 +66,13 @@ import VMMTestKit
         #expect(error("net=bogus") == "unknown network backend in 'net=bogus' (known: tap:NAME, vde:URL, user, stream:unix:PATH, stream:tcp:HOST:PORT)")
         #expect(error("net=tap:")?.contains("'net'") == true)
         #expect(error("net=tap:waytoolonginterfacename")?.contains("not a valid interface name") == true)
+        // What the kernel's dev_valid_name refuses is refused here, with that reason, not
+        // as "exists and is not a TAP interface" after TUNSETIFF's EINVAL.
+        for bad in [".", "..", "a:b", "a\tb", "tap%d%d", "tap%s"] {
+            #expect(error("net=tap:\(bad)")?.contains("not a valid interface name") == true, "\(bad)")
+        }
+        #expect(error("net=tap:tap%d") == nil)
+        #expect(error("net=user,fault-rate=0.0000001")?.contains("'fault-rate'") == true)   // would round to "no limit"
         #expect(error("net=vde:")?.contains("'net'") == true)
         #expect(error("net=stream:tcp:localhost") == "bad value 'stream:tcp:localhost' for option 'net': expected stream:tcp:HOST:PORT")
         #expect(error("net=stream:tcp:h:0")?.contains("TCP port") == true)

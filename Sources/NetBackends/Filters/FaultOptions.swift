@@ -20,8 +20,9 @@ extension FaultConfig {
             c.delay = UInt64(ms * 1_000_000)
         }
         if let v = try options.take("fault-rate") {
-            guard let mbps = Double(v), mbps > 0, mbps <= 1_000_000 else {
-                throw NetBackendError.badValue(option: "fault-rate", value: v, reason: "expected Mbit/s in (0, 1000000]")
+            // Below 1 bit/s the rate would round to 0, which means "no limit".
+            guard let mbps = Double(v), mbps >= 1e-6, mbps <= 1_000_000 else {
+                throw NetBackendError.badValue(option: "fault-rate", value: v, reason: "expected Mbit/s from 0.000001 to 1000000")
             }
             c.rateBitsPerSecond = UInt64(mbps * 1_000_000)
         }

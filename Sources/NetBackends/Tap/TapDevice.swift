@@ -17,6 +17,18 @@ struct TapDevice {
 
     static let maxNameLength = Int(IFNAMSIZ) - 1
 
+    /// What the kernel takes as an interface name (net/core/dev.c `dev_valid_name`: 1 to
+    /// 15 bytes, not "." or "..", no '/', ':' or white space), with '%' only as one "%d",
+    /// which `dev_alloc_name` replaces by the first free number (`tap%d`, as QEMU allows).
+    static func isValidName(_ name: String) -> Bool {
+        let bytes = Array(name.utf8)
+        guard (1 ... maxNameLength).contains(bytes.count), name != ".", name != ".." else { return false }
+        let whiteSpace: Set<UInt8> = [0x20, 0x09, 0x0A, 0x0B, 0x0C, 0x0D]
+        guard !bytes.contains(where: { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: ":") || whiteSpace.contains($0) }) else { return false }
+        let percents = bytes.indices.filter { bytes[$0] == UInt8(ascii: "%") }
+        return percents.isEmpty || (percents.count == 1 && percents[0] + 1 < bytes.count && bytes[percents[0] + 1] == UInt8(ascii: "d"))
+    }
+
     static func open(name: String) throws(NetBackendError) -> TapDevice {
         let option = "net"
         let value = "tap:\(name)"
@@ -35,7 +47,7 @@ struct TapDevice {
             case EPERM, EACCES:
                 existed ? "the TAP belongs to another user; create it with: ip tuntap add \(name) mode tap user $USER vnet_hdr"
                         : "creating a TAP needs CAP_NET_ADMIN; or attach to a persistent one: ip tuntap add \(name) mode tap user $USER vnet_hdr"
-            case EINVAL: "'\(name)' exists and is not a TAP interface"
+            case EINVAL: existed ? "'\(name)' exists and is not a TAP interface (or is a multi-queue one)" : nil
             case EBUSY: "another process is attached to it"
             default: nil
             }
