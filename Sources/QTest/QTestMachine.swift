@@ -7,10 +7,13 @@ import VMMTestKit
 /// Errors building a qtest machine from user input (the device list).
 public enum QTestMachineError: Error, Equatable, CustomStringConvertible {
     case badSlot(device: String, value: String)
+    /// A `--device` entry refused, named as the user wrote it.
+    case device(text: String, reason: String)
 
     public var description: String {
         switch self {
         case let .badSlot(d, v): "bad value '\(v)' for option 'slot' of device \(d): expected a PCI slot 1-31"
+        case let .device(text, reason): "--device '\(text)': \(reason)"
         }
     }
 }
@@ -39,14 +42,19 @@ public final class QTestMachine: @unchecked Sendable {
         machine = try TestMachine(memorySize: memorySize, networkFactory: services?.resolve(NetworkBackendFactory.self),
                                   blockFactory: services?.resolve(BlockBackendFactory.self), logger: logger)
         for text in devices {
-            let spec = try DeviceSpec.parse(text)
-            var options = spec.options
-            var slot: Int?
-            if let s = try options.take("slot") {
-                guard let n = Int(s), (1 ... 31).contains(n) else { throw QTestMachineError.badSlot(device: spec.name, value: s) }
-                slot = n
+            do {
+                let spec = try DeviceSpec.parse(text)
+                var options = spec.options
+                var slot: Int?
+                if let s = try options.take("slot") {
+                    guard let n = Int(s), (1 ... 31).contains(n) else { throw QTestMachineError.badSlot(device: spec.name, value: s) }
+                    slot = n
+                }
+                try machine.bus.add(registry.lookup(spec.name), options: &options, slot: slot)
+            } catch {
+                machine.bus.shutdown()
+                throw QTestMachineError.device(text: text, reason: "\(error)")
             }
-            try machine.bus.add(registry.lookup(spec.name), options: &options, slot: slot)
         }
         // Real backends deliver frames from the loop thread; device time stays virtual.
         machine.loop.startThread(name: "qtest-io")

@@ -34,7 +34,7 @@ enum DeviceArguments {
             let name = rest.split(separator: ",", maxSplits: 1).first.map(String.init) ?? ""
             if builtIn.contains(name) { continue }
             guard slot != 0 else { throw UserInputError("-s '\(text)': slot 0 is the host bridge") }
-            let spec = try parse(spec: rest, option: "-s")
+            let spec = try parse(spec: rest, option: "-s", quoting: text)
             requests.append(DeviceRequest(spec: spec, text: "-s '\(text)'", slot: slot, function: function))
         }
         var used: Set<[Int]> = []
@@ -71,11 +71,12 @@ enum DeviceArguments {
         return l
     }
 
-    private static func parse(spec text: String, option: String) throws(UserInputError) -> DeviceSpec {
+    /// `quoting`: the whole argument, named in the error (for `-s`, the slot too).
+    private static func parse(spec text: String, option: String, quoting argument: String? = nil) throws(UserInputError) -> DeviceSpec {
         do {
             return try DeviceSpec.parse(text)
         } catch {
-            throw UserInputError("\(option) '\(text)': \(error)")
+            throw UserInputError("\(option) '\(argument ?? text)': \(error)")
         }
     }
 }

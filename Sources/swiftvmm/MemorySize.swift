@@ -17,7 +17,8 @@ enum MemorySize {
             }
             digits = digits.dropLast()
         }
-        guard !digits.isEmpty, digits.allSatisfy(\.isASCII), let n = UInt64(digits), n > 0 else { throw bad }
+        guard !digits.isEmpty, digits.allSatisfy({ $0.isASCII && $0.isNumber }) else { throw bad }
+        guard let n = UInt64(digits) else { throw UserInputError("--memory '\(text)' is too large") }
         let (bytes, overflow) = n.multipliedReportingOverflow(by: UInt64(1) << shift)
         guard !overflow else { throw UserInputError("--memory '\(text)' is too large") }
         return bytes

@@ -23,7 +23,7 @@ struct QTestCommand: ParsableCommand {
     @Option(name: .customLong("device"), help: "A device: NAME[,slot=N][,key=value...]. Repeatable.")
     var devices: [String] = []
 
-    @Option(name: .customLong("memory"), help: "Guest RAM size, e.g. 128M or 1G (a bare number is MiB, as in run).")
+    @Option(name: .customLong("memory"), parsing: .unconditional, help: "Guest RAM size, e.g. 128M or 1G (a bare number is MiB, as in run).")
     var memory: String = "128M"
 
     @Option(name: .customLong("socket"), help: "Listen on this unix socket path for one client instead of using stdio.")
@@ -60,7 +60,7 @@ struct QTestCommand: ParsableCommand {
             machine = try QTestMachine(memorySize: size, devices: devices, registry: DeviceCatalog.registry,
                                        services: services)
         } catch {
-            throw reportUserError("--device: \(error)")
+            throw reportUserError(error is QTestMachineError ? "\(error)" : "--device: \(error)")
         }
         services.resolve(MachineStart.self)?.start()   // the command line is accepted
         defer { machine.shutdown() }

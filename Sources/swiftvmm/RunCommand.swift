@@ -31,10 +31,11 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Kernel command line.")
     var cmdline: String = "console=ttyS0 acpi=off reboot=k"
 
-    @Option(help: "Guest RAM, e.g. 512M or 2G.")
+    // `.unconditional`: `--memory -1` is a bad size, not a missing value.
+    @Option(parsing: .unconditional, help: "Guest RAM, e.g. 512M or 2G.")
     var memory: String = "512M"
 
-    @Option(help: "Number of vCPUs.")
+    @Option(parsing: .unconditional, help: "Number of vCPUs.")
     var cpus: Int = 1
 
     @Option(name: .customLong("device"), help: "A PCI device: NAME[,key=value...] (see `swiftvmm devices`). Repeatable.")

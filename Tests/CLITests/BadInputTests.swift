@@ -83,6 +83,24 @@ struct BadInputTests {
         try expectOneLineError(["sandbox-check", "main", "bogus"], mentions: "bogus", "tgkill-self")
     }
 
+    /// Found by a review of every option: each of these named the wrong thing or said
+    /// something else than the problem.
+    @Test func eachErrorSaysWhatIsWrong() throws {
+        try expectOneLineError(["run", "--kernel", "x", "--memory", "-1"], mentions: "--memory '-1'", "expected a size")
+        try expectOneLineError(["run", "--kernel", "x", "--memory", "0"], mentions: "--memory '0'", "out of range")
+        try expectOneLineError(["run", "--kernel", "x", "--memory", "+512"], mentions: "--memory '+512'", "expected a size")
+        try expectOneLineError(["run", "--kernel", "x", "--memory", "18446744073709551616K"], mentions: "too large")
+        try expectOneLineError(["qtest", "--device", "e1000", "--device", "e1000,slot=99"], mentions: "--device 'e1000,slot=99'")
+        // These are checked after the kernel is read.
+        guard let kernel = CLIHost.miniGuest else { return }
+        try expectOneLineError(["run", "--kernel", kernel, "--cpus", "-1"], mentions: "--cpus -1", "out of range")
+        try expectOneLineError(["run", "--kernel", kernel, "-s", "2,virtio-net,tap0"], mentions: "-s '2,virtio-net,tap0'")
+        let fifo = FileManager.default.temporaryDirectory.appendingPathComponent("swiftvmm-fifo-\(UUID().uuidString.prefix(8))").path
+        #expect(mkfifo(fifo, 0o600) == 0)
+        defer { unlink(fifo) }
+        try expectOneLineError(["run", "--kernel", kernel, "--serial", "file:\(fifo)"], mentions: "--serial", "not a regular file or a terminal")
+    }
+
     /// qtest's errors are one line naming the option, as run's; `--socket` refuses to
     /// replace a file that is not a socket (it was unlinked, whatever it held).
     @Test func qtestErrorsNameTheOptionAndKeepFiles() throws {

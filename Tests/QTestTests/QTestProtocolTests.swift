@@ -145,13 +145,16 @@ import VMMCore
         #expect(s.ask("readl 0xe0000c00") == "OK 0x0000000000000000")
     }
 
+    /// Each names the `--device` entry as written, then the problem.
     @Test func machineErrorsNameTheProblem() throws {
-        #expect(throws: QTestMachineError.badSlot(device: "ticker", value: "40")) {
+        let slot = QTestMachineError.badSlot(device: "ticker", value: "40")
+        #expect(throws: QTestMachineError.device(text: "ticker,slot=40", reason: slot.description)) {
             try QTestMachine(devices: ["ticker,slot=40"], registry: PCIDeviceRegistry([TickerDevice.self]))
         }
-        #expect(throws: OptionError.unknownOption(device: "ticker", key: "speed")) {
+        let unknown = OptionError.unknownOption(device: "ticker", key: "speed")
+        #expect(throws: QTestMachineError.device(text: "ticker,speed=9", reason: unknown.description)) {
             try QTestMachine(devices: ["ticker,speed=9"], registry: PCIDeviceRegistry([TickerDevice.self]))
         }
-        #expect(throws: OptionError.self) { try QTestMachine(devices: ["nic"], registry: PCIDeviceRegistry([])) }
+        #expect(throws: QTestMachineError.self) { try QTestMachine(devices: ["nic"], registry: PCIDeviceRegistry([])) }
     }
 }

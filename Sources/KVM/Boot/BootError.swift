@@ -23,7 +23,7 @@ public enum BootError: Error, CustomStringConvertible, Equatable {
         case let .noPVHEntry(p): "\(p): ELF kernel has no PVH entry point (Xen ELF note 18, XEN_ELFNOTE_PHYS32_ENTRY)"
         case let .badBzImage(p, r): "\(p): bad bzImage: \(r)"
         case let .doesNotFit(w, s): "\(w) (\(s) bytes) does not fit in guest memory; give the VM more --memory"
-        case let .commandLineTooLong(l, m): "kernel command line is \(l) bytes; this kernel accepts at most \(m)"
+        case let .commandLineTooLong(l, m): "--cmdline is \(l) bytes; this kernel accepts at most \(m)"
         }
     }
 }

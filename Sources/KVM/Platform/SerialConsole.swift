@@ -59,7 +59,13 @@ final class SerialConsole: @unchecked Sendable {
             // O_NONBLOCK: opening a FIFO for writing would wait for a reader for ever, with
             // SIGINT and SIGTERM already blocked for the VMM's own handling.
             let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0o644)
-            guard fd >= 0 else { throw .serialFile(path: path, errno: errno) }
+            guard fd >= 0 else {
+                // A FIFO without a reader answers ENXIO, a socket ENXIO too: not a kind we write to.
+                let e = errno
+                var target = stat()
+                if stat(path, &target) == 0, ![S_IFREG, S_IFCHR].contains(target.st_mode & S_IFMT) { throw .serialFileKind(path: path) }
+                throw .serialFile(path: path, errno: e)
+            }
             // A file or a character device (a terminal, /dev/null); a FIFO or a socket that
             // stops reading would only fill the console buffer.
             var info = stat()
