@@ -91,6 +91,7 @@ struct BadInputTests {
         try expectOneLineError(["run", "--kernel", "x", "--memory", "+512"], mentions: "--memory '+512'", "expected a size")
         try expectOneLineError(["run", "--kernel", "x", "--memory", "18446744073709551616K"], mentions: "too large")
         try expectOneLineError(["qtest", "--device", "e1000", "--device", "e1000,slot=99"], mentions: "--device 'e1000,slot=99'")
+        try expectOneLineError(["qtest", "--device", "e1000,id=dev1", "--device", "e1000"], mentions: "'id'", "devN")   // would name two devices
         // These are checked after the kernel is read.
         guard let kernel = CLIHost.miniGuest else { return }
         try expectOneLineError(["run", "--kernel", kernel, "--cpus", "-1"], mentions: "--cpus -1", "out of range")

@@ -93,6 +93,26 @@ final class CountingDoorbells: DoorbellAccelerator, @unchecked Sendable {
     /// Two vCPUs moving BARs at once: device A's BAR moves onto where device B's was while
     /// B's doorbell still holds the place (KVM answers EEXIST). A's doorbell stayed on the
     /// exit path until A's next move; it is now placed again once something is released.
+    /// The other device may let go of the place between the refusal and the refused
+    /// device's entry in the retry list, and then finds no one to retry: a newly refused
+    /// doorbell is tried once more from the loop by itself (found by a hostile read).
+    @Test func aNewlyRefusedDoorbellIsTriedAgainFromTheLoop() throws {
+        let machine = try TestMachine()
+        let doorbells = CountingDoorbells()
+        machine.bus.doorbellAccelerator = doorbells
+        let a = try machine.add(SampleDevice.self, enable: false)
+        a.function.doorbells.register(bar: 4, offset: 0, size: 2) {}
+        a.enable()
+        let command = a.configRead(0x04, size: 2)
+        a.configWrite(0x04, size: 2, value: command & ~2)
+        let stale = DoorbellPlace(space: .memory, address: UInt64(a.barAddress(4)))
+        doorbells.occupy(stale)
+        a.configWrite(0x04, size: 2, value: command)
+        doorbells.vacate(stale)   // let go, with nothing released on the bus
+        _ = machine.loop.runQueuedWork()
+        #expect(doorbells.taken.withLock { $0 } == [stale])
+    }
+
     @Test func aDoorbellRefusedForAnotherDevicesIsPlacedOnceThatMoves() throws {
         let machine = try TestMachine()
         let doorbells = CountingDoorbells()

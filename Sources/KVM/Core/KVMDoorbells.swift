@@ -9,9 +9,9 @@ import VMMCore
 /// Doorbells on ioeventfd: a guest write to a registered notify address signals an eventfd
 /// inside KVM (no exit to userspace); the I/O loop reads it and calls the device's handler.
 public final class KVMDoorbells: DoorbellAccelerator, @unchecked Sendable {
-    let vm: KVMVirtualMachine
-    let loop: EventLoop
-    let logger: Logger
+    private let vm: KVMVirtualMachine
+    private let loop: EventLoop
+    private let logger: Logger
 
     public init(vm: KVMVirtualMachine, loop: EventLoop, logger: Logger) {
         self.vm = vm; self.loop = loop; self.logger = logger
@@ -30,7 +30,8 @@ public final class KVMDoorbells: DoorbellAccelerator, @unchecked Sendable {
                 var count: UInt64 = 0
                 if read(eventFD.fd, &count, 8) == 8 { handler() }
             }
-            return KVMDoorbell(owner: self, eventFD: eventFD, registration: registration, size: size, value: value)
+            return KVMDoorbell(vm: vm, loop: loop, logger: logger, eventFD: eventFD, registration: registration,
+                               size: size, value: value)
         } catch {
             return nil
         }
@@ -47,8 +48,12 @@ final class OwnedEventFD: Sendable {
 /// One ioeventfd-backed doorbell; it moves between addresses with its eventfd (and any
 /// kick counted in it) kept.
 final class KVMDoorbell: AcceleratedDoorbell, @unchecked Sendable {
-    /// Weak: the machine's VM and loop outlive their devices' doorbells, or are gone with them.
-    private weak var owner: KVMDoorbells?
+    // Held, not borrowed: the doorbell is taken off KVM's bus and the loop when its
+    // function goes, which may be after the bus let go of the accelerator. Neither holds a
+    // doorbell back (the loop's handler holds only the eventfd and the device's handler).
+    private let vm: KVMVirtualMachine
+    private let loop: EventLoop
+    private let logger: Logger
     private let eventFD: OwnedEventFD
     private let registration: IORegistration
     private let size: Int
@@ -56,24 +61,25 @@ final class KVMDoorbell: AcceleratedDoorbell, @unchecked Sendable {
     /// Where KVM signals this doorbell now (nil: nowhere). Moved only under the device's lock.
     private var place: DoorbellPlace?
 
-    init(owner: KVMDoorbells, eventFD: OwnedEventFD, registration: IORegistration, size: Int, value: UInt64?) {
-        self.owner = owner; self.eventFD = eventFD; self.registration = registration; self.size = size; self.value = value
+    init(vm: KVMVirtualMachine, loop: EventLoop, logger: Logger, eventFD: OwnedEventFD, registration: IORegistration,
+         size: Int, value: UInt64?) {
+        self.vm = vm; self.loop = loop; self.logger = logger
+        self.eventFD = eventFD; self.registration = registration; self.size = size; self.value = value
     }
 
     func move(to new: DoorbellPlace?) -> Bool {
-        guard new != place, let owner else { return true }
+        guard new != place else { return true }
         if let old = place {
-            try? owner.vm.ioeventfd(eventFD: eventFD.fd, space: old.space, address: old.address, size: size, value: value,
-                                    deassign: true)
+            try? vm.ioeventfd(eventFD: eventFD.fd, space: old.space, address: old.address, size: size, value: value, deassign: true)
             place = nil
         }
         guard let new else { return true }
         do {
-            try owner.vm.ioeventfd(eventFD: eventFD.fd, space: new.space, address: new.address, size: size, value: value)
+            try vm.ioeventfd(eventFD: eventFD.fd, space: new.space, address: new.address, size: size, value: value)
             place = new
             return true
         } catch {
-            owner.logger.debug("doorbell at 0x\(String(new.address, radix: 16)) stays on the exit path: \(error)")
+            logger.debug("doorbell at 0x\(String(new.address, radix: 16)) stays on the exit path: \(error)")
             // EEXIST: another device's doorbell has not left this place yet.
             if case let .ioctl(_, errno: e) = error, e == EEXIST { return false }
             return true
@@ -81,11 +87,9 @@ final class KVMDoorbell: AcceleratedDoorbell, @unchecked Sendable {
     }
 
     deinit {
-        guard let owner else { return }
         if let old = place {
-            try? owner.vm.ioeventfd(eventFD: eventFD.fd, space: old.space, address: old.address, size: size, value: value,
-                                    deassign: true)
+            try? vm.ioeventfd(eventFD: eventFD.fd, space: old.space, address: old.address, size: size, value: value, deassign: true)
         }
-        owner.loop.unregister(registration)
+        loop.unregister(registration)
     }
 }

@@ -89,6 +89,11 @@ public final class PCIBus: @unchecked Sendable {
             guard !id.isEmpty, id.count <= 64, id.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
                 throw OptionError.badValue(key: "id", value: id, reason: "expected 1-64 letters, digits, '-', '_' or '.'")
             }
+            // `devN` is what a device without an id is called (`controlName`): taken as an
+            // id it would name two devices.
+            guard !(id.hasPrefix("dev") && id.count > 3 && id.dropFirst(3).allSatisfy { $0.isASCII && $0.isNumber }) else {
+                throw OptionError.badValue(key: "id", value: id, reason: "devN names the devices given no id; choose another")
+            }
             guard !lock.withLock({ functions.contains { $0.id == id } }) else {
                 throw OptionError.badValue(key: "id", value: id, reason: "another device already has this id")
             }
@@ -240,14 +245,17 @@ public final class PCIBus: @unchecked Sendable {
         // Only a moved mapping moves doorbells: a command write that changes Bus Master
         // or Interrupt Disable (Linux's pci_intx, pci_clear_master) leaves them alone, and
         // so does a BAR refused again (still overlapping).
+        let doorbellWasRefused = fn.doorbellRefused
         if changed || fn.doorbellRefused { fn.doorbellRefused = !placeDoorbells(fn) }
         let id = ObjectIdentifier(fn)
         // Any refused BAR or doorbell is retried once something was released: another
         // function's, or one of this function's own that this pass refused before a later
-        // BAR of the same function moved out of its way.
+        // BAR of the same function moved out of its way. A doorbell newly refused is also
+        // retried once from the loop: the device whose doorbell held its place may have
+        // let go between the refusal and this entry, having found no one to retry.
         let retry = refusedMappings.withLock { r -> Bool in
             if refused || fn.doorbellRefused { r[id] = fn } else { r[id] = nil }
-            return released && !r.isEmpty
+            return (released || (fn.doorbellRefused && !doorbellWasRefused)) && !r.isEmpty
         }
         // Retried on the loop, each under its own lock (this one's is held here). The
         // closure holds only the bus, weakly: a function it held would keep the loop that
