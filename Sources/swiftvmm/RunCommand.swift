@@ -140,14 +140,9 @@ struct RunCommand: ParsableCommand {
             return handler
         }
         guard let kernel else { throw UserInputError("--kernel is required (a PVH ELF such as vmlinux, or a bzImage)") }
-        // The memory size first: a kernel or initrd larger than it is refused unread.
+        // What the command line says on its own first, then the files it names; the memory
+        // size before those: a kernel or initrd larger than it is refused unread.
         let size = try MemorySize.parseGuestRAM(memory)
-        let image: KernelImage
-        do { image = try KernelImage(path: kernel, limit: size) } catch { throw UserInputError("--kernel: \(error)") }
-        var initrdBytes: [UInt8]?
-        if let initrd {
-            do { initrdBytes = try KernelImage.readFile(initrd, limit: size) } catch { throw UserInputError("--initrd: \(error)") }
-        }
         guard (1 ... Machine.maximumCPUs).contains(cpus) else {
             throw UserInputError("--cpus \(cpus) is out of range (1 to \(Machine.maximumCPUs))")
         }
@@ -159,6 +154,15 @@ struct RunCommand: ParsableCommand {
         default: throw UserInputError("--serial '\(serial)': expected stdio, file:PATH or none")
         }
         let requests = try DeviceArguments.requests(devices: devices, slots: slots, registry: DeviceCatalog.registry)
+        var outputs = OutputFiles.captures(requests.map { ($0.text, $0.spec) })
+        if case let .file(path) = attachment { outputs.insert(("--serial", path), at: 0) }
+        try OutputFiles.refuseShared(outputs)
+        let image: KernelImage
+        do { image = try KernelImage(path: kernel, limit: size) } catch { throw UserInputError("--kernel: \(error)") }
+        var initrdBytes: [UInt8]?
+        if let initrd {
+            do { initrdBytes = try KernelImage.readFile(initrd, limit: size) } catch { throw UserInputError("--initrd: \(error)") }
+        }
         return MachineConfiguration(kernel: image, initrd: initrdBytes, cmdline: cmdline, memorySize: size, cpus: cpus,
                                     devices: requests, serial: attachment, startTime: start)
     }

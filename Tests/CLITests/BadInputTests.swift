@@ -92,14 +92,31 @@ struct BadInputTests {
         try expectOneLineError(["run", "--kernel", "x", "--memory", "18446744073709551616K"], mentions: "too large")
         try expectOneLineError(["qtest", "--device", "e1000", "--device", "e1000,slot=99"], mentions: "--device 'e1000,slot=99'")
         try expectOneLineError(["qtest", "--device", "e1000,id=dev1", "--device", "e1000"], mentions: "'id'", "devN")   // would name two devices
-        // These are checked after the kernel is read.
+        try expectOneLineError(["run", "--kernel", "x", "--cpus", "-1"], mentions: "--cpus -1", "out of range")
+        try expectOneLineError(["run", "--kernel", "x", "-s", "2,virtio-net,tap0"], mentions: "-s '2,virtio-net,tap0'")
+        // The serial file is opened after the kernel is read.
         guard let kernel = CLIHost.miniGuest else { return }
-        try expectOneLineError(["run", "--kernel", kernel, "--cpus", "-1"], mentions: "--cpus -1", "out of range")
-        try expectOneLineError(["run", "--kernel", kernel, "-s", "2,virtio-net,tap0"], mentions: "-s '2,virtio-net,tap0'")
         let fifo = FileManager.default.temporaryDirectory.appendingPathComponent("swiftvmm-fifo-\(UUID().uuidString.prefix(8))").path
         #expect(mkfifo(fifo, 0o600) == 0)
         defer { unlink(fifo) }
         try expectOneLineError(["run", "--kernel", kernel, "--serial", "file:\(fifo)"], mentions: "--serial", "not a regular file or a terminal")
+    }
+
+    /// One file given to two writers (two NICs' `capture=`, or a capture and
+    /// `--serial file:`) would interleave into something no tool reads: refused, and
+    /// nothing is created.
+    @Test func oneOutputFileForTwoWritersIsRefused() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("swiftvmm-out-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let pcap = dir + "/both.pcap"
+        try expectOneLineError(["run", "--kernel", "x", "--device", "e1000,net=user,capture=\(pcap)",
+                                "--device", "virtio-net,net=user,capture=\(dir)/../\((dir as NSString).lastPathComponent)/both.pcap"],
+                               mentions: "is also written by --device 'e1000")
+        try expectOneLineError(["serve", "--socket", dir + "/a.sock", "--device", "e1000,net=user,capture=\(pcap)",
+                                "--socket", dir + "/b.sock", "--device", "e1000,net=user,capture=\(pcap)"],
+                               mentions: "is also written by")
+        #expect((try? FileManager.default.contentsOfDirectory(atPath: dir)) == [])
     }
 
     /// qtest's errors are one line naming the option, as run's; `--socket` refuses to
