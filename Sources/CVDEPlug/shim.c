@@ -20,6 +20,7 @@ static long long cvde_now_ms(void) {
 
 VDECONN *cvde_open_within(const char *url, const char *descr, unsigned int milliseconds, int *timed_out) {
     *timed_out = 0;
+    if (milliseconds == 0) milliseconds = 1; /* a zero it_value would disarm the timer */
     /* libvdeplug's handshake with a vde_switch (libvdeplug_vde.c, vde_vde_open) connects
      * to its control socket and waits in a plain recv for the answer: a switch that accepts
      * and never answers blocks the caller for ever. A timer signal to this thread makes

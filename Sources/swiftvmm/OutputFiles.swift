@@ -3,36 +3,56 @@ import Glibc
 #endif
 import VMMCore
 
-/// Files the VMM writes as it runs (`capture=` of each NIC, `--serial file:`): two writers
-/// on one file would interleave into something neither tool can read, so a file named
-/// twice is refused before anything is opened.
+/// Files the VMM writes as it runs (`capture=` of each NIC, `--serial file:`), checked
+/// before anything is opened: two writers on one file interleave into something no tool
+/// reads, and a capture or console on the kernel, the initrd or a disk image would empty
+/// it when the machine starts.
 enum OutputFiles {
-    /// `outputs`: who writes (as the user wrote it) and the path. Paths are compared by
-    /// the file they name: the directory resolved, the last component as given.
-    static func refuseShared(_ outputs: [(owner: String, path: String)]) throws(UserInputError) {
-        var seen: [String: String] = [:]
-        for (owner, path) in outputs {
-            let key = canonical(path)
+    struct Named {
+        /// Who names it, as the user wrote it (`--serial`, `--device 'e1000,…'`).
+        let owner: String
+        let path: String
+    }
+
+    /// Refuses an output named twice, or naming one of `inputs` (files the VM reads or
+    /// keeps). Existing files are compared by device and inode (links and symlinks
+    /// included), others by their resolved directory and name.
+    static func refuseShared(outputs: [Named], inputs: [Named]) throws(UserInputError) {
+        var seen: [String: Named] = [:]
+        for input in inputs { seen[identity(input.path)] = seen[identity(input.path)] ?? input }
+        for output in outputs {
+            let key = identity(output.path)
             if let first = seen[key] {
-                throw UserInputError("\(owner): \(path) is also written by \(first)")
+                throw UserInputError("\(output.owner): \(output.path) names the same file as \(first.owner) (\(first.path)), which it would overwrite")
             }
-            seen[key] = owner
+            seen[key] = output
         }
     }
 
     /// The `capture=` file of each device that has one.
-    static func captures(_ specs: [(text: String, spec: DeviceSpec)]) -> [(owner: String, path: String)] {
+    static func captures(_ specs: [(text: String, spec: DeviceSpec)]) -> [Named] {
+        specs.compactMap { entry in value("capture", entry.spec).map { Named(owner: entry.text, path: $0) } }
+    }
+
+    /// The image file of each disk that has one (not an NBD export).
+    static func disks(_ specs: [(text: String, spec: DeviceSpec)]) -> [Named] {
         specs.compactMap { entry in
-            entry.spec.options.pairs.last(where: { $0.key == "capture" }).map { (entry.text, $0.value) }
+            value("disk", entry.spec).flatMap { $0.hasPrefix("nbd") ? nil : Named(owner: entry.text, path: $0) }
         }
     }
 
-    private static func canonical(_ path: String) -> String {
+    private static func value(_ key: String, _ spec: DeviceSpec) -> String? {
+        spec.options.pairs.last(where: { $0.key == key })?.value
+    }
+
+    private static func identity(_ path: String) -> String {
+        var st = stat()
+        if stat(path, &st) == 0 { return "inode \(st.st_dev):\(st.st_ino)" }
         let slash = path.lastIndex(of: "/")
         let directory = slash.map { path[..<$0].isEmpty ? "/" : String(path[..<$0]) } ?? "."
         let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
-        guard let resolved = realpath(directory, nil) else { return path }
+        guard let resolved = realpath(directory, nil) else { return "path " + path }
         defer { free(resolved) }
-        return String(cString: resolved) + "/" + name
+        return "path " + String(cString: resolved) + "/" + name
     }
 }

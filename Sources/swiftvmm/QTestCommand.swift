@@ -35,6 +35,10 @@ struct QTestCommand: ParsableCommand {
     func run() throws {
         let size: UInt64
         do { size = try MemorySize.parseGuestRAM(memory) } catch { throw reportUserError(error.description) }
+        let parsed = devices.compactMap { text in (try? DeviceSpec.parse(text)).map { (text: "--device '\(text)'", spec: $0) } }
+        do { try OutputFiles.refuseShared(outputs: OutputFiles.captures(parsed), inputs: OutputFiles.disks(parsed)) } catch {
+            throw reportUserError(error.description)
+        }
         // A client that goes away mid-answer must end the session, not the process (write
         // then fails with EPIPE); the same for stdout as a closed pipe.
         signal(SIGPIPE, SIG_IGN)
@@ -74,12 +78,46 @@ struct QTestCommand: ParsableCommand {
             pthread_sigmask(SIG_UNBLOCK, &stopSignals, nil)
         }
         defer { if let client { close(client) } }
-        // Set up: this thread now answers the protocol (device accesses, the clock).
-        ThreadConfinement.enter(.control)
-        if let client {
-            QTestTransport.serve(machine: machine, input: client, output: client)
-        } else {
-            QTestTransport.serve(machine: machine, input: 0, output: 1)
+        // The protocol (device accesses, the clock) is answered on a thread of its own in the
+        // control role; this thread waits in the main role, whose allow-list has `unlink`, so
+        // the teardown removes the files backends made (a stream `server=on` socket). The
+        // thread is made before this one is confined: confined threads make none.
+        let input = client ?? 0, output = client ?? 1
+        guard let answering = ProtocolThread({
+            ThreadConfinement.enter(.control)
+            QTestTransport.serve(machine: machine, input: input, output: output)
+        }) else {
+            throw reportUserError("qtest: cannot start a thread: \(String(cString: strerror(errno)))")
         }
+        ThreadConfinement.enter(.main)
+        answering.join()
+    }
+}
+
+/// One thread running `body`, joined by its maker.
+private final class ProtocolThread {
+    private var thread: pthread_t?
+    private let body: () -> Void
+
+    init?(_ body: @escaping () -> Void) {
+        self.body = body
+        let me = Unmanaged.passRetained(self)
+        var tid = pthread_t()
+        let rc = pthread_create(&tid, nil, { arg in
+            guard let arg else { return nil }
+            Unmanaged<ProtocolThread>.fromOpaque(arg).takeRetainedValue().body()
+            return nil
+        }, me.toOpaque())
+        guard rc == 0 else {
+            me.release()
+            errno = rc
+            return nil
+        }
+        thread = tid
+    }
+
+    func join() {
+        if let thread { pthread_join(thread, nil) }
+        thread = nil
     }
 }

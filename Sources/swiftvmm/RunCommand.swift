@@ -154,9 +154,12 @@ struct RunCommand: ParsableCommand {
         default: throw UserInputError("--serial '\(serial)': expected stdio, file:PATH or none")
         }
         let requests = try DeviceArguments.requests(devices: devices, slots: slots, registry: DeviceCatalog.registry)
-        var outputs = OutputFiles.captures(requests.map { ($0.text, $0.spec) })
-        if case let .file(path) = attachment { outputs.insert(("--serial", path), at: 0) }
-        try OutputFiles.refuseShared(outputs)
+        let specs = requests.map { (text: $0.text, spec: $0.spec) }
+        var outputs = OutputFiles.captures(specs)
+        if case let .file(path) = attachment { outputs.insert(.init(owner: "--serial", path: path), at: 0) }
+        var inputs = [OutputFiles.Named(owner: "--kernel", path: kernel)] + OutputFiles.disks(specs)
+        if let initrd { inputs.append(.init(owner: "--initrd", path: initrd)) }
+        try OutputFiles.refuseShared(outputs: outputs, inputs: inputs)
         let image: KernelImage
         do { image = try KernelImage(path: kernel, limit: size) } catch { throw UserInputError("--kernel: \(error)") }
         var initrdBytes: [UInt8]?

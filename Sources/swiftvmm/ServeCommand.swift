@@ -91,7 +91,7 @@ struct ServeCommand: ParsableCommand {
         // names them across the process, so they must be unique here (as `run` requires).
         var ids: Set<String> = []
         let parsed = devices.compactMap { text in (try? DeviceSpec.parse(text)).map { (text: "--device '\(text)'", spec: $0) } }
-        do { try OutputFiles.refuseShared(OutputFiles.captures(parsed)) } catch {
+        do { try OutputFiles.refuseShared(outputs: OutputFiles.captures(parsed), inputs: OutputFiles.disks(parsed)) } catch {
             releaseAll()
             throw reportUserError(error.description)
         }

@@ -112,10 +112,18 @@ struct BadInputTests {
         let pcap = dir + "/both.pcap"
         try expectOneLineError(["run", "--kernel", "x", "--device", "e1000,net=user,capture=\(pcap)",
                                 "--device", "virtio-net,net=user,capture=\(dir)/../\((dir as NSString).lastPathComponent)/both.pcap"],
-                               mentions: "is also written by --device 'e1000")
+                               mentions: "names the same file as --device 'e1000")
         try expectOneLineError(["serve", "--socket", dir + "/a.sock", "--device", "e1000,net=user,capture=\(pcap)",
                                 "--socket", dir + "/b.sock", "--device", "e1000,net=user,capture=\(pcap)"],
-                               mentions: "is also written by")
+                               mentions: "names the same file as")
+        // A capture, or the console, on a disk image or the kernel would empty it at start.
+        let image = dir + "/disk.img"
+        #expect(FileManager.default.createFile(atPath: image, contents: Data(repeating: 0x5A, count: 65536)))
+        try expectOneLineError(["qtest", "--device", "virtio-blk,disk=\(image)", "--device", "e1000,net=user,capture=\(image)"],
+                               mentions: "names the same file as --device 'virtio-blk")
+        try expectOneLineError(["run", "--kernel", image, "--serial", "file:\(image)"], mentions: "--serial", "--kernel")
+        #expect(FileManager.default.contents(atPath: image) == Data(repeating: 0x5A, count: 65536))
+        try? FileManager.default.removeItem(atPath: image)
         #expect((try? FileManager.default.contentsOfDirectory(atPath: dir)) == [])
     }
 

@@ -36,6 +36,15 @@ struct QTestSocketTests {
         #expect(!FileManager.default.fileExists(atPath: path))
     }
 
+    /// The protocol is answered in the control role, which may not unlink: the teardown
+    /// after it (a stream `server=on` socket's removal) now runs in the main role.
+    @Test func aStreamServerSocketIsRemovedAfterTheSession() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("swiftvmm-qstream-\(UUID().uuidString.prefix(8)).sock").path
+        let r = try SwiftVMMProcess.run(["qtest", "--device", "e1000,net=stream:unix:\(path),server=on"], timeout: 30)   // stdin at EOF
+        #expect(r.status == 0, "stderr: \(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: path), "\(path) left behind")
+    }
+
     @Test func aClientThatLeavesMidAnswerEndsTheSessionNotTheProcess() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("swiftvmm-qtest-\(UUID().uuidString.prefix(8)).sock").path
         let r = try SwiftVMMProcess.run(["qtest", "--socket", path, "--memory", "64M"], timeout: 30) { _ in

@@ -23,7 +23,8 @@ struct TapDevice {
     static func isValidName(_ name: String) -> Bool {
         let bytes = Array(name.utf8)
         guard (1 ... maxNameLength).contains(bytes.count), name != ".", name != ".." else { return false }
-        let whiteSpace: Set<UInt8> = [0x20, 0x09, 0x0A, 0x0B, 0x0C, 0x0D]
+        // The kernel's isspace (lib/ctype.c) also takes 0xA0, Latin-1's no-break space.
+        let whiteSpace: Set<UInt8> = [0x20, 0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0xA0]
         guard !bytes.contains(where: { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: ":") || whiteSpace.contains($0) }) else { return false }
         let percents = bytes.indices.filter { bytes[$0] == UInt8(ascii: "%") }
         return percents.isEmpty || (percents.count == 1 && percents[0] + 1 < bytes.count && bytes[percents[0] + 1] == UInt8(ascii: "d"))

@@ -18,6 +18,8 @@ public final class VDEBackend: NetworkBackend, @unchecked Sendable {
     /// How long the handshake with a switch may take (a switch that accepts and never
     /// answers would otherwise hold the opening thread for good), as NBD's handshake.
     public static let handshakeTimeoutMilliseconds: UInt32 = 5_000
+    /// A reconnect runs on the I/O loop, which waits for it: a shorter handshake.
+    static let reconnectHandshakeTimeoutMilliseconds: UInt32 = 1_000
 
     public let url: String
     public let capabilities = BackendCapabilities(virtioNetHeader: false, offloads: [], maxFrameSize: VDEBackend.maxFrameSize)
@@ -237,7 +239,7 @@ public final class VDEBackend: NetworkBackend, @unchecked Sendable {
     }
 
     private func tryReconnect() {
-        let connected = state.withLock { s -> Bool in
+        let attempt = state.withLock { s -> Bool in
             s.reconnectTimer = nil
             guard !s.stopped, s.connection == nil else { return false }
             // libvdeplug's vde_open looks the user up, makes and chmods its own socket file
@@ -247,8 +249,20 @@ public final class VDEBackend: NetworkBackend, @unchecked Sendable {
                 log.warning("vde.reconnect", "\(url): the switch went away; the sandbox does not allow reconnecting (libvdeplug needs calls the I/O thread may not make), so the link stays down (--sandbox off reconnects)")
                 return false
             }
-            guard var c = VDEBackend.open(url) else {
+            return true
+        }
+        guard attempt else { return }
+        // Outside the lock (the vCPUs' sends take it) and for at most a second: the I/O
+        // loop waits for the handshake, and a switch that accepts and never answers would
+        // otherwise hold it 5 s of every 6.
+        let opened = VDEBackend.open(url, handshakeTimeoutMilliseconds: VDEBackend.reconnectHandshakeTimeoutMilliseconds)
+        let connected = state.withLock { s -> Bool in
+            guard var c = opened else {
                 scheduleReconnect(&s)
+                return false
+            }
+            guard !s.stopped, s.connection == nil else {   // stopped meanwhile
+                vde_close(c.handle)
                 return false
             }
             if s.started { register(&c) }
