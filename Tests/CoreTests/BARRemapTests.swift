@@ -43,17 +43,41 @@ final class CountingDoorbells: DoorbellAccelerator, @unchecked Sendable {
 /// What a command or BAR write changes in decoding, and what it leaves alone (found by a
 /// hostile read of the PCI core).
 @Suite struct BARRemapTests {
+    /// A machine whose doorbells `CountingDoorbells` records, and one device, enabled, with
+    /// `count` doorbells in BAR4, 4 bytes apart. The machine is kept here: a `TestDevice`
+    /// holds it unowned.
+    private struct Rig {
+        let machine: TestMachine
+        let doorbells = CountingDoorbells()
+        let dev: TestDevice
+
+        init(doorbells count: Int) throws {
+            machine = try TestMachine()
+            machine.bus.doorbellAccelerator = doorbells
+            dev = try machine.add(SampleDevice.self, enable: false)
+            for q in 0 ..< count { dev.function.doorbells.register(bar: 4, offset: UInt64(q) * 4, size: 2) {} }
+            dev.enable()
+        }
+    }
+
+    /// Decoding off, the first doorbell's place taken (as another device's doorbell not yet
+    /// moved away holds it), decoding on: that doorbell is refused. Returns the place.
+    private func refuseFirstDoorbell(of dev: TestDevice, _ doorbells: CountingDoorbells) -> DoorbellPlace {
+        let command = dev.configRead(0x04, size: 2)
+        dev.configWrite(0x04, size: 2, value: command & ~2)
+        let stale = DoorbellPlace(space: .memory, address: UInt64(dev.barAddress(4)))
+        doorbells.occupy(stale)
+        dev.configWrite(0x04, size: 2, value: command)
+        return stale
+    }
+
     /// Linux's pci_intx and pci_clear_master write the command register without touching
     /// decoding: doorbells stay as they are. Each such write re-created all of them (for
     /// 256 queues: 512 ioeventfd ioctls under the device lock), and a kick counted in a
     /// closed eventfd was lost.
     @Test func commandBitsBesidesDecodingLeaveDoorbellsAlone() throws {
-        let machine = try TestMachine()
-        let doorbells = CountingDoorbells()
-        machine.bus.doorbellAccelerator = doorbells
-        let dev = try machine.add(SampleDevice.self, enable: false)
-        for q in 0 ..< 256 { dev.function.doorbells.register(bar: 4, offset: UInt64(q) * 4, size: 2) {} }
-        dev.enable()
+        let rig = try Rig(doorbells: 256)
+        let (doorbells, dev) = (rig.doorbells, rig.dev)
         let before = doorbells.counts.withLock { $0 }
         #expect(before.made == 256 && before.moves == 256)
         let command = dev.configRead(0x04, size: 2)
@@ -74,12 +98,8 @@ final class CountingDoorbells: DoorbellAccelerator, @unchecked Sendable {
     /// descriptors piled up until the loop ran. A doorbell is now made once and only
     /// moved (QEMU keeps a queue's host notifier across BAR moves the same way).
     @Test func decodingTogglesMoveDoorbellsWithoutMakingNewOnes() throws {
-        let machine = try TestMachine()
-        let doorbells = CountingDoorbells()
-        machine.bus.doorbellAccelerator = doorbells
-        let dev = try machine.add(SampleDevice.self, enable: false)
-        for q in 0 ..< 8 { dev.function.doorbells.register(bar: 4, offset: UInt64(q) * 4, size: 2) {} }
-        dev.enable()
+        let rig = try Rig(doorbells: 8)
+        let (doorbells, dev) = (rig.doorbells, rig.dev)
         let command = dev.configRead(0x04, size: 2)
         for _ in 0 ..< 1000 {
             dev.configWrite(0x04, size: 2, value: command & ~2)
@@ -90,42 +110,26 @@ final class CountingDoorbells: DoorbellAccelerator, @unchecked Sendable {
         #expect(doorbells.taken.withLock { $0 }.map(\.address).sorted() == (0 ..< 8).map { bar4 + UInt64($0) * 4 })
     }
 
-    /// Two vCPUs moving BARs at once: device A's BAR moves onto where device B's was while
-    /// B's doorbell still holds the place (KVM answers EEXIST). A's doorbell stayed on the
-    /// exit path until A's next move; it is now placed again once something is released.
     /// The other device may let go of the place between the refusal and the refused
     /// device's entry in the retry list, and then finds no one to retry: a newly refused
     /// doorbell is tried once more from the loop by itself (found by a hostile read).
     @Test func aNewlyRefusedDoorbellIsTriedAgainFromTheLoop() throws {
-        let machine = try TestMachine()
-        let doorbells = CountingDoorbells()
-        machine.bus.doorbellAccelerator = doorbells
-        let a = try machine.add(SampleDevice.self, enable: false)
-        a.function.doorbells.register(bar: 4, offset: 0, size: 2) {}
-        a.enable()
-        let command = a.configRead(0x04, size: 2)
-        a.configWrite(0x04, size: 2, value: command & ~2)
-        let stale = DoorbellPlace(space: .memory, address: UInt64(a.barAddress(4)))
-        doorbells.occupy(stale)
-        a.configWrite(0x04, size: 2, value: command)
+        let rig = try Rig(doorbells: 1)
+        let (machine, doorbells, a) = (rig.machine, rig.doorbells, rig.dev)
+        let stale = refuseFirstDoorbell(of: a, doorbells)
         doorbells.vacate(stale)   // let go, with nothing released on the bus
         _ = machine.loop.runQueuedWork()
         #expect(doorbells.taken.withLock { $0 } == [stale])
     }
 
+    /// Two vCPUs moving BARs at once: device A's BAR moves onto where device B's was while
+    /// B's doorbell still holds the place (KVM answers EEXIST). A's doorbell stayed on the
+    /// exit path until A's next move; it is now placed again once something is released.
     @Test func aDoorbellRefusedForAnotherDevicesIsPlacedOnceThatMoves() throws {
-        let machine = try TestMachine()
-        let doorbells = CountingDoorbells()
-        machine.bus.doorbellAccelerator = doorbells
-        let a = try machine.add(SampleDevice.self, enable: false)
+        let rig = try Rig(doorbells: 1)
+        let (machine, doorbells, a) = (rig.machine, rig.doorbells, rig.dev)
         let b = try machine.add(SampleDevice.self)
-        a.function.doorbells.register(bar: 4, offset: 0, size: 2) {}
-        a.enable()
-        let command = a.configRead(0x04, size: 2)
-        a.configWrite(0x04, size: 2, value: command & ~2)
-        let stale = DoorbellPlace(space: .memory, address: UInt64(a.barAddress(4)))
-        doorbells.occupy(stale)
-        a.configWrite(0x04, size: 2, value: command)   // decodes again; its doorbell is refused
+        let stale = refuseFirstDoorbell(of: a, doorbells)   // decodes again; its doorbell is refused
         #expect(a.function.mappedBARs[4] != nil)
         #expect(doorbells.taken.withLock { $0 } == [stale])
         doorbells.vacate(stale)
@@ -169,12 +173,8 @@ final class CountingDoorbells: DoorbellAccelerator, @unchecked Sendable {
     /// A BAR that stays refused is no reason to re-create the doorbells: toggling
     /// Interrupt Disable did so for every doorbell of the device, every time.
     @Test func aBARStillRefusedLeavesDoorbellsAlone() throws {
-        let machine = try TestMachine()
-        let doorbells = CountingDoorbells()
-        machine.bus.doorbellAccelerator = doorbells
-        let dev = try machine.add(SampleDevice.self, enable: false)
-        for q in 0 ..< 16 { dev.function.doorbells.register(bar: 4, offset: UInt64(q) * 4, size: 2) {} }
-        dev.enable()
+        let rig = try Rig(doorbells: 16)
+        let (doorbells, dev) = (rig.doorbells, rig.dev)
         dev.configWrite(0x10, value: UInt32(dev.barAddress(4)))   // BAR0 onto BAR4: refused
         #expect(dev.function.mappedBARs[0] == nil)
         let before = doorbells.counts.withLock { $0 }
