@@ -29,6 +29,14 @@ enum OutputFiles {
         }
     }
 
+    /// The check for a list of `--device` texts alone (`serve`, `qtest`): captures against
+    /// one another and against disk images. Texts that do not parse are left to the
+    /// device's own error.
+    static func refuseShared(devices: [String]) throws(UserInputError) {
+        let specs = devices.compactMap { text in (try? DeviceSpec.parse(text)).map { (text: "--device '\(text)'", spec: $0) } }
+        try refuseShared(outputs: captures(specs), inputs: disks(specs))
+    }
+
     /// The `capture=` file of each device that has one.
     static func captures(_ specs: [(text: String, spec: DeviceSpec)]) -> [Named] {
         specs.compactMap { entry in value("capture", entry.spec).map { Named(owner: entry.text, path: $0) } }

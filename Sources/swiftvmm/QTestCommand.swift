@@ -35,8 +35,7 @@ struct QTestCommand: ParsableCommand {
     func run() throws {
         let size: UInt64
         do { size = try MemorySize.parseGuestRAM(memory) } catch { throw reportUserError(error.description) }
-        let parsed = devices.compactMap { text in (try? DeviceSpec.parse(text)).map { (text: "--device '\(text)'", spec: $0) } }
-        do { try OutputFiles.refuseShared(outputs: OutputFiles.captures(parsed), inputs: OutputFiles.disks(parsed)) } catch {
+        do { try OutputFiles.refuseShared(devices: devices) } catch {
             throw reportUserError(error.description)
         }
         // A client that goes away mid-answer must end the session, not the process (write

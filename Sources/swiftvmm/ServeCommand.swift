@@ -90,8 +90,7 @@ struct ServeCommand: ParsableCommand {
         // Each served device has a bus of its own, where an id is unique anyway; QMP
         // names them across the process, so they must be unique here (as `run` requires).
         var ids: Set<String> = []
-        let parsed = devices.compactMap { text in (try? DeviceSpec.parse(text)).map { (text: "--device '\(text)'", spec: $0) } }
-        do { try OutputFiles.refuseShared(outputs: OutputFiles.captures(parsed), inputs: OutputFiles.disks(parsed)) } catch {
+        do { try OutputFiles.refuseShared(devices: devices) } catch {
             releaseAll()
             throw reportUserError(error.description)
         }
