@@ -23,7 +23,7 @@ public final class VirtioNet: VirtioDevice, FrameReceiver, @unchecked Sendable {
 
     let context: VirtioDeviceContext
     let transport: VirtioTransport
-    let backend: NetworkBackend
+    let backend: LinkControl
     let configuration: VirtioNetConfiguration
     public let layout: VirtioDeviceLayout
     /// Frames and bytes the device moved, and the frames it could not deliver, by reason

@@ -32,13 +32,16 @@ extension VirtioNet {
             sentTally = BackendCounters.Tally()
         }
         let cost = context.cost
+        // Fixed for the pass: a backend swap replaces them only under the device lock,
+        // which the pass holds.
+        let caps = backend.capabilities
         do {
             repeat {
                 queue.disableNotifications()
                 while !cost.shouldDefer, try queue.pop(into: &chain) {
                     // Charged by what the walk visited: one chain may be a 1024-entry indirect table.
                     cost.descriptors(chain.descriptorCount)
-                    sendChain(&chain, segments: &segments)
+                    sendChain(&chain, segments: &segments, caps: caps)
                     try queue.addUsed(head: chain.head, length: 0)
                     if queue.pendingUsed == queue.size { transport.completeUsed(queue) }
                 }
@@ -58,7 +61,7 @@ extension VirtioNet {
     /// `chain` is `inout` though only read: passed by value from the loop's `var`, the
     /// compiler copied it and retained and released both of its arrays around every frame
     /// (callgrind: 961 → 859 instructions per 1514-byte frame).
-    private func sendChain(_ chain: inout DescriptorChain, segments frameSegments: inout [UnsafeRawBufferPointer]) {
+    private func sendChain(_ chain: inout DescriptorChain, segments frameSegments: inout [UnsafeRawBufferPointer], caps: BackendCapabilities) {
         frameSegments.removeAllKeepingStorage()
         do {
             try context.memory.resolve(chain.readable, into: &frameSegments)
@@ -72,7 +75,6 @@ extension VirtioNet {
             counters.dropped(.malformed)
             return
         }
-        let caps = backend.capabilities
         let frameLength = chain.readableLength - UInt64(VirtioNetHeader.size)
         guard frameLength >= UInt64(VirtioNet.minimumFrame) else {
             context.guestLog.debug("virtio-net.tx-runt", "TX chain \(chain.head): \(frameLength)-byte frame has no Ethernet header; dropped")

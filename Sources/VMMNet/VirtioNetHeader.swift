@@ -19,6 +19,7 @@ public struct VirtioNetHeader: Equatable, Sendable {
     public var checksumOffset: UInt16 = 0
     public var numBuffers: UInt16 = 0
 
+    @inlinable
     public init(flags: UInt8 = 0, gsoType: UInt8 = 0, headerLength: UInt16 = 0, gsoSize: UInt16 = 0,
                 checksumStart: UInt16 = 0, checksumOffset: UInt16 = 0, numBuffers: UInt16 = 0) {
         self.flags = flags; self.gsoType = gsoType; self.headerLength = headerLength; self.gsoSize = gsoSize
@@ -26,6 +27,8 @@ public struct VirtioNetHeader: Equatable, Sendable {
     }
 
     /// Parses the first 12 bytes (little-endian, as virtio 1.x requires); nil if too short.
+    /// Inlinable, as the other members here: a device parses or writes one per frame.
+    @inlinable
     public init?(_ bytes: UnsafeRawBufferPointer) {
         guard bytes.count >= VirtioNetHeader.size else { return nil }
         // Checked above: 12 bytes, loaded without per-byte bounds checks (once per frame).
@@ -36,6 +39,7 @@ public struct VirtioNetHeader: Equatable, Sendable {
     }
 
     /// Writes the 12 bytes into `out` (which must hold at least 12).
+    @inlinable
     public func write(to out: UnsafeMutableRawBufferPointer) {
         guard out.count >= VirtioNetHeader.size else { return }
         out.storeBytes(of: flags, toByteOffset: 0, as: UInt8.self)
@@ -47,5 +51,5 @@ public struct VirtioNetHeader: Equatable, Sendable {
         out.storeBytes(of: numBuffers.littleEndian, toByteOffset: 10, as: UInt16.self)
     }
 
-    public var isGSO: Bool { gsoType & ~VirtioNetHeader.gsoECN != 0 }
+    @inlinable public var isGSO: Bool { gsoType & ~VirtioNetHeader.gsoECN != 0 }
 }

@@ -115,8 +115,11 @@ public enum NetworkBackendError: Error, CustomStringConvertible {
 public extension DeviceEnvironment {
     /// Opens the backend named in the device's options (what a NIC calls in its `init`).
     /// The backend comes wrapped in the NIC's `LinkControl` (QMP's set_link), registered
-    /// under the device's control name when the machine offers `NetworkLinks`.
-    func openNetworkBackend(_ options: inout DeviceOptions) throws -> NetworkBackend {
+    /// under the device's control name when the machine offers `NetworkLinks`. Returned as
+    /// the concrete (final) class, so a device's per-frame `send` and `capabilities` are
+    /// direct calls rather than through the protocol's witness table; the device still
+    /// cannot tell which backend is behind it.
+    func openNetworkBackend(_ options: inout DeviceOptions) throws -> LinkControl {
         guard let factory = services.resolve(NetworkBackendFactory.self) else { throw NetworkBackendError.noFactory }
         let loop = eventLoop, clock = clock
         let link = LinkControl(wrapping: try factory.makeBackend(options: &options, eventLoop: loop, clock: clock),

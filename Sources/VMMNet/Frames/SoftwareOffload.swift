@@ -11,7 +11,9 @@ public enum SoftwareOffload {
     public static let maxHeaderBytes = 512
 
     /// Whether a frame sent with `header` must go through `complete` before `backend`
-    /// can take it: it asks for an offload the backend does not complete itself.
+    /// can take it: it asks for an offload the backend does not complete itself. Asked
+    /// per frame, hence inlinable.
+    @inlinable
     public static func isNeeded(for header: VirtioNetHeader, backend: BackendCapabilities) -> Bool {
         let offloads = backend.virtioNetHeader ? backend.offloads : []
         if header.isGSO {
