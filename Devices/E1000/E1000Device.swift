@@ -26,7 +26,7 @@ public final class E1000Device: PCIDevice, FrameReceiver, @unchecked Sendable {
     static let ioWindowSize: UInt64 = 8
 
     let context: PCIDeviceContext
-    let backend: NetworkBackend
+    let backend: LinkControl
     public let mac: MACAddress
 
     /// Registers without behaviour of their own, stored as written at their offsets. The
@@ -60,9 +60,10 @@ public final class E1000Device: PCIDevice, FrameReceiver, @unchecked Sendable {
     var transmit = TransmitState()
     let transmitBuffer: FrameScratchBuffer
     let segmentBuffer: FrameScratchBuffer
-    /// The scatter list a frame goes to the backend in: the head, then the pieces left in
-    /// guest memory (TransmitAssembly.swift). Its storage is reserved once, never per frame.
-    var sendSegments: [UnsafeRawBufferPointer] = [UnsafeRawBufferPointer(start: nil, count: 0)]
+    /// The scatter list a frame goes to the backend in, empty between frames: the copied
+    /// head if any, then the pieces left in guest memory (TransmitAssembly.swift). Its
+    /// storage is reserved once, never per frame.
+    var sendSegments: [UnsafeRawBufferPointer] = []
     /// The rest of a ring pass past the per-action budget (Transmit.swift).
     lazy var transmitContinuation = DeferredAction(continuing: context) { [weak self] in self?.transmitPackets() }
 

@@ -224,19 +224,19 @@ extension E1000Device {
     /// One contiguous frame (a software segment, or a packet sent whole) to the backend.
     @discardableResult
     func send(_ frame: UnsafeRawBufferPointer) -> Bool {
-        sendSegments[0] = frame
-        defer { sendSegments[0] = UnsafeRawBufferPointer(start: nil, count: 0) }
+        sendSegments.append(frame)
+        defer { sendSegments.removeAllKeepingStorage() }
         return transmitToBackend(length: frame.count, header: nil, segments: 1)
     }
 
-    /// `sendSegments` (`length` bytes in all; only the first when looping back, where the
-    /// packet is always whole) to the backend, counted as the statistics registers define
+    /// `sendSegments` (`length` bytes in all; one when looping back, where the packet is
+    /// always whole) to the backend, counted as the statistics registers define
     /// (§13.7). With a GSO header it stands for `segments` frames on the wire, each
     /// carrying the headers.
     func transmitToBackend(length: Int, header: VirtioNetHeader?, segments: Int) -> Bool {
         context.cost.frames()
         if loopbackActive {
-            receiveLoopedBack(sendSegments[0])
+            if let whole = sendSegments.first { receiveLoopedBack(whole) }
             return true
         }
         guard length <= backend.capabilities.maxFrameSize else {
@@ -258,11 +258,22 @@ extension E1000Device {
         statistics.countOctets(E1000Statistics.gotcl, wireLength + repeatedHeaders + (segments - 1) * Receive.fcsLength)
         statistics.countOctets(E1000Statistics.totl, wireLength + repeatedHeaders + (segments - 1) * Receive.fcsLength)
         if segments == 1 { statistics.countSize(E1000Statistics.ptc64, length: wireLength) }
-        switch FrameAddressClass(destinationOf: sendSegments[0]) {
+        switch destinationClass(of: sendSegments) {
         case .broadcast: statistics.count(E1000Statistics.bptc, by: count)
         case .multicast: statistics.count(E1000Statistics.mptc, by: count)
         default: break
         }
         return true
+    }
+
+    /// The class of the frame's destination address, for BPTC and MPTC. Linux puts the
+    /// Ethernet header in the first buffer, but a guest may split the address.
+    private func destinationClass(of segments: [UnsafeRawBufferPointer]) -> FrameAddressClass? {
+        if let first = segments.first, first.count >= 6 { return FrameAddressClass(destinationOf: first) }
+        var address: (UInt32, UInt16) = (0, 0)
+        return withUnsafeMutableBytes(of: &address) { out in
+            let n = ScatterList.gather(segments, into: UnsafeMutableRawBufferPointer(rebasing: out[0 ..< 6]))
+            return FrameAddressClass(destinationOf: UnsafeRawBufferPointer(rebasing: out[0 ..< n]))
+        }
     }
 }

@@ -1,13 +1,15 @@
 import VMMCore
 import VMMNet
 
-/// Assembling a packet from its data buffers without copying all of it. The hardware
-/// reads buffers by DMA as it transmits (SDM §3.3); here the first `Transmit.headLength`
-/// bytes, where every offload rewrites headers, are copied into the device's buffer as the
-/// descriptors come, and the rest stays in guest memory as pieces. A packet that goes out
-/// as it is, or with a header for the backend to finish, leaves from there: its payload is
-/// read once, by the kernel. One that needs work on all of it (software checksums or
-/// segmentation, loopback) is copied whole first (`makeContiguous`).
+/// Assembling a packet from its data buffers without copying it. The hardware reads
+/// buffers by DMA as it transmits (SDM §3.3); here each buffer is noted as a piece of
+/// guest memory as its descriptor comes, and a packet that goes out as it is, or with a
+/// checksum request for the backend to finish, leaves from there: its bytes are read
+/// once, by the backend. A path that reads or rewrites headers (TSO, IXSM, a VLAN tag)
+/// first copies the first `Transmit.headLength` bytes into the device's buffer
+/// (`copyHead`), so every header the device checks or changes is its own copy; one that
+/// needs work on all of it (software checksums or segmentation, loopback, padding) is
+/// copied whole first (`makeContiguous`).
 ///
 /// Guest memory changes only under the device lock (`GuestMemory`), which every step
 /// below holds, and the backend is done with the views when `send` returns.
@@ -22,22 +24,14 @@ extension E1000Device {
             return
         }
         context.cost.bytes(length)
-        var address = GuestAddress(buffer)
-        var remaining = length
-        if transmit.pieces.isEmpty, transmit.copied < Transmit.headLength {
-            let headPart = min(remaining, Transmit.headLength - transmit.copied)
-            copyIntoBuffer(from: address, length: headPart)
-            remaining -= headPart
-            guard remaining > 0 else { return finishAppend(length) }
-            guard let rest = address.checkedAdd(UInt64(headPart)) else {
-                // A buffer running past 2^64 is never all RAM. Its bytes are in neither the
-                // head nor a piece; the packet is dropped at EOP (`unreadable`), unsent.
-                unreadableBuffer(address, length: length, reason: "it wraps past 2^64")
-                return finishAppend(length)
-            }
-            address = rest
+        let address = GuestAddress(buffer)
+        guard address.checkedAdd(UInt64(length - 1)) != nil else {
+            // A buffer running past 2^64 is never all RAM. The packet is dropped at EOP
+            // (`unreadable`), unsent.
+            unreadableBuffer(address, length: length, reason: "it wraps past 2^64")
+            return finishAppend(length)
         }
-        let piece = TransmitPiece(address: address, length: remaining)
+        let piece = TransmitPiece(address: address, length: length)
         if !transmit.pieces.append(piece) {
             makeContiguous()
             _ = transmit.pieces.append(piece)   // into the emptied list: always taken
@@ -47,9 +41,9 @@ extension E1000Device {
 
     private func finishAppend(_ length: Int) { transmit.length += length }
 
-    /// Copies the pieces after the head: the packet is then whole in the transmit buffer's
+    /// Copies what is left in pieces: the packet is then whole in the transmit buffer's
     /// first `transmit.length` bytes. False when a piece was not RAM (reported once; the
-    /// packet is dropped at EOP).
+    /// packet is dropped).
     @discardableResult
     func makeContiguous() -> Bool {
         for i in 0 ..< transmit.pieces.count {
@@ -57,6 +51,18 @@ extension E1000Device {
             copyIntoBuffer(from: piece.address, length: piece.length)
         }
         transmit.pieces.removeAll()
+        return !transmit.unreadable
+    }
+
+    /// Copies the packet's first `Transmit.headLength` bytes (all of a shorter one) into
+    /// the transmit buffer, for a path that reads or rewrites headers. False when a piece
+    /// was not RAM (reported once; the packet is dropped).
+    func copyHead() -> Bool {
+        while transmit.copied < Transmit.headLength, let piece = transmit.pieces.first {
+            let n = min(piece.length, Transmit.headLength - transmit.copied)
+            copyIntoBuffer(from: piece.address, length: n)
+            transmit.pieces.dropFront(bytes: n)
+        }
         return !transmit.unreadable
     }
 
@@ -79,17 +85,19 @@ extension E1000Device {
         transmit.unreadable = true
     }
 
-    /// Sends the assembled packet: the head from the device's buffer, `tag` inserted into
-    /// it, then the pieces straight from guest memory. With a GSO `header` it stands for
-    /// `segments` frames on the wire. A piece not within one RAM region (across two
-    /// regions, or not RAM) makes the packet copied whole first, which also reports it.
+    /// Sends the assembled packet: its copied head, if any, with `tag` inserted into it
+    /// (copied for that), then the pieces straight from guest memory. With a GSO `header`
+    /// it stands for `segments` frames on the wire. A piece not within one RAM region
+    /// (across two regions, or not RAM) makes the packet copied whole first, which also
+    /// reports it.
     @discardableResult
     func sendPacket(tag: UInt16?, header: VirtioNetHeader? = nil, segments: Int = 1) -> Bool {
-        defer { clearSendSegments() }
+        defer { sendSegments.removeAllKeepingStorage() }
+        if tag != nil, !copyHead() { return false }
         for i in 0 ..< transmit.pieces.count {
             let piece = transmit.pieces[i]
             guard let view = try? context.memory.hostRange(piece.address, length: UInt64(piece.length)) else {
-                clearSendSegments()
+                sendSegments.removeAllKeepingStorage()
                 guard makeContiguous() else { return false }
                 break
             }
@@ -106,13 +114,10 @@ extension E1000Device {
             header?.checksumStart &+= UInt16(HeaderSize.vlanTag)
             if header?.isGSO == true { header?.headerLength &+= UInt16(HeaderSize.vlanTag) }
         }
-        sendSegments[0] = UnsafeRawBufferPointer(rebasing: transmitBuffer.bytes[0 ..< headLength])
+        if headLength > 0 {
+            // In front of at most `Transmit.maxPieces` views; only the paths that copied a head get here.
+            sendSegments.insert(UnsafeRawBufferPointer(rebasing: transmitBuffer.bytes[0 ..< headLength]), at: 0)
+        }
         return transmitToBackend(length: transmit.length - transmit.copied + headLength, header: header, segments: segments)
-    }
-
-    /// Back to the one empty segment that `send` and `sendPacket` fill.
-    private func clearSendSegments() {
-        while sendSegments.count > 1 { sendSegments.removeLast() }
-        sendSegments[0] = UnsafeRawBufferPointer(start: nil, count: 0)
     }
 }

@@ -11,12 +11,13 @@ enum Transmit {
     /// bytes total", the largest transmit packet (the FIFO's); a larger one is dropped.
     static let maxPacketLengthWithoutTSO = 16_288
     static let minimumFrameLength = 60
-    /// Bytes of each packet copied as its descriptors come (TransmitAssembly.swift): the
-    /// headers TSO rewrites lie within them, since HDRLEN is 8 bits (§3.3.6). A checksum
-    /// range or field reaching past them sends the packet the software way, copied whole.
+    /// Bytes of a packet copied into the device's buffer when a path reads or rewrites
+    /// its headers (TransmitAssembly.swift, `copyHead`): every header TSO rewrites lies
+    /// within them, since HDRLEN is 8 bits (§3.3.6). A checksum range or field reaching
+    /// past them sends the packet the software way, copied whole.
     static let headLength = 256
-    /// Buffers past the head kept in guest memory per packet; a packet of more buffers
-    /// is copied as it grows, so the scatter list the backend gets stays this short.
+    /// Buffers kept in guest memory per packet; a packet of more buffers is copied as it
+    /// grows, so the scatter list the backend gets stays this short.
     static let maxPieces = TransmitPieces.Storage.count
 
     // CMD / DCMD / TUCMD bits (§3.3.3, §3.3.6, §3.3.7).
@@ -95,42 +96,59 @@ struct TransmitContext {
     static func end(_ field: Int, length: Int) -> Int { field == 0 ? length : field + 1 }
 }
 
-/// A packet's buffer past its copied head, read from guest memory only when it goes out.
+/// A packet's buffer not copied into the device's buffer, read from guest memory only
+/// when it goes out. Its last byte lies below 2^64 (`append` checks).
 struct TransmitPiece {
     var address: GuestAddress
     var length: Int
 }
 
 /// A packet's pieces, held inline: adding and clearing them per packet costs no array
-/// upkeep (no uniqueness check, no release).
+/// upkeep (no uniqueness check, no release). Pieces taken off the front by `dropFront`
+/// (a head copied into the device's buffer) leave their slots unused until `removeAll`.
 struct TransmitPieces {
     typealias Storage = InlineArray<64, TransmitPiece>
     private var storage = Storage(repeating: TransmitPiece(address: GuestAddress(0), length: 0))
-    private(set) var count = 0
+    private var start = 0
+    private var end = 0
 
-    var isEmpty: Bool { count == 0 }
+    var count: Int { end - start }
+    var isEmpty: Bool { start == end }
+    var first: TransmitPiece? { isEmpty ? nil : storage[start] }
     /// A piece that starts where the last one ends extends it (Linux's e1000_tx_map splits
     /// a linear buffer at 4 KiB, E1000_MAX_DATA_PER_TXD): one host view, one iovec,
     /// instead of one per descriptor. False, and nothing added, when full.
     mutating func append(_ piece: TransmitPiece) -> Bool {
-        if count > 0, let end = storage[count - 1].address.checkedAdd(UInt64(storage[count - 1].length)), end == piece.address {
-            storage[count - 1].length += piece.length   // both within Transmit.maxPacketLength
+        if end > start, let last = storage[end - 1].address.checkedAdd(UInt64(storage[end - 1].length)), last == piece.address {
+            storage[end - 1].length += piece.length   // both within Transmit.maxPacketLength
             return true
         }
-        guard count < Storage.count else { return false }
-        storage[count] = piece
-        count += 1
+        guard end < Storage.count else { return false }
+        storage[end] = piece
+        end += 1
         return true
     }
-    mutating func removeAll() { count = 0 }
-    subscript(index: Int) -> TransmitPiece { storage[index] }
+    /// Takes `bytes` (at most the first piece's length) off the front of the first piece,
+    /// and the piece itself when nothing of it is left.
+    mutating func dropFront(bytes: Int) {
+        guard start < end, bytes > 0 else { return }
+        let piece = storage[start]
+        guard bytes < piece.length, let rest = piece.address.checkedAdd(UInt64(bytes)) else {
+            start += 1
+            return
+        }
+        storage[start] = TransmitPiece(address: rest, length: piece.length - bytes)
+    }
+    mutating func removeAll() { start = 0; end = 0 }
+    subscript(index: Int) -> TransmitPiece { storage[start + index] }
 }
 
 /// The packet being assembled from descriptors, across TDT writes if need be.
 struct TransmitState {
     var context = TransmitContext()
-    /// Bytes of the packet so far: the first `copied` in the device's transmit buffer,
-    /// the rest in `pieces`, in order.
+    /// Bytes of the packet so far: the first `copied` in the device's transmit buffer
+    /// (none until a path needs the headers, or the pieces ran out), the rest in
+    /// `pieces`, in order.
     var length = 0
     var copied = 0
     var pieces = TransmitPieces()

@@ -14,7 +14,7 @@ import VMMNet
 extension E1000Device {
     /// Sends the packet with a header and returns true, or returns false (having changed
     /// nothing that matters) when the software path must do it. Only the copied head is
-    /// rewritten (TransmitAssembly.swift); the payload goes from guest memory.
+    /// rewritten (TransmitAssembly.swift); the rest goes from guest memory.
     func sendWithBackendOffload(kind: Transmit.Kind, high: UInt64, tag: UInt16?) -> Bool {
         let caps = backend.capabilities
         // Looped-back frames never reach the backend: they need finished checksums.
@@ -26,8 +26,13 @@ extension E1000Device {
         // 54-byte TCP ACK with TXSM went out as 54 bytes on the wire).
         guard length + (tag == nil ? 0 : HeaderSize.vlanTag) <= caps.maxFrameSize,
               length >= Transmit.minimumFrameLength || reg(Reg.tctl) & Tctl.padShortPackets == 0 else { return false }
-        let head = UnsafeMutableRawBufferPointer(rebasing: transmitBuffer.bytes[0 ..< transmit.copied])
         let c = transmit.context
+        // TSO and IXSM rewrite headers: on the device's own copy of them. A checksum the
+        // backend finishes needs nothing from the packet's bytes.
+        if transmit.segmentation || transmit.options & Transmit.insertIPChecksum != 0 {
+            guard copyHead() else { return false }
+        }
+        let head = UnsafeMutableRawBufferPointer(rebasing: transmitBuffer.bytes[0 ..< transmit.copied])
         let header: VirtioNetHeader
         var segments = 1
         if kind == .data, transmit.segmentation {

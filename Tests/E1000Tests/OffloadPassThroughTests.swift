@@ -86,6 +86,23 @@ import VMMTestKit
         #expect(sent.header == VirtioNetHeader(flags: VirtioNetHeader.needsChecksum, checksumStart: 34, checksumOffset: 16))
         #expect(FrameBuilder.ipv4HeaderValid(sent.bytes))                      // IXSM done by the device
         #expect(try Self.expand(sent) == [good])
+        #expect(sent.segmentCount == 2)                                         // the head it rewrote, then guest memory
+    }
+
+    /// TXSM alone (what Linux's e1000_tx_csum asks for) changes nothing in the packet
+    /// here: it goes from guest memory with the request for the backend, nothing copied.
+    @Test func aChecksumRequestAloneCopiesNothing() throws {
+        let nic = try Self.offloadingNIC()
+        nic.setUpTransmit()
+        let good = FrameBuilder.e1000.tcp(ack: 0, payload: Payload.counting(1000))
+        let frame = FrameBuilder.withPartialChecksum(good)
+        nic.context(ipcss: 14, ipcso: 24, ipcse: 33, tucss: 34, tucso: 50, tucse: 0, paylen: 0, tucmd: 0x03, hdrlen: 0, mss: 0)
+        nic.data(frame, dcmd: 0x0B, popts: 0x02)
+        nic.kickTx()
+        let sent = try #require(nic.endpoint.sent.first)
+        #expect(sent.header == VirtioNetHeader(flags: VirtioNetHeader.needsChecksum, checksumStart: 34, checksumOffset: 16))
+        #expect(sent.segmentCount == 1)
+        #expect(try Self.expand(sent) == [good])
     }
 
     /// A 54-byte TCP ACK with TXSM and TCTL.PSP: the backend would send it as it is, so it

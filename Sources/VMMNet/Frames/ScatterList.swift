@@ -13,14 +13,16 @@ public enum ScatterList {
         return total
     }
 
-    /// Copies a scatter list into `out` (up to its size); returns the bytes written.
+    /// Copies a scatter list into `out`, as much as fits (the front of a frame, when `out`
+    /// is smaller); returns the bytes written.
     @discardableResult
     public static func gather(_ segments: [UnsafeRawBufferPointer], into out: UnsafeMutableRawBufferPointer) -> Int {
         var offset = 0
         for s in segments where s.count > 0 {
-            guard let base = s.baseAddress, let dst = out.baseAddress, offset + s.count <= out.count else { break }
-            ByteCopy.copy(to: dst + offset, from: base, count: s.count)
-            offset += s.count
+            guard let base = s.baseAddress, let dst = out.baseAddress, offset < out.count else { break }
+            let n = min(s.count, out.count - offset)
+            ByteCopy.copy(to: dst + offset, from: base, count: n)
+            offset += n
         }
         return offset
     }
