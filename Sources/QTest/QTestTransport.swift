@@ -17,17 +17,20 @@ public enum QTestTransportError: Error, CustomStringConvertible {
 
 /// Runs a qtest session over file descriptors: stdin/stdout, or one client of a unix socket.
 public enum QTestTransport {
-    /// Reads request lines from `input` until end of file, answering on `output`. Each
-    /// read's bytes are searched once for newlines (a line arriving in 4 KiB pieces is
-    /// not rescanned from its start), and a line longer than `maxLineLength` is dropped
-    /// as it comes, so a peer that never sends a newline costs linear time and at most
-    /// `maxLineLength` + 4 KiB of memory.
+    /// Reads request lines from `input` until end of file, or until `stop` (a signalfd
+    /// for SIGINT and SIGTERM; -1 for none) becomes readable, answering on `output`. QEMU's
+    /// libqtest ends every session with SIGTERM (`qtest_quit`), so a stop ends the session
+    /// here and the caller's teardown runs, as at end of file. Each read's bytes are
+    /// searched once for newlines (a line arriving in 4 KiB pieces is not rescanned from
+    /// its start), and a line longer than `maxLineLength` is dropped as it comes, so a
+    /// peer that never sends a newline costs linear time and at most `maxLineLength` +
+    /// 4 KiB of memory.
     ///
     /// A socket client is served non-blocking: an answer or IRQ report that makes no
     /// progress for `stallLimit` seconds (a client that stopped reading) ends the session,
     /// instead of blocking the thread that sends it, which may be the I/O loop reporting
     /// an interrupt with the device lock held. Stdio stays blocking (it is the caller's).
-    public static func serve(machine: QTestMachine, input: Int32, output: Int32) {
+    public static func serve(machine: QTestMachine, input: Int32, output: Int32, stop: Int32 = -1) {
         let isSocket = socketType(output)
         if isSocket { _ = fcntl(output, F_SETFL, fcntl(output, F_GETFL) | O_NONBLOCK) }
         let server = QTestServer(machine: machine) { line in
@@ -39,14 +42,21 @@ public enum QTestTransport {
         var pending: [UInt8] = []
         var discarding = false // inside a line that was too long: drop it up to its newline
         var buffer = [UInt8](repeating: 0, count: 4096)
+        // A negative descriptor is skipped by poll.
+        var waitFor = (pollfd(fd: input, events: Int16(POLLIN), revents: 0), pollfd(fd: stop, events: Int16(POLLIN), revents: 0))
         while true {
-            let n = buffer.withUnsafeMutableBytes { read(input, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 && errno == EAGAIN {
-                var p = pollfd(fd: input, events: Int16(POLLIN), revents: 0)
-                _ = poll(&p, 1, -1)
-                continue
+            waitFor.0.revents = 0
+            waitFor.1.revents = 0
+            let ready = withUnsafeMutablePointer(to: &waitFor) {
+                $0.withMemoryRebound(to: pollfd.self, capacity: 2) { poll($0, 2, -1) }
             }
+            if ready < 0 {
+                if errno == EINTR { continue }
+                break
+            }
+            if waitFor.1.revents != 0 { break }   // stopped
+            let n = buffer.withUnsafeMutableBytes { read(input, $0.baseAddress, $0.count) }
+            if n < 0 && (errno == EINTR || errno == EAGAIN) { continue }
             guard n > 0 else { break }
             let scanFrom = pending.count   // what was there before holds no newline
             pending.append(contentsOf: buffer[0 ..< n])

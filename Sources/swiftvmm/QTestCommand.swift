@@ -41,21 +41,25 @@ struct QTestCommand: ParsableCommand {
         // A client that goes away mid-answer must end the session, not the process (write
         // then fails with EPIPE); the same for stdout as a closed pipe.
         signal(SIGPIPE, SIG_IGN)
-        // The socket is made before the sandbox, which allows only `accept` on it. While no
-        // client has come, SIGINT and SIGTERM arrive through a signalfd and end the wait
-        // with the socket file removed (they used to end the process and leave it).
+        // The socket is made before the sandbox, which allows only `accept` on it. SIGINT
+        // and SIGTERM arrive through a signalfd, blocked in every thread from here on (the
+        // machine's threads inherit the mask): they end the wait for a client, the making
+        // of the devices (a VDE handshake may take seconds) or the session, and the
+        // teardown removes what the backends made. QEMU's libqtest ends every session
+        // with SIGTERM; as the default action it left a VDE data socket or a stream
+        // `server=on` socket behind each time.
         var listener: QTestTransport.Listener?
+        if let socket {
+            do { listener = try QTestTransport.Listener(path: socket) } catch { throw reportUserError(error.description) }
+        }
         var stopSignals = sigset_t()
         sigemptyset(&stopSignals)
         sigaddset(&stopSignals, SIGINT)
         sigaddset(&stopSignals, SIGTERM)
-        var stopFD: Int32 = -1
-        if let socket {
-            do { listener = try QTestTransport.Listener(path: socket) } catch { throw reportUserError(error.description) }
-            pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
-            stopFD = signalfd(-1, &stopSignals, Int32(SFD_CLOEXEC | SFD_NONBLOCK))
-        }
-        defer { if stopFD >= 0 { close(stopFD) } }
+        pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
+        let stopFD = signalfd(-1, &stopSignals, Int32(SFD_CLOEXEC | SFD_NONBLOCK))
+        guard stopFD >= 0 else { throw reportUserError("qtest: signalfd failed: \(String(cString: strerror(errno)))") }
+        defer { close(stopFD) }
         do { try SandboxArgument.activate(sandbox, runAs: nil) } catch { throw reportUserError(error.description) }
         let machine: QTestMachine
         let services = DeviceCatalog.makeServices()
@@ -73,8 +77,6 @@ struct QTestCommand: ParsableCommand {
         if let listener {
             guard let accepted = try listener.acceptClient(stopFD: stopFD) else { return }   // stopped while waiting
             client = accepted
-            // With a client, a stop signal ends the process as before (nothing is left to remove).
-            pthread_sigmask(SIG_UNBLOCK, &stopSignals, nil)
         }
         defer { if let client { close(client) } }
         // The protocol (device accesses, the clock) is answered on a thread of its own in the
@@ -84,7 +86,7 @@ struct QTestCommand: ParsableCommand {
         let input = client ?? 0, output = client ?? 1
         guard let answering = ProtocolThread({
             ThreadConfinement.enter(.control)
-            QTestTransport.serve(machine: machine, input: input, output: output)
+            QTestTransport.serve(machine: machine, input: input, output: output, stop: stopFD)
         }) else {
             throw reportUserError("qtest: cannot start a thread: \(String(cString: strerror(errno)))")
         }

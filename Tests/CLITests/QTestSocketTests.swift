@@ -45,6 +45,42 @@ struct QTestSocketTests {
         #expect(!FileManager.default.fileExists(atPath: path), "\(path) left behind")
     }
 
+    /// QEMU's libqtest ends every session with SIGTERM (`qtest_quit`). That used to end
+    /// the process by the default action and leave the backends' files (here a stream
+    /// `server=on` socket; a VDE data socket the same way); the session now ends, the
+    /// teardown runs and the status is 0. On stdio and over the socket.
+    @Test(arguments: [false, true])
+    func aStopSignalDuringASessionRunsTheTeardown(overSocket: Bool) throws {
+        let tag = UUID().uuidString.prefix(8)
+        let stream = FileManager.default.temporaryDirectory.appendingPathComponent("swiftvmm-qstop-\(tag).sock").path
+        let control = FileManager.default.temporaryDirectory.appendingPathComponent("swiftvmm-qtest-\(tag).sock").path
+        let input = Pipe()
+        defer { try? input.fileHandleForWriting.close() }
+        var arguments = ["qtest", "--memory", "64M", "--device", "e1000,net=stream:unix:\(stream),server=on"]
+        if overSocket { arguments += ["--socket", control] }
+        let r = try SwiftVMMProcess.run(arguments, timeout: 30, input: input) { p in
+            if overSocket {
+                guard let fd = connectWhenReady(control) else { Issue.record("no socket at \(control)"); return }
+                defer { close(fd) }
+                let request = Array("endianness\n".utf8)
+                _ = request.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+                var reply = [UInt8](repeating: 0, count: 10)
+                let n = reply.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                #expect(n == 10 && String(decoding: reply, as: UTF8.self) == "OK little\n")   // in the session
+                kill(p.processIdentifier, SIGTERM)
+            } else {
+                for _ in 0 ..< 400 where !FileManager.default.fileExists(atPath: stream) { usleep(25_000) }
+                try? input.fileHandleForWriting.write(contentsOf: Array("endianness\n".utf8))
+                usleep(200_000)
+                kill(p.processIdentifier, SIGTERM)
+            }
+        }
+        #expect(r.status == 0, "status \(r.status), stderr: \(r.stderr)")
+        if !overSocket { #expect(r.stdout.contains("OK little")) }
+        #expect(!FileManager.default.fileExists(atPath: stream), "\(stream) left behind")
+        #expect(!FileManager.default.fileExists(atPath: control))
+    }
+
     @Test func aClientThatLeavesMidAnswerEndsTheSessionNotTheProcess() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("swiftvmm-qtest-\(UUID().uuidString.prefix(8)).sock").path
         let r = try SwiftVMMProcess.run(["qtest", "--socket", path, "--memory", "64M"], timeout: 30) { _ in

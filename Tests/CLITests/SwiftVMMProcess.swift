@@ -22,14 +22,16 @@ enum SwiftVMMProcess {
         var errorLines: [Substring] { stderr.split(separator: "\n") }
     }
 
-    /// Runs with `arguments`; `whileRunning` gets the process (e.g. to signal it) before waiting.
-    static func run(_ arguments: [String], timeout: Double = 60, whileRunning: ((Process) -> Void)? = nil) throws -> Result {
+    /// Runs with `arguments`; `whileRunning` gets the process (e.g. to signal it) before
+    /// waiting. Standard input is `input` (held open by the caller), else at end of file.
+    static func run(_ arguments: [String], timeout: Double = 60, input: Pipe? = nil,
+                    whileRunning: ((Process) -> Void)? = nil) throws -> Result {
         guard let executable else { throw MissingExecutable() }
-        return try run(executable: executable, arguments, timeout: timeout, whileRunning: whileRunning)
+        return try run(executable: executable, arguments, timeout: timeout, input: input, whileRunning: whileRunning)
     }
 
     /// Runs any program the same way (helpers such as `ip` and `setpriv`).
-    static func run(executable: String, _ arguments: [String], timeout: Double = 60,
+    static func run(executable: String, _ arguments: [String], timeout: Double = 60, input: Pipe? = nil,
                     whileRunning: ((Process) -> Void)? = nil) throws -> Result {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable)
@@ -37,7 +39,7 @@ enum SwiftVMMProcess {
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err
-        p.standardInput = FileHandle.nullDevice
+        if let input { p.standardInput = input } else { p.standardInput = FileHandle.nullDevice }
         try p.run()
         // Drain both pipes concurrently so a chatty process never blocks on a full pipe.
         nonisolated(unsafe) var outData = Data(), errData = Data()
