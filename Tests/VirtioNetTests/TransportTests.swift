@@ -2,6 +2,7 @@ import Testing
 import VMMCore
 import VMMNet
 import VMMTestKit
+import Virtio
 @testable import Virtio
 @testable import VirtioNet
 
@@ -148,6 +149,21 @@ struct TransportTests {
         d.nic.configWrite(cap + 17, size: 1, value: 0)                  // the high byte: writes 0x0002 again
         #expect(d.nic.read(bar: 0, offset: queueSelect, size: 2) == 2)
         #expect(d.nic.configRead(cap + 16, size: 2) == 2)               // a read fills the window from the BAR
+    }
+
+    /// The window reaches the MSI-X table in the same BAR (the core's, not the
+    /// transport's): it answered 0 there and dropped writes.
+    @Test func pciConfigWindowReachesTheMSIXTable() throws {
+        let d = try VirtioNetDriver()
+        let cap = try #require(d.capabilities[5]).configOffset
+        let entry1Data = VirtioPCILayout.msixTableOffset + 16 + 8       // vector 1's message data
+        d.nic.configWrite(cap + 4, size: 1, value: 0)
+        d.nic.configWrite(cap + 8, value: UInt32(entry1Data))
+        d.nic.configWrite(cap + 12, value: 4)
+        d.nic.configWrite(cap + 16, value: 0x4321)
+        #expect(d.nic.read(bar: 0, offset: entry1Data, size: 4) == 0x4321)
+        d.nic.write(bar: 0, offset: entry1Data, size: 4, value: 0x1234)
+        #expect(d.nic.configRead(cap + 16) == 0x1234)
     }
 
     @Test func oddAccessesAreHarmless() throws {

@@ -187,12 +187,15 @@ public final class PCIInterrupts: @unchecked Sendable {
         }
     }
 
-    /// Handles a BAR access that falls in the MSI-X table or PBA; nil if it does not.
-    func msixRead(bar: Int, offset: UInt64, size: Int) -> UInt64? {
+    /// Handles a BAR access that falls in the MSI-X table or PBA; nil if it does not. The
+    /// bus asks before the device; so does a device that forwards BAR accesses from a
+    /// config-space window (virtio's PCI_CFG capability, which reaches every BAR region).
+    public func msixRead(bar: Int, offset: UInt64, size: Int) -> UInt64? {
         msix?.read(bar: bar, offset: offset, size: size)
     }
 
-    func msixWrite(bar: Int, offset: UInt64, size: Int, value: UInt64) -> Bool {
+    /// The write counterpart of `msixRead`: false when the access is not the table's or PBA's.
+    public func msixWrite(bar: Int, offset: UInt64, size: Int, value: UInt64) -> Bool {
         guard let x = msix, x.write(bar: bar, offset: offset, size: size, value: value) else { return false }
         deliverUnmaskedPending()
         return true

@@ -261,11 +261,13 @@ public final class VirtioPCITransport: VirtioTransport, @unchecked Sendable {
     // into pci_cfg_data; a write of it writes the first cap.length bytes of pci_cfg_data
     // there. Both go through the window itself, so an access of another width than
     // cap.length reads or writes what the window holds (as Linux's lguest launcher does).
+    // The window reaches the whole BAR, the MSI-X table and PBA (the core's) included, as
+    // an access on the bus would.
 
     public func configRead(offset: Int, size: Int) -> UInt32? {
         guard let w = configWindow, w.dataRange.contains(offset) else { return nil }
         if let t = w.target(in: context.config) {
-            let v = barRead(t.bar, offset: t.offset, size: t.size)
+            let v = context.interrupts.msixRead(bar: t.bar, offset: t.offset, size: t.size) ?? barRead(t.bar, offset: t.offset, size: t.size)
             context.config.write(offset: w.dataRange.lowerBound, size: t.size, value: UInt32(truncatingIfNeeded: v))
         }
         return context.config.read(offset: offset, size: size)
@@ -276,7 +278,9 @@ public final class VirtioPCITransport: VirtioTransport, @unchecked Sendable {
         context.config.write(offset: offset, size: size, value: value)
         if let t = w.target(in: context.config) {
             let data = context.config.read(offset: w.dataRange.lowerBound, size: t.size)
-            barWrite(t.bar, offset: t.offset, size: t.size, value: UInt64(data))
+            if !context.interrupts.msixWrite(bar: t.bar, offset: t.offset, size: t.size, value: UInt64(data)) {
+                barWrite(t.bar, offset: t.offset, size: t.size, value: UInt64(data))
+            }
         }
         return true
     }
