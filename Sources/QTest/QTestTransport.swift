@@ -17,25 +17,27 @@ public enum QTestTransportError: Error, CustomStringConvertible {
 
 /// Runs a qtest session over file descriptors: stdin/stdout, or one client of a unix socket.
 public enum QTestTransport {
-    /// Reads request lines from `input` until end of file, or until `stop` (a signalfd
-    /// for SIGINT and SIGTERM; -1 for none) becomes readable, answering on `output`. QEMU's
-    /// libqtest ends every session with SIGTERM (`qtest_quit`), so a stop ends the session
-    /// here and the caller's teardown runs, as at end of file. Each read's bytes are
-    /// searched once for newlines (a line arriving in 4 KiB pieces is not rescanned from
-    /// its start), and a line longer than `maxLineLength` is dropped as it comes, so a
-    /// peer that never sends a newline costs linear time and at most `maxLineLength` +
-    /// 4 KiB of memory.
+    /// Reads request lines from `input` until end of file, or until `stop` (a descriptor
+    /// that becomes readable when the session must end, such as an eventfd the caller
+    /// signals on SIGTERM; -1 for none), answering on `output`. QEMU's libqtest ends every
+    /// session with SIGTERM (`qtest_quit`), so a stop ends the session here and the
+    /// caller's teardown runs, as at end of file. Each read's bytes are searched once for
+    /// newlines (a line arriving in 4 KiB pieces is not rescanned from its start), and a
+    /// line longer than `maxLineLength` is dropped as it comes, so a peer that never sends
+    /// a newline costs linear time and at most `maxLineLength` + 4 KiB of memory.
     ///
     /// A socket client is served non-blocking: an answer or IRQ report that makes no
     /// progress for `stallLimit` seconds (a client that stopped reading) ends the session,
     /// instead of blocking the thread that sends it, which may be the I/O loop reporting
-    /// an interrupt with the device lock held. Stdio stays blocking (it is the caller's).
+    /// an interrupt with the device lock held. Stdio stays blocking (it is the caller's);
+    /// a write there waits for room or for `stop` (`writeAll`).
     public static func serve(machine: QTestMachine, input: Int32, output: Int32, stop: Int32 = -1) {
         let isSocket = socketType(output)
         if isSocket { _ = fcntl(output, F_SETFL, fcntl(output, F_GETFL) | O_NONBLOCK) }
         let server = QTestServer(machine: machine) { line in
-            if !writeAll(output, line, giveUpAfter: isSocket ? stallLimit : nil) {
-                // The reader stopped or left: end the session (the read loop sees EOF).
+            if !writeAll(output, line, giveUpAfter: isSocket ? stallLimit : nil, stop: stop) {
+                // The reader stopped or left, or the session was stopped: end the session
+                // (the read loop sees EOF or the stop).
                 shutdown(output, Int32(SHUT_RDWR))
             }
         }
@@ -115,18 +117,40 @@ public enum QTestTransport {
         return fstat(fd, &st) == 0 && st.st_mode & S_IFMT == S_IFSOCK
     }
 
-    /// Writes `text` whole; false when the reader is gone, or (with `giveUpAfter`, given
-    /// for sockets) when nothing could be written for that many seconds.
+    /// Writes `text` whole; false when the reader is gone, when `stop` became readable
+    /// (the session is ending), or (with `giveUpAfter`, given for sockets) when nothing
+    /// could be written for that many seconds. Each write waits in `poll` for room first,
+    /// so a reader that stops reading never holds the writer past a stop; on blocking
+    /// stdio the pieces are at most PIPE_BUF bytes, which a pipe with room takes without
+    /// blocking.
     @discardableResult
-    static func writeAll(_ fd: Int32, _ text: String, giveUpAfter stall: Double? = nil) -> Bool {
+    static func writeAll(_ fd: Int32, _ text: String, giveUpAfter stall: Double? = nil, stop: Int32 = -1) -> Bool {
         let bytes = Array(text.utf8)
         var done = 0
         var deadline = stall.map { MonotonicDeadline(secondsFromNow: $0) }
+        var waitFor = (pollfd(fd: fd, events: Int16(POLLOUT), revents: 0), pollfd(fd: stop, events: Int16(POLLIN), revents: 0))
         while done < bytes.count {
+            var timeout: Int32 = -1
+            if let deadline {
+                let left = (Int64(clamping: deadline.nanoseconds) - Int64(clamping: MonotonicTime.nanoseconds())) / 1_000_000
+                guard left > 0 else { return false }
+                timeout = Int32(clamping: left)
+            }
+            waitFor.0.revents = 0
+            waitFor.1.revents = 0
+            let ready = withUnsafeMutablePointer(to: &waitFor) {
+                $0.withMemoryRebound(to: pollfd.self, capacity: 2) { poll($0, 2, timeout) }
+            }
+            if ready < 0 {
+                if errno == EINTR { continue }
+                return false
+            }
+            if waitFor.1.revents != 0 { return false }   // stopped
+            if ready == 0 { continue }                    // the deadline is checked above
             let n = bytes.withUnsafeBytes { raw -> Int in
                 guard let base = raw.baseAddress else { return 0 }
                 // A socket's peer gone is EPIPE, not SIGPIPE (which would end the process).
-                return stall == nil ? write(fd, base + done, raw.count - done)
+                return stall == nil ? write(fd, base + done, min(raw.count - done, Int(PIPE_BUF)))
                     : send(fd, base + done, raw.count - done, Int32(MSG_NOSIGNAL))
             }
             if n > 0 {
@@ -134,12 +158,8 @@ public enum QTestTransport {
                 deadline = stall.map { MonotonicDeadline(secondsFromNow: $0) }
                 continue
             }
-            if n < 0 && errno == EINTR { continue }
-            guard n < 0, errno == EAGAIN, let deadline else { return false } // the client went away
-            let left = (Int64(clamping: deadline.nanoseconds) - Int64(clamping: MonotonicTime.nanoseconds())) / 1_000_000
-            guard left > 0 else { return false }
-            var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-            _ = poll(&p, 1, Int32(clamping: left))
+            if n < 0, errno == EINTR || errno == EAGAIN { continue }
+            return false   // the reader went away
         }
         return true
     }

@@ -41,25 +41,31 @@ struct QTestCommand: ParsableCommand {
         // A client that goes away mid-answer must end the session, not the process (write
         // then fails with EPIPE); the same for stdout as a closed pipe.
         signal(SIGPIPE, SIG_IGN)
-        // The socket is made before the sandbox, which allows only `accept` on it. SIGINT
-        // and SIGTERM arrive through a signalfd, blocked in every thread from here on (the
-        // machine's threads inherit the mask): they end the wait for a client, the making
-        // of the devices (a VDE handshake may take seconds) or the session, and the
-        // teardown removes what the backends made. QEMU's libqtest ends every session
-        // with SIGTERM; as the default action it left a VDE data socket or a stream
-        // `server=on` socket behind each time.
-        var listener: QTestTransport.Listener?
-        if let socket {
-            do { listener = try QTestTransport.Listener(path: socket) } catch { throw reportUserError(error.description) }
-        }
+        // SIGINT and SIGTERM arrive through a signalfd, blocked in every thread from here
+        // on (the machine's threads inherit the mask) and before the socket exists: they
+        // end the wait for a client, the making of the devices (a VDE handshake may take
+        // seconds) or the session, and the teardown removes what the backends made. QEMU's
+        // libqtest ends every session with SIGTERM; as the default action it left a VDE
+        // data socket or a stream `server=on` socket behind each time.
         var stopSignals = sigset_t()
         sigemptyset(&stopSignals)
         sigaddset(&stopSignals, SIGINT)
         sigaddset(&stopSignals, SIGTERM)
         pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
-        let stopFD = signalfd(-1, &stopSignals, Int32(SFD_CLOEXEC | SFD_NONBLOCK))
-        guard stopFD >= 0 else { throw reportUserError("qtest: signalfd failed: \(String(cString: strerror(errno)))") }
-        defer { close(stopFD) }
+        let signals = signalfd(-1, &stopSignals, Int32(SFD_CLOEXEC | SFD_NONBLOCK))
+        guard signals >= 0 else { throw reportUserError("qtest: signalfd failed: \(String(cString: strerror(errno)))") }
+        defer { close(signals) }
+        // This thread watches the signals and tells the protocol's thread through `stop`
+        // (a signalfd sees only what is pending for the process or for the thread that
+        // polls it); the protocol's thread says through `done` that the session ended.
+        let stop = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK)), done = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
+        defer { if stop >= 0 { close(stop) }; if done >= 0 { close(done) } }
+        guard stop >= 0, done >= 0 else { throw reportUserError("qtest: eventfd failed: \(String(cString: strerror(errno)))") }
+        // The socket is made before the sandbox, which allows only `accept` on it.
+        var listener: QTestTransport.Listener?
+        if let socket {
+            do { listener = try QTestTransport.Listener(path: socket) } catch { throw reportUserError(error.description) }
+        }
         do { try SandboxArgument.activate(sandbox, runAs: nil) } catch { throw reportUserError(error.description) }
         let machine: QTestMachine
         let services = DeviceCatalog.makeServices()
@@ -70,15 +76,19 @@ struct QTestCommand: ParsableCommand {
             throw reportUserError(error is QTestMachineError ? "\(error)" : "--device: \(error)")
         }
         services.resolve(MachineStart.self)?.start()   // the command line is accepted
-        defer { machine.shutdown() }
+        // The machine goes before the client's descriptor: the I/O loop may be reporting
+        // an interrupt on it until then.
+        var client: Int32?
+        defer {
+            machine.shutdown()
+            if let client { close(client) }
+        }
         // The client is accepted and the socket file removed before this thread takes the
         // control role, which may not unlink.
-        var client: Int32?
         if let listener {
-            guard let accepted = try listener.acceptClient(stopFD: stopFD) else { return }   // stopped while waiting
+            guard let accepted = try listener.acceptClient(stopFD: signals) else { return }   // stopped while waiting
             client = accepted
         }
-        defer { if let client { close(client) } }
         // The protocol (device accesses, the clock) is answered on a thread of its own in the
         // control role; this thread waits in the main role, whose allow-list has `unlink`, so
         // the teardown removes the files backends made (a stream `server=on` socket). The
@@ -86,11 +96,24 @@ struct QTestCommand: ParsableCommand {
         let input = client ?? 0, output = client ?? 1
         guard let answering = ProtocolThread({
             ThreadConfinement.enter(.control)
-            QTestTransport.serve(machine: machine, input: input, output: output, stop: stopFD)
+            QTestTransport.serve(machine: machine, input: input, output: output, stop: stop)
+            _ = clinux_eventfd_signal(done)
         }) else {
             throw reportUserError("qtest: cannot start a thread: \(String(cString: strerror(errno)))")
         }
         ThreadConfinement.enter(.main)
+        // Until the session ends by itself or a stop signal comes; then the protocol's
+        // thread leaves its read or a write that does not progress (`writeAll` watches
+        // `stop` too) and the teardown runs.
+        var waitFor = (pollfd(fd: signals, events: Int16(POLLIN), revents: 0), pollfd(fd: done, events: Int16(POLLIN), revents: 0))
+        while true {
+            let ready = withUnsafeMutablePointer(to: &waitFor) {
+                $0.withMemoryRebound(to: pollfd.self, capacity: 2) { poll($0, 2, -1) }
+            }
+            if ready < 0, errno == EINTR { continue }
+            if ready > 0, waitFor.0.revents != 0 { _ = clinux_eventfd_signal(stop) }
+            break
+        }
         answering.join()
     }
 }

@@ -17,6 +17,12 @@ struct SwiftVMM: ParsableCommand {
     static func main() {
         // Before anything of our own is open: what `tap-fd:N` and `stream-fd:N` may name.
         PassedFileDescriptors.recordInherited()
+        // Descriptors 0–2 closed by whoever started us are /dev/null from here on: the next
+        // descriptor opened (a signalfd, a TAP, a disk) would otherwise take the number
+        // and be read or written as stdin, stdout or stderr.
+        for fd: Int32 in 0 ... 2 where fcntl(fd, F_GETFD) == -1 && errno == EBADF {
+            _ = open("/dev/null", O_RDWR)
+        }
         var command: ParsableCommand
         do {
             command = try parseAsRoot()

@@ -81,6 +81,38 @@ struct QTestSocketTests {
         #expect(!FileManager.default.fileExists(atPath: control))
     }
 
+    /// A reader that stops reading stdout leaves the answering thread waiting for room;
+    /// a stop signal must still end the session (the write waits in `poll` on the stop
+    /// too). Blocked in `write(2)` with SIGTERM blocked, only SIGKILL ended it.
+    @Test func aStopSignalEndsASessionWhoseReaderStoppedReading() throws {
+        guard let executable = SwiftVMMProcess.executable else { throw SwiftVMMProcess.MissingExecutable() }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = ["qtest", "--memory", "64M"]
+        let input = Pipe(), output = Pipe()   // output is never read: 64 KiB fill it
+        p.standardInput = input
+        p.standardOutput = output
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+        try input.fileHandleForWriting.write(contentsOf: Array(String(repeating: "read 0x1000 0x1000\n", count: 40).utf8))
+        usleep(500_000)
+        #expect(p.isRunning)
+        kill(p.processIdentifier, SIGTERM)
+        let deadline = Date().addingTimeInterval(10)
+        while p.isRunning && Date() < deadline { usleep(20_000) }
+        #expect(!p.isRunning, "still running 10 s after SIGTERM")
+        if !p.isRunning { #expect(p.terminationStatus == 0) }
+    }
+
+    /// Started with stdin closed, the signalfd took descriptor 0 and was polled as the
+    /// input, and the session never ended; descriptors 0–2 are /dev/null when closed.
+    @Test func aClosedStdinIsAnEmptySession() throws {
+        guard let executable = SwiftVMMProcess.executable else { throw SwiftVMMProcess.MissingExecutable() }
+        let r = try SwiftVMMProcess.run(executable: "/bin/sh", ["-c", "exec '\(executable)' qtest --memory 64M <&-"], timeout: 20)
+        #expect(r.status == 0, "status \(r.status), stderr: \(r.stderr)")
+    }
+
     @Test func aClientThatLeavesMidAnswerEndsTheSessionNotTheProcess() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("swiftvmm-qtest-\(UUID().uuidString.prefix(8)).sock").path
         let r = try SwiftVMMProcess.run(["qtest", "--socket", path, "--memory", "64M"], timeout: 30) { _ in
