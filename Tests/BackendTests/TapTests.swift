@@ -170,11 +170,13 @@ struct TapTests {
         // Three datagrams queue three frames; the first holds the loop in the device.
         _ = ns.exec(["bash", "-c", "for i in 1 2 3; do echo x > /dev/udp/10.77.0.2/9; done"])
         #expect(receiver.entered.wait(timeout: 3))
-        backend.stop()
-        // The TAP's number now names a non-blocking pipe holding five bytes.
+        // The pipe is made while the TAP is open: made after `stop`, it could take the
+        // TAP's number itself, and `dup2` then closed its write end (a rare failure).
         var pipeFDs: [Int32] = [0, 0]
         #expect(pipe(&pipeFDs) == 0)
         #expect(fcntl(pipeFDs[0], F_SETFL, O_NONBLOCK) == 0)
+        backend.stop()
+        // The TAP's number now names a non-blocking pipe holding five bytes.
         #expect(dup2(pipeFDs[0], tapFD) == tapFD)
         #expect(write(pipeFDs[1], "hello", 5) == 5)
         receiver.gate.signal()

@@ -58,6 +58,28 @@ func freeLoopbackPort() -> UInt16 { HostListener().port }
         return (backend, receiver, running)
     }
 
+    /// The guest's frames wait for the loop in a queue of at most `transmitQueueLimit`;
+    /// past it a send is refused and counted, and the queue is handed to libslirp whole
+    /// in the loop's next turn (one wake-up for the lot).
+    @Test func theTransmitQueueIsBoundedAndHandedOverInOneTurn() throws {
+        let (backend, _, running) = try start()
+        defer { backend.stop(); _ = running }
+        let held = DispatchSemaphore(value: 0), holding = DispatchSemaphore(value: 0)
+        running.loop.execute { holding.signal(); held.wait() }   // the loop busy elsewhere
+        #expect(holding.wait(timeout: .now() + 5) == .success)
+        let frame = UserTests.guest.udp(payload: [1, 2, 3, 4])
+        var results: [SendResult] = []
+        for _ in 0 ..< UserBackend.transmitQueueLimit + 10 { results.append(backend.send(frame)) }
+        #expect(results.prefix(UserBackend.transmitQueueLimit).allSatisfy { $0 == .sent })
+        #expect(results.suffix(10).allSatisfy { $0 == .dropped(.wouldBlock) })
+        #expect(backend.counters.drops(.wouldBlock) == 10)
+        held.signal()
+        let drained = DispatchSemaphore(value: 0)
+        running.loop.execute { drained.signal() }   // after the hand-over queued behind the hold
+        #expect(drained.wait(timeout: .now() + 5) == .success)
+        #expect(backend.send(frame) == .sent)         // room again
+    }
+
     /// libslirp opens a host socket per guest UDP source port (kept 240 s); a guest
     /// rotating ports took every descriptor the process had. At the limit, frames that
     /// would open more are dropped and counted; ICMPv6 echoes to outside addresses (one

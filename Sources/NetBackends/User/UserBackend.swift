@@ -28,7 +28,21 @@ public final class UserBackend: NetworkBackend, @unchecked Sendable {
     /// the backend drops (counted as would-block): a guest that sends faster than the
     /// loop runs must not grow a queue without bound (issue 12).
     static let transmitQueueLimit = 1024
-    private let transmitQueued = Atomic<Int>(0)
+    /// Emptied frame buffers kept for the next sends.
+    static let spareBufferLimit = 256
+
+    /// The guest's frames on their way to libslirp, which runs on the loop. A send copies
+    /// its frame into a buffer an earlier frame left and wakes the loop only when the
+    /// queue was empty; the loop hands every queued frame to libslirp in one turn (one
+    /// lock, one re-arm of the poll set, one delivery of what libslirp answered). It was
+    /// a new array, a closure and a loop wake-up per frame, and a re-arm per frame.
+    private struct Outgoing {
+        var frames: [[UInt8]] = []
+        var spare: [[UInt8]] = []
+    }
+    private let outgoing = Mutex(Outgoing())
+    /// The frames the loop is handing over (loop thread only), swapped with the queue's.
+    private nonisolated(unsafe) var handingOver: [[UInt8]] = []
 
     private let loop: EventLoop
     private let clock: DeviceClock
@@ -122,19 +136,17 @@ public final class UserBackend: NetworkBackend, @unchecked Sendable {
     public func send(_ segments: [UnsafeRawBufferPointer], header: VirtioNetHeader?) -> SendResult {
         guard let length = ScatterList.totalLength(segments), length <= capabilities.maxFrameSize else { return drop(.oversized) }
         guard length >= minimumFrameSize else { return drop(.malformed) }
-        // libslirp runs on the loop; the frame is copied once to get there.
-        guard transmitQueued.add(1, ordering: .relaxed).newValue <= UserBackend.transmitQueueLimit else {
-            transmitQueued.subtract(1, ordering: .relaxed)
-            return drop(.wouldBlock)
+        nonisolated(unsafe) let segments = segments
+        let wake = outgoing.withLock { q -> Bool? in
+            guard q.frames.count < UserBackend.transmitQueueLimit else { return nil }
+            var frame = q.spare.popLast() ?? []
+            frame.removeAll(keepingCapacity: true)
+            for segment in segments { frame.append(contentsOf: segment) }
+            q.frames.append(frame)
+            return q.frames.count == 1
         }
-        var frame = [UInt8](repeating: 0, count: length)
-        frame.withUnsafeMutableBytes { _ = ScatterList.gather(segments, into: $0) }
-        let input = frame
-        loop.execute { [weak self] in
-            guard let self else { return }
-            self.transmitQueued.subtract(1, ordering: .relaxed)
-            self.input(input)
-        }
+        guard let wake else { return drop(.wouldBlock) }
+        if wake { loop.execute { [weak self] in self?.handOverQueued() } }
         counters.sent(bytes: length)
         return .sent
     }
@@ -165,6 +177,7 @@ public final class UserBackend: NetworkBackend, @unchecked Sendable {
             outbox.removeAll()
         }
         receiveQueue.withLock { $0.removeAll() }
+        outgoing.withLock { $0 = Outgoing() }
         port.detach()
     }
 
@@ -175,21 +188,33 @@ public final class UserBackend: NetworkBackend, @unchecked Sendable {
         return .dropped(reason)
     }
 
-    private func input(_ frame: [UInt8]) {
-        let refused = lock.withLock { _ -> DropReason? in
-            guard let s = slirp else { return nil }
-            if let reason = frame.withUnsafeBytes({ flowGuard.refusal($0, now: MonotonicTime.nanoseconds()) }) { return reason }
-            frame.withUnsafeBufferPointer { slirp_input(s, $0.baseAddress, Int32($0.count)) }
-            refill()
-            return nil
-        }
-        if let refused {
-            counters.dropped(refused)
-            if refused == .wouldBlock {
-                guestLog.warning("user.host-sockets", "libslirp holds \(SlirpFlowGuard.hostSocketLimit) host sockets for the guest; frames that would open more are dropped until some close")
+    /// Gives libslirp every frame the guest queued, then the device what it answered.
+    private func handOverQueued() {
+        outgoing.withLock { swap(&$0.frames, &handingOver) }
+        guard !handingOver.isEmpty else { return }
+        let now = MonotonicTime.nanoseconds()
+        let hostSocketsFull = lock.withLock { _ -> Bool in
+            guard let s = slirp else { return false }
+            var full = false
+            for frame in handingOver {
+                if let reason = frame.withUnsafeBytes({ flowGuard.refusal($0, now: now) }) {
+                    counters.dropped(reason)
+                    full = full || reason == .wouldBlock
+                    continue
+                }
+                frame.withUnsafeBufferPointer { slirp_input(s, $0.baseAddress, Int32($0.count)) }
             }
+            refill()
+            return full
+        }
+        if hostSocketsFull {
+            guestLog.warning("user.host-sockets", "libslirp holds \(SlirpFlowGuard.hostSocketLimit) host sockets for the guest; frames that would open more are dropped until some close")
         }
         deliverOutbox()
+        outgoing.withLock { q in
+            for frame in handingOver where q.spare.count < UserBackend.spareBufferLimit { q.spare.append(frame) }
+        }
+        handingOver.removeAll(keepingCapacity: true)
     }
 
     /// One round of libslirp's poll protocol: hand it what is ready, then ask what to watch next.
