@@ -66,6 +66,9 @@ struct QTestCommand: ParsableCommand {
         if let socket {
             do { listener = try QTestTransport.Listener(path: socket) } catch { throw reportUserError(error.description) }
         }
+        // Opened before the sandbox; closed after the machine, whose loop may write to it.
+        let stdioAnswers = socket == nil ? Self.standardOutputForAnswers() : 1
+        defer { if stdioAnswers != 1 { close(stdioAnswers) } }
         do { try SandboxArgument.activate(sandbox, runAs: nil) } catch { throw reportUserError(error.description) }
         let machine: QTestMachine
         let services = DeviceCatalog.makeServices()
@@ -93,7 +96,7 @@ struct QTestCommand: ParsableCommand {
         // control role; this thread waits in the main role, whose allow-list has `unlink`, so
         // the teardown removes the files backends made (a stream `server=on` socket). The
         // thread is made before this one is confined: confined threads make none.
-        let input = client ?? 0, output = client ?? 1
+        let input = client ?? 0, output = client ?? stdioAnswers
         guard let answering = ProtocolThread({
             ThreadConfinement.enter(.control)
             QTestTransport.serve(machine: machine, input: input, output: output, stop: stop)
@@ -111,10 +114,27 @@ struct QTestCommand: ParsableCommand {
                 $0.withMemoryRebound(to: pollfd.self, capacity: 2) { poll($0, 2, -1) }
             }
             if ready < 0, errno == EINTR { continue }
-            if ready > 0, waitFor.0.revents != 0 { _ = clinux_eventfd_signal(stop) }
             break
         }
+        // Also when the session ended by itself: the I/O loop may be writing an interrupt
+        // report to a reader that stopped reading, and the teardown waits for the loop.
+        _ = clinux_eventfd_signal(stop)
         answering.join()
+    }
+}
+
+extension QTestCommand {
+    /// Where stdio answers go: stdout, or when it is a pipe or a terminal, a non-blocking
+    /// descriptor of its own on the same file (opened through /proc, so the caller's
+    /// descriptor keeps its flags). A blocking write there can wait in the kernel after
+    /// `poll` said there was room (a terminal stopped with ^S, a pipe shared with
+    /// stderr), where no stop signal reaches it. A regular file never blocks and keeps
+    /// its offset only on fd 1 itself.
+    static func standardOutputForAnswers() -> Int32 {
+        var st = stat()
+        guard fstat(1, &st) == 0, st.st_mode & S_IFMT == S_IFIFO || st.st_mode & S_IFMT == S_IFCHR else { return 1 }
+        let own = open("/proc/self/fd/1", O_WRONLY | O_NONBLOCK | O_CLOEXEC)
+        return own >= 0 ? own : 1
     }
 }
 

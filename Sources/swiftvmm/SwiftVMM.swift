@@ -21,7 +21,8 @@ struct SwiftVMM: ParsableCommand {
         // descriptor opened (a signalfd, a TAP, a disk) would otherwise take the number
         // and be read or written as stdin, stdout or stderr.
         for fd: Int32 in 0 ... 2 where fcntl(fd, F_GETFD) == -1 && errno == EBADF {
-            _ = open("/dev/null", O_RDWR)
+            // Without /dev/null (a bare chroot) the number must not stay free either.
+            if open("/dev/null", O_RDWR) != fd { Glibc.exit(1) }
         }
         var command: ParsableCommand
         do {

@@ -24,20 +24,29 @@ public final class UserBackend: NetworkBackend, @unchecked Sendable {
     /// Frames the device did not take yet; more than this and new ones are dropped (a NAT's
     /// TCP retransmits, as libslirp expects of a busy guest).
     static let receiveQueueLimit = 256
-    /// Frames sent by the guest and not yet given to libslirp on the loop. Beyond this
-    /// the backend drops (counted as would-block): a guest that sends faster than the
-    /// loop runs must not grow a queue without bound (issue 12).
+    /// Frames sent by the guest and not yet given to libslirp on the loop, those the loop
+    /// is handing over included. Beyond this the backend drops (counted as would-block):
+    /// a guest that sends faster than the loop runs must not grow a queue without bound
+    /// (issue 12).
     static let transmitQueueLimit = 1024
-    /// Emptied frame buffers kept for the next sends.
+    /// Emptied frame buffers kept for the next sends: at most this many, and only those
+    /// of a standard frame's size (a jumbo frame's buffer is let go), so the spares hold
+    /// at most 1 MiB.
     static let spareBufferLimit = 256
+    static let spareBufferCapacity = 4096
+    /// Frames handed to libslirp between deliveries of its answers to the device: its
+    /// replies to a whole queue at once would overrun `receiveQueueLimit`.
+    static let handOverChunk = 64
 
     /// The guest's frames on their way to libslirp, which runs on the loop. A send copies
     /// its frame into a buffer an earlier frame left and wakes the loop only when the
-    /// queue was empty; the loop hands every queued frame to libslirp in one turn (one
-    /// lock, one re-arm of the poll set, one delivery of what libslirp answered). It was
-    /// a new array, a closure and a loop wake-up per frame, and a re-arm per frame.
+    /// queue was empty; the loop hands the queued frames to libslirp in chunks (one lock,
+    /// one re-arm of the poll set and one delivery of libslirp's answers per chunk). It
+    /// was a new array, a closure and a loop wake-up per frame, and a re-arm per frame.
     private struct Outgoing {
         var frames: [[UInt8]] = []
+        /// Frames the loop took and has not finished handing over (they count toward the limit).
+        var inFlight = 0
         var spare: [[UInt8]] = []
     }
     private let outgoing = Mutex(Outgoing())
@@ -138,9 +147,10 @@ public final class UserBackend: NetworkBackend, @unchecked Sendable {
         guard length >= minimumFrameSize else { return drop(.malformed) }
         nonisolated(unsafe) let segments = segments
         let wake = outgoing.withLock { q -> Bool? in
-            guard q.frames.count < UserBackend.transmitQueueLimit else { return nil }
+            guard q.frames.count + q.inFlight < UserBackend.transmitQueueLimit else { return nil }
             var frame = q.spare.popLast() ?? []
             frame.removeAll(keepingCapacity: true)
+            frame.reserveCapacity(length)   // exactly: appending segment by segment would double it
             for segment in segments { frame.append(contentsOf: segment) }
             q.frames.append(frame)
             return q.frames.count == 1
@@ -188,33 +198,47 @@ public final class UserBackend: NetworkBackend, @unchecked Sendable {
         return .dropped(reason)
     }
 
-    /// Gives libslirp every frame the guest queued, then the device what it answered.
+    /// Gives libslirp every frame the guest queued, a chunk at a time, each followed by
+    /// the device getting what libslirp answered.
     private func handOverQueued() {
-        outgoing.withLock { swap(&$0.frames, &handingOver) }
+        outgoing.withLock { q in
+            swap(&q.frames, &handingOver)
+            q.inFlight = handingOver.count
+        }
         guard !handingOver.isEmpty else { return }
         let now = MonotonicTime.nanoseconds()
-        let hostSocketsFull = lock.withLock { _ -> Bool in
-            guard let s = slirp else { return false }
-            var full = false
-            for frame in handingOver {
-                if let reason = frame.withUnsafeBytes({ flowGuard.refusal($0, now: now) }) {
-                    counters.dropped(reason)
-                    full = full || reason == .wouldBlock
-                    continue
+        var hostSocketsFull = false
+        var start = 0
+        while start < handingOver.count {
+            let end = min(start + UserBackend.handOverChunk, handingOver.count)
+            let full = lock.withLock { _ -> Bool in
+                guard let s = slirp else { return false }
+                var full = false
+                for frame in handingOver[start ..< end] {
+                    if let reason = frame.withUnsafeBytes({ flowGuard.refusal($0, now: now) }) {
+                        counters.dropped(reason)
+                        full = full || reason == .wouldBlock
+                        continue
+                    }
+                    frame.withUnsafeBufferPointer { slirp_input(s, $0.baseAddress, Int32($0.count)) }
                 }
-                frame.withUnsafeBufferPointer { slirp_input(s, $0.baseAddress, Int32($0.count)) }
+                refill()
+                return full
             }
-            refill()
-            return full
+            hostSocketsFull = hostSocketsFull || full
+            deliverOutbox()
+            start = end
         }
         if hostSocketsFull {
             guestLog.warning("user.host-sockets", "libslirp holds \(SlirpFlowGuard.hostSocketLimit) host sockets for the guest; frames that would open more are dropped until some close")
         }
-        deliverOutbox()
+        // The buffers move back to the spares (popped, so none is shared with this list).
         outgoing.withLock { q in
-            for frame in handingOver where q.spare.count < UserBackend.spareBufferLimit { q.spare.append(frame) }
+            q.inFlight = 0
+            while let frame = handingOver.popLast() {
+                if q.spare.count < UserBackend.spareBufferLimit, frame.capacity <= UserBackend.spareBufferCapacity { q.spare.append(frame) }
+            }
         }
-        handingOver.removeAll(keepingCapacity: true)
     }
 
     /// One round of libslirp's poll protocol: hand it what is ready, then ask what to watch next.
