@@ -133,7 +133,7 @@ extension QTestCommand {
     static func standardOutputForAnswers() -> Int32 {
         var st = stat()
         guard fstat(1, &st) == 0, st.st_mode & S_IFMT == S_IFIFO || st.st_mode & S_IFMT == S_IFCHR else { return 1 }
-        let own = open("/proc/self/fd/1", O_WRONLY | O_NONBLOCK | O_CLOEXEC)
+        let own = open("/proc/self/fd/1", O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)   // never made our controlling terminal
         return own >= 0 ? own : 1
     }
 }
