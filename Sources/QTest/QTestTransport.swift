@@ -44,19 +44,7 @@ public enum QTestTransport {
         var pending: [UInt8] = []
         var discarding = false // inside a line that was too long: drop it up to its newline
         var buffer = [UInt8](repeating: 0, count: 4096)
-        // A negative descriptor is skipped by poll.
-        var waitFor = (pollfd(fd: input, events: Int16(POLLIN), revents: 0), pollfd(fd: stop, events: Int16(POLLIN), revents: 0))
-        while true {
-            waitFor.0.revents = 0
-            waitFor.1.revents = 0
-            let ready = withUnsafeMutablePointer(to: &waitFor) {
-                $0.withMemoryRebound(to: pollfd.self, capacity: 2) { poll($0, 2, -1) }
-            }
-            if ready < 0 {
-                if errno == EINTR { continue }
-                break
-            }
-            if waitFor.1.revents != 0 { break }   // stopped
+        while StoppableWait.wait(input, for: Int16(POLLIN), orStop: stop) == .ready {
             let n = buffer.withUnsafeMutableBytes { read(input, $0.baseAddress, $0.count) }
             if n < 0 && (errno == EINTR || errno == EAGAIN) { continue }
             guard n > 0 else { break }
@@ -101,8 +89,7 @@ public enum QTestTransport {
             defer { socket.closeAndRemove() }
             guard let client = socket.accept(stopFD: stopFD) else {
                 let e = errno
-                var stop = [pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0)]
-                if poll(&stop, 1, 0) > 0 { return nil }
+                if StoppableWait.wait(-1, for: 0, orStop: stopFD, milliseconds: 0) == .stopped { return nil }
                 throw .socket(path: socket.path, call: "accept", errno: e)
             }
             return client
@@ -128,7 +115,6 @@ public enum QTestTransport {
         let bytes = Array(text.utf8)
         var done = 0
         var deadline = stall.map { MonotonicDeadline(secondsFromNow: $0) }
-        var waitFor = (pollfd(fd: fd, events: Int16(POLLOUT), revents: 0), pollfd(fd: stop, events: Int16(POLLIN), revents: 0))
         while done < bytes.count {
             var timeout: Int32 = -1
             if let deadline {
@@ -136,17 +122,11 @@ public enum QTestTransport {
                 guard left > 0 else { return false }
                 timeout = Int32(clamping: left)
             }
-            waitFor.0.revents = 0
-            waitFor.1.revents = 0
-            let ready = withUnsafeMutablePointer(to: &waitFor) {
-                $0.withMemoryRebound(to: pollfd.self, capacity: 2) { poll($0, 2, timeout) }
+            switch StoppableWait.wait(fd, for: Int16(POLLOUT), orStop: stop, milliseconds: timeout) {
+            case .ready: break
+            case .timedOut: continue   // the deadline is checked above
+            case .stopped, .failed: return false
             }
-            if ready < 0 {
-                if errno == EINTR { continue }
-                return false
-            }
-            if waitFor.1.revents != 0 { return false }   // stopped
-            if ready == 0 { continue }                    // the deadline is checked above
             let n = bytes.withUnsafeBytes { raw -> Int in
                 guard let base = raw.baseAddress else { return 0 }
                 // A socket's peer gone is EPIPE, not SIGPIPE (which would end the process).

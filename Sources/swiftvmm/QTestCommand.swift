@@ -108,14 +108,7 @@ struct QTestCommand: ParsableCommand {
         // Until the session ends by itself or a stop signal comes; then the protocol's
         // thread leaves its read or a write that does not progress (`writeAll` watches
         // `stop` too) and the teardown runs.
-        var waitFor = (pollfd(fd: signals, events: Int16(POLLIN), revents: 0), pollfd(fd: done, events: Int16(POLLIN), revents: 0))
-        while true {
-            let ready = withUnsafeMutablePointer(to: &waitFor) {
-                $0.withMemoryRebound(to: pollfd.self, capacity: 2) { poll($0, 2, -1) }
-            }
-            if ready < 0, errno == EINTR { continue }
-            break
-        }
+        _ = StoppableWait.wait(done, for: Int16(POLLIN), orStop: signals)
         // Also when the session ended by itself: the I/O loop may be writing an interrupt
         // report to a reader that stopped reading, and the teardown waits for the loop.
         _ = clinux_eventfd_signal(stop)

@@ -76,11 +76,7 @@ public final class UnixSocketListener: @unchecked Sendable {
     /// Waits for a client, or returns nil when `stopFD` becomes readable first.
     public func accept(stopFD: Int32) -> Int32? {
         while true {
-            var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0)]
-            let n = poll(&fds, 2, -1)
-            if n < 0 { if errno == EINTR { continue }; return nil }
-            if fds[1].revents != 0 { return nil }
-            guard fds[0].revents & Int16(POLLIN) != 0 else { continue }
+            guard StoppableWait.wait(fd, for: Int16(POLLIN), orStop: stopFD) == .ready else { return nil }
             let c = Glibc.accept(fd, nil, nil)
             if c >= 0 {
                 _ = fcntl(c, F_SETFD, FD_CLOEXEC)
@@ -92,8 +88,7 @@ public final class UnixSocketListener: @unchecked Sendable {
             // up): the connection stays queued, so wait a moment (or for the stop) and try
             // again, rather than end this listener's server for good.
             if e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM {
-                var stop = [pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0)]
-                if poll(&stop, 1, 100) > 0 { return nil }
+                if StoppableWait.wait(-1, for: 0, orStop: stopFD, milliseconds: 100) == .stopped { return nil }
                 continue
             }
             return nil
