@@ -186,6 +186,29 @@ import VMMTestKit
         }
     }
 
+    /// The checksums are summed while the frame is copied, buffer by buffer: with 256-byte
+    /// buffers the TCP segment and the PCSS range break at many places, some at an odd
+    /// offset into the summed range (PCSS 57), and each sum still covers every byte once.
+    @Test(arguments: [0, 15, 40, 57])
+    func checksumsSummedAcrossSmallBuffers(pcss: Int) throws {
+        let nic = try NIC()
+        nic.setUpReceive(count: 32, bufferSize: 256, rctl: Bit.rctlEN | Bit.rctlSECRC | 3 << 16)
+        nic.w(R.rxcsum, 1 << 9 | 1 << 8 | UInt32(pcss))
+        var bad = FrameBuilder.e1000.tcp(ack: 0, payload: Payload.counting(1460))
+        bad[1000] ^= 0x5A
+        for (frame, good) in [(FrameBuilder.e1000.tcp(ack: 0, payload: Payload.counting(1460)), true),
+                              (FrameBuilder.e1000.udp(payload: Payload.counting(1001)), true), (bad, false)] {
+            #expect(nic.endpoint.inject(frame))
+            let got = try #require(nic.receiveNext())
+            #expect(got.bytes == frame)
+            var expected = InternetChecksum()
+            expected.add(Array(got.bytes[pcss...]))
+            #expect(got.last.checksum == expected.folded)
+            #expect(got.last.status & 0x60 == 0x60)
+            #expect(got.last.errors == (good ? 0 : 0x20))
+        }
+    }
+
     @Test func noFreeDescriptorsHoldsTheFrameUntilRDTMoves() throws {
         let nic = try NIC()
         nic.setUpReceive(count: 8, post: 2)                             // two buffers given
@@ -256,6 +279,20 @@ import VMMTestKit
             #expect(bytes == frame && d.eop)
         }
         #expect(nic.r(R.rdh) == 6)
+    }
+
+    /// A receive buffer that starts in one region and ends in the next: the frame is
+    /// copied in two pieces and its TCP checksum summed across both.
+    @Test func aReceiveBufferAcrossTwoRegionsIsCopiedAndSummedWhole() throws {
+        let nic = try nic()
+        nic.setUpReceive(count: 8)
+        let buffer = Self.boundary - 301
+        nic.store(buffer, at: nic.rxRing.raw)
+        nic.rxBuffers[0] = GuestAddress(buffer)
+        let frame = FrameBuilder.e1000.tcp(ack: 0, payload: Payload.counting(1000))
+        #expect(nic.endpoint.inject(frame))
+        let (bytes, d) = try #require(nic.receiveNext())
+        #expect(bytes == frame && d.eop && d.status & 0x60 == 0x60 && d.errors == 0)
     }
 
     @Test func aTransmitRingAcrossTwoRegionsSendsEveryPacket() throws {

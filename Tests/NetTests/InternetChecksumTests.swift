@@ -55,9 +55,15 @@ import VMMTestKit
                 }
             }
         }
+        // The wide loop biases each word by 0x8000 (VPMADDWD is signed): all-ones and
+        // all-zero words are its extremes, 0x7FFF / 0x8000 the edges of the bias.
         for count in [(1 << 20) + 3, (1 << 21) + 77] {
-            let ones = [UInt8](repeating: 0xFF, count: count)
-            ones.withUnsafeBytes { #expect(InternetChecksum.sum16($0, wide: wide) == ~NaiveChecksum.checksum(ones), "\(count) bytes") }
+            for pattern: [UInt8] in [[0xFF, 0xFF], [0, 0], [0xFF, 0x7F], [0x00, 0x80], [0x80, 0x00]] {
+                let bytes = (0 ..< count).map { pattern[$0 & 1] }
+                bytes.withUnsafeBytes {
+                    #expect(InternetChecksum.sum16($0, wide: wide) == ~NaiveChecksum.checksum(bytes), "\(count) bytes of \(pattern)")
+                }
+            }
         }
     }
 

@@ -11,6 +11,10 @@
 /// EBX bit 5; leaf 1 ECX OSXSAVE and AVX; XCR0 bits 1 and 2), else 0.
 int cchecksum_wide_available(void);
 
+/// What `cchecksum_wide_available()` answered, asked once when the program was loaded.
+extern int cchecksum_wide_flag;
+static inline int cchecksum_wide_ready(void) { return cchecksum_wide_flag; }
+
 /// The sum of the host-order 16-bit words in `rounds` 64-byte blocks at `bytes`, as a
 /// 64-bit integer to be folded by the caller. Call only when
 /// `cchecksum_wide_available()` returned 1.

@@ -191,8 +191,9 @@ public struct InternetChecksum: Sendable, Equatable {
         return UInt16(bigEndian: fold(total &+ a &+ b))
     }
 
-    /// Whether `wideSum` may run here (asked once).
-    @usableFromInline static let wideLoopAvailable = cchecksum_wide_available() != 0
+    /// Whether `wideSum` may run here: the CPU was asked once, when the program was
+    /// loaded (a `static let` here cost a `swift_once` check on every checksum).
+    @usableFromInline static var wideLoopAvailable: Bool { cchecksum_wide_ready() != 0 }
 
     /// The unfolded sum of `rounds` 64-byte blocks, 256 bits at a time.
     @usableFromInline
