@@ -10,7 +10,9 @@ extension VirtioNet {
     /// each, so a 64 KiB frame takes 44. Chains of empty writable descriptors (2,047 a
     /// chain with an indirect table) had one frame attempt walk two million of them, on
     /// every kick, uncharged.
-    static let maximumReceiveDescriptors = ActionCostMeter.deferAt.descriptors
+    /// (Computed: a `static let` initialised from another module's value is initialised
+    /// lazily, and its `swift_once` check ran on every frame.)
+    static var maximumReceiveDescriptors: Int { ActionCostMeter.deferAt.descriptors }
 
     /// One frame from the backend (on the I/O loop). Returns false only when the guest has
     /// no room for it: the backend keeps it and offers it again after `resumeReceive()`.
@@ -176,6 +178,12 @@ extension VirtioNet {
             counters.dropped(.oversized)
             return true
         }
+        if let buffer = wholeFrameBuffer(scratch.chain, needed: needed) {
+            writeFrame(frame, header: header, to: buffer)
+            try queue.addUsed(head: scratch.chain.head, length: UInt32(truncatingIfNeeded: needed))
+            finishDelivery(queue, bytes: frame.count)
+            return true
+        }
         scratch.segments.removeAllKeepingStorage()
         do {
             try context.memory.resolve(scratch.chain.writable, into: &scratch.segments)
@@ -195,19 +203,22 @@ extension VirtioNet {
     private func deliverMergeable(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, queue: any Virtqueue,
                                   _ scratch: inout ReceiveScratch) throws(VirtqueueError) -> Bool {
         let needed = UInt64(VirtioNetHeader.size) + UInt64(frame.count)
+        guard try queue.pop(into: &scratch.chain) else { return false }
+        var descriptors = scratch.chain.descriptorCount
+        context.cost.descriptors(descriptors)
+        if let buffer = wholeFrameBuffer(scratch.chain, needed: needed) {
+            var header = header
+            header.numBuffers = 1
+            writeFrame(frame, header: header, to: buffer)
+            try queue.addUsed(head: scratch.chain.head, length: UInt32(truncatingIfNeeded: needed))
+            finishDelivery(queue, bytes: frame.count)
+            return true
+        }
         scratch.chains.removeAllKeepingStorage()
         scratch.segments.removeAllKeepingStorage()
         var capacity: UInt64 = 0
-        var descriptors = 0
         var badBuffer: BadReceiveBuffer?
-        while capacity < needed {
-            guard try queue.pop(into: &scratch.chain) else {
-                queue.unpop(UInt16(truncatingIfNeeded: scratch.chains.count))
-                return false
-            }
-            let walked = scratch.chain.descriptorCount
-            context.cost.descriptors(walked)
-            descriptors += walked
+        while true {
             do {
                 try context.memory.resolve(scratch.chain.writable, into: &scratch.segments)
             } catch {
@@ -223,7 +234,14 @@ extension VirtioNet {
             if descriptors > Self.maximumReceiveDescriptors {
                 badBuffer = badBuffer ?? .tooManyDescriptors
             }
-            if badBuffer != nil { break }
+            if badBuffer != nil || capacity >= needed { break }
+            guard try queue.pop(into: &scratch.chain) else {
+                queue.unpop(UInt16(truncatingIfNeeded: scratch.chains.count))
+                return false
+            }
+            let walked = scratch.chain.descriptorCount
+            context.cost.descriptors(walked)
+            descriptors += walked
         }
         if let badBuffer {
             return try dropWithBadBuffer(queue, chains: scratch.chains, badBuffer)
@@ -242,6 +260,19 @@ extension VirtioNet {
         return true
     }
 
+    /// The usual receive chain: one writable buffer, all of it in one RAM region, that
+    /// holds the header and the whole frame (Linux's mergeable buffers are 1.5 KiB and
+    /// more, one descriptor each: virtio_net.c `add_recvbuf_mergeable`). The frame is
+    /// copied straight into it, with no list of segments. Nil for anything else, which
+    /// takes the general path (and its checks) instead.
+    @inline(__always)
+    private func wholeFrameBuffer(_ chain: DescriptorChain, needed: UInt64) -> UnsafeMutableRawBufferPointer? {
+        guard chain.readable.isEmpty, chain.writable.count == 1, chain.writableLength >= needed, let buffer = chain.writable.first,
+              let host = try? context.memory.hostRange(buffer.address, length: UInt64(buffer.length))
+        else { return nil }
+        return host
+    }
+
     /// Receive chains that cannot take the frame (`BadReceiveBuffer`): their buffers are
     /// returned empty (the driver drops a zero-length buffer and reposts it) and the frame
     /// is counted as lost.
@@ -252,6 +283,13 @@ extension VirtioNet {
         transport.completeUsed(queue)
         counters.dropped(.malformed)
         return true
+    }
+
+    /// Header then frame into one buffer (`wholeFrameBuffer`: large enough).
+    @inline(__always)
+    private func writeFrame(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, to buffer: UnsafeMutableRawBufferPointer) {
+        header.write(to: buffer)
+        ByteCopy.copy(to: UnsafeMutableRawBufferPointer(rebasing: buffer[VirtioNetHeader.size...]), from: frame)
     }
 
     /// Copies header then frame across `hostSegments` (already checked to be large enough).

@@ -82,6 +82,24 @@ struct DataPathTests {
         #expect(Array(written[12...]) == frame)
     }
 
+    /// A one-descriptor buffer that starts in one RAM region and ends in the next is not
+    /// the usual single host buffer: the frame goes in as two pieces, header first.
+    @Test(arguments: [true, false])
+    func receiveIntoABufferAcrossTwoRegions(mergeable: Bool) throws {
+        let boundary: UInt64 = 16 << 20
+        let machine = try TestMachine(memory: GuestMemory(layout: [(0, boundary), (boundary, 16 << 20)]))
+        let d = try VirtioNetDriver(machine: machine)
+        d.bringUp { mergeable ? $0 : $0 & ~NetF.mrgRxbuf }
+        let buffer = GuestAddress(boundary - 700)
+        d.queues[0]?.addChain([(buffer, 1526, true)])
+        d.kick(0)
+        let frame = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(1400, seed: 4))
+        #expect(d.endpoint.inject(frame))
+        #expect(d.queues[0]?.takeUsed().first?.length == UInt32(12 + frame.count))
+        #expect(parseHeader(d.bytes(at: buffer, 12)) == VirtioNetHeader(numBuffers: 1))
+        #expect(d.bytes(at: GuestAddress(boundary - 688), frame.count) == frame)
+    }
+
     @Test func receiveMergeableSpreadsOverBuffers() throws {
         let d = try VirtioNetDriver()
         d.bringUp()
