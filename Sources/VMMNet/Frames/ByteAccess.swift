@@ -4,23 +4,23 @@
 // trapping: frames come from guests and backends and are never trusted.
 
 extension UnsafeRawBufferPointer {
-    @inlinable public func byte(at offset: Int) -> UInt8? {
+    @inlinable @inline(__always) public func byte(at offset: Int) -> UInt8? {
         guard offset >= 0, offset < count else { return nil }
         return self[offset]
     }
 
-    @inlinable public func be16(at offset: Int) -> UInt16? {
+    @inlinable @inline(__always) public func be16(at offset: Int) -> UInt16? {
         guard offset >= 0, offset <= count - 2 else { return nil }
         return UInt16(bigEndian: loadUnaligned(fromByteOffset: offset, as: UInt16.self))
     }
 
-    @inlinable public func be32(at offset: Int) -> UInt32? {
+    @inlinable @inline(__always) public func be32(at offset: Int) -> UInt32? {
         guard offset >= 0, offset <= count - 4 else { return nil }
         return UInt32(bigEndian: loadUnaligned(fromByteOffset: offset, as: UInt32.self))
     }
 
     /// `self[start ..< start+length]` as its own buffer, or nil when any part lies outside.
-    @inlinable func slice(_ start: Int, length: Int) -> UnsafeRawBufferPointer? {
+    @inlinable @inline(__always) func slice(_ start: Int, length: Int) -> UnsafeRawBufferPointer? {
         guard start >= 0, length >= 0, start <= count, length <= count - start else { return nil }
         return UnsafeRawBufferPointer(rebasing: self[start ..< start + length])
     }
@@ -42,7 +42,7 @@ extension UnsafeMutableRawBufferPointer {
     }
 
     /// `self[start ..< start+length]` as its own buffer, or nil when any part lies outside.
-    @inlinable func slice(_ start: Int, length: Int) -> UnsafeMutableRawBufferPointer? {
+    @inlinable @inline(__always) func slice(_ start: Int, length: Int) -> UnsafeMutableRawBufferPointer? {
         guard start >= 0, length >= 0, start <= count, length <= count - start else { return nil }
         return UnsafeMutableRawBufferPointer(rebasing: self[start ..< start + length])
     }
