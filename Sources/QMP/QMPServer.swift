@@ -195,9 +195,10 @@ public final class QMPServer: @unchecked Sendable {
             if errno == EINTR { continue }
             let left = Int32(clamping: (Int64(clamping: deadline.nanoseconds) - Int64(clamping: MonotonicTime.nanoseconds())) / 1_000_000)
             guard left > 0 else { return false }
-            var polls = [pollfd(fd: fd, events: Int16(POLLOUT), revents: 0), pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0)]
-            if poll(&polls, 2, left) < 0 && errno != EINTR { return false }
-            if polls[1].revents != 0 { return false }
+            switch StoppableWait.wait(fd, for: Int16(POLLOUT), orStop: stopFD, milliseconds: left) {
+            case .ready, .timedOut: continue        // the deadline is checked on the next round
+            case .stopped, .failed: return false
+            }
         }
         return true
     }

@@ -362,7 +362,7 @@ final class Served {
         l.closeAndRemove()
         #expect(access(path, F_OK) != 0)
         let file = dir + "/f"
-        FileManager.default.createFile(atPath: file, contents: Data([1]))
+        _ = FileManager.default.createFile(atPath: file, contents: Data([1]))
         #expect(throws: UnixSocketListenerError.notASocket(file)) { try UnixSocketListener(path: file) }
         #expect(FileManager.default.contents(atPath: file) == Data([1]))
     }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CLinux
+import VMMCore
 
 /// One message as it came off the socket: header, payload, and the descriptors that
 /// arrived with it (owned by the receiver: close what you do not keep).
@@ -69,11 +70,12 @@ final class VFIOUserConnection {
         var tryFirst = restOfMessage
         while done < buffer.count {
             if !tryFirst {
-                var polls = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0)]
-                let p = poll(&polls, 2, -1)
-                if p < 0 { if errno == EINTR { continue }; return "poll: \(String(cString: strerror(errno)))" }
-                if polls[1].revents != 0 { return "server stopping" }
-                if polls[0].revents == 0 { continue }
+                switch StoppableWait.wait(fd, for: Int16(POLLIN), orStop: stopFD) {
+                case .ready: break
+                case .stopped: return "server stopping"
+                case let .failed(error): return "poll: \(String(cString: strerror(error)))"
+                case .timedOut: continue
+                }
             }
             let flags = tryFirst ? Int32(MSG_DONTWAIT) : 0
             tryFirst = false
