@@ -262,7 +262,9 @@ extension VirtioNet {
 
     /// The usual receive chain: one writable buffer, all of it in one RAM region, that
     /// holds the header and the whole frame (Linux's mergeable buffers are 1.5 KiB and
-    /// more, one descriptor each: virtio_net.c `add_recvbuf_mergeable`). The frame is
+    /// more, one descriptor each, and so is a small-packet buffer: virtio_net.c
+    /// `add_recvbuf_mergeable`, `add_recvbuf_small`; its big-packet chains of pages take
+    /// the general path). The frame is
     /// copied straight into it, with no list of segments. Nil for anything else, which
     /// takes the general path (and its checks) instead.
     @inline(__always)
