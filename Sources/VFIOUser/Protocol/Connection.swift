@@ -79,14 +79,17 @@ final class VFIOUserConnection {
             }
             let flags = tryFirst ? Int32(MSG_DONTWAIT) : 0
             tryFirst = false
-            var got = [Int32](repeating: -1, count: Int(CLINUX_MAX_PASSED_FDS))
             var nfds: Int32 = 0, truncated: Int32 = 0
-            let room = max(0, maxFDs - fds.count)
-            let n = buffer.withUnsafeMutableBytes { raw -> Int in
-                guard let base = raw.baseAddress else { return 0 }
-                return clinux_recv_with_fds(fd, base + done, raw.count - done, &got, Int32(room), &nfds, &truncated, flags)
+            // The descriptors' landing place on the stack: nothing allocated per read.
+            let n = withUnsafeTemporaryAllocation(of: Int32.self, capacity: Int(CLINUX_MAX_PASSED_FDS)) { got -> Int in
+                let room = min(max(0, maxFDs - fds.count), got.count)
+                let n = buffer.withUnsafeMutableBytes { raw -> Int in
+                    guard let base = raw.baseAddress, let slots = got.baseAddress else { return 0 }
+                    return clinux_recv_with_fds(fd, base + done, raw.count - done, slots, Int32(room), &nfds, &truncated, flags)
+                }
+                fds.append(contentsOf: got.prefix(Int(min(max(nfds, 0), Int32(room)))))
+                return n
             }
-            fds.append(contentsOf: got.prefix(Int(nfds)))
             if n < 0 {
                 if errno == EINTR || errno == EAGAIN { continue }
                 return "recvmsg: \(String(cString: strerror(errno)))"
