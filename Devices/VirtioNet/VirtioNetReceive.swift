@@ -123,6 +123,7 @@ extension VirtioNet {
     /// The header the guest gets and the bytes to copy. A header from the backend passes
     /// through when it uses only offloads the guest accepted; a partial checksum the guest
     /// did not accept is completed here; anything else is refused and counted.
+    @inline(__always)
     private func prepare(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> (UnsafeRawBufferPointer, VirtioNetHeader)? {
         guard var h = header else { return (frame, VirtioNetHeader(numBuffers: 1)) }
         h.numBuffers = 1
@@ -329,6 +330,7 @@ extension VirtioNet {
         }
     }
 
+    @inline(__always)
     private func finishDelivery(_ queue: any Virtqueue, bytes: Int) {
         context.cost.frames()
         context.cost.bytes(bytes)
