@@ -265,9 +265,8 @@ extension VirtioNet {
     /// holds the header and the whole frame (Linux's mergeable buffers are 1.5 KiB and
     /// more, one descriptor each, and so is a small-packet buffer: virtio_net.c
     /// `add_recvbuf_mergeable`, `add_recvbuf_small`; its big-packet chains of pages take
-    /// the general path). The frame is
-    /// copied straight into it, with no list of segments. Nil for anything else, which
-    /// takes the general path (and its checks) instead.
+    /// the general path). The frame is copied straight into it, with no list of segments.
+    /// Nil for anything else, which takes the general path (and its checks) instead.
     @inline(__always)
     private func wholeFrameBuffer(_ chain: DescriptorChain, needed: UInt64) -> UnsafeMutableRawBufferPointer? {
         guard chain.readable.isEmpty, chain.writable.count == 1, chain.writableLength >= needed, let buffer = chain.writable.first,
