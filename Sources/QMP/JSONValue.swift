@@ -125,12 +125,16 @@ public struct JSONParser {
             guard depth < maxDepth else { throw JSONParseError("nesting deeper than \(maxDepth)") }
             i += 1
             var members: [(String, JSONValue)] = []
+            // QEMU's parser refuses a repeated key (json-parser.c `parse_pair`): which of the
+            // two a command would read is not for the client to guess.
+            var keys = Set<String>()
             skipSpace()
             if peek == UInt8(ascii: "}") { i += 1; return .object(members) }
             while true {
                 skipSpace()
                 guard peek == UInt8(ascii: "\"") else { throw JSONParseError("expected a member name") }
                 let key = try string()
+                guard keys.insert(key).inserted else { throw JSONParseError("duplicate key") }
                 skipSpace()
                 try expect(":")
                 members.append((key, try value(depth: depth + 1)))
@@ -209,14 +213,21 @@ public struct JSONParser {
         i += 1 // opening quote
         var scalars = String.UnicodeScalarView()
         var raw: [UInt8] = []
-        func flush() { if !raw.isEmpty { scalars.append(contentsOf: String(decoding: raw, as: UTF8.self).unicodeScalars); raw.removeAll() } }
+        // Bytes as they came must be UTF-8 (QEMU: "invalid UTF-8 sequence in string"), not
+        // quietly replaced.
+        func flush() throws(JSONParseError) {
+            guard !raw.isEmpty else { return }
+            guard let text = String(validating: raw, as: UTF8.self) else { throw JSONParseError("invalid UTF-8 sequence in string") }
+            scalars.append(contentsOf: text.unicodeScalars)
+            raw.removeAll()
+        }
         while true {
             guard let c = peek else { throw JSONParseError("unterminated string") }
             i += 1
             if c == UInt8(ascii: "\"") { break }
             guard c >= 0x20 else { throw JSONParseError("control character in a string") }
             guard c == UInt8(ascii: "\\") else { raw.append(c); continue }
-            flush()
+            try flush()
             guard let e = peek else { throw JSONParseError("unterminated escape") }
             i += 1
             switch e {
@@ -239,12 +250,19 @@ public struct JSONParser {
                     i += 6
                     scalars.append(Unicode.Scalar(0x10000 + ((v - 0xD800) << 10) + (low - 0xDC00)) ?? "\u{FFFD}")
                 } else {
-                    scalars.append(Unicode.Scalar(v) ?? "\u{FFFD}") // lone surrogates become U+FFFD
+                    // A lone surrogate is no character (QEMU: "is not a valid Unicode
+                    // character"). U+0000 is refused too: names and paths go to C calls,
+                    // where it would cut them short (QEMU keeps it as modified UTF-8).
+                    guard v != 0, let scalar = Unicode.Scalar(v) else {
+                        let hex = String(v, radix: 16)
+                        throw JSONParseError("\\u\(String(repeating: "0", count: max(0, 4 - hex.count)) + hex) is not a valid character here")
+                    }
+                    scalars.append(scalar)
                 }
             default: throw JSONParseError("bad escape")
             }
         }
-        flush()
+        try flush()
         return String(scalars)
     }
 }

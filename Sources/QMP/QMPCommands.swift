@@ -16,15 +16,21 @@ final class QMPCommands {
 
     init(server: QMPServer) { self.server = server }
 
-    /// Descriptors the client sent (SCM_RIGHTS) and no getfd/add-fd took yet, oldest first.
+    /// The last batch of descriptors the client sent (SCM_RIGHTS) that no getfd/add-fd
+    /// took yet.
     private var receivedDescriptors: [Int32] = []
     static let maxReceivedDescriptors = 8
 
-    /// Keeps descriptors that arrived with the client's bytes; beyond the bound the oldest
-    /// are closed.
+    /// Keeps the descriptors that arrived with the client's bytes. A new batch replaces
+    /// what is left of the last one, which is closed, as QEMU's socket chardev does
+    /// (`tcp_chr_process_IO_msg`): a command that failed before taking its descriptor
+    /// must not leave it for the next command, which would then take a descriptor other
+    /// than the one sent with it. Beyond the bound the rest of a batch is closed.
     func received(_ fds: [Int32]) {
-        receivedDescriptors += fds
-        while receivedDescriptors.count > Self.maxReceivedDescriptors { close(receivedDescriptors.removeFirst()) }
+        guard !fds.isEmpty else { return }
+        closeReceivedDescriptors()
+        receivedDescriptors = Array(fds.prefix(Self.maxReceivedDescriptors))
+        fds.dropFirst(Self.maxReceivedDescriptors).forEach { close($0) }
     }
 
     func closeReceivedDescriptors() {
@@ -32,9 +38,13 @@ final class QMPCommands {
         receivedDescriptors.removeAll()
     }
 
+    /// The batch's first descriptor; the rest of the batch is closed (QEMU's
+    /// `tcp_chr_get_msgfds` hands out what was asked for and closes the others).
     private func takeReceivedDescriptor() throws(QMPError) -> Int32 {
         guard !receivedDescriptors.isEmpty else { throw .generic("No file descriptor supplied via SCM_RIGHTS") }
-        return receivedDescriptors.removeFirst()
+        let fd = receivedDescriptors.removeFirst()
+        closeReceivedDescriptors()
+        return fd
     }
 
     var greeting: String {

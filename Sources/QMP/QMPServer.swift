@@ -118,14 +118,14 @@ public final class QMPServer: @unchecked Sendable {
         guard send(fd, commands.greeting) else { return }
         var stream = QMPStream()
         var buffer = [UInt8](repeating: 0, count: Self.readChunk)
-        let graceEnds = MonotonicDeadline(secondsFromNow: Self.negotiationGrace)
-        var anotherClientWaits = false
+        // Set when another client starts waiting: the grace runs from then.
+        var graceEnds: MonotonicDeadline?
         while true {
             var polls = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0),
                          pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
             var timeout: Int32 = -1
             if !commands.negotiated {
-                if anotherClientWaits {
+                if let graceEnds {
                     timeout = Int32(clamping: (Int64(clamping: graceEnds.nanoseconds) - Int64(clamping: MonotonicTime.nanoseconds())) / 1_000_000)
                     if timeout <= 0 {
                         logger.info("qmp: closing a client that did not negotiate within \(Int(Self.negotiationGrace)) s: another client waits")
@@ -139,7 +139,7 @@ public final class QMPServer: @unchecked Sendable {
             }
             if poll(&polls, nfds_t(polls.count), timeout) < 0 { if errno == EINTR { continue }; return }
             if polls.count > 3, polls[3].revents != 0 {
-                anotherClientWaits = true
+                graceEnds = MonotonicDeadline(secondsFromNow: Self.negotiationGrace)
                 continue
             }
             // Events first: a SHUTDOWN queued just before the server stops still goes out.

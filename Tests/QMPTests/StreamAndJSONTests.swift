@@ -45,12 +45,28 @@ import Testing
     }
 
     /// RFC 8259 §7: a character outside the BMP arrives as two escapes (Python's
-    /// json.dumps writes every emoji so); a lone half still becomes U+FFFD.
+    /// json.dumps writes every emoji so); a lone half is no character and is refused, as
+    /// QEMU's parser refuses it.
     @Test func surrogatePairsMakeOneCharacter() throws {
         #expect(try JSONParser.parse(Array(#""\ud83d\ude00""#.utf8)).stringValue == "😀")
         #expect(try JSONParser.parse(Array(#""\uD83D\uDE00x""#.utf8)).stringValue == "😀x")
-        #expect(try JSONParser.parse(Array(#""\ud83dx""#.utf8)).stringValue == "\u{FFFD}x")
-        #expect(try JSONParser.parse(Array(#""\ude00\ud83d""#.utf8)).stringValue == "\u{FFFD}\u{FFFD}")
+        #expect(throws: JSONParseError.self) { try JSONParser.parse(Array(#""\ud83dx""#.utf8)) }
+        #expect(throws: JSONParseError.self) { try JSONParser.parse(Array(#""\ude00\ud83d""#.utf8)) }
+    }
+
+    /// What QEMU's parser refuses is refused here too: a repeated key (a command would
+    /// read one of the two), bytes that are not UTF-8 (they were once replaced with
+    /// U+FFFD and let through), and U+0000, which would cut a path short at the C call
+    /// that takes it (a capture path "a.pcap\u0000/x" created a.pcap).
+    @Test func duplicateKeysBadUTF8AndNULAreRefused() throws {
+        #expect(throws: JSONParseError.self) { try JSONParser.parse(Array(#"{"execute":"query-name","execute":"x"}"#.utf8)) }
+        #expect(throws: JSONParseError.self) { try JSONParser.parse(Array(#"{"a":{"b":1,"b":2}}"#.utf8)) }
+        #expect(try JSONParser.parse(Array(#"{"a":{"b":1},"b":{"a":2}}"#.utf8))["b"]?["a"] == .int(2))
+        #expect(throws: JSONParseError.self) { try JSONParser.parse([0x22, 0xFF, 0xC0, 0x22]) }
+        #expect(throws: JSONParseError.self) { try JSONParser.parse([0x22, 0x61, 0xE2, 0x82, 0x22]) }   // cut short
+        #expect(try JSONParser.parse([0x22, 0xE2, 0x82, 0xAC, 0x22]).stringValue == "€")
+        #expect(throws: JSONParseError.self) { try JSONParser.parse(Array(#""a\u0000b""#.utf8)) }
+        #expect(try JSONParser.parse(Array(#""a\u0001b""#.utf8)).stringValue == "a\u{01}b")
     }
 
     @Test func numbersFollowTheGrammar() throws {

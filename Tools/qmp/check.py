@@ -74,9 +74,25 @@ def open_tap(name):
     return fd
 
 
-async def check_descriptors(q):
+async def check_descriptors(q, pid):
     """getfd/add-fd: descriptors passed over the socket (SCM_RIGHTS), used by a live backend swap."""
     check("serve: getfd without a descriptor", await expect_error(q, "GenericError", "getfd", {"fdname": "x"}))
+    # A descriptor sent with a command that fails is not left for the next command: the
+    # next batch replaces it, as in QEMU's socket chardev (it once stayed queued, and the
+    # next add-fd stored it instead of its own).
+    first_r, first_w = os.pipe()
+    second_r, second_w = os.pipe()
+    q.send_fd_scm(first_r)
+    check("serve: add-fd with a bad fdset-id", await expect_error(q, "GenericError", "add-fd", {"fdset-id": "x"}))
+    q.send_fd_scm(second_r)
+    added = await q.execute("add-fd", {"opaque": "the second pipe"})
+    kept = [f["fd"] for s in await q.execute("query-fdsets") if s["fdset-id"] == added["fdset-id"] for f in s["fds"]]
+    inode = os.stat(f"/proc/{pid}/fd/{kept[0]}").st_ino if kept else None
+    check("serve: add-fd keeps the descriptor sent with it", inode == os.fstat(second_r).st_ino,
+          f"kept {kept}, inode {inode}, sent {os.fstat(second_r).st_ino}, earlier {os.fstat(first_r).st_ino}")
+    await q.execute("remove-fd", {"fdset-id": added["fdset-id"]})
+    for fd in (first_r, first_w, second_r, second_w):
+        os.close(fd)
     r, w = os.pipe()
     q.send_fd_scm(r)
     added = await q.execute("add-fd", {"opaque": "a pipe"})
@@ -158,7 +174,7 @@ async def check_serve(binary, tmp):
     await q.execute("set_link", {"name": "nic1", "up": True})
     counters = {n["name"]: n for n in (await q.execute("x-swiftvmm-counters"))["nics"]}
     check("serve: set_link up", counters["nic1"]["link-up"] is True)
-    await check_descriptors(q)
+    await check_descriptors(q, p.pid)
     check("serve: unknown device", await expect_error(q, "DeviceNotFound", "set_link", {"name": "nope", "up": True}))
     check("serve: wrong argument type", await expect_error(q, "GenericError", "set_link", {"name": "nic0", "up": "yes"}))
     check("serve: unexpected argument", await expect_error(q, "GenericError", "query-pci", {"bogus": 1}))
