@@ -52,6 +52,22 @@ struct NBDBackendTests {
         #expect(disk.counters.writeZeroes.load(ordering: .relaxed) == 1)
     }
 
+    /// An export without NBD_FLAG_SEND_FLUSH (nbdkit's eval plugin saying it cannot
+    /// flush): a flush succeeds without a command to the server, as in QEMU's client. It
+    /// was answered UNSUPP, which failed every write in write-through mode.
+    @Test func flushOfAnExportThatCannotFlushSucceeds() throws {
+        let loop = try RunningLoop()
+        let server = try #require(NBDKit(in: dir, ["eval", "get_size=echo 1048576", "can_write=exit 0", "can_flush=exit 3",
+                                                   "pread=dd if=/dev/zero bs=$3 count=1 iflag=count_bytes 2>/dev/null",
+                                                   "pwrite=cat >/dev/null"]))
+        let disk = try open(server, loop: loop, reconnectTimeout: 5)
+        defer { disk.stop() }
+        #expect(!disk.geometry.canFlush)
+        let data = GuestBuffer(count: 4096, fill: 7)
+        #expect(run(disk, .write(offset: 0, from: [data.all])) == .ok)
+        #expect(run(disk, .flush) == .ok)
+    }
+
     @Test func fileExportDataReachesTheFile() throws {
         let loop = try RunningLoop()
         let path = dir.file("export.img", size: 8 << 20)

@@ -289,7 +289,12 @@ public final class NBDBackend: BlockBackend, @unchecked Sendable {
         switch request {
         case .read: return nil
         case .write: return readOnly ? .ioError(errno: EROFS) : nil
-        case .flush: return state.export.canFlush ? nil : .unsupported
+        // A server that does not offer NBD_CMD_FLUSH has no volatile cache to flush: what
+        // it acknowledged is on its storage. The flush succeeds without a round trip, as in
+        // QEMU's NBD client (`nbd_client_co_flush` returns 0 without NBD_FLAG_SEND_FLUSH);
+        // answered UNSUPP, it failed every write-through write (the device follows each
+        // write with a flush) and every journal commit's PREFLUSH.
+        case .flush: return state.export.canFlush ? nil : .ok
         case .discard: return readOnly ? .ioError(errno: EROFS) : state.export.canTrim ? nil : .unsupported
         case .writeZeroes: return readOnly ? .ioError(errno: EROFS) : state.export.canZero ? nil : .unsupported
         }
