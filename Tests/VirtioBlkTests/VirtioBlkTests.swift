@@ -253,6 +253,19 @@ import VMMTestKit
         #expect(d.disk.counters.flushes.load(ordering: .relaxed) == 1)
     }
 
+    /// Without CONFIG_WCE the writeback field is read-only (§5.2.5): a driver without FLUSH
+    /// cannot write write-back into it and leave its writes unflushed.
+    @Test func writebackIsReadOnlyWithoutConfigWCE() throws {
+        let d = try D()
+        d.bringUp { $0 & ~(1 << 9) & ~(1 << 11) }           // neither FLUSH nor CONFIG_WCE
+        d.writeConfig(32, 1, 1)
+        #expect(d.config(32, 1) == 0)
+        let w = d.submit(type: D.T.write, write: [UInt8](repeating: 7, count: 512))
+        d.complete()
+        #expect(d.status(at: w.status) == D.S.ok)
+        #expect(d.disk.counters.flushes.load(ordering: .relaxed) == 1)
+    }
+
     /// After a ring error the queue is gone until the driver resets: requests that finish
     /// then give back the guest memory they held (or a vfio-user client's unmapped pages
     /// would stay retired), and with bus mastering off nothing is written to the guest.
