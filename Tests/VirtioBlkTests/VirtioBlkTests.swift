@@ -206,6 +206,15 @@ import VMMTestKit
         #expect(d.disk.contents.count == 512 << 10)
     }
 
+    /// One write in write-through mode: it succeeds, and the device flushed it before
+    /// completing it.
+    private func expectWriteIsFlushed(_ d: D, sourceLocation: SourceLocation = #_sourceLocation) {
+        let w = d.submit(type: D.T.write, write: [UInt8](repeating: 7, count: 512))
+        d.complete()
+        #expect(d.status(at: w.status) == D.S.ok, sourceLocation: sourceLocation)
+        #expect(d.disk.counters.flushes.load(ordering: .relaxed) == 1, sourceLocation: sourceLocation)
+    }
+
     /// cache_type_store: "write through" writes 0 to writeback; every write is then flushed
     /// before it completes.
     @Test func writeThroughFlushesEveryWrite() throws {
@@ -213,10 +222,7 @@ import VMMTestKit
         d.bringUp()
         d.writeConfig(32, 1, 0)
         #expect(d.config(32, 1) == 0)
-        let w = d.submit(type: D.T.write, write: [UInt8](repeating: 7, count: 512))
-        d.complete()
-        #expect(d.status(at: w.status) == D.S.ok)
-        #expect(d.disk.counters.flushes.load(ordering: .relaxed) == 1)
+        expectWriteIsFlushed(d)
         d.setStatus(0)                                     // reset restores the configured cache
         #expect(d.config(32, 1) == 1)
     }
@@ -247,10 +253,7 @@ import VMMTestKit
         let d = try D()
         d.bringUp { $0 & ~(1 << 9) }
         #expect(d.config(32, 1) == 0)
-        let w = d.submit(type: D.T.write, write: [UInt8](repeating: 7, count: 512))
-        d.complete()
-        #expect(d.status(at: w.status) == D.S.ok)
-        #expect(d.disk.counters.flushes.load(ordering: .relaxed) == 1)
+        expectWriteIsFlushed(d)
     }
 
     /// Without CONFIG_WCE the writeback field is read-only (§5.2.5): a driver without FLUSH
@@ -260,10 +263,7 @@ import VMMTestKit
         d.bringUp { $0 & ~(1 << 9) & ~(1 << 11) }           // neither FLUSH nor CONFIG_WCE
         d.writeConfig(32, 1, 1)
         #expect(d.config(32, 1) == 0)
-        let w = d.submit(type: D.T.write, write: [UInt8](repeating: 7, count: 512))
-        d.complete()
-        #expect(d.status(at: w.status) == D.S.ok)
-        #expect(d.disk.counters.flushes.load(ordering: .relaxed) == 1)
+        expectWriteIsFlushed(d)
     }
 
     /// After a ring error the queue is gone until the driver resets: requests that finish
