@@ -423,6 +423,38 @@ extension VirtioBlkTests {
         var turns = 0
         while d.machine.loop.runQueuedWork() > 0 && turns < 100 { turns += 1 }
         #expect(statuses.allSatisfy { d.status(at: $0) == D.S.ok })
-        #expect(meter.worst.fits(ActionCostMeter.defaultBudget), "worst action: \(meter.worst)")
+        #expect(meter.worst.fits(meter.budget), "worst action: \(meter.worst)")
+    }
+
+    /// 127 flushes, then a read through an indirect table: the budget is checked before
+    /// each chain, so the read's chain is walked whole past it. A chain is at most the
+    /// queue's size (§2.7.5.3.1), so the kick costs at most that past the budget; a
+    /// 1,024-entry table in a 512-entry queue once made it 1,278 descriptors.
+    @Test(arguments: [512, 513]) func aChainCostsAtMostTheQueueSizePastTheBudget(tableEntries: Int) throws {
+        let d = try D(options: "queue-size=512")
+        d.bringUp()
+        let flushes = (0 ..< 127).map { _ in d.submit(type: D.T.flush, kick: false).status }
+        let data = d.buffer(zeroed: 512)
+        let status = d.buffer([0xEE])
+        // One sector over the rest of the table: its first piece the bytes the others leave.
+        let pieces = tableEntries - 2, first = 512 - (pieces - 1)
+        let chain = [(d.buffer(D.header(type: D.T.read)), UInt32(16), false), (data, UInt32(first), true)]
+            + (1 ..< pieces).map { i in (GuestAddress(data.raw + UInt64(first + i - 1)), UInt32(1), true) }
+            + [(status, UInt32(1), true)]
+        d.queues[0]?.addIndirect(chain, allocator: d.machine.allocator)
+        let meter = d.blk.function.cost
+        meter.resetWorst()
+        d.kick(0)
+        var turns = 0
+        while d.machine.loop.runQueuedWork() > 0 && turns < 100 { turns += 1 }
+        #expect(meter.worst.descriptors <= ActionCostMeter.deferAt.descriptors + 512, "worst action: \(meter.worst)")
+        #expect(meter.worst.fits(meter.budget), "worst action: \(meter.worst)")
+        if tableEntries <= 512 {
+            #expect(flushes.allSatisfy { d.status(at: $0) == D.S.ok })
+            #expect(d.status(at: status) == D.S.ok)
+        } else {
+            #expect(d.status(at: status) == 0xEE)
+            #expect(d.status & 64 != 0, "DEVICE_NEEDS_RESET")
+        }
     }
 }

@@ -50,6 +50,44 @@ struct RobustnessTests {
         expectNeedsResetAndRecovery(d)
     }
 
+    /// §2.7.5.3.1: no chain longer than the queue, an indirect table's entries included. A
+    /// table of 1,024 entries in a ring of 16 was walked whole, past the action's budget.
+    @Test func chainThroughIndirectTableLongerThanQueue() throws {
+        let frame = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(62))   // 76 bytes
+        /// The header and `pieces` parts of the frame, one descriptor each.
+        func parts(_ d: VirtioNetDriver, _ pieces: Int) -> [(address: GuestAddress, length: UInt32, writable: Bool)] {
+            let size = frame.count / pieces
+            return [(d.buffer(headerBytes(VirtioNetHeader())), 12, false)] + (0 ..< pieces).map { i in
+                let bytes = Array(frame[(i * size) ..< (i == pieces - 1 ? frame.count : (i + 1) * size)])
+                return (d.buffer(bytes), UInt32(bytes.count), false)
+            }
+        }
+        // 16 descriptors in the table: as long as the queue, sent.
+        let (d, tx) = try ready()
+        tx.addIndirect(parts(d, 15), allocator: d.machine.allocator)
+        d.kick(1)
+        #expect(d.endpoint.sent.map(\.bytes) == [frame])
+        #expect(d.status & Self.needsReset == 0)
+        // 17: refused.
+        let (e, tx2) = try ready()
+        tx2.addIndirect(parts(e, 16), allocator: e.machine.allocator)
+        e.kick(1)
+        expectNeedsResetAndRecovery(e)
+        // 15 in the ring, then a table of 2: 17 in all, refused too.
+        let (f, tx3) = try ready()
+        let table = f.machine.allocator.alloc(size: 32, align: 16)
+        let header = f.buffer(headerBytes(VirtioNetHeader()))
+        for i in 0 ..< UInt16(2) {
+            tx3.writeDescriptor(i, address: f.buffer(Array(frame[Int(i) * 38 ..< Int(i + 1) * 38])).raw, length: 38,
+                                flags: i == 0 ? 1 : 0, next: 1, table: table)
+        }
+        for i in 0 ..< UInt16(15) { tx3.writeDescriptor(i, address: header.raw, length: i == 0 ? 12 : 0, flags: 1, next: i + 1) }
+        tx3.writeDescriptor(15, address: table.raw, length: 32, flags: 4, next: 0)
+        tx3.publish(0)
+        f.kick(1)
+        expectNeedsResetAndRecovery(f)
+    }
+
     @Test func headAndNextOutOfRange() throws {
         let (d, tx) = try ready()
         tx.publish(500)
@@ -171,7 +209,7 @@ struct RobustnessTests {
         let used = rx.takeUsed()
         #expect(used.count == VirtioNet.maximumReceiveDescriptors + 1 && used.allSatisfy { $0.length == 0 })
         #expect(d.device?.counters.drops(.malformed) == 1)
-        #expect(meter.worst.fits(ActionCostMeter.defaultBudget), "worst action: \(meter.worst)")
+        #expect(meter.worst.fits(meter.budget), "worst action: \(meter.worst)")
         #expect(d.status & Self.needsReset == 0)
     }
 

@@ -39,8 +39,7 @@ public struct NICScript {
         while machine.loop.runQueuedWork() > 0 && turns < 10_000 { turns += 1 }
         let meter = device.function.cost
         if getenv("FUZZ_REPORT_COST") != nil { print("worst-action \(meter.worst.descriptors) \(meter.worst.frames) \(meter.worst.bytes)") }
-        fuzzCheck(meter.worst.fits(ActionCostMeter.defaultBudget),
-                  "one action cost \(meter.worst), budget \(ActionCostMeter.defaultBudget)")
+        fuzzCheck(meter.worst.fits(meter.budget), "one action cost \(meter.worst), budget \(meter.budget)")
     }
 
     public func guestMove(_ choice: UInt8, _ input: inout FuzzInput) -> Bool {

@@ -81,6 +81,6 @@ public func fuzzVirtioBlk(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
         fuzzCheck(v == 0xEE || v <= 2, "status byte \(v) is not OK, IOERR or UNSUPP")
     }
     let meter = blk.function.cost
-    fuzzCheck(meter.worst.fits(ActionCostMeter.defaultBudget), "one action cost \(meter.worst), budget \(ActionCostMeter.defaultBudget)")
+    fuzzCheck(meter.worst.fits(meter.budget), "one action cost \(meter.worst), budget \(meter.budget)")
     return 0
 }

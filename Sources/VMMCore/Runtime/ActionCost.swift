@@ -33,7 +33,9 @@ public struct ActionCost: Equatable, Sendable, CustomStringConvertible {
 /// action with `begin`/`end`); counts saturate, never trap.
 public final class ActionCostMeter: @unchecked Sendable {
     /// The most one action may cost; devices stop and defer the rest before passing it
-    /// (within one frame's worth: a frame is never split across actions).
+    /// (within one unit of work: a frame or a chain is never split across actions). A
+    /// device whose units are larger than `defaultBudget` allows sets its own when it is
+    /// built (`budget(unitDescriptors:)`).
     public var budget: ActionCost
     public private(set) var current = ActionCost()
     public private(set) var worst = ActionCost()
@@ -48,10 +50,18 @@ public final class ActionCostMeter: @unchecked Sendable {
     public static let deferAt = ActionCost(descriptors: 256, frames: 256, bytes: 1 << 20)
 
     /// The most one action may cost: `deferAt`, plus what the last unit of work started
-    /// before the check may add: one descriptor, one packet's segments (an e1000 TSO
-    /// packet of 256 KiB at the smallest segment size Linux emits, 8 bytes: 32,768
-    /// frames), one descriptor's bytes (64 KiB) or one received frame.
-    public static let defaultBudget = ActionCost(descriptors: 256 + 1, frames: 256 + 32_768, bytes: (1 << 20) + (1 << 20))
+    /// before the check may add: one descriptor (a device that reads descriptors one at a
+    /// time, as the e1000 does), one packet's segments (an e1000 TSO packet of 256 KiB at
+    /// the smallest segment size Linux emits, 8 bytes: 32,768 frames), one descriptor's
+    /// bytes (64 KiB) or one received frame.
+    public static let defaultBudget = budget(unitDescriptors: 1)
+
+    /// The budget of a device whose unit of work is up to `unitDescriptors` descriptors: a
+    /// virtio chain is walked whole once taken, and is at most its queue's size (virtio 1.2
+    /// §2.7.5.3.1, §2.8.18), so a virtio device's budget has its largest queue in it.
+    public static func budget(unitDescriptors: Int) -> ActionCost {
+        ActionCost(descriptors: 256 + max(1, unitDescriptors), frames: 256 + 32_768, bytes: (1 << 20) + (1 << 20))
+    }
 
     /// Whether the action in progress reached `deferAt`: stop and continue later.
     public var shouldDefer: Bool {

@@ -121,14 +121,19 @@ public final class SplitVirtqueue: Virtqueue, @unchecked Sendable {
     /// driver cannot tell, since nothing was published.
     public func unpop(_ count: UInt16) { lastAvailIndex &-= count }
 
-    /// Follows a chain from `head` (§2.7.5, §2.7.5.3). Every step spends one unit of a
-    /// budget equal to the table's size, so loops and runaway chains end with an error.
+    /// Follows a chain from `head` (§2.7.5, §2.7.5.3). A chain is at most the queue's size
+    /// long, an indirect table's entries included (§2.7.5.3.1: "A driver MUST NOT create a
+    /// descriptor chain longer than the Queue Size of the device"; Linux's virtio_blk sizes
+    /// its chains from `seg_max`, which the device sets to the queue size less two, and
+    /// virtio_net's are at most MAX_SKB_FRAGS + 2). Every step spends one unit of that,
+    /// so loops and runaway chains end with an error, and a pop walks at most `size`
+    /// descriptors (Docs/robustness.md: a kick's budget is overrun by one chain at most).
     private func walk(head: UInt16, into chain: inout DescriptorChain) throws(VirtqueueError) {
         guard head < size else { throw .headOutOfRange(head) }
         chain.clear(head: head)
         var table = descriptors
         var tableEntries = Int(size)
-        var budget = tableEntries
+        var budget = Int(size)
         var inIndirect = false
         var i = Int(head)
         var seenWritable = false
@@ -148,7 +153,6 @@ public final class SplitVirtqueue: Virtqueue, @unchecked Sendable {
                 }
                 inIndirect = true
                 tableEntries = Int(d.length / 16)
-                budget = tableEntries
                 i = 0
                 continue
             }
@@ -158,7 +162,7 @@ public final class SplitVirtqueue: Virtqueue, @unchecked Sendable {
             budget -= 1
             guard d.flags.contains(.next) else { return }
             guard Int(d.next) < tableEntries else { throw .nextOutOfRange(d.next) }
-            guard budget > 0 else { throw .chainTooLong(limit: tableEntries) }
+            guard budget > 0 else { throw .chainTooLong(limit: Int(size)) }
             i = Int(d.next)
         }
     }
