@@ -220,6 +220,74 @@ import VMMTestKit
         #expect(old.sent.isEmpty)
     }
 
+    /// Every frame picked is overtaken by the next: at 100 % each pair goes out swapped, in
+    /// both directions (the held frame used to go out first when the next was picked too).
+    @Test func reorderSwapsEveryPairAtFullRate() throws {
+        let (filter, wire, receiver, running) = try makeFilter("fault-reorder=100,fault-seed=3")
+        for i in 0 ..< 8 { _ = filter.send(testFrame(i)) }
+        #expect(wire.sent.map { Int($0.bytes[14]) } == [1, 0, 3, 2, 5, 4, 7, 6])
+        for i in 0 ..< 8 { running.loop.execute { wire.inject(testFrame(i)) } }
+        #expect(eventually { receiver.frames.count == 8 })
+        #expect(receiver.frames.map { Int($0.bytes[14]) } == [1, 0, 3, 2, 5, 4, 7, 6])
+        #expect(filter.statistics.reordered.load(ordering: .relaxed) == 8)
+    }
+
+    /// A frame whose checksum the other side completes or trusts (NEEDS_CSUM, GSO,
+    /// DATA_VALID) is completed first and its header cleared, so the flipped byte is
+    /// caught by a checksum, as netem does (`skb_checksum_help`, `netem_segment`).
+    @Test func corruptionStaysDetectableWithOffloads() throws {
+        let (filter, wire, receiver, running) = try makeFilter("fault-corrupt=100,fault-seed=5")
+        let builder = FrameBuilder()
+        let payload = (0 ..< 3000).map { UInt8(truncatingIfNeeded: $0 * 7) }
+        let partial = builder.tcp(payload: Array(payload[0 ..< 1000]), id: 1, checksum: .partial)
+        let csum = VirtioNetHeader(flags: VirtioNetHeader.needsChecksum, checksumStart: 34, checksumOffset: 16)
+        let gso = VirtioNetHeader(flags: VirtioNetHeader.needsChecksum, gsoType: VirtioNetHeader.GSOType.tcpv4.rawValue,
+                                  headerLength: 54, gsoSize: 1000, checksumStart: 34, checksumOffset: 16)
+        /// Caught by a checksum, or the byte hit the Ethernet header (which none covers).
+        func caught(_ frame: [UInt8], original: [UInt8]?) -> Bool {
+            let v = ChecksumOffload.verify(frame)
+            if v.ipv4Header == .bad || v.transport == .bad { return true }
+            guard let original, original.count == frame.count else { return false }
+            return zip(frame, original).enumerated().allSatisfy { i, p in p.0 == p.1 || i < 14 }
+        }
+        for _ in 0 ..< 20 { _ = filter.send(partial, header: csum) }
+        #expect(wire.sent.count == 20)
+        let complete = builder.tcp(payload: Array(payload[0 ..< 1000]), id: 1)
+        #expect(wire.sent.allSatisfy { ($0.header?.flags ?? 0) & VirtioNetHeader.needsChecksum == 0 && caught($0.bytes, original: complete) })
+        // A 3000-byte TSO send: three segments, one of them hit.
+        let big = builder.tcp(payload: payload, id: 1, checksum: .partial)
+        _ = filter.send(big, header: gso)
+        let segments = Array(wire.sent.dropFirst(20))
+        #expect(segments.count == 3 && segments.allSatisfy { $0.bytes.count == 54 + 1000 && $0.header?.isGSO != true })
+        #expect(segments.filter { caught($0.bytes, original: nil) }.count == 1)
+        // Received with DATA_VALID: the flag is cleared, so the guest checks the sum.
+        let valid = VirtioNetHeader(flags: VirtioNetHeader.dataValid)
+        for _ in 0 ..< 20 { running.loop.execute { wire.inject(complete, header: valid) } }
+        #expect(eventually { receiver.frames.count == 20 })
+        #expect(receiver.frames.allSatisfy { ($0.header?.flags ?? 0) & VirtioNetHeader.dataValid == 0 && caught($0.bytes, original: complete) })
+    }
+
+    /// `serve` stopping takes the filter out (`detach`, on the main thread) while the loop
+    /// hands the device a held frame: the held list is empty when the delivery returns.
+    /// Removing "the first" then trapped the process.
+    @Test func detachDuringADeliveryOfAHeldFrame() throws {
+        var o = try DeviceSpec.parse("e1000,fault-dup=100,fault-dir=rx").options
+        let config = try #require(try NetBackendConfig.take(from: &o).faults)
+        let running = try RunningLoop()
+        let wire = InMemoryEndpoint()
+        let filter = FaultFilter(wrapping: wire, config: config, eventLoop: running.loop, clock: running.loop)
+        let count = Mutex(0)
+        let receiver = RecordingReceiver { _ in
+            // The second frame is the duplicate, delivered from the held list.
+            if count.withLock({ $0 += 1; return $0 }) == 2 { filter.detach() }
+        }
+        filter.start(receiver: receiver)
+        running.loop.execute { wire.inject(testFrame(1)) }
+        #expect(eventually { receiver.frames.count == 2 })
+        running.loop.execute { _ = wire.inject(testFrame(2)) }   // the loop is still alive
+        #expect(eventually { count.withLock { $0 } >= 2 })
+    }
+
     @Test func reorderLetsTheNextFrameOvertake() throws {
         let (filter, wire, _, running) = try makeFilter("fault-reorder=50,fault-seed=3,fault-dir=tx")
         for i in 0 ..< 200 { _ = filter.send(testFrame(i)) }

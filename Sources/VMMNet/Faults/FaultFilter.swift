@@ -36,13 +36,18 @@ public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendab
     private weak var upstream: FrameReceiver?
 
     private struct Decision { var drop = false, duplicate = false, reorder = false, corruptAt: Int?, corruptMask: UInt8 = 0 }
-    private struct Held { var bytes: [UInt8]; var header: VirtioNetHeader?; var due: UInt64 }
+    /// A frame the filter keeps a copy of (corrupted, delayed or held back).
+    private struct OwnedFrame { var bytes: [UInt8]; var header: VirtioNetHeader? }
+    /// `id` names it while the device is handed it outside the lock: `detach` may empty
+    /// the list meanwhile (a `serve` stopping), and only this frame may be removed after.
+    private struct Held { var bytes: [UInt8]; var header: VirtioNetHeader?; var due: UInt64; var id: UInt64 = 0 }
     private struct State {
         var rng: SplitMix64
         var tokens: Double
         var lastRefill: UInt64
         /// Received frames waiting for their delay to pass or for the device to take them, in order.
         var held: [Held] = []
+        var nextHeldID: UInt64 = 0
         /// We refused the inner backend a frame: it waits for resumeReceive.
         var innerPaused = false
         /// The device refused a held frame that was due: new frames wait behind it (order,
@@ -52,10 +57,15 @@ public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendab
         var stopped = false
         /// Sent frames waiting in timers (delay).
         var sendsWaiting = 0
-        /// A sent frame held back until the next one has gone (reorder).
-        var reorderedSend: (bytes: [UInt8], header: VirtioNetHeader?)?
+        /// A sent frame (its copies: segments, a duplicate) held back until the next one has
+        /// gone (reorder), and since when.
+        var reorderedSend: (frames: [OwnedFrame], since: UInt64)?
         /// A received frame held back until the next one has been delivered (reorder).
         var reorderedReceive: Held?
+        /// A reorder window timer is pending, per direction: one at a time, however many
+        /// frames are held back in turn (each used to add one, without bound on a clock
+        /// that does not move).
+        var reorderTimerPending = (send: false, receive: false)
         /// What was decided for the frame the device refused: the backend offers that same
         /// frame again first, and it must not draw (or pay rate tokens) twice.
         var refusedDecision: Decision?
@@ -86,31 +96,39 @@ public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendab
             counters.dropped(.fault)
             return .dropped(.fault)
         }
-        if d.reorder, config.delay == 0 {
-            // Held back until the next frame has gone, or the reorder window ends.
-            var copy = [UInt8](repeating: 0, count: length)
-            copy.withUnsafeMutableBytes { _ = ScatterList.gather(segments, into: $0) }
-            let previous = state.withLock { s -> (bytes: [UInt8], header: VirtioNetHeader?)? in
-                defer { s.reorderedSend = (copy, header) }
-                return s.reorderedSend
-            }
-            if let previous { sendHeldBack(previous) }
-            after(Self.reorderWindow) { [weak self] in self?.flushReordered() }
-            return .sent
-        }
-        guard d.corruptAt != nil || config.delay > 0 else {
+        guard d.corruptAt != nil || config.delay > 0 || d.reorder else {
             let result = count(inner.send(segments, header: header), length: length)
             if d.duplicate, result == .sent { _ = count(inner.send(segments, header: header), length: length) }
-            flushReordered()
+            flushReordered(overtaken: true)
             return result
         }
-        // Guest buffers are never written: corrupt and delay work on a copy.
-        var copy = [UInt8](repeating: 0, count: length)
-        copy.withUnsafeMutableBytes { _ = ScatterList.gather(segments, into: $0) }
-        if let at = d.corruptAt, at < copy.count { copy[at] ^= d.corruptMask }
-        let frame = copy
-        let sendCopy: @Sendable () -> SendResult = { [inner] in
-            frame.withUnsafeBytes { inner.send([$0], header: header) }
+        // Guest buffers are never written: corrupt, delay and reorder work on copies.
+        guard var frames = copies(segments, header: header, corrupting: d, maxFrameSize: inner.capabilities.maxFrameSize) else {
+            counters.dropped(.fault)
+            return .dropped(.fault)
+        }
+        if d.duplicate { frames += frames }
+        if d.reorder, config.delay == 0 {
+            // Held back until the next frame has gone (or the window ends). One held
+            // already: this one overtakes it, and neither waits.
+            let now = clock.now
+            let (previous, startTimer) = state.withLock { s -> ([OwnedFrame]?, Bool) in
+                if let previous = s.reorderedSend {
+                    s.reorderedSend = nil
+                    return (previous.frames, false)
+                }
+                s.reorderedSend = (frames, now)
+                defer { s.reorderTimerPending.send = true }
+                return (nil, !s.reorderTimerPending.send)
+            }
+            if let previous {
+                sendCopies(frames)
+                statistics.reordered.add(1, ordering: .relaxed)
+                sendCopies(previous)
+            } else if startTimer {
+                after(Self.reorderWindow) { [weak self] in self?.reorderWindowEnded(send: true) }
+            }
+            return .sent
         }
         if config.delay > 0 {
             let room = state.withLock { s -> Bool in
@@ -123,32 +141,99 @@ public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendab
                 return .dropped(.fault)
             }
             statistics.delayed.add(1, ordering: .relaxed)
+            let delayed = frames
             after(config.delay) { [weak self] in
                 guard let self else { return }
                 self.state.withLock { $0.sendsWaiting -= 1 }
-                _ = self.count(sendCopy(), length: length)
-                if d.duplicate { _ = self.count(sendCopy(), length: length) }
+                self.sendCopies(delayed)
             }
             return .sent
         }
-        let result = count(sendCopy(), length: length)
-        if d.duplicate, result == .sent { _ = count(sendCopy(), length: length) }
-        flushReordered()
+        let result = sendCopies(frames)
+        flushReordered(overtaken: true)
         return result
     }
 
-    private func sendHeldBack(_ frame: (bytes: [UInt8], header: VirtioNetHeader?)) {
-        let result = frame.bytes.withUnsafeBytes { inner.send([$0], header: frame.header) }
-        _ = count(result, length: frame.bytes.count)
+    /// Sends the filter's copies in order; the result is the first one's.
+    @discardableResult
+    private func sendCopies(_ frames: [OwnedFrame]) -> SendResult {
+        var first: SendResult?
+        for frame in frames {
+            let result = frame.bytes.withUnsafeBytes { inner.send([$0], header: frame.header) }
+            _ = count(result, length: frame.bytes.count)
+            first = first ?? result
+        }
+        return first ?? .sent
     }
 
-    /// Sends the frame held back for reordering, if any (after the one that overtook it).
-    private func flushReordered() {
-        guard let held = state.withLock({ s -> (bytes: [UInt8], header: VirtioNetHeader?)? in
+    /// Sends the frame held back for reordering, if any: after the one that overtook it, or
+    /// when its window ended (then nothing overtook it, and it is not counted).
+    private func flushReordered(overtaken: Bool) {
+        guard let held = state.withLock({ s -> [OwnedFrame]? in
             defer { s.reorderedSend = nil }
-            return s.reorderedSend
+            return s.reorderedSend?.frames
         }) else { return }
-        sendHeldBack(held)
+        if overtaken { statistics.reordered.add(1, ordering: .relaxed) }
+        sendCopies(held)
+    }
+
+    /// The reorder window's timer: releases a frame held back for at least the window, or
+    /// waits on for one held since it was started.
+    private func reorderWindowEnded(send: Bool) {
+        let now = clock.now
+        let remaining = state.withLock { s -> UInt64? in
+            let since = send ? s.reorderedSend?.since : s.reorderedReceive?.due
+            guard let since, now &- since < Self.reorderWindow else {
+                if send { s.reorderTimerPending.send = false } else { s.reorderTimerPending.receive = false }
+                return nil
+            }
+            return Self.reorderWindow - (now &- since)
+        }
+        if let remaining {
+            after(remaining) { [weak self] in self?.reorderWindowEnded(send: send) }
+        } else if send {
+            flushReordered(overtaken: false)
+        } else {
+            flushReorderedReceive(overtaken: false)
+        }
+    }
+
+    /// Copies of a frame for the filter to keep, with `decision`'s corruption applied. A
+    /// frame whose header leaves its checksum to the other side (NEEDS_CSUM, GSO) or says it
+    /// was checked (DATA_VALID) would carry the flipped byte past every check, so it is
+    /// first completed in software (segmented, checksummed) and its header cleared, as
+    /// Linux's netem does before it corrupts (`netem_segment`, `skb_checksum_help`). Nil:
+    /// the header asks for something that cannot be completed.
+    private func copies(_ segments: [UnsafeRawBufferPointer], header: VirtioNetHeader?, corrupting d: Decision,
+                        maxFrameSize: Int) -> [OwnedFrame]? {
+        var frames: [OwnedFrame] = []
+        if d.corruptAt != nil, let h = header, h.isGSO || h.flags & VirtioNetHeader.needsChecksum != 0 {
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: SoftwareOffload.recommendedBufferSize, alignment: 16)
+            defer { buffer.deallocate() }
+            do {
+                try SoftwareOffload.complete(segments, header: h, maxFrameSize: maxFrameSize, buffer: buffer) {
+                    frames.append(OwnedFrame(bytes: Array($0), header: VirtioNetHeader()))
+                }
+            } catch {
+                return nil
+            }
+        } else {
+            var copy = [UInt8](repeating: 0, count: ScatterList.totalLength(segments) ?? 0)
+            copy.withUnsafeMutableBytes { _ = ScatterList.gather(segments, into: $0) }
+            var h = header
+            if d.corruptAt != nil { h?.flags &= ~VirtioNetHeader.dataValid }
+            frames = [OwnedFrame(bytes: copy, header: h)]
+        }
+        if var at = d.corruptAt {
+            for i in frames.indices {
+                if at < frames[i].bytes.count {
+                    frames[i].bytes[at] ^= d.corruptMask
+                    break
+                }
+                at -= frames[i].bytes.count
+            }
+        }
+        return frames
     }
 
     public func resumeReceive() {
@@ -182,6 +267,7 @@ public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendab
             s.held.removeAll()
             s.reorderedSend = nil
             s.reorderedReceive = nil
+            s.reorderTimerPending = (false, false)
             s.refusedDecision = nil
             s.upstreamRefused = false
             defer { s.timers.removeAll(); s.innerPaused = false }
@@ -212,15 +298,17 @@ public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendab
             counters.dropped(.fault)
             return true
         }
-        if d.reorder, config.delay == 0, d.corruptAt == nil, !queued {
+        if d.reorder, config.delay == 0, d.corruptAt == nil, !d.duplicate, !queued {
             // Delivered after the next frame (or when the reorder window ends).
-            let stashed = state.withLock { s -> Bool in
-                guard s.reorderedReceive == nil else { return false }
-                s.reorderedReceive = Held(bytes: Array(frame), header: header, due: 0)
-                return true
+            let now = clock.now
+            let (stashed, startTimer) = state.withLock { s -> (Bool, Bool) in
+                guard s.reorderedReceive == nil else { return (false, false) }
+                s.reorderedReceive = Held(bytes: Array(frame), header: header, due: now)
+                defer { s.reorderTimerPending.receive = true }
+                return (true, !s.reorderTimerPending.receive)
             }
             if stashed {
-                after(Self.reorderWindow) { [weak self] in self?.flushReorderedReceive() }
+                if startTimer { after(Self.reorderWindow) { [weak self] in self?.reorderWindowEnded(send: false) } }
                 return true
             }
         }
@@ -229,19 +317,21 @@ public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendab
                 state.withLock { $0.refusedDecision = d }
                 return false
             }
-            flushReorderedReceive()
+            flushReorderedReceive(overtaken: true)
             if d.duplicate {
                 hold(Array(frame), header: header, due: 0)
                 deliverHeld()
             }
             return true
         }
-        var copy = Array(frame)
-        if let at = d.corruptAt, at < copy.count { copy[at] ^= d.corruptMask }
+        guard let copies = copies([frame], header: header, corrupting: d, maxFrameSize: SoftwareOffload.recommendedBufferSize) else {
+            counters.dropped(.fault)
+            return true
+        }
         let due = config.delay > 0 ? clock.now &+ config.delay : 0
         if config.delay > 0 { statistics.delayed.add(1, ordering: .relaxed) }
-        hold(copy, header: header, due: due)
-        if d.duplicate { hold(copy, header: header, due: due) }
+        for copy in copies { hold(copy.bytes, header: copy.header, due: due) }
+        if d.duplicate { for copy in copies { hold(copy.bytes, header: copy.header, due: due) } }
         if config.delay > 0 {
             after(config.delay) { [weak self] in self?.deliverHeld() }
         } else {
@@ -260,13 +350,19 @@ public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendab
         return true
     }
 
-    /// Delivers the received frame held back for reordering; if the device has no room,
-    /// it waits at the front of the held frames.
-    private func flushReorderedReceive() {
+    /// Delivers the received frame held back for reordering (after the one that overtook
+    /// it, or when its window ended: then it is not counted); if the device has no room, it
+    /// waits at the front of the held frames.
+    private func flushReorderedReceive(overtaken: Bool) {
         guard let upstream, let frame = state.withLock({ s -> Held? in defer { s.reorderedReceive = nil }; return s.reorderedReceive })
         else { return }
+        if overtaken { statistics.reordered.add(1, ordering: .relaxed) }
         if !frame.bytes.withUnsafeBytes({ deliver($0, header: frame.header, to: upstream) }) {
-            state.withLock { $0.held.insert(frame, at: 0) }
+            state.withLock { s in
+                guard !s.stopped else { return }
+                s.nextHeldID &+= 1
+                s.held.insert(Held(bytes: frame.bytes, header: frame.header, due: 0, id: s.nextHeldID), at: 0)
+            }
         }
     }
 
@@ -274,7 +370,8 @@ public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendab
     private func hold(_ bytes: [UInt8], header: VirtioNetHeader?, due: UInt64) {
         let kept = state.withLock { s -> Bool in
             guard s.held.count < Self.maxHeld else { return false }
-            s.held.append(Held(bytes: bytes, header: header, due: due))
+            s.nextHeldID &+= 1
+            s.held.append(Held(bytes: bytes, header: header, due: due, id: s.nextHeldID))
             return true
         }
         if !kept { counters.dropped(.fault) }
@@ -292,7 +389,7 @@ public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendab
                 return
             }
             state.withLock { s in
-                _ = s.held.removeFirst()
+                if s.held.first?.id == next.id { s.held.removeFirst() }
                 s.upstreamRefused = false
             }
         }
@@ -335,10 +432,9 @@ public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendab
                 d.duplicate = true
                 statistics.duplicated.add(1, ordering: .relaxed)
             }
-            if s.rng.chance(config.reorderPercent) {
-                d.reorder = true
-                statistics.reordered.add(1, ordering: .relaxed)
-            }
+            // Counted when a frame is overtaken, not here: a frame held back that nothing
+            // overtakes within the window goes out in order.
+            if s.rng.chance(config.reorderPercent) { d.reorder = true }
             return d
         }
     }
