@@ -85,6 +85,27 @@ import VMMTestKit
         padded += [UInt8](repeating: 0x55, count: 17)
         #expect(ChecksumOffload.verify(padded).transport == .good)
 
+        // The UDP length, not the IP payload, bounds the datagram (RFC 768): a checksum valid
+        // over the IP payload with a shorter UDP length is bad; one valid over the UDP length
+        // with bytes after it in the IP payload is good. (Seen from a hostile peer: e1000
+        // reported the first good, and Linux trusted it.)
+        let datagram = FrameBuilder.net.udp(payload: [UInt8](repeating: 0x41, count: 8))   // UDP length 16
+        var shortLength = datagram; shortLength.put16(12, at: 38)
+        shortLength.put16(0, at: 40)
+        let wrongSum = ~NaiveChecksum.sum(Array(shortLength[34...]), initial: FrameBuilder.pseudoHeaderSum(shortLength, proto: 17, length: 16))
+        shortLength.put16(wrongSum, at: 40)   // right over all 16 bytes, with the 12 the header claims
+        #expect(ChecksumOffload.verify(shortLength).transport == .bad)
+        var trailing = FrameBuilder.net.udp(payload: [UInt8](repeating: 0x41, count: 4))   // UDP length 12
+        trailing.insert(contentsOf: [9, 9, 9, 9], at: 34 + 12)           // 4 bytes after the datagram, inside IP
+        trailing.put16(UInt16(20 + 16), at: 16)
+        trailing.put16(0, at: 24)
+        trailing.put16(~NaiveChecksum.sum(Array(trailing[14 ..< 34])), at: 24)
+        #expect(ChecksumOffload.verify(trailing).ipv4Header == .good && ChecksumOffload.verify(trailing).transport == .good)
+        for length: UInt16 in [0, 7, 17] {
+            var malformed = datagram; malformed.put16(length, at: 38)
+            #expect(ChecksumOffload.verify(malformed).transport == .bad)
+        }
+
         let arp = FrameBuilder.net.ethernet(type: 0x0806) + [UInt8](repeating: 0, count: 28)
         #expect(ChecksumOffload.verify(arp) == ChecksumOffload.Verdicts())
     }

@@ -107,10 +107,21 @@ public enum ChecksumOffload {
         }
         guard !parsed.isFragment, !parsed.hasIPv6RoutingHeader, parsed.isTCP || parsed.isUDP,
               let l4 = parsed.transportOffset, parsed.networkEnd >= l4,
-              let segment = frame.slice(l4, length: parsed.networkEnd - l4)
+              var segment = frame.slice(l4, length: parsed.networkEnd - l4)
         else { return verdicts }
         verdicts.transportIsUDP = parsed.isUDP
         if parsed.isUDP, network == .ipv4, segment.be16(at: 6) == 0 { return verdicts }
+        if parsed.isUDP {
+            // RFC 768: the UDP length bounds the datagram and its checksum, and what follows
+            // it in the IP payload is not part of either (Linux's udp4_lib_rcv trims to it
+            // and checks over that; QEMU's net_rx_pkt sums `uh_ulen` bytes). A length below
+            // the header or past the payload is a malformed datagram, which Linux drops.
+            guard let udpLength = segment.be16(at: 4).map(Int.init), udpLength >= 8, udpLength <= segment.count else {
+                verdicts.transport = .bad
+                return verdicts
+            }
+            segment = UnsafeRawBufferPointer(rebasing: segment[0 ..< udpLength])
+        }
         let pseudo: InternetChecksum?
         switch network {
         case .ipv4:
