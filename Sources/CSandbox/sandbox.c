@@ -21,7 +21,7 @@ static int sandbox_mode = CSANDBOX_TRAP;
 static long drop_uid = -1, drop_gid = -1, drop_group_count = -1;
 static __thread const char *thread_role;
 
-static const char *role_names[] = { "main", "vcpu", "io-loop", "control", "disk", "disk-connect" };
+static const char *role_names[] = { "main", "vcpu", "io-loop", "control", "disk", "disk-connect", "closer" };
 
 // What every thread needs once running: memory, time, futexes, I/O on descriptors it
 // already has, leaving. mmap/mprotect (no executable pages) and tgkill (own threads
@@ -62,7 +62,9 @@ static const char *disk_connect_calls[] = {
     // asks gethostname, which is uname)
     "socket", "connect", "setsockopt", "getsockname", "getpeername", "bind", "sendmmsg", "uname", NULL,
 };
-static const char **role_calls[] = { main_calls, vcpu_calls, io_calls, control_calls, disk_calls, disk_connect_calls };
+// The descriptor closer (VMMCore's DescriptorCloser): `close` and futexes, both common.
+static const char *closer_calls[] = { NULL };
+static const char **role_calls[] = { main_calls, vcpu_calls, io_calls, control_calls, disk_calls, disk_connect_calls, closer_calls };
 
 // ioctls a running VM makes: KVM_RUN and register dumps (vCPU), interrupts and doorbell
 // moves (any thread that runs device code), offloads the guest renegotiates (TAP), and
@@ -130,7 +132,7 @@ static int allow_list(scmp_filter_ctx ctx, const char **names) {
 }
 
 int csandbox_enter(int role) {
-    if (role < 0 || role > CSANDBOX_DISK_CONNECT) return -EINVAL;
+    if (role < 0 || role > CSANDBOX_CLOSER) return -EINVAL;
     scmp_filter_ctx ctx = seccomp_init(sandbox_mode == CSANDBOX_LOG ? SCMP_ACT_LOG : SCMP_ACT_TRAP);
     if (!ctx) return -ENOMEM;
     int rc = allow_list(ctx, common_calls);

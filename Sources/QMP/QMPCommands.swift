@@ -30,11 +30,11 @@ final class QMPCommands {
         guard !fds.isEmpty else { return }
         closeReceivedDescriptors()
         receivedDescriptors = Array(fds.prefix(Self.maxReceivedDescriptors))
-        fds.dropFirst(Self.maxReceivedDescriptors).forEach { close($0) }
+        DescriptorCloser.shared.close(Array(fds.dropFirst(Self.maxReceivedDescriptors)))
     }
 
     func closeReceivedDescriptors() {
-        receivedDescriptors.forEach { close($0) }
+        DescriptorCloser.shared.close(receivedDescriptors)
         receivedDescriptors.removeAll()
     }
 

@@ -44,6 +44,7 @@ public final class QMPServer: @unchecked Sendable {
         stopFD = eventfd(0, Int32(EFD_CLOEXEC))
         wakeFD = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
         guard stopFD >= 0, wakeFD >= 0 else { throw .generic("eventfd: \(String(cString: strerror(errno)))") }
+        DescriptorCloser.shared.start()
     }
 
     deinit { close(stopFD); close(wakeFD) }
@@ -108,7 +109,7 @@ public final class QMPServer: @unchecked Sendable {
             if dropped > 0 {
                 logger.warning("qmp: \(dropped) events were dropped for a client that did not read them (at most \(Self.eventQueueLimit) wait)")
             }
-            close(fd)
+            DescriptorCloser.shared.close(fd)   // its queue may hold files the client sent
         }
     }
 
@@ -152,7 +153,7 @@ public final class QMPServer: @unchecked Sendable {
             if polls[1].revents != 0 { return }
             guard polls[0].revents != 0 else { continue }
             // Descriptors may come with the bytes (SCM_RIGHTS) for getfd/add-fd.
-            var fds = [Int32](repeating: -1, count: QMPCommands.maxReceivedDescriptors)
+            var fds = [Int32](repeating: -1, count: Int(CLINUX_MAX_PASSED_FDS))
             var nfds: Int32 = 0, truncated: Int32 = 0
             let n = buffer.withUnsafeMutableBytes { raw -> Int in
                 guard let base = raw.baseAddress else { return -1 }

@@ -17,13 +17,13 @@ struct SandboxCheckCommand: ParsableCommand {
              mmapExec = "mmap-exec", tgkillOther = "tgkill-other", tgkillSelf = "tgkill-self"
     }
 
-    @Argument(help: "main, vcpu, io, control, disk or disk-connect") var role: String
+    @Argument(help: "main, vcpu, io, control, disk, disk-connect or closer") var role: String
     @Argument(help: "open, open-create, execve, socket, ptrace, fork, write, kvm-run, uname, sendmmsg, mmap-exec, tgkill-other, tgkill-self")
     var call: Call
 
     func run() throws {
         let roles: [String: ThreadRole] = ["main": .main, "vcpu": .vcpu, "io": .io, "control": .control,
-                                           "disk": .disk, "disk-connect": .diskConnect]
+                                           "disk": .disk, "disk-connect": .diskConnect, "closer": .closer]
         guard let r = roles[role] else { throw reportUserError("sandbox-check: unknown role '\(role)'") }
         do { try Sandbox.activate(.on) } catch { throw reportUserError("\(error)") }
         ThreadConfinement.enter(r)

@@ -10,7 +10,8 @@ struct SandboxTests {
     @Test(arguments: [("vcpu", "open", "openat"), ("io", "execve", "execve"), ("vcpu", "socket", "socket"),
                       ("control", "ptrace", "ptrace"), ("io", "fork", "clone"), ("disk", "open", "openat"),
                       ("main", "execve", "execve"), ("io", "open-create", "openat"), ("disk-connect", "open-create", "openat"),
-                      ("vcpu", "tgkill-other", "tgkill"), ("control", "tgkill-other", "tgkill")])
+                      ("vcpu", "tgkill-other", "tgkill"), ("control", "tgkill-other", "tgkill"),
+                      ("closer", "open", "openat"), ("closer", "socket", "socket")])
     func forbiddenCallsEndTheProcessAndAreNamed(_ role: String, _ call: String, _ syscall: String) throws {
         let r = try SwiftVMMProcess.run(["sandbox-check", role, call])
         #expect(r.status == 159, "stderr: \(r.stderr)")
@@ -28,7 +29,7 @@ struct SandboxTests {
     /// No role may map executable memory: the call fails with EPERM (so a library that
     /// tries, such as an NSS module's dlopen during a name lookup, fails cleanly) and the
     /// process goes on.
-    @Test(arguments: ["main", "vcpu", "io", "control", "disk", "disk-connect"])
+    @Test(arguments: ["main", "vcpu", "io", "control", "disk", "disk-connect", "closer"])
     func executableMappingsAreRefused(_ role: String) throws {
         let r = try SwiftVMMProcess.run(["sandbox-check", role, "mmap-exec"])
         #expect(r.status == 0, "stderr: \(r.stderr)")

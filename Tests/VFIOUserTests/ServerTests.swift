@@ -15,11 +15,11 @@ final class Served {
     let path: String
     let probe: ProbeDevice
 
-    init() throws {
+    init(dmaBudget: DMAByteBudget = .process) throws {
         path = FileManager.default.temporaryDirectory.appendingPathComponent("vfu-\(UUID().uuidString.prefix(8)).sock").path
         loop = try EPollEventLoop()
         device = try ServedDevice(spec: try DeviceSpec.parse("probe"), registry: PCIDeviceRegistry([ProbeDevice.self]),
-                                  services: ServiceRegistry(), loop: loop, logger: Logger(label: "test"))
+                                  services: ServiceRegistry(), loop: loop, logger: Logger(label: "test"), dmaBudget: dmaBudget)
         probe = device.function.device as! ProbeDevice
         server = try VFIOUserServer(device: device, listener: try UnixSocketListener(path: path), logger: Logger(label: "test"))
         server.start()
@@ -324,20 +324,24 @@ final class Served {
     }
 
     /// Sealed memfds may be sparse and their mappings reserve nothing: the bytes mapped
-    /// in all are capped, so a client cannot fill the address space with a few messages.
-    @Test func mappedBytesAreCapped() throws {
-        let s = try Served()
-        let c = try s.client()
-        let half = Int(DMAMappings.mappedByteLimit / 2)
+    /// in all are capped, so a client cannot fill the address space with a few messages,
+    /// and the cap is the process's, not each device's (eight served devices once mapped
+    /// 128 TiB between them).
+    @Test func mappedBytesAreCappedAcrossTheServedDevices() throws {
+        let budget = DMAByteBudget(limit: DMAByteBudget.process.limit)
+        let s = try Served(dmaBudget: budget), t = try Served(dmaBudget: budget)
+        let c = try s.client(), d = try t.client()
+        let half = Int(budget.limit / 2)
         let mem = sealedMemfd(size: half)
         defer { close(mem) }
         #expect(try c.dmaMap(address: 0, size: UInt64(half), fd: mem).isError == false)
-        #expect(try c.dmaMap(address: UInt64(half), size: UInt64(half), fd: mem).isError == false)
-        let over = try c.dmaMap(address: 2 * UInt64(half), size: 0x1000, fd: mem)
-        #expect(over.isError)
-        #expect(s.device.memory.regions.count == 2)
+        #expect(try d.dmaMap(address: 0, size: UInt64(half), fd: mem).isError == false)
+        #expect(try c.dmaMap(address: UInt64(half), size: 0x1000, fd: mem).isError)
+        #expect(try d.dmaMap(address: UInt64(half), size: 0x1000, fd: mem).isError)
+        #expect(s.device.memory.regions.count == 1 && t.device.memory.regions.count == 1)
         #expect(try c.dmaUnmap(address: 0, size: 0, flags: 2).isError == false)
-        #expect(try c.dmaMap(address: 0, size: 0x1000, fd: mem).isError == false)   // room again
+        #expect(try d.dmaMap(address: UInt64(half), size: 0x1000, fd: mem).isError == false)   // room again
+        #expect(budget.bytesMapped == UInt64(half) + 0x1000)
     }
 
     @Test func resetReturnsTheDeviceToPowerOn() throws {
@@ -365,5 +369,78 @@ final class Served {
         _ = FileManager.default.createFile(atPath: file, contents: Data([1]))
         #expect(throws: UnixSocketListenerError.notASocket(file)) { try UnixSocketListener(path: file) }
         #expect(FileManager.default.contents(atPath: file) == Data([1]))
+    }
+}
+
+/// A client can make the last close of a file it passes wait on something it controls;
+/// the thread serving it must not wait with it (DescriptorCloser), nor block in a read
+/// that a stop cannot end.
+@Suite struct HostilePeerTests {
+    /// Runs `body` on a thread of its own; whether it returned within `seconds`.
+    func finishes(within seconds: Double, _ body: @escaping @Sendable () -> Void) -> Bool {
+        let done = ThreadCondition()
+        nonisolated(unsafe) var finished = false
+        Thread.detachNewThread {
+            body()
+            done.withLock { finished = true; done.broadcast() }
+        }
+        return done.withLock { done.wait(until: MonotonicDeadline(secondsFromNow: seconds)) { finished } }
+    }
+
+    /// One out-of-band byte (AF_UNIX MSG_OOB) made the socket readable; the read dropped it
+    /// and then waited, blocking, for bytes that never came: SIGTERM could not stop `serve`.
+    @Test func anOutOfBandByteDoesNotKeepTheServerFromStopping() throws {
+        let s = try Served()
+        let c = try s.client()
+        var byte: UInt8 = 0x78
+        guard send(c.fd, &byte, 1, Int32(MSG_OOB)) == 1 else {
+            // Kernels without CONFIG_AF_UNIX_OOB refuse the byte: nothing to test.
+            #expect(errno == EOPNOTSUPP)
+            return
+        }
+        usleep(200_000)   // the server wakes and reads
+        let server = s.server
+        #expect(finishes(within: 5) { server.stop() })
+    }
+
+    /// A TCP socket whose peer never reads, its send buffer full and SO_LINGER set, sent
+    /// with a message and closed by the client: the server's close is the last one, which
+    /// waits for the peer. The reply and the next requests must not wait for it.
+    @Test func aLingeringSocketSentWithAMessageDoesNotStallTheServer() throws {
+        let s = try Served()
+        let c = try s.client()
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var address = sockaddr_in(sin_family: sa_family_t(AF_INET), sin_port: 0,
+                                   sin_addr: in_addr(s_addr: UInt32(0x7F00_0001).bigEndian), sin_zero: (0, 0, 0, 0, 0, 0, 0, 0))
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { a in
+                bind(listener, a, length) == 0 && listen(listener, 1) == 0 && getsockname(listener, a, &length) == 0
+            }
+        }
+        #expect(bound)
+        let sender = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(sender, $0, length) }
+        }
+        #expect(connected == 0)
+        let peer = accept(listener, nil, nil)   // never reads
+        defer { close(peer) }                   // lets the lingering close finish
+        _ = fcntl(sender, F_SETFL, fcntl(sender, F_GETFL) | O_NONBLOCK)
+        let chunk = [UInt8](repeating: 0xAB, count: 65_536)
+        while chunk.withUnsafeBytes({ write(sender, $0.baseAddress, $0.count) }) > 0 {}
+        var linger = Glibc.linger(l_onoff: 1, l_linger: 1000)
+        setsockopt(sender, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+        // The descriptor rides with the header; the client's copy is closed before the
+        // rest of the message goes, so the server holds the last reference.
+        let header = VFIOUserHeader(messageID: 9, command: VFIOUserCommand.deviceGetInfo.rawValue, messageSize: 20, flags: [])
+        c.sendRaw(header.encoded(), fds: [sender])
+        close(sender)
+        c.sendRaw(le32(16))
+        let start = MonotonicTime.nanoseconds()
+        #expect(try c.receive().header.messageID == 9)
+        #expect(try c.regionRead(7, 0, 2).u32(16) & 0xFFFF == 0x1234)   // still serving
+        #expect(MonotonicTime.nanoseconds() - start < 3_000_000_000)
     }
 }

@@ -10,7 +10,10 @@
 #include <fcntl.h>
 #include <sys/syscall.h>
 
-#define CLINUX_MAX_PASSED_FDS 64
+// The most descriptors one message can carry: the kernel's SCM_MAX_FD. With room for all
+// of them none is dropped by the kernel, whose release of a dropped file would run in the
+// receiving thread (and can wait on the sender: DescriptorCloser in VMMCore).
+#define CLINUX_MAX_PASSED_FDS 253
 
 // File seals (linux/fcntl.h; glibc exposes them only under _GNU_SOURCE).
 #ifndef F_GET_SEALS
@@ -26,8 +29,9 @@ static const int CLINUX_F_SEAL_SHRINK = F_SEAL_SHRINK;
 static inline int clinux_memfd_create(const char *name, unsigned int flags) { return (int)syscall(SYS_memfd_create, name, flags); }
 
 /// recvmsg of up to `len` bytes, collecting SCM_RIGHTS descriptors (close-on-exec) into
-/// `fds` (at most `max_fds`; any beyond that, or beyond CLINUX_MAX_PASSED_FDS, are closed
-/// here or by the kernel, and `*truncated` is set). `flags` adds recvmsg flags
+/// `fds`, which has room for CLINUX_MAX_PASSED_FDS; `*nfds` says how many came.
+/// `*truncated` is set when more than `max_fds` came (the caller closes the rest, with
+/// VMMCore's DescriptorCloser) or the kernel had to drop some. `flags` adds recvmsg flags
 /// (MSG_DONTWAIT). Returns recvmsg's result.
 static inline ssize_t clinux_recv_with_fds(int sock, void *buf, size_t len, int *fds, int max_fds, int *nfds, int *truncated, int flags) {
     union { char space[CMSG_SPACE(sizeof(int) * CLINUX_MAX_PASSED_FDS)]; struct cmsghdr align; } control;
@@ -50,7 +54,8 @@ static inline ssize_t clinux_recv_with_fds(int sock, void *buf, size_t len, int 
         for (size_t i = 0; i < count; i++) {
             int fd;
             memcpy(&fd, received + i, sizeof fd);
-            if (*nfds < max_fds) fds[(*nfds)++] = fd; else { close(fd); *truncated = 1; }
+            if (*nfds < CLINUX_MAX_PASSED_FDS) fds[(*nfds)++] = fd; else close(fd);
+            if (*nfds > max_fds) *truncated = 1;
         }
     }
     return n;

@@ -12,6 +12,7 @@ enum csandbox_role {
     CSANDBOX_CONTROL = 3,   // QMP and vfio-user servers: accept, messages, client memory, captures
     CSANDBOX_DISK = 4,      // block file workers: positioned I/O, flush, discard
     CSANDBOX_DISK_CONNECT = 5, // NBD reconnects: sockets and name lookups
+    CSANDBOX_CLOSER = 6,    // closes descriptors peers passed in, which can wait on the peer
 };
 
 enum csandbox_mode { CSANDBOX_TRAP = 0, CSANDBOX_LOG = 1 };

@@ -42,18 +42,18 @@ final class VFIOUserConnection {
         var fds: [Int32] = []
         var header = [UInt8](repeating: 0, count: VFIOUserHeader.size)
         if let problem = readExactly(&header, collecting: &fds) {
-            fds.forEach { _ = close($0) }
+            DescriptorCloser.shared.close(fds)
             return .closed(problem)
         }
         let h: VFIOUserHeader
-        do { h = try VFIOUserHeader.decode(header) } catch { fds.forEach { _ = close($0) }; return .closed("\(error)") }
+        do { h = try VFIOUserHeader.decode(header) } catch { DescriptorCloser.shared.close(fds); return .closed("\(error)") }
         guard h.messageSize >= UInt32(VFIOUserHeader.size), h.messageSize <= UInt32(maxMessageSize) else {
-            fds.forEach { _ = close($0) }
+            DescriptorCloser.shared.close(fds)
             return .closed("message size \(h.messageSize) outside 16...\(maxMessageSize)")
         }
         var payload = [UInt8](repeating: 0, count: Int(h.messageSize) - VFIOUserHeader.size)
         if !payload.isEmpty, let problem = readExactly(&payload, collecting: &fds, restOfMessage: true) {
-            fds.forEach { _ = close($0) }
+            DescriptorCloser.shared.close(fds)
             return .closed(problem)
         }
         return .message(VFIOUserMessage(header: h, payload: payload, fds: fds))
@@ -68,6 +68,9 @@ final class VFIOUserConnection {
     private func readExactly(_ buffer: inout [UInt8], collecting fds: inout [Int32], restOfMessage: Bool = false) -> String? {
         var done = 0
         var tryFirst = restOfMessage
+        // Reads that found nothing after `poll` said readable, in a row: a socket that keeps
+        // saying so (out-of-band bytes, each dropped by a read) must not make this spin.
+        var emptyReads = 0
         while done < buffer.count {
             if !tryFirst {
                 switch StoppableWait.wait(fd, for: Int16(POLLIN), orStop: stopFD) {
@@ -77,7 +80,10 @@ final class VFIOUserConnection {
                 case .timedOut: continue
                 }
             }
-            let flags = tryFirst ? Int32(MSG_DONTWAIT) : 0
+            // Never a blocking read, even after `poll` said readable: an out-of-band byte
+            // (AF_UNIX MSG_OOB) makes the socket readable and is dropped by the read, which
+            // then waited for bytes that need not come, deaf to the stop (SIGTERM).
+            let flags = Int32(MSG_DONTWAIT)
             tryFirst = false
             var nfds: Int32 = 0, truncated: Int32 = 0
             // The descriptors' landing place on the stack: nothing allocated per read.
@@ -87,13 +93,21 @@ final class VFIOUserConnection {
                     guard let base = raw.baseAddress, let slots = got.baseAddress else { return 0 }
                     return clinux_recv_with_fds(fd, base + done, raw.count - done, slots, Int32(room), &nfds, &truncated, flags)
                 }
-                fds.append(contentsOf: got.prefix(Int(min(max(nfds, 0), Int32(room)))))
+                let came = min(max(Int(nfds), 0), got.count)
+                fds.append(contentsOf: got.prefix(min(came, room)))
+                if came > room { DescriptorCloser.shared.close(Array(got[room ..< came])) }
                 return n
             }
             if n < 0 {
-                if errno == EINTR || errno == EAGAIN { continue }
+                if errno == EAGAIN {
+                    emptyReads += 1
+                    if emptyReads > 64 { return "the socket stays readable with nothing to read (out-of-band data?)" }
+                    continue
+                }
+                if errno == EINTR { continue }
                 return "recvmsg: \(String(cString: strerror(errno)))"
             }
+            emptyReads = 0
             if n == 0 { return done == 0 && fds.isEmpty ? "" : "client closed the socket mid-message" }
             if truncated != 0 { return "more than \(maxFDs) file descriptors with one message" }
             done += n

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CLinux
+import Synchronization
 import VMMCore
 
 /// The client's memory as the device sees it: DMA_MAP regions that come with a file
@@ -27,18 +28,16 @@ final class DMAMappings {
     private var retired: [(host: UnsafeMutableRawPointer, size: Int)] = []
     var retiredCount: Int { retired.count }
     let limit: Int
-    /// The most bytes mapped at once, retired ranges included. Sealed memfds can be
-    /// sparse and their mappings reserve nothing, so without it a client could fill this
-    /// process's 128 TiB of address space with a few messages, and the next allocation
-    /// anywhere in it would fail. 16 TiB is beyond any guest a served device meets.
-    static let mappedByteLimit: UInt64 = 1 << 44
+    /// Bytes mapped, retired ranges included, counted against the budget all the devices
+    /// of the process share.
+    let budget: DMAByteBudget
 
-    init(memory: GuestMemory, lock: DeviceLock, limit: Int) {
-        self.memory = memory; self.lock = lock; self.limit = limit
+    init(memory: GuestMemory, lock: DeviceLock, limit: Int, budget: DMAByteBudget) {
+        self.memory = memory; self.lock = lock; self.limit = limit; self.budget = budget
     }
 
     func map(_ m: VFIOUserRequest.DMAMap, fd: Int32?) throws(VFIOUserError) {
-        defer { if let fd { close(fd) } } // the mapping keeps the memory; the descriptor is not needed
+        defer { if let fd { DescriptorCloser.shared.close(fd) } } // the mapping keeps the memory; the descriptor is not needed
         reclaimRetired()
         guard m.size > 0, m.size <= UInt64(Int.max) else { throw .malformed("DMA_MAP of size \(m.size)") }
         let (_, wraps) = m.address.addingReportingOverflow(m.size - 1)
@@ -60,14 +59,15 @@ final class DMAMappings {
         guard m.address & 0xFFF == 0, m.size & 0xFFF == 0, m.fileOffset & 0xFFF == 0 else {
             throw .malformed("DMA_MAP not page aligned (address 0x\(String(m.address, radix: 16)), size 0x\(String(m.size, radix: 16)))")
         }
-        let mapped = memory.regions.reduce(UInt64(0)) { $0 &+ $1.size } &+ retired.reduce(UInt64(0)) { $0 &+ UInt64($1.size) }
-        guard m.size <= Self.mappedByteLimit, mapped <= Self.mappedByteLimit - m.size else {
-            throw .limit("DMA_MAP of 0x\(String(m.size, radix: 16)) bytes: more than \(Self.mappedByteLimit >> 40) TiB mapped in all")
-        }
         try checkBacking(fd, offset: m.fileOffset, size: m.size)
+        guard budget.reserve(m.size) else {
+            throw .limit("DMA_MAP of 0x\(String(m.size, radix: 16)) bytes: more than \(budget.limit >> 40) TiB mapped in all")
+        }
         guard m.fileOffset <= UInt64(Int.max),
               let p = mmap(nil, Int(m.size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, off_t(m.fileOffset)), p != MAP_FAILED else {
-            throw .system("DMA_MAP mmap of \(m.size) bytes", errno: errno)
+            let error = errno
+            budget.release(m.size)
+            throw .system("DMA_MAP mmap of \(m.size) bytes", errno: error)
         }
         // Guest memory is not part of a core dump of this process.
         madvise(p, Int(m.size), MADV_DONTDUMP)
@@ -77,6 +77,7 @@ final class DMAMappings {
             }
         } catch {
             munmap(p, Int(m.size))
+            budget.release(m.size)
             throw .malformed("DMA_MAP: \(error)")
         }
     }
@@ -145,9 +146,37 @@ final class DMAMappings {
         lock.withLock {
             guard memory.lentOut.load(ordering: .relaxed) == 0 else { return }
             for r in retired { munmap(r.host, r.size) }
+            budget.release(retired.reduce(UInt64(0)) { $0 + UInt64($1.size) })
             retired.removeAll()
         }
     }
 
     deinit { unmapAll() }
+}
+
+/// The most bytes the served devices of one process may have mapped at once. Sealed
+/// memfds can be sparse and their mappings reserve nothing, so without a limit a client
+/// could fill the process's 128 TiB of address space with a few messages, and the next
+/// allocation anywhere in it would fail; a limit per device let eight served devices do
+/// that between them. 16 TiB is beyond any guest a served device meets.
+final class DMAByteBudget: Sendable {
+    static let process = DMAByteBudget(limit: 1 << 44)
+
+    let limit: UInt64
+    private let mapped = Mutex<UInt64>(0)
+
+    init(limit: UInt64) { self.limit = limit }
+
+    var bytesMapped: UInt64 { mapped.withLock { $0 } }
+
+    /// Counts `size` more bytes if they fit.
+    func reserve(_ size: UInt64) -> Bool {
+        mapped.withLock { m in
+            guard size <= limit, m <= limit - size else { return false }
+            m += size
+            return true
+        }
+    }
+
+    func release(_ size: UInt64) { mapped.withLock { $0 -= min($0, size) } }
 }

@@ -88,14 +88,14 @@ final class EventFDInterrupts: InterruptController, MessageVectorSink, @unchecke
     func apply(_ request: VFIOUserRequest.SetIRQs, fds: [Int32]) throws(VFIOUserError) {
         if let bad = fds.first(where: { !Self.isEventFD($0) }) {
             _ = bad
-            fds.forEach { _ = close($0) }
+            DescriptorCloser.shared.close(fds)
             throw .malformed("SET_IRQS descriptor is not an eventfd")
         }
         // A client that keeps them so never blocks even the signalling thread (one
         // that clears the flag again blocks only that thread: EventFDSignaller).
         for fd in fds { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
         guard let index = Index(rawValue: request.index) else {
-            fds.forEach { _ = close($0) }
+            DescriptorCloser.shared.close(fds)
             throw .outOfRange("IRQ index \(request.index) (0-4)")
         }
         let available = vectorCounts[Int(request.index)]
@@ -109,7 +109,7 @@ final class EventFDInterrupts: InterruptController, MessageVectorSink, @unchecke
             throw .malformed("SET_IRQS with count 0 must be DATA_NONE|ACTION_TRIGGER")
         }
         guard start < available, count <= available - start else {
-            fds.forEach { _ = close($0) }
+            DescriptorCloser.shared.close(fds)
             throw .outOfRange("IRQ index \(request.index) vectors \(start)+\(count) beyond the \(available) it has")
         }
         switch (request.action, request.data) {
@@ -145,7 +145,7 @@ final class EventFDInterrupts: InterruptController, MessageVectorSink, @unchecke
                 }
             }
         case (.mask, .eventFDs), (.unmask, .eventFDs):
-            fds.forEach { _ = close($0) }
+            DescriptorCloser.shared.close(fds)
             throw .unsupported("SET_IRQS mask/unmask through an eventfd (KVM resampling) is not supported")
         }
     }

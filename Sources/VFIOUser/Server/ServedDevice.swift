@@ -20,8 +20,15 @@ public final class ServedDevice: @unchecked Sendable {
     /// option errors; nothing is left behind on failure. `instanceIndex` is its place
     /// among the devices the process serves: each sits alone on a bus, so the bus cannot
     /// number them, and two NICs without `mac=` or `id=` would share a MAC and a name.
-    public init(spec: DeviceSpec, registry: PCIDeviceRegistry, services: ServiceRegistry, loop: EPollEventLoop,
-                logger: Logger, instanceIndex: Int = 0) throws {
+    public convenience init(spec: DeviceSpec, registry: PCIDeviceRegistry, services: ServiceRegistry, loop: EPollEventLoop,
+                            logger: Logger, instanceIndex: Int = 0) throws {
+        try self.init(spec: spec, registry: registry, services: services, loop: loop, logger: logger,
+                      instanceIndex: instanceIndex, dmaBudget: .process)
+    }
+
+    /// The same, counting the client's mappings against `dmaBudget` (tests: their own).
+    init(spec: DeviceSpec, registry: PCIDeviceRegistry, services: ServiceRegistry, loop: EPollEventLoop,
+         logger: Logger, instanceIndex: Int = 0, dmaBudget: DMAByteBudget) throws {
         memory = GuestMemory(borrowedRegionLimit: Self.dmaRegionLimit)
         interrupts = try EventFDInterrupts()
         // The bus's address spaces are private: the client addresses BARs by region index.
@@ -36,7 +43,7 @@ public final class ServedDevice: @unchecked Sendable {
             (fn.config.interruptPin != 0, fn.interrupts.msiVectorCount, fn.interrupts.msixVectorCount)
         }
         interrupts.declare(intx: declared.0, msi: declared.1, msix: declared.2)
-        dma = DMAMappings(memory: memory, lock: fn.lock, limit: Self.dmaRegionLimit)
+        dma = DMAMappings(memory: memory, lock: fn.lock, limit: Self.dmaRegionLimit, budget: dmaBudget)
     }
 
     /// Client regions mapped into this process now (for tests and the fuzz target).

@@ -47,7 +47,7 @@ public final class Session {
     /// client sent and for posted commands). Takes over the message's descriptors.
     public func respond(to m: VFIOUserMessage) -> (VFIOUserHeader, [UInt8])? {
         guard m.header.isCommand else {
-            m.fds.forEach { _ = close($0) }
+            DescriptorCloser.shared.close(m.fds)
             log.warning("vfio-user.unexpected-reply", "\(device.name): client sent a reply (id \(m.header.messageID)); ignored")
             return nil
         }
@@ -71,7 +71,7 @@ public final class Session {
 
     private func handle(_ m: VFIOUserMessage) -> Result<[UInt8], VFIOUserError> {
         var fds = m.fds
-        defer { fds.forEach { _ = close($0) } } // whatever a handler did not take
+        defer { DescriptorCloser.shared.close(fds) } // whatever a handler did not take
         do {
             let request = try VFIOUserRequest.decode(command: m.header.command, payload: m.payload, fdCount: fds.count,
                                                      maxTransfer: Self.maxDataTransfer)

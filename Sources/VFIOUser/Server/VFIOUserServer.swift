@@ -23,6 +23,7 @@ public final class VFIOUserServer: @unchecked Sendable {
         log = RateLimitedLogger(logger)
         stopFD = eventfd(0, Int32(EFD_CLOEXEC))
         guard stopFD >= 0 else { throw .system("eventfd", errno: errno) }
+        DescriptorCloser.shared.start()
     }
 
     deinit { close(stopFD) }
@@ -46,7 +47,7 @@ public final class VFIOUserServer: @unchecked Sendable {
             let connection = VFIOUserConnection(fd: fd, stopFD: stopFD, maxMessageSize: Session.maxMessageSize,
                                                 maxFDs: Session.maxFDsPerMessage)
             let why = Session(device: device, log: log).run(on: connection)
-            close(fd)
+            DescriptorCloser.shared.close(fd)   // its queue may hold files the client sent
             device.clientGone()
             if let why { logger.notice("vfio-user: client left \(device.name): \(why)") }
             else { logger.info("vfio-user: client left \(device.name)") }

@@ -38,7 +38,7 @@ public final class PassedFileDescriptors: Sendable {
         // `/dev/fdset/N` names a set (`take`): kept under that name, a descriptor could
         // never be taken or closed again.
         guard (1 ... 64).contains(name.utf8.count), !name.allSatisfy(\.isNumber), !name.hasPrefix(Self.setPrefix) else {
-            Glibc.close(fd)
+            DescriptorCloser.shared.close(fd)
             throw .badName(name)
         }
         let outcome = named.withLock { map -> (replaced: Int32?, full: Bool) in
@@ -47,8 +47,8 @@ public final class PassedFileDescriptors: Sendable {
             map[name] = fd
             return (nil, false)
         }
-        if outcome.full { Glibc.close(fd); throw .full }
-        if let old = outcome.replaced { Glibc.close(old) }
+        if outcome.full { DescriptorCloser.shared.close(fd); throw .full }
+        if let old = outcome.replaced { DescriptorCloser.shared.close(old) }
     }
 
     /// Hands the descriptor to its new owner and forgets the name (`/dev/fdset/N`: the
@@ -74,7 +74,7 @@ public final class PassedFileDescriptors: Sendable {
             s[chosen, default: []].append(SetEntry(fd: fd, opaque: opaque))
             return chosen
         }
-        guard let result else { Glibc.close(fd); throw .full }
+        guard let result else { DescriptorCloser.shared.close(fd); throw .full }
         return result
     }
 
@@ -86,7 +86,7 @@ public final class PassedFileDescriptors: Sendable {
             s[id] = kept.isEmpty ? nil : kept
             return gone.map(\.fd)
         }
-        closing.forEach { Glibc.close($0) }
+        closing.forEach { DescriptorCloser.shared.close($0) }
         return !closing.isEmpty
     }
 
@@ -100,7 +100,7 @@ public final class PassedFileDescriptors: Sendable {
     @discardableResult
     public func close(named name: String) -> Bool {
         guard let fd = named.withLock({ $0.removeValue(forKey: name) }) else { return false }
-        Glibc.close(fd)
+        DescriptorCloser.shared.close(fd)
         return true
     }
 
@@ -134,7 +134,7 @@ public final class PassedFileDescriptors: Sendable {
     }
 
     deinit {
-        for fd in named.withLock({ $0.values }) { Glibc.close(fd) }
-        for list in sets.withLock({ $0.values }) { for e in list { Glibc.close(e.fd) } }
+        for fd in named.withLock({ $0.values }) { DescriptorCloser.shared.close(fd) }
+        for list in sets.withLock({ $0.values }) { for e in list { DescriptorCloser.shared.close(e.fd) } }
     }
 }

@@ -14,6 +14,8 @@ public enum ThreadRole: Int32, Sendable, CaseIterable {
     case control = 3
     case disk = 4
     case diskConnect = 5
+    /// `DescriptorCloser`'s thread: only closes.
+    case closer = 6
 }
 
 public enum ThreadConfinement {

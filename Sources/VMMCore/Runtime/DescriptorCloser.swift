@@ -1,0 +1,75 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Closes the descriptors a peer passed in (SCM_RIGHTS) that the process does not keep,
+/// and the sockets peers are connected through, on a thread of its own. The last close of
+/// a file can wait on whoever holds its other end: a TCP socket with SO_LINGER waits for
+/// its unsent data to be read, a FUSE file's flush for its daemon, and a unix socket's
+/// last close releases the files still queued in it, with the same waits. A thread that
+/// serves a peer (vfio-user, QMP) must not wait on that peer: a vfio-user client that sent
+/// a lingering socket once kept `serve` from stopping on SIGTERM (Docs/robustness.md).
+///
+/// Bounded: at most `capacity` descriptors wait. Past that the closing thread has been
+/// stuck for as long as it took a peer to send them, and a descriptor is closed where it
+/// is given up, as before.
+public final class DescriptorCloser: @unchecked Sendable {
+    public static let shared = DescriptorCloser()
+    public static let capacity = 4096
+
+    private let condition = ThreadCondition()
+    private var waiting: [Int32] = []
+    private var started = false
+    private var running = false
+
+    /// Starts the closing thread, once. Called as a server is set up, from a thread that
+    /// may still make threads (confined threads make none); the thread enters the `closer`
+    /// role. Where it never started, descriptors are closed where they are given up.
+    public func start() {
+        let first = condition.withLock { () -> Bool in
+            defer { started = true }
+            return !started
+        }
+        guard first else { return }
+        let box = Unmanaged.passRetained(self)
+        var tid = pthread_t()
+        let r = pthread_create(&tid, nil, { arg in
+            guard let arg else { return nil }
+            Unmanaged<DescriptorCloser>.fromOpaque(arg).takeRetainedValue().run()
+            return nil
+        }, box.toOpaque())
+        guard r == 0 else {
+            box.release()
+            return
+        }
+        pthread_detach(tid)
+    }
+
+    /// Closes `fd` on the closing thread (at once where there is none, or it is full).
+    public func close(_ fd: Int32) {
+        guard fd >= 0 else { return }
+        let queued = condition.withLock { () -> Bool in
+            guard running, waiting.count < Self.capacity else { return false }
+            waiting.append(fd)
+            condition.broadcast()
+            return true
+        }
+        if !queued { _ = Glibc.close(fd) }
+    }
+
+    public func close(_ fds: [Int32]) { fds.forEach { close($0) } }
+
+    private func run() {
+        ThreadConfinement.enter(.closer)
+        condition.withLock { running = true }
+        var batch: [Int32] = []
+        while true {
+            condition.withLock {
+                _ = condition.wait { !waiting.isEmpty }
+                swap(&batch, &waiting)
+            }
+            for fd in batch { _ = Glibc.close(fd) }
+            batch.removeAll(keepingCapacity: true)
+        }
+    }
+}
