@@ -122,13 +122,13 @@ public final class VirtioBlk: VirtioDevice, @unchecked Sendable {
 
     public func readConfig(offset: Int, size: Int) -> UInt64 { configSpace.read(offset: offset, size: size) }
 
-    /// Only `writeback` is writable, and only with CONFIG_WCE negotiated (virtio 1.2
-    /// §5.2.5; Linux's cache_type_store writes it and reads it back). Other writes are
-    /// ignored: without CONFIG_WCE a write there would undo the write-through that a
-    /// driver without FLUSH gets (`activate`).
+    /// Only `writeback` is writable, and only with CONFIG_WCE and FLUSH negotiated (virtio
+    /// 1.2 §5.2.5; Linux's cache_type_store writes it and reads it back). Other writes are
+    /// ignored: a driver without FLUSH gets write-through (`activate`), and turning
+    /// write-back on would give it a cache it cannot flush.
     public func writeConfig(offset: Int, size: Int, value: UInt64) {
         guard offset == VirtioBlkConfigSpace.Offset.writeback, size == 1,
-              transport.negotiated(VirtioBlkFeature.configWCE)
+              transport.negotiated(VirtioBlkFeature.configWCE), transport.negotiated(VirtioBlkFeature.flush)
         else {
             context.guestLog.debug("virtio-blk.config-write", "ignored config write at \(offset)")
             return

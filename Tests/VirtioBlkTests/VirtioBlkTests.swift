@@ -264,6 +264,12 @@ import VMMTestKit
         d.writeConfig(32, 1, 1)
         #expect(d.config(32, 1) == 0)
         expectWriteIsFlushed(d)
+        // CONFIG_WCE without FLUSH: write-back would be a cache the driver cannot flush.
+        let e = try D()
+        e.bringUp { $0 & ~(1 << 9) }
+        e.writeConfig(32, 1, 1)
+        #expect(e.config(32, 1) == 0)
+        expectWriteIsFlushed(e)
     }
 
     /// After a ring error the queue is gone until the driver resets: requests that finish

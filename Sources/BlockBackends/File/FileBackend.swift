@@ -39,6 +39,17 @@ public final class FileBackend: BlockBackend, @unchecked Sendable {
     private var workers: [WorkerThread] = []
     /// Cleared the first time FALLOC_FL_ZERO_RANGE is refused: then zeroes are written.
     private let zeroRangeWorks = Atomic<Bool>(true)
+    /// The error of the first `fdatasync` that failed, held by the flush lock: flushes run
+    /// one at a time, and once one failed every later one fails too. Linux reports a
+    /// writeback error once per open file and marks the pages clean, their data lost, so a
+    /// later `fdatasync` returns 0: without this a write-through write, or a guest's
+    /// retried FLUSH, would be acknowledged as durable though an earlier writeback dropped
+    /// it ("fsyncgate"). QEMU does the same (file-posix.c `handle_aiocb_flush`,
+    /// `page_cache_inconsistent`; one flush at a time, `bdrv_co_flush`). With O_DIRECT the
+    /// page cache holds none of the guest's data, and a failure is not kept.
+    private let flushLock = Mutex<Int32?>(nil)
+    /// Workers still running; the last one to leave flushes what the guest left unflushed.
+    private let runningWorkers = Atomic<Int>(0)
     /// Writes check their range and write inside it; a resize waits for them.
     private let resizeGate = ResizeGate()
 
@@ -59,17 +70,23 @@ public final class FileBackend: BlockBackend, @unchecked Sendable {
         description = "file \(path)" + (readOnly ? " (read-only)" : "") + (direct ? " (direct)" : "")
         // A block device's sector size is a floor: the guest cannot address less.
         let deviceSector = disk.deviceSectorSize.map { $0 <= 512 ? UInt32(512) : 4096 } ?? 512
-        let logical = max(blockSize ?? deviceSector, deviceSector)
+        if let blockSize, blockSize < deviceSector {
+            close(disk.fd)
+            throw .notADisk(path: path, reason: "block-size=\(blockSize) is smaller than the device's \(deviceSector)-byte sectors")
+        }
+        let logical = blockSize ?? deviceSector
         let physical = disk.preferredIOSize >= 4096 && disk.preferredIOSize % 4096 == 0 ? max(logical, 4096) : logical
         let limit = max(1, queueLimit)
         state = Mutex(State(geometry: BlockGeometry(
             size: disk.size, logicalBlockSize: logical, physicalBlockSize: physical, readOnly: readOnly,
             canFlush: true, canDiscard: disk.canPunchHoles, canWriteZeroes: !readOnly, queueLimit: limit)))
         queue = BoundedWorkQueue(limit: limit)
+        runningWorkers.store(max(0, workerCount), ordering: .relaxed)
         for i in 0 ..< max(0, workerCount) {
             let io = FileIO(fd: disk.fd, direct: direct, scratch: AlignedBuffer(count: FileBackend.scratchSize))
             guard let thread = WorkerThread(name: "blk-file-\(i)", role: .disk, { [self] in self.work(io) }) else {
                 let e = errno
+                runningWorkers.subtract(max(0, workerCount) - i, ordering: .relaxed)
                 stop()
                 throw .system(option: "disk", value: path, call: "pthread_create", errno: e, hint: nil)
             }
@@ -146,6 +163,22 @@ public final class FileBackend: BlockBackend, @unchecked Sendable {
             queue.finished()
             post(result, job.completion)
         }
+        // Stopping: the last worker out flushes, as QEMU flushes a disk it closes
+        // (`bdrv_close`), so what the guest wrote and never flushed is not left to the page
+        // cache alone. On a worker: the disk role may `fdatasync`, the stopping thread not.
+        if runningWorkers.subtract(1, ordering: .acquiringAndReleasing).newValue == 0, !geometry.readOnly {
+            _ = flush(io)
+        }
+    }
+
+    /// One `fdatasync` at a time, failing for good after the first failure (`flushLock`).
+    private func flush(_ io: FileIO) -> Int32 {
+        flushLock.withLock { failed in
+            if let failed { return failed }
+            let e = io.flush()
+            if e != 0, !direct { failed = e }
+            return e
+        }
     }
 
     private func post(_ result: BlockResult, _ completion: @escaping @Sendable (BlockResult) -> Void) {
@@ -174,7 +207,7 @@ public final class FileBackend: BlockBackend, @unchecked Sendable {
             result = outcome(io.write(offset: offset, from: segments))
             if result == .ok { count(counters.writes, counters.bytesWritten, bytes: segments.reduce(0) { $0 &+ $1.count }) }
         case .flush:
-            result = g.readOnly ? .ok : outcome(io.flush())
+            result = g.readOnly ? .ok : outcome(flush(io))
             if result == .ok { counters.flushes.add(1, ordering: .relaxed) }
         case let .discard(offset, length):
             guard !g.readOnly else { return failed(EROFS) }
