@@ -20,3 +20,9 @@ int clinux_lock_whole_file(int fd, int exclusive) {
     struct flock lock = { .l_type = exclusive ? F_WRLCK : F_RDLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0 };
     return fcntl(fd, F_OFD_SETLK, &lock);
 }
+
+int clinux_byte_is_range_locked(int fd, int64_t offset) {
+    struct flock lock = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = offset, .l_len = 1 };
+    if (fcntl(fd, F_OFD_GETLK, &lock) != 0) return -1;
+    return lock.l_type != F_UNLCK && lock.l_len != 0;
+}

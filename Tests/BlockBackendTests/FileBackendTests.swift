@@ -2,6 +2,7 @@
 import Glibc
 #endif
 @testable import BlockBackends
+import CLinux
 import Synchronization
 import Testing
 import VMMBlock
@@ -319,6 +320,37 @@ import VMMTestKit
                 return
             }
         }
+    }
+
+    /// QEMU locks single bytes of an image with shared locks; a read-only open took a
+    /// shared lock over the whole file, which those do not conflict with, and read an image
+    /// a QEMU was writing. The image here is held by qemu-io, read-write, as QEMU holds it.
+    @Test(.enabled(if: Host.path(of: "qemu-io") != nil, "needs qemu-io (apt-get install qemu-utils)"))
+    func aReadOnlyOpenIsRefusedWhileQEMUWritesTheImage() throws {
+        let loop = try RunningLoop()
+        let path = dir.file("shared.img", size: 1 << 20)
+        var input: [Int32] = [0, 0]
+        try #require(pipe(&input) == 0)
+        _ = fcntl(input[1], F_SETFD, FD_CLOEXEC)   // the write end stays ours alone: closing it ends qemu-io
+        let pid = try #require(Shell.spawn("qemu-io", ["-f", "raw", path], stdin: input[0]))
+        close(input[0])
+        var held = false
+        for _ in 0 ..< 100 where !held {   // until qemu-io has the image open and locked
+            let probe = Glibc.open(path, O_RDONLY)
+            held = clinux_byte_is_range_locked(probe, FileDisk.qemuWriterByte) == 1
+            close(probe)
+            if !held { usleep(50_000) }
+        }
+        try #require(held, "qemu-io did not lock the image")
+        #expect {
+            try open(path, readOnly: true, loop: loop)
+        } throws: { e in
+            (e as? DiskBackendError)?.description == "option 'disk=\(path)': is in use read-write by another process (a QEMU writing it)"
+        }
+        close(input[1])   // qemu-io ends at the end of its input
+        _ = Shell.wait(pid)
+        let disk = try open(path, readOnly: true, loop: loop)
+        disk.stop()
     }
 
     @Test func openErrorsAreClear() throws {

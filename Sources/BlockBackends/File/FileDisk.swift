@@ -59,6 +59,9 @@ struct FileDisk {
         }
     }
 
+    /// The byte a QEMU that may write the image holds a lock on (file-posix.c).
+    static let qemuWriterByte: Int64 = 101
+
     private static func probe(fd: Int32, path: String, kind: Kind, readOnly: Bool) throws(DiskBackendError) -> FileDisk {
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw .system(option: "disk", value: path, call: "fstat", errno: errno, hint: nil) }
@@ -77,6 +80,13 @@ struct FileDisk {
                     ? "is in use read-write by another process (or another disk= of this one)"
                     : "is in use by another process (or another disk= of this one); it is locked")
             }
+        } else if readOnly, clinux_byte_is_range_locked(fd, Self.qemuWriterByte) == 1 {
+            // QEMU's locks are shared ones on single bytes, which a shared lock over the
+            // whole file does not meet: a QEMU writing the image holds byte 101
+            // (RAW_LOCK_PERM_BASE 100 + BLK_PERM_WRITE's bit, file-posix.c), and refuses
+            // readers that want no writer the same way ("Failed to get shared 'write' lock").
+            // Other readers' locks here cover the whole file and do not count.
+            throw .notADisk(path: path, reason: "is in use read-write by another process (a QEMU writing it)")
         }
         let preferred = Int(clamping: st.st_blksize)
         switch kind {

@@ -25,4 +25,9 @@ int clinux_block_device_sector_size(int fd, int *size);
 /// single bytes of the same file).
 int clinux_lock_whole_file(int fd, int exclusive);
 
+/// Whether another open of the file holds a lock on a bounded range that covers the byte
+/// at `offset` (F_OFD_GETLK asking for a write lock there; a lock to the end of the file,
+/// such as `clinux_lock_whole_file`'s, does not count): 1 or 0, or -1 with errno.
+int clinux_byte_is_range_locked(int fd, int64_t offset);
+
 #endif

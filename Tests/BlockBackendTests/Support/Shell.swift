@@ -31,11 +31,12 @@ enum Shell {
     }
 
     /// Starts a program in the background, stdout (unless given) and stderr to /dev/null.
-    static func spawn(_ program: String, _ args: [String], stdout: Int32? = nil) -> pid_t? {
+    static func spawn(_ program: String, _ args: [String], stdin: Int32? = nil, stdout: Int32? = nil) -> pid_t? {
         let path = program.hasPrefix("/") ? program : (Host.path(of: program) ?? program)
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
+        if let input = stdin { posix_spawn_file_actions_adddup2(&actions, input, 0) }
         if let out = stdout { posix_spawn_file_actions_adddup2(&actions, out, 1) } else {
             posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
         }
