@@ -249,5 +249,18 @@ func collectSegments(_ run: (_ emit: (UnsafeRawBufferPointer) -> Void) throws ->
         let p = try #require(FrameParser.parse(frame))
         #expect(p.hasIPv6RoutingHeader && p.isTCP)
         #expect(ChecksumOffload.verify(frame).transport == .notChecked)
+        // Segmented in software, each segment's sum would use the first hop's address
+        // where RFC 8200 §8.1 wants the final destination: refused.
+        let big = FrameBuilder.net.ethernet(type: 0x86DD)
+            + FrameBuilder.net.ipv6Header(payloadLength: routing.count + tcp.count + 3000, next: 43) + routing + tcp
+            + [UInt8](repeating: 7, count: 3000)
+        let header = VirtioNetHeader(flags: VirtioNetHeader.needsChecksum, gsoType: VirtioNetHeader.GSOType.tcpv6.rawValue,
+                                     gsoSize: 1000, checksumStart: UInt16(54 + routing.count), checksumOffset: 16)
+        let buffer = FrameScratchBuffer()
+        #expect(throws: FrameError.self) {
+            try big.withUnsafeBytes { raw in
+                try SoftwareOffload.complete([raw], header: header, maxFrameSize: 1514, buffer: buffer.bytes) { _ in }
+            }
+        }
     }
 }

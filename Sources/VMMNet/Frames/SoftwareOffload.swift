@@ -86,6 +86,10 @@ public enum SoftwareOffload {
               let layout = SegmentationLayout(parsed, segmentSize: Int(header.gsoSize))
         else { throw .unsupportedGSO(header.gsoType) }
         guard room > layout.headerLength else { throw .tooLarge(length: layout.headerLength + 1, limit: room) }
+        // With a routing header the pseudo-header's destination is the final one, inside
+        // that header (RFC 8200 §8.1), not the IPv6 destination the segments' checksums
+        // would be computed from: refused rather than sent with wrong sums.
+        guard !parsed.hasIPv6RoutingHeader else { throw .badHeader("a GSO frame with an IPv6 routing header") }
         if gsoType == VirtioNetHeader.GSOType.udp.rawValue {
             return try UDPFragmenter.fragment(frame, networkOffset: layout.networkOffset, fragmentSize: Int(header.gsoSize),
                                               completeChecksum: header.flags & VirtioNetHeader.needsChecksum != 0,
