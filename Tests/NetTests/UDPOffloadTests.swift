@@ -50,6 +50,26 @@ import VMMTestKit
         #expect(reassemble(fragments) == Array(original[34...]))
     }
 
+    /// RFC 791 §3.1: only options with the "copied" flag go into every fragment; the rest
+    /// become NOPs after the first (Linux's ip_options_fragment), the header's length kept.
+    @Test func ufoCopiesOnlyCopiedOptionsPastTheFirstFragment() throws {
+        let recordRoute: [UInt8] = [0x07, 7, 4, 0, 0, 0, 0]       // not copied
+        let routerAlert: [UInt8] = [0x94, 4, 0, 0]                // copied
+        let options = recordRoute + routerAlert + [0]
+        var datagram = Array(FrameBuilder.net.udp(payload: Payload.random(2000))[34...])
+        datagram.put16(0, at: 6)                                  // no UDP checksum
+        let frame = FrameBuilder.net.ethernet(type: 0x0800)
+            + FrameBuilder.net.ipv4Header(payloadLength: datagram.count, proto: 17, options: options) + datagram
+        let fragments = try run(frame, VirtioNetHeader(gsoType: ufo, gsoSize: 1000))
+        #expect(fragments.count == 3)
+        #expect(Array(fragments[0][34 ..< 46]) == options)
+        for f in fragments.dropFirst() {
+            #expect(Array(f[34 ..< 46]) == [UInt8](repeating: 1, count: 7) + routerAlert + [0])
+            #expect(FrameBuilder.ipv4HeaderValid(f, ip: 14))
+        }
+        #expect(fragments.map { Array($0[46...]) }.reduce([], +) == datagram)
+    }
+
     @Test func ufoRefusals() {
         let v6 = FrameBuilder.net.udp(ipv6: true, payload: Payload.random(3000))
         #expect(throws: FrameError.self) { _ = try run(v6, VirtioNetHeader(gsoType: ufo, gsoSize: 1000)) }

@@ -31,6 +31,9 @@ public enum UDPFragmenter {
         guard l4 <= frame.length - HeaderSize.udp else { throw .truncated(needed: l4 + HeaderSize.udp, length: frame.length) }
         guard let headers = output.slice(0, length: l4) else { throw .tooLarge(length: l4, limit: output.count) }
         frame.copyBytes(from: 0, into: headers)
+        // Copied twice from memory the guest may be rewriting: the length used must be the
+        // one the header sent says.
+        guard output[networkOffset] == versionIHL else { throw .badHeader("UFO frame's IPv4 header changed while it was read") }
         guard output[networkOffset + 9] == IPProtocol.udp else { throw .badHeader("UFO frame is not UDP") }
         let ip = UnsafeMutableRawBufferPointer(rebasing: output[networkOffset ..< l4])
         let fragmentField = UnsafeRawBufferPointer(ip).be16(at: 6) ?? 0
@@ -73,9 +76,29 @@ public enum UDPFragmenter {
             ip.storeBE16(0, at: 10)
             ip.storeBE16(InternetChecksum.checksum(UnsafeRawBufferPointer(rebasing: ip[0 ..< ipLength])), at: 10)
             emit(UnsafeRawBufferPointer(rebasing: output[0 ..< l4 + n]))
+            if count == 0 { keepOnlyCopiedOptions(ip, headerLength: ipLength) }
             sent += n
             count += 1
         } while sent < datagramLength
         return count
+    }
+
+    /// After the first fragment: options without the "copied" flag go in the first
+    /// fragment only (RFC 791 §3.1, "copied flag"); in the others they become NOPs, which
+    /// keeps the header's length, as Linux's `ip_options_fragment` does.
+    static func keepOnlyCopiedOptions(_ ip: UnsafeMutableRawBufferPointer, headerLength: Int) {
+        var at = HeaderSize.ipv4Minimum
+        while at < headerLength, at < ip.count {
+            let type = ip[at]
+            if type == 0 { return }                    // end of options
+            if type == 1 { at += 1; continue }        // no operation
+            guard at + 1 < headerLength else { return }
+            let length = Int(ip[at + 1])
+            guard length >= 2, length <= headerLength - at else { return }
+            if type & 0x80 == 0 {
+                for i in at ..< at + length { ip[i] = 1 }
+            }
+            at += length
+        }
     }
 }
