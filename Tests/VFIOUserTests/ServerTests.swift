@@ -50,6 +50,41 @@ final class Served {
         #expect(r.payload.last == 0)
     }
 
+    /// Where the spec or libvfio-user is stricter than this server was: a second VERSION,
+    /// a major version it does not speak (the connection ends after the reply), a
+    /// DMA_UNMAP that is not exactly one mapping (ENOENT), payloads longer than their
+    /// counts, and a count-0 SET_IRQS teardown that does not start at 0.
+    @Test func protocolEdgesAreAnsweredAsTheSpecSays() throws {
+        let s = try Served()
+        let c = try s.client()
+        #expect(try c.version().isError)                                  // negotiated once
+        let mem = sealedMemfd(size: 0x4000)
+        defer { close(mem) }
+        #expect(try c.dmaMap(address: 0, size: 0x2000, fd: mem).isError == false)
+        #expect(try c.dmaMap(address: 0x2000, size: 0x2000, offset: 0x2000, fd: mem).isError == false)
+        let partial = try c.dmaUnmap(address: 0, size: 0x3000)            // one region and half of another
+        #expect(partial.isError && partial.header.error == UInt32(ENOENT))
+        #expect(s.device.memory.regions.count == 2)
+        #expect(try c.dmaUnmap(address: 0, size: 0x2000).isError == false)
+        #expect(s.device.memory.regions.count == 1)
+        #expect(try c.dmaMap(address: 0x10_0000, size: 0x1000, fd: nil).isError == false)   // no descriptor: remembered only
+        #expect(try c.dmaUnmap(address: 0x10_0000, size: 0x1000).isError == false)
+        #expect(try c.call(.regionWrite, le64(0) + le32(7) + le32(2) + [0, 0, 0xFF]).isError)   // 3 bytes for count 2
+        #expect(try c.call(.deviceSetIRQs, le32(22) + le32(0x2 | 0x20) + le32(0) + le32(0) + le32(1) + [1, 1]).isError)
+        #expect(try c.setIRQs(flags: 0x1 | 0x20, index: 2, start: 1, count: 0).isError)
+        #expect(try c.setIRQs(flags: 0x1 | 0x20, index: 2, start: 0, count: 0).isError == false)
+        #expect(try c.regionRead(7, 0, 2).u32(16) & 0xFFFF == 0x1234)    // still serving
+    }
+
+    @Test func aMajorVersionThisServerDoesNotSpeakEndsTheConnection() throws {
+        let s = try Served()
+        let c = try s.client(negotiate: false)
+        let r = try c.call(.version, le16(1) + le16(0) + Array("{}".utf8) + [0])
+        #expect(r.isError && r.header.error == UInt32(ENOTSUP))
+        var byte: UInt8 = 0
+        #expect(read(c.fd, &byte, 1) == 0)                                 // closed (not the 5 s timeout: -1)
+    }
+
     @Test func commandsBeforeVersionAreRefused() throws {
         let s = try Served()
         let c = try s.client(negotiate: false)

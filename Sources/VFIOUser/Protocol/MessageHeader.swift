@@ -77,6 +77,8 @@ public enum VFIOUserError: Error, Equatable, Sendable, CustomStringConvertible {
     case outOfRange(String)
     /// A resource limit was reached (ENOSPC).
     case limit(String)
+    /// The request names something that is not there, such as a DMA region (ENOENT).
+    case notFound(String)
     /// The system refused (the errno it gave).
     case system(String, errno: Int32)
 
@@ -86,13 +88,14 @@ public enum VFIOUserError: Error, Equatable, Sendable, CustomStringConvertible {
         case .malformed, .outOfRange: EINVAL
         case .unsupported: ENOTSUP
         case .limit: ENOSPC
+        case .notFound: ENOENT
         case let .system(_, e): e
         }
     }
 
     public var description: String {
         switch self {
-        case let .framing(m), let .malformed(m), let .unsupported(m), let .outOfRange(m), let .limit(m): m
+        case let .framing(m), let .malformed(m), let .unsupported(m), let .outOfRange(m), let .limit(m), let .notFound(m): m
         case let .system(m, e): "\(m): \(String(cString: strerror(e)))"
         }
     }

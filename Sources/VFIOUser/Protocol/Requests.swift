@@ -96,7 +96,9 @@ public enum VFIOUserRequest: Equatable, Sendable {
         case .regionWrite:
             let a = RegionAccess(offset: try r.u64(), region: try r.u32(), count: try r.u32())
             guard a.count <= maxTransfer else { throw .malformed("REGION_WRITE of \(a.count) bytes exceeds \(maxTransfer)") }
-            return .regionWrite(a, data: Array(try r.bytes(Int(a.count))))
+            let data = Array(try r.bytes(Int(a.count)))
+            guard r.remaining == 0 else { throw .malformed("REGION_WRITE of \(a.count) bytes carries \(a.count + UInt32(clamping: r.remaining))") }
+            return .regionWrite(a, data: data)
         case .deviceReset:
             return .deviceReset
         case .deviceGetRegionIOFDs:
@@ -122,7 +124,7 @@ public enum VFIOUserRequest: Equatable, Sendable {
             data = .none
         case SetIRQs.dataBool:
             guard fdCount == 0 else { throw .malformed("SET_IRQS with booleans carries \(fdCount) file descriptors") }
-            guard Int(count) <= r.remaining else { throw .malformed("SET_IRQS declares \(count) booleans, carries \(r.remaining)") }
+            guard Int(count) == r.remaining else { throw .malformed("SET_IRQS declares \(count) booleans, carries \(r.remaining)") }
             data = .bools(try r.bytes(Int(count)).map { $0 != 0 })
         default:
             // One descriptor per vector; none at all means "tear these vectors down".

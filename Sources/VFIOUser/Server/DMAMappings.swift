@@ -102,7 +102,11 @@ final class DMAMappings {
         }
     }
 
-    /// Unmaps every region wholly inside the range (all with `unmapsAll`).
+    /// Unmaps the region mapped with exactly this address and size (everything with
+    /// `unmapsAll`). The spec asks for the address and size of a mapping; libvfio-user
+    /// answers ENOENT otherwise (lib/dma.c `dma_controller_remove_region`), and so does
+    /// this server: a range that covered parts of two regions once removed one of them
+    /// and left the other, and said it had succeeded.
     func unmap(_ u: VFIOUserRequest.DMAUnmap) throws(VFIOUserError) {
         reclaimRetired()
         if u.unmapsAll {
@@ -111,13 +115,18 @@ final class DMAMappings {
         }
         let (_, wraps) = u.address.addingReportingOverflow(u.size == 0 ? 0 : u.size - 1)
         guard u.size > 0, !wraps else { throw .malformed("DMA_UNMAP of size \(u.size) at 0x\(String(u.address, radix: 16))") }
-        let before = unbacked.count
-        unbacked.removeAll { $0.0 >= u.address && $0.0 - u.address <= u.size && $0.1 <= u.size - ($0.0 - u.address) }
-        let removed = lock.withLock { memory.remove(base: u.address, size: u.size) }
-        release(removed)
-        guard !removed.isEmpty || unbacked.count != before else {
-            throw .outOfRange("DMA_UNMAP 0x\(String(u.address, radix: 16))+0x\(String(u.size, radix: 16)) matches no mapping")
+        if let i = unbacked.firstIndex(where: { $0.0 == u.address && $0.1 == u.size }) {
+            unbacked.remove(at: i)
+            return
         }
+        let removed = lock.withLock { () -> [GuestMemoryRegion] in
+            guard memory.regions.contains(where: { $0.base.raw == u.address && $0.size == u.size }) else { return [] }
+            return memory.remove(base: u.address, size: u.size)
+        }
+        guard !removed.isEmpty else {
+            throw .notFound("DMA_UNMAP 0x\(String(u.address, radix: 16))+0x\(String(u.size, radix: 16)) is not a mapped region")
+        }
+        release(removed)
     }
 
     /// The client went away or asked to drop everything.

@@ -100,13 +100,13 @@ final class EventFDInterrupts: InterruptController, MessageVectorSink, @unchecke
         }
         let available = vectorCounts[Int(request.index)]
         let start = Int(request.start), count = Int(request.count)
-        // count 0 with DATA_NONE + TRIGGER tears the whole index down (vfio.h).
+        // count 0 (and start 0) with DATA_NONE + TRIGGER tears the whole index down (vfio.h).
         if count == 0 {
-            if case .none = request.data, request.action == .trigger {
+            if case .none = request.data, request.action == .trigger, start == 0 {
                 state.withLock { s in signaller.withdraw(Self.closeIndex(&s, Int(index.rawValue))) }
                 return
             }
-            throw .malformed("SET_IRQS with count 0 must be DATA_NONE|ACTION_TRIGGER")
+            throw .malformed("SET_IRQS with count 0 must be DATA_NONE|ACTION_TRIGGER with start 0")
         }
         guard start < available, count <= available - start else {
             DescriptorCloser.shared.close(fds)

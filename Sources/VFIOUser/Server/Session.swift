@@ -23,6 +23,9 @@ public final class Session {
     private let device: ServedDevice
     private let log: RateLimitedLogger
     private var negotiated = false
+    /// Set by a VERSION this server cannot speak: the session ends after the reply, as
+    /// the spec says ("the server closes the connection").
+    private var endAfterReply = false
     /// Messages answered, by outcome (for tests and logs).
     public private(set) var handled = 0, failed = 0
 
@@ -39,6 +42,7 @@ public final class Session {
             case let .message(m):
                 guard let (header, payload) = respond(to: m) else { continue }
                 guard connection.send(header, payload: payload) else { return "client stopped reading replies" }
+                if endAfterReply { return "the client's vfio-user version is not this server's" }
             }
         }
     }
@@ -90,7 +94,11 @@ public final class Session {
         var w = WireWriter()
         switch request {
         case let .version(major, minor):
-            guard major == Self.major else { throw .unsupported("vfio-user major version \(major) (this server speaks \(Self.major))") }
+            guard !negotiated else { throw .malformed("VERSION again: the version is negotiated once per connection") }
+            guard major == Self.major else {
+                endAfterReply = true
+                throw .unsupported("vfio-user major version \(major) (this server speaks \(Self.major))")
+            }
             negotiated = true
             // Answer with the lower minor: QEMU 10.2 speaks 0.0 and refuses a higher one
             // (hw/vfio-user/proxy.c vfio_user_validate_version).
