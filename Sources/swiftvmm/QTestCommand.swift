@@ -97,8 +97,7 @@ struct QTestCommand: ParsableCommand {
         // the teardown removes the files backends made (a stream `server=on` socket). The
         // thread is made before this one is confined: confined threads make none.
         let input = client ?? 0, output = client ?? stdioAnswers
-        guard let answering = ProtocolThread({
-            ThreadConfinement.enter(.control)
+        guard let answering = WorkerThread(name: "qtest-protocol", role: .control, {
             QTestTransport.serve(machine: machine, input: input, output: output, stop: stop)
             _ = clinux_eventfd_signal(done)
         }) else {
@@ -128,33 +127,5 @@ extension QTestCommand {
         guard fstat(1, &st) == 0, st.st_mode & S_IFMT == S_IFIFO || st.st_mode & S_IFMT == S_IFCHR else { return 1 }
         let own = open("/proc/self/fd/1", O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)   // never made our controlling terminal
         return own >= 0 ? own : 1
-    }
-}
-
-/// One thread running `body`, joined by its maker.
-private final class ProtocolThread {
-    private var thread: pthread_t?
-    private let body: () -> Void
-
-    init?(_ body: @escaping () -> Void) {
-        self.body = body
-        let me = Unmanaged.passRetained(self)
-        var tid = pthread_t()
-        let rc = pthread_create(&tid, nil, { arg in
-            guard let arg else { return nil }
-            Unmanaged<ProtocolThread>.fromOpaque(arg).takeRetainedValue().body()
-            return nil
-        }, me.toOpaque())
-        guard rc == 0 else {
-            me.release()
-            errno = rc
-            return nil
-        }
-        thread = tid
-    }
-
-    func join() {
-        if let thread { pthread_join(thread, nil) }
-        thread = nil
     }
 }

@@ -14,7 +14,7 @@ public final class VFIOUserServer: @unchecked Sendable {
     private let log: RateLimitedLogger
     private let logger: Logger
     private let stopFD: Int32
-    private var thread: pthread_t?
+    private var thread: WorkerThread?
     /// Clients served so far.
     public private(set) var clients = 0
 
@@ -29,15 +29,8 @@ public final class VFIOUserServer: @unchecked Sendable {
     deinit { close(stopFD) }
 
     public func start() {
-        let box = Unmanaged.passRetained(self)
-        var tid = pthread_t()
-        pthread_create(&tid, nil, { arg in
-            guard let arg else { return nil }
-            ThreadConfinement.enter(.control) // before the first client message
-            Unmanaged<VFIOUserServer>.fromOpaque(arg).takeRetainedValue().serve()
-            return nil
-        }, box.toOpaque())
-        thread = tid
+        // The control role from before the first client message.
+        thread = WorkerThread(name: "vfio-user", role: .control) { [self] in serve() }
     }
 
     private func serve() {
@@ -57,7 +50,8 @@ public final class VFIOUserServer: @unchecked Sendable {
     /// Ends the current session and the accept loop, joins the thread, removes the socket.
     public func stop() {
         _ = clinux_eventfd_signal(stopFD)
-        if let t = thread { pthread_join(t, nil); thread = nil }
+        thread?.join()
+        thread = nil
         listener.closeAndRemove()
     }
 }

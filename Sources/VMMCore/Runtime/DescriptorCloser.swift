@@ -21,6 +21,8 @@ public final class DescriptorCloser: @unchecked Sendable {
     private var waiting: [Int32] = []
     private var started = false
     private var running = false
+    /// Runs as long as the process; never joined.
+    private var thread: WorkerThread?
 
     /// Starts the closing thread, once. Called as a server is set up, from a thread that
     /// may still make threads (confined threads make none); the thread enters the `closer`
@@ -31,18 +33,7 @@ public final class DescriptorCloser: @unchecked Sendable {
             return !started
         }
         guard first else { return }
-        let box = Unmanaged.passRetained(self)
-        var tid = pthread_t()
-        let r = pthread_create(&tid, nil, { arg in
-            guard let arg else { return nil }
-            Unmanaged<DescriptorCloser>.fromOpaque(arg).takeRetainedValue().run()
-            return nil
-        }, box.toOpaque())
-        guard r == 0 else {
-            box.release()
-            return
-        }
-        pthread_detach(tid)
+        thread = WorkerThread(name: "closer", role: .closer) { [self] in run() }
     }
 
     /// Closes `fd` on the closing thread (at once where there is none, or it is full).
@@ -60,7 +51,6 @@ public final class DescriptorCloser: @unchecked Sendable {
     public func close(_ fds: [Int32]) { fds.forEach { close($0) } }
 
     private func run() {
-        ThreadConfinement.enter(.closer)
         condition.withLock { running = true }
         var batch: [Int32] = []
         while true {

@@ -1,16 +1,17 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import VMMCore
 
-/// A joinable pthread running one closure (the libraries avoid Foundation's Thread).
-/// `join()` waits for the closure to return; it is called once, by whoever owns the thread.
-final class WorkerThread: @unchecked Sendable {
+/// A joinable pthread running one closure in a thread role (the libraries avoid
+/// Foundation's Thread). `join()` waits for the closure to return; it is called once, by
+/// whoever owns the thread, or never, for a thread that runs as long as the process.
+public final class WorkerThread: @unchecked Sendable {
     private var thread: pthread_t?
 
-    /// Starts `body` on a new thread. (`name` documents the thread's job; like the I/O loop's
-    /// thread it is not set: Glibc's module does not export pthread_setname_np.)
-    init?(name: String, role: ThreadRole, _ body: @escaping @Sendable () -> Void) {
+    /// Starts `body` on a new thread, which enters `role` first. (`name` documents the
+    /// thread's job; like the I/O loop's thread it is not set: Glibc's module does not
+    /// export pthread_setname_np.) Nil, with `errno` set, when no thread could be made.
+    public init?(name: String, role: ThreadRole, _ body: @escaping @Sendable () -> Void) {
         final class Box { let body: @Sendable () -> Void; init(_ b: @escaping @Sendable () -> Void) { body = b } }
         let box = Unmanaged.passRetained(Box { ThreadConfinement.enter(role); body() })
         var tid = pthread_t()
@@ -22,13 +23,14 @@ final class WorkerThread: @unchecked Sendable {
         }, box.toOpaque())
         guard r == 0 else {
             box.release()
+            errno = r
             return nil
         }
         thread = tid
     }
 
     /// Waits for the thread to finish; later calls return at once.
-    func join() {
+    public func join() {
         guard let t = thread else { return }
         thread = nil
         pthread_join(t, nil)
