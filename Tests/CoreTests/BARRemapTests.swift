@@ -156,6 +156,24 @@ final class CountingDoorbells: DoorbellAccelerator, @unchecked Sendable {
         #expect(a.read32(bar: 0, offset: 0) == 0x1234)
     }
 
+    /// A guest toggling another function's memory decoding releases a mapping per "off":
+    /// each queued a retry of the refused mappings on the loop, 1,024 per `rep outsw`, and
+    /// the loop fell behind. At most one retry waits now.
+    @Test func releasesQueueOneRetryOfTheRefusedMappings() throws {
+        let machine = try TestMachine()
+        let a = try machine.add(SampleDevice.self)
+        let b = try machine.add(SampleDevice.self)
+        a.configWrite(0x10, value: UInt32(b.barAddress(0)))    // refused: on b's BAR0
+        _ = machine.loop.runQueuedWork()
+        let command = b.configRead(0x04, size: 2)
+        for _ in 0 ..< 200 {
+            b.configWrite(0x04, size: 2, value: command & ~2)   // memory decoding off: a release
+            b.configWrite(0x04, size: 2, value: command)
+        }
+        #expect(machine.loop.runQueuedWork() == 1)
+        #expect(a.function.mappedBARs[0] == nil)                 // b took its place back each time
+    }
+
     /// The same within one function: BAR0 refused for sitting on BAR4 decodes once BAR4
     /// moves away (BARs are handled in index order, so BAR0 was refused before BAR4 left).
     @Test func aBARRefusedForItsOwnFunctionsBARDecodesOnceThatMoves() throws {

@@ -130,6 +130,24 @@ struct BzImageLoaderTests {
         rejects(hugeSetup)
     }
 
+    /// A relocatable kernel loaded at 2 MiB moves itself to pref_address (16 MiB here)
+    /// and decompresses into init_size bytes from there (boot.rst): the initrd must lie
+    /// past that, and RAM must reach it. An initrd placed at 14 MiB, above 2 MiB + init_size,
+    /// was overwritten by the kernel.
+    @Test func theInitrdStaysClearOfWhereTheKernelRuns() throws {
+        let image = try KernelImage(bytes: Self.bzImage(), path: "bz")   // pref 16 MiB, init_size 64 KiB
+        let tight = try GuestMemory(pcRAMSize: 18 << 20)
+        #expect(throws: BootError.doesNotFit(what: "initrd", size: 4 << 20)) {
+            try image.load(into: tight, initrd: [UInt8](repeating: 7, count: 4 << 20), cmdline: "")
+        }
+        let roomy = try GuestMemory(pcRAMSize: 18 << 20)
+        _ = try image.load(into: roomy, initrd: [UInt8](repeating: 7, count: 1 << 20), cmdline: "")
+        let address = try roomy.load(UInt32.self, at: GuestAddress(PlatformLayout.zeroPage + 0x218))
+        #expect(UInt64(address) >= (16 << 20) + 0x1_0000)
+        let small = try GuestMemory(pcRAMSize: 16 << 20)                  // nothing at 16 MiB
+        #expect(throws: BootError.self) { try image.load(into: small, initrd: nil, cmdline: "") }
+    }
+
     @Test func commandLineLongerThanCmdlineSizeIsAnError() throws {
         let image = try KernelImage(bytes: Self.bzImage(cmdlineSize: 8), path: "bz")
         let memory = try GuestMemory(pcRAMSize: 64 << 20)

@@ -47,6 +47,21 @@ struct Serial16550Tests {
         #expect(w.line.withLock { $0.last } == false)
     }
 
+    /// A full FIFO stops the host's input until there is room; Linux clears the FIFO with
+    /// FCR at every open and close of ttyS0 (serial8250_clear_fifos), which made room
+    /// without saying so: stdin was never read again, Ctrl-A x included.
+    @Test func clearingAFullFIFOLetsInputIn() {
+        let (uart, _) = make()
+        let woken = Mutex(0)
+        uart.onRoomForInput = { woken.withLock { $0 += 1 } }
+        #expect(uart.receive(Array(repeating: UInt8(0x61), count: 16)) == 16)
+        uart.write(offset: 2, size: 1, value: 0x07)   // FCR: enable, clear both FIFOs
+        #expect(uart.inputRoom == 16)
+        #expect(woken.withLock { $0 } == 1)
+        uart.write(offset: 2, size: 1, value: 0x07)   // not full before: nobody was waiting
+        #expect(woken.withLock { $0 } == 1)
+    }
+
     @Test func loopbackMirrorsModemLinesAndData() {
         let (uart, w) = make()
         uart.write(offset: 4, size: 1, value: 0x1A) // MCR: loopback, RTS, OUT2

@@ -9,6 +9,12 @@ public struct BzImage: Sendable {
     let header: Range<Int>
     let loadAddress: UInt64
     let initSize: UInt64
+    /// Where the kernel runs and decompresses into `initSize` bytes from: a relocatable
+    /// kernel loaded below `pref_address` moves itself there first (boot.rst: "if
+    /// (load_address < pref_address) load_address = pref_address", then aligned; Linux's
+    /// compressed/head_64.S takes LOAD_PHYSICAL_ADDR as its floor). Nothing else may lie
+    /// in [runtimeAddress, runtimeAddress + initSize): not the initrd.
+    let runtimeAddress: UInt64
     let commandLineLimit: Int
     let initrdAddressMax: UInt64
 
@@ -56,31 +62,40 @@ public struct BzImage: Sendable {
         guard headerEnd <= 0x290, headerEnd <= UInt64(r.bytes.count) else { throw bad("setup header length \(jumpLength) out of range") }
         guard alignment.nonzeroBitCount == 1 else { throw bad("kernel alignment 0x\(String(alignment, radix: 16)) is not a power of two") }
         // Relocatable kernels go at 1 MiB rounded up to their alignment, others where they asked.
-        let load: UInt64
+        let load: UInt64, runtime: UInt64
+        let a = UInt64(alignment)
         if relocatable != 0 {
-            let a = UInt64(alignment)
             load = (PlatformLayout.kernelMinimum + a - 1) & ~(a - 1)
+            let (top, wraps) = max(load, pref).addingReportingOverflow(a - 1)
+            guard !wraps else { throw bad("preferred address 0x\(String(pref, radix: 16)) out of range") }
+            runtime = top & ~(a - 1)
         } else {
             load = pref
+            runtime = pref
         }
         guard load >= PlatformLayout.kernelMinimum, load < PCMemoryMap.lowRAMEnd else {
             throw bad("load address 0x\(String(load, radix: 16)) is outside low RAM")
         }
         let kernelSize = UInt64(r.bytes.count) - setupSize
+        let size = max(UInt64(initSize), kernelSize)
+        guard runtime < PCMemoryMap.lowRAMEnd, size <= PCMemoryMap.lowRAMEnd - runtime else {
+            throw bad("the kernel runs at 0x\(String(runtime, radix: 16)) with 0x\(String(size, radix: 16)) bytes, past low RAM")
+        }
         return BzImage(kernelRange: Int(setupSize) ..< r.bytes.count, header: Int(Field.setupSects) ..< Int(headerEnd),
-                       loadAddress: load, initSize: max(UInt64(initSize), kernelSize),
+                       loadAddress: load, initSize: size, runtimeAddress: runtime,
                        commandLineLimit: Int(min(cmdlineSize, UInt32(PlatformLayout.commandLineMax))),
                        initrdAddressMax: UInt64(initrdMax))
     }
 
     func load(into memory: GuestMemory, bytes: [UInt8], initrd: [UInt8]?, cmdline: String, path: String) throws(BootError) -> BootCPUState {
-        let end = loadAddress + initSize // both < 4 GiB: cannot overflow
+        let end = max(loadAddress, runtimeAddress) + initSize // all < 4 GiB (parse): cannot overflow
         do {
             let dst = try memory.hostRange(GuestAddress(loadAddress), length: initSize)
             dst.initializeMemory(as: UInt8.self, repeating: 0)
             bytes.withUnsafeBytes { src in dst.copyMemory(from: UnsafeRawBufferPointer(rebasing: src[kernelRange])) }
+            _ = try memory.hostRange(GuestAddress(runtimeAddress), length: initSize)   // where it will run: RAM too
         } catch {
-            throw .doesNotFit(what: "kernel (\(path))", size: initSize)
+            throw .doesNotFit(what: "kernel (\(path))", size: end - loadAddress)
         }
         let cmdlineAddress = try PlatformLayout.writeCommandLine(memory, cmdline, limit: commandLineLimit)
         var initrdPlacement: (UInt64, UInt64)?

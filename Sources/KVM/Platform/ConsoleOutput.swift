@@ -179,9 +179,13 @@ final class ConsoleOutput: @unchecked Sendable {
         }
     }
 
+    /// Out of the loop, not merely watched for nothing: epoll reports an error or hang-up
+    /// whatever the mask, and a reader that left (`| less`, then q) would wake the loop
+    /// on every turn for the rest of the VM's life.
     private func stopWaitingForRoom() {
         guard let loop, let registration else { return }
-        loop.update(registration, events: [])
+        loop.unregister(registration)
+        self.registration = nil
     }
 
     /// After the loop stopped: what is left goes out if the reader takes it within about

@@ -96,6 +96,7 @@ public final class Serial16550: AccessHandler, @unchecked Sendable {
     }
 
     private func writeByte(offset: UInt64, _ byte: UInt8) {
+        var wakeInput = false
         lock.withLock {
             switch offset {
             case 0:
@@ -115,7 +116,13 @@ public final class Serial16550: AccessHandler, @unchecked Sendable {
                 }
             case 2:
                 fifoEnabled = byte & 0x01 != 0
-                if byte & 0x02 != 0 { rx.removeAll() }
+                if byte & 0x02 != 0 {
+                    // A full FIFO had stopped the host's input; emptied here, nothing else
+                    // would start it again (Linux's serial8250_clear_fifos at every open
+                    // and close of ttyS0, with typed-ahead input waiting).
+                    wakeInput = rx.count >= Self.fifoSize
+                    rx.removeAll()
+                }
             case 3: lcr = byte
             case 4: mcr = byte & 0x1F
             case 7: scr = byte
@@ -123,6 +130,7 @@ public final class Serial16550: AccessHandler, @unchecked Sendable {
             }
             updateLine()
         }
+        if wakeInput { onRoomForInput?() }
     }
 
     /// IIR: highest-priority pending cause; reading it while THRE is the cause clears THRE.

@@ -31,6 +31,10 @@ final class SerialConsole: @unchecked Sendable {
     private let logger: Logger
     private let firstOutput = Atomic<Bool>(false)
     private var inputRegistration: IORegistration?
+    /// stdin is out of the loop while the FIFO is full (loop thread). Not merely watched
+    /// for nothing: epoll reports a hang-up whatever the mask, and a pipe whose writer
+    /// left would then wake the loop on every turn until the guest read.
+    private var inputParked = false
     /// stdin's file status flags before O_NONBLOCK was added (restored: the terminal is shared).
     private var savedInputFlags: Int32?
     /// On a terminal in raw mode Ctrl-C reaches the guest, so the VMM needs its own way out:
@@ -118,22 +122,33 @@ final class SerialConsole: @unchecked Sendable {
         guard flags >= 0 else { return }
         savedInputFlags = flags
         _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
-        let registration: IORegistration
         do {
-            registration = try loop.register(fd: fd, events: .readable) { [weak self] events in
-                self?.pumpInput(into: uart, loop: loop)
-            }
+            try registerInput(uart, loop: loop)
         } catch {
             logger.debug("serial input not attached: \(error)")
             return
         }
-        inputRegistration = registration
         uart.onRoomForInput = { [weak self] in
             loop.execute { [weak self] in
-                guard let self, let r = self.inputRegistration else { return }
-                loop.update(r, events: .readable)
+                guard let self, self.inputParked, self.savedInputFlags != nil else { return }
+                self.inputParked = false
+                try? self.registerInput(uart, loop: loop)
             }
         }
+    }
+
+    private func registerInput(_ uart: Serial16550, loop: EventLoop) throws {
+        inputRegistration = try loop.register(fd: STDIN_FILENO, events: .readable) { [weak self] _ in
+            self?.pumpInput(into: uart, loop: loop)
+        }
+    }
+
+    /// The FIFO is full: stdin leaves the loop until the guest reads (`onRoomForInput`).
+    private func parkInput(_ loop: EventLoop) {
+        guard let registration = inputRegistration else { return }
+        loop.unregister(registration)
+        inputRegistration = nil
+        inputParked = true
     }
 
     /// Gives stdin back as it was (call after the event loop has stopped).
@@ -141,13 +156,14 @@ final class SerialConsole: @unchecked Sendable {
         if let flags = savedInputFlags { _ = fcntl(STDIN_FILENO, F_SETFL, flags) }
         savedInputFlags = nil
         inputRegistration = nil
+        inputParked = false
     }
 
     private func pumpInput(into uart: Serial16550, loop: EventLoop) {
         guard let registration = inputRegistration else { return }
         let room = uart.inputRoom
         guard room > 0 else {
-            loop.update(registration, events: [])
+            parkInput(loop)
             return
         }
         // Read only what the FIFO can take, so no input is lost; the rest waits in the kernel.
@@ -179,7 +195,7 @@ final class SerialConsole: @unchecked Sendable {
             }
         }
         _ = uart.receive(forward) // at most n bytes: fits the room read above
-        if !uart.hasRoomForInput { loop.update(registration, events: []) }
+        if !uart.hasRoomForInput { parkInput(loop) }
     }
 }
 

@@ -42,6 +42,10 @@ public final class PCIBus: @unchecked Sendable {
     /// Functions with a BAR refused for overlapping another's mapping: tried again when
     /// some mapping goes away (on hardware the BAR decodes once the conflict is gone).
     private let refusedMappings = Mutex<[ObjectIdentifier: PCIFunction]>([:])
+    /// A retry of the refused mappings is queued on the loop and has not started: at most
+    /// one waits however many mappings a guest releases meanwhile (a `rep outsw` toggling
+    /// a command register released up to 1,024 per exit, each queuing a retry of its own).
+    private let retryQueued = Atomic<Bool>(false)
     private var configAddress: UInt32 = 0
     /// Reset Control Register bits kept (SYS_RST, bit 1; FULL_RST, bit 3).
     private var resetControl: UInt8 = 0
@@ -261,9 +265,11 @@ public final class PCIBus: @unchecked Sendable {
         // closure holds only the bus, weakly: a function it held would keep the loop that
         // holds the closure alive through the function's context (a cycle, leaked by a
         // machine torn down before the loop ran it).
-        if retry {
+        if retry, !retryQueued.exchange(true, ordering: .acquiringAndReleasing) {
             eventLoop.execute { [weak self] in
                 guard let self else { return }
+                // Cleared first: a mapping released while these run queues the next retry.
+                self.retryQueued.store(false, ordering: .releasing)
                 for other in self.refusedMappings.withLock({ Array($0.values) }) {
                     other.lock.withLock { self.remap(other) }
                 }
