@@ -225,3 +225,37 @@ func freeLoopbackPort() -> UInt16 { HostListener().port }
         _ = running
     }
 }
+
+/// How libslirp hears of its sockets' events (`SlirpPollSet.revents`).
+@Suite struct SlirpPollSetTests {
+    /// libslirp reads a socket on any of IN, PRI, ERR or HUP and asserts that its buffer
+    /// toward the guest has room, which it ensured only where it asked for IN. A socket it
+    /// watched for OUT alone (that buffer full) and whose peer reset it got HUP and ERR
+    /// anyway, and libslirp 4.7 aborted the process (socket.c `soread`). It gets OUT now.
+    @Test func anErrorWhereLibslirpOnlyWritesComesAsOUT() throws {
+        let poll = try #require(SlirpPollSet())
+        var pair: [Int32] = [0, 0]
+        try #require(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &pair) == 0)
+        defer { close(pair[0]) }
+        // libslirp.h: SLIRP_POLL_IN 1, OUT 2, PRI 4, ERR 8, HUP 16.
+        let input: Int32 = 1, out: Int32 = 2, err: Int32 = 8, hup: Int32 = 16
+        // Fill the socket's send side, so OUT is not ready, then let the peer go.
+        _ = fcntl(pair[0], F_SETFL, O_NONBLOCK)
+        let chunk = [UInt8](repeating: 1, count: 65_536)
+        while chunk.withUnsafeBytes({ write(pair[0], $0.baseAddress, $0.count) }) > 0 {}
+        close(pair[1])
+        poll.beginFill()
+        let writer = poll.add(fd: pair[0], slirpEvents: out)
+        poll.endFill()
+        poll.collect()
+        let r = poll.revents(index: writer)
+        #expect(r & (input | hup | err) == 0, "revents \(r)")
+        #expect(r & out != 0)
+        // Asked to read, it hears of the hang-up as before.
+        poll.beginFill()
+        let reader = poll.add(fd: pair[0], slirpEvents: input)
+        poll.endFill()
+        poll.collect()
+        #expect(poll.revents(index: reader) & hup != 0)
+    }
+}

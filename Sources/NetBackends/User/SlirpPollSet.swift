@@ -71,15 +71,30 @@ final class SlirpPollSet {
     }
 
     /// get_revents: SLIRP_POLL_* for slirp's index from the last fill.
+    ///
+    /// An error or hang-up (which epoll reports whatever was asked) goes to libslirp only
+    /// where it asked to read. Its poll handler reads a socket on any of IN, PRI, ERR and
+    /// HUP, and the read asserts that its buffer toward the guest has room (socket.c
+    /// `soread`: `assert(buf_len != 0)`), which libslirp made sure of only when it asked
+    /// for IN: a remote peer that filled that buffer and then reset the connection aborted
+    /// the process. Where it asked to write, the error goes as OUT instead, and its write
+    /// (or connect) path meets the error and closes the connection.
     func revents(index: Int32) -> Int32 {
         guard index >= 0, Int(index) < filled.count, let ev = ready[filled[Int(index)].fd] else { return 0 }
+        let asked = filled[Int(index)].events
+        let reads = asked & Int32(SLIRP_POLL_IN | SLIRP_POLL_PRI) != 0
+        let failed = ev & (EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0
         var r: Int32 = 0
         if ev & EPOLLIN.rawValue != 0 { r |= Int32(SLIRP_POLL_IN) }
         if ev & EPOLLOUT.rawValue != 0 { r |= Int32(SLIRP_POLL_OUT) }
         if ev & EPOLLPRI.rawValue != 0 { r |= Int32(SLIRP_POLL_PRI) }
-        if ev & EPOLLERR.rawValue != 0 { r |= Int32(SLIRP_POLL_ERR) }
-        if ev & EPOLLHUP.rawValue != 0 { r |= Int32(SLIRP_POLL_HUP) }
-        return r & (filled[Int(index)].events | Int32(SLIRP_POLL_ERR) | Int32(SLIRP_POLL_HUP))
+        if reads {
+            if ev & EPOLLERR.rawValue != 0 { r |= Int32(SLIRP_POLL_ERR) }
+            if ev & EPOLLHUP.rawValue != 0 { r |= Int32(SLIRP_POLL_HUP) }
+            return r & (asked | Int32(SLIRP_POLL_ERR | SLIRP_POLL_HUP))
+        }
+        if failed { r |= Int32(SLIRP_POLL_OUT) }
+        return r & asked
     }
 
     private static func epollEvents(_ slirp: Int32) -> UInt32 {
