@@ -54,6 +54,14 @@ public struct UserNetworkConfig: Equatable, Sendable {
             throw NetBackendError.badValue(option: "user-net", value: network,
                                            reason: "the default \(key) \(a) is not a host address in it; give \(key)= too")
         }
+        // libslirp tries the DNS address first when it translates a connection
+        // (`sotranslate_out4`), so a host alias equal to it would refuse every connection
+        // to the host on a port other than 53; QEMU refuses it ("DNS must be different
+        // from host", net/slirp.c).
+        if c.dns == c.host {
+            let key = given.contains("user-dns") ? "user-dns" : "user-host"
+            throw NetBackendError.badValue(option: key, value: "\(c.dns)", reason: "the DNS server must not be the host's address")
+        }
         if c.dhcpStart == c.host || c.dhcpStart == c.dns {
             let key = given.contains("dhcp-start") ? "dhcp-start" : "user-net"
             throw NetBackendError.badValue(option: key, value: given.contains("dhcp-start") ? "\(c.dhcpStart)" : network,
