@@ -263,12 +263,18 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
             case .budgetSpent: return continueLater()
             case .drained: break
             }
-            guard let (fd, generation) = state.withLock({ s in s.peer.map { ($0, s.peerGeneration) } }) else { return }
             let space = decoder.readSpace()
-            let n = recv(fd, space.baseAddress, space.count, Int32(MSG_DONTWAIT))
+            // Read under the lock `stop` closes the peer with (it may run on another
+            // thread: `serve` stops devices on its main thread): the number cannot be
+            // closed and given to another descriptor between the look and the read.
+            guard let (n, error, generation) = state.withLock({ s -> (Int, Int32, UInt64)? in
+                guard let fd = s.peer else { return nil }
+                let n = recv(fd, space.baseAddress, space.count, Int32(MSG_DONTWAIT))
+                return (n, errno, s.peerGeneration)
+            }) else { return }
             if n == 0 { return peerGone(generation) }
             if n < 0 {
-                if ConnectionErrno.isTransient(errno) { return }
+                if ConnectionErrno.isTransient(error) { return }
                 return peerGone(generation)
             }
             decoder.didRead(n)
@@ -375,10 +381,13 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
     }
 
     private func acceptPeer() {
-        guard let listener = state.withLock({ $0.listener }) else { return }
-        let fd = accept(listener, nil, nil)
+        // Under the lock `stop` closes the listener with, as a read of the peer is.
+        guard let (fd, e) = state.withLock({ s -> (Int32, Int32)? in
+            guard let listener = s.listener else { return nil }
+            let fd = accept(listener, nil, nil)
+            return (fd, errno)
+        }) else { return }
         guard fd >= 0 else {
-            let e = errno
             if e == EAGAIN || e == EWOULDBLOCK || e == EINTR || e == ECONNABORTED { return }
             // Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS): the connection stays
             // queued and the listener readable, so the loop would spin on it. Try again later.

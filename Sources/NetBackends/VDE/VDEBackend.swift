@@ -208,10 +208,14 @@ public final class VDEBackend: NetworkBackend, @unchecked Sendable {
     /// send after the handshake, which are read and dropped (a bounded amount per event).
     /// Only peeking at them left the socket readable for ever: the loop spun at full CPU.
     private func controlEvent() {
-        guard let fd = state.withLock({ $0.connection?.controlFD }) else { return }
         var discard = [UInt8](repeating: 0, count: 512)
-        let n = discard.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
-        if n == 0 || (n < 0 && !ConnectionErrno.isTransient(errno)) { switchGone() }
+        // Under the lock that closes the connection (as the data reads are).
+        guard let (n, error) = state.withLock({ s -> (Int, Int32)? in
+            guard let fd = s.connection?.controlFD else { return nil }
+            let n = discard.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            return (n, errno)
+        }) else { return }
+        if n == 0 || (n < 0 && !ConnectionErrno.isTransient(error)) { switchGone() }
     }
 
     private func pauseReading() {
