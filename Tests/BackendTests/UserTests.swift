@@ -43,11 +43,13 @@ func freeLoopbackPort() -> UInt16 { HostListener().port }
     /// The fake guest's frames to the gateway.
     static let guest = FrameBuilder(destinationMAC: gatewayMAC, sourceMAC: mac, sourceIPv4: guestIP, destinationIPv4: gatewayIP)
 
-    func start(_ options: String = "") throws -> (UserBackend, RecordingReceiver, RunningLoop) {
+    func start(_ options: String = "", forwardedConnectionLimit: Int = SlirpFlowGuard.forwardedConnectionLimit) throws
+        -> (UserBackend, RecordingReceiver, RunningLoop) {
         var o = try DeviceSpec.parse("e1000,net=user" + options).options
         guard case let .user(config) = try NetBackendConfig.take(from: &o).kind else { throw NetBackendError.unknownBackend("?") }
         let running = try RunningLoop()
-        let backend = try UserBackend(config: config, eventLoop: running.loop, clock: running.loop)
+        let backend = try UserBackend(config: config, eventLoop: running.loop, clock: running.loop,
+                                      forwardedConnectionLimit: forwardedConnectionLimit)
         let receiver = RecordingReceiver { [weak backend] frame in
             if Received.isARPRequest(frame, for: UserTests.guestIP), frame.count >= 42 {
                 backend?.send(FrameBuilder(destinationMAC: Array(frame[22 ..< 28]), sourceMAC: UserTests.mac, sourceIPv4: UserTests.guestIP,
@@ -200,6 +202,36 @@ func freeLoopbackPort() -> UInt16 { HostListener().port }
                 return t.dport == 22 && t.flags == [.syn] && Array(f.bytes[30 ..< 34]) == Self.guestIP
             }
         })
+        _ = running
+    }
+
+    /// Connections from the host side to a `hostfwd` port are counted apart from the
+    /// guest's own flows and capped: at the cap the listener is not watched, and the rest
+    /// wait in the kernel's backlog. Counted with the guest's, they took its budget (its
+    /// DNS and DHCP dropped), and past the descriptors the loop spun on a listener whose
+    /// accept failed.
+    @Test func hostForwardConnectionsAreCappedApartFromTheGuestsFlows() throws {
+        let port = freeLoopbackPort()
+        let limit = 6
+        let (backend, _, running) = try start(",hostfwd=tcp:127.0.0.1:\(port)-:22", forwardedConnectionLimit: limit)
+        defer { backend.stop() }
+        var clients: [Int32] = []
+        defer { clients.forEach { close($0) } }
+        func connectOne() {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+            var addr = sockaddr_in(sin_family: sa_family_t(AF_INET), sin_port: port.bigEndian, sin_addr: in_addr(s_addr: UInt32(0x7F00_0001).bigEndian), sin_zero: (0, 0, 0, 0, 0, 0, 0, 0))
+            _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            clients.append(fd)
+        }
+        // One at a time: libslirp listens with a backlog of 1.
+        for i in 1 ... limit {
+            connectOne()
+            #expect(eventually(3) { backend.hostSocketCounts.forwarded == i })
+        }
+        for _ in 0 ..< 3 { connectOne() }
+        usleep(300_000)
+        #expect(backend.hostSocketCounts.forwarded == limit)        // no more accepted
+        #expect(backend.hostSocketCounts.guest == 0)                // the guest's budget untouched: its flows go on
         _ = running
     }
 

@@ -24,11 +24,25 @@ import VMMNet
 /// reassembly at once: one leaves with its last fragment (MF clear), or after 30 s;
 /// fragments of a further one are dropped (would-block), and at the socket limit no new
 /// datagram is admitted (at most that many more sockets than the limit, not without end).
+///
+/// Connections libslirp accepts on a `hostfwd` listener come from the host side, not the
+/// guest: they are counted apart, up to `forwardedConnectionLimit`, and at that many the
+/// listeners are not watched (`SlirpPollSet`), so further ones wait in the kernel's backlog.
+/// Counted with the guest's, remote clients holding connections took the guest's budget
+/// (its DNS and DHCP were dropped), and past the descriptor limit a listener whose
+/// accept failed with EMFILE stayed readable and the loop spun.
 struct SlirpFlowGuard {
     static let hostSocketLimit = 512
+    static let forwardedConnectionLimit = 256
+    /// `forwardedConnectionLimit`, or fewer in tests (libslirp listens with a backlog of
+    /// one, so hundreds of connections take many seconds of SYN retries to come in).
+    var forwardedLimit = Self.forwardedConnectionLimit
     static let fragmentGroupLimit = 256
     static let fragmentLifetime: UInt64 = 30_000_000_000
     private(set) var hostSockets = 0
+    /// Sockets of connections accepted on a `hostfwd` listener.
+    private(set) var forwardedConnections: Set<Int32> = []
+    var acceptsPaused: Bool { forwardedConnections.count >= forwardedLimit }
     /// Datagrams whose fragments passed, and when each stops counting (ns, monotonic).
     private var fragmentGroups: [FragmentGroup: UInt64] = [:]
 
@@ -38,8 +52,16 @@ struct SlirpFlowGuard {
     /// The first 8 bytes of libslirp's IPv6 prefix (fec0::/64, `UserBackend`).
     static let ipv6Prefix: [UInt8] = [0xFE, 0xC0, 0, 0, 0, 0, 0, 0]
 
-    mutating func registered(fd: Int32) { if fd >= 0 { hostSockets += 1 } }
-    mutating func unregistered(fd: Int32) { if fd >= 0 { hostSockets = max(0, hostSockets - 1) } }
+    /// libslirp opened `fd`; `accepted`: on a listener (`SlirpPollSet.acceptingNow`).
+    mutating func registered(fd: Int32, accepted: Bool = false) {
+        guard fd >= 0 else { return }
+        if accepted { forwardedConnections.insert(fd) } else { hostSockets += 1 }
+    }
+
+    mutating func unregistered(fd: Int32) {
+        guard fd >= 0, forwardedConnections.remove(fd) == nil else { return }
+        hostSockets = max(0, hostSockets - 1)
+    }
 
     /// Why `frame` must not reach libslirp, or nil. `now`: monotonic nanoseconds.
     mutating func refusal(_ frame: UnsafeRawBufferPointer, now: UInt64) -> DropReason? {

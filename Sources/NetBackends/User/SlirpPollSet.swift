@@ -18,6 +18,14 @@ final class SlirpPollSet {
     private var filled: [(fd: Int32, events: Int32)] = []
     /// What happened since the last poll, by fd (epoll events).
     private var ready: [Int32: UInt32] = [:]
+    /// Filled fds that are listening sockets (`hostfwd`), and every filled fd already
+    /// looked at: each is asked once, until libslirp lets it go.
+    private var listeners: Set<Int32> = []
+    private var known: Set<Int32> = []
+    /// The socket libslirp just asked about is a listener with a connection waiting: a
+    /// socket it registers now is one it accepted (libslirp handles each socket right after
+    /// asking for its events: slirp_pollfds_poll, tcp_connect).
+    private(set) var acceptingNow = false
     private var eventBuffer = [epoll_event](repeating: epoll_event(), count: 128)
 
     init?() {
@@ -37,10 +45,14 @@ final class SlirpPollSet {
         return Int32(filled.count - 1)
     }
 
-    /// Makes the epoll set match the fill.
-    func endFill() {
+    /// Makes the epoll set match the fill; with `pauseAccepts`, listeners are left out.
+    func endFill(pauseAccepts: Bool = false) {
         var wanted: [Int32: UInt32] = [:]
         for (fd, ev) in filled { wanted[fd, default: 0] |= SlirpPollSet.epollEvents(ev) }
+        for fd in wanted.keys where watched[fd] == nil && !known.contains(fd) { noteIfListener(fd) }
+        if pauseAccepts {
+            for fd in listeners { wanted[fd] = nil }
+        }
         for fd in watched.keys where wanted[fd] == nil { forget(fd: fd) }
         for (fd, ev) in wanted where watched[fd] != ev {
             var e = epoll_event(events: ev, data: epoll_data_t(fd: fd))
@@ -54,11 +66,27 @@ final class SlirpPollSet {
         }
     }
 
-    /// unregister_poll_fd: slirp is about to close `fd`.
+    /// Stops watching `fd`: no longer in the fill, or a listener while accepts are paused.
     func forget(fd: Int32) {
         guard watched.removeValue(forKey: fd) != nil else { return }
         epoll_ctl(epollFD, EPOLL_CTL_DEL, fd, nil)
         ready.removeValue(forKey: fd)
+    }
+
+    /// unregister_poll_fd: libslirp is about to close `fd`, whose number may come back as
+    /// another socket.
+    func release(fd: Int32) {
+        forget(fd: fd)
+        known.remove(fd)
+        listeners.remove(fd)
+    }
+
+    /// Looks at a newly filled fd once: a listening socket (SO_ACCEPTCONN) or not.
+    private func noteIfListener(_ fd: Int32) {
+        known.insert(fd)
+        var accepting: Int32 = 0
+        var size = socklen_t(MemoryLayout<Int32>.size)
+        if getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &size) == 0, accepting != 0 { listeners.insert(fd) }
     }
 
     // MARK: poll
@@ -80,8 +108,10 @@ final class SlirpPollSet {
     /// the process. Where it asked to write, the error goes as OUT instead, and its write
     /// (or connect) path meets the error and closes the connection.
     func revents(index: Int32) -> Int32 {
+        acceptingNow = false
         guard index >= 0, Int(index) < filled.count, let ev = ready[filled[Int(index)].fd] else { return 0 }
         let asked = filled[Int(index)].events
+        acceptingNow = ev & EPOLLIN.rawValue != 0 && listeners.contains(filled[Int(index)].fd)
         let reads = asked & Int32(SLIRP_POLL_IN | SLIRP_POLL_PRI) != 0
         let failed = ev & (EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0
         var r: Int32 = 0

@@ -72,7 +72,18 @@ public final class UserBackend: NetworkBackend, @unchecked Sendable {
     private let receiveQueue = Mutex<[[UInt8]]>([])
     private let registration = Mutex<IORegistration?>(nil)
 
-    public init(config: UserNetworkConfig, eventLoop: EventLoop, clock: DeviceClock) throws(NetBackendError) {
+    /// The host sockets libslirp holds: for the guest's flows, and for connections it
+    /// accepted on `hostfwd` listeners (`SlirpFlowGuard`).
+    var hostSocketCounts: (guest: Int, forwarded: Int) {
+        lock.withLock { _ in (flowGuard.hostSockets, flowGuard.forwardedConnections.count) }
+    }
+
+    public convenience init(config: UserNetworkConfig, eventLoop: EventLoop, clock: DeviceClock) throws(NetBackendError) {
+        try self.init(config: config, eventLoop: eventLoop, clock: clock, forwardedConnectionLimit: SlirpFlowGuard.forwardedConnectionLimit)
+    }
+
+    init(config: UserNetworkConfig, eventLoop: EventLoop, clock: DeviceClock, forwardedConnectionLimit: Int) throws(NetBackendError) {
+        flowGuard.forwardedLimit = forwardedConnectionLimit
         self.config = config
         capabilities = BackendCapabilities(virtioNetHeader: false, offloads: [], maxFrameSize: config.mtu + 14)
         loop = eventLoop
@@ -264,7 +275,7 @@ public final class UserBackend: NetworkBackend, @unchecked Sendable {
         slirp_pollfds_fill(s, &timeout, { fd, events, opaque in
             UserBackend.from(opaque).pollSet.add(fd: fd, slirpEvents: events)
         }, Unmanaged.passUnretained(self).toOpaque())
-        pollSet.endFill()
+        pollSet.endFill(pauseAccepts: flowGuard.acceptsPaused)
         guard timeout != UInt32.max else { return }
         let deadline = clock.now &+ UInt64(timeout) &* 1_000_000
         if let t = pollTimer {
@@ -365,11 +376,14 @@ public final class UserBackend: NetworkBackend, @unchecked Sendable {
             }
         }
         // Called inside libslirp, so with the slirp lock held.
-        cb.register_poll_fd = { fd, opaque in UserBackend.from(opaque).flowGuard.registered(fd: fd) }
+        cb.register_poll_fd = { fd, opaque in
+            let b = UserBackend.from(opaque)
+            b.flowGuard.registered(fd: fd, accepted: b.pollSet.acceptingNow)
+        }
         cb.unregister_poll_fd = { fd, opaque in
             let b = UserBackend.from(opaque)
             b.flowGuard.unregistered(fd: fd)
-            b.pollSet.forget(fd: fd)
+            b.pollSet.release(fd: fd)
         }
         cb.notify = { opaque in
             let b = UserBackend.from(opaque)
