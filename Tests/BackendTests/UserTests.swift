@@ -123,11 +123,13 @@ func freeLoopbackPort() -> UInt16 { HostListener().port }
         var v6 = UserTests.guest
         v6.destinationIPv6 = [0x20, 0x01, 0x0D, 0xB8] + [UInt8](repeating: 0, count: 11) + [1]
         let echo = v6.ethernet(type: 0x86DD, payload: v6.ipv6Header(payloadLength: 8, next: 58) + [128, 0, 0, 0, 0, 1, 0, 1])
-        let filtered = backend.counters.drops(.filtered)
+        let filtered = backend.counters.drops(.filtered), sent = backend.counters.txFrames.load(ordering: .relaxed)
         _ = backend.send(echo)
         waited = 0
         while backend.counters.drops(.filtered) == filtered, waited < 2_000 { usleep(1_000); waited += 1 }
         #expect(backend.counters.drops(.filtered) == filtered + 1)
+        // Counted once: dropped, not also sent (it was counted sent when queued).
+        #expect(backend.counters.txFrames.load(ordering: .relaxed) == sent)
     }
 
     /// IPv4 fragments after the first carry no ports, so they passed the socket count,

@@ -168,7 +168,8 @@ public final class UserBackend: NetworkBackend, @unchecked Sendable {
         }
         guard let wake else { return drop(.wouldBlock) }
         if wake { loop.execute { [weak self] in self?.handOverQueued() } }
-        counters.sent(bytes: length)
+        // Counted when libslirp takes it (`handOverQueued`): the flow guard may still
+        // drop it, and a frame is counted once, sent or dropped.
         return .sent
     }
 
@@ -195,10 +196,18 @@ public final class UserBackend: NetworkBackend, @unchecked Sendable {
                 t.freed = true
             }
             timers.removeAll()
+            for _ in outbox { counters.dropped(.linkDown) }
             outbox.removeAll()
         }
-        receiveQueue.withLock { $0.removeAll() }
-        outgoing.withLock { $0 = Outgoing() }
+        // What was still on its way either side is lost with the backend: counted.
+        receiveQueue.withLock { q in
+            for _ in q { counters.dropped(.linkDown) }
+            q.removeAll()
+        }
+        outgoing.withLock { q in
+            for _ in q.frames { counters.dropped(.linkDown) }
+            q = Outgoing()
+        }
         port.detach()
     }
 
@@ -232,6 +241,7 @@ public final class UserBackend: NetworkBackend, @unchecked Sendable {
                         continue
                     }
                     frame.withUnsafeBufferPointer { slirp_input(s, $0.baseAddress, Int32($0.count)) }
+                    counters.sent(bytes: frame.count)
                 }
                 refill()
                 return full
