@@ -26,7 +26,7 @@ extension VirtioNet {
         let cost = context.cost
         do {
             // Commands until the action's budget says stop, charged by the descriptors
-            // walked and the bytes copied (a chain can be as long as the queue: a queue of
+            // walked and the bytes copied (a chain can be 1,024 descriptors: a queue of
             // 1,024 such chains, once charged one unit each, took seconds per kick). The rest
             // continues from the I/O loop. Then publish avail_event (or clear NO_NOTIFY)
             // and look again: with EVENT_IDX, Linux's virtqueue_kick_prepare kicks only

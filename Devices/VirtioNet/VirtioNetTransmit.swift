@@ -39,7 +39,7 @@ extension VirtioNet {
             repeat {
                 queue.disableNotifications()
                 while !cost.shouldDefer, try queue.pop(into: &chain) {
-                    // Charged by what the walk visited: one chain may be as long as the queue.
+                    // Charged by what the walk visited: one chain may be 1,024 descriptors.
                     cost.descriptors(chain.descriptorCount)
                     sendChain(&chain, segments: &segments, caps: caps)
                     try queue.addUsed(head: chain.head, length: 0)

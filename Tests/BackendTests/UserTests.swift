@@ -292,4 +292,28 @@ func freeLoopbackPort() -> UInt16 { HostListener().port }
         poll.collect()
         #expect(poll.revents(index: reader) & hup != 0)
     }
+
+    /// A listener readable means the next socket libslirp registers is one it accepted:
+    /// that one only. Left set after the poll, the guest's own sockets opened later were
+    /// counted as forwarded connections and escaped the guest's cap.
+    @Test func anAcceptMarksOneRegistrationOnly() throws {
+        let poll = try #require(SlirpPollSet())
+        let listener = HostListener()
+        let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(client) }
+        var addr = sockaddr_in(sin_family: sa_family_t(AF_INET), sin_port: listener.port.bigEndian,
+                               sin_addr: in_addr(s_addr: UInt32(0x7F00_0001).bigEndian), sin_zero: (0, 0, 0, 0, 0, 0, 0, 0))
+        let connected = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(client, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        try #require(connected == 0)
+        poll.beginFill()
+        let index = poll.add(fd: listener.fd, slirpEvents: 1)   // SLIRP_POLL_IN
+        poll.endFill()
+        poll.collect()
+        #expect(poll.revents(index: index) & 1 != 0)
+        #expect(poll.takeAccepting())
+        #expect(!poll.takeAccepting())                          // the next registration is the guest's
+        _ = poll.revents(index: index)
+        poll.endPoll()
+        #expect(!poll.takeAccepting())                          // nothing accepted in this poll: cleared
+    }
 }

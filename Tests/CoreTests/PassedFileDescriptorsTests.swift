@@ -15,8 +15,12 @@ import VMMCore
         return (fds[0], fds[1])
     }
 
-    /// EOF on the watching end: the handed end was closed.
-    private func peerClosed(_ watch: Int32) -> Bool {
+    /// EOF on the watching end: the handed end was closed. Closes of passed descriptors
+    /// may run on `DescriptorCloser`'s thread (once any server in this process started
+    /// it), so they are waited for, at most 5 s.
+    private func peerClosed(_ watch: Int32, waiting milliseconds: Int32 = 5000) -> Bool {
+        var p = pollfd(fd: watch, events: Int16(POLLIN), revents: 0)
+        guard poll(&p, 1, milliseconds) == 1 else { return false }
         var byte: UInt8 = 0
         return recv(watch, &byte, 1, Int32(MSG_DONTWAIT)) == 0
     }
@@ -36,7 +40,7 @@ import VMMCore
         defer { close(watch) }
         let set = try passed.add(fd, toSet: nil, opaque: nil)
         #expect(!passed.close(named: "/dev/fdset/\(set)"))
-        #expect(!peerClosed(watch))
+        #expect(!peerClosed(watch, waiting: 100))
         #expect(passed.take("/dev/fdset/\(set)") == fd)
         close(fd)
     }

@@ -72,7 +72,7 @@ public final class FileBackend: BlockBackend, @unchecked Sendable {
         let deviceSector = disk.deviceSectorSize.map { $0 <= 512 ? UInt32(512) : 4096 } ?? 512
         if let blockSize, blockSize < deviceSector {
             close(disk.fd)
-            throw .notADisk(path: path, reason: "block-size=\(blockSize) is smaller than the device's \(deviceSector)-byte sectors")
+            throw .notADisk(path: path, reason: "block-size=\(blockSize) is smaller than the device's \(disk.deviceSectorSize ?? deviceSector)-byte sectors")
         }
         let logical = blockSize ?? deviceSector
         let physical = disk.preferredIOSize >= 4096 && disk.preferredIOSize % 4096 == 0 ? max(logical, 4096) : logical

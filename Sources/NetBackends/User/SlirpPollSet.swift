@@ -22,10 +22,21 @@ final class SlirpPollSet {
     /// looked at: each is asked once, until libslirp lets it go.
     private var listeners: Set<Int32> = []
     private var known: Set<Int32> = []
-    /// The socket libslirp just asked about is a listener with a connection waiting: a
-    /// socket it registers now is one it accepted (libslirp handles each socket right after
-    /// asking for its events: slirp_pollfds_poll, tcp_connect).
-    private(set) var acceptingNow = false
+    /// The socket libslirp just asked about is a listener with a connection waiting: the
+    /// one socket it registers next is the one it accepted (libslirp handles each socket
+    /// right after asking for its events: slirp_pollfds_poll, tcp_connect). Taken by that
+    /// registration (`takeAccepting`) and cleared when the poll ends: left set, the
+    /// guest's own sockets opened later were counted as forwarded ones, past their cap.
+    private var acceptingNow = false
+
+    /// Whether the socket being registered is one libslirp just accepted; once.
+    func takeAccepting() -> Bool {
+        defer { acceptingNow = false }
+        return acceptingNow
+    }
+
+    /// slirp_pollfds_poll returned.
+    func endPoll() { acceptingNow = false }
     private var eventBuffer = [epoll_event](repeating: epoll_event(), count: 128)
 
     init?() {

@@ -271,6 +271,7 @@ public final class UserBackend: NetworkBackend, @unchecked Sendable {
                 slirp_pollfds_poll(s, 0, { index, opaque in
                     UserBackend.from(opaque).pollSet.revents(index: index)
                 }, Unmanaged.passUnretained(self).toOpaque())
+                pollSet.endPoll()
             }
             refill()
         }
@@ -388,7 +389,7 @@ public final class UserBackend: NetworkBackend, @unchecked Sendable {
         // Called inside libslirp, so with the slirp lock held.
         cb.register_poll_fd = { fd, opaque in
             let b = UserBackend.from(opaque)
-            b.flowGuard.registered(fd: fd, accepted: b.pollSet.acceptingNow)
+            b.flowGuard.registered(fd: fd, accepted: b.pollSet.takeAccepting())
         }
         cb.unregister_poll_fd = { fd, opaque in
             let b = UserBackend.from(opaque)

@@ -102,31 +102,32 @@ final class DMAMappings {
         }
     }
 
-    /// Unmaps the region mapped with exactly this address and size (everything with
-    /// `unmapsAll`). The spec asks for the address and size of a mapping; libvfio-user
-    /// answers ENOENT otherwise (lib/dma.c `dma_controller_remove_region`), and so does
-    /// this server: a range that covered parts of two regions once removed one of them
-    /// and left the other, and said it had succeeded.
+    /// Unmaps every region wholly inside the range (everything with `unmapsAll`), as the
+    /// kernel's VFIO type1 IOMMU does (`vfio_dma_do_unmap`), which QEMU's client relies on:
+    /// it maps virtio-mem memory a granule at a time and unmaps many with one call. A range
+    /// that covers only part of a region is refused and removes nothing, as there (it once
+    /// removed the regions inside and reported success, leaving the one it cut).
     func unmap(_ u: VFIOUserRequest.DMAUnmap) throws(VFIOUserError) {
         reclaimRetired()
         if u.unmapsAll {
             unmapAll()
             return
         }
-        let (_, wraps) = u.address.addingReportingOverflow(u.size == 0 ? 0 : u.size - 1)
+        let (last, wraps) = u.address.addingReportingOverflow(u.size == 0 ? 0 : u.size - 1)
         guard u.size > 0, !wraps else { throw .malformed("DMA_UNMAP of size \(u.size) at 0x\(String(u.address, radix: 16))") }
-        if let i = unbacked.firstIndex(where: { $0.0 == u.address && $0.1 == u.size }) {
-            unbacked.remove(at: i)
-            return
+        /// Whether `base…base+size-1` meets the range without lying wholly inside it.
+        func cut(_ base: UInt64, _ size: UInt64) -> Bool {
+            let end = base &+ (size &- 1)
+            return base <= last && end >= u.address && (base < u.address || end > last)
         }
-        let removed = lock.withLock { () -> [GuestMemoryRegion] in
-            guard memory.regions.contains(where: { $0.base.raw == u.address && $0.size == u.size }) else { return [] }
-            return memory.remove(base: u.address, size: u.size)
-        }
-        guard !removed.isEmpty else {
-            throw .notFound("DMA_UNMAP 0x\(String(u.address, radix: 16))+0x\(String(u.size, radix: 16)) is not a mapped region")
-        }
+        let range = "0x\(String(u.address, radix: 16))+0x\(String(u.size, radix: 16))"
+        let splits = unbacked.contains { cut($0.0, $0.1) } || lock.withLock { memory.regions.contains { cut($0.base.raw, $0.size) } }
+        guard !splits else { throw .malformed("DMA_UNMAP \(range) covers only part of a mapping") }
+        let before = unbacked.count
+        unbacked.removeAll { $0.0 >= u.address && $0.0 - u.address <= u.size && $0.1 <= u.size - ($0.0 - u.address) }
+        let removed = lock.withLock { memory.remove(base: u.address, size: u.size) }
         release(removed)
+        guard !removed.isEmpty || unbacked.count != before else { throw .notFound("DMA_UNMAP \(range) matches no mapping") }
     }
 
     /// The client went away or asked to drop everything.

@@ -57,8 +57,8 @@ public final class ActionCostMeter: @unchecked Sendable {
     public static let defaultBudget = budget(unitDescriptors: 1)
 
     /// The budget of a device whose unit of work is up to `unitDescriptors` descriptors: a
-    /// virtio chain is walked whole once taken, and is at most its queue's size (virtio 1.2
-    /// §2.7.5.3.1, §2.8.18), so a virtio device's budget has its largest queue in it.
+    /// virtio chain is walked whole once taken, and is at most 1,024 descriptors (Virtio's
+    /// `SplitVirtqueue.maxChainDescriptors`), so a virtio device's budget has one in it.
     public static func budget(unitDescriptors: Int) -> ActionCost {
         ActionCost(descriptors: 256 + max(1, unitDescriptors), frames: 256 + 32_768, bytes: (1 << 20) + (1 << 20))
     }

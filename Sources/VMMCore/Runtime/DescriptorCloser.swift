@@ -10,12 +10,14 @@ import Glibc
 /// serves a peer (vfio-user, QMP) must not wait on that peer: a vfio-user client that sent
 /// a lingering socket once kept `serve` from stopping on SIGTERM (Docs/robustness.md).
 ///
-/// Bounded: at most `capacity` descriptors wait. Past that the closing thread has been
-/// stuck for as long as it took a peer to send them, and a descriptor is closed where it
-/// is given up, as before.
+/// Bounded: at most `capacity` descriptors wait, far below the 1,024 descriptors the
+/// process keeps in hand (`ResourceLimits`): a client that blocks the closing thread for
+/// good (a socket nested in a socket it passed) could otherwise have it hold enough to
+/// leave the whole process without descriptors. Past that a descriptor is closed where
+/// it is given up, as before: the thread serving that client may then wait on it.
 public final class DescriptorCloser: @unchecked Sendable {
     public static let shared = DescriptorCloser()
-    public static let capacity = 4096
+    public static let capacity = 64
 
     private let condition = ThreadCondition()
     private var waiting: [Int32] = []

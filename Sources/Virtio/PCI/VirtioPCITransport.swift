@@ -72,8 +72,8 @@ public final class VirtioPCITransport: VirtioTransport, @unchecked Sendable {
         deviceConfigLength = max(0, min(layout.configLength, Int(VirtioPCILayout.deviceConfigMaxLength)))
         let count = min(max(layout.queueCount, 1), VirtioPCILayout.maxQueues)
         queues = Array(repeating: QueueState(configuration: VirtqueueConfiguration(maxSize: layout.maxQueueSize)), count: count)
-        // A pop walks a whole chain, up to a queue's size, past the deferral point.
-        context.cost.budget = ActionCostMeter.budget(unitDescriptors: Int(layout.maxQueueSize))
+        // A pop walks a whole chain, up to 1,024 descriptors, past the deferral point.
+        context.cost.budget = ActionCostMeter.budget(unitDescriptors: SplitVirtqueue.maxChainDescriptors)
         var features = (layout.features & ~VirtioFeature.transportBits) | VirtioFeature.version1
         if layout.ring.eventIndex { features |= VirtioFeature.eventIndex }
         if layout.ring.indirectDescriptors { features |= VirtioFeature.indirectDescriptors }

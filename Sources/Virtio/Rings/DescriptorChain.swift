@@ -12,8 +12,8 @@ public struct DescriptorChain: Sendable {
     public internal(set) var head: UInt16 = 0
     public internal(set) var readable: [GuestBuffer] = []
     public internal(set) var writable: [GuestBuffer] = []
-    /// Sum of the readable / writable lengths (a chain is at most the queue's size, ≤ 32768
-    /// descriptors of < 4 GiB each, so these cannot overflow).
+    /// Sum of the readable / writable lengths (a chain is at most 1,024 descriptors of
+    /// < 4 GiB each, so these cannot overflow).
     public internal(set) var readableLength: UInt64 = 0
     public internal(set) var writableLength: UInt64 = 0
     /// Descriptors the walk visited (an indirect table's entries, not the table's own

@@ -123,13 +123,11 @@ public final class PackedVirtqueue: Virtqueue, @unchecked Sendable {
     }
 
     /// A table of packed descriptors used in order; only WRITE is meaningful in it (§2.8.19).
-    /// It is the whole chain, so at most the queue's size long (§2.8.18: "A driver MUST
-    /// NOT create a descriptor list longer than the Queue Size"), as a chain in the ring is.
+    /// It is the whole chain: at most `SplitVirtqueue.maxChainDescriptors` entries.
     private func walkIndirect(address: UInt64, length: UInt32, into chain: inout DescriptorChain) throws(VirtqueueError) {
         guard length > 0, length % 16 == 0, length / 16 <= SplitVirtqueue.maxIndirectEntries else {
             throw .badIndirectLength(length)
         }
-        guard length / 16 <= UInt32(size) else { throw .chainTooLong(limit: Int(size)) }
         let table: UnsafeMutableRawBufferPointer
         do {
             table = try memory.hostRange(GuestAddress(address), length: UInt64(length))

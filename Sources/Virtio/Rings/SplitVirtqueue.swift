@@ -14,6 +14,15 @@ import VMMCore
 /// Not thread-safe by itself: the owning device's lock serializes all calls.
 public final class SplitVirtqueue: Virtqueue, @unchecked Sendable {
     public static let maxIndirectEntries: UInt32 = 1024
+    /// The most descriptors one chain may have, an indirect table's entries included:
+    /// 1,024, QEMU's VIRTQUEUE_MAX_SIZE (virtqueue_pop refuses more), the largest queue
+    /// and indirect table this project offers. Not the queue's own size, which the spec
+    /// names (§2.7.5.3.1: "A driver MUST NOT create a descriptor chain longer than the Queue
+    /// Size of the device"): Linux's virtqueue_add_split and _packed only keep to it
+    /// without indirect descriptors, so with `queue-size=16` a virtio_net send of
+    /// MAX_SKB_FRAGS + 2 descriptors, or a virtio_blk request after the driver shrank its
+    /// ring, would have been refused and the device reset.
+    public static let maxChainDescriptors = 1024
 
     public let index: Int
     public let size: UInt16
@@ -121,19 +130,17 @@ public final class SplitVirtqueue: Virtqueue, @unchecked Sendable {
     /// driver cannot tell, since nothing was published.
     public func unpop(_ count: UInt16) { lastAvailIndex &-= count }
 
-    /// Follows a chain from `head` (§2.7.5, §2.7.5.3). A chain is at most the queue's size
-    /// long, an indirect table's entries included (§2.7.5.3.1: "A driver MUST NOT create a
-    /// descriptor chain longer than the Queue Size of the device"; Linux's virtio_blk sizes
-    /// its chains from `seg_max`, which the device sets to the queue size less two, and
-    /// virtio_net's are at most MAX_SKB_FRAGS + 2). Every step spends one unit of that,
-    /// so loops and runaway chains end with an error, and a pop walks at most `size`
-    /// descriptors (Docs/robustness.md: a kick's budget is overrun by one chain at most).
+    /// Follows a chain from `head` (§2.7.5, §2.7.5.3). A chain is at most
+    /// `maxChainDescriptors` long, an indirect table's entries included; every step spends
+    /// one unit of that, so loops and runaway chains end with an error, and a pop walks at
+    /// most that many descriptors (Docs/robustness.md: a kick's budget is overrun by one
+    /// chain at most).
     private func walk(head: UInt16, into chain: inout DescriptorChain) throws(VirtqueueError) {
         guard head < size else { throw .headOutOfRange(head) }
         chain.clear(head: head)
         var table = descriptors
         var tableEntries = Int(size)
-        var budget = Int(size)
+        var budget = Self.maxChainDescriptors
         var inIndirect = false
         var i = Int(head)
         var seenWritable = false
@@ -162,7 +169,7 @@ public final class SplitVirtqueue: Virtqueue, @unchecked Sendable {
             budget -= 1
             guard d.flags.contains(.next) else { return }
             guard Int(d.next) < tableEntries else { throw .nextOutOfRange(d.next) }
-            guard budget > 0 else { throw .chainTooLong(limit: Int(size)) }
+            guard budget > 0 else { throw .chainTooLong(limit: Self.maxChainDescriptors) }
             i = Int(d.next)
         }
     }
