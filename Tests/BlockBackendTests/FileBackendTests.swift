@@ -353,6 +353,27 @@ import VMMTestKit
         disk.stop()
     }
 
+    /// Flushes queued together ride on one `fdatasync` that started after their writes, as
+    /// QEMU's do; one with nothing written since the last needs none. They once ran one
+    /// after another, each its own `fdatasync`, holding every worker.
+    @Test func flushesRideOnOneThatCoversTheirWrites() throws {
+        let loop = try RunningLoop()
+        let path = dir.file("flushes.img", size: 1 << 20)
+        let disk = try open(path, loop: loop)
+        defer { disk.stop() }
+        let data = GuestBuffer(count: 4096, fill: 0x5A)
+        #expect(run(disk, .write(offset: 0, from: [data.all])) == .ok)
+        let c = Completions()
+        for i in 0 ..< 8 { #expect(disk.submit(.flush, completion: c.handler(i))) }
+        for i in 0 ..< 8 { #expect(c.wait(for: i) == .ok) }
+        #expect(disk.syncCalls.load(ordering: .relaxed) == 1)
+        #expect(run(disk, .flush) == .ok)                       // nothing written since
+        #expect(disk.syncCalls.load(ordering: .relaxed) == 1)
+        #expect(run(disk, .write(offset: 4096, from: [data.all])) == .ok)
+        #expect(run(disk, .flush) == .ok)                       // a write since: a new one
+        #expect(disk.syncCalls.load(ordering: .relaxed) == 2)
+    }
+
     @Test func openErrorsAreClear() throws {
         let loop = try RunningLoop()
         let missing = dir.path + "/nope.img"
