@@ -125,6 +125,9 @@ struct RunTests {
     }
 
     /// On a terminal the console is raw (Ctrl-C goes to the guest); Ctrl-A x stops the VM.
+    /// The terminal's description, which stdin shares with stdout and stderr, stays
+    /// blocking: the console reads through one of its own (O_NONBLOCK on the shared one
+    /// made log writes fail with EAGAIN, and stayed if the VMM was killed).
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/script"), "needs script(1) for a pty (util-linux)"))
     func consoleEscapeQuitsOnATerminal() throws {
         let kernel = try CLIHost.temporaryFile(MiniELF.spin)
@@ -139,6 +142,16 @@ struct RunTests {
         p.standardError = output
         try p.run()
         usleep(1_500_000)
+        // The VMM (script's child, or its shell's): stderr's file status flags, in octal.
+        let vmm = (try? FileManager.default.contentsOfDirectory(atPath: "/proc"))?.compactMap(Int32.init).first { pid in
+            guard let cmdline = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+            let args = cmdline.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            return args.first == executable && args.contains(kernel)
+        }
+        let fdinfo = vmm.flatMap { try? String(contentsOfFile: "/proc/\($0)/fdinfo/2", encoding: .utf8) } ?? ""
+        let flags = fdinfo.split(separator: "\n").first { $0.hasPrefix("flags:") }
+            .flatMap { Int($0.dropFirst("flags:".count).trimmingCharacters(in: .whitespaces), radix: 8) }
+        #expect(flags.map { $0 & Int(O_NONBLOCK) == 0 } == true, "stderr's flags: \(fdinfo)")
         input.fileHandleForWriting.write(Data([0x01, UInt8(ascii: "x")]))
         let deadline = Date().addingTimeInterval(20)
         while p.isRunning && Date() < deadline { usleep(20_000) }

@@ -35,6 +35,11 @@ final class SerialConsole: @unchecked Sendable {
     /// for nothing: epoll reports a hang-up whatever the mask, and a pipe whose writer
     /// left would then wake the loop on every turn until the guest read.
     private var inputParked = false
+    /// What stdin is read through: a description of its own (opened through /proc) that
+    /// can be non-blocking alone, or stdin itself where none can be opened (a socket),
+    /// then with `savedInputFlags` to restore. -1 when input is not attached.
+    private var inputFD: Int32 = -1
+    private var ownsInputFD = false
     /// stdin's file status flags before O_NONBLOCK was added (restored: the terminal is shared).
     private var savedInputFlags: Int32?
     /// On a terminal in raw mode Ctrl-C reaches the guest, so the VMM needs its own way out:
@@ -115,22 +120,33 @@ final class SerialConsole: @unchecked Sendable {
     /// Feeds stdin into `uart`; stdin that cannot be polled (a regular file) or ends is left alone.
     /// When stdin is a terminal, `onQuit` runs on Ctrl-A x.
     func attachInput(to uart: Serial16550, loop: EventLoop, onQuit: @escaping @Sendable () -> Void) {
-        let fd = STDIN_FILENO
-        escapes = isatty(fd) == 1
+        escapes = isatty(STDIN_FILENO) == 1
         quit = onQuit
-        let flags = fcntl(fd, F_GETFL)
-        guard flags >= 0 else { return }
-        savedInputFlags = flags
-        _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
+        // The loop reads without blocking. On a terminal stdin's description is stdout's and
+        // stderr's too: O_NONBLOCK there made their writes fail with EAGAIN (a log line lost
+        // after ^S) and stayed set if the process was killed. A description of its own
+        // carries the flag alone (as the console's output does, ConsoleOutput).
+        let own = open("/proc/self/fd/0", O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)
+        if own >= 0 {
+            inputFD = own
+            ownsInputFD = true
+        } else {
+            let flags = fcntl(STDIN_FILENO, F_GETFL)
+            guard flags >= 0 else { return }
+            savedInputFlags = flags
+            _ = fcntl(STDIN_FILENO, F_SETFL, flags | O_NONBLOCK)
+            inputFD = STDIN_FILENO
+        }
         do {
             try registerInput(uart, loop: loop)
         } catch {
             logger.debug("serial input not attached: \(error)")
+            detachInput()
             return
         }
         uart.onRoomForInput = { [weak self] in
             loop.execute { [weak self] in
-                guard let self, self.inputParked, self.savedInputFlags != nil else { return }
+                guard let self, self.inputParked, self.inputFD >= 0 else { return }
                 self.inputParked = false
                 try? self.registerInput(uart, loop: loop)
             }
@@ -138,7 +154,7 @@ final class SerialConsole: @unchecked Sendable {
     }
 
     private func registerInput(_ uart: Serial16550, loop: EventLoop) throws {
-        inputRegistration = try loop.register(fd: STDIN_FILENO, events: .readable) { [weak self] _ in
+        inputRegistration = try loop.register(fd: inputFD, events: .readable) { [weak self] _ in
             self?.pumpInput(into: uart, loop: loop)
         }
     }
@@ -153,8 +169,11 @@ final class SerialConsole: @unchecked Sendable {
 
     /// Gives stdin back as it was (call after the event loop has stopped).
     func detachInput() {
+        if ownsInputFD { close(inputFD) }
         if let flags = savedInputFlags { _ = fcntl(STDIN_FILENO, F_SETFL, flags) }
         savedInputFlags = nil
+        inputFD = -1
+        ownsInputFD = false
         inputRegistration = nil
         inputParked = false
     }
@@ -168,7 +187,7 @@ final class SerialConsole: @unchecked Sendable {
         }
         // Read only what the FIFO can take, so no input is lost; the rest waits in the kernel.
         var buffer = [UInt8](repeating: 0, count: room)
-        let n = buffer.withUnsafeMutableBytes { read(STDIN_FILENO, $0.baseAddress, $0.count) }
+        let n = buffer.withUnsafeMutableBytes { read(inputFD, $0.baseAddress, $0.count) }
         if n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR) {
             loop.unregister(registration)
             inputRegistration = nil
