@@ -35,6 +35,10 @@ extension VirtioNet {
         context.lock.withLock {
             context.cost.measure {
                 receivingBurst = false
+                // Bus mastering turned off during the burst (another vCPU): no write to
+                // guest memory now; the entries go out with the next completion, as
+                // virtio-blk's wait for bus mastering (PCI 3.0 §6.2.2).
+                guard transport.isLive else { return }
                 for pair in 0 ..< configuration.queuePairs {
                     if let queue = transport.queue(2 * pair), queue.pendingUsed > 0 { transport.completeUsed(queue) }
                 }
@@ -127,6 +131,14 @@ extension VirtioNet {
     private func prepare(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> (UnsafeRawBufferPointer, VirtioNetHeader)? {
         guard var h = header else { return (frame, VirtioNetHeader(numBuffers: 1)) }
         h.numBuffers = 1
+        // Only the flags the guest knows pass (§5.1.6.4.1: the device sets NEEDS_CSUM and
+        // DATA_VALID, nothing else it did not negotiate), and an ECN bit without a GSO type
+        // is no header a kernel wrote: Linux's virtio_net_hdr_to_skb refuses it.
+        h.flags &= VirtioNetHeader.needsChecksum | VirtioNetHeader.dataValid
+        if !h.isGSO, h.gsoType != 0 {
+            counters.dropped(.malformed)
+            return nil
+        }
         if h.isGSO {
             let type = h.gsoType & ~VirtioNetHeader.gsoECN
             let needed: NetOffloads = switch type {

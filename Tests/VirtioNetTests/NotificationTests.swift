@@ -44,6 +44,26 @@ struct NotificationTests {
         #expect(rx.usedIndex == 4)
     }
 
+    /// Bus mastering turned off while a burst runs: its end writes nothing to guest
+    /// memory (it published the used index regardless); once it is back on, the next
+    /// completion publishes what was pending.
+    @Test func aBurstEndingWithoutBusMasteringPublishesNothing() throws {
+        let d = try VirtioNetDriver()
+        d.bringUp()
+        let rx = try #require(d.queues[0])
+        d.postReceiveBuffers(8)
+        let frame = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(64))
+        let command = d.function.configRead(4, size: 2)
+        d.endpoint.burst {
+            #expect(d.endpoint.inject(frame))
+            d.function.configWrite(4, size: 2, value: command & ~4)   // another vCPU: bus mastering off
+        }
+        #expect(rx.usedIndex == 0)
+        d.function.configWrite(4, size: 2, value: command)
+        #expect(d.endpoint.inject(frame))
+        #expect(rx.usedIndex == 2)
+    }
+
     /// The guest runs out of buffers inside a burst: what was filled is still published
     /// at its end, and the refused frame stays with the backend.
     @Test func aBurstThatRunsOutOfBuffersPublishesWhatItFilled() throws {

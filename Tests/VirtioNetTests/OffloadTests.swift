@@ -144,6 +144,21 @@ struct OffloadTests {
         #expect(parseHeader(d.bytes(at: bufs[0], 12)) == expected)
     }
 
+    /// A backend's header reaches the guest with only the flags it knows, and an ECN bit
+    /// without a GSO type (which Linux's virtio_net_hdr_to_skb refuses) is dropped and
+    /// counted: both passed as they came.
+    @Test func receiveHeadersCarryOnlyWhatTheGuestKnows() throws {
+        let d = try VirtioNetDriver(capabilities: Self.vnet)
+        d.bringUp()
+        let bufs = d.postReceiveBuffers(4, size: 2048)
+        let frame = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(100))
+        #expect(d.endpoint.inject(frame, header: VirtioNetHeader(flags: 0xF2)))          // DATA_VALID and junk
+        #expect(parseHeader(d.bytes(at: bufs[0], 12)) == VirtioNetHeader(flags: VirtioNetHeader.dataValid, numBuffers: 1))
+        #expect(d.endpoint.inject(frame, header: VirtioNetHeader(gsoType: VirtioNetHeader.gsoECN)))
+        #expect(d.device?.counters.drops(.malformed) == 1)
+        #expect(d.queues[0]?.takeUsed().count == 1)
+    }
+
     @Test func receiveChecksumCompletedWhenGuestDidNotAcceptPartial() throws {
         let d = try VirtioNetDriver(capabilities: Self.vnet)
         d.bringUp { $0 & ~(NetF.guestCsum | NetF.guestTSO4 | NetF.guestTSO6 | NetF.guestECN | NetF.guestUFO) }
