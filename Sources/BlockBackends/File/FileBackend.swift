@@ -47,12 +47,13 @@ public final class FileBackend: BlockBackend, @unchecked Sendable {
     /// it ("fsyncgate"). QEMU does the same (file-posix.c `handle_aiocb_flush`,
     /// `page_cache_inconsistent`; one flush at a time, `bdrv_co_flush`). With O_DIRECT the
     /// page cache holds none of the guest's data, and a failure is not kept.
-    private let flushLock = Mutex<Int32?>(nil)
-    /// Write-like requests finished (`written`), and how many of them had finished when the
+    ///
+    /// It also holds how many write-like requests had finished (`writesFinished`) when the
     /// last `fdatasync` that succeeded started (`flushed`): a flush whose writes that covers
     /// returns at once, riding on it, as QEMU's do (`bdrv_co_flush`: flushed_gen, write_gen).
     /// N flushes queued together cost one `fdatasync`, not N in a row holding every worker.
-    private let generations = Mutex<(written: UInt64, flushed: UInt64)>((0, 0))
+    private let flushLock = Mutex<(failed: Int32?, flushed: UInt64)>((nil, 0))
+    private let writesFinished = Atomic<UInt64>(0)
     /// `fdatasync` calls made (tests).
     let syncCalls = Atomic<UInt64>(0)
     /// Workers still running; the last one to leave flushes what the guest left unflushed.
@@ -138,7 +139,7 @@ public final class FileBackend: BlockBackend, @unchecked Sendable {
         guard let resized else {
             throw .resizeUnsupported("writes in progress did not finish within \(Int(Self.resizeWait)) s; nothing was changed")
         }
-        generations.withLock { $0.written &+= 1 }   // the new size is for the next flush to make durable
+        writesFinished.add(1, ordering: .releasing)   // the new size is for the next flush to make durable
         if let handler = resized { loop.execute { handler(bytes) } }
     }
 
@@ -182,18 +183,18 @@ public final class FileBackend: BlockBackend, @unchecked Sendable {
     /// One `fdatasync` at a time, failing for good after the first failure (`flushLock`),
     /// and none when one that started after this flush's writes already succeeded.
     private func flush(_ io: FileIO) -> Int32 {
-        let target = generations.withLock { $0.written }   // what this flush must make durable
-        return flushLock.withLock { failed in
-            if let failed { return failed }
-            if generations.withLock({ $0.flushed }) >= target { return 0 }
-            let started = generations.withLock { $0.written }
+        let target = writesFinished.load(ordering: .acquiring)   // what this flush must make durable
+        return flushLock.withLock { s in
+            if let failed = s.failed { return failed }
+            if s.flushed >= target { return 0 }
+            let started = writesFinished.load(ordering: .acquiring)
             syncCalls.add(1, ordering: .relaxed)
             let e = io.flush()
             if e != 0 {
-                if !direct { failed = e }
+                if !direct { s.failed = e }
                 return e
             }
-            generations.withLock { $0.flushed = max($0.flushed, started) }
+            s.flushed = started
             return 0
         }
     }
@@ -209,7 +210,7 @@ public final class FileBackend: BlockBackend, @unchecked Sendable {
             let result = resizeGate.write { performInside(request, io) }
             // Counted finished whatever the outcome: a failed write may still have changed
             // pages a later flush must cover.
-            generations.withLock { $0.written &+= 1 }
+            writesFinished.add(1, ordering: .releasing)
             return result
         }
     }

@@ -13,7 +13,8 @@ import VMMCore
 ///
 /// Not thread-safe by itself: the owning device's lock serializes all calls.
 public final class SplitVirtqueue: Virtqueue, @unchecked Sendable {
-    public static let maxIndirectEntries: UInt32 = 1024
+    /// An indirect table holds no more than a chain may have.
+    public static let maxIndirectEntries = UInt32(maxChainDescriptors)
     /// The most descriptors one chain may have, an indirect table's entries included:
     /// 1,024, QEMU's VIRTQUEUE_MAX_SIZE (virtqueue_pop refuses more), the largest queue
     /// and indirect table this project offers. Not the queue's own size, which the spec
