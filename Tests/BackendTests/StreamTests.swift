@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import NetBackends
+@testable import NetBackends
 import Testing
 import VMMCore
 import VMMNet
@@ -251,6 +251,34 @@ final class UnixWire {
         #expect(access(path, F_OK) != 0, "stop() removes the socket file")
     }
 
+    /// A name with several addresses (localhost: ::1, then 127.0.0.1) is tried at each,
+    /// at start and on every reconnect, as QEMU's `inet_connect_saddr` does; before, the
+    /// first address was the only one, so a peer on 127.0.0.1 never answered "localhost".
+    @Test func aClientTriesEachAddressOfTheNameInTurn() throws {
+        // Port b is bound but not listening (connects are refused); port a listens.
+        let b = try #require(TCPTestSocket(listening: false)), a = try #require(TCPTestSocket(listening: true))
+        let addresses = try SocketAddress.resolve(host: "127.0.0.1", port: b.port, passive: false)
+            + SocketAddress.resolve(host: "127.0.0.1", port: a.port, passive: false)
+        let running = try RunningLoop()
+        let backend = try StreamBackend(config: StreamConfig(address: .tcp(host: "localhost", port: b.port)),
+                                        addresses: addresses, eventLoop: running.loop, clock: running.loop)
+        defer { backend.stop() }
+        var peer = StreamPeer.accept(a.fd)
+        #expect(peer != nil, "the second address answered at start")
+        let receiver = RecordingReceiver()
+        backend.start(receiver: receiver)
+        // Now a refuses and b listens: the reconnect tries a, then b.
+        a.close()
+        peer = nil
+        #expect(eventually { receiver.links == [false] })
+        b.listen()
+        let again = try #require(StreamPeer.accept(b.fd))
+        #expect(eventually { receiver.links == [false, true] })
+        #expect(backend.send(testFrame(5)) == .sent)
+        #expect(again.receive() == testFrame(5))
+        _ = peer
+    }
+
     @Test func tcpClientAndServer() throws {
         let running = try RunningLoop()
         // A swiftvmm-to-swiftvmm wire: one backend listens, the other connects.
@@ -304,4 +332,35 @@ final class UnixWire {
         #expect(eventually(5) { ra.frames.count == 1 })
         #expect(ra.frames.first?.bytes == testFrame(2))
     }
+}
+
+/// A TCP socket on 127.0.0.1 with a port of its own: bound only (connects to it are
+/// refused) or listening.
+final class TCPTestSocket {
+    private(set) var fd: Int32
+    let port: UInt16
+
+    init?(listening: Bool) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = UInt32(INADDR_LOOPBACK).bigEndian
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+        }
+        guard fd >= 0, bound else { Glibc.close(fd); return nil }
+        self.fd = fd
+        port = UInt16(bigEndian: addr.sin_port)
+        if listening { listen() }
+    }
+
+    func listen() { Glibc.listen(fd, 4) }
+
+    func close() {
+        if fd >= 0 { Glibc.close(fd) }
+        fd = -1
+    }
+
+    deinit { close() }
 }

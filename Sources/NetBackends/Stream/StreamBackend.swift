@@ -27,8 +27,9 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
 
     private let loop: EventLoop
     private let clock: DeviceClock
-    /// Where a client reconnects; nil for a socket handed over (it cannot be reopened).
-    private let address: SocketAddress?
+    /// Where a client reconnects, tried in turn; empty for a socket handed over (it
+    /// cannot be reopened).
+    private let addresses: [SocketAddress]
     private let port: ReceiverPort
     private let decoder = LengthPrefixedDecoder(maxFrameSize: StreamBackend.maxFrameSize)
     /// A read continues in a later loop turn (`continueLater`); loop thread only.
@@ -54,6 +55,9 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
         var connecting: (fd: Int32, registration: IORegistration)?
         var reconnectTimer: TimerToken?
         var backoff = StreamBackend.minimumBackoff
+        /// The address of `addresses` the next reconnect tries: the one that last
+        /// worked, else the one after the one that last failed.
+        var nextAddress = 0
         var started = false
         var stopped = false
         /// The Unix socket file this backend created (removed on stop).
@@ -61,33 +65,41 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
     }
     private let state = Mutex(State())
 
-    public init(config: StreamConfig, eventLoop: EventLoop, clock: DeviceClock) throws(NetBackendError) {
-        self.config = config
-        loop = eventLoop
-        self.clock = clock
+    public convenience init(config: StreamConfig, eventLoop: EventLoop, clock: DeviceClock) throws(NetBackendError) {
         let option = "net", value = "stream:\(config.address)"
+        let addresses: [SocketAddress]
         switch config.address {
         case let .unix(path):
             guard let a = SocketAddress(unixPath: path) else {
                 throw .badValue(option: option, value: value, reason: "socket path longer than 107 bytes")
             }
-            address = a
+            addresses = [a]
         case let .tcp(host, p):
-            do { address = try SocketAddress(host: host, port: p, passive: config.listen) } catch {
+            do { addresses = try SocketAddress.resolve(host: host, port: p, passive: config.listen) } catch {
                 throw .badValue(option: option, value: value, reason: "cannot resolve '\(host)': \(error.reason)")
             }
         case .descriptor:
             throw .badValue(option: option, value: value, reason: "a handed-over socket is opened with StreamBackend(adopting:)")
         }
+        try self.init(config: config, addresses: addresses, eventLoop: eventLoop, clock: clock)
+    }
+
+    /// Listens on the first of `addresses` that binds, or connects to the first that
+    /// answers (and reconnects through them in turn).
+    init(config: StreamConfig, addresses: [SocketAddress], eventLoop: EventLoop, clock: DeviceClock) throws(NetBackendError) {
+        self.config = config
+        loop = eventLoop
+        self.clock = clock
+        self.addresses = addresses
         port = ReceiverPort(counters: counters, linkUp: false)
-        guard let address else { throw .badValue(option: option, value: value, reason: "no address") }
+        let option = "net", value = "stream:\(config.address)"
         if config.listen {
-            let (fd, owned) = try StreamBackend.listen(on: address, config: config, option: option, value: value)
+            let (fd, owned) = try StreamBackend.listen(on: addresses, config: config, option: option, value: value)
             state.withLock { $0.listener = fd; $0.ownedSocketPath = owned }
             boundPort = StreamBackend.localPort(of: fd)
         } else {
-            let fd = try StreamBackend.connectNow(to: address, option: option, value: value)
-            state.withLock { $0.setPeer(fd) }
+            let (fd, index) = try StreamBackend.connectNow(to: addresses, option: option, value: value)
+            state.withLock { $0.setPeer(fd); $0.nextAddress = index }
             port.setLink(up: true)
         }
     }
@@ -110,7 +122,7 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
         config = StreamConfig(address: .descriptor(label))
         loop = eventLoop
         self.clock = clock
-        address = nil
+        addresses = []
         port = ReceiverPort(counters: counters, linkUp: true)
         state.withLock { $0.setPeer(fd) }
     }
@@ -427,7 +439,7 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
     }
 
     private func scheduleReconnect(_ s: inout State) {
-        guard !s.stopped, s.reconnectTimer == nil, address != nil else { return }
+        guard !s.stopped, s.reconnectTimer == nil, !addresses.isEmpty else { return }
         let delay = s.backoff
         s.backoff = min(s.backoff &* 2, StreamBackend.maximumBackoff)
         s.reconnectTimer = clock.schedule(at: clock.now &+ delay) { [weak self] in
@@ -440,20 +452,28 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
     private func tryReconnect() {
         let fd = state.withLock { s -> Int32? in
             s.reconnectTimer = nil
-            guard !s.stopped, s.peer == nil, s.connecting == nil, let address else { return nil }
+            guard !s.stopped, s.peer == nil, s.connecting == nil, addresses.indices.contains(s.nextAddress) else { return nil }
+            let address = addresses[s.nextAddress]
             let fd = address.makeSocket()
             guard fd >= 0 else { scheduleReconnect(&s); return nil }
             let rc = address.withSockaddr { connect(fd, $0, $1) }
             if rc == 0 { return fd }
             guard errno == EINPROGRESS, let reg = try? loop.register(fd: fd, events: .writable, { [weak self] _ in self?.connectFinished() }) else {
                 close(fd)
-                scheduleReconnect(&s)
+                tryNextAddress(&s)
                 return nil
             }
             s.connecting = (fd, reg)
             return nil
         }
         if let fd { adopt(fd) }
+    }
+
+    /// A reconnect to one address failed: the next one is tried after the backoff (a
+    /// name's addresses in turn, each failure doubling the wait).
+    private func tryNextAddress(_ s: inout State) {
+        s.nextAddress = addresses.isEmpty ? 0 : (s.nextAddress + 1) % addresses.count
+        scheduleReconnect(&s)
     }
 
     private func connectFinished() {
@@ -465,7 +485,7 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
             var len = socklen_t(MemoryLayout<Int32>.size)
             if getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &error, &len) == 0, error == 0 { return c.fd }
             close(c.fd)
-            scheduleReconnect(&s)
+            tryNextAddress(&s)
             return nil
         }
         if let fd { adopt(fd) }
@@ -485,7 +505,22 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
         }
     }
 
-    /// Connects now, waiting up to 5 s: a peer that is not there is a configuration error.
+    /// Connects now to the first of `addresses` that answers, waiting up to 5 s for each:
+    /// a peer that is not there is a configuration error (the last address's reason).
+    /// Returns the socket and the index of the address it reached.
+    private static func connectNow(to addresses: [SocketAddress], option: String, value: String)
+        throws(NetBackendError) -> (Int32, Int) {
+        var failure = NetBackendError.badValue(option: option, value: value, reason: "no address")
+        for (index, address) in addresses.enumerated() {
+            do {
+                return (try connectNow(to: address, option: option, value: value), index)
+            } catch {
+                failure = error
+            }
+        }
+        throw failure
+    }
+
     private static func connectNow(to address: SocketAddress, option: String, value: String) throws(NetBackendError) -> Int32 {
         let fd = address.makeSocket()
         guard fd >= 0 else { throw .system(option: option, value: value, call: "socket", errno: errno, hint: nil) }
@@ -511,7 +546,7 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
     /// on (`UnixSocketListener`): mode 0600, a path that is not a socket refused, one a live
     /// process answers on refused, a stale one replaced; the path is returned to be
     /// removed at stop.
-    private static func listen(on address: SocketAddress, config: StreamConfig, option: String, value: String)
+    private static func listen(on addresses: [SocketAddress], config: StreamConfig, option: String, value: String)
         throws(NetBackendError) -> (Int32, String?) {
         if case let .unix(path) = config.address {
             let listener: UnixSocketListener
@@ -526,6 +561,20 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
             return (fd, listener.path)
         }
+        // The first address that binds, as QEMU's `inet_listen_saddr` does ("::" or
+        // "0.0.0.0" for an empty host; a name's addresses in order).
+        var failure = NetBackendError.badValue(option: option, value: value, reason: "no address")
+        for address in addresses {
+            do {
+                return (try listen(on: address, option: option, value: value), nil)
+            } catch {
+                failure = error
+            }
+        }
+        throw failure
+    }
+
+    private static func listen(on address: SocketAddress, option: String, value: String) throws(NetBackendError) -> Int32 {
         let fd = address.makeSocket()
         guard fd >= 0 else { throw .system(option: option, value: value, call: "socket", errno: errno, hint: nil) }
         var one: Int32 = 1
@@ -540,6 +589,6 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
             close(fd)
             throw .system(option: option, value: value, call: "listen", errno: e, hint: nil)
         }
-        return (fd, nil)
+        return fd
     }
 }

@@ -19,23 +19,39 @@ struct SocketAddress: @unchecked Sendable {
         length = socklen_t(MemoryLayout<sockaddr_un>.size)
     }
 
-    /// The first address getaddrinfo gives for `host` (numeric or a name) and `port`.
-    init(host: String, port: UInt16, passive: Bool) throws(SocketAddressError) {
+    /// The most addresses a host name is tried at: a name with more (a DNS answer the
+    /// user does not control) is tried at its first eight, each once per round.
+    static let maximumAddresses = 8
+
+    /// Every address getaddrinfo gives for `host` (numeric or a name) and `port`, in its
+    /// order (RFC 6724's): a client tries them in turn, as QEMU's `inet_connect_saddr`
+    /// does, so "localhost" reaches a peer on 127.0.0.1 when ::1 comes first.
+    static func resolve(host: String, port: UInt16, passive: Bool) throws(SocketAddressError) -> [SocketAddress] {
         var hints = addrinfo()
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         hints.ai_flags = passive ? AI_PASSIVE : 0
         var result: UnsafeMutablePointer<addrinfo>?
         let rc = getaddrinfo(host.isEmpty ? nil : host, String(port), &hints, &result)
-        guard rc == 0, let first = result, let addr = first.pointee.ai_addr else {
-            throw SocketAddressError(reason: rc == 0 ? "no address" : String(cString: gai_strerror(rc)))
-        }
+        guard rc == 0 else { throw SocketAddressError(reason: String(cString: gai_strerror(rc))) }
         defer { freeaddrinfo(result) }
-        let len = Int(first.pointee.ai_addrlen)
-        withUnsafeMutableBytes(of: &storage) { s in
-            s.copyMemory(from: UnsafeRawBufferPointer(start: addr, count: min(len, s.count)))
+        var addresses: [SocketAddress] = []
+        var next = result
+        while let entry = next, addresses.count < maximumAddresses {
+            next = entry.pointee.ai_next
+            guard let addr = entry.pointee.ai_addr else { continue }
+            var address = SocketAddress()
+            let len = min(Int(entry.pointee.ai_addrlen), MemoryLayout<sockaddr_storage>.size)
+            withUnsafeMutableBytes(of: &address.storage) { s in
+                s.copyMemory(from: UnsafeRawBufferPointer(start: addr, count: len))
+            }
+            address.length = socklen_t(len)
+            addresses.append(address)
         }
-        length = socklen_t(min(len, MemoryLayout<sockaddr_storage>.size))
+        guard !addresses.isEmpty else { throw SocketAddressError(reason: "no address") }
+        return addresses
     }
+
+    private init() {}
 
     func withSockaddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
         withUnsafeBytes(of: storage) { body($0.baseAddress!.assumingMemoryBound(to: sockaddr.self), length) }
