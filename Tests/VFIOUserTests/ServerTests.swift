@@ -72,7 +72,15 @@ final class Served {
         let none = try c.dmaUnmap(address: 0, size: 0x4000)
         #expect(none.isError && none.header.error == UInt32(ENOENT))
         #expect(try c.dmaMap(address: 0x10_0000, size: 0x1000, fd: nil).isError == false)   // no descriptor: remembered only
+        // No overlaps, with a descriptor or without (it was appended again, and took two unmaps)
+        let twice = try c.dmaMap(address: 0x10_0000, size: 0x1000, fd: nil)
+        #expect(twice.isError && twice.header.error == UInt32(EINVAL))
+        #expect(try c.dmaMap(address: 0xF_F000, size: 0x2000, fd: nil).isError)
+        #expect(try c.dmaMap(address: 0x10_0000, size: 0x1000, fd: mem).isError)
+        #expect(s.device.memory.regions.isEmpty)
         #expect(try c.dmaUnmap(address: 0x10_0000, size: 0x1000).isError == false)
+        let gone = try c.dmaUnmap(address: 0x10_0000, size: 0x1000)
+        #expect(gone.isError && gone.header.error == UInt32(ENOENT))
         #expect(try c.call(.regionWrite, le64(0) + le32(7) + le32(2) + [0, 0, 0xFF]).isError)   // 3 bytes for count 2
         #expect(try c.call(.deviceSetIRQs, le32(22) + le32(0x2 | 0x20) + le32(0) + le32(0) + le32(1) + [1, 1]).isError)
         #expect(try c.setIRQs(flags: 0x1 | 0x20, index: 2, start: 1, count: 0).isError)

@@ -48,6 +48,16 @@ final class DMAMappings {
             throw .limit(retired.isEmpty ? "more than \(limit) DMA regions"
                                          : "more than \(limit) DMA regions, \(retired.count) of them unmapped with device I/O still in flight")
         }
+        // No region may overlap another, with a descriptor or without (libvfio-user's
+        // `dma_controller_add_region` answers EINVAL; the kernel's type1 IOMMU EEXIST).
+        // Regions without one were only appended, so a second announcement of a range
+        // was accepted and then took two unmaps, and a backed region could sit on one.
+        let last = m.address &+ (m.size &- 1)
+        func overlaps(_ base: UInt64, _ size: UInt64) -> Bool { base <= last && base &+ (size &- 1) >= m.address }
+        guard !unbacked.contains(where: { overlaps($0.0, $0.1) }),
+              !lock.withLock({ memory.regions.contains { overlaps($0.base.raw, $0.size) } }) else {
+            throw .malformed("DMA_MAP 0x\(String(m.address, radix: 16))+0x\(String(m.size, radix: 16)) overlaps a region already mapped")
+        }
         // A read-only region cannot be mapped PROT_READ: a device write there (a receive
         // buffer in ROM) would fault the process. The device gets no access to it instead,
         // as to regions without a descriptor (QEMU's ROMs and non-memfd RAM).
