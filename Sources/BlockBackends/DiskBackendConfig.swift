@@ -2,13 +2,13 @@ import VMMCore
 
 /// Everything a block device's disk options say, parsed without side effects:
 /// `disk=PATH | nbd://HOST[:PORT]/EXPORT | nbd+unix:///EXPORT?socket=PATH`, `readonly=`,
-/// `direct=` (files), `block-size=`, `reconnect-timeout=` (NBD).
+/// `direct=` (files), `block-size=`, `reconnect-timeout=` and `request-timeout=` (NBD).
 public struct DiskBackendConfig: Equatable, Sendable {
     public enum Kind: Equatable, Sendable {
         /// A raw image file or a block device.
         case file(path: String, direct: Bool)
         /// An NBD export; `uri` is handed to libnbd as given.
-        case nbd(uri: String, reconnectTimeout: Double)
+        case nbd(uri: String, reconnectTimeout: Double, requestTimeout: Double)
     }
 
     public var kind: Kind
@@ -21,6 +21,10 @@ public struct DiskBackendConfig: Equatable, Sendable {
 
     public static let defaultReconnectTimeout = 30.0
     public static let maxReconnectTimeout = 3600.0
+    /// Seconds a connected NBD server may answer nothing while commands wait (0: never
+    /// given up on). Linux's nbd driver gives a request 30 s (blk-mq's default, then
+    /// `nbd_xmit_timeout` shuts the socket); any live server answers some command in a minute.
+    public static let defaultRequestTimeout = 60.0
     public static let defaultQueueLimit = 256
 
     public init(kind: Kind, readOnly: Bool = false, blockSize: UInt32? = nil, queueLimit: Int = DiskBackendConfig.defaultQueueLimit) {
@@ -46,21 +50,25 @@ public struct DiskBackendConfig: Equatable, Sendable {
         if let scheme = NBDAddress.scheme(of: disk) {
             try NBDAddress.validate(disk, scheme: scheme)
             if let v = try options.take("direct") { throw .badValue(key: "direct", value: v, reason: "applies to disk files only, not to NBD") }
-            var timeout = defaultReconnectTimeout
-            if let text = try options.take("reconnect-timeout") {
-                guard let t = Double(text), t.isFinite, t >= 0, t <= maxReconnectTimeout else {
-                    throw .badValue(key: "reconnect-timeout", value: text, reason: "expected seconds in 0...\(Int(maxReconnectTimeout))")
-                }
-                timeout = t
-            }
-            kind = .nbd(uri: disk, reconnectTimeout: timeout)
+            kind = .nbd(uri: disk,
+                        reconnectTimeout: try seconds("reconnect-timeout", &options) ?? defaultReconnectTimeout,
+                        requestTimeout: try seconds("request-timeout", &options) ?? defaultRequestTimeout)
         } else {
-            if let v = try options.take("reconnect-timeout") {
-                throw .badValue(key: "reconnect-timeout", value: v, reason: "applies to NBD disks only")
+            for key in ["reconnect-timeout", "request-timeout"] {
+                if let v = try options.take(key) { throw .badValue(key: key, value: v, reason: "applies to NBD disks only") }
             }
             guard !disk.contains("\0") else { throw .badValue(key: "disk", value: disk, reason: "a path cannot contain NUL") }
             kind = .file(path: disk, direct: try options.takeBool("direct") ?? false)
         }
         return DiskBackendConfig(kind: kind, readOnly: readOnly, blockSize: blockSize)
+    }
+
+    /// A number of seconds in 0...3600 under `key`, if given.
+    private static func seconds(_ key: String, _ options: inout DeviceOptions) throws(OptionError) -> Double? {
+        guard let text = try options.take(key) else { return nil }
+        guard let t = Double(text), t.isFinite, t >= 0, t <= maxReconnectTimeout else {
+            throw .badValue(key: key, value: text, reason: "expected seconds in 0...\(Int(maxReconnectTimeout))")
+        }
+        return t
     }
 }

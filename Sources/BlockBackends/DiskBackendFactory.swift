@@ -16,9 +16,9 @@ public struct DiskBackendFactory: BlockBackendFactory {
         case let .file(path, direct):
             try FileBackend(path: path, readOnly: config.readOnly, direct: direct, blockSize: config.blockSize,
                             queueLimit: config.queueLimit, eventLoop: eventLoop)
-        case let .nbd(uri, timeout):
+        case let .nbd(uri, reconnectTimeout, requestTimeout):
             try NBDBackend(uri: uri, readOnly: config.readOnly, blockSize: config.blockSize, queueLimit: config.queueLimit,
-                           reconnectTimeout: timeout, eventLoop: eventLoop)
+                           reconnectTimeout: reconnectTimeout, requestTimeout: requestTimeout, eventLoop: eventLoop)
         }
     }
 }

@@ -22,11 +22,11 @@ import VMMTestKit
     }
 
     @Test func nbd() throws {
-        #expect(try parse("virtio-blk,disk=nbd://host:10809/exp") == DiskBackendConfig(kind: .nbd(uri: "nbd://host:10809/exp", reconnectTimeout: 30)))
-        #expect(try parse("virtio-blk,disk=nbd+unix:///e?socket=/tmp/s,reconnect-timeout=2.5")
-            == DiskBackendConfig(kind: .nbd(uri: "nbd+unix:///e?socket=/tmp/s", reconnectTimeout: 2.5)))
-        #expect(try parse("virtio-blk,disk=nbd://[::1]:10809/exp") == DiskBackendConfig(kind: .nbd(uri: "nbd://[::1]:10809/exp", reconnectTimeout: 30)))
-        #expect(try parse("virtio-blk,disk=nbd://[::1]/exp") == DiskBackendConfig(kind: .nbd(uri: "nbd://[::1]/exp", reconnectTimeout: 30)))
+        #expect(try parse("virtio-blk,disk=nbd://host:10809/exp") == DiskBackendConfig(kind: .nbd(uri: "nbd://host:10809/exp", reconnectTimeout: 30, requestTimeout: 60)))
+        #expect(try parse("virtio-blk,disk=nbd+unix:///e?socket=/tmp/s,reconnect-timeout=2.5,request-timeout=0")
+            == DiskBackendConfig(kind: .nbd(uri: "nbd+unix:///e?socket=/tmp/s", reconnectTimeout: 2.5, requestTimeout: 0)))
+        #expect(try parse("virtio-blk,disk=nbd://[::1]:10809/exp") == DiskBackendConfig(kind: .nbd(uri: "nbd://[::1]:10809/exp", reconnectTimeout: 30, requestTimeout: 60)))
+        #expect(try parse("virtio-blk,disk=nbd://[::1]/exp") == DiskBackendConfig(kind: .nbd(uri: "nbd://[::1]/exp", reconnectTimeout: 30, requestTimeout: 60)))
     }
 
     @Test func badInputNamesTheOption() {
@@ -39,6 +39,8 @@ import VMMTestKit
         #expect(error("virtio-blk,disk=nbd://h/e,direct=on")?.contains("applies to disk files only") == true)
         #expect(error("virtio-blk,disk=nbd://h/e,reconnect-timeout=-1")?.contains("'reconnect-timeout'") == true)
         #expect(error("virtio-blk,disk=nbd://h/e,reconnect-timeout=nan")?.contains("'reconnect-timeout'") == true)
+        #expect(error("virtio-blk,disk=nbd://h/e,request-timeout=3601") == "bad value '3601' for option 'request-timeout': expected seconds in 0...3600")
+        #expect(error("virtio-blk,disk=a,request-timeout=5")?.contains("applies to NBD disks only") == true)
         #expect(error("virtio-blk,disk=nbds://h/e")?.contains("TLS is not supported") == true)
         #expect(error("virtio-blk,disk=http://h/e")?.contains("unknown URI scheme 'http'") == true)
         #expect(error("virtio-blk,disk=nbd+unix:///e")?.contains("socket=PATH") == true)
@@ -73,6 +75,6 @@ import VMMTestKit
 
     @Test func helpListsEveryOption() {
         let keys = Set(DiskBackendHelp.options.map(\.key))
-        #expect(keys == ["disk", "readonly", "direct", "block-size", "reconnect-timeout"])
+        #expect(keys == ["disk", "readonly", "direct", "block-size", "reconnect-timeout", "request-timeout"])
     }
 }

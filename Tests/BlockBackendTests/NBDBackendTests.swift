@@ -14,9 +14,9 @@ struct NBDBackendTests {
     let dir = TemporaryDirectory()
 
     private func open(_ server: NBDKit, loop: RunningLoop, queueLimit: Int = 256, reconnectTimeout: Double = 30,
-                      readOnly: Bool = false) throws -> NBDBackend {
+                      requestTimeout: Double = 60, readOnly: Bool = false) throws -> NBDBackend {
         try NBDBackend(uri: server.uri, readOnly: readOnly, blockSize: nil, queueLimit: queueLimit,
-                       reconnectTimeout: reconnectTimeout, eventLoop: loop.loop)
+                       reconnectTimeout: reconnectTimeout, requestTimeout: requestTimeout, eventLoop: loop.loop)
     }
 
     @Test func memoryExportRoundTrip() throws {
@@ -217,6 +217,34 @@ struct NBDBackendTests {
         for i in 0 ..< 3 { #expect(c.result(i) == .ok) }
         // Room again once they completed.
         #expect(run(disk, .read(offset: 0, into: [b[3].bytes])) == .ok)
+    }
+
+    /// A server that stays connected and answers nothing: each time `request-timeout`
+    /// passes with the read in flight the connection is dropped and the read re-sent on a
+    /// new one; the fifth send fails it with EIO. Before, it waited for ever, and so did a
+    /// guest's reset behind it. A slow server that answers within the timeout is not touched.
+    @Test func aServerThatAnswersNothingIsGivenUpOnAfterTheRequestTimeout() throws {
+        let loop = try RunningLoop()
+        let server = try #require(NBDKit(in: dir, ["--filter=delay", "memory", "1M", "rdelay=3600"]))
+        let disk = try open(server, loop: loop, requestTimeout: 0.3)
+        defer { disk.stop() }
+        let b = GuestBuffer(count: 4096)
+        let c = Completions()
+        let start = clockMilliseconds()
+        #expect(disk.submit(.read(offset: 0, into: [b.bytes]), completion: c.handler(1)))
+        #expect(c.wait(count: 1, seconds: 20))
+        #expect(c.result(1) == .ioError(errno: EIO))
+        #expect(clockMilliseconds() - start >= 1_500)   // five sends of 0.3 s each
+        #expect(disk.counters.requestTimeouts.load(ordering: .relaxed) == UInt64(NBDBackend.maxSends))
+        #expect(disk.counters.reconnects.load(ordering: .relaxed) >= UInt64(NBDBackend.maxSends) - 1)
+        // Writes are not delayed: the disk still works.
+        #expect(run(disk, .write(offset: 0, from: [b.all])) == .ok)
+
+        let slow = try #require(NBDKit(in: dir, ["--filter=delay", "memory", "1M", "rdelay=200ms"], name: "slow.sock"))
+        let patient = try open(slow, loop: loop, requestTimeout: 1)
+        defer { patient.stop() }
+        #expect(run(patient, .read(offset: 0, into: [b.bytes])) == .ok)
+        #expect(patient.counters.requestTimeouts.load(ordering: .relaxed) == 0)
     }
 
     @Test func serverRestartsRequestsWaitAndComplete() throws {

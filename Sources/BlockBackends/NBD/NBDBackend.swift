@@ -16,6 +16,10 @@ import VMMCore
 /// When the server goes away, commands in flight go back to the front of the queue and
 /// a reconnect thread knocks with `NBDReconnectPolicy`'s backoff; after its timeout the
 /// queue fails with ENOTCONN and new requests fail at once until a reconnect succeeds.
+/// A server that stays connected but answers nothing for `requestTimeout` while commands
+/// wait is treated as gone (the same thread watches it), as Linux's nbd driver shuts the
+/// socket in `nbd_xmit_timeout`: its commands are re-sent on the next connection, and a
+/// request sent `maxSends` times fails with EIO, so nothing waits on a server for ever.
 public final class NBDBackend: BlockBackend, @unchecked Sendable {
     /// Commands in flight on the socket at once: a request with more is issued a window at
     /// a time (`NBDPieceCursor`), and requests behind it wait in the queue.
@@ -60,6 +64,9 @@ public final class NBDBackend: BlockBackend, @unchecked Sendable {
         var pending: [Outstanding] = []
         var inFlight: [UInt64: Outstanding] = [:]
         var piecesInFlight = 0
+        /// Monotonic ns of the last reply, or of the first command sent after none were in
+        /// flight: with commands in flight, the server has answered nothing since.
+        var lastProgress: UInt64 = 0
         /// The most commands ever in flight at once (tests check the window holds).
         var peakPiecesInFlight = 0
         /// The request in `inFlight` whose commands are not all issued yet (at most one:
@@ -79,6 +86,8 @@ public final class NBDBackend: BlockBackend, @unchecked Sendable {
     }
 
     private let uri: String
+    /// Seconds the server may answer nothing while commands are in flight (0: no limit).
+    private let requestTimeout: Double
     private let loop: EventLoop
     private let lock = ThreadCondition()
     private let sink = NBDCompletionSink()
@@ -86,8 +95,10 @@ public final class NBDBackend: BlockBackend, @unchecked Sendable {
     private var reconnector: WorkerThread?
 
     public init(uri: String, readOnly: Bool, blockSize: UInt32?, queueLimit: Int = DiskBackendConfig.defaultQueueLimit,
-                reconnectTimeout: Double = DiskBackendConfig.defaultReconnectTimeout, eventLoop: EventLoop) throws(DiskBackendError) {
+                reconnectTimeout: Double = DiskBackendConfig.defaultReconnectTimeout,
+                requestTimeout: Double = DiskBackendConfig.defaultRequestTimeout, eventLoop: EventLoop) throws(DiskBackendError) {
         self.uri = uri
+        self.requestTimeout = requestTimeout.isFinite ? max(0, requestTimeout) : DiskBackendConfig.defaultRequestTimeout
         loop = eventLoop
         let connection: NBDConnection
         switch NBDConnection.connect(uri: uri, timeout: NBDReconnectPolicy.handshakeTimeout, shouldGiveUp: { false }) {
@@ -248,6 +259,7 @@ public final class NBDBackend: BlockBackend, @unchecked Sendable {
             }
             while state.piecesInFlight < NBDBackend.maxPiecesInFlight,
                   let piece = o.cursor.next(maxPayload: state.export.maximumPayload) {
+                if state.piecesInFlight == 0 { state.lastProgress = MonotonicTime.nanoseconds() }
                 if piece.issue(on: connection.handle, sink.callback(request: o.id, attempt: o.attempt)) < 0 {
                     if connection.isDead { o.lost = true } else { o.error = NBDConnection.lastError().errno }
                     o.cursor.abandon()
@@ -305,6 +317,7 @@ public final class NBDBackend: BlockBackend, @unchecked Sendable {
     private func drainCompletions(connectionLost: Bool, _ done: inout Done) {
         let entries = sink.entries
         sink.entries.removeAll()
+        if !entries.isEmpty { state.lastProgress = MonotonicTime.nanoseconds() }
         var retry: [Outstanding] = []
         for e in entries {
             guard var o = state.inFlight[e.request], o.attempt == e.attempt else { continue }
@@ -469,6 +482,13 @@ public final class NBDBackend: BlockBackend, @unchecked Sendable {
 
     private enum Step { case exit, connect, again }
 
+    /// When the connected server will have answered nothing for `requestTimeout` while
+    /// commands wait; nil when nothing is being waited for.
+    private var stallDeadline: UInt64? {
+        guard requestTimeout > 0, state.connection != nil, state.piecesInFlight > 0 else { return nil }
+        return state.lastProgress &+ NBDReconnectPolicy.nanoseconds(requestTimeout)
+    }
+
     private func reconnectLoop() {
         while true {
             var done: Done = []
@@ -477,7 +497,19 @@ public final class NBDBackend: BlockBackend, @unchecked Sendable {
                 expireIfDue(&done)
                 if !done.isEmpty { return .again }
                 guard state.connection == nil, let since = state.downSince else {
-                    _ = lock.wait { state.stopped || state.connection == nil }
+                    if let deadline = stallDeadline, MonotonicTime.nanoseconds() >= deadline {
+                        counters.requestTimeouts.add(1, ordering: .relaxed)
+                        disconnect(&done)
+                        return .again
+                    }
+                    // Connected: wake when a stall would be due (with nothing in flight, a
+                    // timeout from now, to look again), or when the connection goes.
+                    var wake: MonotonicDeadline?
+                    if requestTimeout > 0 {
+                        let seconds = stallDeadline.map { Double($0 &- min($0, MonotonicTime.nanoseconds())) / 1e9 }
+                        wake = MonotonicDeadline(secondsFromNow: seconds ?? requestTimeout)
+                    }
+                    _ = lock.wait(until: wake) { state.stopped || state.connection == nil }
                     return .again
                 }
                 let now = MonotonicTime.nanoseconds()
