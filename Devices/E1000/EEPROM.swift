@@ -8,7 +8,10 @@ struct E1000EEPROM {
     static let wordCount = 64
     /// Words 0x00…0x3F sum to this (§5.6.1; Linux e1000_validate_eeprom_checksum).
     static let checksumTarget: UInt16 = 0xBABA
-    static let subsystemID: UInt16 = 0x001E        // PRO/1000 MT Desktop
+    /// 0x001E: Intel's subsystem ID of the PRO/1000 MT Desktop Adapter, the 82540EM board
+    /// (the PCI ID database's 8086:100e 8086:001e). QEMU's template puts the device ID
+    /// (0x100E) here instead; Linux e1000 reads neither.
+    static let subsystemID: UInt16 = 0x001E
     static let subsystemVendorID: UInt16 = 0x8086
 
     private(set) var words: [UInt16]

@@ -46,10 +46,14 @@ struct M88E1011PHY {
         registers[Register.control] = Control.powerOn
         registers[Register.id1] = 0x0141
         registers[Register.id2] = 0x0C20
-        registers[Register.autonegAdvertisement] = 0x01E1
+        // Reset values as QEMU's e1000 `phy_reg_init` (hw/net/e1000.c): advertisement 10/100
+        // half/full with both pause bits (0x0DE1), PHY specific control with automatic
+        // crossover (M88E1000_PSCR_AUTO_X_MODE 0x0060) and 0x0300. Linux rewrites both
+        // (`e1000_phy_setup_autoneg`, `e1000_copper_link_mgp_setup`).
+        registers[Register.autonegAdvertisement] = 0x0DE1
         registers[Register.gigabitControl] = 0x0E00
         registers[Register.extendedStatus] = 0x3000      // 1000BASE-T full/half capable
-        registers[Register.specificControl] = 0x0068
+        registers[Register.specificControl] = 0x0360
         registers[Register.extendedSpecificControl] = 0x0D60
     }
 

@@ -19,7 +19,10 @@ enum Reg {
     static let ral0 = 0x5400, raEnd = 0x5480            // 16 RAL/RAH pairs
     static let vfta = 0x5600, vftaEnd = 0x5800          // 128 entries
     static let wuc = 0x5800, wufc = 0x5808, wus = 0x5810, manc = 0x5820
-    static let ipav = 0x5838, ip4at = 0x5840, ip4atEnd = 0x5858, ip6at = 0x5880, ip6atEnd = 0x5890
+    /// IP4AT: 4 entries of 8 bytes from 0x5840 (Linux e1000_hw.h: E1000_IP4AT 0x05840,
+    /// E1000_IP4AT_SIZE 4, `struct e1000_ipv4_at_entry`; the manual's "0x5840–0x5858" names
+    /// the last entry's start), so the exclusive end is 0x5860.
+    static let ipav = 0x5838, ip4at = 0x5840, ip4atEnd = 0x5860, ip6at = 0x5880, ip6atEnd = 0x5890
     static let wupm = 0x5A00, wupmEnd = 0x5A80
     static let fflt = 0x5F00, ffltEnd = 0x5F20
     static let ffmt = 0x9000, ffmtEnd = 0x9400, ffvt = 0x9800, ffvtEnd = 0x9C00

@@ -74,7 +74,9 @@ import VMMTestKit
         let nic = try NIC()
         for (o, v): (UInt64, UInt32) in [(0x18, 0x1234), (0x28, 0x00C2_8001), (0x2C, 0x0100), (0x30, 0x8808), (0x170, 0x0680),
                                          (0x410, 0x0060_200A), (0x458, 7), (0xE00, 0x0706_8302), (0x1000, 0x0014_0030),
-                                         (0x2828, 0x0101_0000), (0x3828, 0x0101_0000), (0x5800, 1), (0x5808, 2), (0x5820, 0x10)] {
+                                         (0x2828, 0x0101_0000), (0x3828, 0x0101_0000), (0x5800, 1), (0x5808, 2), (0x5820, 0x10),
+                                         // IP4AT's four entries, the last at 0x5858 (e1000_hw.h E1000_IP4AT_SIZE 4)
+                                         (0x5840, 0x0A00_0001), (0x5858, 0x0A00_0004), (0x5880, 0xFE80_0000)] {
             nic.w(o, v)
             #expect(nic.r(o) == v, "register 0x\(String(o, radix: 16))")
         }
@@ -88,9 +90,9 @@ import VMMTestKit
 
     @Test func machineResetAlsoResetsThePHY() throws {
         let nic = try NIC()
-        nic.w(R.mdic, 1 << 26 | 1 << 21 | 4 << 16 | 0x0DE1)            // write ANAR
+        nic.w(R.mdic, 1 << 26 | 1 << 21 | 4 << 16 | 0x01E1)            // write ANAR: no pause
         nic.model.reset()
         nic.w(R.mdic, 2 << 26 | 1 << 21 | 4 << 16)
-        #expect(nic.r(R.mdic) & 0xFFFF == 0x01E1)
+        #expect(nic.r(R.mdic) & 0xFFFF == 0x0DE1)                       // QEMU's phy_reg_init
     }
 }
