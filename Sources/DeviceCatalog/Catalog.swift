@@ -3,6 +3,7 @@ import E1000
 import NetBackends
 import VirtioBlk
 import VirtioNet
+import VirtioRng
 import VMMBlock
 import VMMCore
 import VMMNet
@@ -14,6 +15,7 @@ public enum DeviceCatalog {
         E1000Device.self,
         VirtioNetDevice.self,
         VirtioBlkDevice.self,
+        VirtioRngDevice.self,
     ])
 
     /// The machine services devices may use: the backend factories and the registries the

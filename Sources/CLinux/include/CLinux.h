@@ -38,6 +38,13 @@ static inline ssize_t clinux_write(int fd, const void *buf, size_t count) {
 static inline ssize_t clinux_writev(int fd, const struct iovec *iov, int iovcnt) {
     return (ssize_t)syscall(SYS_writev, fd, iov, iovcnt);
 }
+
+// ---- Entropy ----
+// getrandom(2): <sys/random.h> is not part of Glibc's Swift module map.
+#include <sys/random.h>
+static inline ssize_t clinux_getrandom(void *buf, size_t count, unsigned int flags) {
+    return getrandom(buf, count, flags);
+}
 /// Adds 1 to an eventfd's counter (an interrupt to a vfio-user client, a loop wake-up).
 static inline int clinux_eventfd_signal(int fd) {
     uint64_t one = 1;

@@ -1,0 +1,76 @@
+import FuzzSupport
+import VMMCore
+import VMMTestKit
+import VirtioRng
+
+/// Fuzz target: virtio-rng requests from a hostile driver (virtio 1.2 §5.4). The device
+/// is brought up as Linux does it, with or without a rate limit, then the input chooses
+/// chains (writable and readable buffers, lengths up to 256 KiB, buffers outside RAM),
+/// kicks, the passing of time, resets and scribbles over the rings. Nothing may trap, no
+/// request may be given more than 64 KiB or more than its writable buffers hold, and no
+/// action may cost more than the per-action budget.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzVirtioRng(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
+    var input = FuzzInput(data, size)
+    guard let machine = try? TestMachine(memorySize: 4 << 20) else { return 0 }
+    let options = ["queue-size=16", "queue-size=16,max-bytes=100,period=10", "queue-size=16,packed=on"][input.choose(3)]
+    guard let rng = try? machine.add(VirtioRngDevice.self, options: options) else { return 0 }
+    let driver = VirtioTestDriver(function: rng, machine: machine)
+    let packed = options.hasSuffix("packed=on")
+    let packedQueues = packed ? driver.bringUpPacked(queueCount: 1, size: 16) : []
+    if !packed { driver.bringUp() }
+
+    // Buffers point into a pool at 2 MiB, far above what the test allocator hands out
+    // for rings (from 1 MiB, a few KiB per bring-up); they overlap, and reach up to
+    // 512 KiB past it.
+    let pool = GuestAddress(2 << 20)
+    var writableByHead: [UInt16: UInt64] = [:]
+    var scribbled = false
+    var steps = 0
+    while !input.isExhausted && steps < 200 {
+        steps += 1
+        switch input.byte() % 8 {
+        case 0, 1, 2, 3: // a request
+            var chain: [(address: GuestAddress, length: UInt32, writable: Bool)] = []
+            var writable: UInt64 = 0
+            for _ in 0 ..< 1 + input.choose(3) {
+                let length = input.bool() ? UInt32(input.byte()) : UInt32(input.integer(UInt16.self)) << 2
+                let address = input.byte() < 24 ? GuestAddress(input.integer(UInt64.self))
+                                                : GuestAddress(pool.raw + UInt64(input.integer(UInt16.self)) << 2)
+                let isWritable = input.byte() > 24
+                // A buffer anywhere in RAM may cover the rings themselves: the device's
+                // bytes then stand for the driver's, and the used ring is not checked.
+                if address.raw < pool.raw, isWritable { scribbled = true }
+                chain.append((address, length, isWritable))
+                if isWritable { writable += UInt64(length) }
+            }
+            if packed {
+                packedQueues.first?.addChain(chain)
+            } else if let head = driver.queues[0]?.addChain(chain) {
+                writableByHead[head] = writable
+            }
+            if input.byte() > 32 { driver.kick(0) }
+        case 4:
+            machine.runQueuedWork(limit: 100)
+        case 5:
+            machine.advance(nanoseconds: UInt64(input.integer(UInt32.self)))
+        case 6:
+            driver.setStatus(0)
+            writableByHead.removeAll()
+            if !packed { driver.bringUp() }
+        default:
+            scribbled = true
+            try? machine.memory.writeBytes(input.bytes(upTo: 32), at: GuestAddress(UInt64(input.integer(UInt32.self)) % (4 << 20)))
+        }
+        if !packed, !scribbled {
+            for used in driver.queues[0]?.takeUsed() ?? [] {
+                let limit = min(writableByHead[UInt16(truncatingIfNeeded: used.id)] ?? .max, 64 << 10)
+                fuzzCheck(UInt64(used.length) <= limit, "request \(used.id) given \(used.length) bytes, at most \(limit)")
+            }
+        }
+    }
+    machine.runQueuedWork(limit: 1000)
+    let meter = rng.function.cost
+    fuzzCheck(meter.worst.fits(meter.budget), "one action cost \(meter.worst), budget \(meter.budget)")
+    return 0
+}
