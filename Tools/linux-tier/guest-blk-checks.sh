@@ -1,7 +1,8 @@
 #!/bin/sh
 # Runs inside the Linux guest of the driver tier (Tools/linux-tier/run.py) as
 # `swiftvmm.run=swiftvmm-blk-checks,IMPL`: Linux's virtio_blk driver against one
-# virtio-blk disk (serial tier-disk, 64 MiB, an ext4 file system made on the host).
+# virtio-blk disk (serial tier-disk, 64 MiB, an ext4 file system made on the host), and
+# Linux's virtio_rng driver against one virtio-rng device.
 # Prints "CHECK NAME PASS|FAIL detail" and "METRIC NAME VALUE"; "BLOCK-RESIZE" asks the
 # host to grow the disk to 96 MiB over QMP (block_resize).
 impl=${1:-swiftvmm}
@@ -45,6 +46,22 @@ echo "METRIC read-64MiB-seconds $(echo "$start $end" | awk '{print $2 - $1}')"
 echo "BLOCK-RESIZE"
 i=0; while [ $i -lt 100 ] && [ "$(cat $D/size)" != 196608 ]; do sleep 0.1; i=$((i+1)); done
 check resize-seen $([ "$(cat $D/size)" = 196608 ]; echo $?) "$(cat $D/size) sectors"
+
+# virtio-rng: the driver registers virtio_rng.0 with the hw_random core, which makes it
+# current (quality 1000) and reads it from /dev/hwrng (virtio_read: one 64-byte request
+# at a time).
+R=/sys/class/misc/hw_random
+rdrv=$(ls /sys/bus/virtio/drivers/virtio_rng 2>/dev/null | grep virtio | head -1)
+check rng-driver $([ -n "$rdrv" ]; echo $?) "$(ls /sys/bus/virtio/drivers 2>/dev/null | tr '\n' ' ')"
+check rng-current $(grep -q '^virtio_rng' $R/rng_current 2>/dev/null; echo $?) "$(cat $R/rng_current 2>/dev/null) of $(cat $R/rng_available 2>/dev/null)"
+start=$(cut -d' ' -f1 /proc/uptime)
+one=$(dd if=/dev/hwrng bs=64 count=256 2>/dev/null | md5sum | cut -d' ' -f1)
+end=$(cut -d' ' -f1 /proc/uptime)
+two=$(dd if=/dev/hwrng bs=64 count=256 2>/dev/null | md5sum | cut -d' ' -f1)
+size=$(dd if=/dev/hwrng bs=64 count=16 2>/dev/null | wc -c | tr -d ' ')
+zero=$(dd if=/dev/zero bs=64 count=256 2>/dev/null | md5sum | cut -d' ' -f1)
+check rng-read $([ "$size" = 1024 ] && [ "$one" != "$two" ] && [ "$one" != "$zero" ]; echo $?) "$size bytes; 16 KiB twice: $one $two"
+echo "METRIC hwrng-16KiB-seconds $(echo "$start $end" | awk '{print $2 - $1}')"
 
 bad=$(dmesg | grep -iE "I/O error|blk_update_request|buffer i/o|EXT4-fs error" | head -3)
 check dmesg-clean $([ -z "$bad" ]; echo $?) "$bad"

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""The Linux-driver tier: Linux's own e1000, virtio_net and virtio_blk drivers against
-swiftvmm's devices, served over vfio-user to QEMU (software emulation), and the same
-guest script against QEMU's own e1000, virtio-net-pci and virtio-blk-pci in the same run
-for comparison.
+"""The Linux-driver tier: Linux's own e1000, virtio_net, virtio_blk and virtio_rng drivers
+against swiftvmm's devices, served over vfio-user to QEMU (software emulation), and the
+same guest script against QEMU's own e1000, virtio-net-pci, virtio-blk-pci and
+virtio-rng-pci in the same run for comparison.
 
 Each run boots Debian's kernel with the Tools/build-guest initramfs and two NICs of one
 model: one on user-mode networking, one on a TAP in a network namespace this script
@@ -11,7 +11,8 @@ inside that namespace, so its loopback is "the host's loopback" the guest reache
 user-mode networking, and nothing is left on the machine afterwards. The virtio-blk run serves a 64 MiB ext4
 image made here (mkfs.ext4); the guest mounts it, writes, syncs and reads back, trims,
 and sees the disk grow over QMP block_resize; afterwards e2fsck must find it clean and
-debugfs must read back what the guest wrote.
+debugfs must read back what the guest wrote. The same guest reads /dev/hwrng through a
+virtio-rng device served by the same `swiftvmm serve` (QEMU's virtio-rng-pci for QEMU).
 
   Tools/linux-tier/run.py [--models e1000,virtio-net] [--no-reference] [--json FILE]
 
@@ -324,14 +325,18 @@ def stop_serve(serve):
 def run_swiftvmm_blk(args, ns, log, sockdir):
     image = make_disk(sockdir, "swiftvmm-disk.img")
     sock, qmp = os.path.join(sockdir, "blk.sock"), os.path.join(sockdir, "blk-qmp.sock")
+    rng = os.path.join(sockdir, "rng.sock")
     serve = ns.popen([args.swiftvmm, "serve", "--qmp", f"unix:{qmp},server=on,wait=off",
-                      "--socket", sock, "--device", f"virtio-blk,disk={image},serial=tier-disk,id=d0"],
+                      "--socket", sock, "--device", f"virtio-blk,disk={image},serial=tier-disk,id=d0",
+                      "--socket", rng, "--device", "virtio-rng"],
                      stdout=subprocess.DEVNULL, stderr=log)
-    wait_for_sockets([sock])
-    nics = ["-device", json.dumps({"driver": "vfio-user-pci", "socket": {"type": "unix", "path": sock}})]
-    checks, metrics, secs = run_guest(ns, qemu_command(find_qemu(), "virtio-blk", nics, "swiftvmm"), log, qmp)
+    wait_for_sockets([sock, rng])
+    devices = ["-device", json.dumps({"driver": "vfio-user-pci", "socket": {"type": "unix", "path": sock}}),
+               "-device", json.dumps({"driver": "vfio-user-pci", "socket": {"type": "unix", "path": rng}})]
+    checks, metrics, secs = run_guest(ns, qemu_command(find_qemu(), "virtio-blk", devices, "swiftvmm"), log, qmp)
     status = stop_serve(serve)
-    checks["serve-clean-exit"] = {"pass": status == 0 and not os.path.exists(sock), "detail": f"status {status}"}
+    checks["serve-clean-exit"] = {"pass": status == 0 and not any(os.path.exists(s) for s in (sock, rng)),
+                                  "detail": f"status {status}"}
     checks.update(disk_checks(image, metrics))
     return checks, metrics, secs
 
@@ -362,7 +367,8 @@ def run_reference(args, ns, model, log, sockdir):
     if model == "virtio-blk":
         image = make_disk(sockdir, "qemu-disk.img")
         disk = ["-drive", f"file={image},format=raw,if=none,id=d0",
-                "-device", f"{m},drive=d0,serial=tier-disk", "-qmp", f"unix:{qmp},server=on,wait=off"]
+                "-device", f"{m},drive=d0,serial=tier-disk", "-device", "virtio-rng-pci",
+                "-qmp", f"unix:{qmp},server=on,wait=off"]
         checks, metrics, secs = run_guest(ns, qemu_command(find_qemu(), model, disk, "qemu"), log, qmp)
         checks.update(disk_checks(image, metrics))
         return checks, metrics, secs
