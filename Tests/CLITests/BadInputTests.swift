@@ -146,6 +146,16 @@ struct BadInputTests {
         #expect(FileManager.default.contents(atPath: path) == Data("precious".utf8))
     }
 
+    /// libvdeplug's hub, switch and multi plugins remove their directory when they close and
+    /// cmd forks: under the sandbox (the default) that ended the process with SIGSYS at
+    /// shutdown and left /tmp/vdenode_root, which made every later start fail. Refused up
+    /// front now, with the way out.
+    @Test func vdePluginsTheSandboxCannotRunAreRefused() throws {
+        for url in ["hub://", "switch:///tmp/swiftvmm-no-switch", "multi://", "cmd://true"] {
+            try expectOneLineError(["qtest", "--device", "e1000,net=vde:\(url)"], mentions: "net", "plugin", "--sandbox off")
+        }
+    }
+
     /// `serve` gives each device a bus of its own, but ids name devices across the process.
     @Test func serveRefusesADuplicateID() throws {
         let dir = FileManager.default.temporaryDirectory

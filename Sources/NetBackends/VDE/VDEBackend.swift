@@ -53,6 +53,31 @@ public final class VDEBackend: NetworkBackend, @unchecked Sendable {
     /// Loop thread only.
     private nonisolated(unsafe) let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: VDEBackend.maxFrameSize + 64, alignment: 16)
 
+    /// libvdeplug plugins checked to open, carry frames and close under every thread's
+    /// sandbox: a switch (a plain path or `vde://`), `vxvde://`, `vxlan://`, `ptp://`,
+    /// `tap://`, `seqpacket://`, `null://`. The others were not, or fail: `hub://`,
+    /// `switch://` and `multi://` remove their `vdenode_root` directory when they close
+    /// (`rmdir`, which ended the process with SIGSYS and left the directory, so the next
+    /// start failed with EEXIST), and `cmd://` forks its command (`pipe2`, `kill`).
+    static let sandboxSafePlugins: Set<String> = ["vde", "vxvde", "vxlan", "ptp", "tap", "seqpacket", "null"]
+
+    /// The plugin of `url` if it is not known to work under the sandbox; nil for a plain
+    /// switch path and the safe ones.
+    public static func sandboxUnsafePlugin(_ url: String) -> String? {
+        let parts = url.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+        guard parts.count == 2, parts[1].hasPrefix("//") else { return nil }
+        let scheme = parts[0].lowercased()
+        return sandboxSafePlugins.contains(scheme) ? nil : scheme
+    }
+
+    static func sandboxUnsafeWhy(_ plugin: String) -> String {
+        switch plugin {
+        case "hub", "switch", "multi": "it removes its directory when it closes"
+        case "cmd": "it starts a command"
+        default: "not checked to run confined"
+        }
+    }
+
     public init(url: String, eventLoop: EventLoop, clock: DeviceClock,
                 handshakeTimeoutMilliseconds: UInt32 = VDEBackend.handshakeTimeoutMilliseconds) throws(NetBackendError) {
         self.url = url

@@ -31,6 +31,11 @@ public enum ThreadConfinement {
         pthread_setspecific(confinedKey, UnsafeRawPointer(bitPattern: Int(role.rawValue) + 1))
     }
 
+    /// Whether threads will be confined once they enter their roles: the CLI turned the
+    /// sandbox on. Set before any device or backend is made, so they can refuse what a
+    /// confined thread could not do later (a backend whose teardown needs forbidden calls).
+    public static var isInstalled: Bool { hook.withLock { $0 != nil } }
+
     /// Whether the calling thread runs confined: it cannot open new files, devices or
     /// sockets beyond what its role needs (a backend swap then takes descriptors instead).
     public static var currentThreadIsConfined: Bool { pthread_getspecific(confinedKey) != nil }
