@@ -52,6 +52,14 @@ struct BadInputTests {
         }
         #expect(!FileManager.default.fileExists(atPath: fresh))
         #expect(FileManager.default.contents(atPath: old) == Data("keep".utf8))
+        // A symbolic link to a missing file: the file was created through the link and
+        // never removed (the link existed, so the file counted as the user's). Refused now.
+        let link = dir.appendingPathComponent("swiftvmm-dangling-\(getpid()).log").path
+        #expect(symlink(fresh, link) == 0)
+        defer { unlink(link) }
+        try expectOneLineError(["run", "--kernel", kernel, "--serial", "file:" + link], mentions: "--serial", "symbolic link")
+        try expectOneLineError(["run", "--kernel", kernel, "--device", "e1000,net=user,capture=" + link], mentions: "capture", "symbolic link")
+        #expect(!FileManager.default.fileExists(atPath: fresh))
     }
 
     /// A FIFO as the console file is refused at once (opening it waited for a reader for

@@ -9,6 +9,7 @@ public enum MachineError: Error, CustomStringConvertible {
     case cpuCount(Int)
     case serialFile(path: String, errno: Int32)
     case serialFileKind(path: String)
+    case serialFileLink(path: String)
     case initrd(BootError)
     case device(spec: String, underlying: String)
     case kvm(KVMError)
@@ -22,6 +23,7 @@ public enum MachineError: Error, CustomStringConvertible {
         case let .cpuCount(n): "--cpus \(n) is out of range (1 to \(Machine.maximumCPUs))"
         case let .serialFile(p, e): "--serial file:\(p): \(String(cString: strerror(e)))"
         case let .serialFileKind(p): "--serial file:\(p): not a regular file or a terminal"
+        case let .serialFileLink(p): "--serial file:\(p): a symbolic link to a file that does not exist"
         case let .initrd(e): "--initrd: \(e)"
         case let .device(spec, u): "\(spec): \(u)"
         case let .kvm(e): "KVM: \(e)"

@@ -63,14 +63,14 @@ final class SerialConsole: @unchecked Sendable {
             ownsOutput = false
             createdFile = nil
         case let .file(path):
-            var st = stat()
-            let existed = lstat(path, &st) == 0
-            // O_NONBLOCK: opening a FIFO for writing would wait for a reader for ever, with
+            // Non-blocking: opening a FIFO for writing would wait for a reader for ever, with
             // SIGINT and SIGTERM already blocked for the VMM's own handling.
-            let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0o644)
-            guard fd >= 0 else {
+            let fd: Int32, created: Bool
+            switch OutputFile.open(path) {
+            case let .success(opened): (fd, created) = opened
+            case .failure(.danglingLink): throw .serialFileLink(path: path)
+            case let .failure(.open(e)):
                 // A FIFO without a reader answers ENXIO, a socket ENXIO too: not a kind we write to.
-                let e = errno
                 var target = stat()
                 if stat(path, &target) == 0, ![S_IFREG, S_IFCHR].contains(target.st_mode & S_IFMT) { throw .serialFileKind(path: path) }
                 throw .serialFile(path: path, errno: e)
@@ -80,12 +80,12 @@ final class SerialConsole: @unchecked Sendable {
             var info = stat()
             guard fstat(fd, &info) == 0, [S_IFREG, S_IFCHR].contains(info.st_mode & S_IFMT) else {
                 close(fd)
-                if !existed { unlink(path) }
+                if created { unlink(path) }
                 throw .serialFileKind(path: path)
             }
             outputFD = fd
             ownsOutput = true
-            createdFile = existed ? nil : path
+            createdFile = created ? path : nil
             truncateOnStart = true
         }
         output = outputFD >= 0 ? ConsoleOutput(fd: outputFD, logger: logger) : nil

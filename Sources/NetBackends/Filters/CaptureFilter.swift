@@ -30,6 +30,8 @@ public final class CaptureFilter: NetworkBackend, FrameReceiver, @unchecked Send
                 throw .system(option: "capture", value: path, call: "open", errno: e, hint: nil)
             case .notRegularFile:
                 throw .badValue(option: "capture", value: path, reason: "exists and is not a regular file")
+            case .danglingLink:
+                throw .badValue(option: "capture", value: path, reason: "a symbolic link to a file that does not exist")
             }
         }
         if let machineStart {

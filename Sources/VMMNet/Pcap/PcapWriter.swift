@@ -8,12 +8,14 @@ public enum PcapError: Error, Equatable, CustomStringConvertible {
     case open(path: String, errno: Int32)
     case write(path: String, errno: Int32)
     case notRegularFile(path: String)
+    case danglingLink(path: String)
 
     public var description: String {
         switch self {
         case let .open(p, e): "cannot create pcap file '\(p)': \(String(cString: strerror(e)))"
         case let .write(p, e): "cannot write pcap file '\(p)': \(String(cString: strerror(e)))"
         case let .notRegularFile(p): "pcap file '\(p)' exists and is not a regular file"
+        case let .danglingLink(p): "pcap file '\(p)' is a symbolic link to a file that does not exist"
         }
     }
 }
@@ -55,19 +57,23 @@ public final class PcapWriter: Sendable {
     /// open itself from waiting for a FIFO's reader).
     public init(path: String, snapLength: Int = 262_144, bufferSize: Int = 1 << 20,
                 flushIntervalNanoseconds: UInt64 = 100_000_000, startLater: Bool = false) throws(PcapError) {
-        var before = stat()
-        let existed = lstat(path, &before) == 0
-        let fd = open(path, O_WRONLY | O_CREAT | O_NONBLOCK | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw .open(path: path, errno: errno) }
+        let fd: Int32, created: Bool
+        switch OutputFile.open(path) {
+        case let .success(opened): (fd, created) = opened
+        case .failure(.danglingLink): throw .danglingLink(path: path)
+        case .failure(.open(ENXIO)): throw .notRegularFile(path: path)   // a FIFO without a reader, a socket
+        case let .failure(.open(e)): throw .open(path: path, errno: e)
+        }
         var info = stat()
         guard fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
             Glibc.close(fd)
+            if created { unlink(path) }
             throw .notRegularFile(path: path)
         }
         self.path = path
         self.snapLength = max(snapLength, 64)
         flushInterval = flushIntervalNanoseconds
-        createdFile = !existed
+        createdFile = created
         buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(bufferSize, 4096), alignment: 8)
         state = Mutex(State(fd: fd, lastFlush: MonotonicTime.nanoseconds()))
         if !startLater {
