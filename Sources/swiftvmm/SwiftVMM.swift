@@ -29,13 +29,23 @@ struct SwiftVMM: ParsableCommand {
             command = try parseAsRoot()
         } catch {
             if exitCode(for: error) == .success { exit(withError: error) } // --help, --version
+            // A value the user typed with newlines in it is quoted in the message: escaped
+            // first, so that its blank lines are not taken for the end of the paragraph.
+            var text = message(for: error)
+            for argument in CommandLine.arguments where argument.contains("\n") {
+                text = text.replacing(argument, with: escapingControlCharacters(argument))
+            }
             // The parser's message up to its first blank line, joined: "one of the following:"
             // is followed by the choices, one per line.
-            let lines = message(for: error).split(separator: "\n", omittingEmptySubsequences: false)
+            let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
             let paragraph = lines.prefix { !$0.allSatisfy { $0 == " " } }.map { line in
                 String(line.drop { $0 == " " || $0 == "-" }.drop { $0 == " " })
             }
             exit(withError: reportUserError(paragraph.isEmpty ? "\(error)" : paragraph.joined(separator: " ")))
+        }
+        if let type = Swift.type(of: command) as? SingleValuedOptions.Type,
+           let repeated = type.repeatedOption(in: CommandLine.arguments.dropFirst(2)) {
+            exit(withError: reportUserError("\(repeated) is given more than once (it takes one value)"))
         }
         do {
             try command.run()

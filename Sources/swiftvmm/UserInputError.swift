@@ -13,7 +13,14 @@ struct UserInputError: Error, CustomStringConvertible {
 /// Control characters in it (a newline in a path or value the user typed) are written as
 /// escapes, so the message stays one line.
 func reportUserError(_ message: String) -> ExitCode {
-    let escaped = message.unicodeScalars.map { s -> String in
+    let line = "swiftvmm: error: \(escapingControlCharacters(message))\n"
+    _ = line.withCString { write(STDERR_FILENO, $0, strlen($0)) }
+    return ExitCode(2)
+}
+
+/// `text` with its control characters written as escapes (`\n`, `\u{1b}`).
+func escapingControlCharacters(_ text: String) -> String {
+    text.unicodeScalars.map { s -> String in
         switch s {
         case "\n": "\\n"
         case "\r": "\\r"
@@ -21,7 +28,4 @@ func reportUserError(_ message: String) -> ExitCode {
         default: s.value < 0x20 || s.value == 0x7F ? "\\u{\(String(s.value, radix: 16))}" : String(s)
         }
     }.joined()
-    let line = "swiftvmm: error: \(escaped)\n"
-    _ = line.withCString { write(STDERR_FILENO, $0, strlen($0)) }
-    return ExitCode(2)
 }

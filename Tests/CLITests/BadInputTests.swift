@@ -154,6 +154,18 @@ struct BadInputTests {
         #expect(FileManager.default.contents(atPath: path) == Data("precious".utf8))
     }
 
+    /// An option that takes one value, given twice: the last one won without a word
+    /// (ArgumentParser's default), while a key repeated inside --device was refused.
+    /// And a value with a blank line in it cut the parser's message short at that line.
+    @Test func repeatedSingleValuedOptionsAndMultiLineValues() throws {
+        try expectOneLineError(["run", "--kernel", "a", "--kernel", "b"], mentions: "--kernel", "more than once")
+        try expectOneLineError(["run", "--kernel=a", "--memory", "64M", "--memory=128M"], mentions: "--memory", "more than once")
+        try expectOneLineError(["serve", "--qmp", "unix:/tmp/a", "--qmp=unix:/tmp/b", "--socket", "/tmp/s", "--device", "e1000"],
+                               mentions: "--qmp", "more than once")
+        try expectOneLineError(["qtest", "--socket", "/tmp/a", "--socket", "/tmp/b"], mentions: "--socket", "more than once")
+        try expectOneLineError(["run", "--kernel", "a", "--cpus", "1\n\n2"], mentions: "--cpus", "1\\n\\n2")
+    }
+
     /// libvdeplug's hub, switch and multi plugins remove their directory when they close and
     /// cmd forks: under the sandbox (the default) that ended the process with SIGSYS at
     /// shutdown and left /tmp/vdenode_root, which made every later start fail. Refused up
