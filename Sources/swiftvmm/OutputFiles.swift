@@ -3,10 +3,12 @@ import Glibc
 #endif
 import VMMCore
 
-/// Files the VMM writes as it runs (`capture=` of each NIC, `--serial file:`), checked
-/// before anything is opened: two writers on one file interleave into something no tool
-/// reads, and a capture or console on the kernel, the initrd or a disk image would empty
-/// it when the machine starts.
+/// Files the VMM writes as it runs (`capture=` of each NIC, `--serial file:`) and the
+/// sockets it listens on (`--qmp`, `serve`'s and `qtest`'s `--socket`, a stream backend's
+/// `server=on`), checked before anything is opened: two writers on one file interleave
+/// into something no tool reads, a capture or console on the kernel, the initrd or a disk
+/// image would empty it when the machine starts, and two listeners on one path failed
+/// with a message that blamed another process, or an old file that this run had made.
 enum OutputFiles {
     struct Named {
         /// Who names it, as the user wrote it (`--serial`, `--device 'e1000,…'`).
@@ -32,9 +34,18 @@ enum OutputFiles {
     /// The check for a list of `--device` texts alone (`serve`, `qtest`): captures against
     /// one another and against disk images. Texts that do not parse are left to the
     /// device's own error.
-    static func refuseShared(devices: [String]) throws(UserInputError) {
+    static func refuseShared(devices: [String], listening: [Named] = []) throws(UserInputError) {
         let specs = devices.compactMap { text in (try? DeviceSpec.parse(text)).map { (text: "--device '\(text)'", spec: $0) } }
-        try refuseShared(outputs: captures(specs), inputs: disks(specs))
+        try refuseShared(outputs: listening + captures(specs) + streamListeners(specs), inputs: disks(specs))
+    }
+
+    /// The Unix socket of each stream backend that listens (`net=stream:unix:PATH,server=on`).
+    static func streamListeners(_ specs: [(text: String, spec: DeviceSpec)]) -> [Named] {
+        let prefix = "stream:unix:"
+        return specs.compactMap { entry in
+            guard let net = value("net", entry.spec), net.hasPrefix(prefix), value("server", entry.spec) == "on" else { return nil }
+            return Named(owner: entry.text, path: String(net.dropFirst(prefix.count)))
+        }
     }
 
     /// The `capture=` file of each device that has one.

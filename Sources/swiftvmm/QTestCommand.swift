@@ -35,7 +35,8 @@ struct QTestCommand: ParsableCommand {
     func run() throws {
         let size: UInt64
         do { size = try MemorySize.parseGuestRAM(memory) } catch { throw reportUserError(error.description) }
-        do { try OutputFiles.refuseShared(devices: devices) } catch {
+        let listening = socket.map { [OutputFiles.Named(owner: "--socket", path: $0)] } ?? []
+        do { try OutputFiles.refuseShared(devices: devices, listening: listening) } catch {
             throw reportUserError(error.description)
         }
         // A client that goes away mid-answer must end the session, not the process (write

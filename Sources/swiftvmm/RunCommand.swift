@@ -155,8 +155,9 @@ struct RunCommand: ParsableCommand {
         }
         let requests = try DeviceArguments.requests(devices: devices, slots: slots, registry: DeviceCatalog.registry)
         let specs = requests.map { (text: $0.text, spec: $0.spec) }
-        var outputs = OutputFiles.captures(specs)
+        var outputs = OutputFiles.captures(specs) + OutputFiles.streamListeners(specs)
         if case let .file(path) = attachment { outputs.insert(.init(owner: "--serial", path: path), at: 0) }
+        if let qmp, let path = try? QMPSocketOption.parse(qmp) { outputs.insert(.init(owner: "--qmp", path: path), at: 0) }
         var inputs = [OutputFiles.Named(owner: "--kernel", path: kernel)] + OutputFiles.disks(specs)
         if let initrd { inputs.append(.init(owner: "--initrd", path: initrd)) }
         try OutputFiles.refuseShared(outputs: outputs, inputs: inputs)

@@ -90,7 +90,9 @@ struct ServeCommand: ParsableCommand {
         // Each served device has a bus of its own, where an id is unique anyway; QMP
         // names them across the process, so they must be unique here (as `run` requires).
         var ids: Set<String> = []
-        do { try OutputFiles.refuseShared(devices: devices) } catch {
+        var listening = sockets.map { OutputFiles.Named(owner: "--socket", path: $0) }
+        if let qmp, let path = try? QMPSocketOption.parse(qmp) { listening.append(.init(owner: "--qmp", path: path)) }
+        do { try OutputFiles.refuseShared(devices: devices, listening: listening) } catch {
             releaseAll()
             throw reportUserError(error.description)
         }

@@ -154,6 +154,24 @@ struct BadInputTests {
         #expect(FileManager.default.contents(atPath: path) == Data("precious".utf8))
     }
 
+    /// Two listeners, or a listener and an output file, on one path: the second failed with
+    /// a message that blamed "another process", or "exists and is not a socket" for a file
+    /// this run had made. Now the command line is refused first, naming both.
+    @Test func oneSocketPathForTwoListenersIsRefused() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("swiftvmm-listen-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try expectOneLineError(["serve", "--socket", "\(dir)/a.sock", "--socket", "\(dir)/./a.sock", "--device", "e1000", "--device", "e1000"],
+                               mentions: "--socket", "names the same file")
+        try expectOneLineError(["serve", "--qmp", "unix:\(dir)/q.sock", "--socket", "\(dir)/q.sock", "--device", "e1000"],
+                               mentions: "--qmp", "names the same file")
+        try expectOneLineError(["run", "--kernel", "x", "--qmp", "unix:\(dir)/s.sock", "--device", "e1000,net=stream:unix:\(dir)/s.sock,server=on"],
+                               mentions: "--qmp", "names the same file")
+        try expectOneLineError(["qtest", "--socket", "\(dir)/c.pcap", "--device", "e1000,capture=\(dir)/c.pcap"],
+                               mentions: "--socket", "names the same file")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty)
+    }
+
     /// An option that takes one value, given twice: the last one won without a word
     /// (ArgumentParser's default), while a key repeated inside --device was refused.
     /// And a value with a blank line in it cut the parser's message short at that line.
