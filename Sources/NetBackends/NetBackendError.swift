@@ -19,7 +19,7 @@ public enum NetBackendError: Error, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case let .unknownBackend(v):
-            "unknown network backend in 'net=\(v)' (known: tap:NAME, vde:URL, user, stream:unix:PATH, stream:tcp:HOST:PORT)"
+            "unknown network backend in 'net=\(v)' (known: tap:NAME, tap-fd:N|NAME, vde:URL, user, stream:unix:PATH, stream:tcp:HOST:PORT, stream-fd:N|NAME)"
         case let .badValue(o, v, r):
             "bad value '\(v)' for option '\(o)': \(r)"
         case let .notApplicable(o, b):

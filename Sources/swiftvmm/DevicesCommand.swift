@@ -19,5 +19,6 @@ struct DevicesCommand: ParsableCommand {
             }
         }
         print("Every NIC also takes net=BACKEND, capture= and fault-* options: see `swiftvmm backends`.")
+        print("Every device also takes id=NAME (how QMP names it) and, under `run` and `qtest`, slot=N[:F] (its PCI slot and function).")
     }
 }

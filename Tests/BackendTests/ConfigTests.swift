@@ -63,7 +63,7 @@ import VMMTestKit
     }
 
     @Test func errorsNameTheOption() {
-        #expect(error("net=bogus") == "unknown network backend in 'net=bogus' (known: tap:NAME, vde:URL, user, stream:unix:PATH, stream:tcp:HOST:PORT)")
+        #expect(error("net=bogus") == "unknown network backend in 'net=bogus' (known: tap:NAME, tap-fd:N|NAME, vde:URL, user, stream:unix:PATH, stream:tcp:HOST:PORT, stream-fd:N|NAME)")
         #expect(error("net=tap:")?.contains("'net'") == true)
         #expect(error("net=tap:waytoolonginterfacename")?.contains("not a valid interface name") == true)
         // What the kernel's dev_valid_name refuses is refused here, with that reason, not
