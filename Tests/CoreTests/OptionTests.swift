@@ -84,6 +84,9 @@ import VMMTestKit
                                              reason: "a NIC's address must be unicast (first byte even)")) {
             try o.takeMAC()
         }
+        var z = try DeviceSpec.parse("x,mac=00:00:00:00:00:00").options
+        #expect(throws: OptionError.badValue(key: "mac", value: "00:00:00:00:00:00",
+                                             reason: "a NIC's address cannot be all zeros")) { try z.takeMAC() }
         var p = try DeviceSpec.parse("x,mac=zz").options
         #expect(throws: OptionError.badValue(key: "mac", value: "zz",
                                              reason: "expected a MAC address like 52:54:00:12:34:56")) { try p.takeMAC() }

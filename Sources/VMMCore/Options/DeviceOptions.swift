@@ -110,6 +110,9 @@ public struct DeviceOptions: Equatable, Sendable {
         guard let v = try take(key) else { return nil }
         guard let mac = MACAddress(v) else { throw .badValue(key: key, value: v, reason: "expected a MAC address like 52:54:00:12:34:56") }
         guard !mac.isMulticast else { throw .badValue(key: key, value: v, reason: "a NIC's address must be unicast (first byte even)") }
+        // Linux's is_valid_ether_addr refuses 00:00:00:00:00:00 too: e1000_probe fails
+        // ("Invalid MAC Address") and virtio_net picks a random one.
+        guard mac.array.contains(where: { $0 != 0 }) else { throw .badValue(key: key, value: v, reason: "a NIC's address cannot be all zeros") }
         return mac
     }
 
