@@ -279,6 +279,18 @@ final class UnixWire {
         _ = peer
     }
 
+    /// `stream-fd:` takes a connected socket: a listening one has no peer (it was
+    /// accepted, and its reads failed with ENOTCONN), so it is refused with the reason.
+    @Test func aHandedOverListeningSocketIsRefused() throws {
+        let listener = try #require(TCPTestSocket(listening: true))
+        let running = try RunningLoop()
+        let fd = dup(listener.fd)
+        #expect {
+            _ = try StreamBackend(adopting: fd, label: "9", eventLoop: running.loop, clock: running.loop)
+        } throws: { "\($0)".contains("is a listening socket") }
+        #expect(fcntl(fd, F_GETFD) == -1, "the refused descriptor is closed")
+    }
+
     @Test func tcpClientAndServer() throws {
         let running = try RunningLoop()
         // A swiftvmm-to-swiftvmm wire: one backend listens, the other connects.

@@ -117,6 +117,13 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
             close(fd)
             throw .badValue(option: "net", value: value, reason: "file descriptor \(fd) is not a stream socket")
         }
+        // A listening socket has no peer to carry frames (its reads fail with ENOTCONN).
+        var listening: Int32 = 0
+        length = socklen_t(MemoryLayout<Int32>.size)
+        if getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &length) == 0, listening != 0 {
+            close(fd)
+            throw .badValue(option: "net", value: value, reason: "file descriptor \(fd) is a listening socket; pass a connected one")
+        }
         let flags = fcntl(fd, F_GETFL)
         _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
         config = StreamConfig(address: .descriptor(label))
