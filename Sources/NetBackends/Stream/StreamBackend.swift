@@ -517,10 +517,19 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
     /// Returns the socket and the index of the address it reached.
     private static func connectNow(to addresses: [SocketAddress], option: String, value: String)
         throws(NetBackendError) -> (Int32, Int) {
+        try firstSucceeding(addresses, option: option, value: value) { a throws(NetBackendError) in
+            try connectNow(to: a, option: option, value: value)
+        }
+    }
+
+    /// What `attempt` gives for the first of `addresses` it succeeds on, and that address's
+    /// index; else the last address's failure.
+    private static func firstSucceeding<T>(_ addresses: [SocketAddress], option: String, value: String,
+                                           _ attempt: (SocketAddress) throws(NetBackendError) -> T) throws(NetBackendError) -> (T, Int) {
         var failure = NetBackendError.badValue(option: option, value: value, reason: "no address")
         for (index, address) in addresses.enumerated() {
             do {
-                return (try connectNow(to: address, option: option, value: value), index)
+                return (try attempt(address), index)
             } catch {
                 failure = error
             }
@@ -570,15 +579,10 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
         }
         // The first address that binds, as QEMU's `inet_listen_saddr` does ("::" or
         // "0.0.0.0" for an empty host; a name's addresses in order).
-        var failure = NetBackendError.badValue(option: option, value: value, reason: "no address")
-        for address in addresses {
-            do {
-                return (try listen(on: address, option: option, value: value), nil)
-            } catch {
-                failure = error
-            }
+        let (fd, _) = try firstSucceeding(addresses, option: option, value: value) { a throws(NetBackendError) in
+            try listen(on: a, option: option, value: value)
         }
-        throw failure
+        return (fd, nil)
     }
 
     private static func listen(on address: SocketAddress, option: String, value: String) throws(NetBackendError) -> Int32 {
