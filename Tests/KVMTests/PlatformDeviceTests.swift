@@ -136,34 +136,150 @@ struct I8042Tests {
     }
 }
 
+/// The MC146818 as Linux's rtc-cmos drives it (drivers/rtc/rtc-cmos.c, rtc-mc146818-lib.c),
+/// on a virtual clock.
+final class RTCHarness: @unchecked Sendable {
+    final class Line: Sendable {
+        let levels = Mutex<[Bool]>([])
+    }
+    let clock = VirtualClock()
+    let line = Line()
+    let cmos: CMOS
+
+    /// 2026-12-05 23:59:58 UTC unless told otherwise.
+    init(start: Int64 = 1_796_515_198) {
+        let line = self.line
+        cmos = CMOS(clock: clock, startSeconds: start, setLine: { l in line.levels.withLock { $0.append(l) } })
+    }
+
+    func read(_ r: UInt8) -> UInt8 {
+        cmos.write(offset: 0, size: 1, value: UInt64(r))
+        return UInt8(truncatingIfNeeded: cmos.read(offset: 1, size: 1))
+    }
+
+    func write(_ r: UInt8, _ v: UInt8) {
+        cmos.write(offset: 0, size: 1, value: UInt64(r))
+        cmos.write(offset: 1, size: 1, value: UInt64(v))
+    }
+
+    /// seconds, minutes, hours, day of month, month, year, century as read.
+    var time: [UInt8] { [0x00, 0x02, 0x04, 0x07, 0x08, 0x09, 0x32].map(read) }
+    var isHigh: Bool { line.levels.withLock { $0.last ?? false } }
+    func advance(milliseconds: UInt64) { clock.advance(by: milliseconds * 1_000_000) }
+}
+
 struct CMOSTests {
     @Test func timeIsBCDAndNeverUpdating() {
-        let cmos = CMOS()
-        cmos.write(offset: 0, size: 1, value: 0x0A)
-        #expect(cmos.read(offset: 1, size: 1) & 0x80 == 0) // UIP clear
-        for register: UInt64 in [0x00, 0x02, 0x04, 0x07, 0x08, 0x09] {
-            cmos.write(offset: 0, size: 1, value: register | 0x80) // NMI-disable bit is ignored
-            let v = cmos.read(offset: 1, size: 1)
+        let rtc = RTCHarness()
+        #expect(rtc.read(0x0A) & 0x80 == 0) // UIP clear
+        for register: UInt8 in [0x00, 0x02, 0x04, 0x07, 0x08, 0x09] {
+            let v = rtc.read(register | 0x80) // NMI-disable bit is ignored
             #expect(v & 0x0F <= 9 && v >> 4 <= 9, "register \(register) = \(v) is not BCD")
         }
     }
 
     /// `outw` to 0x70 selects the register and writes its data in one, as QEMU splits it.
     @Test func aWordWriteSelectsAndWrites() {
-        let cmos = CMOS()
+        let cmos = RTCHarness().cmos
         cmos.write(offset: 0, size: 2, value: 0x5540)
         cmos.write(offset: 0, size: 1, value: 0x40)
         #expect(cmos.read(offset: 1, size: 1) == 0x55)
         #expect(cmos.read(offset: 0, size: 2) == 0x5540)
     }
 
-    @Test func nvramKeepsWritesButNotTimeRegisters() {
-        let cmos = CMOS()
-        cmos.write(offset: 0, size: 1, value: 0x40)
-        cmos.write(offset: 1, size: 1, value: 0x99)
-        #expect(cmos.read(offset: 1, size: 1) == 0x99)
-        cmos.write(offset: 0, size: 1, value: 0x0D)
-        cmos.write(offset: 1, size: 1, value: 0x00)
-        #expect(cmos.read(offset: 1, size: 1) == 0x80)
+    @Test func nvramKeepsWritesAndDIsReadOnly() {
+        let rtc = RTCHarness()
+        rtc.write(0x40, 0x99)
+        #expect(rtc.read(0x40) == 0x99)
+        rtc.write(0x0D, 0x00)
+        #expect(rtc.read(0x0D) == 0x80)
+    }
+
+    /// The time starts at the host's and runs on the machine's clock, across midnight and
+    /// the month and year ends alike.
+    @Test func theClockRuns() {
+        let rtc = RTCHarness()
+        #expect(rtc.time == [0x58, 0x59, 0x23, 0x05, 0x12, 0x26, 0x20])
+        rtc.advance(milliseconds: 2_000)
+        #expect(rtc.time == [0x00, 0x00, 0x00, 0x06, 0x12, 0x26, 0x20])
+        let newYear = RTCHarness(start: 1_798_761_599)   // 2026-12-31 23:59:59
+        newYear.advance(milliseconds: 1_000)
+        #expect(newYear.time == [0x00, 0x00, 0x00, 0x01, 0x01, 0x27, 0x20])
+    }
+
+    /// Linux's mc146818_set_time (hwclock --systohc): SET and the divider reset, the
+    /// registers, then B and A restored. The clock runs on from what was written; before,
+    /// the writes were dropped and the host's time came back.
+    @Test func theGuestSetsTheTime() {
+        let rtc = RTCHarness()
+        let b = rtc.read(0x0B), a = rtc.read(0x0A)
+        rtc.write(0x0B, b | 0x80)
+        rtc.write(0x0A, a | 0x70)
+        for (r, v): (UInt8, UInt8) in [(0x00, 0x05), (0x02, 0x04), (0x04, 0x03), (0x07, 0x02), (0x08, 0x01), (0x09, 0x27), (0x32, 0x20)] {
+            rtc.write(r, v)
+        }
+        rtc.advance(milliseconds: 5_000)
+        #expect(rtc.time == [0x05, 0x04, 0x03, 0x02, 0x01, 0x27, 0x20], "frozen while SET")
+        rtc.write(0x0B, b)
+        rtc.write(0x0A, a)
+        rtc.advance(milliseconds: 3_000)
+        #expect(rtc.time == [0x08, 0x04, 0x03, 0x02, 0x01, 0x27, 0x20])
+        // A date that is no date (month 0x13) leaves the clock as it was.
+        rtc.write(0x0B, b | 0x80)
+        rtc.write(0x08, 0x13)
+        rtc.write(0x0B, b)
+        #expect(rtc.read(0x00) == 0x08 && rtc.read(0x08) == 0x01)
+    }
+
+    /// Binary data mode and 12-hour mode (PM in bit 7 of the hours).
+    @Test func binaryAnd12HourModes() {
+        let rtc = RTCHarness()
+        rtc.write(0x0B, 0x04)   // DM, 12-hour
+        #expect(rtc.time == [58, 59, 0x80 | 11, 5, 12, 26, 20])
+        rtc.advance(milliseconds: 2_000)
+        #expect(rtc.read(0x04) == 12)   // 12 AM
+    }
+
+    /// UIE: IRQ 8 at the end of each second; reading C gives IRQF|UF and lowers the line
+    /// (Linux's cmos_interrupt). The alarm with "don't care" hours and minutes (0xC0) fires
+    /// at its second, AF; the periodic interrupt at register A's rate, PF.
+    @Test func updateAlarmAndPeriodicInterrupts() {
+        let rtc = RTCHarness()
+        rtc.write(0x0B, 0x02 | 0x10)
+        #expect(!rtc.isHigh)
+        rtc.advance(milliseconds: 1_000)
+        #expect(rtc.isHigh)
+        #expect(rtc.read(0x0C) == 0x90)
+        #expect(!rtc.isHigh)
+        #expect(rtc.read(0x0C) == 0x00)
+
+        rtc.write(0x0B, 0x02)
+        rtc.write(0x01, 0x02); rtc.write(0x03, 0xC0); rtc.write(0x05, 0xC0)   // at hh:mm:02
+        rtc.write(0x0B, 0x02 | 0x20)
+        _ = rtc.read(0x0C)
+        rtc.advance(milliseconds: 1_000)   // :00
+        #expect(!rtc.isHigh)
+        rtc.advance(milliseconds: 2_000)   // :02
+        #expect(rtc.isHigh)
+        #expect(rtc.read(0x0C) & 0xA0 == 0xA0)
+
+        rtc.write(0x0B, 0x02 | 0x40)       // PIE at the 1024 Hz rate of A = 0x26
+        _ = rtc.read(0x0C)
+        rtc.clock.advance(by: 976_563)
+        #expect(rtc.isHigh)
+        #expect(rtc.read(0x0C) & 0xC0 == 0xC0)
+        rtc.write(0x0B, 0x02)
+        rtc.advance(milliseconds: 10)
+        #expect(!rtc.isHigh)
+    }
+
+    /// An enable for a flag that is already set raises the line at once (QEMU does, and
+    /// a driver that enables late must not miss it).
+    @Test func enablingASetFlagRaisesAtOnce() {
+        let rtc = RTCHarness()
+        rtc.write(0x0B, 0x02 | 0x20)       // AIE alone: UF is still set each second
+        rtc.advance(milliseconds: 1_000)
+        rtc.write(0x0B, 0x02 | 0x30)
+        #expect(rtc.isHigh)
     }
 }

@@ -21,6 +21,7 @@ public final class Machine: @unchecked Sendable {
     public let mmio: AddressSpace
     public let bus: PCIBus
     public let serial: Serial16550
+    public let cmos: CMOS
     public let bootMarker: BootMarker
     private let console: SerialConsole
     private let latch = StopLatch()
@@ -74,6 +75,7 @@ public final class Machine: @unchecked Sendable {
         let console = self.console
         serial = Serial16550(output: { console.emit($0) },
                              setLine: { interrupts.setIRQ(Serial16550.com1IRQ, level: $0) })
+        cmos = CMOS(clock: loop, setLine: { interrupts.setIRQ(CMOS.irq, level: $0) })
         bootMarker = BootMarker(start: c.startTime, logger: logger)
         let bus = self.bus
         do throws(MachineError) {
@@ -85,7 +87,7 @@ public final class Machine: @unchecked Sendable {
                 }
             }
             do { try bus.assignResources() } catch { throw MachineError.platform("\(error)") }
-            try Self.mapPlatformDevices(pio: pio, serial: serial, bootMarker: bootMarker,
+            try Self.mapPlatformDevices(pio: pio, serial: serial, cmos: cmos, bootMarker: bootMarker,
                                         i8042: I8042(onReset: { latch.stop(.reset) }))
             bus.resetRequest = { latch.stop(.reset) }   // 0xCF9, Linux's reboot=pci
             let boot: BootCPUState
@@ -125,14 +127,14 @@ public final class Machine: @unchecked Sendable {
         }
     }
 
-    private static func mapPlatformDevices(pio: AddressSpace, serial: Serial16550, bootMarker: BootMarker,
+    private static func mapPlatformDevices(pio: AddressSpace, serial: Serial16550, cmos: CMOS, bootMarker: BootMarker,
                                            i8042: I8042) throws(MachineError) {
         do {
             try pio.map(Serial16550.com1Port ..< Serial16550.com1Port + 8, owner: "com1", handler: serial)
             try pio.map(I8042.dataPort ..< I8042.dataPort + 1, owner: "i8042-data", handler: i8042.handler(for: I8042.dataPort))
             try pio.map(I8042.commandPort ..< I8042.commandPort + 1, owner: "i8042-command",
                         handler: i8042.handler(for: I8042.commandPort))
-            try pio.map(CMOS.ports, owner: "cmos", handler: CMOS())
+            try pio.map(CMOS.ports, owner: "cmos", handler: cmos)
             try pio.map(BootMarker.port ..< BootMarker.port + 1, owner: "boot-marker", handler: bootMarker)
         } catch {
             throw .platform("platform devices: \(error)")
@@ -176,6 +178,7 @@ public final class Machine: @unchecked Sendable {
         loop.stop()
         console.detachInput()
         console.finishOutput()
+        cmos.shutdown()
         bus.shutdown()
         if signalFD >= 0 { close(signalFD) }
         return reason
