@@ -21,10 +21,19 @@ public func fuzzVirtioRng(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     if !packed { driver.bringUp() }
 
     // Buffers point into a pool at 2 MiB, far above what the test allocator hands out
-    // for rings (from 1 MiB, a few KiB per bring-up); they overlap, and reach up to
-    // 512 KiB past it.
+    // for rings (from 1 MiB, about 17 KiB per bring-up, so at most 300 KiB for the first
+    // bring-up and `maxResets` more); they overlap, and reach up to 512 KiB past it.
+    // Without the cap, enough resets walk the rings up into the pool, and the device's
+    // writes there stand for the driver's.
+    let maxResets = 16
+    var resets = 0
     let pool = GuestAddress(2 << 20)
     var writableByHead: [UInt16: UInt64] = [:]
+    // The test driver hands out descriptors in turn without waiting for them to come
+    // back; a chain that reuses ones still in flight rewrites a request the device may
+    // not have read yet (rate-limited ones wait), so it counts as scribbling.
+    var lengthByHead: [UInt16: Int] = [:]
+    var descriptorsInFlight = 0
     var scribbled = false
     var steps = 0
     while !input.isExhausted && steps < 200 {
@@ -47,6 +56,9 @@ public func fuzzVirtioRng(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
             if packed {
                 packedQueues.first?.addChain(chain)
             } else if let head = driver.queues[0]?.addChain(chain) {
+                if descriptorsInFlight + chain.count > 16 { scribbled = true }
+                descriptorsInFlight += chain.count
+                lengthByHead[head] = chain.count
                 writableByHead[head] = writable
             }
             if input.byte() > 32 { driver.kick(0) }
@@ -55,8 +67,12 @@ public func fuzzVirtioRng(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
         case 5:
             machine.advance(nanoseconds: UInt64(input.integer(UInt32.self)))
         case 6:
+            guard resets < maxResets else { continue }
+            resets += 1
             driver.setStatus(0)
             writableByHead.removeAll()
+            lengthByHead.removeAll()
+            descriptorsInFlight = 0
             if !packed { driver.bringUp() }
         default:
             scribbled = true
@@ -64,6 +80,7 @@ public func fuzzVirtioRng(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
         }
         if !packed, !scribbled {
             for used in driver.queues[0]?.takeUsed() ?? [] {
+                descriptorsInFlight -= lengthByHead.removeValue(forKey: UInt16(truncatingIfNeeded: used.id)) ?? 0
                 let limit = min(writableByHead[UInt16(truncatingIfNeeded: used.id)] ?? .max, 64 << 10)
                 fuzzCheck(UInt64(used.length) <= limit, "request \(used.id) given \(used.length) bytes, at most \(limit)")
             }
