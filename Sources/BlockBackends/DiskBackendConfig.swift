@@ -21,10 +21,13 @@ public struct DiskBackendConfig: Equatable, Sendable {
 
     public static let defaultReconnectTimeout = 30.0
     public static let maxReconnectTimeout = 3600.0
-    /// Seconds a connected NBD server may answer nothing while commands wait (0: never
-    /// given up on). Linux's nbd driver gives a request 30 s (blk-mq's default, then
-    /// `nbd_xmit_timeout` shuts the socket); any live server answers some command in a minute.
-    public static let defaultRequestTimeout = 60.0
+    /// Seconds a connected NBD server may leave a request unanswered (0: never given up
+    /// on). Off by default, as in Linux's nbd driver (timeout 0: `nbd_xmit_timeout` only
+    /// logs a possibly stuck request) and QEMU's NBD client (no request timeout): a slow
+    /// but live server (a large flush or trim on busy storage) would otherwise have its
+    /// requests re-sent and finally failed, and a re-sent write may race the first copy
+    /// still running on the server.
+    public static let defaultRequestTimeout = 0.0
     public static let defaultQueueLimit = 256
 
     public init(kind: Kind, readOnly: Bool = false, blockSize: UInt32? = nil, queueLimit: Int = DiskBackendConfig.defaultQueueLimit) {

@@ -11,6 +11,6 @@ public enum DiskBackendHelp {
         OptionHelp("direct", "on|off", "(files) O_DIRECT: bypass the host page cache (default off)"),
         OptionHelp("block-size", "512|4096", "the logical block size the guest sees (default 512, or what the disk needs)"),
         OptionHelp("reconnect-timeout", "SECONDS", "(NBD) how long requests wait for a lost server before failing (default 30, 0-3600)"),
-        OptionHelp("request-timeout", "SECONDS", "(NBD) how long a connected server may answer nothing while requests wait before the connection is dropped and they are re-sent (default 60, 0 = never, 0-3600)"),
+        OptionHelp("request-timeout", "SECONDS", "(NBD) how long a connected server may leave a request unanswered before the connection is dropped and requests are re-sent, five times at most (default 0 = never, 0-3600)"),
     ]
 }

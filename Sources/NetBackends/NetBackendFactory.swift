@@ -37,7 +37,7 @@ public struct NetBackendFactory: NetworkBackendFactory {
                                                reason: "with the sandbox on, start a capture with x-swiftvmm-capture-start instead")
             }
         }
-        if case let .vde(url) = config.kind, ThreadConfinement.isInstalled, let plugin = VDEBackend.sandboxUnsafePlugin(url) {
+        if case let .vde(url) = config.kind, ThreadConfinement.isEnforcing, let plugin = VDEBackend.sandboxUnsafePlugin(url) {
             throw NetBackendError.badValue(option: "net", value: "vde:\(url)",
                                            reason: "libvdeplug's \(plugin) plugin makes calls the sandbox does not allow (\(VDEBackend.sandboxUnsafeWhy(plugin))); run with --sandbox off, or connect to a vde_switch (vde:///PATH)")
         }

@@ -6,7 +6,7 @@ public enum NetBackendHelp {
         OptionHelp("net", "user", "user-mode NAT through libslirp (default; no privileges): DHCP, DNS, hostfwd"),
         OptionHelp("net", "tap:NAME", "a TAP device: attaches to a persistent one or creates NAME and removes it on exit (CAP_NET_ADMIN unless the TAP is yours)"),
         OptionHelp("net", "tap-fd:N|NAME", "an open TAP (IFF_NO_PI|IFF_VNET_HDR) handed over: descriptor N inherited from the parent, or NAME passed with QMP getfd"),
-        OptionHelp("net", "vde:URL", "a VDE switch through libvdeplug: vde:///run/sw, vde:/path/to/switch, vde:vxvde://239.1.2.3, vde:slirp://"),
+        OptionHelp("net", "vde:URL", "a VDE switch through libvdeplug: vde:///run/sw, vde:/path/to/switch, vde:vxvde://239.1.2.3; under the sandbox only the vde, vxvde, vxlan, ptp, tap, seqpacket and null plugins"),
         OptionHelp("net", "stream:unix:PATH", "frames with 4-byte big-endian lengths over a unix socket (QEMU -netdev stream, passt); add server=on to listen"),
         OptionHelp("net", "stream:tcp:HOST:PORT", "the same over TCP"),
         OptionHelp("net", "stream-fd:N|NAME", "a connected stream socket handed over (inherited descriptor N, or NAME from QMP getfd); no reconnect"),

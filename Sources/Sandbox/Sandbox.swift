@@ -39,7 +39,7 @@ public enum Sandbox {
                                   runAs.map { Int($0.uid) } ?? -1, runAs.map { Int($0.gid) } ?? -1,
                                   runAs.map { $0.groups.count } ?? -1)
         guard rc == 0 else { throw Failure(role: .main, errno: -rc) }
-        ThreadConfinement.install { role in
+        ThreadConfinement.install(enforcing: mode == .on) { role in
             let rc = csandbox_enter(role.rawValue)
             guard rc == 0 else {
                 let message = "swiftvmm: \(Failure(role: role, errno: -rc))\n"

@@ -15,8 +15,8 @@ public final class BlockCounters: Sendable {
     public let queueFull = Atomic<UInt64>(0)
     /// Reconnections to a remote server (NBD).
     public let reconnects = Atomic<UInt64>(0)
-    /// Connections dropped because the server answered nothing for its request timeout
-    /// while commands waited (NBD `request-timeout=`).
+    /// Connections dropped because the server left a request unanswered for its request
+    /// timeout (NBD `request-timeout=`).
     public let requestTimeouts = Atomic<UInt64>(0)
 
     public init() {}

@@ -43,7 +43,8 @@ enum OutputFiles {
     static func streamListeners(_ specs: [(text: String, spec: DeviceSpec)]) -> [Named] {
         let prefix = "stream:unix:"
         return specs.compactMap { entry in
-            guard let net = value("net", entry.spec), net.hasPrefix(prefix), value("server", entry.spec) == "on" else { return nil }
+            guard let net = value("net", entry.spec), net.hasPrefix(prefix),
+                  value("server", entry.spec).flatMap(DeviceOptions.bool) == true else { return nil }
             return Named(owner: entry.text, path: String(net.dropFirst(prefix.count)))
         }
     }

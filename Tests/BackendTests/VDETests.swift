@@ -174,4 +174,23 @@ struct VDETests {
             #expect("\(error)".hasPrefix("option 'net=vde:/nonexistent/switch': vde_open failed"))
         }
     }
+
+    /// The plugin is found as libvdeplug's `vde_open_real` finds it: a plain path that is a
+    /// regular file stands for the URL on its first line, and the plugin is what precedes
+    /// the first "://". A file naming `hub://` passed as a "plain path" before.
+    @Test func theSandboxCheckSeesThePluginLibvdeplugWillLoad() throws {
+        let temporary = TemporaryDirectory()
+        let dir = temporary.path
+        let file = dir + "/sw.url"
+        let fd = open(file, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+        #expect(write(fd, "hub:///tmp/x\nsecond line\n", 26) == 26)
+        close(fd)
+        #expect(VDEBackend.sandboxUnsafePlugin(file) == "hub")
+        #expect(VDEBackend.sandboxUnsafePlugin(dir) == nil)             // a switch directory
+        #expect(VDEBackend.sandboxUnsafePlugin(dir + "/none") == nil)   // nothing there: the vde plugin
+        #expect(VDEBackend.sandboxUnsafePlugin("vxvde://239.1.2.3") == nil)
+        #expect(VDEBackend.sandboxUnsafePlugin("cmd://true") == "cmd")
+        #expect(VDEBackend.sandboxUnsafePlugin("x/y://z") == "x/y")
+        #expect(VDEBackend.sandboxUnsafePlugin("VDE:///tmp/sw") == "VDE")  // libvdeplug_VDE.so: not ours
+    }
 }

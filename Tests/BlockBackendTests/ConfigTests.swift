@@ -22,11 +22,11 @@ import VMMTestKit
     }
 
     @Test func nbd() throws {
-        #expect(try parse("virtio-blk,disk=nbd://host:10809/exp") == DiskBackendConfig(kind: .nbd(uri: "nbd://host:10809/exp", reconnectTimeout: 30, requestTimeout: 60)))
+        #expect(try parse("virtio-blk,disk=nbd://host:10809/exp") == DiskBackendConfig(kind: .nbd(uri: "nbd://host:10809/exp", reconnectTimeout: 30, requestTimeout: 0)))
         #expect(try parse("virtio-blk,disk=nbd+unix:///e?socket=/tmp/s,reconnect-timeout=2.5,request-timeout=0")
             == DiskBackendConfig(kind: .nbd(uri: "nbd+unix:///e?socket=/tmp/s", reconnectTimeout: 2.5, requestTimeout: 0)))
-        #expect(try parse("virtio-blk,disk=nbd://[::1]:10809/exp") == DiskBackendConfig(kind: .nbd(uri: "nbd://[::1]:10809/exp", reconnectTimeout: 30, requestTimeout: 60)))
-        #expect(try parse("virtio-blk,disk=nbd://[::1]/exp") == DiskBackendConfig(kind: .nbd(uri: "nbd://[::1]/exp", reconnectTimeout: 30, requestTimeout: 60)))
+        #expect(try parse("virtio-blk,disk=nbd://[::1]:10809/exp") == DiskBackendConfig(kind: .nbd(uri: "nbd://[::1]:10809/exp", reconnectTimeout: 30, requestTimeout: 0)))
+        #expect(try parse("virtio-blk,disk=nbd://[::1]/exp") == DiskBackendConfig(kind: .nbd(uri: "nbd://[::1]/exp", reconnectTimeout: 30, requestTimeout: 0)))
     }
 
     @Test func badInputNamesTheOption() {

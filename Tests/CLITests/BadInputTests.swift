@@ -167,6 +167,8 @@ struct BadInputTests {
                                mentions: "--qmp", "names the same file")
         try expectOneLineError(["run", "--kernel", "x", "--qmp", "unix:\(dir)/s.sock", "--device", "e1000,net=stream:unix:\(dir)/s.sock,server=on"],
                                mentions: "--qmp", "names the same file")
+        try expectOneLineError(["run", "--kernel", "x", "--qmp", "unix:\(dir)/s.sock", "--device", "e1000,net=stream:unix:\(dir)/s.sock,server=yes"],
+                               mentions: "--qmp", "names the same file")
         try expectOneLineError(["qtest", "--socket", "\(dir)/c.pcap", "--device", "e1000,capture=\(dir)/c.pcap"],
                                mentions: "--socket", "names the same file")
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty)
@@ -192,6 +194,11 @@ struct BadInputTests {
         for url in ["hub://", "switch:///tmp/swiftvmm-no-switch", "multi://", "cmd://true"] {
             try expectOneLineError(["qtest", "--device", "e1000,net=vde:\(url)"], mentions: "net", "plugin", "--sandbox off")
         }
+        // A plain path that is a file stands for the URL on its first line (libvdeplug's
+        // vde_open_real), so it is no way around the check.
+        let file = try CLIHost.temporaryFile(Array("hub:///tmp/swiftvmm-no-hub\n".utf8))
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try expectOneLineError(["qtest", "--device", "e1000,net=vde:\(file)"], mentions: "net", "hub plugin", "--sandbox off")
     }
 
     /// `serve` gives each device a bus of its own, but ids name devices across the process.

@@ -72,11 +72,13 @@ final class Served {
         let none = try c.dmaUnmap(address: 0, size: 0x4000)
         #expect(none.isError && none.header.error == UInt32(ENOENT))
         #expect(try c.dmaMap(address: 0x10_0000, size: 0x1000, fd: nil).isError == false)   // no descriptor: remembered only
-        // No overlaps, with a descriptor or without (it was appended again, and took two unmaps)
-        let twice = try c.dmaMap(address: 0x10_0000, size: 0x1000, fd: nil)
-        #expect(twice.isError && twice.header.error == UInt32(EINVAL))
+        // The same mapping again is the one there, as libvfio-user's dma_controller_add_region
+        // answers it (it was appended again, and took two unmaps); otherwise no overlaps,
+        // with a descriptor or without.
+        #expect(try c.dmaMap(address: 0x10_0000, size: 0x1000, fd: nil).isError == false)
         #expect(try c.dmaMap(address: 0xF_F000, size: 0x2000, fd: nil).isError)
-        #expect(try c.dmaMap(address: 0x10_0000, size: 0x1000, fd: mem).isError)
+        let otherFile = try c.dmaMap(address: 0x10_0000, size: 0x1000, fd: mem)
+        #expect(otherFile.isError && otherFile.header.error == UInt32(EINVAL))
         #expect(s.device.memory.regions.isEmpty)
         #expect(try c.dmaUnmap(address: 0x10_0000, size: 0x1000).isError == false)
         let gone = try c.dmaUnmap(address: 0x10_0000, size: 0x1000)

@@ -16,10 +16,12 @@ import VMMCore
 /// When the server goes away, commands in flight go back to the front of the queue and
 /// a reconnect thread knocks with `NBDReconnectPolicy`'s backoff; after its timeout the
 /// queue fails with ENOTCONN and new requests fail at once until a reconnect succeeds.
-/// A server that stays connected but answers nothing for `requestTimeout` while commands
-/// wait is treated as gone (the same thread watches it), as Linux's nbd driver shuts the
-/// socket in `nbd_xmit_timeout`: its commands are re-sent on the next connection, and a
-/// request sent `maxSends` times fails with EIO, so nothing waits on a server for ever.
+/// With a `requestTimeout` (off by default), a request the connected server has answered
+/// none of its commands for that long has the connection treated as gone (the same thread
+/// watches it), as Linux's nbd driver does with a timeout set (`nbd_xmit_timeout` marks the
+/// socket dead and requeues; with none, its default, it only logs a possibly stuck
+/// request): its commands are re-sent on the next connection, and a request sent
+/// `maxSends` times fails with EIO, so nothing waits on a server for ever.
 public final class NBDBackend: BlockBackend, @unchecked Sendable {
     /// Commands in flight on the socket at once: a request with more is issued a window at
     /// a time (`NBDPieceCursor`), and requests behind it wait in the queue.
@@ -42,6 +44,11 @@ public final class NBDBackend: BlockBackend, @unchecked Sendable {
         var cursor: NBDPieceCursor
         /// Commands issued and not yet completed.
         var piecesLeft = 0
+        /// Monotonic ns of the last reply to one of its commands, or of its first command
+        /// sent while none were out: with `piecesLeft > 0`, the server has answered none of
+        /// it since. Per request, as Linux times each request: a server that answers the
+        /// others but never one command still has that request time out.
+        var lastProgress: UInt64 = 0
         var error: Int32 = 0
         var lost = false
     }
@@ -64,9 +71,6 @@ public final class NBDBackend: BlockBackend, @unchecked Sendable {
         var pending: [Outstanding] = []
         var inFlight: [UInt64: Outstanding] = [:]
         var piecesInFlight = 0
-        /// Monotonic ns of the last reply, or of the first command sent after none were in
-        /// flight: with commands in flight, the server has answered nothing since.
-        var lastProgress: UInt64 = 0
         /// The most commands ever in flight at once (tests check the window holds).
         var peakPiecesInFlight = 0
         /// The request in `inFlight` whose commands are not all issued yet (at most one:
@@ -86,7 +90,7 @@ public final class NBDBackend: BlockBackend, @unchecked Sendable {
     }
 
     private let uri: String
-    /// Seconds the server may answer nothing while commands are in flight (0: no limit).
+    /// Seconds the server may leave a request's commands unanswered (0: no limit).
     private let requestTimeout: Double
     private let loop: EventLoop
     private let lock = ThreadCondition()
@@ -259,7 +263,7 @@ public final class NBDBackend: BlockBackend, @unchecked Sendable {
             }
             while state.piecesInFlight < NBDBackend.maxPiecesInFlight,
                   let piece = o.cursor.next(maxPayload: state.export.maximumPayload) {
-                if state.piecesInFlight == 0 { state.lastProgress = MonotonicTime.nanoseconds() }
+                if o.piecesLeft == 0 { o.lastProgress = MonotonicTime.nanoseconds() }
                 if piece.issue(on: connection.handle, sink.callback(request: o.id, attempt: o.attempt)) < 0 {
                     if connection.isDead { o.lost = true } else { o.error = NBDConnection.lastError().errno }
                     o.cursor.abandon()
@@ -317,11 +321,12 @@ public final class NBDBackend: BlockBackend, @unchecked Sendable {
     private func drainCompletions(connectionLost: Bool, _ done: inout Done) {
         let entries = sink.entries
         sink.entries.removeAll()
-        if !entries.isEmpty { state.lastProgress = MonotonicTime.nanoseconds() }
+        let now = entries.isEmpty ? 0 : MonotonicTime.nanoseconds()
         var retry: [Outstanding] = []
         for e in entries {
             guard var o = state.inFlight[e.request], o.attempt == e.attempt else { continue }
             o.piecesLeft -= 1
+            o.lastProgress = now
             state.piecesInFlight = max(0, state.piecesInFlight - 1)
             if e.error != 0 {
                 if connectionLost && NBDConnectionLoss.contains(e.error) { o.lost = true } else if o.error == 0 { o.error = e.error }
@@ -482,11 +487,14 @@ public final class NBDBackend: BlockBackend, @unchecked Sendable {
 
     private enum Step { case exit, connect, again }
 
-    /// When the connected server will have answered nothing for `requestTimeout` while
-    /// commands wait; nil when nothing is being waited for.
+    /// When the request waiting longest for the connected server will have had no answer
+    /// for `requestTimeout`; nil when nothing is being waited for. A scan of at most the
+    /// queue limit's requests, once per wake of the reconnect thread.
     private var stallDeadline: UInt64? {
         guard requestTimeout > 0, state.connection != nil, state.piecesInFlight > 0 else { return nil }
-        return state.lastProgress &+ NBDReconnectPolicy.nanoseconds(requestTimeout)
+        var oldest: UInt64?
+        for o in state.inFlight.values where o.piecesLeft > 0 { oldest = min(oldest ?? o.lastProgress, o.lastProgress) }
+        return oldest.map { $0 &+ NBDReconnectPolicy.nanoseconds(requestTimeout) }
     }
 
     private func reconnectLoop() {

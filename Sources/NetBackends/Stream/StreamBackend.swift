@@ -462,7 +462,9 @@ public final class StreamBackend: NetworkBackend, @unchecked Sendable {
             guard !s.stopped, s.peer == nil, s.connecting == nil, addresses.indices.contains(s.nextAddress) else { return nil }
             let address = addresses[s.nextAddress]
             let fd = address.makeSocket()
-            guard fd >= 0 else { scheduleReconnect(&s); return nil }
+            // An address family the host cannot open (::1 with IPv6 disabled) must not
+            // hold the reconnects on it for good: the next address comes after it.
+            guard fd >= 0 else { tryNextAddress(&s); return nil }
             let rc = address.withSockaddr { connect(fd, $0, $1) }
             if rc == 0 { return fd }
             guard errno == EINPROGRESS, let reg = try? loop.register(fd: fd, events: .writable, { [weak self] _ in self?.connectFinished() }) else {

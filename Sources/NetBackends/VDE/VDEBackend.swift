@@ -61,13 +61,48 @@ public final class VDEBackend: NetworkBackend, @unchecked Sendable {
     /// start failed with EEXIST), and `cmd://` forks its command (`pipe2`, `kill`).
     static let sandboxSafePlugins: Set<String> = ["vde", "vxvde", "vxlan", "ptp", "tap", "seqpacket", "null"]
 
-    /// The plugin of `url` if it is not known to work under the sandbox; nil for a plain
-    /// switch path and the safe ones.
+    /// The plugin of `url` if it is not known to work under the sandbox; nil for a switch
+    /// and the safe ones.
     public static func sandboxUnsafePlugin(_ url: String) -> String? {
-        let parts = url.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
-        guard parts.count == 2, parts[1].hasPrefix("//") else { return nil }
-        let scheme = parts[0].lowercased()
-        return sandboxSafePlugins.contains(scheme) ? nil : scheme
+        let plugin = plugin(of: url)
+        return sandboxSafePlugins.contains(plugin) ? nil : plugin
+    }
+
+    /// The plugin libvdeplug will load for `url`, resolved as its `vde_open_real` does: an
+    /// empty URL is the link `$HOME/.vde2/default.switch`; a regular file stands for the
+    /// URL on its first line; the plugin is whatever precedes the first "://", and
+    /// without one it is `vde` (a switch path). The name is compared as given, as
+    /// libvdeplug builds `libvdeplug_NAME.so` from it.
+    static func plugin(of url: String) -> String {
+        var target = url
+        if target.isEmpty, let home = getenv("HOME") {
+            target = readLink(String(cString: home) + "/.vde2/default.switch") ?? ""
+        }
+        var info = stat()
+        if lstat(target, &info) == 0, info.st_mode & S_IFMT == S_IFREG, let line = firstLine(of: target) {
+            target = line
+        }
+        guard let separator = target.firstRange(of: "://") else { return "vde" }
+        return String(target[..<separator.lowerBound])
+    }
+
+    private static func readLink(_ path: String) -> String? {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink(path, &buffer, Int(PATH_MAX))
+        guard n >= 0 else { return nil }
+        return String(decoding: buffer.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// The first line of the file at `path`, at most PATH_MAX bytes, as libvdeplug reads it.
+    private static func firstLine(of path: String) -> String? {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: Int(PATH_MAX))
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        guard n > 0 else { return nil }
+        let bytes = buffer.prefix(n).prefix { $0 != UInt8(ascii: "\n") }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     static func sandboxUnsafeWhy(_ plugin: String) -> String {

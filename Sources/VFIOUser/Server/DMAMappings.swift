@@ -24,6 +24,29 @@ final class DMAMappings {
     private let lock: DeviceLock
     /// Regions announced without a descriptor: (address, size).
     private var unbacked: [(UInt64, UInt64)] = []
+    /// What each region, backed or not, was mapped with, by address: the same mapping
+    /// announced again is accepted as the one there (libvfio-user's
+    /// `dma_controller_add_region` returns the existing region when address, size,
+    /// offset, file and protection all match, and EINVAL when one differs).
+    private var announced: [UInt64: Announcement] = [:]
+
+    private struct Announcement: Equatable {
+        let size: UInt64
+        let fileOffset: UInt64
+        let protection: UInt32
+        /// Device and inode of the descriptor's file; nil without one.
+        let file: FileIdentity?
+
+        struct FileIdentity: Equatable { let device: UInt64, inode: UInt64 }
+
+        init(_ m: VFIOUserRequest.DMAMap, fd: Int32?) {
+            size = m.size
+            fileOffset = m.fileOffset
+            protection = m.flags & (VFIOUserRequest.DMAMap.readable | VFIOUserRequest.DMAMap.writable)
+            var st = stat()
+            file = fd.flatMap { fstat($0, &st) == 0 ? FileIdentity(device: UInt64(st.st_dev), inode: UInt64(st.st_ino)) : nil }
+        }
+    }
     /// Address ranges of unmapped regions still reserved, for pointers lent out then.
     private var retired: [(host: UnsafeMutableRawPointer, size: Int)] = []
     var retiredCount: Int { retired.count }
@@ -42,14 +65,22 @@ final class DMAMappings {
         guard m.size > 0, m.size <= UInt64(Int.max) else { throw .malformed("DMA_MAP of size \(m.size)") }
         let (_, wraps) = m.address.addingReportingOverflow(m.size - 1)
         guard !wraps else { throw .malformed("DMA_MAP range wraps past 2^64") }
+        let announcement = Announcement(m, fd: fd)
+        if let existing = announced[m.address], existing.size == m.size {
+            guard existing == announcement else {
+                throw .malformed("DMA_MAP 0x\(String(m.address, radix: 16))+0x\(String(m.size, radix: 16)) repeats a mapping with another file, offset or protection")
+            }
+            return
+        }
         // Retired ranges count too: a client that unmaps under stuck I/O (and reconnects)
         // cannot make this process hold more than `limit` mappings.
         guard memory.regions.count + unbacked.count + retired.count < limit else {
             throw .limit(retired.isEmpty ? "more than \(limit) DMA regions"
                                          : "more than \(limit) DMA regions, \(retired.count) of them unmapped with device I/O still in flight")
         }
-        // No region may overlap another, with a descriptor or without (libvfio-user's
-        // `dma_controller_add_region` answers EINVAL; the kernel's type1 IOMMU EEXIST).
+        // Otherwise no region may overlap another, with a descriptor or without
+        // (libvfio-user's `dma_controller_add_region` answers EINVAL; the kernel's type1
+        // IOMMU EEXIST).
         // Regions without one were only appended, so a second announcement of a range
         // was accepted and then took two unmaps, and a backed region could sit on one.
         let last = m.address &+ (m.size &- 1)
@@ -64,6 +95,7 @@ final class DMAMappings {
         let writable = m.flags & VFIOUserRequest.DMAMap.writable != 0
         guard let fd, writable else {
             unbacked.append((m.address, m.size))
+            announced[m.address] = announcement
             return
         }
         guard m.address & 0xFFF == 0, m.size & 0xFFF == 0, m.fileOffset & 0xFFF == 0 else {
@@ -90,6 +122,7 @@ final class DMAMappings {
             budget.release(m.size)
             throw .malformed("DMA_MAP: \(error)")
         }
+        announced[m.address] = announcement
     }
 
     /// The descriptor must be a memory file that holds the whole range and cannot shrink.
@@ -134,7 +167,9 @@ final class DMAMappings {
         let splits = unbacked.contains { cut($0.0, $0.1) } || lock.withLock { memory.regions.contains { cut($0.base.raw, $0.size) } }
         guard !splits else { throw .malformed("DMA_UNMAP \(range) covers only part of a mapping") }
         let before = unbacked.count
-        unbacked.removeAll { $0.0 >= u.address && $0.0 - u.address <= u.size && $0.1 <= u.size - ($0.0 - u.address) }
+        func inside(_ base: UInt64, _ size: UInt64) -> Bool { base >= u.address && base - u.address <= u.size && size <= u.size - (base - u.address) }
+        unbacked.removeAll { inside($0.0, $0.1) }
+        announced = announced.filter { !inside($0.key, $0.value.size) }
         let removed = lock.withLock { memory.remove(base: u.address, size: u.size) }
         release(removed)
         guard !removed.isEmpty || unbacked.count != before else { throw .notFound("DMA_UNMAP \(range) matches no mapping") }
@@ -143,6 +178,7 @@ final class DMAMappings {
     /// The client went away or asked to drop everything.
     func unmapAll() {
         unbacked.removeAll()
+        announced.removeAll()
         release(lock.withLock { memory.remove(base: 0, size: nil) })
     }
 

@@ -99,10 +99,16 @@ public struct DeviceOptions: Equatable, Sendable {
 
     public mutating func takeBool(_ key: String) throws(OptionError) -> Bool? {
         guard let v = try take(key) else { return nil }
-        switch v.lowercased() {
-        case "on", "true", "yes", "1": return true
-        case "off", "false", "no", "0": return false
-        default: throw .badValue(key: key, value: v, reason: "expected on or off")
+        guard let value = Self.bool(v) else { throw .badValue(key: key, value: v, reason: "expected on or off") }
+        return value
+    }
+
+    /// The spellings of on and off every boolean option takes; nil for anything else.
+    public static func bool(_ text: String) -> Bool? {
+        switch text.lowercased() {
+        case "on", "true", "yes", "1": true
+        case "off", "false", "no", "0": false
+        default: nil
         }
     }
 

@@ -20,9 +20,16 @@ public enum ThreadRole: Int32, Sendable, CaseIterable {
 
 public enum ThreadConfinement {
     private static let hook = Mutex<(@Sendable (ThreadRole) -> Void)?>(nil)
+    private static let enforcing = Atomic<Bool>(false)
 
-    /// Installed by the CLI (the Sandbox module); nil turns confinement off.
-    public static func install(_ confine: (@Sendable (ThreadRole) -> Void)?) { hook.withLock { $0 = confine } }
+    /// Installed by the CLI (the Sandbox module); nil turns confinement off. `enforcing`:
+    /// forbidden calls end the process (false: they are only logged, `--sandbox log`).
+    public static func install(enforcing: Bool = true, _ confine: (@Sendable (ThreadRole) -> Void)?) {
+        hook.withLock {
+            $0 = confine
+            self.enforcing.store(confine != nil && enforcing, ordering: .relaxed)
+        }
+    }
 
     /// The calling thread is set up and starts its work as `role`.
     public static func enter(_ role: ThreadRole) {
@@ -35,6 +42,9 @@ public enum ThreadConfinement {
     /// sandbox on. Set before any device or backend is made, so they can refuse what a
     /// confined thread could not do later (a backend whose teardown needs forbidden calls).
     public static var isInstalled: Bool { hook.withLock { $0 != nil } }
+
+    /// Whether a forbidden call will end the process (`isInstalled`, and not only logging).
+    public static var isEnforcing: Bool { hook.withLock { _ in enforcing.load(ordering: .relaxed) } }
 
     /// Whether the calling thread runs confined: it cannot open new files, devices or
     /// sockets beyond what its role needs (a backend swap then takes descriptors instead).
