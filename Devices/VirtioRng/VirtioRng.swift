@@ -46,13 +46,11 @@ public final class VirtioRng: VirtioDevice, @unchecked Sendable {
 
     /// The rest of a kick past the per-action budget, on the I/O loop.
     lazy var continuation = DeferredAction(continuing: context) { [weak self] in self?.process() }
-    /// The end of a rate-limit period with requests waiting.
+    /// The end of a rate-limit period with requests waiting: the queue runs again, and
+    /// the quota refills as it is asked (`EntropyQuota.available`).
     lazy var refillTimer = DeviceTimer(clock: context.clock, lock: context.lock) { [weak self] in
         guard let self else { return }
-        self.context.cost.measure {
-            self.quota.refill()
-            self.process()
-        }
+        self.context.cost.measure { self.process() }
     }
 
     public required init(options: inout DeviceOptions, context: VirtioDeviceContext) throws {
@@ -86,18 +84,15 @@ public final class VirtioRng: VirtioDevice, @unchecked Sendable {
         do {
             while true {
                 while !cost.shouldDefer {
-                    let granted = quota.grant(Self.maximumRequestBytes, now: context.clock.now)
-                    guard granted > 0 else {
+                    let allowed = quota.available(Self.maximumRequestBytes, now: context.clock.now)
+                    guard allowed > 0 else {
                         waitForRefill()
                         break
                     }
-                    guard try queue.pop(into: &chain) else {
-                        quota.giveBack(granted)
-                        break
-                    }
+                    guard try queue.pop(into: &chain) else { break }
                     cost.descriptors(chain.descriptorCount)
-                    let written = fill(chain, upTo: granted)
-                    quota.giveBack(granted - written)
+                    let written = fill(chain, upTo: allowed)
+                    quota.spend(written, now: context.clock.now)
                     cost.bytes(Int(written))
                     try queue.addUsed(head: chain.head, length: UInt32(truncatingIfNeeded: written))
                 }

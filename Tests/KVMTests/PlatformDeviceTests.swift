@@ -273,6 +273,48 @@ struct CMOSTests {
         #expect(!rtc.isHigh)
     }
 
+    /// Register A's divider held in reset (DV = 11x) stops the time without SET; let go,
+    /// the clock runs from the registers with its first second half over (datasheet:
+    /// "the first update cycle begins one-half second later"; QEMU's 500 ms offset).
+    @Test func aDividerResetStopsTheClockAndReleasingItStartsHalfASecondIn() {
+        let rtc = RTCHarness()
+        rtc.write(0x0A, 0x76)
+        rtc.advance(milliseconds: 5_000)
+        #expect(rtc.read(0x00) == 0x58, "frozen while the divider is in reset")
+        rtc.write(0x0A, 0x26)
+        rtc.advance(milliseconds: 400)
+        #expect(rtc.read(0x00) == 0x58)
+        rtc.advance(milliseconds: 200)
+        #expect(rtc.read(0x00) == 0x59)
+    }
+
+    /// UF (and AF) are set at each second whatever the enables, so a guest that polls
+    /// register C sees them, with IRQF clear and the line low (QEMU's check_update_timer).
+    @Test func registerCShowsTheUpdateFlagToAPollingGuest() {
+        let rtc = RTCHarness()
+        _ = rtc.read(0x0C)
+        rtc.advance(milliseconds: 1_000)
+        #expect(rtc.read(0x0C) == 0x10)
+        #expect(!rtc.isHigh)
+        rtc.advance(milliseconds: 1_000)   // 00:00:00, the alarm registers' power-on value
+        #expect(rtc.read(0x0C) == 0x30)
+        #expect(!rtc.isHigh)
+    }
+
+    /// A new periodic rate applies from the write, not after the old period (500 ms at
+    /// rate 15).
+    @Test func aNewPeriodicRateAppliesAtOnce() {
+        let rtc = RTCHarness()
+        rtc.write(0x0A, 0x2F)
+        rtc.write(0x0B, 0x02 | 0x40)
+        rtc.advance(milliseconds: 100)
+        _ = rtc.read(0x0C)
+        rtc.write(0x0A, 0x26)              // 1024 Hz
+        rtc.advance(milliseconds: 1)
+        #expect(rtc.isHigh)
+        #expect(rtc.read(0x0C) & 0xC0 == 0xC0)
+    }
+
     /// An enable for a flag that is already set raises the line at once (QEMU does, and
     /// a driver that enables late must not miss it).
     @Test func enablingASetFlagRaisesAtOnce() {

@@ -98,6 +98,22 @@ final class VirtioRngDriver: VirtioTestDriver {
         #expect(d.queues[0]?.takeUsed().map(\.length) == [36])
     }
 
+    /// A period starts with the first byte given, not when the queue was first looked at
+    /// (the driver's DRIVER_OK runs it with nothing posted): requests 600 ms later start
+    /// it then, and the next refill is 1 s after that.
+    @Test func aPeriodStartsWithItsFirstByte() throws {
+        let d = try D(options: "max-bytes=100,period=1000")
+        d.bringUp()
+        d.machine.advance(nanoseconds: 600_000_000)
+        d.request(); d.request(); d.request()
+        #expect(d.queues[0]?.takeUsed().map(\.length) == [64, 36])
+        d.machine.advance(nanoseconds: 500_000_000)
+        #expect(d.queues[0]?.takeUsed().isEmpty == true)
+        d.machine.advance(nanoseconds: 500_000_000)
+        #expect(d.queues[0]?.takeUsed().map(\.length) == [64])
+        #expect(d.device?.bytesGiven == 164)
+    }
+
     /// One kick of 1,024 requests of 4 KiB: the kick stops at the per-action budget
     /// (1 MiB) and the rest is served from the I/O loop.
     @Test func aKickIsBoundedAndTheRestContinuesOnTheLoop() throws {

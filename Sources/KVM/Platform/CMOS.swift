@@ -6,12 +6,14 @@ import VMMCore
 /// The MC146818 RTC/CMOS behind ports 0x70 (index, bit 7 = NMI mask) and 0x71 (data), as
 /// Linux's rtc-cmos and `mc146818_get_time`/`mc146818_set_time` use it: the time starts at
 /// the host's UTC and runs on the machine's clock; the guest may set it (register B's SET
-/// bit freezes the registers, clearing it starts the clock from what was written), choose
-/// BCD or binary and 12- or 24-hour mode, and take interrupts on IRQ 8: update-ended once
-/// a second (UIE), the alarm (AIE, with "don't care" bytes) and periodic (PIE, at register
-/// A's rate). Register C says which fired and lowers the line when read. "Update in
-/// progress" is never reported, so readers never spin. The other bytes are NVRAM.
-/// Behaviour as QEMU's hw/rtc/mc146818rtc.c where the datasheet leaves a choice.
+/// bit, or register A's divider held in reset, freezes the registers; the clock starts
+/// from what was written when both are let go, half a second into its first second after
+/// a divider reset), choose BCD or binary and 12- or 24-hour mode, and take interrupts on
+/// IRQ 8: update-ended once a second (UIE), the alarm (AIE, with "don't care" bytes) and
+/// periodic (PIE, at register A's rate). Register C says which fired, whether enabled or
+/// not (a guest may poll it), and lowers the line when read. "Update in progress" is never
+/// reported, so readers never spin. The other bytes are NVRAM. Behaviour as QEMU's
+/// hw/rtc/mc146818rtc.c where the datasheet leaves a choice.
 public final class CMOS: AccessHandler, @unchecked Sendable {
     public static let ports: Range<UInt64> = 0x70 ..< 0x72
     /// ISA IRQ 8 (the MP table routes it to IOAPIC pin 8).
@@ -40,6 +42,7 @@ public final class CMOS: AccessHandler, @unchecked Sendable {
         registers[Int(RTCRegister.a)] = 0x26   // 32.768 kHz time base, 1024 Hz periodic rate
         registers[Int(RTCRegister.b)] = RTCBits.twentyFourHour
         registers[Int(RTCRegister.d)] = RTCBits.vrt
+        lock.withLock { scheduleUpdate() }
     }
 
     /// Stops the timers (the machine is going away).
@@ -74,6 +77,10 @@ public final class CMOS: AccessHandler, @unchecked Sendable {
 
     private var b: UInt8 { registers[Int(RTCRegister.b)] }
     private var isSetting: Bool { b & RTCBits.set != 0 }
+    private var dividerRuns: Bool { registers[Int(RTCRegister.a)] & RTCBits.dividerMask <= RTCBits.dividerRunningMax }
+    /// Whether the time registers follow the running clock (else they hold what was
+    /// latched or written).
+    private var isRunning: Bool { !isSetting && dividerRuns }
     private var calendar: RTCCalendar {
         RTCCalendar(binary: b & RTCBits.dm != 0, twentyFourHour: b & RTCBits.twentyFourHour != 0)
     }
@@ -91,14 +98,15 @@ public final class CMOS: AccessHandler, @unchecked Sendable {
     }
 
     private func readRegister(_ r: UInt8) -> UInt8 {
-        if RTCRegister.timeRegisters.contains(r), !isSetting { latchTime() }
+        if RTCRegister.timeRegisters.contains(r), isRunning { latchTime() }
         switch r {
         case RTCRegister.c:
             // Reading C acknowledges: every flag clears and IRQ 8 drops (Linux's
-            // cmos_interrupt reads it first thing).
+            // cmos_interrupt reads it first thing); the update timer runs again to set them.
             let value = registers[Int(r)]
             registers[Int(r)] = 0
             setLine(false)
+            scheduleUpdate()
             return value
         default:
             return registers[Int(r)]
@@ -109,16 +117,15 @@ public final class CMOS: AccessHandler, @unchecked Sendable {
         switch r {
         case _ where RTCRegister.timeRegisters.contains(r):
             // A write while the clock runs sets the time from all the registers at once
-            // (QEMU's rtc_set_time); under SET the registers wait for SET to clear.
-            if !isSetting { latchTime() }
+            // (QEMU's rtc_set_time); under SET or a divider reset the registers wait.
+            let running = isRunning
+            if running { latchTime() }
             registers[Int(r)] = value
-            if !isSetting { startClock() }
+            if running { startClock() }
         case RTCRegister.secondsAlarm, RTCRegister.minutesAlarm, RTCRegister.hoursAlarm:
             registers[Int(r)] = value
         case RTCRegister.a:
-            // UIP is read-only (and never set here).
-            registers[Int(r)] = value & ~RTCBits.uip
-            schedulePeriodic()
+            writeA(value)
         case RTCRegister.b:
             writeB(value)
         case RTCRegister.c, RTCRegister.d:
@@ -128,16 +135,35 @@ public final class CMOS: AccessHandler, @unchecked Sendable {
         }
     }
 
+    /// Register A: the divider and the periodic rate. UIP is read-only (and never set).
+    private func writeA(_ value: UInt8) {
+        let old = registers[Int(RTCRegister.a)]
+        let wasRunning = isRunning
+        let dividerWillRun = value & RTCBits.dividerMask <= RTCBits.dividerRunningMax
+        // Divider held in reset: the time stops where it is (QEMU `rtc_update_time`).
+        if wasRunning, !dividerWillRun { latchTime() }
+        registers[Int(RTCRegister.a)] = value & ~RTCBits.uip
+        // Let go with SET clear: the clock starts from the registers, and "the first
+        // update cycle begins one-half second later" (datasheet; QEMU sets its offset to
+        // 500 ms).
+        if !wasRunning, isRunning { startClock(intoSecond: 500_000_000) }
+        scheduleUpdate()
+        // A new rate applies from now (QEMU `periodic_timer_update` on a rate change),
+        // not after the old period, which could be half a second.
+        schedulePeriodic(restart: (old ^ value) & RTCBits.rateMask != 0)
+    }
+
     private func writeB(_ value: UInt8) {
         var value = value
         if value & RTCBits.set != 0 {
             // SET: updates stop with the registers holding the time of now; the
             // update-ended interrupt is off while they do (QEMU clears UIE).
-            if !isSetting { latchTime() }
+            if isRunning { latchTime() }
             value &= ~RTCBits.uie
-        } else if isSetting {
+        } else if isSetting, dividerRuns {
             // SET cleared: the clock starts from what the guest wrote (in the mode it
             // wrote it in, which is the old B's, as QEMU reads them before storing B).
+            // With the divider still in reset it starts when register A lets it go.
             startClock()
         }
         let c = registers[Int(RTCRegister.c)]
@@ -157,10 +183,10 @@ public final class CMOS: AccessHandler, @unchecked Sendable {
     /// The time registers become the running time from now on. Registers that spell no
     /// date leave the clock as it was (a real part would run on from garbage; Linux
     /// validates before it writes).
-    private func startClock() {
+    private func startClock(intoSecond: UInt64 = 0) {
         guard let seconds = calendar.seconds(from: { registers[Int($0)] }) else { return }
         baseSeconds = seconds
-        baseTime = clock.now
+        baseTime = clock.now &- intoSecond
         scheduleUpdate()
     }
 
@@ -177,9 +203,14 @@ public final class CMOS: AccessHandler, @unchecked Sendable {
         }
     }
 
-    /// While the clock runs with UIE or AIE on: a timer at the end of each second.
+    /// While the clock runs: a timer at the end of each second, which sets UF (and AF when
+    /// the alarm matches) whether or not their interrupts are enabled, so a guest polling
+    /// register C sees them. With UIE and AIE off it stops once both flags are set, until
+    /// C is read, as QEMU's `check_update_timer` does: one callback a second at most.
     private func scheduleUpdate() {
-        guard !isSetting, b & (RTCBits.uie | RTCBits.aie) != 0 else {
+        let bothSet = RTCBits.uf | RTCBits.af
+        guard isRunning,
+              b & (RTCBits.uie | RTCBits.aie) != 0 || registers[Int(RTCRegister.c)] & bothSet != bothSet else {
             updateTimer.cancel()
             return
         }
@@ -187,7 +218,7 @@ public final class CMOS: AccessHandler, @unchecked Sendable {
     }
 
     private func secondEnded() {
-        guard !isSetting else { return }
+        guard isRunning else { return }
         var flags = RTCBits.uf
         let time = calendar.registers(for: now().seconds)
         let alarm = (registers[Int(RTCRegister.secondsAlarm)], registers[Int(RTCRegister.minutesAlarm)],
@@ -207,12 +238,14 @@ public final class CMOS: AccessHandler, @unchecked Sendable {
         return (UInt64(1) << UInt64(rate - 1)) * 1_000_000_000 / 32768
     }
 
-    private func schedulePeriodic() {
-        guard let period = periodicNanoseconds else {
+    /// Held dividers stop the periodic interrupt too ("holding the dividers in reset
+    /// prevents interrupts from operating"; SET does not).
+    private func schedulePeriodic(restart: Bool = false) {
+        guard dividerRuns, let period = periodicNanoseconds else {
             periodicTimer.cancel()
             return
         }
-        if !periodicTimer.isArmed { periodicTimer.arm(after: period) }
+        if restart || !periodicTimer.isArmed { periodicTimer.arm(after: period) }
     }
 
     private func periodElapsed() {

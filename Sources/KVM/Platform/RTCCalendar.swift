@@ -77,8 +77,13 @@ enum RTCRegister {
 
 /// Register bits (Linux include/linux/mc146818rtc.h).
 enum RTCBits {
-    /// Register A: update in progress; the periodic rate select (low four bits).
-    static let uip: UInt8 = 0x80, rateMask: UInt8 = 0x0F
+    /// Register A: update in progress; the divider select (DV2–DV0), the periodic rate
+    /// select (low four bits).
+    static let uip: UInt8 = 0x80, dividerMask: UInt8 = 0x70, rateMask: UInt8 = 0x0F
+    /// The divider runs for DV values up to 010 (the 32.768 kHz time base), as QEMU's
+    /// `rtc_running` reads it; 11x holds the divider chain in reset (Linux's
+    /// `mc146818_set_time` writes RTC_DIV_RESET2 while it sets the time).
+    static let dividerRunningMax: UInt8 = 0x20
     /// Register B: SET (updates stop, the time is being written), the interrupt enables,
     /// binary data mode, 24-hour mode.
     static let set: UInt8 = 0x80, pie: UInt8 = 0x40, aie: UInt8 = 0x20, uie: UInt8 = 0x10
