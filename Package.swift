@@ -24,7 +24,7 @@ let package = Package(
         .library(name: "VMMBlock", targets: ["VMMBlock"]),
         .library(name: "VMMTestKit", targets: ["VMMTestKit"]),
         .library(name: "Virtio", targets: ["Virtio"]),
-        .library(name: "SwiftVMMDevices", targets: ["E1000", "VirtioNet", "VirtioBlk", "VirtioRng", "NetBackends", "BlockBackends", "DeviceCatalog"]),
+        .library(name: "SwiftVMMDevices", targets: ["E1000", "VirtioNet", "VirtioBlk", "VirtioRng", "VirtioConsole", "NetBackends", "BlockBackends", "DeviceCatalog"]),
         .library(name: "KVM", targets: ["KVM"]),
         .library(name: "VFIOUser", targets: ["VFIOUser"]),
         .library(name: "QMP", targets: ["QMP"]),
@@ -65,9 +65,10 @@ let package = Package(
         .target(name: "VirtioNet", dependencies: ["VMMCore", "VMMNet", "Virtio"], path: "Devices/VirtioNet", swiftSettings: hotPath),
         .target(name: "VirtioBlk", dependencies: ["VMMCore", "VMMBlock", "Virtio"], path: "Devices/VirtioBlk"),
         .target(name: "VirtioRng", dependencies: ["VMMCore", "Virtio", "CLinux"], path: "Devices/VirtioRng"),
+        .target(name: "VirtioConsole", dependencies: ["VMMCore", "Virtio"], path: "Devices/VirtioConsole"),
         .target(name: "NetBackends", dependencies: ["VMMCore", "VMMNet", "CLinux", "CVDEPlug", "CSlirp"]),
         // The one place that lists device types and backends: adding a device is one line here.
-        .target(name: "DeviceCatalog", dependencies: ["VMMCore", "VMMNet", "VMMBlock", "E1000", "VirtioNet", "VirtioBlk", "VirtioRng", "NetBackends", "BlockBackends"]),
+        .target(name: "DeviceCatalog", dependencies: ["VMMCore", "VMMNet", "VMMBlock", "E1000", "VirtioNet", "VirtioBlk", "VirtioRng", "VirtioConsole", "NetBackends", "BlockBackends"]),
         .target(name: "VMMTestKit", dependencies: ["VMMCore", "VMMNet", "VMMBlock"]),
         .target(name: "QTest", dependencies: ["VMMCore", "VMMNet", "VMMBlock", "VMMTestKit"]),
         .target(name: "KVM", dependencies: ["VMMCore", "CKVM", "CLinux"]),
@@ -88,6 +89,7 @@ let package = Package(
         .testTarget(name: "VirtioNetTests", dependencies: ["VirtioNet", "Virtio", "VMMTestKit", "VMMNet"]),
         .testTarget(name: "VirtioBlkTests", dependencies: ["VirtioBlk", "Virtio", "VMMTestKit", "VMMBlock"]),
         .testTarget(name: "VirtioRngTests", dependencies: ["VirtioRng", "Virtio", "VMMTestKit"]),
+        .testTarget(name: "VirtioConsoleTests", dependencies: ["VirtioConsole", "Virtio", "VMMCore", "VMMTestKit"]),
         // Peers/: fake peers in Python that tests start by path, not sources.
         .testTarget(name: "BackendTests", dependencies: ["NetBackends", "VMMNet", "VMMTestKit"], exclude: ["Peers"]),
         .testTarget(name: "QTestTests", dependencies: ["QTest", "VMMTestKit", "DeviceCatalog"]),

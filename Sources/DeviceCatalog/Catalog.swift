@@ -2,6 +2,7 @@ import BlockBackends
 import E1000
 import NetBackends
 import VirtioBlk
+import VirtioConsole
 import VirtioNet
 import VirtioRng
 import VMMBlock
@@ -16,6 +17,7 @@ public enum DeviceCatalog {
         VirtioNetDevice.self,
         VirtioBlkDevice.self,
         VirtioRngDevice.self,
+        VirtioConsoleDevice.self,
     ])
 
     /// The machine services devices may use: the backend factories and the registries the

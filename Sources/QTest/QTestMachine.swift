@@ -41,6 +41,9 @@ public final class QTestMachine: @unchecked Sendable {
                 services: ServiceRegistry? = nil, logger: Logger = Logger(label: "swiftvmm.qtest")) throws {
         machine = try TestMachine(memorySize: memorySize, networkFactory: services?.resolve(NetworkBackendFactory.self),
                                   blockFactory: services?.resolve(BlockBackendFactory.self), logger: logger)
+        // Devices that make files wait for the command line to be accepted before they
+        // keep them (a virtio-console's `chardev=file:`), as the NICs' captures do.
+        if let start = services?.resolve(MachineStart.self) { machine.services.register(MachineStart.self, start) }
         for text in devices {
             do {
                 let spec = try DeviceSpec.parse(text)

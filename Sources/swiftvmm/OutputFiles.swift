@@ -3,9 +3,10 @@ import Glibc
 #endif
 import VMMCore
 
-/// Files the VMM writes as it runs (`capture=` of each NIC, `--serial file:`) and the
-/// sockets it listens on (`--qmp`, `serve`'s and `qtest`'s `--socket`, a stream backend's
-/// `server=on`), checked before anything is opened: two writers on one file interleave
+/// Files the VMM writes as it runs (`capture=` of each NIC, a virtio-console's
+/// `chardev=file:`, `--serial file:`) and the sockets it listens on (`--qmp`, `serve`'s and
+/// `qtest`'s `--socket`, a stream backend's `server=on`, a virtio-console's
+/// `chardev=socket:`), checked before anything is opened: two writers on one file interleave
 /// into something no tool reads, a capture or console on the kernel, the initrd or a disk
 /// image would empty it when the machine starts, and two listeners on one path failed
 /// with a message that blamed another process, or an old file that this run had made.
@@ -36,7 +37,7 @@ enum OutputFiles {
     /// device's own error.
     static func refuseShared(devices: [String], listening: [Named] = []) throws(UserInputError) {
         let specs = devices.compactMap { text in (try? DeviceSpec.parse(text)).map { (text: "--device '\(text)'", spec: $0) } }
-        try refuseShared(outputs: listening + captures(specs) + streamListeners(specs), inputs: disks(specs))
+        try refuseShared(outputs: listening + captures(specs) + streamListeners(specs) + consoles(specs), inputs: disks(specs))
     }
 
     /// The Unix socket of each stream backend that listens (`net=stream:unix:PATH,server=on`).
@@ -46,6 +47,17 @@ enum OutputFiles {
             guard let net = value("net", entry.spec), net.hasPrefix(prefix),
                   value("server", entry.spec).flatMap(DeviceOptions.bool) == true else { return nil }
             return Named(owner: entry.text, path: String(net.dropFirst(prefix.count)))
+        }
+    }
+
+    /// The file or socket of each virtio-console's `chardev=`.
+    static func consoles(_ specs: [(text: String, spec: DeviceSpec)]) -> [Named] {
+        specs.compactMap { entry in
+            guard let chardev = value("chardev", entry.spec) else { return nil }
+            for prefix in ["file:", "socket:"] where chardev.hasPrefix(prefix) && chardev.count > prefix.count {
+                return Named(owner: entry.text, path: String(chardev.dropFirst(prefix.count)))
+            }
+            return nil
         }
     }
 

@@ -155,7 +155,7 @@ struct RunCommand: ParsableCommand {
         }
         let requests = try DeviceArguments.requests(devices: devices, slots: slots, registry: DeviceCatalog.registry)
         let specs = requests.map { (text: $0.text, spec: $0.spec) }
-        var outputs = OutputFiles.captures(specs) + OutputFiles.streamListeners(specs)
+        var outputs = OutputFiles.captures(specs) + OutputFiles.streamListeners(specs) + OutputFiles.consoles(specs)
         if case let .file(path) = attachment { outputs.insert(.init(owner: "--serial", path: path), at: 0) }
         if let qmp, let path = try? QMPSocketOption.parse(qmp) { outputs.insert(.init(owner: "--qmp", path: path), at: 0) }
         var inputs = [OutputFiles.Named(owner: "--kernel", path: kernel)] + OutputFiles.disks(specs)

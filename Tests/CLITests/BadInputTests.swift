@@ -174,6 +174,22 @@ struct BadInputTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty)
     }
 
+    /// A virtio-console's `chardev=file:` or `chardev=socket:` made before a later device is
+    /// refused is removed again; one on the path of another listener is refused before
+    /// anything is made.
+    @Test func aRefusedCommandLineLeavesNoConsoleFile() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("swiftvmm-console-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try expectOneLineError(["qtest", "--device", "virtio-console,chardev=file:\(dir)/c.log", "--device", "e1000,net=bogus"],
+                               mentions: "net=bogus")
+        try expectOneLineError(["serve", "--socket", "\(dir)/a.sock", "--device", "virtio-console,chardev=socket:\(dir)/c.sock",
+                                "--socket", "\(dir)/b.sock", "--device", "e1000,net=bogus"], mentions: "net=bogus")
+        try expectOneLineError(["qtest", "--socket", "\(dir)/q.sock", "--device", "virtio-console,chardev=socket:\(dir)/q.sock"],
+                               mentions: "chardev", "names the same file")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty)
+    }
+
     /// An option that takes one value, given twice: the last one won without a word
     /// (ArgumentParser's default), while a key repeated inside --device was refused.
     /// And a value with a blank line in it cut the parser's message short at that line.

@@ -1,8 +1,9 @@
 #!/bin/sh
 # Runs inside the Linux guest of the driver tier (Tools/linux-tier/run.py) as
 # `swiftvmm.run=swiftvmm-blk-checks,IMPL`: Linux's virtio_blk driver against one
-# virtio-blk disk (serial tier-disk, 64 MiB, an ext4 file system made on the host), and
-# Linux's virtio_rng driver against one virtio-rng device.
+# virtio-blk disk (serial tier-disk, 64 MiB, an ext4 file system made on the host),
+# Linux's virtio_rng driver against one virtio-rng device, and Linux's virtio_console
+# against one console whose port goes to a Unix socket the host connects to.
 # Prints "CHECK NAME PASS|FAIL detail" and "METRIC NAME VALUE"; "BLOCK-RESIZE" asks the
 # host to grow the disk to 96 MiB over QMP (block_resize).
 impl=${1:-swiftvmm}
@@ -62,6 +63,26 @@ size=$(dd if=/dev/hwrng bs=64 count=16 2>/dev/null | wc -c | tr -d ' ')
 zero=$(dd if=/dev/zero bs=64 count=256 2>/dev/null | md5sum | cut -d' ' -f1)
 check rng-read $([ "$size" = 1024 ] && [ "$one" != "$two" ] && [ "$one" != "$zero" ]; echo $?) "$size bytes; 16 KiB twice: $one $two"
 echo "METRIC hwrng-16KiB-seconds $(echo "$start $end" | awk '{print $2 - $1}')"
+
+# virtio-console: without MULTIPORT, virtio_console makes the one port hvc0 (virtcons_probe,
+# add_port). "HVC-READY" has the host connect to the port's socket and say HOST-HELLO (the
+# receive queue); the guest answers with a marker the host must read (the transmit queue,
+# hvc's put_chars) and says "HVC-SENT".
+cdrv=$(ls /sys/bus/virtio/drivers/virtio_console 2>/dev/null | grep virtio | head -1)
+check console-driver $([ -n "$cdrv" ]; echo $?) "$(ls /sys/bus/virtio/drivers 2>/dev/null | tr '\n' ' ')"
+if [ -c /dev/hvc0 ]; then
+    exec 3<>/dev/hvc0
+    stty -F /dev/hvc0 -echo 2>/dev/null
+    echo "HVC-READY"
+    line=""
+    read -t 20 line <&3
+    check console-in $([ "$line" = HOST-HELLO ]; echo $?) "read '$line' from hvc0"
+    echo "TIER-HVC0-$impl" >&3
+    echo "HVC-SENT"
+    exec 3>&-
+else
+    check console-in 1 "no /dev/hvc0: $(ls /dev | tr '\n' ' ')"
+fi
 
 bad=$(dmesg | grep -iE "I/O error|blk_update_request|buffer i/o|EXT4-fs error" | head -3)
 check dmesg-clean $([ -z "$bad" ]; echo $?) "$bad"

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""The Linux-driver tier: Linux's own e1000, virtio_net, virtio_blk and virtio_rng drivers
-against swiftvmm's devices, served over vfio-user to QEMU (software emulation), and the
-same guest script against QEMU's own e1000, virtio-net-pci, virtio-blk-pci and
-virtio-rng-pci in the same run for comparison.
+"""The Linux-driver tier: Linux's own e1000, virtio_net, virtio_blk, virtio_rng and
+virtio_console drivers against swiftvmm's devices, served over vfio-user to QEMU (software
+emulation), and the same guest script against QEMU's own e1000, virtio-net-pci,
+virtio-blk-pci, virtio-rng-pci and virtconsole in the same run for comparison.
 
 Each run boots Debian's kernel with the Tools/build-guest initramfs and two NICs of one
 model: one on user-mode networking, one on a TAP in a network namespace this script
@@ -12,7 +12,9 @@ user-mode networking, and nothing is left on the machine afterwards. The virtio-
 image made here (mkfs.ext4); the guest mounts it, writes, syncs and reads back, trims,
 and sees the disk grow over QMP block_resize; afterwards e2fsck must find it clean and
 debugfs must read back what the guest wrote. The same guest reads /dev/hwrng through a
-virtio-rng device served by the same `swiftvmm serve` (QEMU's virtio-rng-pci for QEMU).
+virtio-rng device served by the same `swiftvmm serve` (QEMU's virtio-rng-pci for QEMU),
+and talks both ways over hvc0 through a virtio-console whose port is a Unix socket this
+script connects to (QEMU's virtconsole on a socket chardev).
 
   Tools/linux-tier/run.py [--models e1000,virtio-net] [--no-reference] [--json FILE]
 
@@ -223,9 +225,45 @@ def icmp_in_capture(path):
     return out.count("8"), out.count("0")
 
 
-def run_guest(ns, cmd, log, qmp_path, capture=None, rx_filter=False):
+class HvcPeer:
+    """The host end of the guest's hvc0: a client of the console's Unix socket that says
+    HOST-HELLO when the guest is ready and then reads the guest's marker."""
+
+    def __init__(self, path):
+        self.path, self.sock = path, None
+
+    def hello(self):
+        import socket
+        deadline = time.monotonic() + 5
+        while self.sock is None and time.monotonic() < deadline:
+            try:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(self.path)
+                self.sock = s
+            except OSError:
+                time.sleep(0.05)
+        if self.sock:
+            self.sock.sendall(b"HOST-HELLO\n")
+
+    def check(self, marker):
+        got = b""
+        deadline = time.monotonic() + 10
+        while self.sock and marker not in got and time.monotonic() < deadline:
+            r, _, _ = select.select([self.sock], [], [], 0.5)
+            if r:
+                chunk = self.sock.recv(4096)
+                if not chunk:
+                    break
+                got += chunk
+        if self.sock:
+            self.sock.close()
+        return {"pass": marker in got, "detail": f"host read {got[-80:]!r} from the console socket"}
+
+
+def run_guest(ns, cmd, log, qmp_path, capture=None, rx_filter=False, hvc=None, impl="swiftvmm"):
     """Boots the guest, answers its hostfwd and set_link prompts, returns (checks, metrics, seconds)."""
     start = time.monotonic()
+    peer = HvcPeer(hvc) if hvc else None
     p = ns.popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     checks, metrics, buf = {}, {}, b""
     done = False
@@ -252,6 +290,10 @@ def run_guest(ns, cmd, log, qmp_path, capture=None, rx_filter=False):
                 metrics[m.group(1)] = m.group(2)
             if text.startswith("HOSTFWD-READY"):
                 ns.connect_and_send(HOSTFWD_PORT, b"hello-hostfwd\n")
+            if peer and text.startswith("HVC-READY"):
+                peer.hello()
+            if peer and text.startswith("HVC-SENT"):
+                checks["console-out"] = peer.check(f"TIER-HVC0-{impl}".encode())
             if text.startswith("BLOCK-RESIZE"):
                 qmp_call(qmp_path, "block_resize", {"device": "d0", "size": RESIZED_MIB << 20})
             if rx_filter and text.startswith("RXFILTER-QUERY"):
@@ -325,17 +367,19 @@ def stop_serve(serve):
 def run_swiftvmm_blk(args, ns, log, sockdir):
     image = make_disk(sockdir, "swiftvmm-disk.img")
     sock, qmp = os.path.join(sockdir, "blk.sock"), os.path.join(sockdir, "blk-qmp.sock")
-    rng = os.path.join(sockdir, "rng.sock")
+    rng, con, hvc = (os.path.join(sockdir, n) for n in ("rng.sock", "con.sock", "hvc.sock"))
     serve = ns.popen([args.swiftvmm, "serve", "--qmp", f"unix:{qmp},server=on,wait=off",
                       "--socket", sock, "--device", f"virtio-blk,disk={image},serial=tier-disk,id=d0",
-                      "--socket", rng, "--device", "virtio-rng"],
+                      "--socket", rng, "--device", "virtio-rng",
+                      "--socket", con, "--device", f"virtio-console,chardev=socket:{hvc}"],
                      stdout=subprocess.DEVNULL, stderr=log)
-    wait_for_sockets([sock, rng])
-    devices = ["-device", json.dumps({"driver": "vfio-user-pci", "socket": {"type": "unix", "path": sock}}),
-               "-device", json.dumps({"driver": "vfio-user-pci", "socket": {"type": "unix", "path": rng}})]
-    checks, metrics, secs = run_guest(ns, qemu_command(find_qemu(), "virtio-blk", devices, "swiftvmm"), log, qmp)
+    wait_for_sockets([sock, rng, con, hvc])
+    devices = []
+    for path in (sock, rng, con):
+        devices += ["-device", json.dumps({"driver": "vfio-user-pci", "socket": {"type": "unix", "path": path}})]
+    checks, metrics, secs = run_guest(ns, qemu_command(find_qemu(), "virtio-blk", devices, "swiftvmm"), log, qmp, hvc=hvc)
     status = stop_serve(serve)
-    checks["serve-clean-exit"] = {"pass": status == 0 and not any(os.path.exists(s) for s in (sock, rng)),
+    checks["serve-clean-exit"] = {"pass": status == 0 and not any(os.path.exists(s) for s in (sock, rng, con, hvc)),
                                   "detail": f"status {status}"}
     checks.update(disk_checks(image, metrics))
     return checks, metrics, secs
@@ -366,10 +410,13 @@ def run_reference(args, ns, model, log, sockdir):
     qmp = os.path.join(sockdir, f"qemu-{model}-qmp.sock")
     if model == "virtio-blk":
         image = make_disk(sockdir, "qemu-disk.img")
+        hvc = os.path.join(sockdir, "qemu-hvc.sock")
         disk = ["-drive", f"file={image},format=raw,if=none,id=d0",
                 "-device", f"{m},drive=d0,serial=tier-disk", "-device", "virtio-rng-pci",
+                "-chardev", f"socket,id=hvc,path={hvc},server=on,wait=off",
+                "-device", "virtio-serial-pci", "-device", "virtconsole,chardev=hvc",
                 "-qmp", f"unix:{qmp},server=on,wait=off"]
-        checks, metrics, secs = run_guest(ns, qemu_command(find_qemu(), model, disk, "qemu"), log, qmp)
+        checks, metrics, secs = run_guest(ns, qemu_command(find_qemu(), model, disk, "qemu"), log, qmp, hvc=hvc, impl="qemu")
         checks.update(disk_checks(image, metrics))
         return checks, metrics, secs
     nics = ["-netdev", f"user,id=u,hostfwd=tcp:127.0.0.1:{HOSTFWD_PORT}-:8080",

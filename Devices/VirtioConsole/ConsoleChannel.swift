@@ -1,0 +1,211 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import VMMCore
+
+/// The host side of a console port (`ConsoleTarget`): what the guest writes goes out
+/// here, what a connected client sends comes in. Every call is made with the device's
+/// lock held; the I/O loop's handlers take it themselves.
+///
+/// Output never waits: a console driver spins until the device has taken its buffer
+/// (Linux's `__send_to_port` for hvc), so bytes a client or file cannot take now are
+/// dropped and counted, as QEMU's virtconsole drops them (`flush_buf` throttles only
+/// non-console ports). Input is read only while the guest has buffers for it: the
+/// client's socket is watched for reading then, so a fast client cannot fill memory.
+final class ConsoleChannel: @unchecked Sendable {
+    private let lock: DeviceLock
+    private let loop: EventLoop
+    private let clock: DeviceClock
+    private let target: ConsoleTarget
+    /// The output file (`file:`), and whether it was made here: a command line refused
+    /// after this device was made leaves no file behind (`MachineStart`).
+    private var fileFD: Int32 = -1
+    private var createdFile = false
+    private var machineStarted = false
+    /// The listening socket and its path (`socket:`), removed at shutdown.
+    private var listener: (fd: Int32, registration: IORegistration, path: String)?
+    private var client: (fd: Int32, registration: IORegistration)?
+    private var wantsInput = false
+    /// Called on the loop with the lock held when the client has bytes and the guest
+    /// wants input.
+    var inputReady: () -> Void = {}
+
+    /// Bytes the guest wrote that no one took, clients turned away while one was
+    /// connected, and clients that came.
+    private(set) var droppedOutput: UInt64 = 0
+    private(set) var refusedClients: UInt64 = 0
+    private(set) var connections: UInt64 = 0
+
+    /// Out of descriptors, accept fails while the connection stays queued and the
+    /// listener readable: the loop would spin on it, so it rests this long.
+    private static let acceptRetryNanoseconds: UInt64 = 100_000_000
+    private lazy var acceptRetry = DeviceTimer(clock: clock, lock: lock) { [weak self] in self?.resumeAccepting() }
+
+    init(_ target: ConsoleTarget, lock: DeviceLock, loop: EventLoop, clock: DeviceClock,
+         machineStart: MachineStart?) throws(OptionError) {
+        self.lock = lock
+        self.loop = loop
+        self.clock = clock
+        self.target = target
+        switch target {
+        case .none:
+            break
+        case let .file(path):
+            switch OutputFile.open(path) {
+            case let .success(opened):
+                fileFD = opened.fd
+                createdFile = opened.created
+                // Appended, as a log: an existing file keeps what it has.
+                _ = fcntl(fileFD, F_SETFL, fcntl(fileFD, F_GETFL) | O_APPEND)
+            case .failure(.danglingLink):
+                throw .badValue(key: "chardev", value: "file:\(path)", reason: "a symbolic link to a file that does not exist")
+            case let .failure(.open(e)):
+                throw .badValue(key: "chardev", value: "file:\(path)", reason: String(cString: strerror(e)))
+            }
+        case let .socket(path):
+            let fd: Int32
+            do {
+                fd = try UnixSocketListener(path: path).handOver()
+            } catch {
+                throw .badValue(key: "chardev", value: "socket:\(path)", reason: error.description)
+            }
+            // Accepted on the loop: a client gone between readiness and accept must not block it.
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            do {
+                let registration = try loop.register(fd: fd, events: .readable) { [weak self] _ in self?.accept() }
+                listener = (fd, registration, path)
+            } catch {
+                close(fd)
+                unlink(path)
+                throw .badValue(key: "chardev", value: "socket:\(path)", reason: "cannot watch it on the I/O loop: \(error)")
+            }
+        }
+        if let machineStart {
+            machineStart.whenStarted { [weak self] in self?.lock.withLock { self?.machineStarted = true } }
+        } else {
+            machineStarted = true
+        }
+    }
+
+    var isConnected: Bool { client != nil }
+
+    /// Writes what it can of `bytes` now; the rest is dropped and counted.
+    func write(_ bytes: UnsafeRawBufferPointer) {
+        guard let base = bytes.baseAddress, !bytes.isEmpty else { return }
+        var done = 0
+        switch target {
+        case .none:
+            // No backend: consumed, as QEMU's flush_buf says of a port without a chardev.
+            return
+        case .file:
+            while done < bytes.count {
+                let n = Glibc.write(fileFD, base + done, bytes.count - done)
+                if n > 0 { done += n } else if n < 0, errno == EINTR { continue } else { break }
+            }
+        case .socket:
+            guard let c = client else { break }
+            while done < bytes.count {
+                let n = send(c.fd, base + done, bytes.count - done, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+                if n > 0 { done += n; continue }
+                if n < 0, errno == EINTR { continue }
+                if n < 0, errno != EAGAIN { dropClient() }
+                break
+            }
+        }
+        droppedOutput &+= UInt64(bytes.count - done)
+    }
+
+    /// Reads what the client has into `buffer`: the byte count, 0 when there is nothing
+    /// now (or no client; a client that left is let go).
+    func read(into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        guard let c = client, let base = buffer.baseAddress, !buffer.isEmpty else { return 0 }
+        while true {
+            let n = recv(c.fd, base, buffer.count, Int32(MSG_DONTWAIT))
+            if n > 0 { return n }
+            if n < 0, errno == EINTR { continue }
+            if n == 0 || errno != EAGAIN { dropClient() }
+            return 0
+        }
+    }
+
+    /// Whether the guest has buffers for input: the client is watched for reading only then.
+    func setWantsInput(_ wants: Bool) {
+        guard wants != wantsInput else { return }
+        wantsInput = wants
+        if let c = client { loop.update(c.registration, events: events) }
+    }
+
+    private var events: IOEvents { wantsInput ? [.readable, .hangup] : .hangup }
+
+    /// On the loop: one client at a time; another is closed at once (QEMU's socket chardev
+    /// takes one too).
+    private func accept() {
+        lock.withLock {
+            guard let l = listener else { return }
+            let fd = Glibc.accept(l.fd, nil, nil)
+            guard fd >= 0 else {
+                let e = errno
+                guard e != EAGAIN, e != EINTR, e != ECONNABORTED else { return }
+                loop.update(l.registration, events: [])
+                acceptRetry.arm(after: Self.acceptRetryNanoseconds)
+                return
+            }
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            guard client == nil else {
+                refusedClients &+= 1
+                close(fd)
+                return
+            }
+            do {
+                let registration = try loop.register(fd: fd, events: events) { [weak self] ev in self?.clientReady(ev) }
+                client = (fd, registration)
+                connections &+= 1
+            } catch {
+                close(fd)
+            }
+        }
+    }
+
+    private func resumeAccepting() {
+        if let l = listener { loop.update(l.registration, events: .readable) }
+    }
+
+    private func clientReady(_ events: IOEvents) {
+        lock.withLock {
+            guard client != nil else { return }
+            // A client that left is let go by the read that finds its end, after what it
+            // sent before; while the guest has no buffers, at once (the loop reports a
+            // hang-up until it is handled), and what it sent is lost.
+            if wantsInput {
+                inputReady()
+            } else if !events.isDisjoint(with: .hangup) {
+                dropClient()
+            }
+        }
+    }
+
+    private func dropClient() {
+        guard let c = client else { return }
+        client = nil
+        loop.unregister(c.registration)
+        close(c.fd)
+    }
+
+    /// The VM is going away: the client and listener close, the socket file goes.
+    func shutdown() {
+        acceptRetry.cancel()
+        dropClient()
+        if let l = listener {
+            listener = nil
+            loop.unregister(l.registration)
+            close(l.fd)
+            if ThreadConfinement.currentThreadMayRemoveFiles { unlink(l.path) }
+        }
+        if fileFD >= 0 {
+            close(fileFD)
+            fileFD = -1
+            if case let .file(path) = target, createdFile, !machineStarted, ThreadConfinement.currentThreadMayRemoveFiles { unlink(path) }
+        }
+    }
+}
