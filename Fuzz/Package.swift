@@ -51,6 +51,10 @@ let package = Package(
             "FuzzSupport", .product(name: "VMMCore", package: "swiftvmm"), .product(name: "VMMTestKit", package: "swiftvmm"),
             .product(name: "VMMBlock", package: "swiftvmm"), .product(name: "SwiftVMMDevices", package: "swiftvmm"),
         ]),
+        .executableTarget(name: "FuzzVirtioConsole", dependencies: [
+            "FuzzSupport", .product(name: "VMMCore", package: "swiftvmm"), .product(name: "VMMTestKit", package: "swiftvmm"),
+            .product(name: "SwiftVMMDevices", package: "swiftvmm"),
+        ]),
         .executableTarget(name: "FuzzVirtioRng", dependencies: [
             "FuzzSupport", .product(name: "VMMCore", package: "swiftvmm"), .product(name: "VMMTestKit", package: "swiftvmm"),
             .product(name: "SwiftVMMDevices", package: "swiftvmm"),
