@@ -43,13 +43,16 @@ public final class UnixSocketListener: @unchecked Sendable {
         }
         let s = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard s >= 0 else { throw .system(path: path, call: "socket", errno: errno) }
-        // umask rather than chmod after bind: no moment in which others could connect.
-        let oldMask = umask(0o177)
+        // The mode is set on the socket before bind, which makes the file with it (Linux's
+        // unix_bind_bsd: the socket inode's mode less the umask), so there is no moment in
+        // which others could connect. Not by changing the umask around bind: that is the
+        // whole process's, and a file or child process made meanwhile on another thread got
+        // mode 0600 (a test that built the guest's initramfs then could not run its /init).
+        fchmod(s, 0o600)
         let bound = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         let bindErrno = errno
-        umask(oldMask)
         guard bound == 0 else { Glibc.close(s); throw .system(path: path, call: "bind", errno: bindErrno) }
         guard listen(s, backlog) == 0 else {
             let e = errno
