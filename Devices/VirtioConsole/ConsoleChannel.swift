@@ -24,16 +24,18 @@ final class ConsoleChannel: @unchecked Sendable {
     private var machineStarted = false
     /// The listening socket and its path (`socket:`), removed at shutdown.
     private var listener: (fd: Int32, registration: IORegistration, path: String)?
-    private var client: (fd: Int32, registration: IORegistration)?
+    /// The connected client; its registration is nil while it is parked: it shut its
+    /// sending side while the guest had no buffers, so the loop, which reports that
+    /// (EPOLLRDHUP) for as long as it lasts, watches it no more until the guest wants
+    /// input and what it sent can be read.
+    private var client: (fd: Int32, registration: IORegistration?)?
     private var wantsInput = false
     /// Called on the loop with the lock held when the client has bytes and the guest
     /// wants input.
     var inputReady: () -> Void = {}
 
-    /// Bytes the guest wrote that no one took, clients turned away while one was
-    /// connected, and clients that came.
+    /// Bytes the guest wrote that no one took, and clients that came.
     private(set) var droppedOutput: UInt64 = 0
-    private(set) var refusedClients: UInt64 = 0
     private(set) var connections: UInt64 = 0
 
     /// Out of descriptors, accept fails while the connection stays queued and the
@@ -89,14 +91,17 @@ final class ConsoleChannel: @unchecked Sendable {
 
     var isConnected: Bool { client != nil }
 
-    /// Writes what it can of `bytes` now; the rest is dropped and counted.
-    func write(_ bytes: UnsafeRawBufferPointer) {
-        guard let base = bytes.baseAddress, !bytes.isEmpty else { return }
+    /// Writes what it can of `bytes` now; the rest is dropped and counted. False when not
+    /// all of it went: the rest of the guest's buffer is dropped too, so the client never
+    /// sees a hole in the middle of one write.
+    @discardableResult
+    func write(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard let base = bytes.baseAddress, !bytes.isEmpty else { return true }
         var done = 0
         switch target {
         case .none:
             // No backend: consumed, as QEMU's flush_buf says of a port without a chardev.
-            return
+            return true
         case .file:
             while done < bytes.count {
                 let n = Glibc.write(fileFD, base + done, bytes.count - done)
@@ -113,7 +118,11 @@ final class ConsoleChannel: @unchecked Sendable {
             }
         }
         droppedOutput &+= UInt64(bytes.count - done)
+        return done == bytes.count
     }
+
+    /// Counts output dropped without being tried (after a short write).
+    func drop(_ count: Int) { droppedOutput &+= UInt64(count) }
 
     /// Reads what the client has into `buffer`: the byte count, 0 when there is nothing
     /// now (or no client; a client that left is let go).
@@ -132,16 +141,22 @@ final class ConsoleChannel: @unchecked Sendable {
     func setWantsInput(_ wants: Bool) {
         guard wants != wantsInput else { return }
         wantsInput = wants
-        if let c = client { loop.update(c.registration, events: events) }
+        guard let c = client else { return }
+        if let registration = c.registration {
+            loop.update(registration, events: events)
+        } else if wants {
+            watchClient(c.fd)   // parked: what it sent before it shut its side can be read now
+        }
     }
 
     private var events: IOEvents { wantsInput ? [.readable, .hangup] : .hangup }
 
-    /// On the loop: one client at a time; another is closed at once (QEMU's socket chardev
-    /// takes one too).
-    private func accept() {
+    /// On the loop: one client at a time. While one is connected the listener is not
+    /// watched, so the next waits in the backlog and is taken when the first leaves, as
+    /// QEMU's socket chardev does.
+    func accept() {
         lock.withLock {
-            guard let l = listener else { return }
+            guard let l = listener, client == nil else { return }
             let fd = Glibc.accept(l.fd, nil, nil)
             guard fd >= 0 else {
                 let e = errno
@@ -152,35 +167,38 @@ final class ConsoleChannel: @unchecked Sendable {
             }
             _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-            guard client == nil else {
-                refusedClients &+= 1
-                close(fd)
-                return
-            }
-            do {
-                let registration = try loop.register(fd: fd, events: events) { [weak self] ev in self?.clientReady(ev) }
-                client = (fd, registration)
-                connections &+= 1
-            } catch {
-                close(fd)
-            }
+            client = (fd, nil)
+            connections &+= 1
+            loop.update(l.registration, events: [])
+            watchClient(fd)
+        }
+    }
+
+    private func watchClient(_ fd: Int32) {
+        do {
+            let registration = try loop.register(fd: fd, events: events) { [weak self] ev in self?.clientReady(ev) }
+            client = (fd, registration)
+        } catch {
+            dropClient()
         }
     }
 
     private func resumeAccepting() {
-        if let l = listener { loop.update(l.registration, events: .readable) }
+        if let l = listener, client == nil { loop.update(l.registration, events: .readable) }
     }
 
     private func clientReady(_ events: IOEvents) {
         lock.withLock {
-            guard client != nil else { return }
-            // A client that left is let go by the read that finds its end, after what it
-            // sent before; while the guest has no buffers, at once (the loop reports a
-            // hang-up until it is handled), and what it sent is lost.
+            guard let c = client else { return }
             if wantsInput {
+                // What it sent, as far as the guest has room; a client that left is let go
+                // by the read that finds its end.
                 inputReady()
-            } else if !events.isDisjoint(with: .hangup) {
+            } else if !events.isDisjoint(with: .closed) {
                 dropClient()
+            } else if !events.isDisjoint(with: .hangup), let registration = c.registration {
+                loop.unregister(registration)
+                client = (c.fd, nil)
             }
         }
     }
@@ -188,8 +206,9 @@ final class ConsoleChannel: @unchecked Sendable {
     private func dropClient() {
         guard let c = client else { return }
         client = nil
-        loop.unregister(c.registration)
+        if let registration = c.registration { loop.unregister(registration) }
         close(c.fd)
+        resumeAccepting()
     }
 
     /// The VM is going away: the client and listener close, the socket file goes.

@@ -132,9 +132,14 @@ public final class VirtioConsole: VirtioDevice, @unchecked Sendable {
             return
         }
         var left = Self.maximumChainBytes
+        var whole = true
         for segment in segments {
             let n = min(segment.count, left)
-            if n > 0 { channel.write(UnsafeRawBufferPointer(rebasing: segment[0 ..< n])) }
+            if !whole {
+                channel.drop(n)
+            } else if n > 0 {
+                whole = channel.write(UnsafeRawBufferPointer(rebasing: segment[0 ..< n]))
+            }
             left -= n
         }
         let length = Int(clamping: chain.readableLength)
@@ -186,8 +191,8 @@ public final class VirtioConsole: VirtioDevice, @unchecked Sendable {
     /// Reads from the client into the chain's buffers; the byte count, or nil for a chain
     /// that cannot take input (it goes back empty).
     private func fill(_ chain: DescriptorChain) -> Int? {
-        guard chain.readable.isEmpty, !chain.writable.isEmpty else {
-            bad("receive chain \(chain.head) has \(chain.readable.count) device-readable buffers")
+        guard chain.readable.isEmpty, chain.writableLength > 0 else {
+            bad("receive chain \(chain.head): \(chain.readable.count) device-readable buffers, \(chain.writableLength) writable bytes")
             return nil
         }
         segments.removeAll(keepingCapacity: true)

@@ -50,6 +50,14 @@ enum OutputFiles {
         }
     }
 
+    /// The sockets and files devices make for the user to reach (a stream backend's
+    /// `server=on` socket, a console's `chardev=`): handed to the `--runas` user, who could
+    /// otherwise neither connect to them (mode 0600, root's) nor remove them at exit.
+    static func madeForTheUser(devices: [String]) -> [String] {
+        let specs = devices.compactMap { text in (try? DeviceSpec.parse(text)).map { (text: text, spec: $0) } }
+        return (streamListeners(specs) + consoles(specs)).map(\.path)
+    }
+
     /// The file or socket of each virtio-console's `chardev=`.
     static func consoles(_ specs: [(text: String, spec: DeviceSpec)]) -> [Named] {
         specs.compactMap { entry in

@@ -1,20 +1,36 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import FuzzSupport
 import VMMCore
 import VMMTestKit
-import VirtioConsole
+@testable import VirtioConsole
 
-/// Fuzz target: a hostile driver of a virtio console (virtio 1.2 §5.3) whose output goes
-/// to /dev/null or nowhere. The input chooses chains on the transmit and receive queues
-/// (readable and writable buffers, lengths up to 256 KiB, buffers outside RAM), kicks,
-/// resets and scribbles over the rings. Nothing may trap, a transmit chain always comes
-/// back with length 0 (the device only reads it), and no action may cost more than the
-/// per-action budget.
+/// Fuzz target: a hostile driver of a virtio console (virtio 1.2 §5.3) whose port goes to
+/// nowhere, /dev/null, or a Unix socket with a client that sends what the input says. The
+/// input chooses chains on the transmit and receive queues (readable and writable buffers,
+/// lengths up to 256 KiB, zero-length ones, buffers outside RAM), kicks, the client's
+/// bytes and its leaving, turns of the loop, resets and scribbles over the rings. Nothing
+/// may trap, a transmit chain always comes back with length 0 (the device only reads it),
+/// no receive chain gets more than its writable bytes, and no action may cost more than
+/// the per-action budget.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzVirtioConsole(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     var input = FuzzInput(data, size)
     guard let machine = try? TestMachine(memorySize: 4 << 20) else { return 0 }
-    let options = ["queue-size=16", "queue-size=16,chardev=file:/dev/null", "queue-size=16,packed=on"][input.choose(3)]
-    guard let console = try? machine.add(VirtioConsoleDevice.self, options: options) else { return 0 }
+    let socketPath = "/tmp/swiftvmm-fuzz-console-\(getpid()).sock"
+    let options = ["queue-size=16", "queue-size=16,chardev=file:/dev/null", "queue-size=16,packed=on",
+                   "queue-size=16,chardev=socket:\(socketPath)"][input.choose(4)]
+    guard let console = try? machine.add(VirtioConsoleDevice.self, options: options),
+          let device = (console.function.device as? VirtioConsoleDevice)?.device else { return 0 }
+    defer { console.function.lock.withLock { device.shutdown() } }
+    // The client, taken as the loop would take it (the test machine's loop does not run).
+    var client: Int32 = -1
+    if options.contains("socket:") {
+        client = connectClient(socketPath)
+        device.channel.accept()
+    }
+    defer { if client >= 0 { close(client) } }
     let driver = VirtioTestDriver(function: console, machine: machine)
     let packed = options.hasSuffix("packed=on")
     let packedQueues = packed ? driver.bringUpPacked(queueCount: 2, size: 16) : []
@@ -27,10 +43,16 @@ public func fuzzVirtioConsole(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int
     var resets = 0
     let pool = GuestAddress(2 << 20)
     var scribbled = false
+    // Receive chains wait on the ring for the client's bytes; the test driver hands out
+    // descriptors in turn without waiting for them to come back, so a chain that reuses
+    // ones still posted rewrites a request the device may not have read: scribbling.
+    var writableByHead: [UInt16: UInt64] = [:]
+    var lengthByHead: [UInt16: Int] = [:]
+    var receiveDescriptorsPosted = 0
     var steps = 0
     while !input.isExhausted && steps < 200 {
         steps += 1
-        switch input.byte() % 6 {
+        switch input.byte() % 8 {
         case 0, 1, 2: // a chain on one of the two queues
             let queue = input.choose(2)
             var chain: [(address: GuestAddress, length: UInt32, writable: Bool)] = []
@@ -43,14 +65,34 @@ public func fuzzVirtioConsole(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int
                 if address.raw < pool.raw, writable { scribbled = true }
                 chain.append((address, length, writable))
             }
-            if packed { packedQueues[queue].addChain(chain) } else { _ = driver.queues[queue]?.addChain(chain) }
+            if packed {
+                packedQueues[queue].addChain(chain)
+            } else if let head = driver.queues[queue]?.addChain(chain), queue == 0 {
+                if receiveDescriptorsPosted + chain.count > 16 { scribbled = true }
+                receiveDescriptorsPosted += chain.count
+                lengthByHead[head] = chain.count
+                writableByHead[head] = chain.filter(\.writable).reduce(0) { $0 + UInt64($1.length) }
+            }
             if input.byte() > 32 { driver.kick(queue) }
         case 3:
             machine.runQueuedWork(limit: 100)
+        case 6: // the client sends, or leaves
+            if input.byte() < 16, client >= 0 {
+                close(client)
+                client = -1
+            } else if client >= 0 {
+                let bytes = input.bytes(upTo: 512)
+                _ = bytes.withUnsafeBytes { send(client, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
+            }
+        case 7: // a turn of the loop with the client readable
+            console.function.lock.withLock { device.channel.inputReady() }
         case 4:
             guard resets < maxResets else { continue }
             resets += 1
             driver.setStatus(0)
+            writableByHead.removeAll()
+            lengthByHead.removeAll()
+            receiveDescriptorsPosted = 0
             if !packed { driver.bringUp(queueCount: 2) }
         default:
             scribbled = true
@@ -60,10 +102,32 @@ public func fuzzVirtioConsole(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int
             for used in driver.queues[1]?.takeUsed() ?? [] {
                 fuzzCheck(used.length == 0, "transmit chain \(used.id) came back with length \(used.length)")
             }
+            for used in driver.queues[0]?.takeUsed() ?? [] {
+                receiveDescriptorsPosted -= lengthByHead.removeValue(forKey: UInt16(truncatingIfNeeded: used.id)) ?? 0
+                let room = writableByHead[UInt16(truncatingIfNeeded: used.id)] ?? .max
+                fuzzCheck(UInt64(used.length) <= min(room, 64 << 10), "receive chain \(used.id) given \(used.length) bytes, room \(room)")
+            }
         }
     }
     machine.runQueuedWork(limit: 1000)
     let meter = console.function.cost
     fuzzCheck(meter.worst.fits(meter.budget), "one action cost \(meter.worst), budget \(meter.budget)")
     return 0
+}
+
+/// A connected, non-blocking client of the console's socket.
+private func connectClient(_ path: String) -> Int32 {
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { return -1 }
+    var addr = sockaddr_un()
+    addr.sun_family = sa_family_t(AF_UNIX)
+    let bytes = Array(path.utf8)
+    guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { close(fd); return -1 }
+    withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in bytes.enumerated() { raw[i] = b } }
+    let rc = withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+    }
+    guard rc == 0 else { close(fd); return -1 }
+    _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+    return fd
 }

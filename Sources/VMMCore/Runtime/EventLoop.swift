@@ -12,6 +12,8 @@ public struct IOEvents: OptionSet, Sendable {
     public static let writable = IOEvents(rawValue: UInt32(EPOLLOUT.rawValue))
     /// Hang-up or error: the peer went away.
     public static let hangup = IOEvents(rawValue: UInt32(EPOLLHUP.rawValue) | UInt32(EPOLLERR.rawValue) | UInt32(EPOLLRDHUP.rawValue))
+    /// Closed both ways, or an error: the peer shut more than its sending side.
+    public static let closed = IOEvents(rawValue: UInt32(EPOLLHUP.rawValue) | UInt32(EPOLLERR.rawValue))
 }
 
 public struct IORegistration: Hashable, Sendable {
