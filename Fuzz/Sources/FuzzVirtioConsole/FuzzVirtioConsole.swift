@@ -43,35 +43,19 @@ public func fuzzVirtioConsole(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int
     var resets = 0
     let pool = GuestAddress(2 << 20)
     var scribbled = false
-    // Receive chains wait on the ring for the client's bytes; the test driver hands out
-    // descriptors in turn without waiting for them to come back, so a chain that reuses
-    // ones still posted rewrites a request the device may not have read: scribbling.
-    var writableByHead: [UInt16: UInt64] = [:]
-    var lengthByHead: [UInt16: Int] = [:]
-    var receiveDescriptorsPosted = 0
+    var posted = PostedRequests(queueSize: 16)   // receive chains wait for the client's bytes
     var steps = 0
     while !input.isExhausted && steps < 200 {
         steps += 1
         switch input.byte() % 8 {
         case 0, 1, 2: // a chain on one of the two queues
             let queue = input.choose(2)
-            var chain: [(address: GuestAddress, length: UInt32, writable: Bool)] = []
-            for _ in 0 ..< 1 + input.choose(3) {
-                let length = input.bool() ? UInt32(input.byte()) : UInt32(input.integer(UInt16.self)) << 2
-                let address = input.byte() < 24 ? GuestAddress(input.integer(UInt64.self))
-                                                : GuestAddress(pool.raw + UInt64(input.integer(UInt16.self)) << 2)
-                let writable = input.byte() > 128
-                // A writable buffer anywhere in RAM may cover the rings themselves.
-                if address.raw < pool.raw, writable { scribbled = true }
-                chain.append((address, length, writable))
-            }
+            let (chain, coversRings) = VirtioFuzzChain.make(&input, pool: pool, readableUpTo: 128)
+            if coversRings { scribbled = true }
             if packed {
                 packedQueues[queue].addChain(chain)
-            } else if let head = driver.queues[queue]?.addChain(chain), queue == 0 {
-                if receiveDescriptorsPosted + chain.count > 16 { scribbled = true }
-                receiveDescriptorsPosted += chain.count
-                lengthByHead[head] = chain.count
-                writableByHead[head] = chain.filter(\.writable).reduce(0) { $0 + UInt64($1.length) }
+            } else if let head = driver.queues[queue]?.addChain(chain), queue == 0, !posted.post(head: head, chain) {
+                scribbled = true
             }
             if input.byte() > 32 { driver.kick(queue) }
         case 3:
@@ -90,9 +74,7 @@ public func fuzzVirtioConsole(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int
             guard resets < maxResets else { continue }
             resets += 1
             driver.setStatus(0)
-            writableByHead.removeAll()
-            lengthByHead.removeAll()
-            receiveDescriptorsPosted = 0
+            posted.reset()
             if !packed { driver.bringUp(queueCount: 2) }
         default:
             scribbled = true
@@ -103,8 +85,7 @@ public func fuzzVirtioConsole(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int
                 fuzzCheck(used.length == 0, "transmit chain \(used.id) came back with length \(used.length)")
             }
             for used in driver.queues[0]?.takeUsed() ?? [] {
-                receiveDescriptorsPosted -= lengthByHead.removeValue(forKey: UInt16(truncatingIfNeeded: used.id)) ?? 0
-                let room = writableByHead[UInt16(truncatingIfNeeded: used.id)] ?? .max
+                let room = posted.returned(used.id) ?? .max
                 fuzzCheck(UInt64(used.length) <= min(room, 64 << 10), "receive chain \(used.id) given \(used.length) bytes, room \(room)")
             }
         }

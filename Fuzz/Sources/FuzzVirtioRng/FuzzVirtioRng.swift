@@ -28,38 +28,19 @@ public func fuzzVirtioRng(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     let maxResets = 16
     var resets = 0
     let pool = GuestAddress(2 << 20)
-    var writableByHead: [UInt16: UInt64] = [:]
-    // The test driver hands out descriptors in turn without waiting for them to come
-    // back; a chain that reuses ones still in flight rewrites a request the device may
-    // not have read yet (rate-limited ones wait), so it counts as scribbling.
-    var lengthByHead: [UInt16: Int] = [:]
-    var descriptorsInFlight = 0
+    var posted = PostedRequests(queueSize: 16)   // rate-limited requests wait on the ring
     var scribbled = false
     var steps = 0
     while !input.isExhausted && steps < 200 {
         steps += 1
         switch input.byte() % 8 {
         case 0, 1, 2, 3: // a request
-            var chain: [(address: GuestAddress, length: UInt32, writable: Bool)] = []
-            var writable: UInt64 = 0
-            for _ in 0 ..< 1 + input.choose(3) {
-                let length = input.bool() ? UInt32(input.byte()) : UInt32(input.integer(UInt16.self)) << 2
-                let address = input.byte() < 24 ? GuestAddress(input.integer(UInt64.self))
-                                                : GuestAddress(pool.raw + UInt64(input.integer(UInt16.self)) << 2)
-                let isWritable = input.byte() > 24
-                // A buffer anywhere in RAM may cover the rings themselves: the device's
-                // bytes then stand for the driver's, and the used ring is not checked.
-                if address.raw < pool.raw, isWritable { scribbled = true }
-                chain.append((address, length, isWritable))
-                if isWritable { writable += UInt64(length) }
-            }
+            let (chain, coversRings) = VirtioFuzzChain.make(&input, pool: pool, readableUpTo: 24)
+            if coversRings { scribbled = true }
             if packed {
                 packedQueues.first?.addChain(chain)
-            } else if let head = driver.queues[0]?.addChain(chain) {
-                if descriptorsInFlight + chain.count > 16 { scribbled = true }
-                descriptorsInFlight += chain.count
-                lengthByHead[head] = chain.count
-                writableByHead[head] = writable
+            } else if let head = driver.queues[0]?.addChain(chain), !posted.post(head: head, chain) {
+                scribbled = true
             }
             if input.byte() > 32 { driver.kick(0) }
         case 4:
@@ -70,9 +51,7 @@ public func fuzzVirtioRng(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
             guard resets < maxResets else { continue }
             resets += 1
             driver.setStatus(0)
-            writableByHead.removeAll()
-            lengthByHead.removeAll()
-            descriptorsInFlight = 0
+            posted.reset()
             if !packed { driver.bringUp() }
         default:
             scribbled = true
@@ -80,8 +59,7 @@ public func fuzzVirtioRng(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
         }
         if !packed, !scribbled {
             for used in driver.queues[0]?.takeUsed() ?? [] {
-                descriptorsInFlight -= lengthByHead.removeValue(forKey: UInt16(truncatingIfNeeded: used.id)) ?? 0
-                let limit = min(writableByHead[UInt16(truncatingIfNeeded: used.id)] ?? .max, 64 << 10)
+                let limit = min(posted.returned(used.id) ?? .max, 64 << 10)
                 fuzzCheck(UInt64(used.length) <= limit, "request \(used.id) given \(used.length) bytes, at most \(limit)")
             }
         }
