@@ -98,25 +98,10 @@ public final class VirtioConsole: VirtioDevice, @unchecked Sendable {
     /// from the I/O loop. Each chain comes back at once with length 0 (§5.3.6.2: the
     /// device only reads transmit buffers), whether the host took its bytes or not.
     func transmit() {
-        guard transport.isLive, let queue = transport.queue(Self.transmitQueue) else { return }
-        let cost = context.cost
-        do {
-            while true {
-                while !cost.shouldDefer, try queue.pop(into: &chain) {
-                    cost.descriptors(chain.descriptorCount)
-                    send(chain)
-                    try queue.addUsed(head: chain.head, length: 0)
-                }
-                if cost.shouldDefer { break }
-                // §2.7.10: ask for a kick when more chains come, and look once more.
-                guard queue.enableNotifications() else { break }
-            }
-        } catch {
-            transport.fail(queue, error)
-            return
+        context.serveChains(of: Self.transmitQueue, into: &chain, continuation: continuation) { chain in
+            send(chain)
+            return 0
         }
-        transport.completeUsed(queue)
-        if cost.shouldDefer { continuation.schedule() }
     }
 
     private func send(_ chain: DescriptorChain) {

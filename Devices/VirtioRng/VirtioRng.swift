@@ -41,7 +41,7 @@ public final class VirtioRng: VirtioDevice, @unchecked Sendable {
     /// buffer, or the host refused).
     public internal(set) var bytesGiven: UInt64 = 0
     public internal(set) var badRequests: UInt64 = 0
-    /// Kicks that found the quota spent: the requests wait for the next period.
+    /// Periods whose quota ran out with requests waiting: they wait for the next period.
     public internal(set) var throttled: UInt64 = 0
 
     /// The rest of a kick past the per-action budget, on the I/O loop.
@@ -79,33 +79,20 @@ public final class VirtioRng: VirtioDevice, @unchecked Sendable {
     /// Fills the requests on the queue: at most the per-action budget's worth now, the
     /// rest from the I/O loop; past the quota, the rest at the next period.
     func process() {
-        guard transport.isLive, let queue = transport.queue(0) else { return }
-        let cost = context.cost
-        do {
-            while true {
-                while !cost.shouldDefer {
-                    let allowed = quota.available(Self.maximumRequestBytes, now: context.clock.now)
-                    guard allowed > 0 else {
-                        waitForRefill()
-                        break
-                    }
-                    guard try queue.pop(into: &chain) else { break }
-                    cost.descriptors(chain.descriptorCount)
-                    let written = fill(chain, upTo: allowed)
-                    quota.spend(written, now: context.clock.now)
-                    cost.bytes(Int(written))
-                    try queue.addUsed(head: chain.head, length: UInt32(truncatingIfNeeded: written))
-                }
-                if cost.shouldDefer || quota.isSpent { break }
-                // §2.7.10: ask for a kick when more requests come, and look once more.
-                guard queue.enableNotifications() else { break }
+        // Past the quota, the requests wait on the ring for the refill timer.
+        func quotaLeft() -> Bool {
+            guard quota.available(Self.maximumRequestBytes, now: context.clock.now) > 0 else {
+                waitForRefill()
+                return false
             }
-        } catch {
-            transport.fail(queue, error)
-            return
+            return true
         }
-        transport.completeUsed(queue)
-        if cost.shouldDefer { continuation.schedule() }
+        context.serveChains(of: 0, into: &chain, continuation: continuation, while: quotaLeft) { chain in
+            let written = fill(chain, upTo: quota.available(Self.maximumRequestBytes, now: context.clock.now))
+            quota.spend(written, now: context.clock.now)
+            context.cost.bytes(Int(written))
+            return UInt32(truncatingIfNeeded: written)
+        }
     }
 
     /// Writes up to `limit` random bytes over the chain's writable buffers; returns how
@@ -141,8 +128,8 @@ public final class VirtioRng: VirtioDevice, @unchecked Sendable {
 
     /// The quota is spent: the requests stay on the ring until the period ends.
     private func waitForRefill() {
+        guard let end = quota.periodEnd, refillTimer.deadline != end else { return }
         throttled &+= 1
-        guard let end = quota.periodEnd else { return }
-        if refillTimer.deadline != end { refillTimer.arm(at: end) }
+        refillTimer.arm(at: end)
     }
 }
