@@ -17,7 +17,7 @@ public typealias VirtioConsoleDevice = VirtioPCIDevice<VirtioConsole>
 /// `maximumChainBytes` (the rest is dropped and counted), a kick stops at the per-action
 /// budget and continues from the I/O loop, and input is read only into buffers the guest
 /// posted, while it has them.
-public final class VirtioConsole: VirtioDevice, @unchecked Sendable {
+public final class VirtioConsole: VirtioDevice, DeviceCounters, @unchecked Sendable {
     public static let typeName = "virtio-console"
     public static let summary = "virtio-console (virtio 1.x PCI, modern): one port, the guest's hvc0, to a file or a Unix socket"
     public static var optionHelp: [OptionHelp] { VirtioConsoleConfiguration.help }
@@ -195,6 +195,11 @@ public final class VirtioConsole: VirtioDevice, @unchecked Sendable {
             if n < room { break }
         }
         return total
+    }
+
+    public var counters: [(name: String, value: UInt64)] {
+        [("bytes-out", bytesOut), ("bytes-in", bytesIn), ("dropped-output", droppedOutput),
+         ("bad-requests", badRequests), ("connections", channel.connections)]
     }
 
     private func bad(_ why: @autoclosure () -> String) {

@@ -16,7 +16,7 @@ public typealias VirtioRngDevice = VirtioPCIDevice<VirtioRng>
 /// length"), a kick stops at the per-action budget and continues from the I/O loop, and
 /// `max-bytes`/`period` cap the rate as QEMU's do: past the quota, requests wait on the
 /// ring for the next period.
-public final class VirtioRng: VirtioDevice, @unchecked Sendable {
+public final class VirtioRng: VirtioDevice, DeviceCounters, @unchecked Sendable {
     public static let typeName = "virtio-rng"
     public static let summary = "virtio-rng (virtio 1.x PCI, modern): entropy from the host's getrandom, optional rate limit"
     public static var optionHelp: [OptionHelp] { VirtioRngConfiguration.help }
@@ -63,6 +63,10 @@ public final class VirtioRng: VirtioDevice, @unchecked Sendable {
     }
 
     public func shutdown() { refillTimer.cancel() }
+
+    public var counters: [(name: String, value: UInt64)] {
+        [("bytes-given", bytesGiven), ("bad-requests", badRequests), ("throttled-periods", throttled)]
+    }
 
     // MARK: VirtioDevice
 

@@ -422,10 +422,12 @@ final class QMPCommands {
             ])
         }
         let devices = server.target.pciFunctions.map { fn -> JSONValue in
-            let worst = fn.lock.withLock { fn.cost.worst }
-            return .object([("name", .string(fn.id ?? fn.name)),
-                            ("worst-action", .object([("descriptors", .int(Int64(worst.descriptors))),
-                                                      ("frames", .int(Int64(worst.frames))), ("bytes", .int(Int64(worst.bytes)))]))])
+            let (worst, counts) = fn.lock.withLock { (fn.cost.worst, (fn.device as? DeviceCounters)?.counters ?? []) }
+            var members: [(String, JSONValue)] = [("name", .string(fn.id ?? fn.name)),
+                                                  ("worst-action", .object([("descriptors", .int(Int64(worst.descriptors))),
+                                                                            ("frames", .int(Int64(worst.frames))), ("bytes", .int(Int64(worst.bytes)))]))]
+            if !counts.isEmpty { members.append(("counters", .object(counts.map { ($0.name, .int(Int64(truncatingIfNeeded: $0.value))) }))) }
+            return .object(members)
         }
         return .object([("nics", .array(nics)), ("devices", .array(devices))])
     }

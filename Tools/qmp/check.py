@@ -128,16 +128,17 @@ async def check_descriptors(q, pid):
 
 
 async def check_serve(binary, tmp):
-    qmp, d0, d1, d2 = (os.path.join(tmp, n) for n in ("qmp.sock", "d0.sock", "d1.sock", "d2.sock"))
+    qmp, d0, d1, d2, d3 = (os.path.join(tmp, n) for n in ("qmp.sock", "d0.sock", "d1.sock", "d2.sock", "d3.sock"))
     image = os.path.join(tmp, "disk.img")
     with open(image, "wb") as f:
         f.truncate(8 << 20)
     p = subprocess.Popen([binary, "serve", "--socket", d0, "--device", "e1000,net=user,id=nic0",
                           "--socket", d1, "--device", "virtio-net,net=user,id=nic1",
                           "--socket", d2, "--device", f"virtio-blk,disk={image},id=disk0",
+                          "--socket", d3, "--device", "virtio-console,id=con0",
                           "--qmp", f"unix:{qmp},server=on,wait=off"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     children.append(p)
-    check("serve: sockets appear", wait_for(qmp) and wait_for(d1) and wait_for(d2))
+    check("serve: sockets appear", wait_for(qmp) and wait_for(d1) and wait_for(d2) and wait_for(d3))
     q = QMPClient("serve")
     await q.connect(qmp)
     version = q.greeting._raw["QMP"]["version"]  # the greeting message as received
@@ -149,11 +150,17 @@ async def check_serve(binary, tmp):
     check("serve: query-commands", "set_link" in names and "query-pci" in names and "stop" not in names, str(names))
     devices = (await q.execute("query-pci"))[0]["devices"]
     ids = sorted((d["qdev_id"], d["id"]["vendor"], d["id"]["device"]) for d in devices)
-    check("serve: query-pci", ids == [("disk0", 0x1AF4, 0x1042), ("nic0", 0x8086, 0x100E), ("nic1", 0x1AF4, 0x1041)], str(ids))
-    # class << 8 | subclass, as QEMU reports it: mass storage (SCSI, as QEMU's
-    # virtio-blk-pci), Ethernet controller twice.
+    check("serve: query-pci", ids == [("con0", 0x1AF4, 0x1043), ("disk0", 0x1AF4, 0x1042), ("nic0", 0x8086, 0x100E),
+                                      ("nic1", 0x1AF4, 0x1041)], str(ids))
+    # class << 8 | subclass, as QEMU reports it: other communication (QEMU's
+    # virtio-serial-pci), mass storage (SCSI, as QEMU's virtio-blk-pci), Ethernet twice.
     classes = sorted((d["qdev_id"], d["class_info"]["class"]) for d in devices)
-    check("serve: query-pci classes", classes == [("disk0", 0x0100), ("nic0", 0x0200), ("nic1", 0x0200)], str(classes))
+    check("serve: query-pci classes", classes == [("con0", 0x0780), ("disk0", 0x0100), ("nic0", 0x0200), ("nic1", 0x0200)],
+          str(classes))
+    # A device's own counts (drops it counted) beside its worst action.
+    counted = {d["name"]: d for d in (await q.execute("x-swiftvmm-counters"))["devices"]}
+    check("serve: device counters", {"bytes-out", "dropped-output", "bad-requests"} <= set(counted["con0"].get("counters", {}))
+          and "counters" not in counted["disk0"] and "worst-action" in counted["con0"], str(counted.get("con0")))
     blocks = await q.execute("query-block")
     check("serve: query-block", [(b["device"], b["inserted"]["image"]["virtual-size"]) for b in blocks] == [("disk0", 8 << 20)], str(blocks))
     await q.execute("block_resize", {"device": "disk0", "size": 16 << 20})

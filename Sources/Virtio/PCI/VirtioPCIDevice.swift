@@ -30,3 +30,8 @@ public final class VirtioPCIDevice<Device: VirtioDevice>: PCIDevice, @unchecked 
     public func reset() { transport.reset() }
     public func shutdown() { device.shutdown() }
 }
+
+/// The virtio device's counts, if it keeps any.
+extension VirtioPCIDevice: DeviceCounters {
+    public var counters: [(name: String, value: UInt64)] { (device as? DeviceCounters)?.counters ?? [] }
+}
