@@ -12,7 +12,7 @@ import VMMNet
 ///
 /// Threading: register accesses arrive with `context.lock` held (the bus takes it);
 /// frames and link changes from the backend and timer callbacks take it themselves.
-public final class E1000Device: PCIDevice, FrameReceiver, @unchecked Sendable {
+public final class E1000Device: PCIDevice, FrameReceiver, DeviceCounters, @unchecked Sendable {
     public static let typeName = "e1000"
     public static let summary = "Intel 82540EM gigabit Ethernet (Linux e1000, FreeBSD em)"
     public static let optionHelp = [
@@ -298,6 +298,9 @@ public final class E1000Device: PCIDevice, FrameReceiver, @unchecked Sendable {
         guard offset >= 0, offset < Int(Self.registerSpaceSize) else { return }
         registers.bytes.storeBytes(of: value, toByteOffset: offset & ~3, as: UInt32.self)
     }
+
+    /// The guest's mistakes the device survived, by kind (those seen at least once).
+    public var counters: [(name: String, value: UInt64)] { guestErrors.seen }
 
     func guestError(_ kind: E1000GuestError, _ message: @autoclosure () -> String) {
         guestErrors.record(kind)

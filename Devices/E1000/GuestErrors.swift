@@ -27,4 +27,15 @@ struct E1000GuestErrorCounts {
     mutating func record(_ e: E1000GuestError) { counts[e.rawValue] &+= 1 }
     subscript(_ e: E1000GuestError) -> UInt64 { counts[e.rawValue] }
     mutating func clear() { for i in counts.indices { counts[i] = 0 } }
+
+    /// The kinds seen so far, by QMP name (`receive-ring-invalid`).
+    var seen: [(name: String, value: UInt64)] {
+        E1000GuestError.allCases.filter { counts[$0.rawValue] > 0 }.map { (Self.kebab("\($0)"), counts[$0.rawValue]) }
+    }
+
+    private static func kebab(_ camel: String) -> String {
+        camel.reduce(into: "") { out, c in
+            if c.isUppercase { out += "-" + c.lowercased() } else { out.append(c) }
+        }
+    }
 }

@@ -15,7 +15,7 @@ public typealias VirtioBlkDevice = VirtioPCIDevice<VirtioBlk>
 /// Unlike bhyve (which asserts on a malformed chain), every guest mistake is answered
 /// with the status the spec defines (IOERR, UNSUPP) or, when the chain has no status
 /// byte at all, returned unused.
-public final class VirtioBlk: VirtioDevice, @unchecked Sendable {
+public final class VirtioBlk: VirtioDevice, DeviceCounters, @unchecked Sendable {
     public static let typeName = "virtio-blk"
     public static let summary = "virtio-blk (virtio 1.x PCI, modern): file or NBD disk, flush/WCE, discard, write-zeroes, MQ"
     public static var optionHelp: [OptionHelp] { VirtioBlkConfiguration.help }
@@ -35,6 +35,7 @@ public final class VirtioBlk: VirtioDevice, @unchecked Sendable {
     /// Requests answered without the backend because they broke the rules (IOERR/UNSUPP),
     /// and chains returned unused because they had no status byte.
     public internal(set) var badRequests: UInt64 = 0
+    public var counters: [(name: String, value: UInt64)] { [("bad-requests", badRequests)] }
 
     // State under context.lock.
     var geometry: BlockGeometry

@@ -86,6 +86,8 @@ import VMMTestKit
         nic.w(0x1_F000, 5)
         #expect(nic.r(0x1_F000) == 0)
         #expect(nic.errors(.unknownRegister) == 1)
+        // What QMP's x-swiftvmm-counters shows for it: the kinds seen, by name.
+        #expect(nic.model.counters.map(\.name) == ["unknown-register"] && nic.model.counters.first?.value == 1)
     }
 
     @Test func machineResetAlsoResetsThePHY() throws {
