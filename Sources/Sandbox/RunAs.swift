@@ -51,8 +51,9 @@ public struct RunAs: Sendable {
         throw Failure(description: "cannot list the groups of '\(user)' (at most 65,536)")
     }
 
-    /// Gives the file at `path` (a socket this process created) to the user.
-    public func handOver(_ path: String) { _ = chown(path, uid, gid) }
+    /// Gives the file at `path` (a socket this process created) to the user; a symbolic
+    /// link put there since is not followed (`lchown`), so root gives nothing else away.
+    public func handOver(_ path: String) { _ = lchown(path, uid, gid) }
 
     /// Becomes the user: its groups, its gid, its uid (real, effective and saved: setuid
     /// as root sets all three, so root cannot come back).

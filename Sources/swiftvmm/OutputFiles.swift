@@ -50,12 +50,18 @@ enum OutputFiles {
         }
     }
 
-    /// The sockets and files devices make for the user to reach (a stream backend's
-    /// `server=on` socket, a console's `chardev=`): handed to the `--runas` user, who could
-    /// otherwise neither connect to them (mode 0600, root's) nor remove them at exit.
-    static func madeForTheUser(devices: [String]) -> [String] {
+    /// The sockets devices listen on for the user (a stream backend's `server=on`, a
+    /// console's `chardev=socket:`): handed to the `--runas` user, who could otherwise
+    /// neither connect to them (mode 0600, root's) nor remove them at exit. Sockets only,
+    /// each made by this run: a `file:` may name a file that was there before (whoever's),
+    /// and root must not give it away; its descriptor is open already.
+    static func listenersForTheUser(devices: [String]) -> [String] {
         let specs = devices.compactMap { text in (try? DeviceSpec.parse(text)).map { (text: text, spec: $0) } }
-        return (streamListeners(specs) + consoles(specs)).map(\.path)
+        let consoleSockets = specs.compactMap { entry -> String? in
+            guard let chardev = value("chardev", entry.spec), chardev.hasPrefix("socket:"), chardev.count > 7 else { return nil }
+            return String(chardev.dropFirst(7))
+        }
+        return streamListeners(specs).map(\.path) + consoleSockets
     }
 
     /// The file or socket of each virtio-console's `chardev=`.

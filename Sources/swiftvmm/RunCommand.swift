@@ -97,7 +97,7 @@ struct RunCommand: ParsableCommand {
         }
         if let runAs {
             if let path = control?.socketPath { runAs.handOver(path) }
-            for path in OutputFiles.madeForTheUser(devices: devices) { runAs.handOver(path) }
+            for path in OutputFiles.listenersForTheUser(devices: devices) { runAs.handOver(path) }
             do { try runAs.drop() } catch {
                 control?.stop()
                 machine.bus.shutdown()

@@ -129,7 +129,7 @@ struct ServeCommand: ParsableCommand {
         if let runAs {
             for s in servers { runAs.handOver(s.listener.path) }
             if let path = control?.socketPath { runAs.handOver(path) }
-            for path in OutputFiles.madeForTheUser(devices: devices) { runAs.handOver(path) }
+            for path in OutputFiles.listenersForTheUser(devices: devices) { runAs.handOver(path) }
             do { try runAs.drop() } catch {
                 releaseAll()
                 throw reportUserError("--runas \(runAs.user): \(error)")
