@@ -94,7 +94,7 @@ let package = Package(
         .testTarget(name: "BackendTests", dependencies: ["NetBackends", "VMMNet", "VMMTestKit"], exclude: ["Peers"]),
         .testTarget(name: "QTestTests", dependencies: ["QTest", "VMMTestKit", "DeviceCatalog"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "VMMCore", "DeviceCatalog"]),
-        .testTarget(name: "CLITests", dependencies: ["DeviceCatalog", "VMMCore"]),
+        .testTarget(name: "CLITests", dependencies: ["DeviceCatalog", "VMMCore", "Sandbox"]),
         .testTarget(name: "BlockBackendTests", dependencies: ["BlockBackends", "VMMBlock", "VMMCore", "VMMTestKit"], exclude: ["Peers"]),
         .testTarget(name: "QMPTests", dependencies: ["QMP"]),
         .testTarget(name: "VFIOUserTests", dependencies: ["VFIOUser", "VMMCore", "CLinux", .product(name: "Logging", package: "swift-log")]),

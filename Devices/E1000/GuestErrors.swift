@@ -20,6 +20,29 @@ enum E1000GuestError: Int, CaseIterable, Sendable {
     case loopbackSegmentsLost
     case mdicBadPHYAddress
     case unknownRegister
+
+    /// Its name in QMP's `x-swiftvmm-counters` (an API name: spelled out, not derived).
+    var name: String {
+        switch self {
+        case .receiveRingInvalid: "receive-ring-invalid"
+        case .transmitRingInvalid: "transmit-ring-invalid"
+        case .descriptorUnreadable: "descriptor-unreadable"
+        case .receiveBufferNotRAM: "receive-buffer-not-ram"
+        case .transmitBufferNotRAM: "transmit-buffer-not-ram"
+        case .ringLengthNotMultipleOf128: "ring-length-not-multiple-of-128"
+        case .ringReprogrammedWhileEnabled: "ring-reprogrammed-while-enabled"
+        case .headWrittenWhileEnabled: "head-written-while-enabled"
+        case .receiveFrameLargerThanRing: "receive-frame-larger-than-ring"
+        case .transmitPacketTooLarge: "transmit-packet-too-large"
+        case .transmitPacketEmpty: "transmit-packet-empty"
+        case .transmitVLANInsertionImpossible: "transmit-vlan-insertion-impossible"
+        case .offloadContextInvalid: "offload-context-invalid"
+        case .backendFrameLimit: "backend-frame-limit"
+        case .loopbackSegmentsLost: "loopback-segments-lost"
+        case .mdicBadPHYAddress: "mdic-bad-phy-address"
+        case .unknownRegister: "unknown-register"
+        }
+    }
 }
 
 struct E1000GuestErrorCounts {
@@ -30,12 +53,6 @@ struct E1000GuestErrorCounts {
 
     /// The kinds seen so far, by QMP name (`receive-ring-invalid`).
     var seen: [(name: String, value: UInt64)] {
-        E1000GuestError.allCases.filter { counts[$0.rawValue] > 0 }.map { (Self.kebab("\($0)"), counts[$0.rawValue]) }
-    }
-
-    private static func kebab(_ camel: String) -> String {
-        camel.reduce(into: "") { out, c in
-            if c.isUppercase { out += "-" + c.lowercased() } else { out.append(c) }
-        }
+        E1000GuestError.allCases.filter { counts[$0.rawValue] > 0 }.map { ($0.name, counts[$0.rawValue]) }
     }
 }

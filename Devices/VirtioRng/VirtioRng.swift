@@ -41,7 +41,8 @@ public final class VirtioRng: VirtioDevice, DeviceCounters, @unchecked Sendable 
     /// buffer, or the host refused).
     public internal(set) var bytesGiven: UInt64 = 0
     public internal(set) var badRequests: UInt64 = 0
-    /// Periods whose quota ran out with requests waiting: they wait for the next period.
+    /// Periods whose quota ran out (the refill timer was armed; requests posted meanwhile
+    /// wait for the next period).
     public internal(set) var throttled: UInt64 = 0
 
     /// The rest of a kick past the per-action budget, on the I/O loop.

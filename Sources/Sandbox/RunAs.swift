@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CSandbox
 
 /// `--runas USER`: started as root to open what needs privilege (/dev/kvm, a TAP), the
 /// VMM then becomes USER (with USER's groups, e.g. `kvm`) for the rest of its life, as
@@ -51,9 +52,15 @@ public struct RunAs: Sendable {
         throw Failure(description: "cannot list the groups of '\(user)' (at most 65,536)")
     }
 
-    /// Gives the file at `path` (a socket this process created) to the user; a symbolic
-    /// link put there since is not followed (`lchown`), so root gives nothing else away.
-    public func handOver(_ path: String) { _ = lchown(path, uid, gid) }
+    /// Gives the socket at `path` (one this process listens on) to the user, so that it
+    /// can connect and remove it at exit. Root gives nothing else away: a link or another
+    /// file put at that name since is left alone (`csandbox_hand_over_socket`). Returns the
+    /// errno when it could not.
+    @discardableResult
+    public func handOver(_ path: String) -> Int32? {
+        let rc = csandbox_hand_over_socket(path, Int(uid), Int(gid))
+        return rc == 0 ? nil : -rc
+    }
 
     /// Becomes the user: its groups, its gid, its uid (real, effective and saved: setuid
     /// as root sets all three, so root cannot come back).

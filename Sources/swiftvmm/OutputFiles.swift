@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Sandbox
 import VMMCore
 
 /// Files the VMM writes as it runs (`capture=` of each NIC, a virtio-console's
@@ -100,5 +101,17 @@ enum OutputFiles {
         guard let resolved = realpath(directory, nil) else { return "path " + path }
         defer { free(resolved) }
         return "path " + String(cString: resolved) + "/" + name
+    }
+}
+
+extension RunAs {
+    /// Gives `sockets` and the devices' listening sockets to the user; one warning line
+    /// for each that stays root's (the user cannot connect to it).
+    func handOver(_ sockets: [String], devices: [String]) {
+        for path in sockets + OutputFiles.listenersForTheUser(devices: devices) {
+            if let e = handOver(path) {
+                reportWarning("--runas \(user): \(path) stays root's: \(String(cString: strerror(e)))")
+            }
+        }
     }
 }

@@ -96,8 +96,7 @@ struct RunCommand: ParsableCommand {
             throw reportUserError(error.description)
         }
         if let runAs {
-            if let path = control?.socketPath { runAs.handOver(path) }
-            for path in OutputFiles.listenersForTheUser(devices: devices) { runAs.handOver(path) }
+            runAs.handOver(control.flatMap(\.socketPath).map { [$0] } ?? [], devices: devices)
             do { try runAs.drop() } catch {
                 control?.stop()
                 machine.bus.shutdown()

@@ -127,9 +127,7 @@ struct ServeCommand: ParsableCommand {
             throw reportUserError(error.description)
         }
         if let runAs {
-            for s in servers { runAs.handOver(s.listener.path) }
-            if let path = control?.socketPath { runAs.handOver(path) }
-            for path in OutputFiles.listenersForTheUser(devices: devices) { runAs.handOver(path) }
+            runAs.handOver(servers.map(\.listener.path) + (control.flatMap(\.socketPath).map { [$0] } ?? []), devices: devices)
             do { try runAs.drop() } catch {
                 releaseAll()
                 throw reportUserError("--runas \(runAs.user): \(error)")

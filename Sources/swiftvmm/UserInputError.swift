@@ -12,6 +12,12 @@ struct UserInputError: Error, CustomStringConvertible {
 /// Prints `swiftvmm: error: MESSAGE` (one line) and returns the exit code to throw.
 /// Control characters in it (a newline in a path or value the user typed) are written as
 /// escapes, so the message stays one line.
+/// One warning line on stderr: the command goes on.
+func reportWarning(_ message: String) {
+    let line = "swiftvmm: warning: \(escapingControlCharacters(message))\n"
+    _ = line.withCString { write(STDERR_FILENO, $0, strlen($0)) }
+}
+
 func reportUserError(_ message: String) -> ExitCode {
     let line = "swiftvmm: error: \(escapingControlCharacters(message))\n"
     _ = line.withCString { write(STDERR_FILENO, $0, strlen($0)) }

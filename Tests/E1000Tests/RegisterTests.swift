@@ -88,6 +88,9 @@ import VMMTestKit
         #expect(nic.errors(.unknownRegister) == 1)
         // What QMP's x-swiftvmm-counters shows for it: the kinds seen, by name.
         #expect(nic.model.counters.map(\.name) == ["unknown-register"] && nic.model.counters.first?.value == 1)
+        let names = E1000GuestError.allCases.map(\.name)
+        #expect(Set(names).count == names.count)
+        #expect(names.allSatisfy { $0.allSatisfy { $0.isLowercase || $0.isNumber || $0 == "-" } }, "\(names)")
     }
 
     @Test func machineResetAlsoResetsThePHY() throws {

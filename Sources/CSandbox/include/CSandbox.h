@@ -30,6 +30,11 @@ int csandbox_prepare(int mode, long runas_uid, long runas_gid, long runas_group_
 /// now on). Returns 0, or a negative errno from libseccomp.
 int csandbox_enter(int role);
 
+/// `--runas`: gives the socket at `path` to uid:gid, if it is still a socket this process
+/// owns with one name (a link or another file put in its place since is left alone).
+/// Returns 0 or a negative errno (EPERM for such a replacement).
+int csandbox_hand_over_socket(const char *path, long uid, long gid);
+
 /// The calling thread's role name, or NULL before it entered.
 const char *csandbox_current_role(void);
 

@@ -48,7 +48,11 @@ public final class UnixSocketListener: @unchecked Sendable {
         // which others could connect. Not by changing the umask around bind: that is the
         // whole process's, and a file or child process made meanwhile on another thread got
         // mode 0600 (a test that built the guest's initramfs then could not run its /init).
-        fchmod(s, 0o600)
+        guard fchmod(s, 0o600) == 0 else {
+            let e = errno
+            Glibc.close(s)
+            throw .system(path: path, call: "fchmod", errno: e)
+        }
         let bound = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
