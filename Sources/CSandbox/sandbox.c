@@ -36,7 +36,10 @@ static const char *common_calls[] = {
     "sendmsg", "recvmsg", "sendto", "recvfrom", "getsockopt", "shutdown", "set_robust_list", "rseq",
     NULL,
 };
-// Per role, on top of the common calls.
+// Per role, on top of the common calls. No role may make a listening Unix socket
+// (`UnixSocketListener` sets its mode with fchmod before bind, which none allows): every
+// listener — QMP, vfio-user, qtest, a stream server, a console's chardev — is made by the
+// main thread before it confines itself; a sandboxed backend swap takes descriptors.
 // accept: `swiftvmm qtest --socket` takes its one client on the main thread (the socket
 // was made before the sandbox), then removes the socket file, which the control role may not.
 static const char *main_calls[] = { "rt_sigtimedwait", "rt_sigaction", "unlink", "unlinkat", "ioctl", "accept", NULL };
