@@ -31,8 +31,9 @@ final class ConsoleChannel: @unchecked Sendable {
     private var client: (fd: Int32, registration: IORegistration?)?
     private var wantsInput = false
     /// Called on the loop with the lock held when the client has bytes and the guest
-    /// wants input.
+    /// wants input, and when a client connects.
     var inputReady: () -> Void = {}
+    var clientConnected: () -> Void = {}
 
     /// Bytes the guest wrote that no one took, and clients that came.
     private(set) var droppedOutput: UInt64 = 0
@@ -90,6 +91,15 @@ final class ConsoleChannel: @unchecked Sendable {
     }
 
     var isConnected: Bool { client != nil }
+    var isWaitingForInput: Bool { wantsInput }
+
+    /// A parked client is not watched, so its closing is not reported: asked here (a
+    /// non-blocking poll) so that the next client is not held in the backlog by one gone.
+    func dropIfClosed() {
+        guard let c = client, c.registration == nil else { return }
+        var p = pollfd(fd: c.fd, events: 0, revents: 0)
+        if poll(&p, 1, 0) > 0, p.revents & Int16(POLLHUP | POLLERR) != 0 { dropClient() }
+    }
 
     /// Writes what it can of `bytes` now; the rest is dropped and counted. False when not
     /// all of it went: the rest of the guest's buffer is dropped too, so the client never
@@ -171,6 +181,7 @@ final class ConsoleChannel: @unchecked Sendable {
             connections &+= 1
             loop.update(l.registration, events: [])
             watchClient(fd)
+            if client != nil { clientConnected() }
         }
     }
 
@@ -214,9 +225,10 @@ final class ConsoleChannel: @unchecked Sendable {
     /// The VM is going away: the client and listener close, the socket file goes.
     func shutdown() {
         acceptRetry.cancel()
+        let l = listener
+        listener = nil
         dropClient()
-        if let l = listener {
-            listener = nil
+        if let l {
             loop.unregister(l.registration)
             close(l.fd)
             if ThreadConfinement.currentThreadMayRemoveFiles { unlink(l.path) }

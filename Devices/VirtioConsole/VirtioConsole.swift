@@ -51,6 +51,13 @@ public final class VirtioConsole: VirtioDevice, DeviceCounters, @unchecked Senda
     public var droppedOutput: UInt64 { channel.droppedOutput &+ truncatedOutput }
     var truncatedOutput: UInt64 = 0
 
+    /// While a client is connected and input waits — the guest had no buffers, bus
+    /// mastering was off, or the client shut its side and is parked — once a second: a
+    /// parked client that closed is let go, and buffers no kick announced (Linux keeps its
+    /// queue full and kicks only when it adds) start the reading again.
+    static let idleInputCheckNanoseconds: UInt64 = 1_000_000_000
+    lazy var idleInputCheck = DeviceTimer(clock: context.clock, lock: context.lock) { [weak self] in self?.checkIdleInput() }
+
     /// The rest of a transmit kick past the per-action budget, on the I/O loop.
     lazy var continuation = DeferredAction(continuing: context) { [weak self] in self?.transmit() }
 
@@ -64,9 +71,13 @@ public final class VirtioConsole: VirtioDevice, DeviceCounters, @unchecked Senda
                                     maxQueueSize: configuration.queueSize, ring: configuration.ring)
         let cost = context.cost
         channel.inputReady = { [weak self] in cost.measure { self?.receive() } }
+        channel.clientConnected = { [weak self] in self?.watchIdleInput() }
     }
 
-    public func shutdown() { channel.shutdown() }
+    public func shutdown() {
+        idleInputCheck.cancel()
+        channel.shutdown()
+    }
 
     // MARK: VirtioDevice
 
@@ -81,7 +92,28 @@ public final class VirtioConsole: VirtioDevice, DeviceCounters, @unchecked Senda
     }
 
     /// Input stops until the new driver posts buffers; the client stays connected.
-    public func reset() { channel.setWantsInput(false) }
+    public func reset() { stopInput() }
+
+    private func stopInput() {
+        channel.setWantsInput(false)
+        watchIdleInput()
+    }
+
+    private func watchIdleInput() {
+        if channel.isConnected, !channel.isWaitingForInput, !idleInputCheck.isArmed {
+            idleInputCheck.arm(after: Self.idleInputCheckNanoseconds)
+        }
+    }
+
+    private func checkIdleInput() {
+        guard channel.isConnected, !channel.isWaitingForInput else { return }
+        channel.dropIfClosed()
+        if channel.isConnected, transport.isLive, let queue = transport.queue(Self.receiveQueue), queue.enableNotifications() {
+            channel.setWantsInput(true)
+        } else {
+            watchIdleInput()
+        }
+    }
 
     public func queueNotified(_ index: Int) {
         switch index {
@@ -141,7 +173,7 @@ public final class VirtioConsole: VirtioDevice, DeviceCounters, @unchecked Senda
     /// the next kick of receiveq0) or the action's budget is spent (the loop calls again).
     func receive() {
         guard transport.isLive, let queue = transport.queue(Self.receiveQueue) else {
-            channel.setWantsInput(false)
+            stopInput()
             return
         }
         let cost = context.cost
@@ -150,7 +182,7 @@ public final class VirtioConsole: VirtioDevice, DeviceCounters, @unchecked Senda
                 guard try queue.pop(into: &chain) else {
                     // Out of buffers: wait for the driver's kick (asked for here), unless
                     // more came meanwhile.
-                    if !queue.enableNotifications() { channel.setWantsInput(false) }
+                    if !queue.enableNotifications() { stopInput() }
                     break
                 }
                 cost.descriptors(chain.descriptorCount)

@@ -225,6 +225,32 @@ private func temporaryPath(_ name: String) -> String { "/tmp/swiftvmm-console-\(
         #expect(eventually { locked { d.device?.channel.isConnected } == false })
     }
 
+    /// A parked client (it shut its side while the guest had no buffers) that then closes
+    /// is not watched by the loop, so nothing saw it go and the next client waited in the
+    /// backlog until the guest asked for input; the once-a-second idle check lets it go.
+    @Test func aParkedClientThatLeavesDoesNotHoldTheNext() throws {
+        let path = temporaryPath("park")
+        let d = try D(options: "chardev=socket:\(path)")
+        d.machine.loop.startThread()
+        defer { d.machine.loop.stop(); d.device?.shutdown() }
+        func locked<T>(_ body: () -> T) -> T { d.console.function.lock.withLock(body) }
+        d.bringUp()
+        var first: ConsoleClient? = try #require(ConsoleClient(path: path))
+        #expect(eventually { locked { d.device?.channel.isConnected == true } })
+        first?.send("x")
+        if let fd = first?.fd { shutdown(fd, Int32(SHUT_WR)) }
+        #expect(eventually { locked { d.device?.channel.isWaitingForInput == false } })   // no buffers
+        usleep(50_000)
+        first = nil                                          // gone for good, unseen
+        let second = try #require(ConsoleClient(path: path))
+        usleep(50_000)
+        #expect(locked { d.device?.channel.connections } == 1)
+        d.machine.advance(nanoseconds: VirtioConsole.idleInputCheckNanoseconds)
+        #expect(eventually { locked { d.device?.channel.connections } == 2 })
+        d.send("hi")
+        #expect(second.receive(2) == Array("hi".utf8))
+    }
+
     /// Without a client, and with `chardev=none`, output is taken and the guest goes on.
     @Test func outputWithNobodyListeningIsDropped() throws {
         let path = temporaryPath("idle")

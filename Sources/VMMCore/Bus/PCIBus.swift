@@ -120,7 +120,7 @@ public final class PCIBus: @unchecked Sendable {
         do {
             try options.rejectUnknown()
         } catch {
-            device.shutdown()
+            devLock.withLock { device.shutdown() }   // as every call into a device: its loop handlers may run
             throw error
         }
         let fn = PCIFunction(slot: s, function: function, device: device, config: config, interrupts: interrupts,
