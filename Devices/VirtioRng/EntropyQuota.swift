@@ -35,6 +35,4 @@ struct EntropyQuota {
             periodEnd = overflow ? .max : end
         }
     }
-
-    var isSpent: Bool { maxBytes != nil && remaining == 0 }
 }
