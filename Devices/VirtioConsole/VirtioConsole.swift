@@ -41,7 +41,8 @@ public final class VirtioConsole: VirtioDevice, DeviceCounters, @unchecked Senda
     // State under context.lock.
     var chain = DescriptorChain()
     var segments: [UnsafeMutableRawBufferPointer] = []
-    /// Bytes that went out to the host and came in to the guest.
+    /// Bytes taken from the guest's transmit chains (those the host side did not take are
+    /// in `droppedOutput` too), and bytes given to it.
     public internal(set) var bytesOut: UInt64 = 0
     public internal(set) var bytesIn: UInt64 = 0
     /// Chains returned unused: a transmit chain with device-writable buffers, a receive
@@ -137,15 +138,8 @@ public final class VirtioConsole: VirtioDevice, DeviceCounters, @unchecked Senda
     }
 
     private func send(_ chain: DescriptorChain) {
-        guard chain.writable.isEmpty else {
-            bad("transmit chain \(chain.head) has \(chain.writable.count) device-writable buffers")
-            return
-        }
-        segments.removeAll(keepingCapacity: true)
-        do {
-            try context.memory.resolve(chain.readable, into: &segments)
-        } catch {
-            bad("transmit chain \(chain.head): \(error)")
+        if let why = context.oneWayBuffers(of: chain, writable: false, into: &segments) {
+            bad("transmit \(why)")
             return
         }
         var left = Self.maximumChainBytes
@@ -208,15 +202,8 @@ public final class VirtioConsole: VirtioDevice, DeviceCounters, @unchecked Senda
     /// Reads from the client into the chain's buffers; the byte count, or nil for a chain
     /// that cannot take input (it goes back empty).
     private func fill(_ chain: DescriptorChain) -> Int? {
-        guard chain.readable.isEmpty, chain.writableLength > 0 else {
-            bad("receive chain \(chain.head): \(chain.readable.count) device-readable buffers, \(chain.writableLength) writable bytes")
-            return nil
-        }
-        segments.removeAll(keepingCapacity: true)
-        do {
-            try context.memory.resolve(chain.writable, into: &segments)
-        } catch {
-            bad("receive chain \(chain.head): \(error)")
+        if let why = context.oneWayBuffers(of: chain, writable: true, into: &segments) {
+            bad("receive \(why)")
             return nil
         }
         var total = 0

@@ -101,20 +101,12 @@ public final class VirtioRng: VirtioDevice, DeviceCounters, @unchecked Sendable 
     }
 
     /// Writes up to `limit` random bytes over the chain's writable buffers; returns how
-    /// many. A chain with readable buffers (§5.4.6.2: the driver MUST NOT) or memory that
-    /// is not RAM gets none.
+    /// many. A chain with readable buffers (§5.4.6.2: the driver MUST NOT), no writable
+    /// bytes, or memory that is not RAM gets none.
     private func fill(_ chain: DescriptorChain, upTo limit: UInt64) -> UInt64 {
-        guard chain.readable.isEmpty, !chain.writable.isEmpty else {
+        if let why = context.oneWayBuffers(of: chain, writable: true, into: &segments) {
             badRequests &+= 1
-            context.guestLog.warning("virtio-rng.bad-request", "request \(chain.head): \(chain.readable.count) readable and \(chain.writable.count) writable buffers; returned empty")
-            return 0
-        }
-        segments.removeAll(keepingCapacity: true)
-        do {
-            try context.memory.resolve(chain.writable, into: &segments)
-        } catch {
-            badRequests &+= 1
-            context.guestLog.warning("virtio-rng.bad-request", "request \(chain.head): \(error); returned empty")
+            context.guestLog.warning("virtio-rng.bad-request", "\(why); returned empty")
             return 0
         }
         var written: UInt64 = 0
