@@ -78,7 +78,7 @@ let package = Package(
         // The vfio-user platform: serves one device per socket to another VMM.
         .target(name: "VFIOUser", dependencies: ["VMMCore", "CLinux", .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "swiftvmm", dependencies: [
-            "VMMCore", "VMMNet", "VMMBlock", "KVM", "QTest", "QMP", "VFIOUser", "DeviceCatalog", "NetBackends", "BlockBackends", "Sandbox", "CSandbox", "CLinux",
+            "VMMCore", "VMMNet", "VMMBlock", "KVM", "QTest", "QMP", "VFIOUser", "DeviceCatalog", "NetBackends", "BlockBackends", "VirtioConsole", "Sandbox", "CSandbox", "CLinux",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

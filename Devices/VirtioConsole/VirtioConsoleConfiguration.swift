@@ -12,7 +12,7 @@ public enum ConsoleTarget: Equatable, Sendable {
     case socket(path: String)
 
     /// `none`, `file:PATH` or `socket:PATH`.
-    init(option text: String) throws(OptionError) {
+    public init(option text: String) throws(OptionError) {
         if text == "none" {
             self = .none
         } else if text.hasPrefix("file:"), text.count > 5 {

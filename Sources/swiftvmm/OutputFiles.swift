@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Sandbox
+import VirtioConsole
 import VMMCore
 
 /// Files the VMM writes as it runs (`capture=` of each NIC, a virtio-console's
@@ -59,8 +60,7 @@ enum OutputFiles {
     static func listenersForTheUser(devices: [String]) -> [String] {
         let specs = devices.compactMap { text in (try? DeviceSpec.parse(text)).map { (text: text, spec: $0) } }
         let consoleSockets = specs.compactMap { entry -> String? in
-            guard let chardev = value("chardev", entry.spec), chardev.hasPrefix("socket:"), chardev.count > 7 else { return nil }
-            return String(chardev.dropFirst(7))
+            if case let .socket(path)? = consoleTarget(entry.spec) { path } else { nil }
         }
         return streamListeners(specs).map(\.path) + consoleSockets
     }
@@ -68,12 +68,17 @@ enum OutputFiles {
     /// The file or socket of each virtio-console's `chardev=`.
     static func consoles(_ specs: [(text: String, spec: DeviceSpec)]) -> [Named] {
         specs.compactMap { entry in
-            guard let chardev = value("chardev", entry.spec) else { return nil }
-            for prefix in ["file:", "socket:"] where chardev.hasPrefix(prefix) && chardev.count > prefix.count {
-                return Named(owner: entry.text, path: String(chardev.dropFirst(prefix.count)))
+            switch consoleTarget(entry.spec) {
+            case let .file(path)?, let .socket(path)?: Named(owner: entry.text, path: path)
+            default: nil
             }
-            return nil
         }
+    }
+
+    /// A console's `chardev=` as the device reads it (nil when absent or malformed: the
+    /// device's own error says so).
+    private static func consoleTarget(_ spec: DeviceSpec) -> ConsoleTarget? {
+        value("chardev", spec).flatMap { try? ConsoleTarget(option: $0) }
     }
 
     /// The `capture=` file of each device that has one.
