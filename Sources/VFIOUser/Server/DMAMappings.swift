@@ -22,12 +22,11 @@ import VMMCore
 final class DMAMappings {
     let memory: GuestMemory
     private let lock: DeviceLock
-    /// Regions announced without a descriptor: (address, size).
-    private var unbacked: [(UInt64, UInt64)] = []
-    /// What each region, backed or not, was mapped with, by address: the same mapping
-    /// announced again is accepted as the one there (libvfio-user's
-    /// `dma_controller_add_region` returns the existing region when address, size,
-    /// offset, file and protection all match, and EINVAL when one differs).
+    /// Every region the client announced, by address: those mapped into `memory` and those
+    /// only remembered (no descriptor, or read-only). What each was mapped with is kept
+    /// so that the same mapping announced again is accepted as the one there
+    /// (libvfio-user's `dma_controller_add_region` returns the existing region when
+    /// address, size, offset, file and protection all match, and EINVAL when one differs).
     private var announced: [UInt64: Announcement] = [:]
 
     private struct Announcement: Equatable {
@@ -74,7 +73,7 @@ final class DMAMappings {
         }
         // Retired ranges count too: a client that unmaps under stuck I/O (and reconnects)
         // cannot make this process hold more than `limit` mappings.
-        guard memory.regions.count + unbacked.count + retired.count < limit else {
+        guard announced.count + retired.count < limit else {
             throw .limit(retired.isEmpty ? "more than \(limit) DMA regions"
                                          : "more than \(limit) DMA regions, \(retired.count) of them unmapped with device I/O still in flight")
         }
@@ -85,8 +84,7 @@ final class DMAMappings {
         // was accepted and then took two unmaps, and a backed region could sit on one.
         let last = m.address &+ (m.size &- 1)
         func overlaps(_ base: UInt64, _ size: UInt64) -> Bool { base <= last && base &+ (size &- 1) >= m.address }
-        guard !unbacked.contains(where: { overlaps($0.0, $0.1) }),
-              !lock.withLock({ memory.regions.contains { overlaps($0.base.raw, $0.size) } }) else {
+        guard !announced.contains(where: { overlaps($0.key, $0.value.size) }) else {
             throw .malformed("DMA_MAP 0x\(String(m.address, radix: 16))+0x\(String(m.size, radix: 16)) overlaps a region already mapped")
         }
         // A read-only region cannot be mapped PROT_READ: a device write there (a receive
@@ -94,7 +92,6 @@ final class DMAMappings {
         // as to regions without a descriptor (QEMU's ROMs and non-memfd RAM).
         let writable = m.flags & VFIOUserRequest.DMAMap.writable != 0
         guard let fd, writable else {
-            unbacked.append((m.address, m.size))
             announced[m.address] = announcement
             return
         }
@@ -164,20 +161,18 @@ final class DMAMappings {
             return base <= last && end >= u.address && (base < u.address || end > last)
         }
         let range = "0x\(String(u.address, radix: 16))+0x\(String(u.size, radix: 16))"
-        let splits = unbacked.contains { cut($0.0, $0.1) } || lock.withLock { memory.regions.contains { cut($0.base.raw, $0.size) } }
-        guard !splits else { throw .malformed("DMA_UNMAP \(range) covers only part of a mapping") }
-        let before = unbacked.count
+        guard !announced.contains(where: { cut($0.key, $0.value.size) }) else {
+            throw .malformed("DMA_UNMAP \(range) covers only part of a mapping")
+        }
+        let before = announced.count
         func inside(_ base: UInt64, _ size: UInt64) -> Bool { base >= u.address && base - u.address <= u.size && size <= u.size - (base - u.address) }
-        unbacked.removeAll { inside($0.0, $0.1) }
         announced = announced.filter { !inside($0.key, $0.value.size) }
-        let removed = lock.withLock { memory.remove(base: u.address, size: u.size) }
-        release(removed)
-        guard !removed.isEmpty || unbacked.count != before else { throw .notFound("DMA_UNMAP \(range) matches no mapping") }
+        release(lock.withLock { memory.remove(base: u.address, size: u.size) })
+        guard announced.count != before else { throw .notFound("DMA_UNMAP \(range) matches no mapping") }
     }
 
     /// The client went away or asked to drop everything.
     func unmapAll() {
-        unbacked.removeAll()
         announced.removeAll()
         release(lock.withLock { memory.remove(base: 0, size: nil) })
     }
