@@ -278,9 +278,16 @@ public final class E1000Device: PCIDevice, FrameReceiver, DeviceCounters, @unche
 
     // MARK: FrameReceiver (backend → device, on the I/O loop)
 
-    public func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
-        // In loopback the PHY is cut off from the line: the wire's frames are lost.
-        context.lock.withLock { context.cost.measure { loopbackActive ? true : receiveFrame(frame) } }
+    /// The backend's frames, all under one hold of the lock; stops at the first the ring
+    /// has no room for (the backend keeps it and those after it).
+    public func receive(_ frames: UnsafeBufferPointer<ReceivedFrame>) -> Int {
+        context.lock.withLock {
+            context.cost.measure {
+                // In loopback the PHY is cut off from the line: the wire's frames are lost.
+                guard !loopbackActive else { return frames.count }
+                return frames.acceptedPrefix { receiveFrame($0.bytes) }
+            }
+        }
     }
 
     public func linkStateChanged(up _: Bool) {

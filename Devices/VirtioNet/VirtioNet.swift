@@ -47,14 +47,14 @@ public final class VirtioNet: VirtioDevice, FrameReceiver, @unchecked Sendable {
     /// VIRTIO_NET_F_MTU is negotiated (§5.1.4.1), else the device's own limit.
     var receiveFrameLimit = VirtioNet.maximumReceiveFrame
     var waitingForReceiveBuffers = false
-    /// Inside a backend's burst (`receiveBurst`): received frames are published at its end.
-    var receivingBurst = false
 
     // Scratch state reused for every frame so the data path does not allocate.
     var chain = DescriptorChain()
     var frameSegments: [UnsafeRawBufferPointer] = []
     /// Frames sent in the current TX pass, added to `counters` when it ends.
     var sentTally = BackendCounters.Tally()
+    /// Frames received in the current delivery, added to `counters` when it ends.
+    var receivedTally = BackendCounters.Tally()
     var singleSegment: [UnsafeRawBufferPointer] = [UnsafeRawBufferPointer(start: nil, count: 0)]
     /// Nil only while a delivery has it (`VirtioNetReceive.swift`).
     var receiveScratch: ReceiveScratch? = ReceiveScratch()

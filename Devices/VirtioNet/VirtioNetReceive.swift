@@ -14,36 +14,65 @@ extension VirtioNet {
     /// lazily, and its `swift_once` check ran on every frame.)
     static var maximumReceiveDescriptors: Int { ActionCostMeter.deferAt.descriptors }
 
-    /// One frame from the backend (on the I/O loop). Returns false only when the guest has
-    /// no room for it: the backend keeps it and offers it again after `resumeReceive()`.
-    public func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
-        context.lock.withLock { context.cost.measure { receiveLocked(frame, header: header) } }
-    }
-
-    /// A backend's burst (a TAP read loop's 64 frames at most): the frames are added to the
-    /// used rings as they come and published when the burst ends, with one fence and at
-    /// most one interrupt per queue, as vhost-net's `vhost_add_used_and_signal_n` does. The
-    /// driver sees nothing later than the end of the backend's loop turn. Bursts do not
-    /// nest (a backend delivers on the I/O loop); one inside another runs as part of it.
-    public func receiveBurst(_ deliver: () -> Void) {
-        let outermost = context.lock.withLock { () -> Bool in
-            defer { receivingBurst = true }
-            return !receivingBurst
-        }
-        deliver()
-        guard outermost else { return }
+    /// Frames from the backend (on the I/O loop), all under one hold of the lock: each is
+    /// added to its queue's used ring as it comes, and the rings are published when the
+    /// last is in, with one fence and at most one interrupt per queue, as vhost-net's
+    /// `vhost_add_used_and_signal_n` does. Stops at the first frame the guest has no room
+    /// for: the backend keeps it and those after it, and offers them again after
+    /// `resumeReceive()`.
+    public func receive(_ frames: UnsafeBufferPointer<ReceivedFrame>) -> Int {
         context.lock.withLock {
             context.cost.measure {
-                receivingBurst = false
-                // Bus mastering turned off during the burst (another vCPU): no write to
-                // guest memory now; the entries go out with the next completion, as
-                // virtio-blk's wait for bus mastering (PCI 3.0 §6.2.2).
-                guard transport.isLive else { return }
-                for pair in 0 ..< configuration.queuePairs {
-                    if let queue = transport.queue(2 * pair), queue.pendingUsed > 0 { transport.completeUsed(queue) }
+                // Without bus mastering, or before DRIVER_OK, the frames are lost, as on a
+                // NIC with no receiver set up.
+                guard transport.isLive else {
+                    counters.dropped(.linkDown, count: frames.count)
+                    return frames.count
                 }
+                // Deliveries do not nest (the device lock); a fresh scratch would only allocate.
+                var scratch = receiveScratch.take() ?? ReceiveScratch()
+                defer {
+                    receiveScratch = scratch
+                    counters.received(receivedTally)
+                    receivedTally = BackendCounters.Tally()
+                    for pair in 0 ..< configuration.queuePairs {
+                        if let queue = transport.queue(2 * pair), queue.pendingUsed > 0 { transport.completeUsed(queue) }
+                    }
+                }
+                let mergeable = transport.negotiated(VirtioNetFeature.mergeableRXBuffers)
+                var next = 0
+                while next < frames.count {
+                    // A run of frames steered to the same queue goes through one lookup of it.
+                    let steered = receiveQueueIndex(for: frames[next].bytes)
+                    func deliver(_ queue: any Virtqueue) -> Bool {
+                        deliverRun(frames, from: &next, steeredTo: steered, on: queue, mergeable: mergeable, &scratch)
+                    }
+                    guard let delivered = transport.withQueue(steered, deliver) ?? (steered != 0 ? transport.withQueue(0, deliver) : nil) else {
+                        counters.dropped(.linkDown)   // no receive queue enabled
+                        next += 1
+                        continue
+                    }
+                    if !delivered { break }
+                }
+                return next
             }
         }
+    }
+
+    /// Delivers `frames[next...]` on `queue` while they are steered to `steered`, moving
+    /// `next` past each one taken (or dropped). False: the guest has no room for
+    /// `frames[next]`.
+    private func deliverRun(_ frames: UnsafeBufferPointer<ReceivedFrame>, from next: inout Int, steeredTo steered: Int,
+                            on queue: any Virtqueue, mergeable: Bool, _ scratch: inout ReceiveScratch) -> Bool {
+        // While frames flow the device does not need RX kicks (§2.7.10); it asks again
+        // when it runs out (`waitForBuffers`, which then undoes this).
+        queue.disableNotifications()
+        let first = next
+        while next < frames.count, next == first || receiveQueueIndex(for: frames[next].bytes) == steered {
+            guard receive(frames[next], on: queue, mergeable: mergeable, &scratch) else { return false }
+            next += 1
+        }
+        return true
     }
 
     /// Why receive chains cannot take a frame (they go back empty, the frame is dropped).
@@ -72,21 +101,10 @@ extension VirtioNet {
         var chains: [(head: UInt16, capacity: UInt64)] = []
     }
 
-    private func receiveLocked(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
-        // The queue is borrowed, not retained (`withQueue`): this runs once per frame.
-        func deliver(_ queue: any Virtqueue) -> Bool { receive(frame, header: header, on: queue) }
-        let steered = receiveQueueIndex(for: frame)
-        guard transport.isLive,
-              let accepted = transport.withQueue(steered, deliver) ?? (steered != 0 ? transport.withQueue(0, deliver) : nil)
-        else {
-            counters.dropped(.linkDown)
-            return true
-        }
-        return accepted
-    }
-
     /// Delivers `frame` on `queue`. False: no buffers; the frame is kept by the backend.
-    private func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?, on queue: any Virtqueue) -> Bool {
+    @inline(__always)
+    private func receive(_ received: ReceivedFrame, on queue: any Virtqueue, mergeable: Bool, _ scratch: inout ReceiveScratch) -> Bool {
+        let frame = received.bytes, header = received.header
         // Nothing a backend can deliver is larger (64 KiB GSO frames); this also keeps
         // every length below within 32 bits.
         guard frame.count <= VirtioNet.maximumReceiveFrame else {
@@ -106,11 +124,8 @@ extension VirtioNet {
             return true
         }
         guard let (payload, outHeader) = prepare(frame, header: header) else { return true }
-        // Deliveries do not nest (the device lock); a fresh one would only allocate.
-        var scratch = receiveScratch.take() ?? ReceiveScratch()
-        defer { receiveScratch = scratch }
         do {
-            let delivered = transport.negotiated(VirtioNetFeature.mergeableRXBuffers)
+            let delivered = mergeable
                 ? try deliverMergeable(payload, header: outHeader, queue: queue, &scratch)
                 : try deliverSingle(payload, header: outHeader, queue: queue, &scratch)
             guard delivered else {
@@ -182,31 +197,23 @@ extension VirtioNet {
     /// (§5.1.6.3.1). A frame too large for the chain is dropped and the chain kept.
     private func deliverSingle(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, queue: any Virtqueue,
                                _ scratch: inout ReceiveScratch) throws(VirtqueueError) -> Bool {
-        guard try queue.pop(into: &scratch.chain) else { return false }
-        context.cost.descriptors(scratch.chain.descriptorCount)
         let needed = UInt64(VirtioNetHeader.size) + UInt64(frame.count)
-        guard scratch.chain.writableLength >= needed else {
+        if try deliverWhole(frame, header: header, needed: needed, queue: queue) { return true }
+        scratch.segments.removeAllKeepingStorage()
+        guard let taken = try takeReceiveChain(queue, &scratch) else { return false }
+        guard taken.capacity >= needed else {
             queue.unpop(1)
-            context.guestLog.debug("virtio-net.rx-too-big", "\(frame.count)-byte frame does not fit a \(scratch.chain.writableLength)-byte buffer")
+            context.guestLog.debug("virtio-net.rx-too-big", "\(frame.count)-byte frame does not fit a \(taken.capacity)-byte buffer")
             counters.dropped(.oversized)
             return true
         }
-        if let buffer = wholeFrameBuffer(scratch.chain, needed: needed) {
-            writeFrame(frame, header: header, to: buffer)
-            try queue.addUsed(head: scratch.chain.head, length: UInt32(truncatingIfNeeded: needed))
-            finishDelivery(queue, bytes: frame.count)
-            return true
-        }
-        scratch.segments.removeAllKeepingStorage()
-        do {
-            try context.memory.resolve(scratch.chain.writable, into: &scratch.segments)
-        } catch {
+        if let error = taken.error {
             scratch.chains.removeAllKeepingStorage()
-            scratch.chains.append((scratch.chain.head, 0))
+            scratch.chains.append((taken.head, 0))
             return try dropWithBadBuffer(queue, chains: scratch.chains, .notRAM(error))
         }
         writeFrame(frame, header: header, to: scratch.segments)
-        try queue.addUsed(head: scratch.chain.head, length: UInt32(truncatingIfNeeded: needed))
+        try queue.addUsed(head: taken.head, length: UInt32(truncatingIfNeeded: needed))
         finishDelivery(queue, bytes: frame.count)
         return true
     }
@@ -216,45 +223,29 @@ extension VirtioNet {
     private func deliverMergeable(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, queue: any Virtqueue,
                                   _ scratch: inout ReceiveScratch) throws(VirtqueueError) -> Bool {
         let needed = UInt64(VirtioNetHeader.size) + UInt64(frame.count)
-        guard try queue.pop(into: &scratch.chain) else { return false }
-        var descriptors = scratch.chain.descriptorCount
-        context.cost.descriptors(descriptors)
-        if let buffer = wholeFrameBuffer(scratch.chain, needed: needed) {
-            var header = header
-            header.numBuffers = 1
-            writeFrame(frame, header: header, to: buffer)
-            try queue.addUsed(head: scratch.chain.head, length: UInt32(truncatingIfNeeded: needed))
-            finishDelivery(queue, bytes: frame.count)
-            return true
-        }
+        if try deliverWhole(frame, header: header, needed: needed, queue: queue) { return true }
         scratch.chains.removeAllKeepingStorage()
         scratch.segments.removeAllKeepingStorage()
         var capacity: UInt64 = 0
+        var descriptors = 0
         var badBuffer: BadReceiveBuffer?
         while true {
-            do {
-                try context.memory.resolve(scratch.chain.writable, into: &scratch.segments)
-            } catch {
-                badBuffer = .notRAM(error)
+            guard let taken = try takeReceiveChain(queue, &scratch) else {
+                queue.unpop(UInt16(truncatingIfNeeded: scratch.chains.count))
+                return false
             }
-            let length = scratch.chain.writableLength
-            scratch.chains.append((scratch.chain.head, length))
-            capacity &+= length
+            descriptors += taken.descriptors
+            if let error = taken.error { badBuffer = badBuffer ?? .notRAM(error) }
+            scratch.chains.append((taken.head, taken.capacity))
+            capacity &+= taken.capacity
             // The header must sit in the first buffer, where the driver looks for it.
-            if scratch.chains.count == 1 && length < UInt64(VirtioNetHeader.size) {
-                badBuffer = badBuffer ?? .headerDoesNotFit(length: length)
+            if scratch.chains.count == 1 && taken.capacity < UInt64(VirtioNetHeader.size) {
+                badBuffer = badBuffer ?? .headerDoesNotFit(length: taken.capacity)
             }
             if descriptors > Self.maximumReceiveDescriptors {
                 badBuffer = badBuffer ?? .tooManyDescriptors
             }
             if badBuffer != nil || capacity >= needed { break }
-            guard try queue.pop(into: &scratch.chain) else {
-                queue.unpop(UInt16(truncatingIfNeeded: scratch.chains.count))
-                return false
-            }
-            let walked = scratch.chain.descriptorCount
-            context.cost.descriptors(walked)
-            descriptors += walked
         }
         if let badBuffer {
             return try dropWithBadBuffer(queue, chains: scratch.chains, badBuffer)
@@ -276,15 +267,56 @@ extension VirtioNet {
     /// The usual receive chain: one writable buffer, all of it in one RAM region, that
     /// holds the header and the whole frame (Linux's mergeable buffers are 1.5 KiB and
     /// more, one descriptor each, and so is a small-packet buffer: virtio_net.c
-    /// `add_recvbuf_mergeable`, `add_recvbuf_small`; its big-packet chains of pages take
-    /// the general path). The frame is copied straight into it, with no list of segments.
-    /// Nil for anything else, which takes the general path (and its checks) instead.
+    /// `add_recvbuf_mergeable`, `add_recvbuf_small`). The frame is copied straight into
+    /// it, with no list of segments or chains (`num_buffers` is 1 either way). False, and
+    /// nothing taken, for anything else: the general path then takes it, with its checks.
     @inline(__always)
-    private func wholeFrameBuffer(_ chain: DescriptorChain, needed: UInt64) -> UnsafeMutableRawBufferPointer? {
-        guard chain.readable.isEmpty, chain.writable.count == 1, chain.writableLength >= needed, let buffer = chain.writable.first,
-              let host = try? context.memory.hostRange(buffer.address, length: UInt64(buffer.length))
-        else { return nil }
-        return host
+    private func deliverWhole(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, needed: UInt64,
+                              queue: any Virtqueue) throws(VirtqueueError) -> Bool {
+        guard let (head, buffer) = try queue.popWritableBuffer() else { return false }
+        guard UInt64(buffer.length) >= needed, let host = try? context.memory.hostRange(buffer.address, length: UInt64(buffer.length)) else {
+            queue.unpop(1)
+            return false
+        }
+        context.cost.descriptors(1)
+        header.write(to: host)
+        ByteCopy.copy(to: UnsafeMutableRawBufferPointer(rebasing: host[VirtioNetHeader.size...]), from: frame)
+        try queue.addUsed(head: head, length: UInt32(truncatingIfNeeded: needed))
+        finishDelivery(queue, bytes: frame.count)
+        return true
+    }
+
+    /// Takes the next receive chain and appends host views of its writable buffers to
+    /// `scratch.segments`: its head, writable bytes, descriptors walked (charged to the
+    /// action) and, when a buffer is not RAM, why (its views are then left out). Nil
+    /// when the ring has none. Linux's chains (one writable buffer each,
+    /// `Virtqueue.popWritableBuffer`) skip the walk into `scratch.chain`.
+    @inline(__always)
+    private func takeReceiveChain(_ queue: any Virtqueue, _ scratch: inout ReceiveScratch) throws(VirtqueueError)
+        -> (head: UInt16, capacity: UInt64, descriptors: Int, error: GuestMemoryError?)? {
+        if let (head, buffer) = try queue.popWritableBuffer() {
+            context.cost.descriptors(1)
+            // Almost always inside one RAM region: its view without the general resolve.
+            if let host = try? context.memory.hostRange(buffer.address, length: UInt64(buffer.length)) {
+                scratch.segments.append(host)
+                return (head, UInt64(buffer.length), 1, nil)
+            }
+            do {
+                try context.memory.resolve(CollectionOfOne(buffer), into: &scratch.segments)
+            } catch {
+                return (head, UInt64(buffer.length), 1, error)
+            }
+            return (head, UInt64(buffer.length), 1, nil)
+        }
+        guard try queue.pop(into: &scratch.chain) else { return nil }
+        let walked = scratch.chain.descriptorCount
+        context.cost.descriptors(walked)
+        do {
+            try context.memory.resolve(scratch.chain.writable, into: &scratch.segments)
+        } catch {
+            return (scratch.chain.head, scratch.chain.writableLength, walked, error)
+        }
+        return (scratch.chain.head, scratch.chain.writableLength, walked, nil)
     }
 
     /// Receive chains that cannot take the frame (`BadReceiveBuffer`): their buffers are
@@ -297,13 +329,6 @@ extension VirtioNet {
         transport.completeUsed(queue)
         counters.dropped(.malformed)
         return true
-    }
-
-    /// Header then frame into one buffer (`wholeFrameBuffer`: large enough).
-    @inline(__always)
-    private func writeFrame(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, to buffer: UnsafeMutableRawBufferPointer) {
-        header.write(to: buffer)
-        ByteCopy.copy(to: UnsafeMutableRawBufferPointer(rebasing: buffer[VirtioNetHeader.size...]), from: frame)
     }
 
     /// Copies header then frame across `hostSegments` (already checked to be large enough).
@@ -345,11 +370,7 @@ extension VirtioNet {
     private func finishDelivery(_ queue: any Virtqueue, bytes: Int) {
         context.cost.frames()
         context.cost.bytes(bytes)
-        counters.received(bytes: bytes)
-        if !receivingBurst { transport.completeUsed(queue) }
-        // While frames flow the device does not need RX kicks (§2.7.10); it asks again
-        // when it runs out (`waitForBuffers`).
-        queue.disableNotifications()
+        receivedTally.add(bytes: bytes)
     }
 
     /// Not enough buffers: ask the driver to notify when it adds more than those there

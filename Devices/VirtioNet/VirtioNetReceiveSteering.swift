@@ -7,8 +7,13 @@ extension VirtioNet {
     /// on one queue and different flows interrupt different vCPUs (§5.1.6.5.5 leaves the
     /// choice to the device when RSS is not negotiated). Anything else goes to queue 0,
     /// as does a frame whose pair's queue is not enabled (the caller's fallback).
+    @inline(__always)
     func receiveQueueIndex(for frame: UnsafeRawBufferPointer) -> Int {
-        guard activeQueuePairs > 1, let parsed = FrameParser.parse(frame, lengths: .headersOnly),
+        activeQueuePairs > 1 ? hashedQueueIndex(for: frame) : 0
+    }
+
+    private func hashedQueueIndex(for frame: UnsafeRawBufferPointer) -> Int {
+        guard let parsed = FrameParser.parse(frame, lengths: .headersOnly),
               let network = parsed.network else { return 0 }
         // FNV-1a over the addresses (IPv4 12..<20, IPv6 8..<40 of the IP header) and ports.
         var hash: UInt32 = 2_166_136_261

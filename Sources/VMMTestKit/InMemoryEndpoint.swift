@@ -58,11 +58,15 @@ public final class InMemoryEndpoint: NetworkBackend, @unchecked Sendable {
         return ok
     }
 
-    /// Runs `body` (which injects frames) as one burst of the device's, as a backend's
-    /// read loop delivers what one readiness event brings (`FrameReceiver.receiveBurst`).
-    public func burst(_ body: () -> Void) {
-        guard let r = state.withLock({ $0.receiver }) else { return body() }
-        r.receiveBurst(body)
+    /// Delivers `frames` to the device in one delivery, as a backend's read loop hands
+    /// over what one readiness event brought (`FrameReceiver.receive(_:)`): the device
+    /// publishes them together. Returns how many it took, from the first.
+    @discardableResult
+    public func inject(_ frames: [[UInt8]], header: VirtioNetHeader? = nil) -> Int {
+        guard let r = state.withLock({ $0.receiver }) else { return 0 }
+        let accepted = withReceivedFrames(frames, header: header) { r.receive($0) }
+        for frame in frames.prefix(accepted) { counters.received(bytes: frame.count) }
+        return accepted
     }
 
     public func setLink(up: Bool) {
@@ -96,5 +100,19 @@ public final class InMemoryNetworkFactory: NetworkBackendFactory, @unchecked Sen
             s.made.append(e)
             return e
         }
+    }
+}
+
+/// `frames` as the device gets them, for the length of `body`.
+private func withReceivedFrames<R>(_ frames: [[UInt8]], header: VirtioNetHeader?,
+                                   _ body: (UnsafeBufferPointer<ReceivedFrame>) -> R) -> R {
+    let bytes = frames.flatMap { $0 }
+    return bytes.withUnsafeBytes { raw in
+        var start = 0
+        let received = frames.map { frame -> ReceivedFrame in
+            defer { start += frame.count }
+            return ReceivedFrame(UnsafeRawBufferPointer(rebasing: raw[start ..< start + frame.count]), header: header)
+        }
+        return received.withUnsafeBufferPointer(body)
     }
 }

@@ -13,7 +13,7 @@ import VMMTestKit
         weak var link: LinkControl?
         private let changes = Mutex<[Bool]>([])
         var seen: [Bool] { changes.withLock { $0 } }
-        func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool { true }
+        func receive(_ frames: UnsafeBufferPointer<ReceivedFrame>) -> Int { frames.count }
         func linkStateChanged(up _: Bool) {
             guard let now = link?.isLinkUp else { return }
             changes.withLock { if $0.last != now { $0.append(now) } }

@@ -3,47 +3,77 @@ import Testing
 import VMMNet
 @testable import NetBackends
 
-/// The device side shared by the backends: one burst per readiness event.
+/// The device side shared by the backends: one delivery per readiness event, and the
+/// frames the device refuses held, in order, until it has room.
 @Suite struct ReceiverPortTests {
+    /// Takes at most `room` frames, and records every delivery's sizes.
     final class Device: FrameReceiver, @unchecked Sendable {
-        let frames = Mutex(0)
-        func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool { frames.withLock { $0 += 1 }; return true }
+        let deliveries = Mutex<[[Int]]>([])
+        let room = Mutex(Int.max)
+        func receive(_ frames: UnsafeBufferPointer<ReceivedFrame>) -> Int {
+            let taken = min(frames.count, room.withLock { r in defer { r -= min(r, frames.count) }; return r })
+            deliveries.withLock { $0.append(frames.prefix(taken).map(\.bytes.count)) }
+            return taken
+        }
         func linkStateChanged(up: Bool) {}
     }
 
-    static let frame = [UInt8](repeating: 0xAB, count: 60)
+    /// `frames` as one delivery.
+    static func deliver(_ port: ReceiverPort, _ frames: [[UInt8]]) -> Bool {
+        let bytes = frames.flatMap { $0 }
+        return bytes.withUnsafeBytes { raw in
+            var start = 0
+            let received = frames.map { f -> ReceivedFrame in
+                defer { start += f.count }
+                return ReceivedFrame(UnsafeRawBufferPointer(rebasing: raw[start ..< start + f.count]), header: nil)
+            }
+            return received.withUnsafeBufferPointer { port.deliver($0) }
+        }
+    }
 
-    /// Frames are counted once, at the end of the burst.
-    @Test func aBurstCountsItsFramesAtItsEnd() {
+    static func frame(_ n: Int) -> [UInt8] { [UInt8](repeating: 0xAB, count: n) }
+
+    /// A delivery reaches the device in one call and is counted once.
+    @Test func aDeliveryIsOneCallAndCountedOnce() {
         let counters = BackendCounters(serialized: true)
         let port = ReceiverPort(counters: counters, linkUp: true)
         let device = Device()
         port.attach(device)
-        port.burst { offer in
-            Self.frame.withUnsafeBytes { f in
-                for _ in 0 ..< 3 { #expect(offer(f, nil)) }
-            }
-            #expect(counters.rxFrames.load(ordering: .relaxed) == 0)
-        }
-        #expect(device.frames.withLock { $0 } == 3)
+        #expect(Self.deliver(port, [Self.frame(60), Self.frame(61), Self.frame(62)]))
+        #expect(device.deliveries.withLock { $0 } == [[60, 61, 62]])
         #expect(counters.rxFrames.load(ordering: .relaxed) == 3)
-        #expect(counters.rxBytes.load(ordering: .relaxed) == 180)
+        #expect(counters.rxBytes.load(ordering: .relaxed) == 183)
     }
 
-    /// stop() on another thread while the loop is in a burst: the burst ends at its next
-    /// frame, which is neither delivered nor held, as when each frame looked the receiver up.
-    @Test func aDetachEndsTheBurstInProgress() {
+    /// What the device refuses is held in order, and offered again on `retry`, which
+    /// keeps what is still refused.
+    @Test func refusedFramesAreHeldInOrderUntilTaken() {
+        let counters = BackendCounters(serialized: true)
+        let port = ReceiverPort(counters: counters, linkUp: true)
+        let device = Device()
+        device.room.withLock { $0 = 1 }
+        port.attach(device)
+        #expect(!Self.deliver(port, [Self.frame(60), Self.frame(61), Self.frame(62)]))
+        #expect(port.isHolding)
+        device.room.withLock { $0 = 1 }
+        #expect(!port.retry())
+        device.room.withLock { $0 = 5 }
+        #expect(port.retry())
+        #expect(!port.isHolding)
+        #expect(device.deliveries.withLock { $0 } == [[60], [61], [62]])
+        #expect(counters.rxFrames.load(ordering: .relaxed) == 3)
+    }
+
+    /// Detached (stop()) while frames are held: they are forgotten, and a retry finds
+    /// nothing to offer.
+    @Test func aDetachForgetsHeldFrames() {
         let port = ReceiverPort(counters: BackendCounters(serialized: true), linkUp: true)
         let device = Device()
+        device.room.withLock { $0 = 0 }
         port.attach(device)
-        port.burst { offer in
-            Self.frame.withUnsafeBytes { f in
-                #expect(offer(f, nil))
-                port.detach()
-                #expect(!offer(f, nil))
-            }
-        }
-        #expect(device.frames.withLock { $0 } == 1)
+        #expect(!Self.deliver(port, [Self.frame(60)]))
+        port.detach()
         #expect(!port.isHolding)
+        #expect(port.retry())
     }
 }

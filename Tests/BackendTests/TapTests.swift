@@ -152,9 +152,9 @@ struct TapTests {
     }
 
     /// `stop` from another thread (a device shut down while the loop runs, as `serve`
-    /// does) while a read burst waits in the device: the burst reads no further, even
-    /// from a descriptor that took the closed TAP's number meanwhile.
-    @Test func stoppedDuringABurstReadsNoMore() throws {
+    /// does) while a delivery of read frames waits in the device: the loop reads no
+    /// further, even from a descriptor that took the closed TAP's number meanwhile.
+    @Test func stoppedDuringADeliveryReadsNoMore() throws {
         let ns = NetworkNamespace("svmm-s-\(getpid())")
         let running = try RunningLoop()
         let name = "svts\(getpid() % 100_000)"
@@ -167,7 +167,7 @@ struct TapTests {
         ns.ip(["neigh", "replace", "10.77.0.2", "lladdr", "52:54:00:aa:00:02", "dev", name, "nud", "permanent"])
         let receiver = GatedReceiver()
         backend.start(receiver: receiver)
-        // Three datagrams queue three frames; the first holds the loop in the device.
+        // Three datagrams queue three frames; their delivery holds the loop in the device.
         _ = ns.exec(["bash", "-c", "for i in 1 2 3; do echo x > /dev/udp/10.77.0.2/9; done"])
         #expect(receiver.entered.wait(timeout: 3))
         // The pipe is made while the TAP is open: made after `stop`, it could take the
@@ -232,17 +232,17 @@ struct TapTests {
     }
 }
 
-/// A receiver whose first frame waits at a gate: it holds the loop inside a read burst.
+/// A receiver whose first delivery waits at a gate: it holds the loop inside it.
 private final class GatedReceiver: FrameReceiver, @unchecked Sendable {
     let entered = DispatchSemaphore(value: 0), gate = DispatchSemaphore(value: 0), returned = DispatchSemaphore(value: 0)
     private var first = true
-    func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
-        guard first else { return true }
+    func receive(_ frames: UnsafeBufferPointer<ReceivedFrame>) -> Int {
+        guard first else { return frames.count }
         first = false
         entered.signal()
         gate.wait()
         returned.signal()
-        return true
+        return frames.count
     }
     func linkStateChanged(up _: Bool) {}
 }

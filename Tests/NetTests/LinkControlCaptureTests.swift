@@ -10,7 +10,10 @@ import VMMTestKit
 @Suite struct LinkControlCaptureTests {
     final class Counting: FrameReceiver, @unchecked Sendable {
         let frames = Mutex(0)
-        func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool { frames.withLock { $0 += 1 }; return true }
+        func receive(_ frames: UnsafeBufferPointer<ReceivedFrame>) -> Int {
+            self.frames.withLock { $0 += frames.count }
+            return frames.count
+        }
         func linkStateChanged(up: Bool) {}
     }
 

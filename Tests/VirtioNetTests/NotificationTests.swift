@@ -24,59 +24,48 @@ struct NotificationTests {
         #expect(rx.usedIndex == 4)
     }
 
-    /// A backend's burst is published when it ends: one used-index update and one
-    /// interrupt for all its frames (as vhost-net), none while it runs.
-    @Test func aBurstIsPublishedOnceAtItsEnd() throws {
+    /// A backend's delivery of several frames is published once: one used-index update
+    /// and one interrupt for all of them (as vhost-net), not one per frame.
+    @Test func aDeliveryIsPublishedOnce() throws {
         let d = try VirtioNetDriver()
         d.bringUp()
         let rx = try #require(d.queues[0])
         d.postReceiveBuffers(8)
         let frame = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(64))
-        d.endpoint.burst {
-            for _ in 0 ..< 3 { #expect(d.endpoint.inject(frame)) }
-            #expect(rx.usedIndex == 0)
-            #expect(d.msiVectors.isEmpty)
-        }
+        #expect(d.endpoint.inject([frame, frame, frame]) == 3)
         #expect(rx.usedIndex == 3)
         #expect(d.msiVectors == [1])
-        // Outside a burst each frame is published as it comes.
-        d.endpoint.inject(frame)
+        #expect(d.endpoint.inject(frame))
         #expect(rx.usedIndex == 4)
     }
 
-    /// Bus mastering turned off while a burst runs: its end writes nothing to guest
-    /// memory (it published the used index regardless); once it is back on, the next
-    /// completion publishes what was pending.
-    @Test func aBurstEndingWithoutBusMasteringPublishesNothing() throws {
+    /// Without bus mastering a delivery writes nothing to guest memory: its frames are
+    /// lost, counted as link-down (PCI 3.0 §6.2.2); once it is back, frames arrive again.
+    @Test func aDeliveryWithoutBusMasteringWritesNothing() throws {
         let d = try VirtioNetDriver()
         d.bringUp()
         let rx = try #require(d.queues[0])
         d.postReceiveBuffers(8)
         let frame = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(64))
         let command = d.function.configRead(4, size: 2)
-        d.endpoint.burst {
-            #expect(d.endpoint.inject(frame))
-            d.function.configWrite(4, size: 2, value: command & ~4)   // another vCPU: bus mastering off
-        }
+        d.function.configWrite(4, size: 2, value: command & ~4)
+        #expect(d.endpoint.inject([frame, frame]) == 2)
         #expect(rx.usedIndex == 0)
+        #expect(d.device?.counters.drops(.linkDown) == 2)
         d.function.configWrite(4, size: 2, value: command)
         #expect(d.endpoint.inject(frame))
-        #expect(rx.usedIndex == 2)
+        #expect(rx.usedIndex == 1)
     }
 
-    /// The guest runs out of buffers inside a burst: what was filled is still published
-    /// at its end, and the refused frame stays with the backend.
-    @Test func aBurstThatRunsOutOfBuffersPublishesWhatItFilled() throws {
+    /// The guest runs out of buffers inside a delivery: what was filled is still
+    /// published, and the refused frame and those after it stay with the backend.
+    @Test func aDeliveryThatRunsOutOfBuffersPublishesWhatItFilled() throws {
         let d = try VirtioNetDriver()
         d.bringUp()
         let rx = try #require(d.queues[0])
         d.postReceiveBuffers(2)
         let frame = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(64))
-        var accepted: [Bool] = []
-        d.endpoint.burst {
-            for _ in 0 ..< 3 { accepted.append(d.endpoint.inject(frame)) }
-        }
-        #expect(accepted == [true, true, false])
+        #expect(d.endpoint.inject([frame, frame, frame, frame]) == 2)
         #expect(rx.usedIndex == 2)
         #expect(d.msiVectors == [1])
     }

@@ -28,6 +28,16 @@ package enum InMemory {
     package static let tapLike = BackendCapabilities(virtioNetHeader: true, offloads: [.checksum, .tso4, .tso6, .tsoECN], maxFrameSize: 65_535)
     package static let bare = BackendCapabilities(virtioNetHeader: false, offloads: [], maxFrameSize: 65_535)
     package static let addressing = FrameAddressing()
+    /// Frames per delivery in the receive workloads: what TAP's read loop hands over per
+    /// readiness event at most (`TapBackend.readBatch`).
+    static let readLoopFrames = 64
+
+    /// One delivery's worth of `frame`, kept for the workload's life (as its bytes are).
+    static func repeated(_ frame: ReceivedFrame) -> UnsafeMutableBufferPointer<ReceivedFrame> {
+        let frames = UnsafeMutableBufferPointer<ReceivedFrame>.allocate(capacity: readLoopFrames)
+        frames.initialize(repeating: frame)
+        return frames
+    }
 
     package static func frame(_ size: FrameSize, towardDevice: Bool) -> [UInt8] {
         addressing.frame(size, towardDevice: towardDevice)
@@ -76,8 +86,8 @@ package enum InMemory {
         })
     }
 
-    /// RX: frames injected from the backend side in bursts of at most 64 (TAP's read loop
-    /// per readiness event), buffers re-posted per batch (half a ring's worth), with or
+    /// RX: frames injected from the backend side in deliveries of at most 64 (TAP's read
+    /// loop per readiness event), buffers re-posted per batch (half a ring's worth), with or
     /// without MRG_RXBUF.
     package static func virtioReceive(_ size: FrameSize, mergeable: Bool) throws -> Workload {
         let sink = SinkEndpoint(capabilities: tapLike)
@@ -90,6 +100,7 @@ package enum InMemory {
         let rx = try VirtioReceiver(driver: driver, bufferSize: bufferSize)
         let bytes = UnsafeRawBufferPointer(copying: frame(size, towardDevice: true))
         let header: VirtioNetHeader? = size == .tso ? TSO.header : VirtioNetHeader()
+        let delivery = repeated(ReceivedFrame(bytes, header: header))
         let perRound = max(1, driver.rx.size / max(1, (VirtioNetHeader.size + size.length + bufferSize - 1) / bufferSize) / 2)
         var refused = 0
         return Workload(run: { n in
@@ -99,10 +110,8 @@ package enum InMemory {
                     let b = min(perRound, n - done)
                     var injected = 0
                     while injected < b {
-                        let burst = min(64, b - injected)
-                        sink.burst {
-                            for _ in 0 ..< burst where !sink.inject(bytes, header: header) { refused += 1 }
-                        }
+                        let burst = min(delivery.count, b - injected)
+                        refused += burst - sink.inject(UnsafeBufferPointer(rebasing: delivery[0 ..< burst]))
                         injected += burst
                     }
                     rx.refill()
@@ -128,24 +137,23 @@ package enum InMemory {
         })
     }
 
-    /// RX: frames injected from the backend side in bursts of 64, as TAP's read loop
-    /// delivers them (the e1000 completes each frame as it comes; the link takes its lock
-    /// once per burst), RDT moved once per burst.
+    /// RX: frames injected from the backend side in deliveries of 64, as TAP's read loop
+    /// hands them over (the device takes its lock once per delivery), RDT moved once per
+    /// delivery.
     package static func e1000Receive(_ size: FrameSize) throws -> Workload {
         let sink = SinkEndpoint(capabilities: tapLike)
         let machine = try TestMachine(memorySize: 256 << 20, networkFactory: SinkFactory(sink))
         let driver = try E1000BenchDriver(machine: machine, options: "mac=52:54:00:12:34:56")
         let rx = try E1000Receiver(driver: driver, jumbo: size.length > 1522)
         let bytes = UnsafeRawBufferPointer(copying: frame(size, towardDevice: true))
+        let delivery = repeated(ReceivedFrame(bytes, header: nil))
         var refused = 0
         return Workload(run: { n in
             withExtendedLifetime(machine) {
                 var done = 0
                 while done < n {
-                    let b = min(64, n - done)
-                    sink.burst {
-                        for _ in 0 ..< b where !sink.inject(bytes, header: nil) { refused += 1 }
-                    }
+                    let b = min(delivery.count, n - done)
+                    refused += b - sink.inject(UnsafeBufferPointer(rebasing: delivery[0 ..< b]))
                     rx.refill()
                     done += b
                 }

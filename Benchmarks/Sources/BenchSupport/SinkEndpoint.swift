@@ -32,17 +32,17 @@ package final class SinkEndpoint: NetworkBackend, @unchecked Sendable {
         return .sent
     }
 
-    /// Hands `frame` to the device; false when the guest had no buffer for it.
+    /// Hands `frame` to the device on its own; false when the guest had no buffer for it.
     @inline(__always)
     package func inject(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
         borrowedReceiver?._withUnsafeGuaranteedRef { $0.receiver.receive(frame, header: header) } ?? false
     }
 
-    /// Runs `deliver` (which injects frames) as one burst of the device's, as TAP's read
-    /// loop does with what one readiness event brings.
-    package func burst(_ deliver: () -> Void) {
-        guard let borrowedReceiver else { return deliver() }
-        borrowedReceiver._withUnsafeGuaranteedRef { $0.receiver.receiveBurst(deliver) }
+    /// Hands `frames` to the device in one delivery, as TAP's read loop hands over what
+    /// one readiness event brought; how many it took.
+    @inline(__always)
+    package func inject(_ frames: UnsafeBufferPointer<ReceivedFrame>) -> Int {
+        borrowedReceiver?._withUnsafeGuaranteedRef { $0.receiver.receive(frames) } ?? 0
     }
 
     package func resumeReceive() {}

@@ -64,10 +64,11 @@ public final class CaptureFilter: NetworkBackend, FrameReceiver, @unchecked Send
 
     // MARK: FrameReceiver (from the backend)
 
-    public func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
-        guard let upstream, upstream.receive(frame, header: header) else { return false }
-        writer.write(frame)
-        return true
+    public func receive(_ frames: UnsafeBufferPointer<ReceivedFrame>) -> Int {
+        guard let upstream else { return 0 }
+        let accepted = upstream.receive(frames)
+        for frame in frames.prefix(accepted) { writer.write(frame.bytes) }
+        return accepted
     }
 
     public func linkStateChanged(up: Bool) { upstream?.linkStateChanged(up: up) }

@@ -2,94 +2,97 @@ import Synchronization
 import VMMNet
 
 /// The device side of one backend: the receiver, the link state it was last told, and
-/// the one frame it refused. Back-pressure (FrameReceiver's contract): when `offer`
-/// returns false the backend stops reading and the frame waits here until `retry`.
+/// the frames it refused. Back-pressure (FrameReceiver's contract): when `deliver` or
+/// `offer` returns false the backend stops reading and the refused frames wait here, in
+/// order, until `retry`.
 final class ReceiverPort: @unchecked Sendable {
-    private struct Pending { var bytes: [UInt8]; var header: VirtioNetHeader? }
+    /// Refused frames, copied out of the backend's buffer (at most one delivery's worth:
+    /// a backend reads nothing more while any are held).
+    private struct Held {
+        var bytes: [UInt8] = []
+        var frames: [(range: Range<Int>, header: VirtioNetHeader?)] = []
+    }
     private struct State {
         var receiver: FrameReceiver?
-        var pending: Pending?
+        var held = Held()
         var linkUp: Bool
     }
     private let state: Mutex<State>
     let counters: BackendCounters
-    /// Bumped by `detach`: a burst that began before it stops at its next frame, as a
-    /// per-frame lookup of the receiver would (stop() can come from another thread while
-    /// the loop is in a burst, waiting for the device).
-    private let detachments = Atomic<UInt64>(0)
 
     init(counters: BackendCounters, linkUp: Bool) {
         self.counters = counters
-        state = Mutex(State(receiver: nil, pending: nil, linkUp: linkUp))
+        state = Mutex(State(receiver: nil, linkUp: linkUp))
     }
 
     var isLinkUp: Bool { state.withLock { $0.linkUp } }
-    var isHolding: Bool { state.withLock { $0.pending != nil } }
+    var isHolding: Bool { state.withLock { !$0.held.frames.isEmpty } }
 
     func attach(_ receiver: FrameReceiver) { state.withLock { $0.receiver = receiver } }
 
     /// Forgets the receiver and any held frame (stop()).
-    func detach() {
-        state.withLock { $0.receiver = nil; $0.pending = nil }
-        detachments.add(1, ordering: .releasing)
-    }
+    func detach() { state.withLock { $0.receiver = nil; $0.held = Held() } }
 
-    /// Runs `read` as one burst of the receiver's (`FrameReceiver.receiveBurst`): `read`
-    /// hands each frame it reads to the `offer` it is given, and stops at the first
-    /// `false` (the frame was refused and is held here, as with `offer`; or the port was
-    /// detached meanwhile, and the frame is dropped). The receiver is looked up once and
-    /// the frames are counted once, at the end: per frame that saves a lock, a retain
-    /// and release of the receiver and two atomic additions (~20 ns each on the Xeon
-    /// here; a TAP reads ~400k frames/s). Loop thread only, like `offer`.
-    func burst(_ read: (_ offer: (UnsafeRawBufferPointer, VirtioNetHeader?) -> Bool) -> Void) {
-        let detached = detachments.load(ordering: .acquiring)
-        guard let receiver = state.withLock({ $0.receiver }) else { return read { _, _ in false } }
-        var tally = BackendCounters.Tally()
-        receiver.receiveBurst {
-            read { frame, header in
-                // Detached since the burst began: the frame is dropped and reading stops.
-                guard detachments.load(ordering: .acquiring) == detached else { return false }
-                if receiver.receive(frame, header: header) {
-                    tally.add(bytes: frame.count)
-                    return true
-                }
-                hold(frame, header: header)
-                return false
-            }
-        }
-        counters.received(tally)
-    }
-
-    /// Hands `frame` to the device. False: it was refused and is now held here; the
-    /// caller stops reading until `retry()` succeeds.
-    func offer(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
+    /// Hands `frames` (a read loop's worth, already read) to the device in one delivery.
+    /// False: some were refused and are now held here; the caller stops reading until
+    /// `retry()` succeeds. The frames are counted once for the delivery (two atomic
+    /// additions, not two per frame). Loop thread only.
+    func deliver(_ frames: UnsafeBufferPointer<ReceivedFrame>) -> Bool {
+        guard !frames.isEmpty else { return true }
         // The receiver is called without our lock held: it takes the device's lock, and
         // the device may call back into the backend (resumeReceive, send).
         guard let receiver = state.withLock({ $0.receiver }) else { return false }
-        if receiver.receive(frame, header: header) {
-            counters.received(bytes: frame.count)
-            return true
-        }
-        hold(frame, header: header)
+        let accepted = min(max(receiver.receive(frames), 0), frames.count)
+        count(frames.prefix(accepted))
+        guard accepted < frames.count else { return true }
+        hold(frames[accepted...])
         return false
     }
 
-    private func hold(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) {
-        let copy = Pending(bytes: Array(frame), header: header)
-        state.withLock { $0.pending = copy }
+    /// One frame on its own (`deliver`).
+    func offer(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
+        var one = ReceivedFrame(frame, header: header)
+        return withUnsafePointer(to: &one) { deliver(UnsafeBufferPointer(start: $0, count: 1)) }
     }
 
-    /// Offers the held frame again. True when nothing is held any more.
+    private func count(_ frames: Slice<UnsafeBufferPointer<ReceivedFrame>>) {
+        guard !frames.isEmpty else { return }
+        var tally = BackendCounters.Tally()
+        for frame in frames { tally.add(bytes: frame.bytes.count) }
+        counters.received(tally)
+    }
+
+    private func hold(_ frames: Slice<UnsafeBufferPointer<ReceivedFrame>>) {
+        var copy = Held()
+        copy.bytes.reserveCapacity(frames.reduce(0) { $0 + $1.bytes.count })
+        for frame in frames {
+            let start = copy.bytes.count
+            copy.bytes.append(contentsOf: frame.bytes)
+            copy.frames.append((start ..< copy.bytes.count, frame.header))
+        }
+        state.withLock { $0.held = copy }
+    }
+
+    /// Offers the held frames again. True when nothing is held any more.
     func retry() -> Bool {
-        guard let (receiver, pending) = state.withLock({ s -> (FrameReceiver, Pending)? in
-            guard let r = s.receiver, let p = s.pending else { return nil }
-            return (r, p)
+        guard let (receiver, held) = state.withLock({ s -> (FrameReceiver, Held)? in
+            guard let r = s.receiver, !s.held.frames.isEmpty else { return nil }
+            return (r, s.held)
         }) else { return !isHolding }
-        let accepted = pending.bytes.withUnsafeBytes { receiver.receive($0, header: pending.header) }
-        guard accepted else { return false }
-        counters.received(bytes: pending.bytes.count)
-        state.withLock { $0.pending = nil }
-        return true
+        let accepted = held.bytes.withUnsafeBytes { raw -> Int in
+            let frames = held.frames.map { ReceivedFrame(UnsafeRawBufferPointer(rebasing: raw[$0.range]), header: $0.header) }
+            let accepted = frames.withUnsafeBufferPointer { min(max(receiver.receive($0), 0), $0.count) }
+            frames.withUnsafeBufferPointer { count($0.prefix(accepted)) }
+            return accepted
+        }
+        guard accepted > 0 else { return false }
+        return state.withLock { s in
+            // Detached (or replaced) meanwhile: nothing of ours is held any more.
+            guard s.held.frames.count == held.frames.count else { return s.held.frames.isEmpty }
+            s.held.frames.removeFirst(accepted)
+            if s.held.frames.isEmpty { s.held = Held() }
+            return s.held.frames.isEmpty
+        }
     }
 
     /// Records the link state and tells the receiver when it changed.

@@ -35,10 +35,21 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
     /// it runs do not queue one each (the loop's queue has no limit of its own).
     private let teardownQueued = Atomic<Bool>(false)
     private let registration = Mutex<IORegistration?>(nil)
-    /// One read buffer (header + largest frame a TSO-enabled TAP hands over), loop thread only.
-    private let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: VirtioNetHeader.size + 65_550, alignment: 16)
+    /// The most one read asks for: header + the largest frame a TSO-enabled TAP hands over.
+    private static let readSize = VirtioNetHeader.size + 65_550
     /// Frames taken per readiness event before letting other fds run.
     private static let readBatch = 64
+    /// Where one readiness event's frames are read, one after another (64-byte aligned),
+    /// before they go to the device together: a read is made only while a whole
+    /// `readSize` fits, so 64 standard frames fit (~100 KiB) and at least four of the
+    /// largest. Loop thread only. Pages are touched as frames need them.
+    private let readArena = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 * TapBackend.readSize, alignment: 64)
+    /// The frames in `readArena`, as the device gets them.
+    private let readFrames: UnsafeMutableBufferPointer<ReceivedFrame> = {
+        let frames = UnsafeMutableBufferPointer<ReceivedFrame>.allocate(capacity: TapBackend.readBatch)
+        frames.initialize(repeating: ReceivedFrame(UnsafeRawBufferPointer(start: nil, count: 0), header: nil))
+        return frames
+    }()
     /// Frames up to this size go to the kernel as one buffer (header + frame copied into
     /// `sendBuffer`), larger ones as an iovec list after the leading pieces that fit
     /// (`gather`). tun's write path costs more per iovec than copying a standard frame:
@@ -69,7 +80,8 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
 
     deinit {
         stop()
-        readBuffer.deallocate()
+        readArena.deallocate()
+        readFrames.deallocate()
         sendBuffer.deallocate()
     }
 
@@ -197,56 +209,62 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
             if !events.isDisjoint(with: .hangup), interfaceVanished(fd) { interfaceGone() } else { pauseReading() }
             return
         }
-        // One burst for the device: what this turn reads is published to the guest at once.
-        port.burst { offer in
-            for _ in 0 ..< TapBackend.readBatch {
-                // `stop` on another thread (a device shut down while the loop runs, as
-                // `serve` does) may close the fd while a frame of this burst waits for
-                // the device: read no further from a number that may be reused meanwhile.
-                guard let (n, e) = readLocked(fd, count: readBuffer.count) else { break }
-                if n < 0 {
-                    if ConnectionErrno.isTransient(e) { break }
-                    if e == EIO { break }   // interface down: nothing to read, not gone
-                    interfaceGone()
-                    return
-                }
-                guard n >= VirtioNetHeader.size + minimumFrameSize else {
-                    if n == 0 { break }
-                    counters.dropped(.malformed)
-                    continue
-                }
-                // tun_put_user returns the frame's whole length even when it copied only
-                // what fit; a header size raised by another holder of the TAP
-                // (TUNSETVNETHDRSZ) can make that more than the buffer.
-                guard n <= readBuffer.count else {
-                    counters.dropped(.oversized)
-                    continue
-                }
-                let all = UnsafeRawBufferPointer(rebasing: readBuffer[0 ..< n])
-                let header = VirtioNetHeader(all)
-                let frame = UnsafeRawBufferPointer(rebasing: all[VirtioNetHeader.size...])
-                // A frame without GSO must fit the largest frame we promise; GSO frames are 64 KiB at most.
-                if header?.isGSO != true, frame.count > capabilities.maxFrameSize {
-                    counters.dropped(.oversized)
-                    continue
-                }
-                if !offer(frame, header) { pauseReading(); return }
+        // What this turn reads goes to the device in one delivery, after the reads: it is
+        // published to the guest at once, and no read runs while the device is locked.
+        var count = 0, used = 0, gone = false
+        while count < TapBackend.readBatch, readArena.count - used >= TapBackend.readSize {
+            let buffer = UnsafeMutableRawBufferPointer(rebasing: readArena[used ..< used + TapBackend.readSize])
+            // `stop` on another thread (a device shut down while the loop runs, as `serve`
+            // does) may close the fd meanwhile: read no further from a number that may be
+            // reused by then.
+            guard let (n, e) = readLocked(fd, into: buffer) else { break }
+            if n < 0 {
+                if ConnectionErrno.isTransient(e) { break }
+                if e == EIO { break }   // interface down: nothing to read, not gone
+                gone = true
+                break
             }
+            guard n >= VirtioNetHeader.size + minimumFrameSize else {
+                if n == 0 { break }
+                counters.dropped(.malformed)
+                continue
+            }
+            // tun_put_user returns the frame's whole length even when it copied only
+            // what fit; a header size raised by another holder of the TAP
+            // (TUNSETVNETHDRSZ) can make that more than the buffer.
+            guard n <= buffer.count else {
+                counters.dropped(.oversized)
+                continue
+            }
+            let all = UnsafeRawBufferPointer(rebasing: buffer[0 ..< n])
+            let header = VirtioNetHeader(all)
+            let frame = UnsafeRawBufferPointer(rebasing: all[VirtioNetHeader.size...])
+            // A frame without GSO must fit the largest frame we promise; GSO frames are 64 KiB at most.
+            if header?.isGSO != true, frame.count > capabilities.maxFrameSize {
+                counters.dropped(.oversized)
+                continue
+            }
+            readFrames[count] = ReceivedFrame(frame, header: header)
+            count += 1
+            used += (n + 63) & ~63
         }
+        let allTaken = port.deliver(UnsafeBufferPointer(rebasing: readFrames[0 ..< count]))
+        if gone { return interfaceGone() }
+        if !allTaken { pauseReading() }
     }
 
-    /// One read into `readBuffer` while `fd` is still the open TAP: the result and errno,
-    /// or nil once `stop` or `interfaceGone` closed it.
-    private func readLocked(_ fd: Int32, count: Int) -> (Int, Int32)? {
+    /// One read into `buffer` while `fd` is still the open TAP: the result and errno, or
+    /// nil once `stop` or `interfaceGone` closed it.
+    private func readLocked(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer) -> (Int, Int32)? {
         readFD.withLock { current -> (Int, Int32)? in
             guard current == fd else { return nil }
-            let n = clinux_read(fd, readBuffer.baseAddress, count)
+            let n = clinux_read(fd, buffer.baseAddress, buffer.count)
             return (n, errno)
         }
     }
 
     private func interfaceVanished(_ fd: Int32) -> Bool {
-        guard let (n, e) = readLocked(fd, count: 0), n < 0 else { return false }
+        guard let (n, e) = readLocked(fd, into: UnsafeMutableRawBufferPointer(rebasing: readArena[0 ..< 0])), n < 0 else { return false }
         return !ConnectionErrno.isTransient(e) && e != EIO   // EIO: down, not gone
     }
 

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Synchronization
 import VMMCore
 
@@ -42,23 +39,9 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
     /// retain and release (Docs/performance.md, in-memory item 5). Lock order: this, then
     /// the device's lock (a delivery waits for it while holding this).
     private let upstreamRef = Mutex(DeviceSlot())
-    private var upstream: FrameReceiver? {
-        if let device = burstDeviceHere { return device.takeUnretainedValue().value }
-        return upstreamRef.withLock { $0.device?.value }
-    }
-    /// The device while a burst (`receiveBurst`) holds `upstreamRef`: the burst's frames
-    /// reach it without taking that lock again (two atomic operations per frame, ~40 ns
-    /// here) and without counting a reference, and a link notice from inside the burst
-    /// (a TAP that vanished) finds it without waiting on the lock its own thread holds.
-    /// Written and read only by the thread in the burst, `burstThread`.
-    private var burstDevice: Unmanaged<Lent<FrameReceiver>>?
-    /// The thread in a burst (`pthread_self`), 0 outside one.
-    private let burstThread = Atomic<UInt>(0)
-    private var burstDeviceHere: Unmanaged<Lent<FrameReceiver>>? {
-        burstThread.load(ordering: .relaxed) == pthread_self() ? burstDevice : nil
-    }
-    /// `stop` found `upstreamRef` taken by a delivery or a burst: whoever holds it next
-    /// lets go of the device (the delivery or burst as it ends, or the loop), unless a
+    private var upstream: FrameReceiver? { upstreamRef.withLock { $0.device?.value } }
+    /// `stop` found `upstreamRef` taken by a delivery: whoever holds it next lets go of
+    /// the device (the delivery as it ends, or the loop), unless a
     /// `start` came first.
     private let releasePending = Atomic<Bool>(false)
     /// A capture started over the control socket (QMP `x-swiftvmm-capture-start`).
@@ -261,10 +244,10 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
 
     /// Lets go of the device. `stop` runs with the device lock held (the device's
     /// `shutdown`), and a delivery holds `upstreamRef` while it waits for that lock: never
-    /// wait here. If a delivery or a burst is under way, it lets go as it ends
+    /// wait here. If a delivery is under way, it lets go as it ends
     /// (`releaseIfPending`), or else the loop does.
     private func releaseDevice() {
-        // Pending before the try: a burst that ends between a failed try and this store
+        // Pending before the try: a delivery that ends between a failed try and this store
         // would see nothing to do, and a `start` right after it would then have its new
         // device let go by the loop.
         releasePending.store(true, ordering: .releasing)
@@ -278,53 +261,31 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
         slot.device = nil
     }
 
-    public func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
-        guard isAdministrativelyUp else {   // the cable is out: the frame is lost, and counted
-            counters.dropped(.linkDown)
-            return true
+    public func receive(_ frames: UnsafeBufferPointer<ReceivedFrame>) -> Int {
+        guard isAdministrativelyUp else {   // the cable is out: the frames are lost, and counted
+            counters.dropped(.linkDown, count: frames.count)
+            return frames.count
         }
-        if interposed.load(ordering: .acquiring), let filter = faults.withLock({ $0 }) { return filter.receive(frame, header: header) }
-        return deliverToDevice(frame, header: header)
+        if interposed.load(ordering: .acquiring), let filter = faults.withLock({ $0 }) { return filter.receive(frames) }
+        return deliverToDevice(frames)
     }
 
-    /// A burst from the backend reaches the device as one, unless a fault filter or a
-    /// capture is in place (the filter may hold frames back past the burst). The burst
-    /// holds `upstreamRef` throughout, so `stop` finds it taken and lets go of the device
-    /// on the loop after it, as after a single delivery.
-    public func receiveBurst(_ deliver: () -> Void) {
-        guard isAdministrativelyUp, !interposed.load(ordering: .acquiring), burstDeviceHere == nil else { return deliver() }
-        let delivered = upstreamRef.withLock { slot -> Bool in
-            guard let target = slot.lent else { return false }
-            burstDevice = target
-            burstThread.store(pthread_self(), ordering: .relaxed)
-            defer {
-                burstThread.store(0, ordering: .relaxed)
-                burstDevice = nil
-            }
-            target._withUnsafeGuaranteedRef { $0.value.receiveBurst(deliver) }
-            releaseIfPending(&slot)
-            return true
+    /// Frames reach the device (from the backend, or out of the fault filter), all of them
+    /// under one hold of `upstreamRef`: `stop` finds it taken and lets go of the device as
+    /// the delivery ends.
+    fileprivate func deliverToDevice(_ frames: UnsafeBufferPointer<ReceivedFrame>) -> Int {
+        // Without a device (stopped) the frames are dropped, as on a cable with no NIC.
+        guard let accepted = upstreamRef.withLock({ slot in
+            defer { releaseIfPending(&slot) }
+            return slot.lent?._withUnsafeGuaranteedRef { $0.value.receive(frames) }
+        }) else {
+            counters.dropped(.linkDown, count: frames.count)
+            return frames.count
         }
-        if !delivered { deliver() }
-    }
-
-    /// A frame reaches the device (from the backend, or out of the fault filter).
-    fileprivate func deliverToDevice(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
-        // Without a device (stopped) the frame is dropped, as on a cable with no NIC.
-        let accepted = if let device = burstDeviceHere {
-            device._withUnsafeGuaranteedRef { $0.value.receive(frame, header: header) }
-        } else {
-            upstreamRef.withLock { slot in
-                defer { releaseIfPending(&slot) }
-                return slot.lent?._withUnsafeGuaranteedRef { $0.value.receive(frame, header: header) }
-            } ?? {
-                counters.dropped(.linkDown)
-                return true
-            }()
+        if accepted > 0, interposed.load(ordering: .acquiring), let writer = capture.withLock({ $0 }) {
+            for frame in frames.prefix(accepted) { writer.write(frame.bytes) }
         }
-        guard accepted else { return false }
-        if interposed.load(ordering: .acquiring), let writer = capture.withLock({ $0 }) { writer.write(frame) }
-        return true
+        return accepted
     }
 
     /// The backend's link changed: the device hears of it with the link it sees (down
@@ -359,8 +320,8 @@ private struct DeviceSlot: @unchecked Sendable {
 private final class DeviceSide: FrameReceiver, @unchecked Sendable {
     weak var link: LinkControl?
     init(link: LinkControl) { self.link = link }
-    func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
-        link?.deliverToDevice(frame, header: header) ?? true
+    func receive(_ frames: UnsafeBufferPointer<ReceivedFrame>) -> Int {
+        link?.deliverToDevice(frames) ?? frames.count
     }
     func linkStateChanged(up: Bool) { link?.linkStateChanged(up: up) }
 }

@@ -46,31 +46,54 @@ public enum SendResult: Sendable, Equatable {
     case dropped(DropReason)
 }
 
+/// One frame a backend read, and its virtio-net header when the backend has them.
+public struct ReceivedFrame {
+    public var bytes: UnsafeRawBufferPointer
+    public var header: VirtioNetHeader?
+    @inlinable
+    public init(_ bytes: UnsafeRawBufferPointer, header: VirtioNetHeader?) {
+        self.bytes = bytes
+        self.header = header
+    }
+}
+
 /// The device side of a backend: where received frames and link changes go. The
 /// backend calls these on the I/O loop thread; the device takes its own lock.
 public protocol FrameReceiver: AnyObject, Sendable {
-    /// One received frame (and its virtio-net header when the backend has them).
-    /// Return false when the guest has no buffer for it: the backend keeps this frame,
-    /// stops reading, and offers it again after `NetworkBackend.resumeReceive()`.
-    /// Back-pressure, never a silent drop and never a busy loop.
-    func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool
+    /// Frames the backend has now (what one readiness event brought, a TAP read loop's 64
+    /// at most), in order, read before the call: the device takes them under one lock and
+    /// makes them visible together, with one used-index publish, one fence and at most
+    /// one interrupt, as vhost-net's `vhost_add_used_and_signal_n` — no backend syscall
+    /// runs while the device is locked. Returns how many it took, from the first; the
+    /// rest found no guest buffer: the backend keeps them, stops reading, and offers them
+    /// again after `NetworkBackend.resumeReceive()`. Back-pressure, never a silent drop
+    /// and never a busy loop.
+    func receive(_ frames: UnsafeBufferPointer<ReceivedFrame>) -> Int
     /// The backend's link went up or down (a switch died, a peer disconnected…), or may
     /// have. `up` is the link as the caller saw it; notices from different threads (QMP's
     /// set_link, a backend's own change on the I/O loop) can arrive in another order than
     /// the changes, so a device reads its backend's `isLinkUp` under its lock and acts on
     /// a difference from what it last reported: then the last notice leaves it right.
     func linkStateChanged(up: Bool)
-    /// A burst: `deliver` calls `receive` for each frame the backend has now (a readiness
-    /// event's worth). The device may make them visible to the guest together when
-    /// `deliver` returns: one used-index publish, one fence and at most one interrupt for
-    /// the burst, as vhost-net's `vhost_add_used_and_signal_n`, instead of one per frame.
-    /// Frames delivered outside a burst are completed one by one.
-    func receiveBurst(_ deliver: () -> Void)
+}
+
+extension UnsafeBufferPointer where Element == ReceivedFrame {
+    /// For a receiver that takes frames one at a time: how many, from the first, `take`
+    /// accepted; it is not called after the first it refuses.
+    @inlinable
+    public func acceptedPrefix(_ take: (ReceivedFrame) -> Bool) -> Int {
+        for i in indices where !take(self[i]) { return i }
+        return count
+    }
 }
 
 extension FrameReceiver {
-    /// Receivers that complete each frame as it comes just run the burst.
-    public func receiveBurst(_ deliver: () -> Void) { deliver() }
+    /// One frame on its own; false when the device had no buffer for it.
+    @inlinable
+    public func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
+        var one = ReceivedFrame(frame, header: header)
+        return withUnsafePointer(to: &one) { receive(UnsafeBufferPointer(start: $0, count: 1)) } == 1
+    }
 }
 
 /// One network backend (tap, vde, user, stream) or a filter wrapping one (capture,

@@ -280,7 +280,13 @@ public final class FaultFilter: NetworkBackend, FrameReceiver, @unchecked Sendab
 
     // MARK: FrameReceiver (from the wrapped backend, loop thread)
 
-    public func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
+    /// The backend's frames one at a time, each given its own fault decision; stops at
+    /// the first the filter or the device cannot take now.
+    public func receive(_ frames: UnsafeBufferPointer<ReceivedFrame>) -> Int {
+        frames.acceptedPrefix { filter($0.bytes, header: $0.header) }
+    }
+
+    private func filter(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
         guard let upstream else { return false }
         // While the device refuses a due frame, or `maxHeld` wait, the backend keeps its
         // frame too. Frames that only wait for their delay let new ones join behind them:

@@ -122,6 +122,19 @@ public final class PackedVirtqueue: Virtqueue, @unchecked Sendable {
         return true
     }
 
+    /// The next chain when it is one device-writable descriptor, taken; nil, and nothing
+    /// taken, when there is none or it has another shape (`Virtqueue.popWritableBuffer`).
+    public func popWritableBuffer() throws(VirtqueueError) -> (head: UInt16, buffer: GuestBuffer)? {
+        guard isEnabled, ringsReachable(), isAvailable(at: nextAvail, wrap: availWrap) else { return nil }
+        atomicMemoryFence(ordering: .acquiring)
+        let d = VirtqPackedDescriptor.load(ring, index: Int(nextAvail))
+        guard d.flags.contains(.write), !d.flags.contains(.next), !d.flags.contains(.indirect) else { return nil }
+        guard inFlight.count < Int(size) else { throw .queueSizeExceeded(size: size) }
+        inFlight.append((nextAvail, availWrap, 1))
+        advance(&nextAvail, &availWrap, by: 1)
+        return (d.id, GuestBuffer(address: GuestAddress(d.address), length: d.length))
+    }
+
     /// A table of packed descriptors used in order; only WRITE is meaningful in it (§2.8.19).
     /// It is the whole chain: at most `SplitVirtqueue.maxChainDescriptors` entries.
     private func walkIndirect(address: UInt64, length: UInt32, into chain: inout DescriptorChain) throws(VirtqueueError) {

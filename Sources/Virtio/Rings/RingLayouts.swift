@@ -138,6 +138,7 @@ struct VirtqEventSuppression {
 /// any optimisation level; `mapRing` checked the ring's alignment in guest memory, which
 /// host memory keeps (regions are mapped at page boundaries, vfio-user's checked to be
 /// page-aligned). The offsets come from indices already reduced modulo the queue size.
+@inline(__always)
 func ringLoad16(_ ring: UnsafeMutableRawBufferPointer, _ offset: Int) -> UInt16 {
     // Callers index within the area (indices reduced modulo the queue size, `next` checked
     // against the table); a field outside it reads as 0 rather than trapping.
@@ -145,6 +146,7 @@ func ringLoad16(_ ring: UnsafeMutableRawBufferPointer, _ offset: Int) -> UInt16 
     return UInt16(littleEndian: (base + offset).assumingMemoryBound(to: UInt16.self).pointee)
 }
 
+@inline(__always)
 func ringStore16(_ ring: UnsafeMutableRawBufferPointer, _ offset: Int, _ value: UInt16) {
     guard offset >= 0, offset <= ring.count - 2, let base = ring.baseAddress else { return }
     (base + offset).assumingMemoryBound(to: UInt16.self).pointee = value.littleEndian

@@ -105,6 +105,29 @@ public final class SplitVirtqueue: Virtqueue, @unchecked Sendable {
 
     /// Takes the next available chain into `chain`; false when there is none.
     public func pop(into chain: inout DescriptorChain) throws(VirtqueueError) -> Bool {
+        guard try nextAvailable() else { return false }
+        try walk(head: avail.head(at: lastAvailIndex & mask), into: &chain)
+        lastAvailIndex &+= 1
+        return true
+    }
+
+    /// The next chain when it is one device-writable descriptor, taken; nil, and nothing
+    /// taken, when there is none or it has another shape (`Virtqueue.popWritableBuffer`).
+    public func popWritableBuffer() throws(VirtqueueError) -> (head: UInt16, buffer: GuestBuffer)? {
+        guard try nextAvailable() else { return nil }
+        let head = avail.head(at: lastAvailIndex & mask)
+        guard head < size else { throw .headOutOfRange(head) }
+        let d = VirtqDescriptor.load(descriptors, index: Int(head))
+        // NEXT or INDIRECT (or a readable buffer): `pop(into:)` walks it, with its checks.
+        guard d.flags == .write else { return nil }
+        lastAvailIndex &+= 1
+        return (head, GuestBuffer(address: GuestAddress(d.address), length: d.length))
+    }
+
+    /// Whether a chain is available at `lastAvailIndex`, reading `avail->idx` only when
+    /// the chains seen at its last read are all taken.
+    @inline(__always)
+    private func nextAvailable() throws(VirtqueueError) -> Bool {
         if lastAvailIndex == seenAvailIndex {
             guard isEnabled, ringsReachable() else { return false }
             let now = avail.index
@@ -122,8 +145,6 @@ public final class SplitVirtqueue: Virtqueue, @unchecked Sendable {
         // At most `size` chains out at once: a driver that moves avail->idx on while the
         // device holds every entry re-offers descriptors still in use (§2.7.13.3).
         guard lastAvailIndex &- usedIndex &- pendingUsed < size else { throw .queueSizeExceeded(size: size) }
-        try walk(head: avail.head(at: lastAvailIndex & mask), into: &chain)
-        lastAvailIndex &+= 1
         return true
     }
 

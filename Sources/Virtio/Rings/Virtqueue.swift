@@ -14,6 +14,12 @@ public protocol Virtqueue: AnyObject {
     /// Takes the next available chain into `chain`; false when there is none. Throws when
     /// the ring is broken (the transport then sets DEVICE_NEEDS_RESET).
     func pop(into chain: inout DescriptorChain) throws(VirtqueueError) -> Bool
+    /// Takes the next chain when it is a single device-writable descriptor (no NEXT, no
+    /// INDIRECT), the shape Linux's virtio-net posts to its receive queues
+    /// (`add_recvbuf_mergeable`, `add_recvbuf_small`): its head and buffer, with no walk
+    /// into a `DescriptorChain`. Nil, and nothing taken, when no chain is available or the
+    /// next has another shape; `pop(into:)` then takes it, with every check of a walk.
+    func popWritableBuffer() throws(VirtqueueError) -> (head: UInt16, buffer: GuestBuffer)?
     /// Gives back the last `count` chains taken and not yet returned.
     func unpop(_ count: UInt16)
     /// Returns the chain `head` (its buffer ID for packed rings) with `length` bytes

@@ -17,7 +17,11 @@ final class RecordingReceiver: FrameReceiver, @unchecked Sendable {
     var refusals: Int { state.withLock { $0.refused } }
     func setAccepting(_ on: Bool) { state.withLock { $0.accepting = on } }
 
-    func receive(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
+    func receive(_ frames: UnsafeBufferPointer<ReceivedFrame>) -> Int {
+        frames.acceptedPrefix { receiveOne($0.bytes, header: $0.header) }
+    }
+
+    private func receiveOne(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
         let bytes = Array(frame)
         let ok = state.withLock { s -> Bool in
             guard s.accepting else { s.refused += 1; return false }
