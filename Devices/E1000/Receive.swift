@@ -124,12 +124,11 @@ extension E1000Device {
         context.cost.bytes(length)
         // The `length` bytes the guest gets, and their checksum status (RXCSUM).
         let bytes: UnsafeRawBufferPointer
-        let status: (bits: UInt8, errors: UInt8, packetChecksum: UInt16)
+        var staged: ChecksumStatus?
         if !strip, !keepFCS, frame.count >= Receive.minimumFrameLength {
             // The usual case (Linux's e1000 sets SECRC and strips no tags itself, frames
             // need no padding): the frame goes to the guest as it is, with no staging copy.
             bytes = frame
-            status = checksumStatus(frame)
         } else {
             let out = receiveBuffer.bytes
             var filled = 0
@@ -142,12 +141,27 @@ extension E1000Device {
             for i in filled ..< max(filled, Receive.minimumFrameLength) { out[i] = 0 }
             let packetLength = max(filled, Receive.minimumFrameLength)
             let packet = UnsafeRawBufferPointer(rebasing: out[0 ..< packetLength])
-            status = checksumStatus(packet)
+            staged = checksumStatus(packet)
             if keepFCS {
                 let fcs = EthernetFCS.compute(packet)
                 for i in 0 ..< Receive.fcsLength { out[packetLength + i] = UInt8(truncatingIfNeeded: fcs >> UInt32(8 * i)) }
             }
             bytes = UnsafeRawBufferPointer(rebasing: out[0 ..< length])
+        }
+
+        // A frame one buffer holds (a standard frame in Linux's 2 KiB buffers) is copied in
+        // while its checksum is verified: one pass over its bytes, not a sum and a copy.
+        let status: ChecksumStatus
+        var filledFirst = false
+        if let staged {
+            status = staged
+        } else if needed == 1, let address = ring.load(ring.head, memory: context.memory)?.low,
+                  let host = try? context.memory.hostRange(GuestAddress(address), length: UInt64(length)),
+                  let destination = host.baseAddress {
+            status = checksumStatus(bytes, copyingTo: destination)
+            filledFirst = true
+        } else {
+            status = checksumStatus(bytes)
         }
 
         var index = ring.head
@@ -156,18 +170,20 @@ extension E1000Device {
         while offset < length {
             let chunk = min(bufferSize, length - offset)
             let last = offset + chunk == length
-            guard let bufferAddress = ring.load(index, memory: context.memory)?.low else {
-                guestError(.descriptorUnreadable, "receive descriptor \(index) unreadable")
-                break
-            }
             var written = UInt16(chunk)
             var errors: UInt8 = 0
-            do {
-                try context.memory.write(UnsafeRawBufferPointer(rebasing: bytes[offset ..< offset + chunk]), at: GuestAddress(bufferAddress))
-            } catch {
-                guestError(.receiveBufferNotRAM, "receive buffer 0x\(String(bufferAddress, radix: 16)): \(error); frame truncated with RXE")
-                written = 0
-                errors = Receive.errorData
+            if !(filledFirst && fragments == 0) {
+                guard let bufferAddress = ring.load(index, memory: context.memory)?.low else {
+                    guestError(.descriptorUnreadable, "receive descriptor \(index) unreadable")
+                    break
+                }
+                do {
+                    try context.memory.write(UnsafeRawBufferPointer(rebasing: bytes[offset ..< offset + chunk]), at: GuestAddress(bufferAddress))
+                } catch {
+                    guestError(.receiveBufferNotRAM, "receive buffer 0x\(String(bufferAddress, radix: 16)): \(error); frame truncated with RXE")
+                    written = 0
+                    errors = Receive.errorData
+                }
             }
             let stop = last || errors != 0
             var statusBits = Receive.statusDone
@@ -223,12 +239,20 @@ extension E1000Device {
         length += source.count
     }
 
+    /// A received frame's descriptor status, errors and packet checksum (RXCSUM).
+    typealias ChecksumStatus = (bits: UInt8, errors: UInt8, packetChecksum: UInt16)
+
     /// RXCSUM (§13.4.24, §3.2.9): IPv4 header and TCP/UDP checks as enabled, and the
-    /// packet checksum from PCSS to the end of the frame for the descriptor.
-    private func checksumStatus(_ packet: UnsafeRawBufferPointer) -> (bits: UInt8, errors: UInt8, packetChecksum: UInt16) {
+    /// packet checksum from PCSS to the end of the frame for the descriptor. With a
+    /// `destination` (as large as the packet) the packet is copied there on the way.
+    private func checksumStatus(_ packet: UnsafeRawBufferPointer, copyingTo destination: UnsafeMutableRawPointer? = nil) -> ChecksumStatus {
         let rxcsum = reg(Reg.rxcsum)
-        let verdicts = rxcsum & (RxCsum.ipOffload | RxCsum.tcpUDPOffload) != 0
-            ? ChecksumOffload.verify(packet) : ChecksumOffload.Verdicts()
+        let verdicts: ChecksumOffload.Verdicts
+        if rxcsum & (RxCsum.ipOffload | RxCsum.tcpUDPOffload) != 0 {
+            verdicts = destination.map { ChecksumOffload.verify(packet, copyingTo: $0) } ?? ChecksumOffload.verify(packet)
+        } else {
+            verdicts = ChecksumOffload.Verdicts()
+        }
         var bits: UInt8 = 0, errors: UInt8 = 0
         if rxcsum & RxCsum.ipOffload != 0, verdicts.ipv4Header != .notChecked {
             bits |= Receive.statusIPChecksum
@@ -239,7 +263,23 @@ extension E1000Device {
             if verdicts.transport == .bad { errors |= Receive.errorTCPChecksum }
         }
         if bits == 0 { bits = Receive.statusIgnoreChecksum }
-        return (bits, errors, packetChecksum(packet, from: Int(rxcsum & RxCsum.startMask), verdicts.transportSegment))
+        let start = Int(rxcsum & RxCsum.startMask)
+        // No segment was summed, so nothing was copied yet: the packet sum is taken as the
+        // bytes are copied instead.
+        if let destination, verdicts.transportSegment == nil {
+            return (bits, errors, copyingPacketChecksum(packet, from: start, to: destination))
+        }
+        return (bits, errors, packetChecksum(packet, from: start, verdicts.transportSegment))
+    }
+
+    /// `packetChecksum` with no segment sum to reuse, while copying the packet to
+    /// `destination`: the bytes before PCSS plainly, the rest summed as they are copied.
+    private func copyingPacketChecksum(_ packet: UnsafeRawBufferPointer, from start: Int, to destination: UnsafeMutableRawPointer) -> UInt16 {
+        let start = min(start, packet.count)
+        if let source = packet.baseAddress { ByteCopy.copy(to: destination, from: source, count: start) }
+        var sum = InternetChecksum()
+        sum.add(copying: UnsafeRawBufferPointer(rebasing: packet[start...]), to: destination + start)
+        return sum.folded
     }
 
     /// The sum from PCSS to the end of the packet. Linux leaves PCSS at its reset value, 0

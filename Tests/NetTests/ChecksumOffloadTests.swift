@@ -108,6 +108,16 @@ import VMMTestKit
 
         let arp = FrameBuilder.net.ethernet(type: 0x0806) + [UInt8](repeating: 0, count: 28)
         #expect(ChecksumOffload.verify(arp) == ChecksumOffload.Verdicts())
+
+        // Verifying while copying (a receive path into guest memory) gives the same
+        // verdicts, and copies the frame exactly when it summed a segment.
+        for frame in [good, badTCP, badIP, noUDPChecksum, zeroUDPv6, padded, shortLength, trailing, arp,
+                      FrameBuilder.net.tcp(payload: Payload.random(1400)), FrameBuilder.net.udp(ipv6: true, payload: Payload.random(9000))] {
+            var destination = [UInt8](repeating: 0xEE, count: frame.count)
+            let copied = frame.withUnsafeBytes { f in destination.withUnsafeMutableBytes { ChecksumOffload.verify(f, copyingTo: $0.baseAddress!) } }
+            #expect(copied == ChecksumOffload.verify(frame))
+            #expect(destination == (copied.transportSegment == nil ? [UInt8](repeating: 0xEE, count: frame.count) : frame))
+        }
     }
 }
 

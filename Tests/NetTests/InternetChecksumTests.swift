@@ -26,6 +26,27 @@ import VMMTestKit
         #expect(InternetChecksum.checksum([0xAB]) == ~UInt16(0xAB00))
     }
 
+    /// The copying sum (`add(copying:to:)`, one pass on AVX2 machines) copies every byte
+    /// and sums as `add(_:)` does, at every length and alignment and after an odd length.
+    @Test func copyingAddCopiesAndSumsAsAddDoes() {
+        var r = TestRandom(seed: 7)
+        let data = r.bytes(10_000)
+        for oddBefore in [false, true] {
+            for start in 0 ..< 3 {
+                for length in Array(0 ..< 300) + [1472, 1480, 1514, 9001] {
+                    let source = Array(data[start ..< start + length])
+                    var expected = InternetChecksum(), copying = InternetChecksum()
+                    if oddBefore { expected.add([0x5A]); copying.add([0x5A]) }
+                    expected.add(source)
+                    var destination = [UInt8](repeating: 0xEE, count: length + 1)
+                    source.withUnsafeBytes { s in destination.withUnsafeMutableBytes { copying.add(copying: s, to: $0.baseAddress!) } }
+                    #expect(copying == expected, "length \(length) start \(start) odd \(oddBefore)")
+                    #expect(Array(destination[0 ..< length]) == source && destination[length] == 0xEE, "length \(length)")
+                }
+            }
+        }
+    }
+
     @Test func matchesNaiveForAllLengthsAndAlignments() {
         var r = TestRandom(seed: 42)
         let data = r.bytes(700)

@@ -46,6 +46,32 @@ struct DataPathTests {
         #expect(d.device?.counters.drops(.linkDown) == 1)
     }
 
+    /// Linux's one-buffer receive chains take the device's short path
+    /// (`Virtqueue.popWritableBuffer`); a chain of another shape between them (here a
+    /// header buffer then a frame buffer, as a driver without ANY_LAYOUT posts) is
+    /// left for the general walk, not taken or skipped. One delivery, in order.
+    @Test func receiveChainsOfEveryShapeInOneDelivery() throws {
+        for mergeable in [false, true] {
+            let d = try VirtioNetDriver()
+            d.bringUp { mergeable ? $0 : $0 & ~NetF.mrgRxbuf }
+            let rx = try #require(d.queues[0])
+            let first = d.postReceiveBuffers(1, kick: false)[0]
+            let header = d.buffer(zeroed: 12), body = d.buffer(zeroed: 1514)
+            rx.addChain([(header, 12, true), (body, 1514, true)])
+            let third = d.postReceiveBuffers(1)[0]
+            let frames = (0 ..< 3).map { FrameBuilder.virtioNet.ethernet(payload: Payload.counting(200, seed: $0)) }
+            #expect(d.endpoint.inject(frames) == 3)
+            let used = rx.takeUsed()
+            #expect(used.map(\.id) == [0, 1, 3])
+            #expect(used.map(\.length) == [UInt32(12 + frames[0].count), UInt32(12 + frames[1].count), UInt32(12 + frames[2].count)])
+            #expect(d.bytes(at: try #require(first.checkedAdd(12)), frames[0].count) == frames[0])
+            #expect(parseHeader(d.bytes(at: header, 12))?.numBuffers == 1)
+            #expect(d.bytes(at: body, frames[1].count) == frames[1])
+            #expect(d.bytes(at: try #require(third.checkedAdd(12)), frames[2].count) == frames[2])
+            #expect(d.msiVectors == [1])
+        }
+    }
+
     @Test func receiveWithoutMergeableBuffers() throws {
         let d = try VirtioNetDriver()
         d.bringUp { $0 & ~NetF.mrgRxbuf }

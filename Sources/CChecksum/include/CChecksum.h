@@ -20,4 +20,8 @@ static inline int cchecksum_wide_ready(void) { return cchecksum_wide_flag; }
 /// `cchecksum_wide_available()` returned 1.
 uint64_t cchecksum_sum16_wide(const void *bytes, size_t rounds);
 
+/// The same sum while copying the `rounds` 64-byte blocks from `source` to `destination`
+/// (which must not overlap): one pass over the bytes instead of a copy and a sum.
+uint64_t cchecksum_copy_sum16_wide(void *destination, const void *source, size_t rounds);
+
 #endif

@@ -1,3 +1,4 @@
+import VMMCore
 /// Checksum offloads a NIC performs for the guest: completing a partial checksum on
 /// transmit, and verifying checksums on receive.
 public enum ChecksumOffload {
@@ -96,8 +97,28 @@ public enum ChecksumOffload {
         frame.withUnsafeBytes { verify($0) }
     }
 
+    /// `verify(_:)` that copies the frame to `destination` (as large, not overlapping)
+    /// when it sums a TCP/UDP segment, summing the segment as it copies it
+    /// (`InternetChecksum.add(copying:to:)`): a receive path that copies the frame into
+    /// guest memory then reads it once. The frame was copied exactly when the result has
+    /// a `transportSegment`; otherwise nothing was written and the copy is the caller's.
+    public static func verify(_ frame: UnsafeRawBufferPointer, copyingTo destination: UnsafeMutableRawPointer) -> Verdicts {
+        var copied = false
+        guard let parsed = FrameParser.parse(frame) else { return Verdicts() }
+        return verify(frame, parsed: parsed, copyingTo: destination, copied: &copied)
+    }
+
     /// The same with the frame already parsed (with `.checked` lengths).
     public static func verify(_ frame: UnsafeRawBufferPointer, parsed: ParsedFrame) -> Verdicts {
+        var copied = false
+        return verify(frame, parsed: parsed, copyingTo: nil, copied: &copied)
+    }
+
+    /// With a `destination`, the segment's bytes are copied as they are summed and the
+    /// rest of the frame around them, and `copied` says so (exactly when the result has a
+    /// `transportSegment`); on the paths that sum nothing the caller copies.
+    private static func verify(_ frame: UnsafeRawBufferPointer, parsed: ParsedFrame, copyingTo destination: UnsafeMutableRawPointer?,
+                               copied: inout Bool) -> Verdicts {
         var verdicts = Verdicts()
         guard let network = parsed.network,
               let ipHeader = frame.slice(parsed.networkOffset, length: parsed.networkHeaderLength)
@@ -133,7 +154,15 @@ public enum ChecksumOffload {
         }
         guard var sum = pseudo else { return verdicts }
         var segmentSum = InternetChecksum()
-        segmentSum.add(segment)
+        if let destination, let source = frame.baseAddress {
+            let end = l4 + segment.count
+            ByteCopy.copy(to: destination, from: source, count: l4)
+            segmentSum.add(copying: segment, to: destination + l4)
+            ByteCopy.copy(to: destination + end, from: source + end, count: frame.count - end)
+            copied = true
+        } else {
+            segmentSum.add(segment)
+        }
         sum.add(segmentSum)
         verdicts.transportSegment = .init(range: l4 ..< l4 + segment.count, sum: segmentSum)
         // RFC 8200 §8.1: a zero UDP checksum over IPv6 is invalid (and sums to 0xFFFF too).
