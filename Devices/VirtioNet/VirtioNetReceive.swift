@@ -42,12 +42,24 @@ extension VirtioNet {
                 let mergeable = transport.negotiated(VirtioNetFeature.mergeableRXBuffers)
                 var next = 0
                 while next < frames.count {
+                    // The delivery is one action (issue 12): past its budget (a guest's
+                    // runaway chains walked frame after frame) the rest waits with the
+                    // backend, which is asked for it again from the loop.
+                    if next > 0, context.cost.shouldDefer {
+                        waitingForReceiveBuffers = true
+                        receiveResumption.schedule()
+                        break
+                    }
                     // A run of frames steered to the same queue goes through one lookup of it.
                     let steered = receiveQueueIndex(for: frames[next].bytes)
                     func deliver(_ queue: any Virtqueue) -> Bool {
                         deliverRun(frames, from: &next, steeredTo: steered, on: queue, mergeable: mergeable, &scratch)
                     }
-                    guard let delivered = transport.withQueue(steered, deliver) ?? (steered != 0 ? transport.withQueue(0, deliver) : nil) else {
+                    // Not `??`: its autoclosure made `deliver` an escaping closure, whose
+                    // captured variables were boxed on the heap once per delivery.
+                    var outcome = transport.withQueue(steered, deliver)
+                    if outcome == nil, steered != 0 { outcome = transport.withQueue(0, deliver) }
+                    guard let delivered = outcome else {
                         counters.dropped(.linkDown)   // no receive queue enabled
                         next += 1
                         continue
@@ -64,13 +76,20 @@ extension VirtioNet {
     /// `frames[next]`.
     private func deliverRun(_ frames: UnsafeBufferPointer<ReceivedFrame>, from next: inout Int, steeredTo steered: Int,
                             on queue: any Virtqueue, mergeable: Bool, _ scratch: inout ReceiveScratch) -> Bool {
-        // While frames flow the device does not need RX kicks (§2.7.10); it asks again
-        // when it runs out (`waitForBuffers`, which then undoes this).
-        queue.disableNotifications()
         let first = next
-        while next < frames.count, next == first || receiveQueueIndex(for: frames[next].bytes) == steered {
+        var notificationsOff = false
+        while next < frames.count, next == first || receiveQueueIndex(for: frames[next].bytes) == steered,
+              next == first || !context.cost.shouldDefer {
+            let delivered = receivedTally.frames
             guard receive(frames[next], on: queue, mergeable: mergeable, &scratch) else { return false }
             next += 1
+            // While frames flow the device does not need RX kicks (§2.7.10); it asks again
+            // when it runs out (`waitForBuffers`). Only once a frame took a buffer: a run of
+            // dropped frames must not switch off the kick a device waiting for buffers needs.
+            if !notificationsOff, receivedTally.frames != delivered {
+                queue.disableNotifications()
+                notificationsOff = true
+            }
         }
         return true
     }

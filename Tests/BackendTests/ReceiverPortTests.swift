@@ -64,6 +64,24 @@ import VMMNet
         #expect(counters.rxFrames.load(ordering: .relaxed) == 3)
     }
 
+    /// Detached (stop() on another thread) while the device was refusing: the refused
+    /// frames are not held for a receiver that is gone, but counted as lost.
+    @Test func framesRefusedDuringADetachAreNotHeld() {
+        let counters = BackendCounters(serialized: true)
+        let port = ReceiverPort(counters: counters, linkUp: true)
+        final class Detaching: FrameReceiver, @unchecked Sendable {
+            weak var port: ReceiverPort?
+            func receive(_ frames: UnsafeBufferPointer<ReceivedFrame>) -> Int { port?.detach(); return 0 }
+            func linkStateChanged(up: Bool) {}
+        }
+        let device = Detaching()
+        device.port = port
+        port.attach(device)
+        #expect(!Self.deliver(port, [Self.frame(60), Self.frame(61)]))
+        #expect(!port.isHolding)
+        #expect(counters.drops(.linkDown) == 2)
+    }
+
     /// Detached (stop()) while frames are held: they are forgotten, and a retry finds
     /// nothing to offer.
     @Test func aDetachForgetsHeldFrames() {

@@ -77,6 +77,32 @@ import VMMTestKit
         #expect(meter.worst.fits(meter.budget), "worst action: \(meter.worst)")
     }
 
+    /// A delivery of 64 frames is one action: with a receive chain of 1,000 one-byte
+    /// buffers that each frame walks and gives back (too small, dropped), it stops at the
+    /// budget; the backend keeps the rest and is asked for them again from the loop.
+    @Test func aDeliveryStopsAtTheBudget() throws {
+        let d = try VirtioNetDriver()
+        d.bringUp(queueCount: 3) { $0 & ~NetF.mrgRxbuf }
+        let rx = try #require(d.queues[0])
+        let byte = d.buffer(zeroed: 1)
+        _ = rx.addIndirect(Array(repeating: (byte, 1, true), count: 1000), allocator: d.machine.allocator)
+        d.kick(0)
+        let frames = Array(repeating: FrameBuilder.virtioNet.ethernet(payload: Payload.counting(1500)), count: 64)
+        let meter = d.nic.function.cost
+        meter.resetWorst()
+        var taken = d.endpoint.inject(frames)
+        #expect(taken >= 1 && taken < 64, "one delivery took \(taken) of 64 frames")
+        for _ in 0 ..< 100 where taken < 64 {
+            let resumes = d.endpoint.resumeCount
+            _ = d.machine.loop.runQueuedWork()
+            #expect(d.endpoint.resumeCount == resumes + 1, "the backend was not asked again")
+            taken += d.endpoint.inject(Array(frames[taken...]))
+        }
+        #expect(taken == 64)
+        #expect(d.device?.counters.drops(.oversized) == 64)
+        #expect(meter.worst.fits(meter.budget), "worst action: \(meter.worst)")
+    }
+
     /// Case 4: with MRG_RXBUF and buffers too small for a pending frame, the device waits
     /// for the driver to add more instead of taking back its own chains and retrying forever.
     @Test func mergeableReceiveWaitsWithoutSpinning() throws {

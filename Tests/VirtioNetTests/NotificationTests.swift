@@ -70,6 +70,25 @@ struct NotificationTests {
         #expect(d.msiVectors == [1])
     }
 
+    /// Without EVENT_IDX the device switches RX kicks off (NO_NOTIFY) only once a frame
+    /// took a buffer: a delivery whose frames are all dropped leaves a device that waits
+    /// for buffers with its kick on.
+    @Test func droppedFramesLeaveTheReceiveKickOn() throws {
+        let d = try VirtioNetDriver()
+        d.bringUp { $0 & ~NetF.eventIdx }
+        let rx = try #require(d.queues[0])
+        let frame = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(64))
+        #expect(d.endpoint.inject([frame]) == 0)          // no buffers: it waits, kick on
+        #expect(rx.usedFlags == 0)
+        // An ECN bit without a GSO type: no header a kernel writes; dropped as malformed.
+        #expect(d.endpoint.inject([frame], header: VirtioNetHeader(gsoType: VirtioNetHeader.gsoECN)) == 1)
+        #expect(d.device?.counters.drops(.malformed) == 1)
+        #expect(rx.usedFlags == 0, "a dropped frame switched the kick off")
+        d.postReceiveBuffers(1)
+        #expect(d.endpoint.inject(frame))
+        #expect(rx.usedFlags == 1)                         // frames flow: no kicks needed
+    }
+
     @Test func eventIndexDeviceSideAvailEvent() throws {
         let d = try VirtioNetDriver()
         d.bringUp()

@@ -41,11 +41,15 @@ final class ReceiverPort: @unchecked Sendable {
         guard !frames.isEmpty else { return true }
         // The receiver is called without our lock held: it takes the device's lock, and
         // the device may call back into the backend (resumeReceive, send).
-        guard let receiver = state.withLock({ $0.receiver }) else { return false }
+        guard let receiver = state.withLock({ $0.receiver }) else {
+            // Stopped: no device, as on a cable with no NIC; the frames are lost, and counted.
+            counters.dropped(.linkDown, count: frames.count)
+            return false
+        }
         let accepted = min(max(receiver.receive(frames), 0), frames.count)
         count(frames.prefix(accepted))
         guard accepted < frames.count else { return true }
-        hold(frames[accepted...])
+        hold(frames[accepted...], for: receiver)
         return false
     }
 
@@ -62,7 +66,10 @@ final class ReceiverPort: @unchecked Sendable {
         counters.received(tally)
     }
 
-    private func hold(_ frames: Slice<UnsafeBufferPointer<ReceivedFrame>>) {
+    /// Keeps the refused frames, unless `receiver` was detached meanwhile (a `stop` on
+    /// another thread while it was being called): then they are forgotten, as `detach`
+    /// promises, and counted as lost.
+    private func hold(_ frames: Slice<UnsafeBufferPointer<ReceivedFrame>>, for receiver: FrameReceiver) {
         var copy = Held()
         copy.bytes.reserveCapacity(frames.reduce(0) { $0 + $1.bytes.count })
         for frame in frames {
@@ -70,7 +77,12 @@ final class ReceiverPort: @unchecked Sendable {
             copy.bytes.append(contentsOf: frame.bytes)
             copy.frames.append((start ..< copy.bytes.count, frame.header))
         }
-        state.withLock { $0.held = copy }
+        let kept = state.withLock { s -> Bool in
+            guard s.receiver === receiver else { return false }
+            s.held = copy
+            return true
+        }
+        if !kept { counters.dropped(.linkDown, count: frames.count) }
     }
 
     /// Offers the held frames again. True when nothing is held any more.

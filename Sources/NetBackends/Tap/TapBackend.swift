@@ -41,9 +41,9 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
     private static let readBatch = 64
     /// Where one readiness event's frames are read, one after another (64-byte aligned),
     /// before they go to the device together: a read is made only while a whole
-    /// `readSize` fits, so 64 standard frames fit (~100 KiB) and at least four of the
-    /// largest. Loop thread only. Pages are touched as frames need them.
-    private let readArena = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 * TapBackend.readSize, alignment: 64)
+    /// `readSize` fits, so 64 standard frames fit (~100 KiB) and four of the largest.
+    /// Loop thread only. Pages are touched as frames need them.
+    private let readArena = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 * ((TapBackend.readSize + 63) & ~63), alignment: 64)
     /// The frames in `readArena`, as the device gets them.
     private let readFrames: UnsafeMutableBufferPointer<ReceivedFrame> = {
         let frames = UnsafeMutableBufferPointer<ReceivedFrame>.allocate(capacity: TapBackend.readBatch)

@@ -32,8 +32,8 @@ public final class BackendCounters: Sendable {
         }
     }
 
-    /// Frames moved over one pass (a device's pass over a queue, a backend's read
-    /// burst), added to the counters at its end: two additions per pass instead of per
+    /// Frames moved over one pass (a device's pass over a queue, a backend's delivery of
+    /// what one readiness event brought), added to the counters at its end: two additions per pass instead of per
     /// frame (a 1514-byte virtio-net send in memory: 87 → 85 ns).
     public struct Tally: Sendable {
         public private(set) var frames: UInt64 = 0
@@ -72,7 +72,7 @@ public final class BackendCounters: Sendable {
         }
     }
 
-    /// Counts `count` drops for `reason` (a burst's tally: one lock, not one per frame).
+    /// Counts `count` drops for `reason` (a delivery's tally: one lock, not one per frame).
     public func dropped(_ reason: DropReason, count: Int = 1) {
         guard count > 0 else { return }
         drops.withLock { $0[reason, default: 0] &+= UInt64(count) }
