@@ -18,8 +18,8 @@ import VMMNet
         func linkStateChanged(up: Bool) {}
     }
 
-    /// `frames` as one delivery.
-    static func deliver(_ port: ReceiverPort, _ frames: [[UInt8]]) -> Bool {
+    /// `frames` as one delivery; how many the port is done with.
+    static func deliver(_ port: ReceiverPort, _ frames: [[UInt8]]) -> Int {
         let bytes = frames.flatMap { $0 }
         return bytes.withUnsafeBytes { raw in
             var start = 0
@@ -33,40 +33,62 @@ import VMMNet
 
     static func frame(_ n: Int) -> [UInt8] { [UInt8](repeating: 0xAB, count: n) }
 
+    static func offer(_ port: ReceiverPort, _ frame: [UInt8]) -> Bool { frame.withUnsafeBytes { port.offer($0, header: nil) } }
+
     /// A delivery reaches the device in one call and is counted once.
     @Test func aDeliveryIsOneCallAndCountedOnce() {
         let counters = BackendCounters(serialized: true)
         let port = ReceiverPort(counters: counters, linkUp: true)
         let device = Device()
         port.attach(device)
-        #expect(Self.deliver(port, [Self.frame(60), Self.frame(61), Self.frame(62)]))
+        #expect(Self.deliver(port, [Self.frame(60), Self.frame(61), Self.frame(62)]) == 3)
         #expect(device.deliveries.withLock { $0 } == [[60, 61, 62]])
         #expect(counters.rxFrames.load(ordering: .relaxed) == 3)
         #expect(counters.rxBytes.load(ordering: .relaxed) == 183)
     }
 
-    /// What the device refuses is held in order, and offered again on `retry`, which
-    /// keeps what is still refused.
-    @Test func refusedFramesAreHeldInOrderUntilTaken() {
+    /// What the device refuses in a delivery stays with the caller (TAP keeps it where it
+    /// read it): the port holds nothing and counts only what was taken.
+    @Test func aDeliveryAnswersWhatWasTaken() {
         let counters = BackendCounters(serialized: true)
         let port = ReceiverPort(counters: counters, linkUp: true)
         let device = Device()
         device.room.withLock { $0 = 1 }
         port.attach(device)
-        #expect(!Self.deliver(port, [Self.frame(60), Self.frame(61), Self.frame(62)]))
+        #expect(Self.deliver(port, [Self.frame(60), Self.frame(61), Self.frame(62)]) == 1)
+        #expect(!port.isHolding)
+        #expect(counters.rxFrames.load(ordering: .relaxed) == 1)
+    }
+
+    /// Detached, the port is done with a delivery at once: lost, as on a cable with no
+    /// NIC, and counted.
+    @Test func aDeliveryWithNoDeviceIsCountedLost() {
+        let counters = BackendCounters(serialized: true)
+        let port = ReceiverPort(counters: counters, linkUp: true)
+        #expect(Self.deliver(port, [Self.frame(60), Self.frame(61)]) == 2)
+        #expect(counters.drops(.linkDown) == 2)
+    }
+
+    /// A refused single frame is held (copied) and offered again on `retry`.
+    @Test func aRefusedFrameIsHeldUntilTaken() {
+        let counters = BackendCounters(serialized: true)
+        let port = ReceiverPort(counters: counters, linkUp: true)
+        let device = Device()
+        device.room.withLock { $0 = 0 }
+        port.attach(device)
+        #expect(!Self.offer(port, Self.frame(60)))
         #expect(port.isHolding)
-        device.room.withLock { $0 = 1 }
         #expect(!port.retry())
-        device.room.withLock { $0 = 5 }
+        device.room.withLock { $0 = 1 }
         #expect(port.retry())
         #expect(!port.isHolding)
-        #expect(device.deliveries.withLock { $0 } == [[60], [61], [62]])
-        #expect(counters.rxFrames.load(ordering: .relaxed) == 3)
+        #expect(device.deliveries.withLock { $0 } == [[], [], [60]])
+        #expect(counters.rxFrames.load(ordering: .relaxed) == 1)
     }
 
     /// Detached (stop() on another thread) while the device was refusing: the refused
-    /// frames are not held for a receiver that is gone, but counted as lost.
-    @Test func framesRefusedDuringADetachAreNotHeld() {
+    /// frame is not held for a receiver that is gone, but counted as lost.
+    @Test func aFrameRefusedDuringADetachIsNotHeld() {
         let counters = BackendCounters(serialized: true)
         let port = ReceiverPort(counters: counters, linkUp: true)
         final class Detaching: FrameReceiver, @unchecked Sendable {
@@ -77,19 +99,19 @@ import VMMNet
         let device = Detaching()
         device.port = port
         port.attach(device)
-        #expect(!Self.deliver(port, [Self.frame(60), Self.frame(61)]))
+        #expect(!Self.offer(port, Self.frame(60)))
         #expect(!port.isHolding)
-        #expect(counters.drops(.linkDown) == 2)
+        #expect(counters.drops(.linkDown) == 1)
     }
 
-    /// Detached (stop()) while frames are held: they are forgotten, and a retry finds
+    /// Detached (stop()) while a frame is held: it is forgotten, and a retry finds
     /// nothing to offer.
-    @Test func aDetachForgetsHeldFrames() {
+    @Test func aDetachForgetsTheHeldFrame() {
         let port = ReceiverPort(counters: BackendCounters(serialized: true), linkUp: true)
         let device = Device()
         device.room.withLock { $0 = 0 }
         port.attach(device)
-        #expect(!Self.deliver(port, [Self.frame(60)]))
+        #expect(!Self.offer(port, Self.frame(60)))
         port.detach()
         #expect(!port.isHolding)
         #expect(port.retry())

@@ -129,6 +129,30 @@ struct TapTests {
         _ = running
     }
 
+    /// Frames read in one readiness event that the device refuses stay where they were read
+    /// and reach it, in order and each once, when it takes frames again; reading resumes
+    /// after them.
+    @Test func refusedFramesArriveInOrderOnResume() throws {
+        let (ns, backend, receiver, running) = try setUp("r")
+        defer { backend.stop() }
+        ns.ip(["neigh", "replace", "10.77.0.2", "lladdr", "52:54:00:aa:00:02", "dev", backend.interfaceName, "nud", "permanent"])
+        receiver.setAccepting(false)
+        _ = ns.exec(["bash", "-c", "for i in 1 2 3 4 5 6 7 8; do echo datagram-$i > /dev/udp/10.77.0.2/9; done"])
+        #expect(eventually(3) { receiver.refusals >= 1 })
+        usleep(100_000)
+        receiver.setAccepting(true)
+        backend.resumeReceive()
+        func datagrams() -> [String] {
+            receiver.frames.compactMap { f in
+                guard let text = String(bytes: f.bytes.suffix(from: min(42, f.bytes.count)), encoding: .utf8), text.hasPrefix("datagram-") else { return nil }
+                return text.trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+        }
+        #expect(eventually(3) { datagrams().count == 8 })
+        #expect(datagrams() == (1 ... 8).map { "datagram-\($0)" })
+        _ = running
+    }
+
     /// A frame held for a receiver that takes nothing (a guest whose receiver is off) pauses
     /// reading. Deleting the interface then must not make the loop offer the frame again
     /// and again; the link goes down once the receiver takes frames again.

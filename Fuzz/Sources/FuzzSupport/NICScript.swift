@@ -62,6 +62,11 @@ public struct NICScript {
             device.configWrite(offset, size: [1, 2, 4][input.choose(3)], value: input.integer(UInt32.self))
         case 5: // the device's backend takes frames again
             device.endpoint?.capabilities.maxFrameSize = [60, 1514, 9216, 65535][input.choose(4)]
+        case 6: // a readiness event's worth of frames in one delivery (TAP hands over up to 64)
+            let frames = (0 ..< 1 + input.choose(64)).map { _ in
+                input.bytes(upTo: 128) + [UInt8](repeating: 0x5A, count: Int(input.byte() % 4) * 512)
+            }
+            device.endpoint?.inject(frames, header: input.bool() ? nil : VirtioNetHeader())
         default:
             return false
         }

@@ -2,9 +2,10 @@ import Synchronization
 import VMMNet
 
 /// The device side of one backend: the receiver, the link state it was last told, and
-/// the frames it refused. Back-pressure (FrameReceiver's contract): when `deliver` or
-/// `offer` returns false the backend stops reading and the refused frames wait here, in
-/// order, until `retry`.
+/// the frame it refused. Back-pressure (FrameReceiver's contract): when `offer` returns
+/// false the backend stops reading and the refused frame waits here until `retry`. A
+/// backend that reads several frames per event (TAP) hands them over with `deliver`
+/// and keeps the refused ones in its own buffer, where they already are.
 final class ReceiverPort: @unchecked Sendable {
     /// Refused frames, copied out of the backend's buffer (at most one delivery's worth:
     /// a backend reads nothing more while any are held).
@@ -33,30 +34,36 @@ final class ReceiverPort: @unchecked Sendable {
     /// Forgets the receiver and any held frame (stop()).
     func detach() { state.withLock { $0.receiver = nil; $0.held = Held() } }
 
-    /// Hands `frames` (a read loop's worth, already read) to the device in one delivery.
-    /// False: some were refused and are now held here; the caller stops reading until
-    /// `retry()` succeeds. The frames are counted once for the delivery (two atomic
-    /// additions, not two per frame). Loop thread only.
-    func deliver(_ frames: UnsafeBufferPointer<ReceivedFrame>) -> Bool {
-        guard !frames.isEmpty else { return true }
+    /// Hands `frames` (a read loop's worth, already read) to the device in one delivery
+    /// and answers how many are done with, from the first: taken, or lost because the
+    /// port is detached (no device, as on a cable with no NIC: counted). The caller keeps
+    /// the rest, stops reading, and offers them again after `resumeReceive`. The frames
+    /// are counted once for the delivery (two atomic additions, not two per frame).
+    /// Loop thread only.
+    func deliver(_ frames: UnsafeBufferPointer<ReceivedFrame>) -> Int {
+        guard !frames.isEmpty else { return 0 }
         // The receiver is called without our lock held: it takes the device's lock, and
         // the device may call back into the backend (resumeReceive, send).
         guard let receiver = state.withLock({ $0.receiver }) else {
-            // Stopped: no device, as on a cable with no NIC; the frames are lost, and counted.
             counters.dropped(.linkDown, count: frames.count)
-            return false
+            return frames.count
         }
         let accepted = min(max(receiver.receive(frames), 0), frames.count)
         count(frames.prefix(accepted))
-        guard accepted < frames.count else { return true }
-        hold(frames[accepted...], for: receiver)
-        return false
+        return accepted
     }
 
-    /// One frame on its own (`deliver`).
+    /// One frame, which is held here (copied) when the device refuses it. False: it was
+    /// refused, or the port is detached; the caller stops reading until `retry()`.
     func offer(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
+        guard let receiver = state.withLock({ $0.receiver }) else { return false }
+        guard !receiver.receive(frame, header: header) else {
+            counters.received(bytes: frame.count)
+            return true
+        }
         var one = ReceivedFrame(frame, header: header)
-        return withUnsafePointer(to: &one) { deliver(UnsafeBufferPointer(start: $0, count: 1)) }
+        withUnsafePointer(to: &one) { hold(UnsafeBufferPointer(start: $0, count: 1)[...], for: receiver) }
+        return false
     }
 
     private func count(_ frames: Slice<UnsafeBufferPointer<ReceivedFrame>>) {

@@ -44,6 +44,10 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
     /// `readSize` fits, so 64 standard frames fit (~100 KiB) and four of the largest.
     /// Loop thread only. Pages are touched as frames need them.
     private let readArena = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 * ((TapBackend.readSize + 63) & ~63), alignment: 64)
+    /// The frames the device refused, `readFrames[heldFrom ..< heldEnd]`: they stay in the
+    /// arena (nothing is read while any are held) and are offered again on
+    /// `resumeReceive`. Loop thread only.
+    private var heldFrom = 0, heldEnd = 0
     /// The frames in `readArena`, as the device gets them.
     private let readFrames: UnsafeMutableBufferPointer<ReceivedFrame> = {
         let frames = UnsafeMutableBufferPointer<ReceivedFrame>.allocate(capacity: TapBackend.readBatch)
@@ -153,7 +157,7 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
 
     public func resumeReceive() {
         loop.execute { [weak self] in
-            guard let self, self.port.retry() else { return }
+            guard let self, self.offerHeld() else { return }
             if let reg = self.registration.withLock({ $0 }) { self.loop.update(reg, events: .readable) }
         }
     }
@@ -205,7 +209,7 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
         // good). A zero-length read consumes no frame and fails with EBADFD exactly when
         // the interface is gone. (On this host's kernel the deletion wakes the fd with no
         // error in the mask, so it is noticed when the frame is taken: TapTests.)
-        if port.isHolding {
+        if heldFrom < heldEnd {
             if !events.isDisjoint(with: .hangup), interfaceVanished(fd) { interfaceGone() } else { pauseReading() }
             return
         }
@@ -248,9 +252,19 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
             count += 1
             used += (n + 63) & ~63
         }
-        let allTaken = port.deliver(UnsafeBufferPointer(rebasing: readFrames[0 ..< count]))
+        let taken = port.deliver(UnsafeBufferPointer(rebasing: readFrames[0 ..< count]))
+        if taken < count { (heldFrom, heldEnd) = (taken, count) }
         if gone { return interfaceGone() }
-        if !allTaken { pauseReading() }
+        if taken < count { pauseReading() }
+    }
+
+    /// Offers the held frames again; true when none are left.
+    private func offerHeld() -> Bool {
+        guard heldFrom < heldEnd else { return true }
+        heldFrom += port.deliver(UnsafeBufferPointer(rebasing: readFrames[heldFrom ..< heldEnd]))
+        guard heldFrom >= heldEnd else { return false }
+        (heldFrom, heldEnd) = (0, 0)
+        return true
     }
 
     /// One read into `buffer` while `fd` is still the open TAP: the result and errno, or
