@@ -15,11 +15,13 @@ extension VirtioNet {
     static var maximumReceiveDescriptors: Int { ActionCostMeter.deferAt.descriptors }
 
     /// Frames from the backend (on the I/O loop), all under one hold of the lock: each is
-    /// added to its queue's used ring as it comes, and the rings are published when the
-    /// last is in, with one fence and at most one interrupt per queue, as vhost-net's
+    /// added to its queue's used ring as it comes, and a queue's ring is published when
+    /// the run of frames steered to it ends (with one queue pair, when the delivery
+    /// ends), with one fence and at most one interrupt per run, as vhost-net's
     /// `vhost_add_used_and_signal_n` does. Stops at the first frame the guest has no room
-    /// for: the backend keeps it and those after it, and offers them again after
-    /// `resumeReceive()`.
+    /// for, or once the delivery reached its budget: the backend keeps that frame and those
+    /// after it, and offers them again after `resumeReceive()` (the guest's RX kick, or the
+    /// next turn of the loop after a budget stop).
     public func receive(_ frames: UnsafeBufferPointer<ReceivedFrame>) -> Int {
         context.lock.withLock {
             context.cost.measure {
@@ -30,59 +32,62 @@ extension VirtioNet {
                     return frames.count
                 }
                 // Deliveries do not nest (the device lock); a fresh scratch would only allocate.
-                var scratch = receiveScratch.take() ?? ReceiveScratch()
+                var run = ReceiveRun(next: 0, scratch: receiveScratch.take() ?? ReceiveScratch())
                 defer {
-                    receiveScratch = scratch
+                    receiveScratch = run.scratch.take()
                     counters.received(receivedTally)
                     receivedTally = BackendCounters.Tally()
-                    for pair in 0 ..< configuration.queuePairs {
-                        if let queue = transport.queue(2 * pair), queue.pendingUsed > 0 { transport.completeUsed(queue) }
-                    }
                 }
                 let mergeable = transport.negotiated(VirtioNetFeature.mergeableRXBuffers)
-                var next = 0
-                while next < frames.count {
+                while run.next < frames.count {
                     // The delivery is one action (issue 12): past its budget (a guest's
                     // runaway chains walked frame after frame) the rest waits with the
                     // backend, which is asked for it again from the loop.
-                    if next > 0, context.cost.shouldDefer {
+                    if run.next > 0, context.cost.shouldDefer {
                         waitingForReceiveBuffers = true
                         receiveResumption.schedule()
                         break
                     }
-                    // A run of frames steered to the same queue goes through one lookup of it.
-                    let steered = receiveQueueIndex(for: frames[next].bytes)
-                    func deliver(_ queue: any Virtqueue) -> Bool {
-                        deliverRun(frames, from: &next, steeredTo: steered, on: queue, mergeable: mergeable, &scratch)
+                    // A run of frames steered to the same queue goes through one lookup of
+                    // it, and its used entries are published when it ends.
+                    let steered = receiveQueueIndex(for: frames[run.next].bytes)
+                    func deliver(_ queue: any Virtqueue, _ run: inout ReceiveRun) -> Bool {
+                        let delivered = deliverRun(frames, steeredTo: steered, on: queue, mergeable: mergeable, &run)
+                        if queue.pendingUsed > 0 { transport.completeUsed(queue) }
+                        return delivered
                     }
-                    // Not `??`: its autoclosure made `deliver` an escaping closure, whose
-                    // captured variables were boxed on the heap once per delivery.
-                    var outcome = transport.withQueue(steered, deliver)
-                    if outcome == nil, steered != 0 { outcome = transport.withQueue(0, deliver) }
+                    var outcome = transport.withQueue(steered, &run, deliver)
+                    if outcome == nil, steered != 0 { outcome = transport.withQueue(0, &run, deliver) }
                     guard let delivered = outcome else {
                         counters.dropped(.linkDown)   // no receive queue enabled
-                        next += 1
+                        run.next += 1
                         continue
                     }
                     if !delivered { break }
                 }
-                return next
+                return run.next
             }
         }
     }
 
-    /// Delivers `frames[next...]` on `queue` while they are steered to `steered`, moving
-    /// `next` past each one taken (or dropped). False: the guest has no room for
-    /// `frames[next]`.
-    private func deliverRun(_ frames: UnsafeBufferPointer<ReceivedFrame>, from next: inout Int, steeredTo steered: Int,
-                            on queue: any Virtqueue, mergeable: Bool, _ scratch: inout ReceiveScratch) -> Bool {
-        let first = next
+    /// Where a delivery is: the next frame, and the scratch its frames fill.
+    struct ReceiveRun {
+        var next: Int
+        var scratch: ReceiveScratch
+    }
+
+    /// Delivers `frames[run.next...]` on `queue` while they are steered to `steered`,
+    /// moving `run.next` past each one taken (or dropped). False: the guest has no room
+    /// for `frames[run.next]`.
+    private func deliverRun(_ frames: UnsafeBufferPointer<ReceivedFrame>, steeredTo steered: Int,
+                            on queue: any Virtqueue, mergeable: Bool, _ run: inout ReceiveRun) -> Bool {
+        let first = run.next
         var notificationsOff = false
-        while next < frames.count, next == first || receiveQueueIndex(for: frames[next].bytes) == steered,
-              next == first || !context.cost.shouldDefer {
+        while run.next < frames.count, run.next == first || receiveQueueIndex(for: frames[run.next].bytes) == steered,
+              run.next == first || !context.cost.shouldDefer {
             let delivered = receivedTally.frames
-            guard receive(frames[next], on: queue, mergeable: mergeable, &scratch) else { return false }
-            next += 1
+            guard receive(frames[run.next], on: queue, mergeable: mergeable, &run.scratch) else { return false }
+            run.next += 1
             // While frames flow the device does not need RX kicks (§2.7.10); it asks again
             // when it runs out (`waitForBuffers`). Only once a frame took a buffer: a run of
             // dropped frames must not switch off the kick a device waiting for buffers needs.
@@ -118,6 +123,12 @@ extension VirtioNet {
         var chain = DescriptorChain()
         var segments: [UnsafeMutableRawBufferPointer] = []
         var chains: [(head: UInt16, capacity: UInt64)] = []
+
+        /// This scratch with its storage, leaving one without storage in its place: moved
+        /// back into the device at a delivery's end without retaining its four arrays.
+        mutating func take() -> ReceiveScratch {
+            ReceiveScratch(chain: chain.take(), segments: segments.take(), chains: chains.take())
+        }
     }
 
     /// Delivers `frame` on `queue`. False: no buffers; the frame is kept by the backend.

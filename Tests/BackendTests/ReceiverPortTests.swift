@@ -104,16 +104,20 @@ import VMMNet
         #expect(counters.drops(.linkDown) == 1)
     }
 
-    /// Detached (stop()) while a frame is held: it is forgotten, and a retry finds
-    /// nothing to offer.
+    /// Detached (stop()) while a frame is held: it is forgotten, counted lost, and a
+    /// retry finds nothing to offer.
     @Test func aDetachForgetsTheHeldFrame() {
-        let port = ReceiverPort(counters: BackendCounters(serialized: true), linkUp: true)
+        let counters = BackendCounters(serialized: true)
+        let port = ReceiverPort(counters: counters, linkUp: true)
         let device = Device()
         device.room.withLock { $0 = 0 }
         port.attach(device)
         #expect(!Self.offer(port, Self.frame(60)))
         port.detach()
         #expect(!port.isHolding)
+        #expect(counters.drops(.linkDown) == 1)
         #expect(port.retry())
+        #expect(!Self.offer(port, Self.frame(61)))   // detached: lost, and counted
+        #expect(counters.drops(.linkDown) == 2)
     }
 }

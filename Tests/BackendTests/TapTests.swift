@@ -153,6 +153,19 @@ struct TapTests {
         _ = running
     }
 
+    /// Frames held for the device when the backend stops are counted lost, not dropped
+    /// silently.
+    @Test func framesHeldAtStopAreCountedLost() throws {
+        let (ns, backend, receiver, running) = try setUp("l")
+        ns.ip(["neigh", "replace", "10.77.0.2", "lladdr", "52:54:00:aa:00:02", "dev", backend.interfaceName, "nud", "permanent"])
+        receiver.setAccepting(false)
+        _ = ns.exec(["bash", "-c", "for i in 1 2 3; do echo x > /dev/udp/10.77.0.2/9; done"])
+        #expect(eventually(3) { receiver.refusals >= 1 })
+        backend.stop()
+        #expect(eventually(3) { backend.counters.drops(.linkDown) >= 1 })
+        _ = running
+    }
+
     /// A frame held for a receiver that takes nothing (a guest whose receiver is off) pauses
     /// reading. Deleting the interface then must not make the loop offer the frame again
     /// and again; the link goes down once the receiver takes frames again.

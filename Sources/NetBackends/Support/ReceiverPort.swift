@@ -7,15 +7,11 @@ import VMMNet
 /// backend that reads several frames per event (TAP) hands them over with `deliver`
 /// and keeps the refused ones in its own buffer, where they already are.
 final class ReceiverPort: @unchecked Sendable {
-    /// Refused frames, copied out of the backend's buffer (at most one delivery's worth:
-    /// a backend reads nothing more while any are held).
-    private struct Held {
-        var bytes: [UInt8] = []
-        var frames: [(range: Range<Int>, header: VirtioNetHeader?)] = []
-    }
+    /// The refused frame, copied out of the backend's buffer.
+    private struct Pending { var bytes: [UInt8]; var header: VirtioNetHeader? }
     private struct State {
         var receiver: FrameReceiver?
-        var held = Held()
+        var pending: Pending?
         var linkUp: Bool
     }
     private let state: Mutex<State>
@@ -23,16 +19,22 @@ final class ReceiverPort: @unchecked Sendable {
 
     init(counters: BackendCounters, linkUp: Bool) {
         self.counters = counters
-        state = Mutex(State(receiver: nil, linkUp: linkUp))
+        state = Mutex(State(receiver: nil, pending: nil, linkUp: linkUp))
     }
 
     var isLinkUp: Bool { state.withLock { $0.linkUp } }
-    var isHolding: Bool { state.withLock { !$0.held.frames.isEmpty } }
+    var isHolding: Bool { state.withLock { $0.pending != nil } }
 
     func attach(_ receiver: FrameReceiver) { state.withLock { $0.receiver = receiver } }
 
-    /// Forgets the receiver and any held frame (stop()).
-    func detach() { state.withLock { $0.receiver = nil; $0.held = Held() } }
+    /// Forgets the receiver, and the held frame, which is counted lost (stop()).
+    func detach() {
+        let dropped = state.withLock { s -> Bool in
+            defer { s.receiver = nil; s.pending = nil }
+            return s.pending != nil
+        }
+        if dropped { counters.dropped(.linkDown) }
+    }
 
     /// Hands `frames` (a read loop's worth, already read) to the device in one delivery
     /// and answers how many are done with, from the first: taken, or lost because the
@@ -54,15 +56,26 @@ final class ReceiverPort: @unchecked Sendable {
     }
 
     /// One frame, which is held here (copied) when the device refuses it. False: it was
-    /// refused, or the port is detached; the caller stops reading until `retry()`.
+    /// refused, or the port is detached (then it is lost, and counted); the caller stops
+    /// reading until `retry()`.
     func offer(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader?) -> Bool {
-        guard let receiver = state.withLock({ $0.receiver }) else { return false }
-        guard !receiver.receive(frame, header: header) else {
+        guard let receiver = state.withLock({ $0.receiver }) else {
+            counters.dropped(.linkDown)
+            return false
+        }
+        if receiver.receive(frame, header: header) {
             counters.received(bytes: frame.count)
             return true
         }
-        var one = ReceivedFrame(frame, header: header)
-        withUnsafePointer(to: &one) { hold(UnsafeBufferPointer(start: $0, count: 1)[...], for: receiver) }
+        // Held only for the receiver that refused it: detached meanwhile (a `stop` on
+        // another thread while it was being called), the frame is lost, and counted.
+        let copy = Pending(bytes: Array(frame), header: header)
+        let kept = state.withLock { s -> Bool in
+            guard s.receiver === receiver else { return false }
+            s.pending = copy
+            return true
+        }
+        if !kept { counters.dropped(.linkDown) }
         return false
     }
 
@@ -73,45 +86,16 @@ final class ReceiverPort: @unchecked Sendable {
         counters.received(tally)
     }
 
-    /// Keeps the refused frames, unless `receiver` was detached meanwhile (a `stop` on
-    /// another thread while it was being called): then they are forgotten, as `detach`
-    /// promises, and counted as lost.
-    private func hold(_ frames: Slice<UnsafeBufferPointer<ReceivedFrame>>, for receiver: FrameReceiver) {
-        var copy = Held()
-        copy.bytes.reserveCapacity(frames.reduce(0) { $0 + $1.bytes.count })
-        for frame in frames {
-            let start = copy.bytes.count
-            copy.bytes.append(contentsOf: frame.bytes)
-            copy.frames.append((start ..< copy.bytes.count, frame.header))
-        }
-        let kept = state.withLock { s -> Bool in
-            guard s.receiver === receiver else { return false }
-            s.held = copy
-            return true
-        }
-        if !kept { counters.dropped(.linkDown, count: frames.count) }
-    }
-
-    /// Offers the held frames again. True when nothing is held any more.
+    /// Offers the held frame again. True when nothing is held any more.
     func retry() -> Bool {
-        guard let (receiver, held) = state.withLock({ s -> (FrameReceiver, Held)? in
-            guard let r = s.receiver, !s.held.frames.isEmpty else { return nil }
-            return (r, s.held)
+        guard let (receiver, pending) = state.withLock({ s -> (FrameReceiver, Pending)? in
+            guard let r = s.receiver, let p = s.pending else { return nil }
+            return (r, p)
         }) else { return !isHolding }
-        let accepted = held.bytes.withUnsafeBytes { raw -> Int in
-            let frames = held.frames.map { ReceivedFrame(UnsafeRawBufferPointer(rebasing: raw[$0.range]), header: $0.header) }
-            let accepted = frames.withUnsafeBufferPointer { min(max(receiver.receive($0), 0), $0.count) }
-            frames.withUnsafeBufferPointer { count($0.prefix(accepted)) }
-            return accepted
-        }
-        guard accepted > 0 else { return false }
-        return state.withLock { s in
-            // Detached (or replaced) meanwhile: nothing of ours is held any more.
-            guard s.held.frames.count == held.frames.count else { return s.held.frames.isEmpty }
-            s.held.frames.removeFirst(accepted)
-            if s.held.frames.isEmpty { s.held = Held() }
-            return s.held.frames.isEmpty
-        }
+        guard pending.bytes.withUnsafeBytes({ receiver.receive($0, header: pending.header) }) else { return false }
+        counters.received(bytes: pending.bytes.count)
+        state.withLock { $0.pending = nil }
+        return true
     }
 
     /// Records the link state and tells the receiver when it changed.

@@ -83,7 +83,9 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
     }
 
     deinit {
-        stop()
+        release()
+        // Frames still held for the device (the loop stopped before `stop`'s offer ran).
+        if heldFrom < heldEnd { counters.dropped(.linkDown, count: heldEnd - heldFrom) }
         readArena.deallocate()
         readFrames.deallocate()
         sendBuffer.deallocate()
@@ -170,6 +172,14 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
     }
 
     public func stop() {
+        release()
+        // Frames held for the device are offered once more, on the loop (their only
+        // thread): with the port detached they are counted lost.
+        loop.execute { [weak self] in _ = self?.offerHeld() }
+    }
+
+    /// Closes the TAP and lets go of the device (`stop`, `deinit`).
+    private func release() {
         if let reg = registration.withLock({ r -> IORegistration? in defer { r = nil }; return r }) { loop.unregister(reg) }
         device.withLock { fd in
             readFD.withLock { $0 = -1 }
@@ -202,7 +212,7 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
     private func readable(_ events: IOEvents) {
         let fd = readFD.withLock { $0 }
         guard fd >= 0 else { return }
-        // Paused with a frame held, the fd can still report an error or hang-up: epoll
+        // Paused with frames held, the fd can still report an error or hang-up: epoll
         // delivers those whatever the mask, and tun's poll answers EPOLLERR once the
         // interface is gone. Reported once, a level-triggered error would bring us back on
         // every loop turn until the guest takes the frame (its receiver may stay off for

@@ -65,9 +65,10 @@ public protocol FrameReceiver: AnyObject, Sendable {
     /// makes them visible together, with one used-index publish, one fence and at most
     /// one interrupt, as vhost-net's `vhost_add_used_and_signal_n` — no backend syscall
     /// runs while the device is locked. Returns how many it took, from the first; the
-    /// rest found no guest buffer: the backend keeps them, stops reading, and offers them
-    /// again after `NetworkBackend.resumeReceive()`. Back-pressure, never a silent drop
-    /// and never a busy loop.
+    /// rest found no guest buffer, or the delivery reached the device's per-action budget:
+    /// the backend keeps them, stops reading, and offers them again after
+    /// `NetworkBackend.resumeReceive()` (the guest's next buffers, or the device's loop
+    /// turn after a budget stop). Back-pressure, never a silent drop and never a busy loop.
     func receive(_ frames: UnsafeBufferPointer<ReceivedFrame>) -> Int
     /// The backend's link went up or down (a switch died, a peer disconnected…), or may
     /// have. `up` is the link as the caller saw it; notices from different threads (QMP's

@@ -12,8 +12,9 @@ public protocol VirtioTransport: AnyObject {
     func queue(_ index: Int) -> (any Virtqueue)?
     /// Runs `body` with queue `index` (as `queue` finds it) without taking a reference to
     /// it, for paths that look a queue up per frame; nil when it is not enabled. `body`
-    /// must not reset the transport.
-    func withQueue<R>(_ index: Int, _ body: (any Virtqueue) -> R) -> R?
+    /// must not reset the transport. The caller's mutable state goes through `state`:
+    /// captured by `body` instead, its variables were boxed on the heap on every call.
+    func withQueue<State, R>(_ index: Int, _ state: inout State, _ body: (any Virtqueue, inout State) -> R) -> R?
     /// Publishes what was added to `queue`'s used ring and interrupts the driver if it
     /// asked for it (§2.7.10). The one call devices make after returning buffers.
     func completeUsed(_ queue: any Virtqueue)

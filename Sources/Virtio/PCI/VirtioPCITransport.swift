@@ -137,11 +137,11 @@ public final class VirtioPCITransport: VirtioTransport, @unchecked Sendable {
     /// memory, an atomic add and subtract). `queues[index].ring` keeps it alive until a
     /// reset or a new enable replaces it, and neither can happen inside `body` (both are
     /// driver register writes, under the same lock).
-    public func withQueue<R>(_ index: Int, _ body: (any Virtqueue) -> R) -> R? {
+    public func withQueue<State, R>(_ index: Int, _ state: inout State, _ body: (any Virtqueue, inout State) -> R) -> R? {
         guard index >= 0, index < queues.count, let ring = queues[index].unretained else { return nil }
         switch ring {
-        case let .split(q): return q._withUnsafeGuaranteedRef { $0.isEnabled ? body($0) : nil }
-        case let .packed(q): return q._withUnsafeGuaranteedRef { $0.isEnabled ? body($0) : nil }
+        case let .split(q): return q._withUnsafeGuaranteedRef { $0.isEnabled ? body($0, &state) : nil }
+        case let .packed(q): return q._withUnsafeGuaranteedRef { $0.isEnabled ? body($0, &state) : nil }
         }
     }
 
