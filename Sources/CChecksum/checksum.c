@@ -28,10 +28,15 @@ __attribute__((constructor)) static void cchecksum_probe(void) {
 // to signed (x ^ 0x8000 is w - 32768), multiplied by 1 and added in pairs into 32-bit
 // lanes, exactly (each pair lies in [-65536, 65534]; no saturation with a multiplier of
 // 1). The unpacks ran on the shuffle port alone; VPMADDWD and the adds spread over the
-// vector ALUs. The bias, 65536 per pair, is added back once at the end.
-__attribute__((target("avx2")))
-uint64_t cchecksum_sum16_wide(const void *bytes, size_t rounds) {
-    const uint8_t *p = bytes;
+// vector ALUs. The bias, 65536 per pair, is added back once at the end. With a
+// `destination`, each block is stored as it is loaded: the receive path copies a frame
+// into guest memory and verifies its checksum in one pass (the loads are shared, the
+// stores overlap the arithmetic). Inlined into both callers, so the test on
+// `destination` leaves the loop.
+__attribute__((target("avx2"), always_inline))
+static inline uint64_t sum16_blocks(uint8_t *destination, const uint8_t *source, size_t rounds) {
+    const uint8_t *p = source;
+    uint8_t *q = destination;
     const __m256i bias = _mm256_set1_epi16((short)0x8000);
     const __m256i ones = _mm256_set1_epi16(1);
     // 16 pairs of words per 64-byte round, each 65536 short.
@@ -44,6 +49,11 @@ uint64_t cchecksum_sum16_wide(const void *bytes, size_t rounds) {
         for (; block > 0; block--, p += 64) {
             __m256i x = _mm256_loadu_si256((const __m256i *)p);
             __m256i y = _mm256_loadu_si256((const __m256i *)(p + 32));
+            if (q) {
+                _mm256_storeu_si256((__m256i *)q, x);
+                _mm256_storeu_si256((__m256i *)(q + 32), y);
+                q += 64;
+            }
             a = _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_xor_si256(x, bias), ones));
             b = _mm256_add_epi32(b, _mm256_madd_epi16(_mm256_xor_si256(y, bias), ones));
         }
@@ -57,35 +67,14 @@ uint64_t cchecksum_sum16_wide(const void *bytes, size_t rounds) {
     return total;
 }
 
-// cchecksum_sum16_wide with each block stored as it is loaded: the receive path copies a
-// frame into guest memory and verifies its checksum, and the sum then costs almost
-// nothing beside the copy (the loads are shared, the stores overlap the arithmetic).
+__attribute__((target("avx2")))
+uint64_t cchecksum_sum16_wide(const void *bytes, size_t rounds) {
+    return sum16_blocks(NULL, bytes, rounds);
+}
+
 __attribute__((target("avx2")))
 uint64_t cchecksum_copy_sum16_wide(void *destination, const void *source, size_t rounds) {
-    const uint8_t *p = source;
-    uint8_t *q = destination;
-    const __m256i bias = _mm256_set1_epi16((short)0x8000);
-    const __m256i ones = _mm256_set1_epi16(1);
-    uint64_t total = (uint64_t)rounds << 20;
-    while (rounds > 0) {
-        size_t block = rounds < 16384 ? rounds : 16384;
-        rounds -= block;
-        __m256i a = _mm256_setzero_si256(), b = _mm256_setzero_si256();
-        for (; block > 0; block--, p += 64, q += 64) {
-            __m256i x = _mm256_loadu_si256((const __m256i *)p);
-            __m256i y = _mm256_loadu_si256((const __m256i *)(p + 32));
-            _mm256_storeu_si256((__m256i *)q, x);
-            _mm256_storeu_si256((__m256i *)(q + 32), y);
-            a = _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_xor_si256(x, bias), ones));
-            b = _mm256_add_epi32(b, _mm256_madd_epi16(_mm256_xor_si256(y, bias), ones));
-        }
-        __m256i wide = _mm256_add_epi64(
-            _mm256_add_epi64(_mm256_cvtepi32_epi64(_mm256_castsi256_si128(a)), _mm256_cvtepi32_epi64(_mm256_extracti128_si256(a, 1))),
-            _mm256_add_epi64(_mm256_cvtepi32_epi64(_mm256_castsi256_si128(b)), _mm256_cvtepi32_epi64(_mm256_extracti128_si256(b, 1))));
-        __m128i half = _mm_add_epi64(_mm256_castsi256_si128(wide), _mm256_extracti128_si256(wide, 1));
-        total += (uint64_t)(_mm_cvtsi128_si64(half) + _mm_extract_epi64(half, 1));
-    }
-    return total;
+    return sum16_blocks(destination, source, rounds);
 }
 
 #else

@@ -103,9 +103,11 @@ public final class InMemoryNetworkFactory: NetworkBackendFactory, @unchecked Sen
     }
 }
 
-/// `frames` as the device gets them, for the length of `body`.
-private func withReceivedFrames<R>(_ frames: [[UInt8]], header: VirtioNetHeader?,
-                                   _ body: (UnsafeBufferPointer<ReceivedFrame>) -> R) -> R {
+/// `frames` as a backend hands them to a device (`FrameReceiver.receive(_:)`), each with
+/// `header`, for the length of `body`: what a test of a receiver or a backend's port
+/// delivers.
+public func withReceivedFrames<R>(_ frames: [[UInt8]], header: VirtioNetHeader? = nil,
+                                  _ body: (UnsafeBufferPointer<ReceivedFrame>) -> R) -> R {
     let bytes = frames.flatMap { $0 }
     return bytes.withUnsafeBytes { raw in
         var start = 0

@@ -1,6 +1,7 @@
 import Synchronization
 import Testing
 import VMMNet
+import VMMTestKit
 @testable import NetBackends
 
 /// The device side shared by the backends: one delivery per readiness event, and the
@@ -19,16 +20,16 @@ import VMMNet
     }
 
     /// `frames` as one delivery; how many the port is done with.
-    static func deliver(_ port: ReceiverPort, _ frames: [[UInt8]]) -> Int {
-        let bytes = frames.flatMap { $0 }
-        return bytes.withUnsafeBytes { raw in
-            var start = 0
-            let received = frames.map { f -> ReceivedFrame in
-                defer { start += f.count }
-                return ReceivedFrame(UnsafeRawBufferPointer(rebasing: raw[start ..< start + f.count]), header: nil)
-            }
-            return received.withUnsafeBufferPointer { port.deliver($0) }
-        }
+    static func deliver(_ port: ReceiverPort, _ frames: [[UInt8]]) -> Int { withReceivedFrames(frames) { port.deliver($0) } }
+
+    /// A port with a `Device` attached that has room for `room` frames.
+    static func attached(room: Int = .max) -> (ReceiverPort, Device, BackendCounters) {
+        let counters = BackendCounters(serialized: true)
+        let port = ReceiverPort(counters: counters, linkUp: true)
+        let device = Device()
+        device.room.withLock { $0 = room }
+        port.attach(device)
+        return (port, device, counters)
     }
 
     static func frame(_ n: Int) -> [UInt8] { [UInt8](repeating: 0xAB, count: n) }
@@ -37,10 +38,7 @@ import VMMNet
 
     /// A delivery reaches the device in one call and is counted once.
     @Test func aDeliveryIsOneCallAndCountedOnce() {
-        let counters = BackendCounters(serialized: true)
-        let port = ReceiverPort(counters: counters, linkUp: true)
-        let device = Device()
-        port.attach(device)
+        let (port, device, counters) = Self.attached()
         #expect(Self.deliver(port, [Self.frame(60), Self.frame(61), Self.frame(62)]) == 3)
         #expect(device.deliveries.withLock { $0 } == [[60, 61, 62]])
         #expect(counters.rxFrames.load(ordering: .relaxed) == 3)
@@ -50,11 +48,7 @@ import VMMNet
     /// What the device refuses in a delivery stays with the caller (TAP keeps it where it
     /// read it): the port holds nothing and counts only what was taken.
     @Test func aDeliveryAnswersWhatWasTaken() {
-        let counters = BackendCounters(serialized: true)
-        let port = ReceiverPort(counters: counters, linkUp: true)
-        let device = Device()
-        device.room.withLock { $0 = 1 }
-        port.attach(device)
+        let (port, _, counters) = Self.attached(room: 1)
         #expect(Self.deliver(port, [Self.frame(60), Self.frame(61), Self.frame(62)]) == 1)
         #expect(!port.isHolding)
         #expect(counters.rxFrames.load(ordering: .relaxed) == 1)
@@ -71,11 +65,7 @@ import VMMNet
 
     /// A refused single frame is held (copied) and offered again on `retry`.
     @Test func aRefusedFrameIsHeldUntilTaken() {
-        let counters = BackendCounters(serialized: true)
-        let port = ReceiverPort(counters: counters, linkUp: true)
-        let device = Device()
-        device.room.withLock { $0 = 0 }
-        port.attach(device)
+        let (port, device, counters) = Self.attached(room: 0)
         #expect(!Self.offer(port, Self.frame(60)))
         #expect(port.isHolding)
         #expect(!port.retry())
@@ -107,11 +97,7 @@ import VMMNet
     /// Detached (stop()) while a frame is held: it is forgotten, counted lost, and a
     /// retry finds nothing to offer.
     @Test func aDetachForgetsTheHeldFrame() {
-        let counters = BackendCounters(serialized: true)
-        let port = ReceiverPort(counters: counters, linkUp: true)
-        let device = Device()
-        device.room.withLock { $0 = 0 }
-        port.attach(device)
+        let (port, _, counters) = Self.attached(room: 0)
         #expect(!Self.offer(port, Self.frame(60)))
         port.detach()
         #expect(!port.isHolding)
