@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import VMMCore
+import NetBackends
 import VMMNet
 import VMMTestKit
 
@@ -28,13 +29,12 @@ package enum InMemory {
     package static let tapLike = BackendCapabilities(virtioNetHeader: true, offloads: [.checksum, .tso4, .tso6, .tsoECN], maxFrameSize: 65_535)
     package static let bare = BackendCapabilities(virtioNetHeader: false, offloads: [], maxFrameSize: 65_535)
     package static let addressing = FrameAddressing()
-    /// Frames per delivery in the receive workloads: what TAP's read loop hands over per
-    /// readiness event at most (`TapBackend.readBatch`).
-    static let readLoopFrames = 64
-
-    /// One delivery's worth of `frame`, kept for the workload's life (as its bytes are).
-    static func repeated(_ frame: ReceivedFrame) -> UnsafeMutableBufferPointer<ReceivedFrame> {
-        let frames = UnsafeMutableBufferPointer<ReceivedFrame>.allocate(capacity: readLoopFrames)
+    /// What TAP's read loop hands the device at once for `frame` (64 standard frames, 22
+    /// of 9014 bytes, 4 of 64 KiB: `TapBackend.framesPerDelivery`), kept for the
+    /// workload's life (as its bytes are).
+    static func delivery(of frame: ReceivedFrame) -> UnsafeMutableBufferPointer<ReceivedFrame> {
+        let count = TapBackend.framesPerDelivery(frameLength: frame.bytes.count)
+        let frames = UnsafeMutableBufferPointer<ReceivedFrame>.allocate(capacity: count)
         frames.initialize(repeating: frame)
         return frames
     }
@@ -86,9 +86,9 @@ package enum InMemory {
         })
     }
 
-    /// RX: frames injected from the backend side in deliveries of at most 64 (TAP's read
-    /// loop per readiness event), buffers re-posted per batch (half a ring's worth), with or
-    /// without MRG_RXBUF.
+    /// RX: frames injected from the backend side in deliveries of what TAP's read loop
+    /// hands over per readiness event (`delivery(of:)`), buffers re-posted per batch (half
+    /// a ring's worth), with or without MRG_RXBUF.
     package static func virtioReceive(_ size: FrameSize, mergeable: Bool) throws -> Workload {
         let sink = SinkEndpoint(capabilities: tapLike)
         let machine = try TestMachine(memorySize: 256 << 20, networkFactory: SinkFactory(sink))
@@ -100,7 +100,7 @@ package enum InMemory {
         let rx = try VirtioReceiver(driver: driver, bufferSize: bufferSize)
         let bytes = UnsafeRawBufferPointer(copying: frame(size, towardDevice: true))
         let header: VirtioNetHeader? = size == .tso ? TSO.header : VirtioNetHeader()
-        let delivery = repeated(ReceivedFrame(bytes, header: header))
+        let delivery = delivery(of: ReceivedFrame(bytes, header: header))
         let perRound = max(1, driver.rx.size / max(1, (VirtioNetHeader.size + size.length + bufferSize - 1) / bufferSize) / 2)
         var refused = 0
         return Workload(run: { n in
@@ -137,16 +137,16 @@ package enum InMemory {
         })
     }
 
-    /// RX: frames injected from the backend side in deliveries of 64, as TAP's read loop
-    /// hands them over (the device takes its lock once per delivery), RDT moved once per
-    /// delivery.
+    /// RX: frames injected from the backend side in deliveries as TAP's read loop hands
+    /// them over (`delivery(of:)`; the device takes its lock once per delivery), RDT moved
+    /// once per delivery.
     package static func e1000Receive(_ size: FrameSize) throws -> Workload {
         let sink = SinkEndpoint(capabilities: tapLike)
         let machine = try TestMachine(memorySize: 256 << 20, networkFactory: SinkFactory(sink))
         let driver = try E1000BenchDriver(machine: machine, options: "mac=52:54:00:12:34:56")
         let rx = try E1000Receiver(driver: driver, jumbo: size.length > 1522)
         let bytes = UnsafeRawBufferPointer(copying: frame(size, towardDevice: true))
-        let delivery = repeated(ReceivedFrame(bytes, header: nil))
+        let delivery = delivery(of: ReceivedFrame(bytes, header: nil))
         var refused = 0
         return Workload(run: { n in
             withExtendedLifetime(machine) {
