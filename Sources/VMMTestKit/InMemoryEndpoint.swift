@@ -62,7 +62,7 @@ public final class InMemoryEndpoint: NetworkBackend, @unchecked Sendable {
     /// over what one readiness event brought (`FrameReceiver.receive(_:)`): the device
     /// publishes them together. Returns how many it took, from the first.
     @discardableResult
-    public func inject(_ frames: [[UInt8]], header: VirtioNetHeader? = nil) -> Int {
+    public func deliver(_ frames: [[UInt8]], header: VirtioNetHeader? = nil) -> Int {
         guard let r = state.withLock({ $0.receiver }) else { return 0 }
         let accepted = withReceivedFrames(frames, header: header) { r.receive($0) }
         for frame in frames.prefix(accepted) { counters.received(bytes: frame.count) }

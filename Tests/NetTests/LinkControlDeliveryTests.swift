@@ -30,7 +30,7 @@ import VMMTestKit
         let link = LinkControl(wrapping: wire)
         let device = RecordingDevice()
         link.start(receiver: device)
-        #expect(wire.inject([Self.frame(60), Self.frame(61), Self.frame(62)]) == 3)
+        #expect(wire.deliver([Self.frame(60), Self.frame(61), Self.frame(62)]) == 3)
         #expect(wire.inject(Self.frame(63)))
         #expect(device.events.withLock { $0 } == ["delivery [60, 61, 62]", "delivery [63]"])
     }
@@ -42,7 +42,7 @@ import VMMTestKit
         let device = RecordingDevice()
         device.room.withLock { $0 = 2 }
         link.start(receiver: device)
-        #expect(wire.inject([Self.frame(60), Self.frame(61), Self.frame(62)]) == 2)
+        #expect(wire.deliver([Self.frame(60), Self.frame(61), Self.frame(62)]) == 2)
         #expect(wire.counters.rxFrames.load(ordering: .relaxed) == 2)
     }
 
@@ -53,7 +53,7 @@ import VMMTestKit
         let device = RecordingDevice()
         link.start(receiver: device)
         link.setLink(up: false)
-        #expect(wire.inject([Self.frame(60), Self.frame(61)]) == 2)
+        #expect(wire.deliver([Self.frame(60), Self.frame(61)]) == 2)
         #expect(wire.counters.drops(.linkDown) == 2)
         #expect(!device.events.withLock { $0 }.contains { $0.hasPrefix("delivery") })
     }
@@ -71,7 +71,7 @@ import VMMTestKit
             device.during.withLock { $0 = { link.stop() } }
             link.start(receiver: device)
         }
-        #expect(wire.inject([Self.frame(60)]) == 1)
+        #expect(wire.deliver([Self.frame(60)]) == 1)
         #expect(released == nil)
         #expect(!wire.inject(Self.frame(61)))
     }

@@ -90,13 +90,13 @@ import VMMTestKit
         let frames = Array(repeating: FrameBuilder.virtioNet.ethernet(payload: Payload.counting(1500)), count: 64)
         let meter = d.nic.function.cost
         meter.resetWorst()
-        var taken = d.endpoint.inject(frames)
+        var taken = d.endpoint.deliver(frames)
         #expect(taken >= 1 && taken < 64, "one delivery took \(taken) of 64 frames")
         for _ in 0 ..< 100 where taken < 64 {
             let resumes = d.endpoint.resumeCount
             _ = d.machine.loop.runQueuedWork()
             #expect(d.endpoint.resumeCount == resumes + 1, "the backend was not asked again")
-            taken += d.endpoint.inject(Array(frames[taken...]))
+            taken += d.endpoint.deliver(Array(frames[taken...]))
         }
         #expect(taken == 64)
         #expect(d.device?.counters.drops(.oversized) == 64)

@@ -60,7 +60,7 @@ struct DataPathTests {
             rx.addChain([(header, 12, true), (body, 1514, true)])
             let third = d.postReceiveBuffers(1)[0]
             let frames = (0 ..< 3).map { FrameBuilder.virtioNet.ethernet(payload: Payload.counting(200, seed: $0)) }
-            #expect(d.endpoint.inject(frames) == 3)
+            #expect(d.endpoint.deliver(frames) == 3)
             let used = rx.takeUsed()
             #expect(used.map(\.id) == [0, 1, 3])
             #expect(used.map(\.length) == [UInt32(12 + frames[0].count), UInt32(12 + frames[1].count), UInt32(12 + frames[2].count)])

@@ -32,7 +32,7 @@ struct NotificationTests {
         let rx = try #require(d.queues[0])
         d.postReceiveBuffers(8)
         let frame = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(64))
-        #expect(d.endpoint.inject([frame, frame, frame]) == 3)
+        #expect(d.endpoint.deliver([frame, frame, frame]) == 3)
         #expect(rx.usedIndex == 3)
         #expect(d.msiVectors == [1])
         #expect(d.endpoint.inject(frame))
@@ -49,7 +49,7 @@ struct NotificationTests {
         let frame = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(64))
         let command = d.function.configRead(4, size: 2)
         d.function.configWrite(4, size: 2, value: command & ~4)
-        #expect(d.endpoint.inject([frame, frame]) == 2)
+        #expect(d.endpoint.deliver([frame, frame]) == 2)
         #expect(rx.usedIndex == 0)
         #expect(d.device?.counters.drops(.linkDown) == 2)
         d.function.configWrite(4, size: 2, value: command)
@@ -65,7 +65,7 @@ struct NotificationTests {
         let rx = try #require(d.queues[0])
         d.postReceiveBuffers(2)
         let frame = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(64))
-        #expect(d.endpoint.inject([frame, frame, frame, frame]) == 2)
+        #expect(d.endpoint.deliver([frame, frame, frame, frame]) == 2)
         #expect(rx.usedIndex == 2)
         #expect(d.msiVectors == [1])
     }
@@ -78,10 +78,10 @@ struct NotificationTests {
         d.bringUp { $0 & ~NetF.eventIdx }
         let rx = try #require(d.queues[0])
         let frame = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(64))
-        #expect(d.endpoint.inject([frame]) == 0)          // no buffers: it waits, kick on
+        #expect(d.endpoint.deliver([frame]) == 0)          // no buffers: it waits, kick on
         #expect(rx.usedFlags == 0)
         // An ECN bit without a GSO type: no header a kernel writes; dropped as malformed.
-        #expect(d.endpoint.inject([frame], header: VirtioNetHeader(gsoType: VirtioNetHeader.gsoECN)) == 1)
+        #expect(d.endpoint.deliver([frame], header: VirtioNetHeader(gsoType: VirtioNetHeader.gsoECN)) == 1)
         #expect(d.device?.counters.drops(.malformed) == 1)
         #expect(rx.usedFlags == 0, "a dropped frame switched the kick off")
         d.postReceiveBuffers(1)

@@ -66,7 +66,7 @@ public struct NICScript {
             let frames = (0 ..< 1 + input.choose(64)).map { _ in
                 input.bytes(upTo: 128) + [UInt8](repeating: 0x5A, count: Int(input.byte() % 4) * 512)
             }
-            device.endpoint?.inject(frames, header: input.bool() ? nil : VirtioNetHeader())
+            device.endpoint?.deliver(frames, header: input.bool() ? nil : VirtioNetHeader())
         default:
             return false
         }
