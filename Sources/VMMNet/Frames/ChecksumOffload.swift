@@ -103,22 +103,20 @@ public enum ChecksumOffload {
     /// guest memory then reads it once. The frame was copied exactly when the result has
     /// a `transportSegment`; otherwise nothing was written and the copy is the caller's.
     public static func verify(_ frame: UnsafeRawBufferPointer, copyingTo destination: UnsafeMutableRawPointer) -> Verdicts {
-        var copied = false
         guard let parsed = FrameParser.parse(frame) else { return Verdicts() }
-        return verify(frame, parsed: parsed, copyingTo: destination, copied: &copied)
+        return verify(frame, parsed: parsed, copyingTo: destination)
     }
 
     /// The same with the frame already parsed (with `.checked` lengths).
     public static func verify(_ frame: UnsafeRawBufferPointer, parsed: ParsedFrame) -> Verdicts {
-        var copied = false
-        return verify(frame, parsed: parsed, copyingTo: nil, copied: &copied)
+        verify(frame, parsed: parsed, copyingTo: nil)
     }
 
     /// With a `destination`, the segment's bytes are copied as they are summed and the
-    /// rest of the frame around them, and `copied` says so (exactly when the result has a
-    /// `transportSegment`); on the paths that sum nothing the caller copies.
-    private static func verify(_ frame: UnsafeRawBufferPointer, parsed: ParsedFrame, copyingTo destination: UnsafeMutableRawPointer?,
-                               copied: inout Bool) -> Verdicts {
+    /// rest of the frame around them (exactly when the result has a `transportSegment`);
+    /// on the paths that sum nothing the caller copies.
+    private static func verify(_ frame: UnsafeRawBufferPointer, parsed: ParsedFrame,
+                               copyingTo destination: UnsafeMutableRawPointer?) -> Verdicts {
         var verdicts = Verdicts()
         guard let network = parsed.network,
               let ipHeader = frame.slice(parsed.networkOffset, length: parsed.networkHeaderLength)
@@ -159,7 +157,6 @@ public enum ChecksumOffload {
             ByteCopy.copy(to: destination, from: source, count: l4)
             segmentSum.add(copying: segment, to: destination + l4)
             ByteCopy.copy(to: destination + end, from: source + end, count: frame.count - end)
-            copied = true
         } else {
             segmentSum.add(segment)
         }
