@@ -3,7 +3,7 @@
 // The Internet checksum's inner loop with 256-bit vectors where the CPU has them.
 // Swift compiles for the x86-64 baseline (SSE2) and has no per-function target
 // attribute; C does (`__attribute__((target("avx2")))`), so the wide loop lives here and
-// is chosen at run time. VMMNet's InternetChecksum keeps the portable loop and the tail.
+// is chosen at run time. VMMNet's InternetChecksum keeps the portable loop for CPUs without AVX2.
 #include <stddef.h>
 #include <stdint.h>
 
@@ -15,13 +15,14 @@ int cchecksum_wide_available(void);
 extern int cchecksum_wide_flag;
 static inline int cchecksum_wide_ready(void) { return cchecksum_wide_flag; }
 
-/// The sum of the host-order 16-bit words in `rounds` 64-byte blocks at `bytes`, as a
-/// 64-bit integer to be folded by the caller. Call only when
+/// The sum of the host-order 16-bit words in the `length` bytes at `bytes` (a trailing
+/// odd byte as the high half of a big-endian word), as a 64-bit integer to be folded by
+/// the caller: 64-byte blocks 256 bits at a time, then the tail. Call only when
 /// `cchecksum_wide_available()` returned 1.
-uint64_t cchecksum_sum16_wide(const void *bytes, size_t rounds);
+uint64_t cchecksum_sum16_wide(const void *bytes, size_t length);
 
-/// The same sum while copying the `rounds` 64-byte blocks from `source` to `destination`
-/// (which must not overlap): one pass over the bytes instead of a copy and a sum.
-uint64_t cchecksum_copy_sum16_wide(void *destination, const void *source, size_t rounds);
+/// The same sum while copying the `length` bytes from `source` to `destination` (which
+/// must not overlap): one pass over the bytes instead of a copy and a sum.
+uint64_t cchecksum_copy_sum16_wide(void *destination, const void *source, size_t length);
 
 #endif

@@ -32,21 +32,17 @@ public struct InternetChecksum: Sendable, Equatable {
     }
 
     /// Copies `source` to `destination` (as large, not overlapping) and adds it as
-    /// `add(_:)` would, in one pass over the bytes where the CPU has AVX2
+    /// `add(_:)` would, in one pass over the bytes and one call where the CPU has AVX2
     /// (`cchecksum_copy_sum16_wide`): a received frame goes into guest memory and has its
     /// checksum verified (e1000 RXCSUM) for about the price of the copy.
     @inlinable
     public mutating func add(copying source: UnsafeRawBufferPointer, to destination: UnsafeMutableRawPointer) {
-        guard let from = source.baseAddress, source.count >= 128, InternetChecksum.wideLoopAvailable else {
+        guard let from = source.baseAddress, InternetChecksum.wideLoopAvailable else {
             if let from = source.baseAddress { ByteCopy.copy(to: destination, from: from, count: source.count) }
             add(source)
             return
         }
-        let rounds = source.count / 64, bulk = rounds * 64
-        let wide = UInt16(bigEndian: InternetChecksum.fold(InternetChecksum.copyAndWideSum(destination, from, rounds: rounds)))
-        ByteCopy.copy(to: destination + bulk, from: from + bulk, count: source.count - bulk)
-        // The tail starts at an even offset (bulk is whole blocks): its words line up.
-        var s = InternetChecksum.fold(UInt64(wide) &+ UInt64(InternetChecksum.sum16(UnsafeRawBufferPointer(rebasing: source[bulk...]))))
+        var s = UInt16(bigEndian: InternetChecksum.fold(InternetChecksum.copyAndWideSum(destination, from, count: source.count)))
         if oddLength { s = s.byteSwapped }
         sum &+= UInt64(s)
         if source.count & 1 == 1 { oddLength.toggle() }
@@ -168,25 +164,20 @@ public struct InternetChecksum: Sendable, Equatable {
     }
 
     /// The folded sum of `bytes` as if they start at an even position, as a big-endian
-    /// word value. Sums host-order 16-bit words (RFC 1071 §2(B)): 64 bytes per round,
-    /// with 256-bit vectors where the CPU has AVX2 (`CChecksum`, from 128 bytes on: 27
-    /// against 69 ns at 1480 B, 1.5 against 2.9 µs at 64 KiB on the Xeon here when it
-    /// widened words by unpacking; with `VPMADDWD`, 0.58 against 0.70 µs at 64 KiB on an
-    /// AMD EPYC), else as
-    /// two `SIMD16<UInt16>` loads widened into 32-bit lanes (vector adds on any x86-64;
+    /// word value. Sums host-order 16-bit words (RFC 1071 §2(B)): where the CPU has AVX2,
+    /// all of it in `CChecksum` (64-byte blocks in 256-bit vectors: 27 against 69 ns at
+    /// 1480 B, 1.5 against 2.9 µs at 64 KiB on the Xeon here when it widened words by
+    /// unpacking; with `VPMADDWD`, 0.58 against 0.70 µs at 64 KiB on an AMD EPYC; the tail
+    /// there too, since Swift's tail loop cost 77 instructions for an IPv4 header), else
+    /// as two `SIMD16<UInt16>` loads widened into 32-bit lanes (vector adds on any x86-64;
     /// 1.6× the 64-bit scalar loop at 1480 B and at 64 KiB, measured); the tail 8 bytes
     /// at a time into 32-bit halves of two 64-bit accumulators.
     @inlinable
     static func sum16(_ bytes: UnsafeRawBufferPointer, wide: Bool = wideLoopAvailable) -> UInt16 {
         guard var p = bytes.baseAddress else { return 0 }
         var n = bytes.count
+        if wide { return UInt16(bigEndian: fold(wideSum(p, count: n))) }
         var total: UInt64 = 0
-        if n >= 128, wide {
-            let rounds = n / 64
-            total = wideSum(p, rounds: rounds)
-            p += rounds * 64
-            n -= rounds * 64
-        }
         while n >= 64 {
             // A lane gains at most 2 × 0xFFFF per round: 16,384 rounds stay below 2^32.
             var lanes = SIMD16<UInt32>()
@@ -219,15 +210,16 @@ public struct InternetChecksum: Sendable, Equatable {
     /// loaded (a `static let` here cost a `swift_once` check on every checksum).
     @usableFromInline static var wideLoopAvailable: Bool { cchecksum_wide_ready() != 0 }
 
-    /// `wideSum` while copying the blocks to `destination`.
+    /// `wideSum` while copying the bytes to `destination`.
     @usableFromInline
-    static func copyAndWideSum(_ destination: UnsafeMutableRawPointer, _ source: UnsafeRawPointer, rounds: Int) -> UInt64 {
-        cchecksum_copy_sum16_wide(destination, source, rounds)
+    static func copyAndWideSum(_ destination: UnsafeMutableRawPointer, _ source: UnsafeRawPointer, count: Int) -> UInt64 {
+        cchecksum_copy_sum16_wide(destination, source, count)
     }
 
-    /// The unfolded sum of `rounds` 64-byte blocks, 256 bits at a time.
+    /// The unfolded host-order sum of `count` bytes: 64-byte blocks 256 bits at a time,
+    /// the tail in the same C function.
     @usableFromInline
-    static func wideSum(_ p: UnsafeRawPointer, rounds: Int) -> UInt64 {
-        cchecksum_sum16_wide(p, rounds)
+    static func wideSum(_ p: UnsafeRawPointer, count: Int) -> UInt64 {
+        cchecksum_sum16_wide(p, count)
     }
 }
