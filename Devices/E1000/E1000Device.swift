@@ -64,10 +64,8 @@ public final class E1000Device: PCIDevice, FrameReceiver, DeviceCounters, @unche
     /// head if any, then the pieces left in guest memory (TransmitAssembly.swift). Its
     /// storage is reserved once, never per frame.
     var sendSegments: [UnsafeRawBufferPointer] = []
-    /// The transmitter: a ring pass on the I/O loop, queued by a TDT or TCTL write (or bus
-    /// mastering turning on), and again for the rest of a pass past the per-action budget
-    /// (Transmit.swift).
-    lazy var transmitter = DeferredAction(continuing: context) { [weak self] in self?.transmitPackets() }
+    /// The rest of a ring pass past the per-action budget (Transmit.swift).
+    lazy var transmitContinuation = DeferredAction(continuing: context) { [weak self] in self?.transmitPackets() }
 
     public init(options: inout DeviceOptions, context: PCIDeviceContext) throws {
         self.context = context
@@ -140,7 +138,7 @@ public final class E1000Device: PCIDevice, FrameReceiver, DeviceCounters, @unche
         guard offset <= PCIConfigOffset.command, offset + size > PCIConfigOffset.command,
               !context.config.busMasterEnabled else { return false }
         context.config.write(offset: offset, size: size, value: value)
-        if context.config.busMasterEnabled { transmitter.schedule() }
+        if context.config.busMasterEnabled { transmitPackets() }
         return true
     }
 

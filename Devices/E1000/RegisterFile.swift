@@ -62,8 +62,8 @@ extension E1000Device {
         case Reg.rdlen, Reg.tdlen: writeRingLength(offset, merged)
         case Reg.rdh, Reg.tdh: writeHead(offset, merged & 0xFFFF)
         case Reg.rdt: setReg(Reg.rdt, merged & 0xFFFF); receiveDescriptorsAdded()
-        case Reg.tdt: setReg(Reg.tdt, merged & 0xFFFF); transmitter.schedule()
-        case Reg.tctl: setReg(Reg.tctl, merged); transmitter.schedule()
+        case Reg.tdt: setReg(Reg.tdt, merged & 0xFFFF); transmitPackets()
+        case Reg.tctl: setReg(Reg.tctl, merged); transmitPackets()
         case Reg.rdtr: writeReceiveDelay(merged)
         case Reg.itr, Reg.radv, Reg.tidv, Reg.tadv: setReg(offset, merged & 0xFFFF)
         // 16-bit registers (§13.4.5, §13.4.6, §13.4.7): e1000_reg_test expects the upper half to read 0.

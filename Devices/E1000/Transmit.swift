@@ -1,17 +1,10 @@
 import VMMCore
 import VMMNet
 
-/// The transmit path (Intel 8254x SDM §3.3–3.5): walk the ring from TDH to TDT, assemble
-/// packets from legacy or context + data descriptors, apply checksum insertion, TCP
-/// segmentation and VLAN insertion, hand the frames to the backend (which never blocks),
-/// then write DD back for descriptors with RS.
-///
-/// A TDT or TCTL write only queues a pass (`transmitter`), which runs on the I/O loop: the
-/// vCPU's MMIO exit returns at once instead of after a ring of sends (about 94 µs for 32
-/// frames of 1514 B through TAP, measured), and the guest queues more while the loop
-/// sends, as the NIC's DMA engine runs beside the CPU. bhyve's e82545_tx_start likewise
-/// only signals its transmit thread; Linux's e1000_xmit_frame expects nothing back from
-/// the write and reaps DD later (e1000_clean_tx_irq).
+/// The transmit path (Intel 8254x SDM §3.3–3.5): on a TDT write (or TCTL.EN), walk the
+/// ring from TDH to TDT, assemble packets from legacy or context + data descriptors,
+/// apply checksum insertion, TCP segmentation and VLAN insertion, hand the frames to
+/// the backend (which never blocks), then write DD back for descriptors with RS.
 ///
 /// DD is written only after the packet went out, so a driver polling DD on another vCPU
 /// never frees a buffer the device still reads. Headers are copied into a device-owned
@@ -39,7 +32,7 @@ extension E1000Device {
         // (QEMU's and Firecracker's TX loops yield the same way).
         while head != ring.tail {
             if cost.shouldDefer {
-                transmitter.schedule()
+                transmitContinuation.schedule()
                 break
             }
             cost.descriptors()

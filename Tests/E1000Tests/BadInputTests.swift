@@ -27,7 +27,7 @@ import VMMTestKit
         nic.w(R.tctl, 0)
         nic.w(R.tdbal, 0xFEC0_0000)
         nic.w(R.tctl, Bit.tctlEN)
-        nic.writeTail(3)
+        nic.w(R.tdt, 3)
         #expect(nic.endpoint.sent.isEmpty)
         #expect(nic.errors(.transmitRingInvalid) >= 1)
     }
@@ -40,7 +40,7 @@ import VMMTestKit
         #expect(nic.r(R.tdlen) == 0)
         #expect(nic.errors(.ringLengthNotMultipleOf128) == 2)
         nic.w(R.tctl, Bit.tctlEN)
-        nic.writeTail(1)
+        nic.w(R.tdt, 1)
         #expect(nic.errors(.transmitRingInvalid) >= 1)
         nic.setUpReceive()
         nic.w(R.rdlen, 0)
@@ -58,7 +58,7 @@ import VMMTestKit
         #expect(nic.errors(.receiveRingInvalid) == 2)
         #expect(nic.errors(.headWrittenWhileEnabled) == 1)
         nic.setUpTransmit(count: 8)
-        nic.writeTail(9)
+        nic.w(R.tdt, 9)
         #expect(nic.errors(.transmitRingInvalid) == 1)
         #expect(nic.r(R.tdh) == 0)
     }

@@ -142,15 +142,7 @@ final class NIC {
         (try? machine.memory.load(UInt8.self, at: GuestAddress(txRing.raw + UInt64(i * 16) + 12))) ?? 0
     }
 
-    /// Moves TDT as e1000_xmit_frame does, then lets the I/O loop run the transmitter pass
-    /// the write queued (every pass, budget continuations included).
-    func kickTx() { writeTail(txTail) }
-
-    /// A TDT write and the transmitter's passes on the I/O loop.
-    func writeTail(_ tail: UInt32) {
-        w(R.tdt, tail)
-        machine.runQueuedWork()
-    }
+    func kickTx() { w(R.tdt, txTail) }
 
     func store(_ v: UInt64, at a: UInt64) { try? machine.memory.store(v, at: GuestAddress(a)) }
     func load(_ a: UInt64) -> UInt64 { (try? machine.memory.load(UInt64.self, at: GuestAddress(a))) ?? 0 }

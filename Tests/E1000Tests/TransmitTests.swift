@@ -187,7 +187,6 @@ import VMMTestKit
         nic.kickTx()
         #expect(nic.endpoint.sent.isEmpty && nic.r(R.tdh) == 0)
         nic.w(R.tctl, Bit.tctlEN)
-        nic.machine.runQueuedWork()
         #expect(nic.endpoint.sent.count == 1 && nic.r(R.tdh) == 1)
     }
 }

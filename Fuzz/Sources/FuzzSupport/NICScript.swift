@@ -67,8 +67,8 @@ public struct NICScript {
                 input.bytes(upTo: 128) + [UInt8](repeating: 0x5A, count: Int(input.byte() % 4) * 512)
             }
             device.endpoint?.deliver(frames, header: input.bool() ? nil : VirtioNetHeader())
-        case 7: // the I/O loop's turn between guest moves: an e1000 transmitter pass that a
-                // TDT write queued, a continuation past the budget
+        case 7: // the I/O loop's turn between guest moves, not only at the end:
+                // continuations past the budget, resumed receives
             machine.loop.runQueuedWork()
         default:
             return false
