@@ -284,7 +284,11 @@ final class UnixWire {
     @Test func aHandedOverListeningSocketIsRefused() throws {
         let listener = try #require(TCPTestSocket(listening: true))
         let running = try RunningLoop()
-        let fd = dup(listener.fd)
+        // Numbered from 1000 up: tests running beside this one open descriptors lowest-first,
+        // so none of theirs takes this number once it is closed, and the check below means
+        // what it says (a plain dup's low number was reused by another test once).
+        let fd = fcntl(listener.fd, F_DUPFD_CLOEXEC, 1000)
+        try #require(fd >= 1000)
         #expect {
             _ = try StreamBackend(adopting: fd, label: "9", eventLoop: running.loop, clock: running.loop)
         } throws: { "\($0)".contains("is a listening socket") }
