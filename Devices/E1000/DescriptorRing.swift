@@ -2,13 +2,14 @@ import VMMCore
 
 /// One descriptor ring as the guest programmed it (Intel 8254x SDM §3.2.6 receive, §3.4
 /// transmit): base (xDBAL/xDBAH), length in bytes (xDLEN, a multiple of 128), head and
-/// tail indices. Built from the registers at each use and checked before anything is read.
+/// tail indices. Built from the registers once per transmit pass or receive delivery and
+/// checked before anything is read.
 struct DescriptorRing {
     static let descriptorSize: UInt64 = 16
 
     let base: GuestAddress
     let count: UInt32
-    let head: UInt32
+    private(set) var head: UInt32
     let tail: UInt32
     /// The ring's host view when it lies in one RAM region (always, for a ring Linux
     /// allocates: `dma_alloc_coherent`): descriptors are then read and written back
@@ -54,6 +55,14 @@ struct DescriptorRing {
     var available: UInt32 { tail >= head ? tail - head : count - head + tail }
 
     func next(_ index: UInt32) -> UInt32 { index + 1 == count ? 0 : index + 1 }
+
+    /// The same ring with its head moved to `index` (a receive delivery's next frame starts
+    /// there); an index outside the ring leaves it as it was.
+    func advanced(to index: UInt32) -> DescriptorRing {
+        var ring = self
+        if index < count { ring.head = index }
+        return ring
+    }
 
     /// The guest address of descriptor `index` (inside the ring checked to be RAM).
     func address(_ index: UInt32) -> GuestAddress? {

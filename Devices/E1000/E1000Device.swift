@@ -258,11 +258,6 @@ public final class E1000Device: PCIDevice, FrameReceiver, DeviceCounters, @unche
     /// (e1000_integrated_phy_loopback, e1000_run_loopback_test) counts on it.
     var loopbackActive: Bool { phy.isLoopback || (reg(Reg.rctl) >> 6) & 0x3 == 0x1 }
 
-    /// A frame this device sent in loopback, received as if from the wire.
-    func receiveLoopedBack(_ frame: UnsafeRawBufferPointer) {
-        _ = receiveFrame(frame, looped: true)
-    }
-
     /// VET (SDM §13.4, VLAN Ether Type) names the TPID of an 802.1Q tag for recognition, stripping and
     /// insertion. Only 0x8100 is modelled: Linux's e1000_init_hw writes 0 on the 82540
     /// and e1000_reset then 0x8100; with any other value frames are treated as untagged.
@@ -285,7 +280,10 @@ public final class E1000Device: PCIDevice, FrameReceiver, DeviceCounters, @unche
             context.cost.measure {
                 // In loopback the PHY is cut off from the line: the wire's frames are lost.
                 guard !loopbackActive else { return frames.count }
-                return frames.acceptedPrefix { receiveFrame($0.bytes) }
+                var delivery = receiveDelivery(looped: false)
+                let taken = frames.acceptedPrefix { receiveFrame($0.bytes, in: &delivery) }
+                finishReceiving(delivery)
+                return taken
             }
         }
     }

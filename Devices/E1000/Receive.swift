@@ -33,6 +33,24 @@ enum Receive {
     }
 }
 
+/// What the frames of one delivery are received under, read from the registers once:
+/// the device lock is held across the delivery, so no guest write can change them between
+/// its frames. Only what receiving itself moves changes: the ring's head, and the frames
+/// filled, after the last of which RXDMT0 and the receive timer are looked at once.
+struct ReceiveDelivery {
+    let rctl: UInt32
+    /// The link is up (or the frames are the device's own) and bus mastering is on.
+    let canReceive: Bool
+    let tagsRecognized: Bool
+    /// CTRL.VME: a recognized tag is stripped into the descriptor's special field.
+    let stripTags: Bool
+    /// RCTL.BSIZE/BSEX; nil for the reserved encoding.
+    let bufferSize: Int?
+    /// The ring as the registers describe it, its head past the frames taken so far.
+    var ring: Result<DescriptorRing, DescriptorRing.Problem>
+    var framesFilled = 0
+}
+
 /// What happens to a frame from the backend (§3.2): address and VLAN filtering, VLAN
 /// stripping, checksum checks, DMA into the guest's buffers (several descriptors per
 /// frame when needed, EOP on the last), write-back, counters and interrupts.
@@ -43,11 +61,50 @@ enum Receive {
 /// way a dropping model would. A frame that could never fit the ring, or a ring the
 /// guest broke, costs that frame (MPC, RXO).
 extension E1000Device {
-    /// - Parameter looped: the frame is the device's own, sent in PHY or MAC loopback: it
-    ///   needs no link, and with no free descriptor it is dropped (RNBC, MPC) rather than
-    ///   held, since nothing would offer it again.
-    func receiveFrame(_ frame: UnsafeRawBufferPointer, looped: Bool = false) -> Bool {
+    /// The registers a delivery is received under (`looped`: the device's own frames, sent
+    /// in PHY or MAC loopback, which need no link).
+    func receiveDelivery(looped: Bool) -> ReceiveDelivery {
         let rctl = reg(Reg.rctl)
+        return ReceiveDelivery(
+            rctl: rctl,
+            // A down link never sees the frame, and without bus mastering it cannot be
+            // written to memory (QEMU's e1000x_rx_ready agrees). The link as last reported
+            // (STATUS.LU, LSC): every change of the backend's or the PHY's updates it under
+            // this lock (`linkMayHaveChanged`), and it costs no call through the backend.
+            canReceive: (looped || reportedLinkUp) && context.config.busMasterEnabled,
+            tagsRecognized: vlanTagsRecognized,
+            stripTags: reg(Reg.ctrl) & Ctrl.vlanModeEnable != 0,
+            bufferSize: Receive.bufferSize(rctl: rctl),
+            ring: Result { () throws(DescriptorRing.Problem) in
+                try DescriptorRing(baseLow: reg(Reg.rdbal), baseHigh: reg(Reg.rdbah), length: reg(Reg.rdlen),
+                                   head: reg(Reg.rdh), tail: reg(Reg.rdt), memory: context.memory)
+            })
+    }
+
+    /// After a delivery's last frame (§13.4.22 RDMTS): RXDMT0 when the free descriptors
+    /// are at or below 1/2, 1/4 or 1/8 of the ring; then the receive timer (RDTR/RADV).
+    /// The free count only falls during a delivery, so a threshold crossed by any frame
+    /// is still crossed after the last; all its frames arrived at the same instant.
+    func finishReceiving(_ delivery: ReceiveDelivery) {
+        guard delivery.framesFilled > 0, case let .success(ring) = delivery.ring else { return }
+        let shift = ((delivery.rctl >> Rctl.minThresholdShift) & 3) + 1
+        if ring.available <= ring.count >> shift { raise(Cause.rxdmt0) }
+        receiveInterruptDue()
+    }
+
+    /// A frame this device sent in loopback, received as if from the wire: a delivery of
+    /// one, dropped (RNBC, MPC) rather than held when no descriptor is free, since nothing
+    /// would offer it again.
+    func receiveLoopedBack(_ frame: UnsafeRawBufferPointer) {
+        var delivery = receiveDelivery(looped: true)
+        _ = receiveFrame(frame, in: &delivery, looped: true)
+        finishReceiving(delivery)
+    }
+
+    /// One frame of `delivery`. Returns false when the backend keeps it (no room yet, or
+    /// the receiver is off); a `looped` frame is never kept.
+    func receiveFrame(_ frame: UnsafeRawBufferPointer, in delivery: inout ReceiveDelivery, looped: Bool = false) -> Bool {
+        let rctl = delivery.rctl
         // A stopped receiver takes nothing (§3.2.1): the backend holds the frame and stops
         // reading until RCTL is written, as QEMU's e1000_can_receive is false without
         // RCTL.EN. A guest with its receiver off (Linux's e1000_down) then costs no work per
@@ -57,16 +114,12 @@ extension E1000Device {
             receiveStalled = true
             return false
         }
-        // A down link never sees the frame, and without bus mastering it cannot be written
-        // to memory (QEMU's e1000x_rx_ready agrees). The link as last reported (STATUS.LU,
-        // LSC): every change of the backend's or the PHY's updates it under this lock
-        // (`linkMayHaveChanged`), and it costs no call through the backend per frame.
-        guard looped || reportedLinkUp, context.config.busMasterEnabled else { return true }
+        guard delivery.canReceive else { return true }
         guard frame.count >= HeaderSize.ethernet else {
             statistics.count(E1000Statistics.ruc)
             return true
         }
-        let tci = vlanTagsRecognized ? VLAN.tag(of: frame) : nil
+        let tci = delivery.tagsRecognized ? VLAN.tag(of: frame) : nil
         let limit = rctl & Rctl.longPacket != 0 ? Receive.maxFrameLength
             : Receive.standardFrameLength + (tci == nil ? 0 : HeaderSize.vlanTag)
         let wireLength = max(frame.count, Receive.minimumFrameLength) + Receive.fcsLength
@@ -87,21 +140,20 @@ extension E1000Device {
         if let tci, rctl & Rctl.vlanFilter != 0, !filter.vlanAccepted(tci: tci) { return true }
 
         let ring: DescriptorRing
-        do {
-            ring = try DescriptorRing(baseLow: reg(Reg.rdbal), baseHigh: reg(Reg.rdbah), length: reg(Reg.rdlen),
-                                      head: reg(Reg.rdh), tail: reg(Reg.rdt), memory: context.memory)
-        } catch {
-            guestError(.receiveRingInvalid, "receive ring unusable (\(error)); frame dropped")
+        switch delivery.ring {
+        case let .success(r): ring = r
+        case let .failure(problem):
+            guestError(.receiveRingInvalid, "receive ring unusable (\(problem)); frame dropped")
             return missed()
         }
-        guard let bufferSize = Receive.bufferSize(rctl: rctl) else {
+        guard let bufferSize = delivery.bufferSize else {
             guestError(.receiveRingInvalid, "RCTL buffer size uses the reserved encoding; frame dropped")
             return missed()
         }
 
         // The bytes the guest gets: tag stripped with CTRL.VME, padded, FCS unless SECRC.
         // Their number decides whether the ring has room before any work is done.
-        let strip = tci != nil && reg(Reg.ctrl) & Ctrl.vlanModeEnable != 0
+        let strip = tci != nil && delivery.stripTags
         let keepFCS = rctl & Rctl.stripCRC == 0
         let unpadded = frame.count - (strip ? HeaderSize.vlanTag : 0)
         let length = max(unpadded, Receive.minimumFrameLength) + (keepFCS ? Receive.fcsLength : 0)
@@ -208,6 +260,8 @@ extension E1000Device {
             if stop { break }
         }
         setReg(Reg.rdh, index)
+        delivery.ring = .success(ring.advanced(to: index))
+        delivery.framesFilled += 1
 
         statistics.count(E1000Statistics.gprc)
         statistics.countOctets(E1000Statistics.gorcl, wireLength)
@@ -217,12 +271,6 @@ extension E1000Device {
         case .multicast: statistics.count(E1000Statistics.mprc)
         case .unicast: break
         }
-
-        // RDMTS (§13.4.22): free descriptors at or below 1/2, 1/4 or 1/8 of the ring.
-        let free = ring.available - UInt32(fragments)
-        let shift = ((reg(Reg.rctl) >> Rctl.minThresholdShift) & 3) + 1
-        if free <= ring.count >> shift { raise(Cause.rxdmt0) }
-        receiveInterruptDue()
         return true
     }
 

@@ -4,6 +4,9 @@
 public enum FrameSizeClass: Int, Sendable, CaseIterable {
     case upTo64, upTo127, upTo255, upTo511, upTo1023, upTo1522, over1522
 
+    /// Inlinable: counted per frame on both NICs' data paths, where the call across
+    /// modules cost as much as the switch.
+    @inlinable
     public init(length: Int) {
         switch length {
         case ...64: self = .upTo64
