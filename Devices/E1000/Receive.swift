@@ -322,6 +322,7 @@ extension E1000Device {
 
     /// `packetChecksum` with no segment sum to reuse, while copying the packet to
     /// `destination`: the bytes before PCSS plainly, the rest summed as they are copied.
+    @inline(__always)
     private func copyingPacketChecksum(_ packet: UnsafeRawBufferPointer, from start: Int, to destination: UnsafeMutableRawPointer) -> UInt16 {
         let start = min(start, packet.count)
         if let source = packet.baseAddress { ByteCopy.copy(to: destination, from: source, count: start) }

@@ -21,18 +21,23 @@ struct E1000Statistics {
 
     mutating func clear() { counts = InlineArray(repeating: 0) }
 
+    @inline(__always)
     private static func index(_ offset: Int) -> Int? {
         // `counts` holds the whole block, 0x4000–0x40FF (§13.7).
         guard offset >= Reg.statsStart, offset < Reg.statsEnd, (offset - Reg.statsStart) / 4 < 64 else { return nil }
         return (offset - Reg.statsStart) / 4
     }
 
+    // Always inlined, as the offsets are constants at every call and the index check
+    // folds away: several counters move per frame.
+    @inline(__always)
     mutating func count(_ offset: Int, by n: UInt32 = 1) {
         guard let i = Self.index(offset) else { return }
         let (v, overflow) = counts[i].addingReportingOverflow(n)
         counts[i] = overflow ? .max : v
     }
 
+    @inline(__always)
     mutating func countOctets(_ lowOffset: Int, _ n: Int) {
         guard let lo = Self.index(lowOffset), lo + 1 < counts.count, n > 0 else { return }
         let value = UInt64(counts[lo + 1]) << 32 | UInt64(counts[lo])
@@ -44,6 +49,7 @@ struct E1000Statistics {
 
     /// Counts a frame of `length` bytes (FCS included) in the 64/127/255/511/1023/1522
     /// size buckets that start at `firstBucket` (PRC64 or PTC64); longer frames are in none.
+    @inline(__always)
     mutating func countSize(_ firstBucket: Int, length: Int) {
         let sizeClass = FrameSizeClass(length: length)
         guard sizeClass != .over1522 else { return }

@@ -115,6 +115,7 @@ public enum ChecksumOffload {
     /// With a `destination`, the segment's bytes are copied as they are summed and the
     /// rest of the frame around them (exactly when the result has a `transportSegment`);
     /// on the paths that sum nothing the caller copies.
+    @inline(__always)
     private static func verify(_ frame: UnsafeRawBufferPointer, parsed: ParsedFrame,
                                copyingTo destination: UnsafeMutableRawPointer?) -> Verdicts {
         var verdicts = Verdicts()

@@ -91,6 +91,7 @@ public enum FrameParser {
     }
 
     /// RFC 791 §3.1: version 4, IHL ≥ 5, total length ≥ IHL × 4.
+    @inline(__always)
     static func parseIPv4(_ frame: UnsafeRawBufferPointer, at offset: Int, lengths: Lengths, into parsed: inout ParsedFrame) -> Bool {
         guard let versionIHL = frame.byte(at: offset), versionIHL >> 4 == 4 else { return false }
         let headerLength = Int(versionIHL & 0x0F) * 4
@@ -178,6 +179,7 @@ public enum FrameParser {
     }
 
     /// TCP data offset ≥ 5 (RFC 9293 §3.1) and UDP's 8 bytes must fit before `networkEnd`.
+    @inline(__always)
     static func parseTransport(_ frame: UnsafeRawBufferPointer, into parsed: inout ParsedFrame) -> Bool {
         guard let offset = parsed.transportOffset else { return true }
         let available = parsed.networkEnd - offset

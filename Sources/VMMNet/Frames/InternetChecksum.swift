@@ -35,7 +35,7 @@ public struct InternetChecksum: Sendable, Equatable {
     /// `add(_:)` would, in one pass over the bytes and one call where the CPU has AVX2
     /// (`cchecksum_copy_sum16_wide`): a received frame goes into guest memory and has its
     /// checksum verified (e1000 RXCSUM) for about the price of the copy.
-    @inlinable
+    @inlinable @inline(__always)
     public mutating func add(copying source: UnsafeRawBufferPointer, to destination: UnsafeMutableRawPointer) {
         guard let from = source.baseAddress, InternetChecksum.wideLoopAvailable else {
             if let from = source.baseAddress { ByteCopy.copy(to: destination, from: from, count: source.count) }

@@ -73,7 +73,7 @@ public struct MACFilter: Sendable, Equatable {
     /// Inlinable with what it calls: a NIC decides per frame, and the filter passed by
     /// value to a call across modules cost more than the decision (114 of an e1000
     /// receive's instructions, callgrind).
-    @inlinable
+    @inlinable @inline(__always)
     public func evaluate(_ frame: UnsafeRawBufferPointer) -> Decision {
         guard let addressClass = FrameAddressClass(destinationOf: frame) else {
             return Decision(accepted: false, addressClass: .unicast)
