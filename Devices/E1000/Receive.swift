@@ -38,6 +38,10 @@ enum Receive {
 /// its frames. Only what receiving itself moves changes: the ring's head, and the frames
 /// filled, after the last of which RXDMT0 and the receive timer are looked at once.
 struct ReceiveDelivery {
+    /// The device's own frames, sent in PHY or MAC loopback: they need no link, and with
+    /// no free descriptor one is dropped (RNBC, MPC) rather than held, since nothing would
+    /// offer it again.
+    let looped: Bool
     let rctl: UInt32
     /// The link is up (or the frames are the device's own) and bus mastering is on.
     let canReceive: Bool
@@ -61,11 +65,11 @@ struct ReceiveDelivery {
 /// way a dropping model would. A frame that could never fit the ring, or a ring the
 /// guest broke, costs that frame (MPC, RXO).
 extension E1000Device {
-    /// The registers a delivery is received under (`looped`: the device's own frames, sent
-    /// in PHY or MAC loopback, which need no link).
+    /// The registers a delivery is received under.
     func receiveDelivery(looped: Bool) -> ReceiveDelivery {
         let rctl = reg(Reg.rctl)
         return ReceiveDelivery(
+            looped: looped,
             rctl: rctl,
             // A down link never sees the frame, and without bus mastering it cannot be
             // written to memory (QEMU's e1000x_rx_ready agrees). The link as last reported
@@ -92,25 +96,23 @@ extension E1000Device {
         receiveInterruptDue()
     }
 
-    /// A frame this device sent in loopback, received as if from the wire: a delivery of
-    /// one, dropped (RNBC, MPC) rather than held when no descriptor is free, since nothing
-    /// would offer it again.
+    /// A frame this device sent in loopback, received as if from the wire: a delivery of one.
     func receiveLoopedBack(_ frame: UnsafeRawBufferPointer) {
         var delivery = receiveDelivery(looped: true)
-        _ = receiveFrame(frame, in: &delivery, looped: true)
+        _ = receiveFrame(frame, in: &delivery)
         finishReceiving(delivery)
     }
 
     /// One frame of `delivery`. Returns false when the backend keeps it (no room yet, or
-    /// the receiver is off); a `looped` frame is never kept.
-    func receiveFrame(_ frame: UnsafeRawBufferPointer, in delivery: inout ReceiveDelivery, looped: Bool = false) -> Bool {
+    /// the receiver is off); a looped frame is never kept.
+    func receiveFrame(_ frame: UnsafeRawBufferPointer, in delivery: inout ReceiveDelivery) -> Bool {
         let rctl = delivery.rctl
         // A stopped receiver takes nothing (§3.2.1): the backend holds the frame and stops
         // reading until RCTL is written, as QEMU's e1000_can_receive is false without
         // RCTL.EN. A guest with its receiver off (Linux's e1000_down) then costs no work per
         // frame on the wire; dropping them would wake the I/O loop for each one.
         guard rctl & Rctl.enable != 0 else {
-            if looped { return true }
+            if delivery.looped { return true }
             receiveStalled = true
             return false
         }
@@ -166,7 +168,7 @@ extension E1000Device {
         }
         guard needed <= Int(ring.available) else {
             statistics.count(E1000Statistics.rnbc)
-            if looped { return missed() }
+            if delivery.looped { return missed() }
             receiveStalled = true
             heldByBackend = true
             return false
