@@ -52,7 +52,14 @@ extension VirtioNet {
                     // it, and its used entries are published when it ends.
                     let steered = receiveQueueIndex(for: frames[run.next].bytes)
                     func deliver(_ queue: any Virtqueue, _ run: inout ReceiveRun) -> Bool {
-                        let delivered = deliverRun(frames, steeredTo: steered, on: queue, mergeable: mergeable, &run)
+                        // Linux drives a split ring unless VIRTIO_F_RING_PACKED was
+                        // negotiated: the run specialized for it calls the ring directly,
+                        // not through the protocol's witness table (as transmit does).
+                        let delivered = if let split = queue as? SplitVirtqueue {
+                            deliverRun(frames, steeredTo: steered, on: split, mergeable: mergeable, &run)
+                        } else {
+                            deliverRun(frames, steeredTo: steered, on: queue, mergeable: mergeable, &run)
+                        }
                         if queue.pendingUsed > 0 { transport.completeUsed(queue) }
                         return delivered
                     }
@@ -79,8 +86,8 @@ extension VirtioNet {
     /// Delivers `frames[run.next...]` on `queue` while they are steered to `steered`,
     /// moving `run.next` past each one taken (or dropped). False: the guest has no room
     /// for `frames[run.next]`.
-    private func deliverRun(_ frames: UnsafeBufferPointer<ReceivedFrame>, steeredTo steered: Int,
-                            on queue: any Virtqueue, mergeable: Bool, _ run: inout ReceiveRun) -> Bool {
+    private func deliverRun<Queue: Virtqueue>(_ frames: UnsafeBufferPointer<ReceivedFrame>, steeredTo steered: Int,
+                                              on queue: Queue, mergeable: Bool, _ run: inout ReceiveRun) -> Bool {
         let first = run.next
         var notificationsOff = false
         while run.next < frames.count, run.next == first || receiveQueueIndex(for: frames[run.next].bytes) == steered,
@@ -133,7 +140,7 @@ extension VirtioNet {
 
     /// Delivers `frame` on `queue`. False: no buffers; the frame is kept by the backend.
     @inline(__always)
-    private func receive(_ received: ReceivedFrame, on queue: any Virtqueue, mergeable: Bool, _ scratch: inout ReceiveScratch) -> Bool {
+    private func receive<Queue: Virtqueue>(_ received: ReceivedFrame, on queue: Queue, mergeable: Bool, _ scratch: inout ReceiveScratch) -> Bool {
         let frame = received.bytes, header = received.header
         // Nothing a backend can deliver is larger (64 KiB GSO frames); this also keeps
         // every length below within 32 bits.
@@ -225,7 +232,7 @@ extension VirtioNet {
 
     /// Without MRG_RXBUF each frame takes one chain, which must hold header and frame
     /// (§5.1.6.3.1). A frame too large for the chain is dropped and the chain kept.
-    private func deliverSingle(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, queue: any Virtqueue,
+    private func deliverSingle<Queue: Virtqueue>(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, queue: Queue,
                                _ scratch: inout ReceiveScratch) throws(VirtqueueError) -> Bool {
         let needed = UInt64(VirtioNetHeader.size) + UInt64(frame.count)
         if try deliverWhole(frame, header: header, needed: needed, queue: queue) { return true }
@@ -250,7 +257,7 @@ extension VirtioNet {
 
     /// With MRG_RXBUF a frame spreads over as many chains as it needs; `num_buffers` in
     /// the first says how many (§5.1.6.4). Either all fit or nothing is taken.
-    private func deliverMergeable(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, queue: any Virtqueue,
+    private func deliverMergeable<Queue: Virtqueue>(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, queue: Queue,
                                   _ scratch: inout ReceiveScratch) throws(VirtqueueError) -> Bool {
         let needed = UInt64(VirtioNetHeader.size) + UInt64(frame.count)
         if try deliverWhole(frame, header: header, needed: needed, queue: queue) { return true }
@@ -301,8 +308,8 @@ extension VirtioNet {
     /// it, with no list of segments or chains (`num_buffers` is 1 either way). False, and
     /// nothing taken, for anything else: the general path then takes it, with its checks.
     @inline(__always)
-    private func deliverWhole(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, needed: UInt64,
-                              queue: any Virtqueue) throws(VirtqueueError) -> Bool {
+    private func deliverWhole<Queue: Virtqueue>(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, needed: UInt64,
+                                                queue: Queue) throws(VirtqueueError) -> Bool {
         guard let (head, buffer) = try queue.popWritableBuffer() else { return false }
         guard UInt64(buffer.length) >= needed, let host = try? context.memory.hostRange(buffer.address, length: UInt64(buffer.length)) else {
             queue.unpop(1)
@@ -322,7 +329,7 @@ extension VirtioNet {
     /// when the ring has none. Linux's chains (one writable buffer each,
     /// `Virtqueue.popWritableBuffer`) skip the walk into `scratch.chain`.
     @inline(__always)
-    private func takeReceiveChain(_ queue: any Virtqueue, _ scratch: inout ReceiveScratch) throws(VirtqueueError)
+    private func takeReceiveChain<Queue: Virtqueue>(_ queue: Queue, _ scratch: inout ReceiveScratch) throws(VirtqueueError)
         -> (head: UInt16, capacity: UInt64, descriptors: Int, error: GuestMemoryError?)? {
         if let (head, buffer) = try queue.popWritableBuffer() {
             context.cost.descriptors(1)
@@ -352,7 +359,7 @@ extension VirtioNet {
     /// Receive chains that cannot take the frame (`BadReceiveBuffer`): their buffers are
     /// returned empty (the driver drops a zero-length buffer and reposts it) and the frame
     /// is counted as lost.
-    private func dropWithBadBuffer(_ queue: any Virtqueue, chains: [(head: UInt16, capacity: UInt64)],
+    private func dropWithBadBuffer<Queue: Virtqueue>(_ queue: Queue, chains: [(head: UInt16, capacity: UInt64)],
                                    _ why: BadReceiveBuffer) throws(VirtqueueError) -> Bool {
         context.guestLog.warning("virtio-net.rx-buffer", "RX chain \(chains.first?.head ?? 0): \(why); frame dropped")
         for c in chains { try queue.addUsed(head: c.head, length: 0) }
@@ -397,7 +404,7 @@ extension VirtioNet {
     }
 
     @inline(__always)
-    private func finishDelivery(_ queue: any Virtqueue, bytes: Int) {
+    private func finishDelivery<Queue: Virtqueue>(_ queue: Queue, bytes: Int) {
         context.cost.frames()
         context.cost.bytes(bytes)
         receivedTally.add(bytes: bytes)
@@ -407,7 +414,7 @@ extension VirtioNet {
     /// now (which were too few: a mergeable frame gives back the chains it could not
     /// fill). If some arrived while re-enabling, the backend retries on the next turn of
     /// the loop; otherwise on the driver's next kick. Never a busy loop.
-    private func waitForBuffers(_ queue: any Virtqueue) {
+    private func waitForBuffers<Queue: Virtqueue>(_ queue: Queue) {
         waitingForReceiveBuffers = true
         if queue.enableNotificationsForMore() { receiveResumption.schedule() }
     }
