@@ -140,7 +140,9 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
     }
 
     /// Checks the frame's size, then writes it with `body` under the fd's lock and turns
-    /// the outcome into a result and counters.
+    /// the outcome into a result and counters. Inlined into both sends, so that `body`
+    /// is not a closure call per frame.
+    @inline(__always)
     private func write(_ segments: [UnsafeRawBufferPointer], _ body: (Int32) -> Int) -> SendResult {
         guard let length = ScatterList.totalLength(segments), length <= capabilities.maxFrameSize else {
             counters.dropped(.oversized)
