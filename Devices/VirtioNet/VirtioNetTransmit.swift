@@ -70,7 +70,7 @@ extension VirtioNet {
             counters.dropped(.malformed)
             return
         }
-        guard let (header, headerInFront) = takeHeader(from: &frameSegments) else {
+        guard let header = takeHeader(from: &frameSegments) else {
             context.guestLog.warning("virtio-net.tx-short", "TX chain \(chain.head) shorter than the virtio-net header; dropped")
             counters.dropped(.malformed)
             return
@@ -91,16 +91,13 @@ extension VirtioNet {
             sendCompleted(frameSegments, head: chain.head, header: header, caps: caps)
         } else {
             // The backend takes the header (or no offload was asked): pass the guest's
-            // buffers and header through without copying. Where the header still lies in
-            // front of the frame the backend may send both from there. The guest can
-            // rewrite it after the checks above; the kernel checks the header from any
-            // writer of a TAP (tun_get_user, virtio_net_hdr_to_skb) and segments or
-            // checksums what it accepts, so a guest gains at most an offload it did not
-            // negotiate, which the host's stack does for any process.
-            let result = !caps.virtioNetHeader ? backend.send(frameSegments, header: nil)
-                : headerInFront ? backend.send(frameSegments, headerInFront: header)
-                : backend.send(frameSegments, header: header)
-            record(result, bytes: Int(frameLength))
+            // buffers and header through without copying. The header goes as the copy
+            // checked above, never as the guest's bytes: those can change after the checks,
+            // and the kernel takes a GSO size of 1 from a TAP writer (virtio_net_hdr_to_skb
+            // has no lower bound), 65,000 segments of host work for one frame. (Sending a
+            // large frame from the guest's buffer with its header in one `write`, 4 % faster
+            // at 9014 B, was tried for that reason and removed: Docs/performance.md.)
+            record(backend.send(frameSegments, header: caps.virtioNetHeader ? header : nil), bytes: Int(frameLength))
         }
     }
 
@@ -152,13 +149,12 @@ extension VirtioNet {
     /// Reads the 12-byte header from the front of `frameSegments` and removes it from
     /// them, leaving the frame; nil when the chain is shorter than a header. Linux puts
     /// the header in front of the frame in one buffer whenever the skb has room for it
-    /// (virtio_net.c `xmit_skb`, `can_push`), which is the first, cheap case; `inFront`
-    /// says the header's bytes still lie right before the frame's.
-    private func takeHeader(from frameSegments: inout [UnsafeRawBufferPointer]) -> (header: VirtioNetHeader, inFront: Bool)? {
+    /// (virtio_net.c `xmit_skb`, `can_push`), which is the first, cheap case.
+    private func takeHeader(from frameSegments: inout [UnsafeRawBufferPointer]) -> VirtioNetHeader? {
         let size = VirtioNetHeader.size
         if let first = frameSegments.first, first.count > size {
             frameSegments[0] = UnsafeRawBufferPointer(rebasing: first[size...])
-            return VirtioNetHeader(UnsafeRawBufferPointer(rebasing: first[..<size])).map { ($0, true) }
+            return VirtioNetHeader(UnsafeRawBufferPointer(rebasing: first[..<size]))
         }
         var raw: (UInt64, UInt32) = (0, 0)
         var filled = 0
@@ -179,7 +175,7 @@ extension VirtioNet {
         }
         guard filled == size else { return nil }
         frameSegments.removeFirst(consumed)   // `resolve` yields no empty views, nor does this
-        return withUnsafeBytes(of: &raw) { VirtioNetHeader(UnsafeRawBufferPointer(rebasing: $0[0 ..< size])) }.map { ($0, false) }
+        return withUnsafeBytes(of: &raw) { VirtioNetHeader(UnsafeRawBufferPointer(rebasing: $0[0 ..< size])) }
     }
 }
 

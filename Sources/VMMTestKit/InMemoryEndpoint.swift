@@ -11,9 +11,6 @@ public final class InMemoryEndpoint: NetworkBackend, @unchecked Sendable {
         /// How many pieces the device handed the frame over in (1: it copied the frame
         /// whole; more: some came straight from guest memory).
         public let segmentCount: Int
-        /// The device handed it over with `send(_:headerInFront:)` and the bytes right
-        /// before the frame were indeed `header` serialized, as that call promises.
-        public let headerInFront: Bool
     }
 
     public let description = "memory"
@@ -37,19 +34,6 @@ public final class InMemoryEndpoint: NetworkBackend, @unchecked Sendable {
     public func start(receiver: FrameReceiver) { state.withLock { $0.receiver = receiver } }
 
     public func send(_ segments: [UnsafeRawBufferPointer], header: VirtioNetHeader?) -> SendResult {
-        record(segments, header: header, headerInFront: false)
-    }
-
-    public func send(_ segments: [UnsafeRawBufferPointer], headerInFront header: VirtioNetHeader) -> SendResult {
-        var serialized = [UInt8](repeating: 0, count: VirtioNetHeader.size)
-        serialized.withUnsafeMutableBytes { header.write(to: $0) }
-        let inFront = segments.first?.baseAddress.map {
-            Array(UnsafeRawBufferPointer(start: $0 - VirtioNetHeader.size, count: VirtioNetHeader.size)) == serialized
-        } ?? false
-        return record(segments, header: header, headerInFront: inFront)
-    }
-
-    private func record(_ segments: [UnsafeRawBufferPointer], header: VirtioNetHeader?, headerInFront: Bool) -> SendResult {
         guard isLinkUp else {
             counters.dropped(.linkDown)
             return .dropped(.linkDown)
@@ -61,7 +45,7 @@ public final class InMemoryEndpoint: NetworkBackend, @unchecked Sendable {
             return .dropped(.oversized)
         }
         counters.sent(bytes: bytes.count)
-        state.withLock { $0.sent.append(SentFrame(bytes: bytes, header: header, segmentCount: segments.count, headerInFront: headerInFront)) }
+        state.withLock { $0.sent.append(SentFrame(bytes: bytes, header: header, segmentCount: segments.count)) }
         return .sent
     }
 

@@ -49,29 +49,4 @@ import VMMTestKit
         }
         #expect(lengths == [100, 80])
     }
-
-    /// A frame with its header in front goes to the backend as such; with a capture in
-    /// between, as a plain send the capture records too.
-    @Test func headerInFrontPassesThroughUnlessInterposed() throws {
-        let wire = InMemoryEndpoint(capabilities: BackendCapabilities(virtioNetHeader: true))
-        let link = LinkControl(wrapping: wire)
-        link.start(receiver: Counting())
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("link-\(UUID().uuidString.prefix(8)).pcap").path
-        defer { unlink(path) }
-        let header = VirtioNetHeader(flags: VirtioNetHeader.needsChecksum, checksumStart: 34, checksumOffset: 16)
-        var buffer = [UInt8](repeating: 0, count: VirtioNetHeader.size) + FrameBuilder.broadcast + [0x52, 0x54, 0, 0, 0, 1, 0x88, 0xB5]
-            + [UInt8](repeating: 9, count: 46)
-        buffer.withUnsafeMutableBytes { header.write(to: UnsafeMutableRawBufferPointer(rebasing: $0[0 ..< VirtioNetHeader.size])) }
-        func send() -> SendResult {
-            buffer.withUnsafeBytes { link.send([UnsafeRawBufferPointer(rebasing: $0[VirtioNetHeader.size...])], headerInFront: header) }
-        }
-        #expect(send() == .sent)
-        try link.startCapture(path: path)
-        #expect(send() == .sent)
-        #expect(link.stopCapture())
-        #expect(wire.sent.map(\.headerInFront) == [true, false])
-        #expect(wire.sent.allSatisfy { $0.header == header && $0.bytes == Array(buffer[VirtioNetHeader.size...]) })
-        link.setLink(up: false)
-        #expect(send() == .dropped(.linkDown))
-    }
 }

@@ -55,26 +55,6 @@ struct OffloadTests {
         #expect(sent.last?.header == gso)
     }
 
-    /// Linux's layout (the header in front of the frame in one buffer, virtio_net.c
-    /// `xmit_skb`, `can_push`) reaches a header-taking backend as "header in front", with
-    /// those bytes still the header; a header in its own descriptor as a plain send.
-    @Test func headerInFrontOfTheFrameIsSaidSo() throws {
-        let d = try VirtioNetDriver(capabilities: Self.vnet)
-        d.bringUp()
-        let (partial, _) = Self.partialTCP4(Payload.counting(3000))
-        d.send(partial, header: Self.csumHeader, split: false)
-        d.send(partial, header: Self.csumHeader, split: true)
-        let sent = d.endpoint.takeSent()
-        #expect(sent.map(\.bytes) == [partial, partial])
-        #expect(sent.map(\.header) == [Self.csumHeader, Self.csumHeader])
-        #expect(sent.map(\.headerInFront) == [true, false])
-        // A backend without headers gets the frame alone either way.
-        let plain = try VirtioNetDriver(capabilities: Self.plain)
-        plain.bringUp()
-        plain.send(FrameBuilder.virtioNet.udp(payload: Payload.counting(50), id: 1), split: false)
-        #expect(plain.endpoint.takeSent().map { [$0.header == nil, $0.headerInFront] } == [[true, false]])
-    }
-
     /// What tcp_gso_segment makes of a TSO frame: the expected segments, built here.
     static func expectedSegments(payload: [UInt8], mss: Int, v6: Bool, flags: TCPFlags = [.fin, .psh, .ack]) -> [[UInt8]] {
         stride(from: 0, to: payload.count, by: mss).enumerated().map { i, start in

@@ -111,39 +111,6 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
     }
 
     public func send(_ segments: [UnsafeRawBufferPointer], header: VirtioNetHeader?) -> SendResult {
-        write(segments) { fd in
-            let (gathered, used) = gather(header: header, segments)
-            if gathered == segments.count { return clinux_write(fd, sendBuffer.baseAddress, used) }
-            // The iovec array lives on the stack: no allocation per frame.
-            return withUnsafeTemporaryAllocation(of: iovec.self, capacity: segments.count - gathered + 1) { iov in
-                iov[0] = iovec(iov_base: sendBuffer.baseAddress, iov_len: used)
-                for i in gathered ..< segments.count {
-                    iov[i - gathered + 1] = iovec(iov_base: UnsafeMutableRawPointer(mutating: segments[i].baseAddress),
-                                                  iov_len: segments[i].count)
-                }
-                return clinux_writev(fd, iov.baseAddress, Int32(iov.count))
-            }
-        }
-    }
-
-    /// A frame in one piece with its header in front (Linux's usual TX buffer), too large
-    /// for `sendBuffer`, goes to the kernel as it lies in one `write` instead of as header
-    /// and frame: the kernel copies a single buffer faster than an iovec list (virtio-net
-    /// 9014 B TX over TAP 252k–256k frames/s as two, 255k–265k as one; Docs/performance.md).
-    /// Smaller frames are still copied first: from the guest's buffer in place, 1514 B
-    /// frames went from 347k–353k to 342k–347k.
-    public func send(_ segments: [UnsafeRawBufferPointer], headerInFront header: VirtioNetHeader) -> SendResult {
-        guard segments.count == 1, segments[0].count > TapBackend.contiguousLimit, let frame = segments[0].baseAddress else {
-            return send(segments, header: header)
-        }
-        return write(segments) { fd in clinux_write(fd, frame - VirtioNetHeader.size, VirtioNetHeader.size + segments[0].count) }
-    }
-
-    /// Checks the frame's size, then writes it with `body` under the fd's lock and turns
-    /// the outcome into a result and counters. Inlined into both sends, so that `body`
-    /// is not a closure call per frame.
-    @inline(__always)
-    private func write(_ segments: [UnsafeRawBufferPointer], _ body: (Int32) -> Int) -> SendResult {
         guard let length = ScatterList.totalLength(segments), length <= capabilities.maxFrameSize else {
             counters.dropped(.oversized)
             return .dropped(.oversized)
@@ -154,7 +121,21 @@ public final class TapBackend: NetworkBackend, @unchecked Sendable {
         }
         let outcome = device.withLock { fd -> (Int, Int32) in
             guard let fd else { return (closedMarker, 0) }
-            let n = body(fd)
+            let (gathered, used) = gather(header: header, segments)
+            let n: Int
+            if gathered == segments.count {
+                n = clinux_write(fd, sendBuffer.baseAddress, used)
+            } else {
+                // The iovec array lives on the stack: no allocation per frame.
+                n = withUnsafeTemporaryAllocation(of: iovec.self, capacity: segments.count - gathered + 1) { iov in
+                    iov[0] = iovec(iov_base: sendBuffer.baseAddress, iov_len: used)
+                    for i in gathered ..< segments.count {
+                        iov[i - gathered + 1] = iovec(iov_base: UnsafeMutableRawPointer(mutating: segments[i].baseAddress),
+                                                      iov_len: segments[i].count)
+                    }
+                    return clinux_writev(fd, iov.baseAddress, Int32(iov.count))
+                }
+            }
             if n < 0 { return (n, errno) }
             counters.sent(bytes: length)   // under this lock: the counters are `serialized`
             return (n, 0)

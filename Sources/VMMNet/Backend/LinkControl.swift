@@ -228,12 +228,6 @@ public final class LinkControl: NetworkBackend, FrameReceiver, @unchecked Sendab
         return result
     }
 
-    public func send(_ segments: [UnsafeRawBufferPointer], headerInFront header: VirtioNetHeader) -> SendResult {
-        // A capture or fault filter in between takes the frame the usual way.
-        guard isAdministrativelyUp, !interposed.load(ordering: .acquiring) else { return send(segments, header: header) }
-        return sendingBackend._withUnsafeGuaranteedRef { $0.value.send(segments, headerInFront: header) }
-    }
-
     public func resumeReceive() {
         if let filter = faults.withLock({ $0 }) { filter.resumeReceive() } else { inner.resumeReceive() }
     }

@@ -116,13 +116,6 @@ public protocol NetworkBackend: AnyObject, Sendable {
     /// is only passed when `capabilities.virtioNetHeader`; nil means "no offload".
     /// Called from a vCPU thread or the I/O loop; never blocks.
     func send(_ segments: [UnsafeRawBufferPointer], header: VirtioNetHeader?) -> SendResult
-    /// `send(segments, header: header)` for a frame whose header, as `header.write`
-    /// serializes it, lies in memory right before `segments[0]`: Linux's virtio-net driver
-    /// puts it there whenever the skb has room (virtio_net.c `xmit_skb`, `can_push`). A
-    /// backend that hands the kernel header and frame together may send them from there
-    /// as one piece (a single-buffer `write` is the kernel's cheaper copy). Only called
-    /// with `capabilities.virtioNetHeader`.
-    func send(_ segments: [UnsafeRawBufferPointer], headerInFront header: VirtioNetHeader) -> SendResult
     /// The device can take frames again (the guest added receive buffers).
     func resumeReceive()
     /// What the guest agreed to receive (TUNSETOFFLOAD for tap); frames the backend
@@ -134,13 +127,6 @@ public protocol NetworkBackend: AnyObject, Sendable {
 
 /// Creates backends from a device's options (`net=…`, `capture=…`, fault options…),
 /// taking the keys it understands. Registered in the machine's `ServiceRegistry`.
-public extension NetworkBackend {
-    /// Backends that write header and frame separately need nothing of the header's place.
-    func send(_ segments: [UnsafeRawBufferPointer], headerInFront header: VirtioNetHeader) -> SendResult {
-        send(segments, header: header)
-    }
-}
-
 public protocol NetworkBackendFactory: Sendable {
     func makeBackend(options: inout DeviceOptions, eventLoop: EventLoop, clock: DeviceClock) throws -> NetworkBackend
 }
