@@ -251,7 +251,7 @@ extension VirtioNet {
         }
         writeFrame(frame, header: header, to: scratch.segments)
         try queue.addUsed(head: taken.head, length: UInt32(truncatingIfNeeded: needed))
-        finishDelivery(queue, bytes: frame.count)
+        finishDelivery(bytes: frame.count)
         return true
     }
 
@@ -297,7 +297,7 @@ extension VirtioNet {
             try queue.addUsed(head: c.head, length: UInt32(truncatingIfNeeded: n))
             remaining -= n
         }
-        finishDelivery(queue, bytes: frame.count)
+        finishDelivery(bytes: frame.count)
         return true
     }
 
@@ -319,7 +319,7 @@ extension VirtioNet {
         header.write(to: host)
         ByteCopy.copy(to: UnsafeMutableRawBufferPointer(rebasing: host[VirtioNetHeader.size...]), from: frame)
         try queue.addUsed(head: head, length: UInt32(truncatingIfNeeded: needed))
-        finishDelivery(queue, bytes: frame.count)
+        finishDelivery(bytes: frame.count)
         return true
     }
 
@@ -404,7 +404,7 @@ extension VirtioNet {
     }
 
     @inline(__always)
-    private func finishDelivery<Queue: Virtqueue>(_ queue: Queue, bytes: Int) {
+    private func finishDelivery(bytes: Int) {
         context.cost.frames()
         context.cost.bytes(bytes)
         receivedTally.add(bytes: bytes)
