@@ -125,10 +125,22 @@ public final class PackedVirtqueue: Virtqueue, @unchecked Sendable {
     /// The next chain when it is one device-writable descriptor, taken; nil, and nothing
     /// taken, when there is none or it has another shape (`Virtqueue.popWritableBuffer`).
     public func popWritableBuffer() throws(VirtqueueError) -> (head: UInt16, buffer: GuestBuffer)? {
+        try popSingleBuffer(writable: true)
+    }
+
+    /// The next chain when it is one device-readable descriptor (`Virtqueue.popReadableBuffer`).
+    public func popReadableBuffer() throws(VirtqueueError) -> (head: UInt16, buffer: GuestBuffer)? {
+        try popSingleBuffer(writable: false)
+    }
+
+    /// The next chain when it is one descriptor, without NEXT or INDIRECT, in the
+    /// direction asked; taken.
+    @inline(__always)
+    private func popSingleBuffer(writable: Bool) throws(VirtqueueError) -> (head: UInt16, buffer: GuestBuffer)? {
         guard isEnabled, ringsReachable(), isAvailable(at: nextAvail, wrap: availWrap) else { return nil }
         atomicMemoryFence(ordering: .acquiring)
         let d = VirtqPackedDescriptor.load(ring, index: Int(nextAvail))
-        guard d.flags.contains(.write), !d.flags.contains(.next), !d.flags.contains(.indirect) else { return nil }
+        guard d.flags.contains(.write) == writable, !d.flags.contains(.next), !d.flags.contains(.indirect) else { return nil }
         guard inFlight.count < Int(size) else { throw .queueSizeExceeded(size: size) }
         inFlight.append((nextAvail, availWrap, 1))
         advance(&nextAvail, &availWrap, by: 1)

@@ -114,12 +114,25 @@ public final class SplitVirtqueue: Virtqueue, @unchecked Sendable {
     /// The next chain when it is one device-writable descriptor, taken; nil, and nothing
     /// taken, when there is none or it has another shape (`Virtqueue.popWritableBuffer`).
     public func popWritableBuffer() throws(VirtqueueError) -> (head: UInt16, buffer: GuestBuffer)? {
+        try popSingleBuffer(flags: .write)
+    }
+
+    /// The next chain when it is one device-readable descriptor (`Virtqueue.popReadableBuffer`).
+    public func popReadableBuffer() throws(VirtqueueError) -> (head: UInt16, buffer: GuestBuffer)? {
+        try popSingleBuffer(flags: [])
+    }
+
+    /// The next chain when its head descriptor's flags are exactly `flags` (WRITE or
+    /// nothing: no NEXT, no INDIRECT), taken.
+    @inline(__always)
+    private func popSingleBuffer(flags: VirtqDescriptorFlags) throws(VirtqueueError) -> (head: UInt16, buffer: GuestBuffer)? {
         guard try nextAvailable() else { return nil }
         let head = avail.head(at: lastAvailIndex & mask)
         guard head < size else { throw .headOutOfRange(head) }
         let d = VirtqDescriptor.load(descriptors, index: Int(head))
-        // NEXT or INDIRECT (or a readable buffer): `pop(into:)` walks it, with its checks.
-        guard d.flags == .write else { return nil }
+        // Another shape (NEXT, INDIRECT, the other direction): `pop(into:)` walks it, with
+        // its checks.
+        guard d.flags == flags else { return nil }
         lastAvailIndex &+= 1
         return (head, GuestBuffer(address: GuestAddress(d.address), length: d.length))
     }

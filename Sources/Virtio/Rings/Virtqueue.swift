@@ -20,6 +20,11 @@ public protocol Virtqueue: AnyObject {
     /// into a `DescriptorChain`. Nil, and nothing taken, when no chain is available or the
     /// next has another shape; `pop(into:)` then takes it, with every check of a walk.
     func popWritableBuffer() throws(VirtqueueError) -> (head: UInt16, buffer: GuestBuffer)?
+    /// The same for a single device-readable descriptor: the shape of Linux's virtio-net
+    /// transmit chain for a linear packet, header pushed in front of the frame in one
+    /// buffer (virtio_net.c `xmit_skb`, `can_push`; a packet with page fragments goes as
+    /// an indirect table, which `pop(into:)` walks).
+    func popReadableBuffer() throws(VirtqueueError) -> (head: UInt16, buffer: GuestBuffer)?
     /// Gives back the last `count` chains taken and not yet returned.
     func unpop(_ count: UInt16)
     /// Returns the chain `head` (its buffer ID for packed rings) with `length` bytes
