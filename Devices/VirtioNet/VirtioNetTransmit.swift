@@ -87,7 +87,9 @@ extension VirtioNet {
             counters.dropped(.malformed)
             return
         }
-        let frameLength = length - UInt64(VirtioNetHeader.size)
+        // `length` is the buffers' sum, which held the header; saturating all the same, so
+        // a caller's mismatch drops a runt instead of trapping.
+        let frameLength = length >= UInt64(VirtioNetHeader.size) ? length - UInt64(VirtioNetHeader.size) : 0
         guard frameLength >= UInt64(VirtioNet.minimumFrame) else {
             context.guestLog.debug("virtio-net.tx-runt", "TX chain \(head): \(frameLength)-byte frame has no Ethernet header; dropped")
             counters.dropped(.malformed)

@@ -41,6 +41,33 @@ struct PackedRingTests {
         #expect(d.status & 64 == 0)
     }
 
+    /// One-buffer chains (taken by `popReadableBuffer`) between chains of two slots and
+    /// indirect ones, in one kick and across the wrap of a five-slot ring: buffer IDs no
+    /// longer match slots, and every frame still goes out once, in order, each ID used once.
+    @Test func oneBufferTransmitChainsAmongOtherShapes() throws {
+        let d = try VirtioNetDriver(options: "packed=on")
+        let tx = d.bringUpPacked(queueCount: 3, size: 5)[1]
+        var frames: [[UInt8]] = []
+        for round in 0 ..< 4 {
+            var ids: [UInt16] = []
+            for shape in 0 ..< 3 {
+                let f = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(60 + round * 3 + shape, seed: round))
+                frames.append(f)
+                let h = headerBytes(VirtioNetHeader())
+                switch (round + shape) % 3 {
+                case 0: ids.append(tx.addChain([(d.buffer(h + f), UInt32(12 + f.count), false)]))
+                case 1: ids.append(tx.addChain([(d.buffer(h), 12, false), (d.buffer(f), UInt32(f.count), false)]))
+                default: ids.append(tx.addIndirect([(d.buffer(h), 12, false), (d.buffer(f), UInt32(f.count), false)],
+                                                   allocator: d.machine.allocator))
+                }
+            }
+            d.kick(1)
+            #expect(tx.takeUsed().map(\.id) == ids)
+        }
+        #expect(d.endpoint.sent.map(\.bytes) == frames)
+        #expect(d.status & 64 == 0)
+    }
+
     @Test func receiveMergeableAndBackPressure() throws {
         let d = try VirtioNetDriver(options: "packed=on")
         let qs = d.bringUpPacked(queueCount: 3, size: 8)

@@ -40,25 +40,39 @@ public func fuzzVirtqueue(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     var mutation = image.makeIterator()
     while rounds < 4 * Int(maxSize) + 8 {
         rounds += 1
+        // Every other round tries a one-buffer pop first (virtio-net's short paths), with the
+        // walk for any other shape.
+        let head: UInt16
+        var written: UInt32 = 0
         do {
-            guard try queue.pop(into: &chain) else { break }
+            let single = rounds % 2 == 1 ? nil : try (rounds % 4 == 0 ? queue.popReadableBuffer() : queue.popWritableBuffer())
+            if let single {
+                head = single.head
+                fuzzCheck(head < queue.size, "one-buffer head \(head) beyond queue size \(queue.size)")
+                var segments: [UnsafeMutableRawBufferPointer] = []
+                _ = try? memory.resolve(CollectionOfOne(single.buffer), into: &segments)
+            } else {
+                guard try queue.pop(into: &chain) else { break }
+                head = chain.head
+                written = UInt32(truncatingIfNeeded: chain.writableLength)
+                let limit = Int(max(queue.size, UInt16(truncatingIfNeeded: SplitVirtqueue.maxIndirectEntries)))
+                let descriptors = chain.readable.count + chain.writable.count
+                fuzzCheck(chain.head < queue.size, "chain head \(chain.head) beyond queue size \(queue.size)")
+                fuzzCheck(descriptors >= 1 && descriptors <= max(limit, Int(SplitVirtqueue.maxIndirectEntries)),
+                          "chain of \(descriptors) descriptors (queue size \(queue.size))")
+                fuzzCheck(chain.readableLength == chain.readable.reduce(0) { $0 + UInt64($1.length) }, "readable length mismatch")
+                fuzzCheck(chain.writableLength == chain.writable.reduce(0) { $0 + UInt64($1.length) }, "writable length mismatch")
+                // A device resolves the buffers; out-of-RAM ones are a typed error.
+                var segments: [UnsafeMutableRawBufferPointer] = []
+                _ = try? memory.resolve(chain.readable, into: &segments)
+                _ = try? memory.resolve(chain.writable, into: &segments)
+            }
         } catch {
             _ = error.description
             break // the transport would set NEEDS_RESET here
         }
-        let limit = Int(max(queue.size, UInt16(truncatingIfNeeded: SplitVirtqueue.maxIndirectEntries)))
-        let descriptors = chain.readable.count + chain.writable.count
-        fuzzCheck(chain.head < queue.size, "chain head \(chain.head) beyond queue size \(queue.size)")
-        fuzzCheck(descriptors >= 1 && descriptors <= max(limit, Int(SplitVirtqueue.maxIndirectEntries)),
-                  "chain of \(descriptors) descriptors (queue size \(queue.size))")
-        fuzzCheck(chain.readableLength == chain.readable.reduce(0) { $0 + UInt64($1.length) }, "readable length mismatch")
-        fuzzCheck(chain.writableLength == chain.writable.reduce(0) { $0 + UInt64($1.length) }, "writable length mismatch")
-        // A device resolves the buffers; out-of-RAM ones are a typed error.
-        var segments: [UnsafeMutableRawBufferPointer] = []
-        _ = try? memory.resolve(chain.readable, into: &segments)
-        _ = try? memory.resolve(chain.writable, into: &segments)
         do {
-            try queue.addUsed(head: chain.head, length: UInt32(truncatingIfNeeded: chain.writableLength))
+            try queue.addUsed(head: head, length: written)
         } catch {
             break
         }
