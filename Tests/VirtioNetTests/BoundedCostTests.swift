@@ -77,6 +77,32 @@ import VMMTestKit
         #expect(meter.worst.fits(meter.budget), "worst action: \(meter.worst)")
     }
 
+    /// One-buffer chains (`popReadableBuffer`, no walk) are charged as the walk charges
+    /// them: a kick over 1,000 of them, runts and frames alternating, stops at the budget
+    /// and the loop sends the rest; every chain comes back once.
+    @Test func oneBufferChainsAreChargedAndDeferred() throws {
+        let d = try VirtioNetDriver(options: "queue-size=1024")
+        d.bringUp(queueCount: 3)
+        let tx = try #require(d.queues[1])
+        let frame = FrameBuilder.virtioNet.ethernet(payload: Payload.counting(60))
+        let good = d.buffer(headerBytes(VirtioNetHeader()) + frame), runt = d.buffer(headerBytes(VirtioNetHeader()))
+        for i in 0 ..< 1_000 {
+            if i % 2 == 0 { tx.addChain([(good, UInt32(12 + frame.count), false)]) } else { tx.addChain([(runt, 12, false)]) }
+        }
+        let meter = d.nic.function.cost
+        meter.resetWorst()
+        d.kick(1)
+        var used = tx.takeUsed().map(\.id)
+        #expect(used.count > 0 && used.count < 1_000) // deferred
+        var turns = 0
+        while d.machine.loop.runQueuedWork() > 0 && turns < 100 { turns += 1 }
+        used += tx.takeUsed().map(\.id)
+        #expect(used == (0 ..< 1_000).map { UInt32($0) })
+        #expect(d.endpoint.takeSent().count == 500)
+        #expect(d.device?.counters.drops(.malformed) == 500)
+        #expect(meter.worst.fits(meter.budget), "worst action: \(meter.worst)")
+    }
+
     /// A delivery of 64 frames is one action: with a receive chain of 1,000 one-byte
     /// buffers that each frame walks and gives back (too small, dropped), it stops at the
     /// budget; the backend keeps the rest and is asked for them again from the loop.
