@@ -47,6 +47,65 @@ import VMMTestKit
         #expect(throws: VirtqueueError.queueSizeExceeded(size: 4)) { try queue.pop(into: &chain) }
     }
 
+    /// `popReadableBuffer` / `popWritableBuffer` on a split ring take a chain only when its
+    /// head's flags are exactly nothing / WRITE; any other shape (NEXT, INDIRECT, the other
+    /// direction, an unknown bit) is left, untaken, for `pop(into:)`, which gets the same
+    /// head; a head beyond the ring throws as the walk does.
+    @Test func aSplitRingTakesOnlyOneBufferChainsWithoutTheWalk() throws {
+        let d = try VirtioNetDriver(options: "queue-size=16")
+        d.bringUp(queueCount: 3)
+        let tx = try #require(d.queues[1])
+        let queue = try #require(d.transport?.queue(1) as? SplitVirtqueue)
+        let buffer = d.buffer(zeroed: 100)
+        var chain = DescriptorChain()
+        for flags: UInt16 in [1, 2, 8, 0x8000] {   // NEXT, WRITE, unknown bits
+            let head = tx.addChain([(buffer, 100, false)], publish: false)
+            tx.writeDescriptor(head, address: buffer.raw, length: 100, flags: flags, next: (head + 1) % 16)
+            tx.writeDescriptor((head + 1) % 16, address: buffer.raw, length: 50, flags: 0, next: 0)
+            tx.publish(head)
+            #expect(try queue.popReadableBuffer() == nil, "flags \(flags)")
+            #expect(try queue.pop(into: &chain))
+            #expect(chain.head == head)
+        }
+        // INDIRECT: a table holding one readable buffer, which only the walk opens.
+        let indirect = tx.addIndirect([(buffer, 100, false)], allocator: d.machine.allocator)
+        #expect(try queue.popReadableBuffer() == nil)
+        #expect(try queue.pop(into: &chain))
+        #expect(chain.head == indirect && chain.readable == [GuestBuffer(address: buffer, length: 100)])
+        let head = tx.addChain([(buffer, 100, false)])
+        let taken = try #require(try queue.popReadableBuffer())
+        #expect(taken.head == head && taken.buffer == GuestBuffer(address: buffer, length: 100))
+        #expect(try queue.popReadableBuffer() == nil)   // none left
+        let writable = tx.addChain([(buffer, 100, true)])
+        #expect(try queue.popReadableBuffer() == nil)
+        #expect(try queue.popWritableBuffer()?.head == writable)
+        tx.publish(16)   // a head beyond the ring
+        #expect(throws: VirtqueueError.headOutOfRange(16)) { try queue.popReadableBuffer() }
+    }
+
+    /// The same on a packed ring, across its wrap: a one-descriptor readable chain is taken
+    /// with its buffer ID, anything else is left for `pop(into:)`.
+    @Test func aPackedRingTakesOnlyOneBufferChainsWithoutTheWalk() throws {
+        let d = try VirtioNetDriver(options: "packed=on")
+        let tx = d.bringUpPacked(queueCount: 3, size: 3)[1]
+        let queue = try #require(d.transport?.queue(1) as? PackedVirtqueue)
+        var chain = DescriptorChain()
+        for round in 0 ..< 4 {
+            let one = tx.addChain([(d.buffer(zeroed: 64), 64, false)])
+            let taken = try #require(try queue.popReadableBuffer(), "round \(round)")
+            #expect(taken.head == one && taken.buffer.length == 64)
+            let two = tx.addChain([(d.buffer(zeroed: 12), 12, false), (d.buffer(zeroed: 64), 64, false)])
+            #expect(try queue.popReadableBuffer() == nil)
+            #expect(try queue.popWritableBuffer() == nil)
+            #expect(try queue.pop(into: &chain))
+            #expect(chain.head == two && chain.readable.count == 2)
+            try queue.addUsed(head: one, length: 0)
+            try queue.addUsed(head: two, length: 0)
+            queue.publishUsed()
+            _ = tx.takeUsed()
+        }
+    }
+
     /// A reset stops the old rings: one still held somewhere writes nothing into memory
     /// the driver may already have handed to its next setup.
     @Test func aResetDisablesTheOldRings() throws {

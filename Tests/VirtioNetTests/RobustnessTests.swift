@@ -289,8 +289,8 @@ struct RobustnessTests {
     }
 
     /// One-buffer transmit chains take the device's short path (`popReadableBuffer`), with
-    /// the checks of the walk's: in one kick, a buffer outside RAM, one that ends where its
-    /// region does (a wrap-around length), one holding only a header, and a good frame.
+    /// the checks of the walk's: in one kick, a buffer outside RAM, one whose address plus
+    /// length wraps past 2^64, one holding only a header, and a good frame.
     /// The bad three are dropped and returned, the good one sent, in order.
     @Test func oneBufferTransmitChainsAreChecked() throws {
         let (d, tx) = try ready("")

@@ -29,9 +29,6 @@ package enum InMemory {
     package static let tapLike = BackendCapabilities(virtioNetHeader: true, offloads: [.checksum, .tso4, .tso6, .tsoECN], maxFrameSize: 65_535)
     package static let bare = BackendCapabilities(virtioNetHeader: false, offloads: [], maxFrameSize: 65_535)
     package static let addressing = FrameAddressing()
-    /// What TAP's read loop hands the device at once for `frame` (64 standard frames, 22
-    /// of 9014 bytes, 4 of 64 KiB: `TapBackend.framesPerDelivery`), kept for the
-    /// workload's life (as its bytes are).
     /// `frame`'s bytes where TAP's read loop leaves a received frame: after the 12-byte
     /// vnet header at the start of a 64-byte-aligned read slot (`TapBackend.readSlot`),
     /// 12 bytes past a cache line. Where the source lies against the guest's buffer is
@@ -45,6 +42,9 @@ package enum InMemory {
         return UnsafeRawBufferPointer(bytes)
     }
 
+    /// What TAP's read loop hands the device at once for `frame` (64 standard frames, 22
+    /// of 9014 bytes, 4 of 64 KiB: `TapBackend.framesPerDelivery`), kept for the
+    /// workload's life (as its bytes are).
     static func delivery(of frame: ReceivedFrame) -> UnsafeMutableBufferPointer<ReceivedFrame> {
         let count = TapBackend.framesPerDelivery(frameLength: frame.bytes.count)
         let frames = UnsafeMutableBufferPointer<ReceivedFrame>.allocate(capacity: count)

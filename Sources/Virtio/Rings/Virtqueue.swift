@@ -23,7 +23,7 @@ public protocol Virtqueue: AnyObject {
     /// The same for a single device-readable descriptor: the shape of Linux's virtio-net
     /// transmit chain for a linear packet, header pushed in front of the frame in one
     /// buffer (virtio_net.c `xmit_skb`, `can_push`; a packet with page fragments goes as
-    /// an indirect table, which `pop(into:)` walks).
+    /// an indirect table, or a chain without INDIRECT_DESC, which `pop(into:)` walks).
     func popReadableBuffer() throws(VirtqueueError) -> (head: UInt16, buffer: GuestBuffer)?
     /// Gives back the last `count` chains taken and not yet returned.
     func unpop(_ count: UInt16)
