@@ -210,7 +210,7 @@ extension E1000Device {
         if let staged {
             status = staged
         } else if needed == 1, let address = ring.load(ring.head, memory: context.memory)?.low,
-                  let host = try? context.memory.hostRange(GuestAddress(address), length: UInt64(length)),
+                  let host = context.memory.hostRangeIfRAM(GuestAddress(address), length: UInt64(length)),
                   let destination = host.baseAddress {
             status = checksumStatus(bytes, copyingTo: destination)
             filledFirst = true

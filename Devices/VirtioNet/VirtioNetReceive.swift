@@ -187,11 +187,12 @@ extension VirtioNet {
         // DATA_VALID, nothing else it did not negotiate), and an ECN bit without a GSO type
         // is no header a kernel wrote: Linux's virtio_net_hdr_to_skb refuses it.
         h.flags &= VirtioNetHeader.needsChecksum | VirtioNetHeader.dataValid
-        if !h.isGSO, h.gsoType != 0 {
-            counters.dropped(.malformed)
-            return nil
-        }
-        if h.isGSO {
+        // Tested first: most frames are not GSO, and then nothing else here applies.
+        if h.gsoType != 0 {
+            guard h.isGSO else {
+                counters.dropped(.malformed)
+                return nil
+            }
             let type = h.gsoType & ~VirtioNetHeader.gsoECN
             let needed: NetOffloads = switch type {
             case VirtioNetHeader.GSOType.tcpv4.rawValue: .tso4
@@ -311,7 +312,7 @@ extension VirtioNet {
     private func deliverWhole<Queue: Virtqueue>(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, needed: UInt64,
                                                 queue: Queue) throws(VirtqueueError) -> Bool {
         guard let (head, buffer) = try queue.popWritableBuffer() else { return false }
-        guard UInt64(buffer.length) >= needed, let host = try? context.memory.hostRange(buffer.address, length: UInt64(buffer.length)) else {
+        guard UInt64(buffer.length) >= needed, let host = context.memory.hostRangeIfRAM(buffer.address, length: UInt64(buffer.length)) else {
             queue.unpop(1)
             return false
         }
@@ -334,7 +335,7 @@ extension VirtioNet {
         if let (head, buffer) = try queue.popWritableBuffer() {
             context.cost.descriptors(1)
             // Almost always inside one RAM region: its view without the general resolve.
-            if let host = try? context.memory.hostRange(buffer.address, length: UInt64(buffer.length)) {
+            if let host = context.memory.hostRangeIfRAM(buffer.address, length: UInt64(buffer.length)) {
                 scratch.segments.append(host)
                 return (head, UInt64(buffer.length), 1, nil)
             }

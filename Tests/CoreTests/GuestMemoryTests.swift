@@ -46,6 +46,23 @@ import VMMCore
         #expect(throws: GuestMemoryError.self) { try m.fill(GuestAddress(0xF_FFFF), length: 2, with: 0) }
     }
 
+    /// The datapath's non-throwing lookup gives exactly the view `hostRange` gives, and nil
+    /// wherever it throws: at region edges, across adjacent regions, in the hole, past
+    /// 2^64, for zero lengths.
+    @Test func hostRangeIfRAMAgreesWithHostRange() throws {
+        let m = try Self.makeMemory()
+        let addresses: [UInt64] = [0, 1, 0xFFF8, 0xFFFF, 0x1_0000, 0x1_FFFF, 0x2_0000, 0xF_FFFF, 0x10_0000, 0x10_FFF0,
+                                   0x10_FFFF, 0x11_0000, UInt64.max - 7, UInt64.max]
+        let lengths: [UInt64] = [0, 1, 2, 8, 0x10, 0xFFFF, 0x1_0000, 0x1_0001, 0x2_0000, UInt64.max - 1, UInt64.max]
+        for a in addresses {
+            for n in lengths {
+                let view = m.hostRangeIfRAM(GuestAddress(a), length: n)
+                let thrown = try? m.hostRange(GuestAddress(a), length: n)
+                #expect(view?.baseAddress == thrown?.baseAddress && view?.count == thrown?.count, "0x\(String(a, radix: 16)) + 0x\(String(n, radix: 16))")
+            }
+        }
+    }
+
     @Test func rangesWrappingPast2To64AreTypedErrors() throws {
         let m = try Self.makeMemory()
         #expect(throws: GuestMemoryError.wraps(address: UInt64.max, length: 2)) {

@@ -173,15 +173,24 @@ public final class GuestMemory: @unchecked Sendable {
     /// region. A zero-length range is always valid and touches nothing.
     @inlinable
     public func hostRange(_ address: GuestAddress, length: UInt64) throws(GuestMemoryError) -> UnsafeMutableRawBufferPointer {
+        if let view = hostRangeIfRAM(address, length: length) { return view }
+        if address.raw.addingReportingOverflow(length - 1).overflow { throw .wraps(address: address.raw, length: length) }
+        throw .notRAM(address: address.raw, length: length)
+    }
+
+    /// `hostRange` for the datapath, where any failure is taken the same way (the buffer is
+    /// not RAM to the device): nil where it throws. Inlined into the caller: the call, and
+    /// the error paths a throwing function carries, cost as much as the lookup itself.
+    @inlinable @inline(__always)
+    public func hostRangeIfRAM(_ address: GuestAddress, length: UInt64) -> UnsafeMutableRawBufferPointer? {
         if length == 0 { return UnsafeMutableRawBufferPointer(start: nil, count: 0) }
-        let (_, wraps) = address.raw.addingReportingOverflow(length - 1)
-        if wraps { throw .wraps(address: address.raw, length: length) }
+        if address.raw.addingReportingOverflow(length - 1).overflow { return nil }
         for r in regions where r.contains(address.raw) {
             let offset = address.raw - r.base.raw
-            guard length <= r.size - offset else { break }
+            guard length <= r.size - offset else { return nil }
             return UnsafeMutableRawBufferPointer(start: r.host + Int(offset), count: Int(length))
         }
-        throw .notRAM(address: address.raw, length: length)
+        return nil
     }
 
     /// Whether the whole range is RAM (possibly across adjacent regions).
