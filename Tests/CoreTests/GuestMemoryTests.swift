@@ -46,19 +46,40 @@ import VMMCore
         #expect(throws: GuestMemoryError.self) { try m.fill(GuestAddress(0xF_FFFF), length: 2, with: 0) }
     }
 
-    /// The datapath's non-throwing lookup gives exactly the view `hostRange` gives, and nil
-    /// wherever it throws: at region edges, across adjacent regions, in the hole, past
-    /// 2^64, for zero lengths.
-    @Test func hostRangeIfRAMAgreesWithHostRange() throws {
-        let m = try Self.makeMemory()
+    /// The datapath's non-throwing lookup against views and errors worked out here from the
+    /// layout alone (not from `hostRange`, which is built on it): at region edges, across
+    /// adjacent regions, in the hole, for zero lengths, past 2^64, and in borrowed memory
+    /// whose last region ends exactly at 2^64.
+    @Test func hostRangeIfRAMGivesTheViewTheLayoutDefines() throws {
+        let owned = try Self.makeMemory()
+        let top = UnsafeMutableRawPointer.allocate(byteCount: 0x1000, alignment: 16)
+        defer { top.deallocate() }
+        let borrowed = GuestMemory(borrowedRegionLimit: 2)
+        try borrowed.insert(GuestMemoryRegion(base: GuestAddress(UInt64.max - 0xFFF), size: 0x1000, host: top))
         let addresses: [UInt64] = [0, 1, 0xFFF8, 0xFFFF, 0x1_0000, 0x1_FFFF, 0x2_0000, 0xF_FFFF, 0x10_0000, 0x10_FFF0,
-                                   0x10_FFFF, 0x11_0000, UInt64.max - 7, UInt64.max]
-        let lengths: [UInt64] = [0, 1, 2, 8, 0x10, 0xFFFF, 0x1_0000, 0x1_0001, 0x2_0000, UInt64.max - 1, UInt64.max]
-        for a in addresses {
-            for n in lengths {
-                let view = m.hostRangeIfRAM(GuestAddress(a), length: n)
-                let thrown = try? m.hostRange(GuestAddress(a), length: n)
-                #expect(view?.baseAddress == thrown?.baseAddress && view?.count == thrown?.count, "0x\(String(a, radix: 16)) + 0x\(String(n, radix: 16))")
+                                   0x10_FFFF, 0x11_0000, UInt64.max - 0xFFF, UInt64.max - 7, UInt64.max]
+        let lengths: [UInt64] = [0, 1, 2, 8, 0x10, 0x1000, 0xFFFF, 0x1_0000, 0x1_0001, 0x2_0000, UInt64.max - 1, UInt64.max]
+        for memory in [owned, borrowed] {
+            for a in addresses {
+                for n in lengths {
+                    let place = "0x\(String(a, radix: 16)) + 0x\(String(n, radix: 16))"
+                    let view = memory.hostRangeIfRAM(GuestAddress(a), length: n)
+                    if n == 0 {
+                        #expect(view?.count == 0, "\(place)")
+                        continue
+                    }
+                    let wraps = a.addingReportingOverflow(n - 1).overflow
+                    // The one region holding the whole range, if any.
+                    let holder = memory.regions.first { r in a >= r.base.raw && a - r.base.raw < r.size && n <= r.size - (a - r.base.raw) }
+                    if !wraps, let r = holder {
+                        #expect(view?.baseAddress == r.host + Int(a - r.base.raw) && view?.count == Int(n), "\(place)")
+                        #expect((try? memory.hostRange(GuestAddress(a), length: n))?.baseAddress == view?.baseAddress, "\(place)")
+                    } else {
+                        #expect(view == nil, "\(place)")
+                        let expected: GuestMemoryError = wraps ? .wraps(address: a, length: n) : .notRAM(address: a, length: n)
+                        #expect(throws: expected, "\(place)") { try memory.hostRange(GuestAddress(a), length: n) }
+                    }
+                }
             }
         }
     }

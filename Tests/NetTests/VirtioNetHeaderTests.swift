@@ -25,6 +25,13 @@ import VMMNet
         }
     }
 
+    /// Exactly 12 bytes is room enough.
+    @Test func fillsABufferOfExactlyTwelveBytes() {
+        var bytes = [UInt8](repeating: 0xEE, count: 12)
+        bytes.withUnsafeMutableBytes { VirtioNetHeader(flags: 1, checksumOffset: 0x0201, numBuffers: 0x0403).write(to: $0) }
+        #expect(bytes == [1, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x02, 0x03, 0x04])
+    }
+
     @Test func aShortBufferIsLeftAlone() {
         var bytes = [UInt8](repeating: 0xEE, count: 11)
         bytes.withUnsafeMutableBytes { VirtioNetHeader(flags: 1, numBuffers: 1).write(to: $0) }

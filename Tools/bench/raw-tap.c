@@ -1,8 +1,12 @@
 /* The raw limit for the TAP datapath: the same frames, the same TAP, one syscall per
  * frame, no device model. What swiftvmm's tap backend does per frame is compared to this.
- *   raw-tap tx IFNAME FRAMEFILE SECONDS KEY [BUFFERS]  write(2) the file (vnet header + frame) in a loop;
+ *   raw-tap tx IFNAME FRAMEFILE SECONDS KEY [BUFFERS [split]]
+ *                                                  write(2) the file (vnet header + frame) in a loop;
  *                                                  with BUFFERS, from that many copies in turn (a guest's
- *                                                  ring sends from as many buffers: the bench's 256)
+ *                                                  ring sends from as many buffers: the bench's 256);
+ *                                                  with split, writev(2) of the header from a buffer of its
+ *                                                  own and the frame from the copy: what a VMM that copies
+ *                                                  the guest's header out to check it must write
  *   raw-tap rx IFNAME SECONDS OFFLOAD KEY          read(2) frames for SECONDS after the first one
  *                                                  (OFFLOAD: csum or none, as the guest negotiated)
  *   raw-tap flood DEST_IP PORT FRAME_LENGTH SECONDS   UDP datagrams making FRAME_LENGTH-byte frames
@@ -16,6 +20,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include "common.h"
 
@@ -32,9 +37,10 @@ static int open_tap(const char *name) {
     return fd;
 }
 
-static int tx(const char *name, const char *file, double seconds, const char *key, int buffers) {
+static int tx(const char *name, const char *file, double seconds, const char *key, int buffers, int split) {
     size_t length;
     unsigned char *frame = read_file(file, &length);
+    if (length <= VNET_HDR_LEN) { fprintf(stderr, "%s: shorter than the vnet header\n", file); exit(1); }
     /* Each copy on its own cache lines, as guest buffers are. */
     size_t stride = (length + 63) & ~(size_t)63;
     unsigned char *copies = malloc(stride * (size_t)buffers);
@@ -44,9 +50,19 @@ static int tx(const char *name, const char *file, double seconds, const char *ke
     uint64_t start = now_ns(), end = start + (uint64_t)(seconds * 1e9), t = start;
     double frames = 0, errors = 0;
     int next = 0;
+    unsigned char header[VNET_HDR_LEN];
+    memcpy(header, frame, VNET_HDR_LEN);
     while (t < end) {
         for (int i = 0; i < 256; i++) {
-            if (write(fd, copies + stride * (size_t)next, length) == (ssize_t)length) frames++; else errors++;
+            unsigned char *copy = copies + stride * (size_t)next;
+            ssize_t n;
+            if (split) {
+                struct iovec iov[2] = { { header, VNET_HDR_LEN }, { copy + VNET_HDR_LEN, length - VNET_HDR_LEN } };
+                n = writev(fd, iov, 2);
+            } else {
+                n = write(fd, copy, length);
+            }
+            if (n == (ssize_t)length) frames++; else errors++;
             if (++next == buffers) next = 0;
         }
         t = now_ns();
@@ -95,13 +111,15 @@ static int flood(const char *ip, int port, int frame_length, double seconds) {
 }
 
 int main(int argc, char **argv) {
-    if ((argc == 6 || argc == 7) && !strcmp(argv[1], "tx")) {
-        int buffers = argc == 7 ? atoi(argv[6]) : 1;
+    if ((argc >= 6 && argc <= 8) && !strcmp(argv[1], "tx")) {
+        int buffers = argc >= 7 ? atoi(argv[6]) : 1;
+        int split = argc == 8 && !strcmp(argv[7], "split");
+        if (argc == 8 && !split) { fprintf(stderr, "raw-tap tx: the 7th argument can only be 'split'\n"); return 2; }
         if (buffers < 1 || buffers > 4096) { fprintf(stderr, "raw-tap tx: BUFFERS must be 1-4096\n"); return 2; }
-        return tx(argv[2], argv[3], atof(argv[4]), argv[5], buffers);
+        return tx(argv[2], argv[3], atof(argv[4]), argv[5], buffers, split);
     }
     if (argc == 6 && !strcmp(argv[1], "rx")) return rx(argv[2], atof(argv[3]), argv[4], argv[5]);
     if (argc == 6 && !strcmp(argv[1], "flood")) return flood(argv[2], atoi(argv[3]), atoi(argv[4]), atof(argv[5]));
-    fprintf(stderr, "usage: raw-tap tx IFNAME FRAMEFILE SECONDS KEY [BUFFERS] | rx IFNAME SECONDS csum|none KEY | flood IP PORT FRAME_LENGTH SECONDS\n");
+    fprintf(stderr, "usage: raw-tap tx IFNAME FRAMEFILE SECONDS KEY [BUFFERS [split]] | rx IFNAME SECONDS csum|none KEY | flood IP PORT FRAME_LENGTH SECONDS\n");
     return 2;
 }
