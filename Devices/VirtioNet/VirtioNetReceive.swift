@@ -162,9 +162,14 @@ extension VirtioNet {
         }
         guard let (payload, outHeader) = prepare(frame, header: header) else { return true }
         do {
-            let delivered = mergeable
-                ? try deliverMergeable(payload, header: outHeader, queue: queue, &scratch)
-                : try deliverSingle(payload, header: outHeader, queue: queue, &scratch)
+            // The usual chain first, here in the delivery loop: the general paths' frames
+            // (their scratch arrays, spills and stack guard) cost as much as this copy's setup.
+            var delivered = try deliverWhole(payload, header: outHeader, queue: queue)
+            if !delivered {
+                delivered = mergeable
+                    ? try deliverMergeable(payload, header: outHeader, queue: queue, &scratch)
+                    : try deliverSingle(payload, header: outHeader, queue: queue, &scratch)
+            }
             guard delivered else {
                 receiveStalls &+= 1
                 waitForBuffers(queue)
@@ -232,11 +237,11 @@ extension VirtioNet {
     }
 
     /// Without MRG_RXBUF each frame takes one chain, which must hold header and frame
-    /// (§5.1.6.3.1). A frame too large for the chain is dropped and the chain kept.
+    /// (§5.1.6.3.1). A frame too large for the chain is dropped and the chain kept. Called
+    /// when `deliverWhole` did not take the frame.
     private func deliverSingle<Queue: Virtqueue>(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, queue: Queue,
                                _ scratch: inout ReceiveScratch) throws(VirtqueueError) -> Bool {
         let needed = UInt64(VirtioNetHeader.size) + UInt64(frame.count)
-        if try deliverWhole(frame, header: header, needed: needed, queue: queue) { return true }
         scratch.segments.removeAllKeepingStorage()
         guard let taken = try takeReceiveChain(queue, &scratch) else { return false }
         guard taken.capacity >= needed else {
@@ -257,11 +262,11 @@ extension VirtioNet {
     }
 
     /// With MRG_RXBUF a frame spreads over as many chains as it needs; `num_buffers` in
-    /// the first says how many (§5.1.6.4). Either all fit or nothing is taken.
+    /// the first says how many (§5.1.6.4). Either all fit or nothing is taken. Called when
+    /// `deliverWhole` did not take the frame.
     private func deliverMergeable<Queue: Virtqueue>(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, queue: Queue,
                                   _ scratch: inout ReceiveScratch) throws(VirtqueueError) -> Bool {
         let needed = UInt64(VirtioNetHeader.size) + UInt64(frame.count)
-        if try deliverWhole(frame, header: header, needed: needed, queue: queue) { return true }
         scratch.chains.removeAllKeepingStorage()
         scratch.segments.removeAllKeepingStorage()
         var capacity: UInt64 = 0
@@ -309,8 +314,9 @@ extension VirtioNet {
     /// it, with no list of segments or chains (`num_buffers` is 1 either way). False, and
     /// nothing taken, for anything else: the general path then takes it, with its checks.
     @inline(__always)
-    private func deliverWhole<Queue: Virtqueue>(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader, needed: UInt64,
+    private func deliverWhole<Queue: Virtqueue>(_ frame: UnsafeRawBufferPointer, header: VirtioNetHeader,
                                                 queue: Queue) throws(VirtqueueError) -> Bool {
+        let needed = UInt64(VirtioNetHeader.size) + UInt64(frame.count)
         guard let (head, buffer) = try queue.popWritableBuffer() else { return false }
         guard UInt64(buffer.length) >= needed, let host = context.memory.hostRangeIfRAM(buffer.address, length: UInt64(buffer.length)) else {
             queue.unpop(1)
