@@ -5,8 +5,10 @@
  *                                                  with BUFFERS, from that many copies in turn (a guest's
  *                                                  ring sends from as many buffers: the bench's 256);
  *                                                  with split, writev(2) of the header from a buffer of its
- *                                                  own and the frame from the copy: what a VMM that copies
- *                                                  the guest's header out to check it must write
+ *                                                  own and the frame from the copy, as swiftvmm's TAP
+ *                                                  backend writes frames over 2 KiB (the device's header,
+ *                                                  checked or built in the VMM's memory, never the guest's
+ *                                                  bytes, then the frame from guest memory)
  *   raw-tap rx IFNAME SECONDS OFFLOAD KEY          read(2) frames for SECONDS after the first one
  *                                                  (OFFLOAD: csum or none, as the guest negotiated)
  *   raw-tap flood DEST_IP PORT FRAME_LENGTH SECONDS   UDP datagrams making FRAME_LENGTH-byte frames
