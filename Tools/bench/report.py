@@ -12,6 +12,20 @@ START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
 SIZES = [("64", "64 B"), ("1500", "1514 B (1500 MTU)"), ("9000", "9014 B (9000 MTU)"), ("tso64k", "64 KiB TSO send")]
 
 
+
+def raw_variant(v, backend, key, base_key, base_name, sizes):
+    """One raw TX program variant per size: its frames/s, against the `base_key` variant,
+    and each device's frames/s against it; "" when no size has both figures."""
+    parts = []
+    for size, label in SIZES:
+        figure, base = v(f"{backend}.{key}.tx.{size}.fps"), v(f"{backend}.{base_key}.tx.{size}.fps")
+        if size not in sizes or figure is None or base is None:
+            continue
+        devs = ", ".join(f"{dev} {fmt(ratio(v(f'{backend}.{dev}.tx.{size}.fps'), figure), 2)}×"
+                         for dev in ("virtio-net", "e1000") if v(f"{backend}.{dev}.tx.{size}.fps") is not None)
+        parts.append(f"{label} {fmt(figure)} frames/s ({fmt(ratio(figure, base), 2)}× the {base_name} figure; {devs})")
+    return "; ".join(parts)
+
 def load(path):
     """A key measured several times (Tools/bench/run --repeats) keeps its median."""
     samples, skips, info = {}, [], {}
@@ -122,32 +136,18 @@ def build(values, skips, info):
             out.append("")
             # The raw program again, writing from 256 buffers in turn as a guest's ring does
             # (the bench drivers' 256 slots): how much of the gap is the frames' cache misses.
-            spread = [(size_label, v(f"{backend}.raw256.tx.{size}.fps"), v(f"{backend}.raw.tx.{size}.fps"), size)
-                      for size, size_label in SIZES]
-            spread = [(label, r256, r1, size) for label, r256, r1, size in spread if r256 is not None and r1 is not None]
-            if spread:
-                parts = []
-                for label, r256, r1, size in spread:
-                    devs = ", ".join(f"{dev} {fmt(ratio(v(f'{backend}.{dev}.tx.{size}.fps'), r256), 2)}×"
-                                     for dev in ("virtio-net", "e1000") if v(f"{backend}.{dev}.tx.{size}.fps") is not None)
-                    parts.append(f"{label} {fmt(r256)} frames/s ({fmt(ratio(r256, r1), 2)}× the one-buffer figure; {devs})")
-                out.append("The raw program writing from 256 buffers in turn, as a guest's ring sends: " + "; ".join(parts) + "\n")
+            line = raw_variant(v, backend, "raw256", "raw", "one-buffer", [size for size, _ in SIZES])
+            if line:
+                out.append("The raw program writing from 256 buffers in turn, as a guest's ring sends: " + line + "\n")
             # ...and with the header as an iovec of its own: how the TAP backend writes frames
             # over 2 KiB (the device's header, checked or built in the VMM's memory, then the
             # frame from guest memory). Smaller frames it copies whole into one buffer, so
             # only the larger sizes are compared with this figure.
-            split = [(size_label, v(f"{backend}.raw256split.tx.{size}.fps"), v(f"{backend}.raw256.tx.{size}.fps"), size)
-                     for size, size_label in SIZES if size in ("9000", "tso64k")]
-            split = [(label, rs, r256, size) for label, rs, r256, size in split if rs is not None and r256 is not None]
-            if split:
-                parts = []
-                for label, rs, r256, size in split:
-                    devs = ", ".join(f"{dev} {fmt(ratio(v(f'{backend}.{dev}.tx.{size}.fps'), rs), 2)}×"
-                                     for dev in ("virtio-net", "e1000") if v(f"{backend}.{dev}.tx.{size}.fps") is not None)
-                    parts.append(f"{label} {fmt(rs)} frames/s ({fmt(ratio(rs, r256), 2)}× the one-iovec figure; {devs})")
+            line = raw_variant(v, backend, "raw256split", "raw256", "one-iovec", ["9000", "tso64k"])
+            if line:
                 out.append("The same from 256 buffers with the vnet header as an iovec of its own (`writev`), as the TAP backend "
                            "writes frames over 2 KiB: the device's header from the VMM's memory, then the frame from the guest's: "
-                           + "; ".join(parts) + "\n")
+                           + line + "\n")
             # What a vCPU pays per doorbell: the e1000 sends within its TDT write.
             tdt = [(size_label, v(f"{backend}.e1000.tx.{size}.tdt_ns"), v(f"{backend}.e1000.tx.{size}.tdt_batch"))
                    for size, size_label in SIZES]
