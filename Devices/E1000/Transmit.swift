@@ -247,6 +247,9 @@ extension E1000Device {
         // retained and released around every send (see `Array.take`).
         let list = sendSegments.take()
         let result = backend.send(list, header: header)
+        // Read from the local: passed as `self`'s property, the array was retained and
+        // released around the call, on every frame.
+        let destination = result == .sent ? destinationClass(of: list) : nil
         sendSegments = list
         guard result == .sent else { return false }
         let count = UInt32(clamping: segments)
@@ -258,7 +261,7 @@ extension E1000Device {
         statistics.countOctets(E1000Statistics.gotcl, wireLength + repeatedHeaders + (segments - 1) * Receive.fcsLength)
         statistics.countOctets(E1000Statistics.totl, wireLength + repeatedHeaders + (segments - 1) * Receive.fcsLength)
         if segments == 1 { statistics.countSize(E1000Statistics.ptc64, length: wireLength) }
-        switch destinationClass(of: sendSegments) {
+        switch destination {
         case .broadcast: statistics.count(E1000Statistics.bptc, by: count)
         case .multicast: statistics.count(E1000Statistics.mptc, by: count)
         default: break
